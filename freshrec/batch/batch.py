@@ -1,0 +1,58 @@
+"""`Batch`: the one typed micro-batch that flows between pipeline, model and trainer.
+
+>>> import torch
+>>> from freshrec.batch.sparse import SparseFeatures
+>>> batch = Batch(SparseFeatures(["user"], torch.tensor([3, 4]), torch.ones(2, dtype=torch.int32)),
+...               dense=torch.zeros(2, 1), labels=torch.tensor([1.0, 0.0]),
+...               ts=torch.tensor([10.0, 11.0], dtype=torch.float64), dense_keys=("price",))
+>>> len(batch), batch.to("cpu").sparse["user"].values.tolist()
+(2, [3, 4])
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from freshrec.batch.sparse import SparseFeatures, pin
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Ids (`sparse`), dense float32 features `[B, D]`, labels float32 `[B]`, event times float64 `[B]`.
+
+    `dense_keys` names the dense columns in order. A missing label is NaN.
+    """
+
+    sparse: SparseFeatures
+    dense: torch.Tensor
+    labels: torch.Tensor
+    ts: torch.Tensor
+    dense_keys: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        rows = self.labels.shape[0]
+        if self.dense.dtype != torch.float32 or self.dense.dim() != 2 or self.dense.shape[0] != rows:
+            raise ValueError(f"dense must be float32 [{rows}, D], got {self.dense.dtype} "
+                             f"{list(self.dense.shape)}")
+        if self.dense.shape[1] != len(self.dense_keys):
+            raise ValueError(f"{self.dense.shape[1]} dense columns but {len(self.dense_keys)} names")
+        if self.sparse.keys() and self.sparse.stride() != rows:
+            raise ValueError(f"sparse features have {self.sparse.stride()} rows, labels {rows}")
+        if self.ts.shape[0] != rows:
+            raise ValueError(f"{self.ts.shape[0]} timestamps for {rows} rows")
+
+    def __len__(self) -> int:
+        return self.labels.shape[0]
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
+        """A copy on `device` (event times stay float64)."""
+        return Batch(self.sparse.to(device, non_blocking), self.dense.to(device, non_blocking=non_blocking),
+                     self.labels.to(device, non_blocking=non_blocking),
+                     self.ts.to(device, non_blocking=non_blocking), self.dense_keys)
+
+    def pin_memory(self) -> Batch:
+        """Page-locked copy for asynchronous host-to-device copies; unchanged without an accelerator."""
+        return Batch(self.sparse.pin_memory(), pin(self.dense), pin(self.labels), pin(self.ts),
+                     self.dense_keys)

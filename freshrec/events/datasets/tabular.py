@@ -1,0 +1,373 @@
+"""Any interaction log in CSV or Parquet, mapped onto events by a `ColumnMapping`.
+
+Also home of the CSV plumbing every dataset reader shares (`read_text_csv`,
+`reject_empty_lines`, `valid_replay`): files are read with all columns as text, rows
+with a wrong column count go to the dead-letter sink with their physical line number,
+the rest is parsed and validated column-wise by `RowChecks` (no Python loop per record).
+
+>>> import tempfile, pathlib
+>>> from freshrec.events.deadletter import MemoryDeadLetters
+>>> path = pathlib.Path(tempfile.mkdtemp()) / "ratings.csv"
+>>> _ = path.write_text("userId,movieId,rating,timestamp,genres\\n"
+...                     "1,31,2.5,1260759144,Drama\\n"
+...                     "1,1029,x,1260759179,Animation|Children\\n"
+...                     "2,10,4.0,2009-12-14T02:52:24Z,Action|Adventure\\n")
+>>> mapping = ColumnMapping(user="userId", item="movieId", time="timestamp",
+...                         label="rating>=4", multi=("genres",))
+>>> dead = MemoryDeadLetters()
+>>> replay = open_table_log(path, mapping, dead)
+>>> chunk = next(iter(replay))
+>>> chunk.table.column("label").to_pylist(), chunk.positions.tolist()
+([0.0, 1.0], [2, 4])
+>>> chunk.table.column("genres").to_pylist()
+[['Drama'], ['Action', 'Adventure']]
+>>> [(l.position, l.reason) for l in dead.letters]
+[(3, 'not_a_number')]
+"""
+
+from __future__ import annotations
+
+import csv as pycsv
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from freshrec.events.deadletter import DeadLetter, DeadLetterSink
+from freshrec.events.event import ITEM, LABEL, STANDARD_COLUMNS, TS, USER, Field, FieldKind
+from freshrec.events.source import TableReplay
+from freshrec.events.validate import RowChecks
+
+__all__ = ["ColumnMapping", "LabelRule", "open_table_log", "parse_label", "read_text_csv"]
+
+# --------------------------------------------------------------------------- shared CSV plumbing
+
+
+@dataclass(frozen=True)
+class TextRows:
+    """A CSV file read as text: `table` (string columns), `lines` (1-based physical line per row)."""
+
+    table: pa.Table
+    lines: np.ndarray
+    delimiter: str
+
+    def raw(self, row: int) -> str:
+        """The row's text rebuilt by joining its values (an all-empty row gives '')."""
+        values = ["" if c[row].as_py() is None else str(c[row].as_py()) for c in self.table.columns]
+        return self.delimiter.join(values) if any(values) else ""
+
+
+def _existing(path: Path, what: str = "data file") -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    return path
+
+
+def _header_line(path: Path) -> str:
+    """The first line of a (possibly compressed) text file."""
+    data = b""
+    with pa.input_stream(str(path), compression="detect") as stream:
+        while b"\n" not in data:
+            block = stream.read(1 << 16)
+            if not block:
+                break
+            data += block
+    return data.split(b"\n", 1)[0].decode("utf-8-sig", errors="replace").rstrip("\r")
+
+
+def sniff_delimiter(header: str) -> str:
+    """',' unless the header line holds more tabs or semicolons than commas.
+
+    >>> sniff_delimiter("a\\tb\\tc"), sniff_delimiter("a;b"), sniff_delimiter("a,b;c")
+    ('\\t', ';', ',')
+    """
+    counts = {d: header.count(d) for d in (",", "\t", ";")}
+    best = max(counts, key=lambda d: counts[d])
+    return best if counts[best] > counts[","] else ","
+
+
+def read_text_csv(path: Path, source: str, dead_letters: DeadLetterSink, delimiter: str | None = ",",
+                  column_names: tuple[str, ...] | None = None) -> TextRows:
+    """Read a CSV (plain or compressed, by extension) with every column as text.
+
+    Rows with a wrong column count become `DeadLetter(reason="column_count")` with their
+    physical line number and never stop the read. With `column_names` the file has no header.
+    Line numbers assume one record per physical line (no newlines inside quoted values).
+    """
+    path = _existing(path)
+    header = _header_line(path)
+    delimiter = sniff_delimiter(header) if delimiter is None else delimiter
+    names = list(column_names) if column_names else next(pycsv.reader([header], delimiter=delimiter), [])
+    skipped: list[int] = []
+
+    def on_invalid(row: pacsv.InvalidRow) -> str:
+        skipped.append(row.number)
+        detail = f"{row.actual_columns} columns, expected {row.expected_columns}"
+        dead_letters.put(DeadLetter(source, row.number, "column_count", detail, row.text))
+        return "skip"
+
+    table = pacsv.read_csv(
+        path,
+        read_options=pacsv.ReadOptions(use_threads=False,
+                                       column_names=list(column_names) if column_names else None),
+        parse_options=pacsv.ParseOptions(delimiter=delimiter, invalid_row_handler=on_invalid,
+                                         ignore_empty_lines=False),
+        convert_options=pacsv.ConvertOptions(column_types={n: pa.string() for n in names}))
+    first = 1 if column_names else 2
+    return TextRows(table, line_numbers(table.num_rows, np.array(skipped, dtype=np.int64), first), delimiter)
+
+
+def line_numbers(n: int, skipped: np.ndarray, first_data_line: int) -> np.ndarray:
+    """Physical line of each of `n` parsed rows, given the sorted lines that were skipped.
+
+    >>> line_numbers(4, np.array([3, 4, 7]), 2).tolist()
+    [2, 5, 6, 8]
+    """
+    rows = np.arange(n, dtype=np.int64)
+    gaps = np.sort(skipped) - first_data_line - np.arange(len(skipped))
+    return rows + first_data_line + np.searchsorted(gaps, rows, side="right")
+
+
+def blank_mask(values: pa.Array) -> np.ndarray:
+    """True where a value is null, or a string that is empty after trimming blanks."""
+    if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+        blank = pc.equal(pc.utf8_trim_whitespace(values), "")
+        return pc.fill_null(blank, True).to_numpy(zero_copy_only=False)
+    return values.is_null().to_numpy(zero_copy_only=False)
+
+
+def blank_to_null(values: pa.Array) -> pa.Array:
+    """Empty strings become nulls (a missing categorical value)."""
+    if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
+        return values
+    return pc.if_else(pa.array(blank_mask(values)), pa.scalar(None, values.type), values)
+
+
+def reject_empty_lines(checks: RowChecks, table: pa.Table) -> None:
+    """Rows whose every field is empty (an empty line) -> `column_count`."""
+    empty = np.ones(table.num_rows, dtype=bool)
+    for column in table.columns:
+        empty &= pc.fill_null(pc.equal(column, ""), True).to_numpy(zero_copy_only=False)
+    checks.reject(empty, "column_count", lambda r: f"empty line, expected {table.num_columns} columns")
+
+
+def require_columns(available: list[str], needed: list[str] | tuple[str, ...], path: Path) -> None:
+    """ValueError naming the missing columns and listing the available ones."""
+    missing = [c for c in needed if c not in available]
+    if missing:
+        raise ValueError(f"{path}: no column {', '.join(map(repr, missing))}; "
+                         f"available columns: {', '.join(map(repr, available))}")
+
+
+def valid_replay(columns: dict[str, pa.Array], positions: np.ndarray, checks: RowChecks,
+                 raw: Callable[[int], str | None], dead_letters: DeadLetterSink, name: str,
+                 fields: tuple[Field, ...], batch_size: int) -> TableReplay:
+    """Send the bad rows to `dead_letters` and replay the good ones."""
+    dead_letters.put_many(checks.letters(name, positions, raw))
+    keep = ~checks.bad
+    table = pa.table(columns).filter(pa.array(keep))
+    return TableReplay(table, positions[keep], name=name, fields=fields, batch_size=batch_size)
+
+
+# --------------------------------------------------------------------------- column mapping
+
+_OPS: dict[str, Callable] = {">=": pc.greater_equal, ">": pc.greater, "<=": pc.less_equal,
+                             "<": pc.less, "==": pc.equal, "!=": pc.not_equal}
+_LABEL_EXPR = re.compile(r"^\s*(?P<column>[^<>=!]*?)\s*(?P<op>>=|<=|==|!=|>|<)\s*"
+                         r"(?P<value>[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?)\s*$")
+
+
+@dataclass(frozen=True)
+class LabelRule:
+    """Where the label comes from: a 0/1 `column`, or `column <op> threshold`."""
+
+    column: str
+    op: str | None = None
+    threshold: float | None = None
+
+
+def parse_label(text: str) -> LabelRule:
+    """Parse a label spec: a column name (0/1 values) or a threshold like `rating>=4`.
+
+    >>> parse_label("rating >= 4")
+    LabelRule(column='rating', op='>=', threshold=4.0)
+    >>> parse_label("clicked")
+    LabelRule(column='clicked', op=None, threshold=None)
+    >>> parse_label("rating => 4")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: bad label expression 'rating => 4': expected ... with OP one of >=, >, <=, <, ==, !=
+    """
+    if not any(ch in text for ch in "<>=!"):
+        if not text.strip():
+            raise ValueError("label must name a column or be an expression like 'rating>=4'")
+        return LabelRule(text.strip())
+    match = _LABEL_EXPR.match(text)
+    if match is None or not match["column"]:
+        raise ValueError(f"bad label expression {text!r}: expected a 0/1 column name or "
+                         f"'column OP number' with OP one of {', '.join(_OPS)}")
+    return LabelRule(match["column"], match["op"], float(match["value"]))
+
+
+@dataclass(frozen=True)
+class ColumnMapping:
+    """Which columns of an interaction log are the user, item, time, label and features.
+
+    `label` is a 0/1 column, a threshold expression (`rating>=4`, `watch_time>30`), or
+    None: every row is a positive (implicit feedback, label 1.0). `multi` columns hold
+    several categories split by `multi_separator`. `delimiter` None = detect from the header.
+
+    >>> ColumnMapping("u", "i", "t", label="rating>3").label_rule().threshold
+    3.0
+    >>> ColumnMapping("u", "i", "t", categorical=("g",), dense=("g",))
+    Traceback (most recent call last):
+    ...
+    ValueError: column 'g' is mapped to more than one feature kind
+    """
+
+    user: str
+    item: str
+    time: str
+    label: str | None = None
+    categorical: tuple[str, ...] = ()
+    dense: tuple[str, ...] = ()
+    multi: tuple[str, ...] = ()
+    multi_separator: str = "|"
+    delimiter: str | None = None
+
+    def __post_init__(self) -> None:
+        for kind in ("categorical", "dense", "multi"):
+            value = getattr(self, kind)
+            object.__setattr__(self, kind, (value,) if isinstance(value, str) else tuple(value))
+        for role in ("user", "item", "time"):
+            if not isinstance(getattr(self, role), str) or not getattr(self, role):
+                raise ValueError(f"{role} must name a column, got {getattr(self, role)!r}")
+        features = self.categorical + self.dense + self.multi
+        for name in features:
+            if features.count(name) > 1:
+                raise ValueError(f"column {name!r} is mapped to more than one feature kind")
+            if name in STANDARD_COLUMNS:
+                raise ValueError(f"feature column {name!r} clashes with a standard column {STANDARD_COLUMNS}")
+        if self.label is not None:
+            parse_label(self.label)
+        if not self.multi_separator:
+            raise ValueError("multi_separator must not be empty")
+
+    def label_rule(self) -> LabelRule | None:
+        """The parsed `label`, or None when every row is a positive."""
+        return None if self.label is None else parse_label(self.label)
+
+    def columns(self) -> list[str]:
+        """Every source column the mapping reads, without repeats."""
+        rule = self.label_rule()
+        names = [self.user, self.item, self.time] + ([rule.column] if rule else [])
+        return list(dict.fromkeys(names + list(self.categorical + self.dense + self.multi)))
+
+    def fields(self) -> tuple[Field, ...]:
+        """The feature columns with their kinds."""
+        return (tuple(Field(n, FieldKind.CATEGORICAL) for n in self.categorical)
+                + tuple(Field(n, FieldKind.MULTI_CATEGORICAL) for n in self.multi)
+                + tuple(Field(n, FieldKind.DENSE) for n in self.dense))
+
+
+# --------------------------------------------------------------------------- the reader
+
+
+def open_table_log(path: Path, mapping: ColumnMapping, dead_letters: DeadLetterSink,
+                   batch_size: int = 65_536, fmt: str = "csv", name: str | None = None,
+                   column_names: tuple[str, ...] | None = None) -> TableReplay:
+    """Replay an interaction log (CSV, possibly compressed, or Parquet) as events.
+
+    Positions are 1-based physical line numbers for CSV (the header is line 1) and
+    row index + 1 for Parquet. `column_names` is for a headerless CSV. Bad rows go to
+    `dead_letters`; a mapping that names a missing column raises ValueError.
+    """
+    path, name = Path(path), name or Path(path).name
+    if fmt == "csv":
+        text = read_text_csv(path, name, dead_letters, mapping.delimiter, column_names)
+        require_columns(text.table.column_names, mapping.columns(), path)
+        table, positions, raw = text.table, text.lines, text.raw
+    elif fmt == "parquet":
+        table = _read_parquet(_existing(path), mapping)
+        positions = np.arange(1, table.num_rows + 1, dtype=np.int64)
+        raw = lambda r: json.dumps(table.slice(r, 1).to_pylist()[0], default=str)  # noqa: E731
+    else:
+        raise ValueError(f"fmt must be 'csv' or 'parquet', got {fmt!r}")
+    checks = RowChecks(table.num_rows)
+    if fmt == "csv":
+        reject_empty_lines(checks, table)
+    columns = _mapped_columns(table, mapping, checks)
+    return valid_replay(columns, positions, checks, raw, dead_letters, name, mapping.fields(), batch_size)
+
+
+def _read_parquet(path: Path, mapping: ColumnMapping) -> pa.Table:
+    """The mapped columns of a Parquet file; ids must be integers or strings."""
+    schema = pq.read_schema(path)
+    require_columns(schema.names, mapping.columns(), path)
+    table = pq.read_table(path, columns=mapping.columns())
+    for role in ("user", "item"):
+        column = getattr(mapping, role)
+        kind = table.schema.field(column).type
+        kind = kind.value_type if pa.types.is_dictionary(kind) else kind
+        if not (pa.types.is_integer(kind) or pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+            raise ValueError(f"{path}: {role} column {column!r} has type {kind}; ids must be integers "
+                             "or strings (never floats: large ids lose digits in a float)")
+    return table
+
+
+def _array(table: pa.Table, name: str) -> pa.Array:
+    """One column as a contiguous array, dictionaries decoded and float NaN as null."""
+    values = table.column(name).combine_chunks()
+    if pa.types.is_dictionary(values.type):
+        values = values.dictionary_decode()
+    if pa.types.is_floating(values.type):
+        values = pc.if_else(pc.is_nan(values), pa.scalar(None, values.type), values)
+    if pa.types.is_date(values.type):
+        values = pc.cast(values, pa.timestamp("s"))
+    return values
+
+
+def _mapped_columns(table: pa.Table, mapping: ColumnMapping, checks: RowChecks) -> dict[str, pa.Array]:
+    """Parse and validate the mapped columns: ids, numbers, time, label, then features."""
+    user, item = _array(table, mapping.user), _array(table, mapping.item)
+    checks.require(user, mapping.user)
+    checks.require(item, mapping.item)
+    dense = {n: checks.floats(_array(table, n), n) for n in mapping.dense}
+    rule = mapping.label_rule()
+    source = _array(table, rule.column) if rule and rule.op else None
+    numbers = checks.floats(source, rule.column) if source is not None else None
+    ts = checks.times(_array(table, mapping.time), mapping.time)
+    label = _label(table, rule, numbers, checks)
+    columns = {TS: ts, USER: user, ITEM: item, LABEL: label}
+    columns.update({n: blank_to_null(_array(table, n)) for n in mapping.categorical})
+    columns.update({n: _multi(_array(table, n), mapping.multi_separator) for n in mapping.multi})
+    columns.update({n: pc.cast(v, pa.float64()) for n, v in dense.items()})
+    return columns
+
+
+def _label(table: pa.Table, rule: LabelRule | None, numbers: pa.Array | None,
+           checks: RowChecks) -> pa.Array:
+    """The float32 0/1 label from a 0/1 column, a threshold on parsed numbers, or all ones."""
+    if rule is None:
+        return pa.array(np.ones(table.num_rows, dtype=np.float32))
+    if rule.op is None:
+        return checks.binary_label(_array(table, rule.column), rule.column)
+    missing = numbers.is_null().to_numpy(zero_copy_only=False)
+    checks.reject(missing, "bad_label", lambda r: f"{rule.column} is missing, no label")
+    result = _OPS[rule.op](pc.cast(numbers, pa.float64()), rule.threshold)
+    return pc.cast(pc.fill_null(result, False), pa.float32())
+
+
+def _multi(values: pa.Array, separator: str) -> pa.Array:
+    """Split text into a list of categories; an empty value is null; lists stay as they are."""
+    if pa.types.is_list(values.type) or pa.types.is_large_list(values.type):
+        return values
+    return pc.split_pattern(blank_to_null(pc.cast(values, pa.string())), separator)
