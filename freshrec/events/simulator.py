@@ -386,7 +386,7 @@ def write_criteo_tsv(path: str | os.PathLike[str], rows: int, seed: int, *,
     """
     config = SimulatorConfig(seed=seed, total_events=rows)
     sim, size = Simulator(config), config.batch_size
-    key = _mix(np.uint64((seed * 0x9E3779B97F4A7C15 + _CRITEO) % 2**64))
+    key = np.uint64(_mix(np.uint64((seed * 0x9E3779B97F4A7C15 + _CRITEO) % 2**64)))
     int_cut, cat_cut = (np.uint64(min(int(r * 2.0**64), 2**64 - 1)) for r in (int_missing, cat_missing))
     buffer = np.empty(size * _ROW_BYTES, np.uint8)
     with open(path, "wb") as out:

@@ -26,19 +26,19 @@ _INT_PATTERN = r"^\s*[-+]?[0-9]+\s*$"
 _FLOAT_PATTERN = r"^\s*[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?\s*$"
 
 
-def _empty_or_null(values: pa.Array) -> np.ndarray:
-    """True where a string value is null or empty (after stripping blanks)."""
-    if not pa.types.is_string(values.type) and not pa.types.is_large_string(values.type):
-        return values.is_null().to_numpy(zero_copy_only=False)
-    blank = pc.equal(pc.utf8_trim_whitespace(values), "")
-    return pc.fill_null(blank, True).to_numpy(zero_copy_only=False)
+def blank_mask(values: pa.Array) -> np.ndarray:
+    """True where a value is null, or a string that is empty after trimming blanks."""
+    if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+        blank = pc.equal(pc.utf8_trim_whitespace(values), "")
+        return pc.fill_null(blank, True).to_numpy(zero_copy_only=False)
+    return values.is_null().to_numpy(zero_copy_only=False)
 
 
 def _cast_checked(values: pa.Array, target: pa.DataType, pattern: str) -> tuple[pa.Array, np.ndarray]:
     """Cast strings to `target`; empty -> null; returns (array, mask of unparseable non-empty values)."""
     if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
         return values.cast(target), np.zeros(len(values), dtype=bool)
-    empty = _empty_or_null(values)
+    empty = blank_mask(values)
     cleaned = pc.if_else(pa.array(empty), pa.scalar(None, values.type), values)
     try:
         return pc.cast(pc.utf8_trim_whitespace(cleaned), target), np.zeros(len(values), dtype=bool)
@@ -80,7 +80,7 @@ class RowChecks:
 
     def require(self, values: pa.Array, name: str) -> None:
         """Rows where `values` is null or empty -> `missing_id`."""
-        self.reject(_empty_or_null(values), "missing_id", lambda r: f"{name} is missing")
+        self.reject(blank_mask(values), "missing_id", lambda r: f"{name} is missing")
 
     def binary_label(self, values: pa.Array, name: str) -> pa.Array:
         """A 0/1 label as float32; other values -> `bad_label`, empty -> `bad_label`."""

@@ -35,12 +35,12 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from freshrec.events.datasets.tabular import (
-    blank_mask, blank_to_null, read_text_csv, reject_empty_lines, require_columns, valid_replay)
+from freshrec.events.datasets.delimited import (
+    blank_to_null, read_text_csv, reject_empty_lines, require_columns, valid_replay)
 from freshrec.events.deadletter import DeadLetterSink
 from freshrec.events.event import ITEM, LABEL, TS, USER, Field, FieldKind
 from freshrec.events.source import TableReplay
-from freshrec.events.validate import RowChecks
+from freshrec.events.validate import RowChecks, blank_mask
 
 __all__ = ["ANONYMOUS_DEVICE", "AVAZU_COLUMNS", "open_avazu"]
 
@@ -52,8 +52,8 @@ ANONYMOUS_DEVICE = "a99f214a"
 ITEM_COLUMN = "C14"
 _INTEGER_FIELDS = frozenset({"C1", "banner_pos", "device_type", "device_conn_type", "C14", "C15", "C16",
                              "C17", "C18", "C19", "C20", "C21"})
-_FIELD_NAMES = tuple(c for c in AVAZU_COLUMNS if c not in ("id", "click", "hour"))
-FIELDS = tuple(Field(name, FieldKind.CATEGORICAL) for name in _FIELD_NAMES)
+_FIELD_NAMES = tuple(c for c in AVAZU_COLUMNS if c not in ("id", "click", "hour", ITEM_COLUMN))
+FIELDS = tuple(Field(name, FieldKind.CATEGORICAL) for name in (USER, ITEM) + _FIELD_NAMES)
 
 
 def open_avazu(path: Path, dead_letters: DeadLetterSink, batch_size: int = 65_536,
@@ -70,12 +70,12 @@ def open_avazu(path: Path, dead_letters: DeadLetterSink, batch_size: int = 65_53
     column = lambda n: table.column(n).combine_chunks()  # noqa: E731
     checks.require(column("id"), "id")
     user = _user_ids(column("device_id"), column("device_ip"), column("device_model"), checks)
-    checks.require(column(ITEM_COLUMN), ITEM_COLUMN)
+    item = checks.integers(column(ITEM_COLUMN), ITEM_COLUMN, required=True)
     features = {n: checks.integers(column(n), n) if n in _INTEGER_FIELDS else blank_to_null(column(n))
                 for n in _FIELD_NAMES}
     ts = hour_seconds(column("hour"), checks)
     label = checks.binary_label(column("click"), "click")
-    columns = {TS: ts, USER: user, ITEM: features[ITEM_COLUMN], LABEL: label, "id": column("id")}
+    columns = {TS: ts, USER: user, ITEM: item, LABEL: label, "id": column("id")}
     columns.update(features)
     return valid_replay(columns, text.lines, checks, text.raw, dead_letters, name, FIELDS, batch_size)
 

@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from freshrec.events.datasets.delimited import read_delimited
+from freshrec.events.datasets.delimited import read_text_csv, reject_empty_lines
 from freshrec.events.deadletter import DeadLetterSink
 from freshrec.events.event import ITEM, LABEL, TS, USER, Field, FieldKind
 from freshrec.events.source import TableReplay
@@ -56,12 +56,11 @@ def _side_table(path: Path, columns: list[str], dead_letters: DeadLetterSink,
                 encoding: str = "utf8") -> tuple[pa.Table, pa.Array]:
     """A `|`-separated side table and its integer key column (bad keys dead-lettered, then null)."""
     source = f"{NAME}/{path.name}"
-    table, lines = read_delimited(path, "|", dead_letters, source, columns, encoding=encoding)
-    checks = RowChecks(table.num_rows)
-    keys = checks.integers(table.column(columns[0]).combine_chunks(), columns[0], required=True)
-    dead_letters.put_many(checks.letters(source, lines, lambda r: "|".join(
-        v or "" for v in table.slice(r, 1).to_pylist()[0].values())))
-    return table, keys
+    rows = read_text_csv(path, source, dead_letters, "|", tuple(columns), encoding=encoding)
+    checks = RowChecks(rows.table.num_rows)
+    keys = checks.integers(rows.table.column(columns[0]).combine_chunks(), columns[0], required=True)
+    dead_letters.put_many(checks.letters(source, rows.lines, rows.raw))
+    return rows.table, keys
 
 
 def open_movielens(path: str | Path, dead_letters: DeadLetterSink, batch_size: int = 65_536,
@@ -71,9 +70,10 @@ def open_movielens(path: str | Path, dead_letters: DeadLetterSink, batch_size: i
     missing = [name for name in FILES if not (root / name).is_file()]
     if missing:
         raise FileNotFoundError(f"{NAME}: {', '.join(missing)} not found in {root}")
-    ratings, lines = read_delimited(root / "u.data", "\t", dead_letters, NAME,
-                                    [USER, ITEM, "rating", TS])
+    rows = read_text_csv(root / "u.data", NAME, dead_letters, "\t", (USER, ITEM, "rating", TS))
+    ratings, lines = rows.table, rows.lines
     checks = RowChecks(ratings.num_rows)
+    reject_empty_lines(checks, ratings)
     user = checks.integers(ratings.column(USER).combine_chunks(), USER, required=True)
     item = checks.integers(ratings.column(ITEM).combine_chunks(), ITEM, required=True)
     rating = checks.floats(ratings.column("rating").combine_chunks(), "rating")
@@ -81,8 +81,7 @@ def open_movielens(path: str | Path, dead_letters: DeadLetterSink, batch_size: i
     checks.reject(~in_range.to_numpy(zero_copy_only=False), "bad_label",
                   lambda r: f"rating={ratings.column('rating')[r].as_py()!r} is not in 1..5")
     ts = checks.times(ratings.column(TS).combine_chunks(), TS)
-    dead_letters.put_many(checks.letters(NAME, lines, lambda r: "\t".join(
-        v or "" for v in ratings.slice(r, 1).to_pylist()[0].values())))
+    dead_letters.put_many(checks.letters(NAME, lines, rows.raw))
     items, item_ids = _side_table(root / "u.item", ["movie_id", "title", "release_date", "video_date",
                                                     "url"] + [f"g{i}" for i in range(len(GENRES))],
                                   dead_letters, encoding="latin-1")

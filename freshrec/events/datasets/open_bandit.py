@@ -8,7 +8,7 @@ Ids. OBD has no user id: the pseudo user id is the four hashed user features joi
 "-" (`user_feature_0-...-user_feature_3`), i.e. users with the same context are one user.
 The item id is OBD's `item_id` (int64). The label is `click`; `timestamp` (ISO with zone)
 is the event time. Fields: `position`, `user_feature_0..3`, `item_feature_1..3`
-categorical; `propensity_score`, `item_feature_0` and the `user-item_affinity_<k>`
+categorical; `item_feature_0` and the `user-item_affinity_<k>`
 columns dense. The unnamed row-index column is dropped (positions are line numbers).
 
 >>> import tempfile, pathlib
@@ -34,7 +34,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from freshrec.events.datasets.tabular import (
+from freshrec.events.datasets.delimited import (
     blank_to_null, read_text_csv, reject_empty_lines, require_columns, valid_replay)
 from freshrec.events.deadletter import DeadLetterSink
 from freshrec.events.event import ITEM, LABEL, TS, USER, Field, FieldKind
@@ -83,8 +83,8 @@ def open_open_bandit(path: Path, dead_letters: DeadLetterSink, batch_size: int =
 
 
 def _fields(affinity: tuple[str, ...]) -> tuple[Field, ...]:
-    categorical = ("position",) + USER_FEATURES + ITEM_CATEGORICAL
-    dense = ("propensity_score", ITEM_DENSE) + affinity
+    categorical = (USER, ITEM, "position") + USER_FEATURES + ITEM_CATEGORICAL
+    dense = (ITEM_DENSE,) + affinity
     return (tuple(Field(n, FieldKind.CATEGORICAL) for n in categorical)
             + tuple(Field(n, FieldKind.DENSE) for n in dense))
 

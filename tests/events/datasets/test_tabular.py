@@ -13,7 +13,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from freshrec.events.datasets.tabular import ColumnMapping, line_numbers, open_table_log, parse_label
+from freshrec.events.datasets.delimited import line_numbers
+from freshrec.events.datasets.tabular import ColumnMapping, open_table_log, parse_label
 from freshrec.events.deadletter import MemoryDeadLetters
 from freshrec.events.event import Field, FieldKind
 
@@ -47,7 +48,9 @@ def test_movielens_style_csv(tmp_path: Path) -> None:
     assert [e.user_id for e in events] == ["3", "2", "1", "1"]  # CSV ids stay text
     assert events[3].fields["genres"] == ["Animation", "Children", "Drama"]
     assert events[0].fields["genres"] is None and events[3].fields["budget"] is None
-    assert replay.fields == (Field("movieId", FieldKind.CATEGORICAL),
+    assert replay.fields == (Field("user_id", FieldKind.CATEGORICAL),
+                             Field("item_id", FieldKind.CATEGORICAL),
+                             Field("movieId", FieldKind.CATEGORICAL),
                              Field("genres", FieldKind.MULTI_CATEGORICAL),
                              Field("budget", FieldKind.DENSE))
 
