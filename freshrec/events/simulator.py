@@ -41,13 +41,14 @@ import numba
 import numpy as np
 import pyarrow as pa
 
-from freshrec.events.event import EventChunk, Field, FieldKind
+from freshrec.events.event import ITEM, USER, EventChunk, Field, FieldKind
 from freshrec.events.source import Position
 
 _BLOCK = 4096
 _USERS, _ITEMS, _EVENTS, _DRIFT, _PROTO, _CRITEO = range(6)
 COLUMNS = ("ts", "user_id", "item_id", "label", "item_category", "user_segment", "hour", "price")
-FIELDS = (Field("item_category", FieldKind.CATEGORICAL), Field("user_segment", FieldKind.CATEGORICAL),
+FIELDS = (Field(USER, FieldKind.CATEGORICAL), Field(ITEM, FieldKind.CATEGORICAL),
+          Field("item_category", FieldKind.CATEGORICAL), Field("user_segment", FieldKind.CATEGORICAL),
           Field("hour", FieldKind.CATEGORICAL), Field("price", FieldKind.DENSE))
 
 

@@ -38,9 +38,10 @@ def test_is_a_source_with_declared_fields_and_types():
     sim = Simulator(SMALL)
     assert isinstance(sim, Source) and sim.has_event_time
     table = next(iter(sim)).table
-    assert table.column_names == list(STANDARD_COLUMNS) + [f.name for f in sim.fields]
+    assert table.column_names == list(STANDARD_COLUMNS) + [f.name for f in sim.fields[2:]]
     kinds = {f.name: f.kind for f in sim.fields}
-    assert kinds == {"item_category": FieldKind.CATEGORICAL, "user_segment": FieldKind.CATEGORICAL,
+    assert kinds == {"user_id": FieldKind.CATEGORICAL, "item_id": FieldKind.CATEGORICAL,
+                     "item_category": FieldKind.CATEGORICAL, "user_segment": FieldKind.CATEGORICAL,
                      "hour": FieldKind.CATEGORICAL, "price": FieldKind.DENSE}
     assert table.schema.field("ts").type == pa.float64()
     assert table.schema.field("label").type == pa.float32()
@@ -146,7 +147,7 @@ def test_preferences_drift_only_when_drift_is_on():
     assert changes[0.0] == 0.0 and changes[0.1] > 0.01
 
 
-def test_oracle_refuses_ids_not_yet_created():
+def test_oracle_refuses_unknown_ids():
     sim = Simulator(SMALL)
     with pytest.raises(IndexError):
         sim.click_probability(np.array([10**9]), np.array([0]))

@@ -1,0 +1,187 @@
+"""The `freshrec` command.
+
+    freshrec datasets                     # what is under $FRESHREC_DATA
+    freshrec replay --format movielens-100k --data ../shared/data/movielens-100k --json
+    freshrec replay --format csv --data ratings.csv --user userId --item movieId \\
+        --time timestamp --label 'rating>=4' --dry-run --json
+
+Conventions: `--json` makes the last stdout line one JSON object; progress and tables go to
+stderr. Exit codes: 0 ok, 2 usage or configuration error (one line), 1 runtime failure (one
+line; a traceback only with `--debug`).
+"""
+
+from __future__ import annotations
+
+import sys
+import time as time_module
+from pathlib import Path
+from typing import Annotated, Optional
+
+import orjson
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from freshrec.config import cache_dir, data_root
+from freshrec.engine import IngestSummary, ingest
+from freshrec.events.datasets import FORMATS, ColumnMapping, UnknownFormat, discover, open_source
+from freshrec.events.datasets.fetch import FetchError, fetch_movielens
+from freshrec.events.deadletter import JsonlDeadLetters
+from freshrec.events.simulator import SimulatorConfig
+from freshrec.events.source import limited, paced
+from freshrec.features import FeaturePipeline, default_specs
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="freshrec: real-time training of recommendation models.")
+err = Console(stderr=True)
+
+
+class UsageError(Exception):
+    """A bad option or value: exit code 2."""
+
+
+def _fail(message: str, code: int) -> None:
+    sys.stderr.write(f"error: {message}\n")
+    raise typer.Exit(code)
+
+
+def _emit(figures: dict, as_json: bool, title: str) -> None:
+    if as_json:
+        sys.stdout.write(orjson.dumps(figures).decode() + "\n")
+        return
+    table = Table(title=title)
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for key, value in figures.items():
+        table.add_row(key, f"{value:,.1f}" if isinstance(value, float) else str(value))
+    Console().print(table)
+
+
+@app.command()
+def datasets(as_json: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False) -> None:
+    """List the data sets found under $FRESHREC_DATA (default ../shared/data)."""
+    root = data_root()
+    found = discover(root)
+    if as_json:
+        rows = [{"format": d.format, "path": str(d.path), "description": d.description} for d in found]
+        sys.stdout.write(orjson.dumps({"root": str(root), "datasets": rows}).decode() + "\n")
+        return
+    if not found:
+        err.print(f"no data sets under {root} (set FRESHREC_DATA)")
+        return
+    table = Table(title=f"data sets under {root}")
+    for name in ("format", "path", "description"):
+        table.add_column(name, overflow="fold")
+    for d in found:
+        table.add_row(d.format, str(d.path), d.description)
+    Console().print(table)
+
+
+def _mapping(user: str | None, item: str | None, time: str | None, label: str | None, cat: list[str],
+             dense: list[str], multi: list[str], sep: str, delimiter: str | None) -> ColumnMapping | None:
+    if not (user or item or time):
+        return None
+    if not (user and item and time):
+        raise UsageError("a column mapping needs --user, --item and --time")
+    return ColumnMapping(user=user, item=item, time=time, label=label, categorical=tuple(cat),
+                         dense=tuple(dense), multi=tuple(multi), multi_separator=sep, delimiter=delimiter)
+
+
+def _resolve_data(fmt: str, data: Path | None, fallback: str | None) -> tuple[str, Path | None, str]:
+    """(format, path, note): finds or downloads MovieLens when --data is left out."""
+    if data is not None or fmt != "movielens-100k":
+        return fmt, data, ""
+    try:
+        path = fetch_movielens(data_root(), cache_dir())
+        return fmt, path, f"MovieLens-100k from {path}"
+    except FetchError as error:
+        if fallback != "simulator":
+            raise
+        return "simulator", None, f"MovieLens-100k unavailable ({error}); replaying the simulator instead"
+
+
+@app.command()
+def replay(
+    fmt: Annotated[str, typer.Option("--format", help=f"One of: {', '.join(FORMATS)}.")],
+    data: Annotated[Optional[Path], typer.Option(help="File or folder to replay.")] = None,
+    user: Annotated[Optional[str], typer.Option(help="csv/parquet: the user id column.")] = None,
+    item: Annotated[Optional[str], typer.Option(help="csv/parquet: the item id column.")] = None,
+    time: Annotated[Optional[str], typer.Option(help="csv/parquet: event time (epoch s or ISO).")] = None,
+    label: Annotated[Optional[str], typer.Option(help="A 0/1 column or a rule like 'rating>=4'.")] = None,
+    cat: Annotated[list[str], typer.Option(help="Extra categorical column (repeatable).")] = [],  # noqa: B006
+    dense: Annotated[list[str], typer.Option(help="Extra dense column (repeatable).")] = [],  # noqa: B006
+    multi: Annotated[list[str], typer.Option(help="Multi-valued categorical column (repeatable).")] = [],  # noqa: B006
+    sep: Annotated[str, typer.Option(help="Separator inside --multi values.")] = "|",
+    delimiter: Annotated[Optional[str], typer.Option(help="CSV delimiter (default: sniffed).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Read, validate and batch only.")] = False,
+    limit: Annotated[Optional[int], typer.Option(help="Stop after N rows.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Rows per micro-batch.")] = 512,
+    speed: Annotated[Optional[float], typer.Option(help="Pace by event time: 60 = 1 h per minute.")] = None,
+    dead_letters: Annotated[Path, typer.Option(help="JSONL file for rejected records.")] = Path(
+        "dead_letters.jsonl"),
+    seed: Annotated[int, typer.Option(help="Simulator seed.")] = 0,
+    fallback: Annotated[Optional[str], typer.Option(
+        help="'simulator': replay the simulator when the data set cannot be found or fetched.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Last stdout line: one JSON object.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Tracebacks on errors.")] = False,
+) -> None:
+    """Replay a data set through the ingestion path (read, validate, featurise, batch)."""
+    try:
+        if fmt not in FORMATS:
+            raise UnknownFormat(f"unknown format {fmt!r}; choose one of: {', '.join(FORMATS)}")
+        if batch_size <= 0 or (limit is not None and limit < 0) or (speed is not None and speed <= 0):
+            raise UsageError("--batch-size and --speed must be positive, --limit non-negative")
+        mapping = _mapping(user, item, time, label, cat, dense, multi, sep, delimiter)
+        fmt, data, note = _resolve_data(fmt, data, fallback)
+        if note:
+            err.print(note, markup=False, highlight=False)
+        figures = _replay(fmt, data, mapping, limit, batch_size, speed, dead_letters, seed, quiet)
+    except (UsageError, UnknownFormat, typer.BadParameter) as error:
+        if debug:
+            raise
+        _fail(str(error), 2)
+    except (FileNotFoundError, ValueError, FetchError, OSError) as error:
+        if debug:
+            raise
+        _fail(str(error), 1)
+    figures.update({"format": fmt, "data": str(data) if data else None, "dry_run": True, "note": note or None})
+    _emit(figures, as_json, "replay")
+
+
+def _replay(fmt: str, data: Path | None, mapping: ColumnMapping | None, limit: int | None, batch_size: int,
+            speed: float | None, dead_letter_path: Path, seed: int, quiet: bool) -> dict:
+    started = time_module.perf_counter()
+    with JsonlDeadLetters(dead_letter_path) as letters:
+        source = open_source(fmt, data, letters, mapping=mapping,
+                             simulator=SimulatorConfig(seed=seed, total_events=limit or 1_000_000))
+        if speed is not None and not source.has_event_time:
+            raise UsageError(f"{fmt} has no event time; --speed needs one")
+        pipeline = FeaturePipeline(default_specs(source.fields))
+        chunks = limited(source, limit)
+        chunks = paced(chunks, speed) if speed is not None else chunks
+        with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[status]}"),
+                      TimeElapsedColumn(), console=err, disable=quiet, transient=True) as bar:
+            task = bar.add_task(f"replay {fmt}", total=limit, status="")
+
+            def show(batch, summary: IngestSummary) -> None:
+                bar.update(task, advance=len(batch), status=f"{summary.rows:,} rows  "
+                           f"{summary.rows / max(bar.tasks[0].elapsed or 1e-9, 1e-9):,.0f} rows/s")
+
+            summary = ingest(chunks, pipeline, batch_size, on_batch=None if quiet else show)
+        summary.seconds = time_module.perf_counter() - started
+        summary.dead_letters = letters.total
+        summary.dead_letter_reasons = dict(letters.counts)
+    figures = summary.as_dict()
+    figures["dead_letter_file"] = str(dead_letter_path) if letters.total else None
+    return figures
+
+
+def main() -> None:
+    """Entry point of the `freshrec` script."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

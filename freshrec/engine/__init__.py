@@ -1,0 +1,5 @@
+"""The loop that moves events through the pipeline; for now the ingestion path (`ingest`)."""
+
+from freshrec.engine.ingest import IngestSummary, ingest
+
+__all__ = ["IngestSummary", "ingest"]
