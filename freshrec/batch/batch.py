@@ -46,6 +46,12 @@ class Batch:
     def __len__(self) -> int:
         return self.labels.shape[0]
 
+    def split(self, size: int) -> list[Batch]:
+        """Consecutive micro-batches of at most `size` rows (views where possible)."""
+        parts = zip(self.sparse.split(size), torch.split(self.dense, size), torch.split(self.labels, size),
+                    torch.split(self.ts, size))
+        return [Batch(sparse, dense, labels, ts, self.dense_keys) for sparse, dense, labels, ts in parts]
+
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
         """A copy on `device` (event times stay float64)."""
         return Batch(self.sparse.to(device, non_blocking), self.dense.to(device, non_blocking=non_blocking),

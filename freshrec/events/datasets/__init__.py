@@ -42,6 +42,8 @@ def open_source(fmt: str, path: Path | None, dead_letters: DeadLetterSink, batch
         return Simulator(simulator or SimulatorConfig(batch_size=batch_size))
     if path is None:
         raise ValueError(f"--data is required for format {fmt!r}")
+    if not Path(path).exists():
+        raise FileNotFoundError(f"{fmt}: no file or folder at {path}")
     if fmt in ("csv", "parquet"):
         if mapping is None:
             raise ValueError(f"format {fmt!r} needs a column mapping (--user, --item, --time)")

@@ -30,7 +30,8 @@ import pyarrow as pa
 from freshrec.events.deadletter import DeadLetter, DeadLetterSink
 from freshrec.events.event import LABEL, TS, EventChunk, Field, FieldKind
 from freshrec.events.source import Position
-from freshrec.events.datasets.tsv_kernel import BAD_LABEL, COLUMN_COUNT, REASONS, gather_texts, parse_tsv
+from freshrec.events.datasets.tsv_kernel import (
+    BAD_LABEL, COLUMN_COUNT, REASONS, ParsedTsv, parse_tsv)
 
 INTEGER_COLUMNS = tuple(f"I{i}" for i in range(1, 14))
 CATEGORICAL_COLUMNS = tuple(f"C{i}" for i in range(1, 27))
@@ -83,36 +84,34 @@ class CriteoReplay:
 
     def _chunk(self, buf: np.ndarray, labelled: bool) -> EventChunk:
         parsed = parse_tsv(buf, len(INTEGER_COLUMNS), len(CATEGORICAL_COLUMNS), labelled)
-        lines = np.arange(self._next_line, self._next_line + len(parsed.labels), dtype=np.int64)
-        self._next_line += len(lines)
-        bad = parsed.bad_code != 0
-        if bad.any():
-            self.dead_letters.put_many(self._letters(buf, parsed, lines, labelled))
-        keep = ~bad
-        columns = {TS: pa.array(lines[keep].astype(np.float64))}
+        first_line = self._next_line
+        self._next_line += parsed.n_lines
+        if len(parsed.bad_line):
+            self.dead_letters.put_many(self._letters(buf, parsed, first_line, labelled))
+        lines = parsed.lines + first_line
+        columns = {TS: pa.array(lines.astype(np.float64))}
         if labelled:
-            columns[LABEL] = pa.array(parsed.labels[keep])
+            columns[LABEL] = pa.array(parsed.labels)
         for j, name in enumerate(INTEGER_COLUMNS):
-            columns[name] = pa.array(parsed.ints[keep, j], mask=~parsed.int_valid[keep, j])
-        offsets, base, data = gather_texts(buf, parsed.cat_start, parsed.cat_end, keep)
-        present = ((parsed.cat_end - parsed.cat_start)[keep] > 0).T
+            columns[name] = pa.array(parsed.ints[:, j], mask=~parsed.int_valid[:, j])
         for j, name in enumerate(CATEGORICAL_COLUMNS):
-            columns[name] = _text_column(offsets[j], data[base[j]: base[j + 1]], present[j])
-        return EventChunk(pa.table(columns), lines[keep], self.name, self.kind)
+            columns[name] = _text_column(parsed.text_offsets[j], parsed.text_data[j])
+        return EventChunk(pa.table(columns), lines, self.name, self.kind)
 
-    def _letters(self, buf: np.ndarray, parsed, lines: np.ndarray, labelled: bool) -> list[DeadLetter]:
+    def _letters(self, buf: np.ndarray, parsed: ParsedTsv, first_line: int,
+                 labelled: bool) -> list[DeadLetter]:
         names = ([LABEL] if labelled else []) + list(INTEGER_COLUMNS) + list(CATEGORICAL_COLUMNS)
         letters = []
-        for r in np.flatnonzero(parsed.bad_code):
-            text = bytes(buf[parsed.line_start[r]: parsed.line_end[r]]).decode("utf-8", "replace")
-            code = int(parsed.bad_code[r])
+        for k in range(len(parsed.bad_line)):
+            text = bytes(buf[parsed.bad_start[k]: parsed.bad_end[k]]).decode("utf-8", "replace")
+            code, field = int(parsed.bad_code[k]), int(parsed.bad_field[k])
             if code == COLUMN_COUNT:
                 detail = f"{text.count(chr(9)) + 1} columns, expected {len(names)}"
             else:
-                field = names[parsed.bad_field[r]]
-                value = text.split("\t")[parsed.bad_field[r]]
-                detail = f"{field}={value!r} is not " + ("0 or 1" if code == BAD_LABEL else "an integer")
-            letters.append(DeadLetter(self.name, int(lines[r]), REASONS[code], detail, text))
+                value = text.split("\t")[field]
+                detail = f"{names[field]}={value!r} is not " + ("0 or 1" if code == BAD_LABEL else "an integer")
+            letters.append(DeadLetter(self.name, first_line + int(parsed.bad_line[k]), REASONS[code], detail,
+                                      text))
         return letters
 
     def position(self) -> Position:
@@ -142,8 +141,9 @@ def _skip_lines(f: BinaryIO, lines: int) -> bytes:
     return b""
 
 
-def _text_column(offsets: np.ndarray, data: np.ndarray, present: np.ndarray) -> pa.Array:
-    """An Arrow string array over ready buffers; values with `present` False are null."""
+def _text_column(offsets: np.ndarray, data: np.ndarray) -> pa.Array:
+    """An Arrow string array over ready buffers (zero copy); empty values are null."""
+    present = np.diff(offsets) > 0
     validity = pa.py_buffer(np.packbits(present, bitorder="little"))
     return pa.StringArray.from_buffers(len(offsets) - 1, pa.py_buffer(offsets), pa.py_buffer(data),
                                        validity, null_count=int(len(present) - present.sum()))

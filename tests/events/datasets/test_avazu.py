@@ -3,29 +3,21 @@
 from __future__ import annotations
 
 import gzip
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import need_real_data
 
 from freshrec.events.datasets.avazu import AVAZU_COLUMNS, FIELDS, open_avazu
 from freshrec.events.deadletter import MemoryDeadLetters
 from freshrec.events.event import FieldKind
 
-DATA = Path(os.environ.get("FRESHREC_DATA", Path(__file__).resolve().parents[3] / "../shared/data"))
-AVAZU_FILE = DATA / "avazu-head" / "avazu_train_head9999.csv"
 
 GOOD = ("1000009418151094273,0,14102100,1005,0,1fbe01fe,f3845767,28905ebd,ecad2386,7801e8d9,"
         "07d7df22,a99f214a,ddd2926e,44956a24,1,2,15706,320,50,1722,0,35,-1,79").split(",")
 
 
-def _need(path: Path) -> Path:
-    if not path.exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"real data missing in CI: {path} (set FRESHREC_DATA)")
-        pytest.skip(f"real data not found: {path} (set FRESHREC_DATA)")
-    return path
 
 
 def _row(**changes: str) -> str:
@@ -49,7 +41,7 @@ def _write(tmp_path: Path, lines: list[str], name: str = "train.csv") -> Path:
 @pytest.mark.integration
 def test_real_head_counts_clicks_and_order() -> None:
     dead = MemoryDeadLetters()
-    replay = open_avazu(_need(AVAZU_FILE), dead, batch_size=4096)
+    replay = open_avazu(need_real_data("avazu-head/avazu_train_head9999.csv"), dead, batch_size=4096)
     chunks = list(replay)
     assert dead.total == 0
     assert len(replay) == 9_999 and [len(c) for c in chunks] == [4096, 4096, 1807]

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import need_real_data
 
 from freshrec.events.datasets.open_bandit import open_open_bandit
 from freshrec.events.deadletter import MemoryDeadLetters
 from freshrec.events.event import FieldKind
 
-DATA = Path(os.environ.get("FRESHREC_DATA", Path(__file__).resolve().parents[3] / "../shared/data"))
-OBD = DATA / "open-bandit-dataset-small"
 CLICKS = {"random/all": 38, "random/men": 46, "random/women": 46,
           "bts/all": 42, "bts/men": 69, "bts/women": 46}
 ITEMS = {"all": 80, "men": 34, "women": 46}
@@ -25,12 +23,6 @@ CONTEXT = (",item_id,item_feature_0,item_feature_1,item_feature_2,item_feature_3
            "0,0,-0.5,a0,b0,c0\n1,1,0.25,a1,b1,c1\n")
 
 
-def _need(path: Path) -> Path:
-    if not path.exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"real data missing in CI: {path} (set FRESHREC_DATA)")
-        pytest.skip(f"real data not found: {path} (set FRESHREC_DATA)")
-    return path
 
 
 def _row(index: int = 0, ts: str = "2019-11-24 00:00:34.762830+00:00", item: str = "1",
@@ -50,7 +42,7 @@ def _campaign(tmp_path: Path, lines: list[str]) -> Path:
 @pytest.mark.parametrize("log", sorted(CLICKS))
 def test_real_logs(log: str) -> None:
     dead = MemoryDeadLetters()
-    replay = open_open_bandit(_need(OBD / log), dead)
+    replay = open_open_bandit(need_real_data(f"open-bandit-dataset-small/{log}"), dead)
     chunk = next(iter(replay))
     assert dead.total == 0 and len(replay) == len(chunk) == 10_000
     assert chunk.table.column("label").to_numpy().sum() == CLICKS[log]
@@ -67,7 +59,7 @@ def test_real_logs(log: str) -> None:
 
 @pytest.mark.integration
 def test_real_log_file_path_and_first_row() -> None:
-    replay = open_open_bandit(_need(OBD / "random" / "all" / "all.csv.gz"), MemoryDeadLetters())
+    replay = open_open_bandit(need_real_data("open-bandit-dataset-small/random/all/all.csv.gz"), MemoryDeadLetters())
     first = next(next(iter(replay)).events())
     assert first.ts == pytest.approx(1574553634.76283) and first.item_id == 14
     assert first.fields["position"] == 3 and first.fields["propensity_score"] == 0.0125

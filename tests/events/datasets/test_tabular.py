@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import gzip
-import os
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import need_real_data
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -18,7 +18,6 @@ from freshrec.events.datasets.tabular import ColumnMapping, open_table_log, pars
 from freshrec.events.deadletter import MemoryDeadLetters
 from freshrec.events.event import Field, FieldKind
 
-DATA = Path(os.environ.get("FRESHREC_DATA", Path(__file__).resolve().parents[3] / "../shared/data"))
 
 MOVIELENS = """userId,movieId,rating,timestamp,genres,budget
 1,31,2.5,2009-12-14T02:52:24Z,Drama,1.5
@@ -195,11 +194,7 @@ def test_line_numbers_match_a_plain_count(skipped_flags: list[bool], first: int)
 
 @pytest.mark.integration
 def test_real_movielens_100k_u_data() -> None:
-    path = DATA / "movielens-100k" / "u.data"
-    if not path.exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"real data missing in CI: {path} (set FRESHREC_DATA)")
-        pytest.skip(f"real data not found: {path} (set FRESHREC_DATA)")
+    path = need_real_data("movielens-100k/u.data")
     dead = MemoryDeadLetters()
     replay = open_table_log(path, ColumnMapping("user", "item", "ts", label="rating>=4"), dead,
                             column_names=("user", "item", "rating", "ts"))

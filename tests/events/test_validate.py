@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from freshrec.events.validate import RowChecks, blank_mask
+
+
+def test_integers_floats_and_first_reason_wins() -> None:
+    checks = RowChecks(5)
+    ints = checks.integers(pa.array(["1", " -2 ", "", "3.5", None]), "I1", required=True)
+    assert ints.to_pylist() == [1, -2, None, None, None]
+    floats = checks.floats(pa.array(["1e3", "x", ".5", "2", "nan?"]), "f")
+    assert floats.to_pylist() == [1000.0, None, 0.5, 2.0, None]
+    letters = checks.letters("t", np.arange(1, 6), lambda r: f"row{r}")
+    assert [(l.position, l.reason, l.raw) for l in letters] == [
+        (2, "not_a_number", "row1"), (3, "missing_id", "row2"), (4, "not_a_number", "row3"),
+        (5, "missing_id", "row4")]
+    assert letters[2].detail == "I1='3.5' is not an integer"
+
+
+def test_binary_label() -> None:
+    checks = RowChecks(5)
+    labels = checks.binary_label(pa.array(["0", "1", "2", "", "1.0"]), "click")
+    assert labels.type == pa.float32() and checks.bad.tolist() == [False, False, True, True, False]
+
+
+@pytest.mark.parametrize("text, seconds", [
+    ("881250949", 881250949.0), ("1.5", 1.5), ("1998-04-22T23:10:38Z", 893286638.0),
+    ("1998-04-22 23:10:38", 893286638.0), ("1998-04-23T01:10:38+02:00", 893286638.0),
+    ("2019-11-24 00:00:34.762830+00:00", 1574553634.76283), ("1998-04-22", 893203200.0)])
+def test_times_epoch_and_iso(text: str, seconds: float) -> None:
+    checks = RowChecks(1)
+    assert checks.times(pa.array([text]), "t").to_pylist() == [pytest.approx(seconds)]
+    assert not checks.bad.any()
+
+
+def test_bad_times_mixed_with_good() -> None:
+    checks = RowChecks(4)
+    out = checks.times(pa.array(["1998-13-40", "100", None, "soon"]), "t")
+    assert out.to_pylist() == [None, 100.0, None, None]
+    assert checks.bad.tolist() == [True, False, True, True]
+
+
+def test_blank_mask() -> None:
+    assert blank_mask(pa.array(["a", " ", "", None])).tolist() == [False, True, True, True]
+    assert blank_mask(pa.array([1, None])).tolist() == [False, True]

@@ -1,0 +1,135 @@
+"""The `freshrec` command end to end: in a subprocess (the installed script) and in-process."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import need_real_data
+from typer.testing import CliRunner
+
+from freshrec.cli import app
+from freshrec.events.datasets import fetch
+from freshrec.events.deadletter import read_dead_letters
+from freshrec.events.simulator import write_criteo_tsv
+
+pytestmark = pytest.mark.integration
+FRESHREC = [sys.executable, "-m", "freshrec.cli"]
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def _run(args: list[str], cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(FRESHREC + args, cwd=cwd, capture_output=True, text=True, timeout=120, env=env)
+
+
+def _last_json(stdout: str) -> dict:
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+def test_replay_a_csv_it_has_never_seen(tmp_path: Path) -> None:
+    """A MovieLens-latest-small style ratings.csv: userId,movieId,rating,timestamp."""
+    rng = np.random.default_rng(0)
+    rows = 3_000
+    ratings = rng.integers(1, 11, rows) / 2
+    lines = ["userId,movieId,rating,timestamp"] + [
+        f"{u},{m},{r},{t}" for u, m, r, t in zip(rng.integers(1, 600, rows), rng.integers(1, 9000, rows),
+                                                 ratings, rng.integers(828124615, 1537799250, rows))]
+    (tmp_path / "ratings.csv").write_text("\n".join(lines) + "\n")
+    done = _run(["replay", "--data", "ratings.csv", "--format", "csv", "--user", "userId", "--item", "movieId",
+                 "--time", "timestamp", "--label", "rating>=4", "--dry-run", "--json", "--quiet"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    figures = _last_json(done.stdout)
+    assert figures["rows"] == rows and figures["dead_letters"] == 0
+    assert figures["positives"] == int((ratings >= 4).sum())
+    assert figures["rows_per_s"] > 0 and figures["seconds"] > 0
+    assert figures["batches"] == -(-rows // 512)
+
+
+def test_corrupted_criteo_counts_add_up(tmp_path: Path) -> None:
+    path = tmp_path / "day.txt"
+    write_criteo_tsv(path, 2_000, seed=5)
+    lines = path.read_text().split("\n")
+    for index in (10, 500, 1999):
+        lines[index] = "1\tnot\ta\tcriteo\tline"
+    path.write_text("\n".join(lines))
+    done = _run(["replay", "--format", "criteo", "--data", str(path), "--json", "--quiet",
+                 "--dead-letters", "dead.jsonl"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    figures = _last_json(done.stdout)
+    assert figures["rows"] == 1_997 and figures["dead_letters"] == 3
+    assert figures["dead_letter_reasons"] == {"column_count": 3}
+    assert [d.position for d in read_dead_letters(tmp_path / "dead.jsonl")] == [11, 501, 2000]
+
+
+@pytest.mark.parametrize("args, code, message", [
+    (["replay", "--format", "nope", "--data", "x"], 2, "error: unknown format 'nope'; choose one of: criteo,"),
+    (["replay", "--format", "criteo", "--data", "absent.txt"], 1, "error: criteo: no file or folder at absent.txt"),
+    (["replay", "--format", "csv", "--data", "x.csv", "--user", "u"], 2,
+     "error: a column mapping needs --user, --item and --time"),
+    (["replay", "--format", "simulator", "--speed", "-1"], 2, "error: --batch-size and --speed must be positive"),
+])
+def test_bad_usage_is_one_clear_line(tmp_path: Path, args: list[str], code: int, message: str) -> None:
+    done = _run(args, tmp_path)
+    assert done.returncode == code
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith(message), done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_speed_needs_event_time(tmp_path: Path) -> None:
+    path = tmp_path / "day.txt"
+    write_criteo_tsv(path, 10, seed=1)
+    done = _run(["replay", "--format", "criteo", "--data", str(path), "--speed", "60"], tmp_path)
+    assert done.returncode == 2 and "criteo has no event time" in done.stderr
+
+
+def test_datasets_lists_the_shared_data(tmp_path: Path) -> None:
+    root = need_real_data("movielens-100k").parent
+    done = _run(["datasets", "--json"], tmp_path, env={"FRESHREC_DATA": str(root), "PATH": ""})
+    assert done.returncode == 0, done.stderr
+    formats = [d["format"] for d in _last_json(done.stdout)["datasets"]]
+    assert {"criteo", "avazu", "movielens-100k", "open-bandit"} <= set(formats)
+    assert formats.count("open-bandit") == 6
+
+
+def test_make_run_path_uses_shared_movielens(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = need_real_data("movielens-100k").parent
+    monkeypatch.setenv("FRESHREC_DATA", str(root))
+    result = CliRunner().invoke(app, ["replay", "--format", "movielens-100k", "--fallback", "simulator",
+                                      "--json", "--quiet", "--dead-letters", str(tmp_path / "d.jsonl")])
+    assert result.exit_code == 0, result.output
+    figures = _last_json(result.stdout)
+    assert figures["rows"] == 100_000 and figures["format"] == "movielens-100k"
+    assert figures["positive_rate"] == pytest.approx(0.55375)
+
+
+def test_without_data_or_network_it_says_it_replays_the_simulator(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FRESHREC_DATA", str(tmp_path / "none"))
+    monkeypatch.setenv("FRESHREC_CACHE", str(tmp_path / "cache"))
+
+    def offline(*args, **kwargs):
+        raise OSError("no network")
+
+    monkeypatch.setattr(fetch.urllib.request, "urlopen", offline)
+    result = CliRunner().invoke(app, ["replay", "--format", "movielens-100k", "--fallback", "simulator",
+                                      "--limit", "5000", "--json", "--quiet",
+                                      "--dead-letters", str(tmp_path / "d.jsonl")])
+    assert result.exit_code == 0, result.output
+    assert "replaying the simulator instead" in result.stderr
+    figures = _last_json(result.stdout)
+    assert figures["format"] == "simulator" and figures["rows"] == 5_000
+    failed = CliRunner().invoke(app, ["replay", "--format", "movielens-100k"])
+    assert failed.exit_code == 1 and "cannot download" in failed.stderr
+
+
+def test_readme_python_example_runs() -> None:
+    block = re.search(r"```python\n(.*?)```", README.read_text(), re.S).group(1)
+    namespace: dict = {}
+    exec(compile(block, str(README), "exec"), namespace)
+    assert len(namespace["micro"]) == -(-len(namespace["batch"]) // 512)
+    assert namespace["batch"].sparse.keys()[:2] == ["user_id", "item_id"]
