@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import sys
 import time as time_module
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -25,7 +26,13 @@ from rich.table import Table
 
 from freshrec.config import cache_dir, data_root
 from freshrec.engine import IngestSummary, ingest
-from freshrec.events.datasets import FORMATS, ColumnMapping, UnknownFormat, discover, open_source
+from freshrec.events.datasets import (
+    FORMATS,
+    ColumnMapping,
+    UnknownFormat,
+    discover,
+    open_source,
+)
 from freshrec.events.datasets.fetch import FetchError, fetch_movielens
 from freshrec.events.deadletter import JsonlDeadLetters
 from freshrec.events.simulator import SimulatorConfig
@@ -54,8 +61,22 @@ def _emit(figures: dict, as_json: bool, title: str) -> None:
     table.add_column("figure")
     table.add_column("value", justify="right")
     for key, value in figures.items():
-        table.add_row(key, f"{value:,.1f}" if isinstance(value, float) else str(value))
+        if value not in (None, {}):
+            table.add_row(key, _human(key, value))
     Console().print(table)
+
+
+def _human(key: str, value: object) -> str:
+    """A figure as a person reads it: dates for event times, percentages for rates."""
+    if key.endswith("_ts") and isinstance(value, float):
+        return datetime.fromtimestamp(value, timezone.utc).isoformat(timespec="seconds")
+    if key.endswith("_rate") and isinstance(value, float):
+        return f"{100 * value:.2f} %"
+    if isinstance(value, float):
+        return f"{value:,.2f}" if value < 100 else f"{value:,.0f}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return str(value)
 
 
 @app.command()
@@ -169,10 +190,9 @@ def _replay(fmt: str, data: Path | None, mapping: ColumnMapping | None, limit: i
                 bar.update(task, advance=len(batch), status=f"{summary.rows:,} rows  "
                            f"{summary.rows / max(bar.tasks[0].elapsed or 1e-9, 1e-9):,.0f} rows/s")
 
-            summary = ingest(chunks, pipeline, batch_size, on_batch=None if quiet else show)
+            summary = ingest(chunks, pipeline, batch_size, on_batch=None if quiet else show,
+                             dead_letters=letters)
         summary.seconds = time_module.perf_counter() - started
-        summary.dead_letters = letters.total
-        summary.dead_letter_reasons = dict(letters.counts)
     figures = summary.as_dict()
     figures["dead_letter_file"] = str(dead_letter_path) if letters.total else None
     return figures

@@ -48,8 +48,9 @@ class Batch:
 
     def split(self, size: int) -> list[Batch]:
         """Consecutive micro-batches of at most `size` rows (views where possible)."""
-        parts = zip(self.sparse.split(size), torch.split(self.dense, size), torch.split(self.labels, size),
-                    torch.split(self.ts, size))
+        labels = torch.split(self.labels, size)
+        sparse = self.sparse.split(size) if self.sparse.keys() else [self.sparse] * len(labels)
+        parts = zip(sparse, torch.split(self.dense, size), labels, torch.split(self.ts, size))
         return [Batch(sparse, dense, labels, ts, self.dense_keys) for sparse, dense, labels, ts in parts]
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:

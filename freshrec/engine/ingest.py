@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from freshrec.batch import Batch
+from freshrec.events.deadletter import DeadLetterSink
 from freshrec.events.event import EventChunk
 from freshrec.features import FeaturePipeline
 
@@ -65,8 +66,13 @@ def micro_batches(chunk: EventChunk, pipeline: FeaturePipeline, size: int) -> li
 
 
 def ingest(chunks: Iterable[EventChunk], pipeline: FeaturePipeline, batch_size: int = 512,
-           on_batch: Callable[[Batch, IngestSummary], None] | None = None) -> IngestSummary:
-    """Build every micro-batch of the stream; `on_batch` sees each batch (progress, training)."""
+           on_batch: Callable[[Batch, IngestSummary], None] | None = None,
+           dead_letters: DeadLetterSink | None = None) -> IngestSummary:
+    """Build every micro-batch of the stream; `on_batch` sees each batch (progress, training).
+
+    The source validates as it reads; pass its `dead_letters` sink to have the rejected
+    records counted in the summary.
+    """
     summary = IngestSummary()
     start = time.perf_counter()
     for chunk in chunks:
@@ -75,4 +81,7 @@ def ingest(chunks: Iterable[EventChunk], pipeline: FeaturePipeline, batch_size: 
             if on_batch is not None:
                 on_batch(batch, summary)
     summary.seconds = time.perf_counter() - start
+    if dead_letters is not None:
+        summary.dead_letters = dead_letters.total
+        summary.dead_letter_reasons = dict(dead_letters.counts)
     return summary
