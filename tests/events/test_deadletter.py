@@ -2,7 +2,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from freshrec.events.deadletter import DeadLetter, JsonlDeadLetters, MemoryDeadLetters, read_dead_letters
+from freshrec.events.deadletter import (
+    DeadLetter,
+    JsonlDeadLetters,
+    MemoryDeadLetters,
+    read_dead_letters,
+)
 
 
 def test_jsonl_sink_appends_counts_and_reads_back(tmp_path: Path) -> None:

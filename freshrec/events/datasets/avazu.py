@@ -36,7 +36,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from freshrec.events.datasets.delimited import (
-    blank_to_null, read_text_csv, reject_empty_lines, require_columns, valid_replay)
+    blank_to_null,
+    read_text_csv,
+    reject_empty_lines,
+    require_columns,
+    valid_replay,
+)
 from freshrec.events.deadletter import DeadLetterSink
 from freshrec.events.event import ITEM, LABEL, TS, USER, Field, FieldKind
 from freshrec.events.source import TableReplay

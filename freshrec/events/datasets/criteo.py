@@ -21,17 +21,22 @@ dead-letter sink with their line number; the stream goes on.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import BinaryIO
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import pyarrow as pa
 
+from freshrec.events.datasets.tsv_kernel import (
+    BAD_LABEL,
+    COLUMN_COUNT,
+    REASONS,
+    ParsedTsv,
+    parse_tsv,
+)
 from freshrec.events.deadletter import DeadLetter, DeadLetterSink
 from freshrec.events.event import LABEL, TS, EventChunk, Field, FieldKind
 from freshrec.events.source import Position
-from freshrec.events.datasets.tsv_kernel import (
-    BAD_LABEL, COLUMN_COUNT, REASONS, ParsedTsv, parse_tsv)
 
 INTEGER_COLUMNS = tuple(f"I{i}" for i in range(1, 14))
 CATEGORICAL_COLUMNS = tuple(f"C{i}" for i in range(1, 27))

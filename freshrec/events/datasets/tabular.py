@@ -37,9 +37,23 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from freshrec.events.datasets.delimited import (
-    blank_to_null, existing_file, read_text_csv, reject_empty_lines, require_columns, valid_replay)
+    blank_to_null,
+    existing_file,
+    read_text_csv,
+    reject_empty_lines,
+    require_columns,
+    valid_replay,
+)
 from freshrec.events.deadletter import DeadLetterSink
-from freshrec.events.event import ITEM, LABEL, STANDARD_COLUMNS, TS, USER, Field, FieldKind
+from freshrec.events.event import (
+    ITEM,
+    LABEL,
+    STANDARD_COLUMNS,
+    TS,
+    USER,
+    Field,
+    FieldKind,
+)
 from freshrec.events.source import TableReplay
 from freshrec.events.validate import RowChecks
 

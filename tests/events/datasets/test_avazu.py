@@ -13,7 +13,6 @@ from freshrec.events.datasets.avazu import AVAZU_COLUMNS, FIELDS, open_avazu
 from freshrec.events.deadletter import MemoryDeadLetters
 from freshrec.events.event import FieldKind
 
-
 GOOD = ("1000009418151094273,0,14102100,1005,0,1fbe01fe,f3845767,28905ebd,ecad2386,7801e8d9,"
         "07d7df22,a99f214a,ddd2926e,44956a24,1,2,15706,320,50,1722,0,35,-1,79").split(",")
 

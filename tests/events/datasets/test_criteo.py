@@ -7,8 +7,16 @@ import pyarrow as pa
 import pytest
 from conftest import need_real_data
 
-from freshrec.events.datasets.criteo import CATEGORICAL_COLUMNS, INTEGER_COLUMNS, CriteoReplay
-from freshrec.events.deadletter import JsonlDeadLetters, MemoryDeadLetters, read_dead_letters
+from freshrec.events.datasets.criteo import (
+    CATEGORICAL_COLUMNS,
+    INTEGER_COLUMNS,
+    CriteoReplay,
+)
+from freshrec.events.deadletter import (
+    JsonlDeadLetters,
+    MemoryDeadLetters,
+    read_dead_letters,
+)
 from freshrec.events.simulator import write_criteo_tsv
 
 CORRUPTIONS = {

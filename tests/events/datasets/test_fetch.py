@@ -8,7 +8,12 @@ from pathlib import Path
 import pytest
 
 from freshrec.events.datasets import fetch
-from freshrec.events.datasets.fetch import FetchError, extract_verified, fetch_movielens, find_local_movielens
+from freshrec.events.datasets.fetch import (
+    FetchError,
+    extract_verified,
+    fetch_movielens,
+    find_local_movielens,
+)
 
 
 def _archive(files: dict[str, bytes]) -> bytes:

@@ -18,7 +18,6 @@ from freshrec.events.datasets.tabular import ColumnMapping, open_table_log, pars
 from freshrec.events.deadletter import MemoryDeadLetters
 from freshrec.events.event import Field, FieldKind
 
-
 MOVIELENS = """userId,movieId,rating,timestamp,genres,budget
 1,31,2.5,2009-12-14T02:52:24Z,Drama,1.5
 1,1029,3.0,2009-12-14 02:53:00,Animation|Children|Drama,
