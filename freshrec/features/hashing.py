@@ -110,6 +110,8 @@ def hash_values(values: pa.Array | pa.ChunkedArray, salt: int) -> np.ndarray:
             or pa.types.is_large_binary(kind):
         data, offsets = _text_buffers(values)
         _hash_text(data, offsets, valid, salt64, out)
+    elif pa.types.is_uint64(kind):
+        return hash_values(values.cast(pa.string()), salt)  # may exceed int64: hash its decimal text
     elif pa.types.is_integer(kind):
         ints = values.cast(pa.int64()).fill_null(0).to_numpy()
         _hash_integers(ints, valid, salt64, out)

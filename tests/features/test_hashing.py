@@ -187,3 +187,10 @@ def test_no_collisions_among_200k_distinct_values():
     ints = hash_values(pa.array(np.arange(-n // 2, n // 2, dtype=np.int64)), ITEM)
     assert len(np.unique(ints)) == n
     assert missing_id(ITEM) not in set(ints.tolist())
+
+
+def test_uint64_beyond_int64_hashes_through_its_text() -> None:
+    salt = field_salt("id")
+    big = pa.array([2**64 - 1, 10000169349117863715, None, 5], pa.uint64())
+    text = pa.array(["18446744073709551615", "10000169349117863715", None, "5"])
+    assert hash_values(big, salt).tolist() == hash_values(text, salt).tolist()

@@ -214,6 +214,8 @@ def _fast_line(buf, pos, n_int, n_text, labelled, row, labels, ints, int_valid, 
     """Parse a well-formed line at `pos` straight into `row`; returns the index of its newline,
     or -1 when anything is off (the careful path then deals with the line)."""
     i, last = pos, n_int + n_text - 1
+    if last < 0:
+        return -1
     if labelled:
         if (buf[i] != _ZERO and buf[i] != _ZERO + 1) or buf[i + 1] != _TAB:
             return -1
@@ -275,6 +277,7 @@ def _parse_lines(buf, n_int, n_text, labelled, out_lines, labels, ints, int_vali
 
 def parse_tsv(buf: np.ndarray, n_int: int, n_text: int, labelled: bool) -> ParsedTsv:
     """Parse every line of `buf` (whole lines; a last line without newline counts)."""
+    buf = np.ascontiguousarray(buf)
     if len(buf) and buf[-1] != _NL:
         buf = np.append(buf, np.uint8(_NL))
     cap = int(np.count_nonzero(buf == _NL)) + 1
