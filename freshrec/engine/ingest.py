@@ -48,10 +48,11 @@ class IngestSummary:
     def as_dict(self) -> dict:
         return {**asdict(self), "rows_per_s": self.rows_per_s, "positive_rate": self.positive_rate}
 
-    def add(self, batch: Batch) -> None:
+    def add(self, batch: Batch, batches: int = 1) -> None:
+        """Count `batch` (which the caller cut into `batches` micro-batches)."""
         labelled = ~torch.isnan(batch.labels)
         self.rows += len(batch)
-        self.batches += 1
+        self.batches += batches
         self.ids += batch.sparse.values().numel()
         self.labelled += int(labelled.sum())
         self.positives += int((batch.labels[labelled] > 0.5).sum())
@@ -60,15 +61,13 @@ class IngestSummary:
             self.last_ts = float(batch.ts[-1])
 
 
-def micro_batches(chunk: EventChunk, pipeline: FeaturePipeline, size: int) -> list[Batch]:
-    """Batches of at most `size` rows from one chunk: featurised once, then split."""
-    return pipeline.build(chunk).split(size) if len(chunk) else []
-
-
 def ingest(chunks: Iterable[EventChunk], pipeline: FeaturePipeline, batch_size: int = 512,
            on_batch: Callable[[Batch, IngestSummary], None] | None = None,
            dead_letters: DeadLetterSink | None = None) -> IngestSummary:
     """Build every micro-batch of the stream; `on_batch` sees each batch (progress, training).
+
+    Chunks are featurised whole and then cut, so the summary that `on_batch` sees already
+    counts the whole chunk its batch came from.
 
     The source validates as it reads; pass its `dead_letters` sink to have the rejected
     records counted in the summary.
@@ -76,10 +75,13 @@ def ingest(chunks: Iterable[EventChunk], pipeline: FeaturePipeline, batch_size: 
     summary = IngestSummary()
     start = time.perf_counter()
     for chunk in chunks:
-        for batch in micro_batches(chunk, pipeline, batch_size):
-            summary.add(batch)
-            if on_batch is not None:
-                on_batch(batch, summary)
+        if not len(chunk):
+            continue
+        whole = pipeline.build(chunk)  # featurised once per chunk, then cut into micro-batches
+        parts = whole.split(batch_size)
+        summary.add(whole, len(parts))
+        for batch in parts if on_batch is not None else ():
+            on_batch(batch, summary)
     summary.seconds = time.perf_counter() - start
     if dead_letters is not None:
         summary.dead_letters = dead_letters.total

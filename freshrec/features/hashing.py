@@ -24,9 +24,13 @@ import numba
 import numpy as np
 import pyarrow as pa
 
+from freshrec._words import load8
+
 _M1 = np.uint64(0xFF51AFD7ED558CCD)
 _M2 = np.uint64(0xC4CEB9FE1A85EC53)
-_FNV_PRIME = np.uint64(0x100000001B3)
+_P1 = np.uint64(0x9E3779B185EBCA87)
+_P2 = np.uint64(0xC2B2AE3D27D4EB4F)
+_P3 = np.uint64(0x165667B19E3779F9)
 _KEEP_63_BITS = np.uint64(0x7FFFFFFFFFFFFFFF)
 
 
@@ -35,8 +39,21 @@ def field_salt(name: str) -> int:
     return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "little")
 
 
-@numba.njit(inline="always")
+@numba.njit
+def _rotl(x, r):
+    return (x << np.uint64(r)) | (x >> np.uint64(64 - r))
+
+
+@numba.njit
+def _round(h, word):
+    """Mix one little-endian 8-byte word into the state (an xxHash64-style round)."""
+    h ^= _rotl(word * _P2, 31) * _P1
+    return _rotl(h, 27) * _P1 + _P3
+
+
+@numba.njit
 def _finish(h):
+    """murmur3's finaliser; the top bit cleared and 0 mapped to 1."""
     h ^= h >> np.uint64(33)
     h *= _M1
     h ^= h >> np.uint64(33)
@@ -46,45 +63,81 @@ def _finish(h):
     return np.int64(h) if h != np.uint64(0) else np.int64(1)
 
 
-@numba.njit(nogil=True, cache=True)
-def _hash_text(data, offsets, valid, salt, out):
-    """FNV-1a over each value's bytes, seeded by the salt, then a murmur3 finaliser."""
-    for i in range(len(out)):
-        h = salt
-        if valid[i]:
-            for j in range(offsets[i], offsets[i + 1]):
-                h = (h ^ np.uint64(data[j])) * _FNV_PRIME
-        out[i] = _finish(h)
+@numba.njit
+def is_valid(bits, offset, i):
+    """Arrow validity: bit `offset + i` of the bitmap (an empty bitmap means no nulls)."""
+    if len(bits) == 0:
+        return True
+    at = offset + i
+    return (bits[at >> 3] >> (at & 7)) & 1 == 1
 
 
 @numba.njit(nogil=True, cache=True)
-def _hash_integers(values, valid, salt, out):
-    """Hash each integer through its decimal text, so 42 and "42" agree."""
-    digits = np.empty(20, dtype=np.uint8)
+def _hash_text(data, offsets, bits, bit_offset, salt, out):
+    """Each value's bytes in rounds of 8 (the tail zero-padded), seeded by salt and length.
+
+    Null values hash as the empty string.
+    """
     for i in range(len(out)):
-        h = salt
-        if valid[i]:
-            v = values[i]
-            negative = v < 0
-            magnitude = np.uint64(-(v + 1)) + np.uint64(1) if negative else np.uint64(v)
-            n = 0
-            while True:
-                digits[n] = np.uint8(48) + np.uint8(magnitude % np.uint64(10))
-                magnitude //= np.uint64(10)
-                n += 1
-                if magnitude == np.uint64(0):
-                    break
-            if negative:
-                h = (h ^ np.uint64(45)) * _FNV_PRIME
-            for j in range(n - 1, -1, -1):
-                h = (h ^ np.uint64(digits[j])) * _FNV_PRIME
+        start = offsets[i]
+        end = offsets[i + 1] if is_valid(bits, bit_offset, i) else start
+        h = salt ^ (np.uint64(end - start) * _P3)
+        at = start
+        while at + 8 <= end:
+            h = _round(h, load8(data, at))
+            at += 8
+        if at < end:
+            tail = np.uint64(0)
+            for k in range(end - at):
+                tail |= np.uint64(data[at + k]) << np.uint64(8 * k)
+            h = _round(h, tail)
         out[i] = _finish(h)
 
 
-def _validity(values: pa.Array) -> np.ndarray:
-    if values.null_count == 0:
-        return np.ones(len(values), dtype=np.bool_)
-    return values.is_valid().to_numpy(zero_copy_only=False)
+@numba.njit
+def _decimal_hash(v, salt):
+    """The hash of the decimal text of `v` (as `_hash_text` gives it), built in registers."""
+    magnitude = np.uint64(-(v + 1)) + np.uint64(1) if v < 0 else np.uint64(v)
+    n = 1 if v < 0 else 0
+    probe = magnitude
+    while True:
+        n += 1
+        probe //= np.uint64(10)
+        if probe == np.uint64(0):
+            break
+    first = np.uint64(45) if v < 0 else np.uint64(0)  # at most 20 chars: three words
+    second, third = np.uint64(0), np.uint64(0)
+    for k in range(n - 1, (1 if v < 0 else 0) - 1, -1):
+        byte = (np.uint64(48) + magnitude % np.uint64(10)) << np.uint64(8 * (k % 8))
+        magnitude //= np.uint64(10)
+        if k < 8:
+            first |= byte
+        elif k < 16:
+            second |= byte
+        else:
+            third |= byte
+    h = _round(salt ^ (np.uint64(n) * _P3), first)
+    if n > 8:
+        h = _round(h, second)
+    if n > 16:
+        h = _round(h, third)
+    return _finish(h)
+
+
+@numba.njit(nogil=True, cache=True)
+def _hash_integers(values, bits, bit_offset, salt, out):
+    """Hash each integer through its decimal text, so 42 and "42" agree; nulls as ""."""
+    empty = _finish(salt)
+    for i in range(len(out)):
+        out[i] = _decimal_hash(values[i], salt) if is_valid(bits, bit_offset, i) else empty
+
+
+def validity_bitmap(values: pa.Array) -> tuple[np.ndarray, int]:
+    """(bitmap bytes, bit offset) of an Arrow array; an empty bitmap when it has no nulls."""
+    bitmap = values.buffers()[0]
+    if values.null_count == 0 or bitmap is None:
+        return np.zeros(0, np.uint8), 0
+    return np.frombuffer(bitmap, np.uint8), values.offset
 
 
 def _text_buffers(values: pa.Array) -> tuple[np.ndarray, np.ndarray]:
@@ -104,19 +157,18 @@ def hash_values(values: pa.Array | pa.ChunkedArray, salt: int) -> np.ndarray:
         return _hash_dictionary(values, salt)
     out = np.empty(len(values), dtype=np.int64)
     salt64 = np.uint64(salt)
-    valid = _validity(values)
     kind = values.type
     if pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_binary(kind) \
             or pa.types.is_large_binary(kind):
         data, offsets = _text_buffers(values)
-        _hash_text(data, offsets, valid, salt64, out)
+        _hash_text(data, offsets, *validity_bitmap(values), salt64, out)
     elif pa.types.is_uint64(kind):
         return hash_values(values.cast(pa.string()), salt)  # may exceed int64: hash its decimal text
     elif pa.types.is_integer(kind):
-        ints = values.cast(pa.int64()).fill_null(0).to_numpy()
-        _hash_integers(ints, valid, salt64, out)
+        ints = values.cast(pa.int64())
+        _hash_integers(ints.fill_null(0).to_numpy(), *validity_bitmap(ints), salt64, out)
     elif pa.types.is_null(kind):
-        _hash_text(np.zeros(0, np.uint8), np.zeros(len(values) + 1, np.int32), valid, salt64, out)
+        out[:] = missing_id(salt)
     else:
         raise TypeError(f"ids are hashed from strings or integers, not {kind} "
                         "(an id never passes through float)")
@@ -128,7 +180,7 @@ def _hash_dictionary(values: pa.DictionaryArray, salt: int) -> np.ndarray:
     indices = values.indices.fill_null(0).to_numpy(zero_copy_only=False)
     out = codes[indices] if len(codes) else np.empty(len(values), np.int64)
     if values.null_count:
-        out[~_validity(values)] = missing_id(salt)
+        out[values.is_null().to_numpy(zero_copy_only=False)] = missing_id(salt)
     return out
 
 

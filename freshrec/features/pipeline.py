@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numba
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -21,8 +22,14 @@ import torch
 
 from freshrec.batch import Batch, SparseFeatures
 from freshrec.events.event import LABEL, TS, EventChunk, FieldKind
-from freshrec.features.hashing import field_salt, hash_values, missing_id
-from freshrec.features.spec import FeatureSpec, transform_dense
+from freshrec.features.hashing import (
+    field_salt,
+    hash_values,
+    is_valid,
+    missing_id,
+    validity_bitmap,
+)
+from freshrec.features.spec import FeatureSpec
 
 
 def _ids_and_lengths(column: pa.Array, spec: FeatureSpec, salt: int) -> tuple[np.ndarray, np.ndarray]:
@@ -45,12 +52,26 @@ def _ids_and_lengths(column: pa.Array, spec: FeatureSpec, salt: int) -> tuple[np
     return ids, np.ones(len(ids), dtype=np.int32)
 
 
-def _dense(column: pa.Array, spec: FeatureSpec) -> np.ndarray:
-    if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)):
+@numba.njit(nogil=True, cache=True)
+def _fill_dense(values, bits, bit_offset, fill, signed_log1p, out):
+    """Nulls and NaN -> `fill`, then the optional signed log1p, into a float32 column."""
+    for i in range(len(values)):
+        x = np.float64(values[i])
+        if not is_valid(bits, bit_offset, i) or np.isnan(x):
+            x = fill
+        if signed_log1p:
+            x = np.log1p(x) if x >= 0 else -np.log1p(-x)
+        out[i] = x
+
+
+def _dense(column: pa.Array, spec: FeatureSpec, out: np.ndarray) -> None:
+    """Write one numeric Arrow column into `out` (a column of the dense matrix)."""
+    if pa.types.is_boolean(column.type) or pa.types.is_float16(column.type) or not (
+            pa.types.is_integer(column.type) or pa.types.is_floating(column.type)):
         raise TypeError(f"{spec.name}: a dense column must be numeric, got {column.type}")
-    values = pc.fill_null(column.cast(pa.float64()), spec.fill).to_numpy(zero_copy_only=False)
-    values = np.where(np.isnan(values), spec.fill, values)
-    return transform_dense(values, spec.transform).astype(np.float32)
+    dtype = column.type.to_pandas_dtype()
+    values = np.frombuffer(column.buffers()[1], dtype)[column.offset: column.offset + len(column)]
+    _fill_dense(values, *validity_bitmap(column), spec.fill, spec.transform == "log1p", out)
 
 
 class FeaturePipeline:
@@ -72,7 +93,7 @@ class FeaturePipeline:
         rows = len(chunk)
         dense = np.empty((rows, len(dense_specs)), dtype=np.float32)
         for j, spec in enumerate(dense_specs):
-            dense[:, j] = _dense(chunk.column(spec.source_column), spec)
+            _dense(chunk.column(spec.source_column), spec, dense[:, j])
         sparse = SparseFeatures(
             [s.name for s in sparse_specs],
             torch.from_numpy(np.concatenate(ids) if ids else np.zeros(0, np.int64)),

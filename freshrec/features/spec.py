@@ -12,8 +12,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-import numpy as np
-
 from freshrec.events.event import Field, FieldKind
 
 TRANSFORMS = ("identity", "log1p")
@@ -58,13 +56,6 @@ class FeatureSpec:
     @property
     def is_sparse(self) -> bool:
         return self.kind is not FieldKind.DENSE
-
-
-def transform_dense(values: np.ndarray, transform: str) -> np.ndarray:
-    """Apply a dense transform to a float array (vectorised)."""
-    if transform == "log1p":
-        return np.sign(values) * np.log1p(np.abs(values))
-    return values
 
 
 def default_specs(fields: Iterable[Field], dim: int = 16) -> list[FeatureSpec]:

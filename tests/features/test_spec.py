@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
-import numpy as np
 import pytest
 
 from freshrec.events.event import Field, FieldKind
@@ -13,7 +10,6 @@ from freshrec.features.spec import (
     TRANSFORMS,
     FeatureSpec,
     default_specs,
-    transform_dense,
 )
 
 
@@ -66,8 +62,3 @@ def test_spec_is_frozen_and_hashable():
         spec.dim = 4  # type: ignore[misc]
     assert spec == FeatureSpec("x", FieldKind.CATEGORICAL) and hash(spec) == hash(FeatureSpec("x", FieldKind.CATEGORICAL))
 
-
-def test_transform_dense():
-    x = np.array([-math.e + 1, -1.0, 0.0, 1.0, math.e - 1, 1e6])
-    np.testing.assert_allclose(transform_dense(x, "log1p"), [-1.0, -math.log(2), 0.0, math.log(2), 1.0, math.log1p(1e6)])
-    np.testing.assert_array_equal(transform_dense(x, "identity"), x)

@@ -20,9 +20,8 @@ from typing import NamedTuple
 
 import numba
 import numpy as np
-from llvmlite import ir
-from numba import types
-from numba.extending import intrinsic
+
+from freshrec._words import load8, store8
 
 OK, COLUMN_COUNT, NOT_A_NUMBER, BAD_LABEL = 0, 1, 2, 3
 REASONS = {COLUMN_COUNT: "column_count", NOT_A_NUMBER: "not_a_number", BAD_LABEL: "bad_label"}
@@ -130,28 +129,6 @@ def _grow(data, need):
     return bigger
 
 
-def _word_ptr(builder, ary, at):
-    return builder.bitcast(builder.gep(ary.data, [at]), ir.IntType(64).as_pointer())
-
-
-@intrinsic
-def _load8(typingctx, buf, at):
-    """The 8 bytes of a uint8 array from index `at` as one little-endian uint64 (unaligned)."""
-    def codegen(context, builder, sig, args):
-        ary = context.make_array(sig.args[0])(context, builder, args[0])
-        return builder.load(_word_ptr(builder, ary, args[1]), align=1)
-    return types.uint64(buf, at), codegen
-
-
-@intrinsic
-def _store8(typingctx, out, at, word):
-    """Write `word` as 8 bytes into a C-contiguous uint8 array at flat index `at` (unaligned)."""
-    def codegen(context, builder, sig, args):
-        ary = context.make_array(sig.args[0])(context, builder, args[0])
-        builder.store(args[2], _word_ptr(builder, ary, args[1]), align=1)
-    return types.void(out, at, word), codegen
-
-
 @numba.njit
 def _first_byte(mask):
     """Index of the lowest byte whose top bit is set in `mask` (8 when none)."""
@@ -185,7 +162,7 @@ def _fast_int(buf, i, row, j, ints, int_valid):
     first = i + 1 if signed else i
     if first + 8 > len(buf):
         return -1
-    word = _load8(buf, first)
+    word = load8(buf, first)
     n = _first_byte(((word + _ONES * np.uint64(0x46)) | (word - _ONES * np.uint64(_ZERO))) & _HIGHS)
     if n == 8 or (signed and n == 0):
         return -1
@@ -200,9 +177,9 @@ def _fast_text(buf, i, at, column, data):
     out of room or too near the end of `buf`."""
     base = column * data.shape[1]
     while i + 8 <= len(buf) and at + 8 <= data.shape[1]:
-        word = _load8(buf, i)
+        word = load8(buf, i)
         n = _first_byte(_separators(word))
-        _store8(data, base + at, word)
+        store8(data, base + at, word)
         i, at = i + n, at + n
         if n < 8:
             return i, at

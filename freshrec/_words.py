@@ -1,0 +1,41 @@
+"""Unaligned 8-byte loads and stores for numba kernels (one machine instruction each).
+
+Little-endian on the machines we run on (x86-64, aarch64): byte k of the word is byte `at + k`.
+
+>>> import numba, numpy as np
+>>> @numba.njit
+... def first_word(buf):
+...     return load8(buf, 1)
+>>> hex(first_word(np.frombuffer(b"\\x00\\x01\\x02\\x03\\x04\\x05\\x06\\x07\\x08", np.uint8)))
+'0x807060504030201'
+"""
+
+from __future__ import annotations
+
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic
+
+__all__ = ["load8", "store8"]
+
+
+def _word_ptr(builder, ary, at):
+    return builder.bitcast(builder.gep(ary.data, [at]), ir.IntType(64).as_pointer())
+
+
+@intrinsic
+def load8(typingctx, buf, at):
+    """The 8 bytes of a uint8 array from index `at` as one little-endian uint64 (unaligned)."""
+    def codegen(context, builder, sig, args):
+        ary = context.make_array(sig.args[0])(context, builder, args[0])
+        return builder.load(_word_ptr(builder, ary, args[1]), align=1)
+    return types.uint64(buf, at), codegen
+
+
+@intrinsic
+def store8(typingctx, out, at, word):
+    """Write `word` as 8 bytes into a C-contiguous uint8 array at flat index `at` (unaligned)."""
+    def codegen(context, builder, sig, args):
+        ary = context.make_array(sig.args[0])(context, builder, args[0])
+        builder.store(args[2], _word_ptr(builder, ary, args[1]), align=1)
+    return types.void(out, at, word), codegen
