@@ -90,7 +90,8 @@ class EventChunk:
 
     def column(self, name: str) -> pa.Array:
         """One column as a single contiguous Arrow array."""
-        return self.table.column(name).combine_chunks()
+        column = self.table.column(name)
+        return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
 
     def events(self) -> Iterator[Event]:
         """Row-wise view; for edges and tests, not for the hot path."""

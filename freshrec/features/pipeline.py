@@ -53,25 +53,29 @@ def _ids_and_lengths(column: pa.Array, spec: FeatureSpec, salt: int) -> tuple[np
 
 
 @numba.njit(nogil=True, cache=True)
-def _fill_dense(values, bits, bit_offset, fill, signed_log1p, out):
-    """Nulls and NaN -> `fill`, then the optional signed log1p, into a float32 column."""
+def _fill_dense(values, bits, bit_offset, fill, out):
+    """Copy a numeric column into float32 `out`, nulls and NaN replaced by `fill`."""
     for i in range(len(values)):
-        x = np.float64(values[i])
-        if not is_valid(bits, bit_offset, i) or np.isnan(x):
-            x = fill
-        if signed_log1p:
-            x = np.log1p(x) if x >= 0 else -np.log1p(-x)
-        out[i] = x
+        x = np.float32(values[i])
+        out[i] = fill if not is_valid(bits, bit_offset, i) or np.isnan(x) else x
 
 
-def _dense(column: pa.Array, spec: FeatureSpec, out: np.ndarray) -> None:
-    """Write one numeric Arrow column into `out` (a column of the dense matrix)."""
-    if pa.types.is_boolean(column.type) or pa.types.is_float16(column.type) or not (
-            pa.types.is_integer(column.type) or pa.types.is_floating(column.type)):
-        raise TypeError(f"{spec.name}: a dense column must be numeric, got {column.type}")
-    dtype = column.type.to_pandas_dtype()
-    values = np.frombuffer(column.buffers()[1], dtype)[column.offset: column.offset + len(column)]
-    _fill_dense(values, *validity_bitmap(column), spec.fill, spec.transform == "log1p", out)
+def _dense_matrix(chunk: EventChunk, specs: Sequence[FeatureSpec]) -> np.ndarray:
+    """The dense features `[rows, len(specs)]` float32: filled per column, transformed in bulk."""
+    columns = np.empty((len(specs), len(chunk)), dtype=np.float32)
+    for j, spec in enumerate(specs):
+        column = chunk.column(spec.source_column)
+        if pa.types.is_boolean(column.type) or pa.types.is_float16(column.type) or not (
+                pa.types.is_integer(column.type) or pa.types.is_floating(column.type)):
+            raise TypeError(f"{spec.name}: a dense column must be numeric, got {column.type}")
+        dtype = column.type.to_pandas_dtype()
+        values = np.frombuffer(column.buffers()[1], dtype)[column.offset: column.offset + len(column)]
+        _fill_dense(values, *validity_bitmap(column), spec.fill, columns[j])
+    logs = [j for j, spec in enumerate(specs) if spec.transform == "log1p"]
+    if logs:
+        block = columns[logs]
+        columns[logs] = np.copysign(np.log1p(np.abs(block)), block)  # signed log1p
+    return np.ascontiguousarray(columns.T)
 
 
 class FeaturePipeline:
@@ -90,14 +94,12 @@ class FeaturePipeline:
                                                field_salt(spec.table_name))
             ids.append(values)
             lengths.append(per_row)
-        rows = len(chunk)
-        dense = np.empty((rows, len(dense_specs)), dtype=np.float32)
-        for j, spec in enumerate(dense_specs):
-            _dense(chunk.column(spec.source_column), spec, dense[:, j])
+        dense = _dense_matrix(chunk, dense_specs)
         sparse = SparseFeatures(
             [s.name for s in sparse_specs],
             torch.from_numpy(np.concatenate(ids) if ids else np.zeros(0, np.int64)),
-            torch.from_numpy(np.concatenate(lengths) if lengths else np.zeros(0, np.int32)))
+            torch.from_numpy(np.concatenate(lengths) if lengths else np.zeros(0, np.int32)),
+            check=False)  # consistent by construction: one length per row and key
         return Batch(sparse, torch.from_numpy(dense), self._labels(chunk), self._times(chunk),
                      tuple(s.name for s in dense_specs))
 

@@ -73,19 +73,20 @@ class CriteoReplay:
         if not self.path.is_file():
             raise FileNotFoundError(f"criteo: no file at {self.path}")
         labelled = _is_labelled(self.path)
+        size = self.batch_size * 256
         with self.path.open("rb") as f:
-            rest = _skip_lines(f, self._next_line - 1)
-            while True:
-                block = f.read(self.batch_size * 256)
-                data = rest + block
-                cut = data.rfind(b"\n") + 1 if block else len(data)
-                rest = data[cut:]
-                if cut:
-                    chunk = self._chunk(np.frombuffer(data, np.uint8, count=cut), labelled)
-                    if len(chunk):
-                        yield chunk
-                if not block:
-                    return
+            _skip_lines(f, self._next_line - 1)
+            while block := f.read(size):
+                cut = block.rfind(b"\n") + 1
+                if cut == 0 and len(block) == size:  # a line longer than the block
+                    f.seek(-len(block), 1)
+                    size *= 2
+                    continue
+                if 0 < cut < len(block):
+                    f.seek(cut - len(block), 1)  # the partial last line starts the next block
+                chunk = self._chunk(np.frombuffer(block, np.uint8, count=cut or len(block)), labelled)
+                if len(chunk):
+                    yield chunk
 
     def _chunk(self, buf: np.ndarray, labelled: bool) -> EventChunk:
         parsed = parse_tsv(buf, len(INTEGER_COLUMNS), len(CATEGORICAL_COLUMNS), labelled)
@@ -133,17 +134,18 @@ class CriteoReplay:
             raise ValueError(f"line numbers start at 1, got {position['line']}")
         self._next_line = position["line"]
 
-def _skip_lines(f: BinaryIO, lines: int) -> bytes:
-    """Advance `f` past `lines` lines; returns the bytes read beyond the last skipped newline."""
+def _skip_lines(f: BinaryIO, lines: int) -> None:
+    """Move `f` to the start of line `lines + 1` (or to the end of the file)."""
     while lines > 0:
+        start = f.tell()
         block = f.read(1 << 24)
         if not block:
-            return b""
+            return
         newlines = np.flatnonzero(np.frombuffer(block, np.uint8) == 10)
         if len(newlines) >= lines:
-            return block[newlines[lines - 1] + 1:]
+            f.seek(start + int(newlines[lines - 1]) + 1)
+            return
         lines -= len(newlines)
-    return b""
 
 
 def _text_column(offsets: np.ndarray, data: np.ndarray) -> pa.Array:

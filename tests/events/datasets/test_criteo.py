@@ -135,3 +135,14 @@ def test_real_criteo_head() -> None:
     missing_cat = np.mean([table.column(c).null_count for c in CATEGORICAL_COLUMNS]) / 10_000
     assert missing_int == pytest.approx(0.209, abs=0.001) and missing_cat == pytest.approx(0.114, abs=0.001)
     assert len(set(table.column("C1").to_pylist())) == 175
+
+
+def test_lines_longer_than_the_read_block_and_no_final_newline(tmp_path: Path) -> None:
+    long = "\t".join(["1"] + ["7"] * 13 + ["ab" * 200] * 26)  # ~10 kB, far over 256 bytes
+    short = "\t".join(["0"] + ["1"] * 13 + ["cd"] * 26)
+    path = tmp_path / "day.txt"
+    path.write_text(f"{short}\n{long}\n{short}\n{long}")
+    chunks = list(CriteoReplay(path, MemoryDeadLetters(), batch_size=1))  # 256-byte reads
+    table = pa.concat_tables([c.table for c in chunks])
+    assert np.concatenate([c.positions for c in chunks]).tolist() == [1, 2, 3, 4]
+    assert table.column("C26").to_pylist() == ["cd", "ab" * 200, "cd", "ab" * 200]
