@@ -134,7 +134,7 @@ class SparseFeatures:
         return {key: self[key] for key in self._keys}
 
     def split(self, size: int) -> list[SparseFeatures]:
-        """Consecutive row groups of at most `size` rows, vectorised (no loop per id or row).
+        """Consecutive row groups of at most `size` rows, reordered in one numba pass over the ids.
 
         >>> sf = SparseFeatures(["a", "b"], torch.tensor([1, 2, 3, 4, 5, 6]),
         ...                     torch.tensor([1, 1, 1, 0, 2, 1], dtype=torch.int32))

@@ -133,3 +133,20 @@ def test_readme_python_example_runs() -> None:
     exec(compile(block, str(README), "exec"), namespace)
     assert len(namespace["micro"]) == -(-len(namespace["batch"]) // 512)
     assert namespace["batch"].sparse.keys()[:2] == ["user_id", "item_id"]
+
+
+def _readme_commands() -> list[str]:
+    text = re.search(r"## Quick start\n\n```sh\n(.*?)```", README.read_text(), re.S).group(1)
+    joined = text.replace("\\\n", " ")
+    return [line.split("#")[0].strip() for line in joined.splitlines() if line.startswith(".venv/bin/freshrec")]
+
+
+@pytest.mark.parametrize("command", _readme_commands())
+def test_readme_quick_start_commands_run(tmp_path: Path, command: str) -> None:
+    root = need_real_data("movielens-100k").parent
+    (tmp_path / "ratings.csv").write_text("userId,movieId,rating,timestamp,genres\n"
+                                          "1,31,2.5,1260759144,Drama\n2,10,4.0,1260759179,Action|Comedy\n")
+    args = command.split()[1:]
+    args = [a.replace("../shared/data", str(root)) for a in args]
+    done = _run([a.strip("'") for a in args], tmp_path, env={"FRESHREC_DATA": str(root), "PATH": ""})
+    assert done.returncode == 0, done.stderr
