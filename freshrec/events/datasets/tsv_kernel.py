@@ -3,8 +3,11 @@
 The layout is `[label] + n_int integer columns + n_cat text columns`, the Criteo DAC shape.
 Each line is checked (column count, integers, 0/1 label). Good lines are written compacted:
 label, integers (with validity) and each text column into its own contiguous byte region
-(Arrow offsets + data), copied while the line is still in cache. A bad line gets a reason code
-and its byte span so the reader can dead-letter its text.
+(Arrow offsets + data). The fast path takes 64 lines at a time: separator positions from
+64-byte vector compares, then labels and integers row by row, then texts column by column (one
+output stream at a time) while the lines are still in cache. Any line it does not take goes
+through a careful byte-by-byte path. A bad line gets a reason code and its byte span so the
+reader can dead-letter its text.
 
 >>> import numpy as np
 >>> out = parse_tsv(np.frombuffer(b"1\\t-3\\tab\\n0\\tx\\tcd\\n1\\t\\tef\\n", np.uint8), 1, 1, True)
@@ -20,8 +23,9 @@ from typing import NamedTuple
 
 import numba
 import numpy as np
+from numba.cpython.unsafe.numbers import trailing_zeros
 
-from freshrec._words import load8, store8
+from freshrec._words import load8, match64, store8
 
 OK, COLUMN_COUNT, NOT_A_NUMBER, BAD_LABEL = 0, 1, 2, 3
 REASONS = {COLUMN_COUNT: "column_count", NOT_A_NUMBER: "not_a_number", BAD_LABEL: "bad_label"}
@@ -29,7 +33,7 @@ _TAB, _NL, _CR, _MINUS, _PLUS, _ZERO = 9, 10, 13, 45, 43, 48
 _MAX_DIGITS = 18
 _ONES, _HIGHS, _LOW_NIBBLES = np.uint64(0x0101010101010101), np.uint64(0x8080808080808080), np.uint64(
     0x0F0F0F0F0F0F0F0F)
-_BYTE_INDEX = np.uint64(0x0001020304050607)
+_BATCH = 64
 
 
 class ParsedTsv(NamedTuple):
@@ -130,21 +134,6 @@ def _grow(data, need):
 
 
 @numba.njit
-def _first_byte(mask):
-    """Index of the lowest byte whose top bit is set in `mask` (8 when none)."""
-    if mask == 0:
-        return 8
-    return np.int64(((mask & (~mask + np.uint64(1))) >> np.uint64(7)) * _BYTE_INDEX >> np.uint64(56))
-
-
-@numba.njit
-def _separators(word):
-    """Top bit set in each byte of `word` that is a tab or newline (exact up to the first one)."""
-    tabs, newlines = word ^ (_ONES * np.uint64(_TAB)), word ^ (_ONES * np.uint64(_NL))
-    return ((tabs - _ONES) & ~tabs | (newlines - _ONES) & ~newlines) & _HIGHS
-
-
-@numba.njit
 def _digits_value(word, n):
     """The value of the first `n` (< 8) ASCII digits of `word` (SWAR)."""
     digits = (word - _ONES * np.uint64(_ZERO)) & ((np.uint64(1) << np.uint64(8 * n)) - np.uint64(1))
@@ -155,64 +144,112 @@ def _digits_value(word, n):
 
 
 @numba.njit
-def _fast_int(buf, i, row, j, ints, int_valid):
-    """Parse the integer field at `i` into (row, j); returns where it stops, or -1 (careful path)."""
-    negative = buf[i] == _MINUS
-    signed = negative or buf[i] == _PLUS
-    first = i + 1 if signed else i
-    if first + 8 > len(buf):
-        return -1
-    word = load8(buf, first)
-    n = _first_byte(((word + _ONES * np.uint64(0x46)) | (word - _ONES * np.uint64(_ZERO))) & _HIGHS)
-    if n == 8 or (signed and n == 0):
-        return -1
-    value = _digits_value(word, n)
-    ints[row, j], int_valid[row, j] = (-value if negative else value), n > 0
-    return first + n
+def _small_int(lead, word, size):
+    """(value, present, fits) of an integer field of `size` bytes starting with byte `lead`,
+    `word` being its 8 bytes after any sign: it fits the fast path when empty or of 1-7 digits."""
+    signed = (lead == _MINUS) | (lead == _PLUS)
+    n = np.int64(trailing_zeros(((word + _ONES * np.uint64(0x46)) | (word - _ONES * np.uint64(_ZERO)))
+                                & _HIGHS) >> np.uint64(3))
+    value = _digits_value(word, n & 7)
+    fits = (signed + n == size) & (n < 8) & ((n > 0) | (not signed))
+    return (-value if lead == _MINUS else value), n > 0, fits
 
 
 @numba.njit
-def _fast_text(buf, i, at, column, data):
-    """Copy the text field at `i` to `data[column, at:]`; returns (its end, new at), end -1 when
-    out of room or too near the end of `buf`."""
-    base = column * data.shape[1]
-    while i + 8 <= len(buf) and at + 8 <= data.shape[1]:
-        word = load8(buf, i)
-        n = _first_byte(_separators(word))
-        store8(data, base + at, word)
-        i, at = i + n, at + n
-        if n < 8:
-            return i, at
-    return -1, at
+def _split(buf, pos, seps, newlines):
+    """Fill `seps[1:]` with the positions of the tabs and newlines from `pos` (`seps[0]` = pos - 1)
+    and `newlines` with those of the newlines, 64 bytes at a time while `seps` has 64 spare and
+    80 bytes of `buf` are left; returns how many of each."""
+    seps[0], k, m, at = pos - 1, 1, 0, pos
+    while k + 64 < len(seps) and at + 80 <= len(buf):
+        nl = match64(buf, at, _NL)
+        bits = match64(buf, at, _TAB) | nl
+        while bits:
+            seps[k], k, bits = at + np.int64(trailing_zeros(bits)), k + 1, bits & (bits - np.uint64(1))
+        while nl:
+            newlines[m], m, nl = at + np.int64(trailing_zeros(nl)), m + 1, nl & (nl - np.uint64(1))
+        at += 64
+    return k - 1, m
 
 
 @numba.njit
-def _fast_line(buf, pos, n_int, n_text, labelled, row, labels, ints, int_valid, offsets, data):
-    """Parse a well-formed line at `pos` straight into `row`; returns the index of its newline,
-    or -1 when anything is off (the careful path then deals with the line)."""
-    i, last = pos, n_int + n_text - 1
-    if last < 0:
-        return -1
-    if labelled:
-        if (buf[i] != _ZERO and buf[i] != _ZERO + 1) or buf[i + 1] != _TAB:
-            return -1
-        labels[row] = buf[i] - _ZERO
-        i += 2
-    for j in range(n_int):
-        i = _fast_int(buf, i, row, j, ints, int_valid)
-        if i < 0 or (buf[i] == _NL) != (j == last) or (buf[i] != _NL and buf[i] != _TAB):
-            return -1
-        i += 1
-    for j in range(n_text):
-        begin = i
-        i, at = _fast_text(buf, i, offsets[j, row], j, data)
-        if i < 0 or (buf[i] == _NL) != (n_int + j == last):
-            return -1
-        if n_int + j == last and i > begin and buf[i - 1] == _CR:
-            at -= 1
-        offsets[j, row + 1] = at
-        i += 1
-    return i - 1
+def _check_rows(buf, seps, newlines, n_lines, n_int, n_text, labelled, line, row, out_lines, labels,
+                ints, int_valid):
+    """Parse label and integers of the first `n_lines` lines split in `seps` into rows from `row`;
+    returns how many leading lines suit the fast path (newline after the right number of tabs,
+    0/1 label, integers of at most 7 digits)."""
+    first_int = 1 if labelled else 0
+    n_fields = first_int + n_int + n_text
+    for b in range(n_lines):
+        i = 1 + b * n_fields
+        if seps[i + n_fields - 1] != newlines[b]:
+            return b
+        start = seps[i - 1] + 1
+        if labelled:
+            if seps[i] != start + 1 or (buf[start] != _ZERO and buf[start] != _ZERO + 1):
+                return b
+            labels[row + b] = buf[start] - _ZERO
+            start += 2
+        for j in range(n_int):
+            end, lead = seps[i + first_int + j], buf[start]
+            signed = (lead == _MINUS) | (lead == _PLUS)
+            ints[row + b, j], int_valid[row + b, j], fits = _small_int(lead, load8(buf, start + signed),
+                                                                       end - start)
+            if not fits:
+                return b
+            start = end + 1
+        out_lines[row + b] = line + b
+    return n_lines
+
+
+@numba.njit
+def _lines_with_room(seps, n_lines, n_fields, offsets, row, width):
+    """How many of the first `n_lines` lines split in `seps` surely leave every text column room
+    for the fast path's copies (a column grows by at most the lines' length)."""
+    fullest = 0
+    for j in range(offsets.shape[0]):
+        fullest = max(fullest, offsets[j, row])
+    while n_lines > 0 and fullest + seps[n_lines * n_fields] - seps[0] + 16 > width:
+        n_lines -= 1
+    return n_lines
+
+
+@numba.njit
+def _copy_columns(buf, seps, n_lines, first_text, n_fields, row, offsets, data):
+    """Append each text column of the first `n_lines` lines split in `seps` to its row of `data`
+    in 8-byte words (16 bytes at least), column by column."""
+    width, last = data.shape[1], offsets.shape[0] - 1
+    for j in range(offsets.shape[0]):
+        at, to = offsets[j, row], j * width
+        for b in range(n_lines):
+            i = 1 + b * n_fields + first_text + j
+            start, end = seps[i - 1] + 1, seps[i]
+            store8(data, to + at, load8(buf, start))
+            store8(data, to + at + 8, load8(buf, start + 8))
+            for c in range(16, end - start, 8):
+                store8(data, to + at + c, load8(buf, start + c))
+            if j == last and end > start and buf[end - 1] == _CR:
+                end -= 1
+            at += end - start
+            offsets[j, row + b + 1] = at
+
+
+@numba.njit
+def _fast_rows(buf, pos, seps, newlines, n_int, n_text, labelled, line, row, out_lines, labels, ints,
+               int_valid, offsets, data):
+    """Parse up to `_BATCH` well-formed lines from `pos` straight into rows from `row`; returns
+    how many and where the next line starts."""
+    first_text = n_int + (1 if labelled else 0)
+    n_fields = first_text + n_text
+    if n_fields == 0:
+        return 0, pos
+    n_seps, n_newlines = _split(buf, pos, seps, newlines)
+    n_lines = _lines_with_room(seps, min(_BATCH, n_seps // n_fields, n_newlines), n_fields, offsets, row,
+                               data.shape[1])
+    n_lines = _check_rows(buf, seps, newlines, n_lines, n_int, n_text, labelled, line, row, out_lines,
+                          labels, ints, int_valid)
+    _copy_columns(buf, seps, n_lines, first_text, n_fields, row, offsets, data)
+    return n_lines, seps[n_lines * n_fields] + 1
 
 
 @numba.njit(nogil=True, cache=True)
@@ -222,14 +259,14 @@ def _parse_lines(buf, n_int, n_text, labelled, out_lines, labels, ints, int_vali
     n_fields = first_int + n_int + n_text
     starts = np.empty(n_fields, np.int64)
     ends = np.empty(n_fields, np.int64)
+    seps = np.empty(1 + _BATCH * n_fields + 64, np.int64)
+    newlines = np.empty_like(seps)
     line, row, bad, pos = 0, 0, 0, 0
     while pos < len(buf):
-        stop = _fast_line(buf, pos, n_int, n_text, labelled, row, labels, ints, int_valid, offsets, data)
-        if stop >= 0:
-            out_lines[row] = line
-            row += 1
-            line += 1
-            pos = stop + 1
+        good, pos = _fast_rows(buf, pos, seps, newlines, n_int, n_text, labelled, line, row, out_lines,
+                               labels, ints, int_valid, offsets, data)
+        line, row = line + good, row + good
+        if good == _BATCH or pos == len(buf):
             continue
         line_begin = pos
         count, line_stop, pos = _scan_line(buf, pos, starts, ends)
@@ -252,15 +289,25 @@ def _parse_lines(buf, n_int, n_text, labelled, out_lines, labels, ints, int_vali
     return line, row, bad, data
 
 
+@numba.njit(nogil=True, cache=True)
+def _count_newlines(buf):
+    """How many newlines `buf` holds."""
+    n = 0
+    for byte in buf:
+        n += byte == _NL
+    return n
+
+
 def parse_tsv(buf: np.ndarray, n_int: int, n_text: int, labelled: bool) -> ParsedTsv:
     """Parse every line of `buf` (whole lines; a last line without newline counts)."""
     buf = np.ascontiguousarray(buf)
     if len(buf) and buf[-1] != _NL:
         buf = np.append(buf, np.uint8(_NL))
-    cap = int(np.count_nonzero(buf == _NL)) + 1
+    cap = _count_newlines(buf) + 1
     out_lines, labels = np.empty(cap, np.int64), np.zeros(cap, np.float32)
-    ints, int_valid = np.zeros((cap, n_int), np.int64), np.zeros((cap, n_int), np.bool_)
-    offsets = np.zeros((n_text, cap + 1), np.int32)
+    ints, int_valid = np.empty((cap, n_int), np.int64), np.empty((cap, n_int), np.bool_)
+    offsets = np.empty((n_text, cap + 1), np.int32)
+    offsets[:, 0] = 0
     data = np.empty((n_text, 8 * cap), np.uint8)
     bad = [np.empty(cap, t) for t in (np.int64, np.int8, np.int16, np.int64, np.int64)]
     n_lines, rows, n_bad, data = _parse_lines(buf, n_int, n_text, labelled, out_lines, labels, ints,
