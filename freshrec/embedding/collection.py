@@ -1,0 +1,103 @@
+"""`EmbeddingCollection`: pooled embeddings of many jagged id features over dynamic tables.
+
+Features that name the same `table` share one `DynamicEmbedding` (and so one row per id).
+A forward pass looks up every id of a table in one call, gathers the rows into a leaf tensor
+that autograd fills with per-occurrence gradients, and pools each (feature, row) bag by sum or
+mean. `apply_gradients()` then hands each table the gradients of exactly the rows it served,
+which its row-wise optimizer coalesces and applies: only touched rows change.
+
+>>> import torch
+>>> from freshrec.batch import SparseFeatures
+>>> from freshrec.embedding.optimizers import SGD
+>>> from freshrec.embedding.table import TableConfig
+>>> from freshrec.events.event import FieldKind
+>>> from freshrec.features import FeatureSpec
+>>> specs = [FeatureSpec("user_id", FieldKind.CATEGORICAL, dim=4),
+...          FeatureSpec("genres", FieldKind.MULTI_CATEGORICAL, dim=4)]
+>>> collection = EmbeddingCollection(specs, TableConfig(dim=4, optimizer=SGD(lr=0.1)))
+>>> ids = SparseFeatures(["user_id", "genres"], torch.tensor([11, 12, 5, 6, 7]),
+...                      torch.tensor([1, 1, 2, 1], dtype=torch.int32))
+>>> pooled = collection(ids, now=0.0, train=True)
+>>> {name: tuple(t.shape) for name, t in pooled.items()}
+{'user_id': (2, 4), 'genres': (2, 4)}
+>>> sum(t.sum() for t in pooled.values()).backward(); collection.apply_gradients()
+>>> sorted(collection.tables), collection.tables["genres"].live
+(['genres', 'user_id'], 3)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+import numpy as np
+import torch
+from torch import nn
+
+from freshrec.batch import SparseFeatures
+from freshrec.embedding.table import DynamicEmbedding, TableConfig
+from freshrec.features import FeatureSpec
+
+POOLINGS = ("sum", "mean")
+
+
+def pool(rows: torch.Tensor, lengths: torch.Tensor, mode: str) -> torch.Tensor:
+    """Sum or mean of consecutive bags of `rows` (`lengths[i]` rows for bag i); empty bags are 0.
+
+    >>> pool(torch.tensor([[1.0], [3.0], [5.0]]), torch.tensor([2, 0, 1]), "mean").squeeze(1).tolist()
+    [2.0, 0.0, 5.0]
+    """
+    bags = torch.repeat_interleave(torch.arange(len(lengths), device=rows.device), lengths.to(torch.int64))
+    out = torch.zeros(len(lengths), rows.shape[1], dtype=rows.dtype, device=rows.device)
+    out.index_add_(0, bags, rows)
+    if mode == "mean":
+        out = out / lengths.clamp(min=1).to(rows.dtype).unsqueeze(1)
+    return out
+
+
+class EmbeddingCollection(nn.Module):
+    """Pooled lookups of the sparse `specs` (one table per distinct `spec.table_name`).
+
+    `table` is the template config of every table; each table takes its `dim` from its
+    features (features sharing a table must agree on `dim`).
+    """
+
+    def __init__(self, specs: Sequence[FeatureSpec], table: TableConfig, pooling: str = "sum") -> None:
+        super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling {pooling!r} is not one of {POOLINGS}")
+        self.specs = tuple(s for s in specs if s.is_sparse)
+        self.pooling = pooling
+        dims: dict[str, int] = {}
+        for spec in self.specs:
+            if dims.setdefault(spec.table_name, spec.dim) != spec.dim:
+                raise ValueError(f"table {spec.table_name!r} is shared by features of dims "
+                                 f"{dims[spec.table_name]} and {spec.dim}")
+        self.tables = {name: DynamicEmbedding(replace(table, dim=dim, seed=table.seed + k))
+                       for k, (name, dim) in enumerate(sorted(dims.items()))}
+        self._served: list[tuple[DynamicEmbedding, np.ndarray, torch.Tensor]] = []
+
+    def forward(self, sparse: SparseFeatures, now: float, train: bool = False) -> dict[str, torch.Tensor]:
+        """Pooled `[batch, dim]` embeddings per feature. With `train`, new ids are admitted and
+        the rows served are remembered for `apply_gradients()`."""
+        self._served = []
+        features = sparse.to_dict()
+        pooled: dict[str, torch.Tensor] = {}
+        for name, table in self.tables.items():
+            keys = [s.name for s in self.specs if s.table_name == name]
+            ids = torch.cat([features[k].values for k in keys]).cpu().numpy()
+            slots = table.slots(ids, now, train)
+            rows = table.gather(slots)
+            if train:
+                rows.requires_grad_(True)
+                self._served.append((table, slots, rows))
+            for key, part in zip(keys, torch.split(rows, [features[k].values.numel() for k in keys])):
+                pooled[key] = pool(part, features[key].lengths, self.pooling)
+        return {spec.name: pooled[spec.name] for spec in self.specs}
+
+    def apply_gradients(self) -> None:
+        """Update the rows served by the last training forward with their gradients."""
+        for table, slots, rows in self._served:
+            if rows.grad is not None:
+                table.apply_gradients(slots, rows.grad)
+        self._served = []

@@ -1,0 +1,211 @@
+"""`RowStorage`: embedding rows and per-row optimizer state in chunks that grow without copying.
+
+Rows are numbered from 0; row `r` lives at `chunk[r // chunk_rows][r % chunk_rows]`. Growing
+appends one chunk of `chunk_rows` rows to every array (the rows and each named state array), so
+existing rows never move. Released rows go on a free list and are handed out again first, the
+most recently released first. Each allocated row is set by the initializer (a seeded generator
+drawn in allocation order, so the same calls give the same values) and its state is reset to
+its initial value (0 unless `state_init` names another).
+
+>>> storage = RowStorage(dim=4, state_widths={"accum": 4}, chunk_rows=2, initializer="zeros")
+>>> rows = storage.allocate(3)                # fills one chunk and starts a second
+>>> rows.tolist(), storage.chunks
+([0, 1, 2], 2)
+>>> storage.scatter(np.array([2]), torch.ones(1, 4))
+>>> storage.gather(np.array([2, -1])).tolist()   # row -1 reads as zeros
+[[1.0, 1.0, 1.0, 1.0], [0.0, 0.0, 0.0, 0.0]]
+>>> storage.release(np.array([0]))
+>>> storage.allocate(2).tolist()              # the free list first, then fresh rows
+[0, 3]
+
+Rows may live on another device (`device="cuda"`) or in float16/bfloat16; optimizer state is
+always float32 on the host. Host float32 arrays are read and written by numba kernels through
+each chunk's address; other arrays by torch indexing, one pass per chunk touched. `gather`
+always returns float32.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numba
+import numpy as np
+import torch
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic
+
+__all__ = ["INITIALIZERS", "RowStorage"]
+
+INITIALIZERS = ("normal", "uniform", "zeros")
+ROWS = "rows"
+
+
+@intrinsic
+def _f32_at(typingctx, address):
+    """The int64 `address` as a float32 pointer (the start of a chunk)."""
+    def codegen(context, builder, sig, args):
+        return builder.inttoptr(args[0], ir.FloatType().as_pointer())
+    return types.CPointer(types.float32)(address), codegen
+
+
+@numba.njit(nogil=True, cache=True)
+def _gather(bases, chunk_rows, rows, out):
+    width = out.shape[1]
+    for i in range(len(rows)):
+        if rows[i] < 0:
+            out[i, :] = 0.0
+            continue
+        c, r = divmod(rows[i], chunk_rows)
+        src = numba.carray(_f32_at(bases[c]), chunk_rows * width)
+        for j in range(width):
+            out[i, j] = src[r * width + j]
+
+
+@numba.njit(nogil=True, cache=True)
+def _scatter(bases, chunk_rows, rows, values):
+    width = values.shape[1]
+    for i in range(len(rows)):
+        c, r = divmod(rows[i], chunk_rows)
+        dst = numba.carray(_f32_at(bases[c]), chunk_rows * width)
+        for j in range(width):
+            dst[r * width + j] = values[i, j]
+
+
+class _Chunked:
+    """One array of [rows, width] in chunks; `bases` (chunk addresses) is replaced, never mutated,
+    so a reader thread that took it sees chunks that exist."""
+
+    def __init__(self, width: int, dtype: torch.dtype, device: torch.device) -> None:
+        self.width, self.dtype, self.device = width, dtype, device
+        self.chunks: list[torch.Tensor] = []
+        self.bases = np.zeros(0, np.int64)
+        self.fast = dtype == torch.float32 and device.type == "cpu"
+
+    def grow(self, chunk_rows: int) -> None:
+        self.chunks.append(torch.zeros(chunk_rows, self.width, dtype=self.dtype, device=self.device))
+        self.bases = np.array([c.data_ptr() for c in self.chunks], np.int64)
+
+    def gather(self, rows: np.ndarray, chunk_rows: int) -> torch.Tensor:
+        if self.fast:
+            out = np.empty((len(rows), self.width), np.float32)
+            _gather(self.bases, chunk_rows, rows, out)
+            return torch.from_numpy(out)
+        out = torch.zeros(len(rows), self.width, device=self.device)
+        chunks = self.chunks
+        for c, at, offset in _by_chunk(rows, chunk_rows, self.device):
+            out[at] = chunks[c][offset].float()
+        return out
+
+    def scatter(self, rows: np.ndarray, values: torch.Tensor | np.ndarray, chunk_rows: int) -> None:
+        if self.fast:
+            _scatter(self.bases, chunk_rows, rows, np.ascontiguousarray(values, np.float32))
+            return
+        values = torch.as_tensor(values).to(self.device, self.dtype)
+        for c, at, offset in _by_chunk(rows, chunk_rows, self.device):
+            self.chunks[c][offset] = values[at]
+
+
+def _by_chunk(rows: np.ndarray, chunk_rows: int, device: torch.device):
+    """(chunk, positions in `rows`, offsets in the chunk) for each chunk that non-negative rows touch."""
+    chunk, offset = np.divmod(rows, chunk_rows)
+    for c in np.unique(chunk[rows >= 0]):
+        at = np.flatnonzero(chunk == c)
+        yield int(c), torch.from_numpy(at).to(device), torch.from_numpy(offset[at]).to(device)
+
+
+class RowStorage:
+    """Rows of `dim` values plus named float32 state arrays ({name: width}), allocated by row.
+
+    `initializer` is "normal" (std `init_std`), "uniform" (in [-init_std, init_std]) or "zeros";
+    `seed` seeds the generator that draws new rows in allocation order.
+    """
+
+    def __init__(self, dim: int, state_widths: Mapping[str, int] | None = None,
+                 state_init: Mapping[str, float] | None = None, *,
+                 dtype: torch.dtype = torch.float32, chunk_rows: int = 1 << 16,
+                 initializer: str = "normal", init_std: float = 0.01, seed: int = 0,
+                 device: torch.device | str = "cpu") -> None:
+        if initializer not in INITIALIZERS:
+            raise ValueError(f"initializer must be one of {INITIALIZERS}, not {initializer!r}")
+        self.dim, self.chunk_rows = dim, chunk_rows
+        self.initializer, self.init_std = initializer, init_std
+        self.device = torch.device(device)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.state_init = dict(state_init or {})
+        self._arrays = {ROWS: _Chunked(dim, dtype, self.device)}
+        for name, width in (state_widths or {}).items():
+            self._arrays[name] = _Chunked(width, torch.float32, torch.device("cpu"))
+        self._next = 0
+        self._free = np.zeros(0, np.int64)
+        self._free_top = 0
+
+    @property
+    def state_names(self) -> list[str]:
+        return [name for name in self._arrays if name != ROWS]
+
+    @property
+    def chunks(self) -> int:
+        return len(self._arrays[ROWS].chunks)
+
+    @property
+    def high(self) -> int:
+        """One past the highest row ever allocated."""
+        return self._next
+
+    @property
+    def free(self) -> int:
+        return self._free_top
+
+    @property
+    def nbytes(self) -> int:
+        return sum(c.element_size() * c.numel() for a in self._arrays.values() for c in a.chunks) + \
+            self._free.nbytes
+
+    def allocate(self, n: int, initialize: bool = True) -> np.ndarray:
+        """n rows: from the free list (most recently released first), then new ones; initialized
+        unless the caller is about to write them (`initialize=False`)."""
+        reused = min(n, self._free_top)
+        rows = np.empty(n, np.int64)
+        rows[:reused] = self._free[self._free_top - reused: self._free_top][::-1]
+        self._free_top -= reused
+        fresh = n - reused
+        while self._next + fresh > self.chunks * self.chunk_rows:
+            for array in self._arrays.values():
+                array.grow(self.chunk_rows)
+        rows[reused:] = np.arange(self._next, self._next + fresh)
+        self._next += fresh
+        if initialize:
+            self._initialize(rows)
+        return rows
+
+    def _initialize(self, rows: np.ndarray) -> None:
+        shape = (len(rows), self.dim)
+        if self.initializer == "normal":
+            values = torch.randn(shape, generator=self.generator) * self.init_std
+        elif self.initializer == "uniform":
+            values = (torch.rand(shape, generator=self.generator) * 2 - 1) * self.init_std
+        else:
+            values = torch.zeros(shape)
+        self.scatter(rows, values)
+        for name in self.state_names:
+            initial = self.state_init.get(name, 0.0)
+            self.scatter(rows, torch.full((len(rows), self._arrays[name].width), initial), name)
+
+    def release(self, rows: np.ndarray) -> None:
+        """Put rows on the free list (their values stay until they are allocated again)."""
+        need = self._free_top + len(rows)
+        if need > len(self._free):
+            grown = np.empty(max(need, 2 * len(self._free)), np.int64)
+            grown[: self._free_top] = self._free[: self._free_top]
+            self._free = grown
+        self._free[self._free_top: need] = rows
+        self._free_top = need
+
+    def gather(self, rows: np.ndarray, name: str = ROWS) -> torch.Tensor:
+        """float32 [len(rows), width] copy of `name` at `rows`; row -1 gives zeros. Thread-safe."""
+        return self._arrays[name].gather(np.ascontiguousarray(rows, np.int64), self.chunk_rows)
+
+    def scatter(self, rows: np.ndarray, values: torch.Tensor | np.ndarray, name: str = ROWS) -> None:
+        """Write `values` [len(rows), width] into `name` at `rows` (all allocated, no -1)."""
+        self._arrays[name].scatter(np.ascontiguousarray(rows, np.int64), values, self.chunk_rows)

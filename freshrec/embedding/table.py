@@ -1,0 +1,368 @@
+"""`DynamicEmbedding`: a collisionless embedding table that grows as new ids arrive.
+
+Each id (a positive int64 from `freshrec.features.hashing`) gets its own row once admitted
+(`admission.py`); until then, and for ids never seen, its slot is -1, which reads as the zero row
+and takes no update. Rows live in `RowStorage`, found through an `IdIndex`. Eviction frees rows
+by event-time TTL and by capacity (least frequently or least recently used), and every change
+is tagged with the version it goes into, so `delta_since(v)` gives what a replica at version v
+lacks.
+
+>>> from freshrec.embedding.optimizers import SGD
+>>> table = DynamicEmbedding(TableConfig(dim=2, initializer="zeros", optimizer=SGD(lr=1.0)))
+>>> slots = table.slots(np.array([42, 7, 42]), now=0.0)
+>>> slots.tolist()                  # new ids get rows in id order
+[1, 0, 1]
+>>> table.apply_gradients(slots, torch.ones(3, 2))          # 42's two gradients are summed
+>>> table.gather(table.slots(np.array([42, 5]), now=1.0, train=False)).tolist()
+[[-2.0, -2.0], [0.0, 0.0]]
+>>> table.version, table.live
+(1, 2)
+
+One writer thread calls `slots(train=True)`, `apply_gradients`, `evict` and `apply_delta`; any
+number of reader threads may call `slots(train=False)` and `gather` meanwhile (see `index.py`
+for what they see). A reader may see a row half-way through an update.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numba
+import numpy as np
+import torch
+
+from freshrec.embedding.admission import (
+    Admission,
+    CountAdmission,
+    ProbabilisticAdmission,
+)
+from freshrec.embedding.index import IdIndex
+from freshrec.embedding.optimizers import (
+    FTRL,
+    SGD,
+    Adagrad,
+    Adam,
+    RowOptimizer,
+    coalesce,
+)
+from freshrec.embedding.storage import INITIALIZERS, RowStorage
+
+__all__ = ["DTYPES", "DynamicEmbedding", "TableConfig", "TableDelta"]
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+_OPTIONS = {"dtype": tuple(DTYPES), "initializer": INITIALIZERS, "admission": ("count", "probability"),
+            "eviction": ("lfu", "lru")}
+
+
+@dataclass(frozen=True)
+class TableConfig:
+    """Everything that defines a table. `ttl_seconds` is in event time; `capacity` is enforced
+    by `evict`; `admit_after` counts sightings in a count-min sketch of `sketch_width` x
+    `sketch_depth` counters (admission="count"), or `admit_probability` of ids are admitted
+    (admission="probability")."""
+
+    dim: int = 16
+    dtype: str = "float32"
+    initializer: str = "normal"
+    init_std: float = 0.01
+    seed: int = 0
+    chunk_rows: int = 1 << 16
+    admit_after: int = 1
+    admission: str = "count"
+    admit_probability: float = 1.0
+    sketch_width: int = 1 << 20
+    sketch_depth: int = 4
+    ttl_seconds: float | None = None
+    capacity: int | None = None
+    eviction: str = "lfu"
+    optimizer: SGD | Adagrad | Adam | FTRL = field(default_factory=Adagrad)
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        for name, valid in _OPTIONS.items():
+            if getattr(self, name) not in valid:
+                raise ValueError(f"{name} must be one of {valid}, not {getattr(self, name)!r}")
+        if self.dim < 1 or self.chunk_rows < 1 or self.admit_after < 1:
+            raise ValueError(f"dim, chunk_rows and admit_after must be >= 1: {self}")
+        if not 0.0 <= self.admit_probability <= 1.0:
+            raise ValueError(f"admit_probability must be in [0, 1], not {self.admit_probability}")
+        if self.capacity is not None and self.capacity < 0:
+            raise ValueError(f"capacity must be >= 0, not {self.capacity}")
+
+
+@dataclass(frozen=True)
+class TableDelta:
+    """What changed between versions `since` and `version`: the live rows written since (their
+    ids, values, optimizer state and bookkeeping) and the ids deleted since."""
+
+    since: int
+    version: int
+    ids: np.ndarray
+    rows: np.ndarray
+    state: dict[str, np.ndarray]
+    counts: np.ndarray
+    last_seen: np.ndarray
+    deleted: np.ndarray
+
+
+@numba.njit(nogil=True, cache=True)
+def _touch(rows, counts, last_seen, now):
+    for r in rows:
+        if r >= 0:
+            if counts[r] < np.uint32(0xFFFFFFFF):
+                counts[r] += np.uint32(1)
+            last_seen[r] = max(last_seen[r], now)
+
+
+class _Book:
+    """Per-row bookkeeping beside the storage: owner id (0 when free), sightings, last event
+    time seen and the version of the last write. 28 bytes a row; grows geometrically."""
+
+    def __init__(self) -> None:
+        self.ids = np.zeros(0, np.int64)
+        self.counts = np.zeros(0, np.uint32)
+        self.last_seen = np.zeros(0, np.float64)
+        self.dirty = np.zeros(0, np.int64)
+
+    def ensure(self, rows: int) -> None:
+        if rows > len(self.ids):
+            size = max(rows, len(self.ids) * 3 // 2)
+            for name in ("ids", "counts", "last_seen", "dirty"):
+                old = getattr(self, name)
+                grown = np.zeros(size, old.dtype)
+                grown[: len(old)] = old
+                setattr(self, name, grown)
+
+    @property
+    def nbytes(self) -> int:
+        return self.ids.nbytes + self.counts.nbytes + self.last_seen.nbytes + self.dirty.nbytes
+
+
+class _State:
+    """A table's mutable parts, built on first use."""
+
+    def __init__(self, config: TableConfig) -> None:
+        self.optimizer: RowOptimizer = config.optimizer.build()
+        self.index = IdIndex()
+        self.storage = RowStorage(
+            config.dim, self.optimizer.state_widths(config.dim), self.optimizer.initial_state(config.dim),
+            dtype=DTYPES[config.dtype], chunk_rows=config.chunk_rows, initializer=config.initializer,
+            init_std=config.init_std, seed=config.seed, device=config.device)
+        self.admission = _admission(config)
+        self.book = _Book()
+        self.deleted: list[tuple[int, np.ndarray]] = []
+        self.version = self.admitted = self.evicted = 0
+
+
+def _admission(config: TableConfig) -> Admission | None:
+    if config.admission == "probability":
+        return ProbabilisticAdmission(config.admit_probability, config.seed)
+    if config.admit_after > 1:
+        return CountAdmission(config.admit_after, config.sketch_width, config.sketch_depth, config.seed)
+    return None
+
+
+class DynamicEmbedding:
+    """An id -> row embedding table with admission, eviction, row-wise optimizer and deltas."""
+
+    def __init__(self, config: TableConfig) -> None:
+        self.config = config
+        self._built: _State | None = None
+
+    @property
+    def _s(self) -> _State:
+        if self._built is None:
+            self._built = _State(self.config)
+        return self._built
+
+    @property
+    def version(self) -> int:
+        """Updates applied so far (each `apply_gradients` adds one)."""
+        return self._s.version
+
+    @property
+    def admitted(self) -> int:
+        return self._s.admitted
+
+    @property
+    def evicted(self) -> int:
+        return self._s.evicted
+
+    @property
+    def live(self) -> int:
+        return len(self._s.index)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by rows, state, index, bookkeeping and the admission sketch."""
+        s = self._s
+        sketch = sum(a.nbytes for a in s.admission.state_dict().values()) if s.admission else 0
+        return s.storage.nbytes + s.index.nbytes + s.book.nbytes + sketch
+
+    def slots(self, ids: np.ndarray, now: float, train: bool = True) -> np.ndarray:
+        """The row slot of each id, -1 for ids without a row.
+
+        `train=True` (the writer) counts the ids, gives admitted new ids a row and records each
+        row's sightings and last event time `now`; `train=False` only looks up.
+        """
+        s = self._s
+        ids = np.ascontiguousarray(ids, np.int64)
+        rows = s.index.lookup(ids)
+        if not train:
+            return rows
+        if len(ids) and ids.min() <= 0:
+            raise ValueError("ids must be positive int64 (see freshrec.features.hashing)")
+        missing = np.flatnonzero(rows < 0)
+        if len(missing):
+            candidates = ids[missing]
+            if s.admission is not None:
+                admit = s.admission.admit(candidates)
+                missing, candidates = missing[admit], candidates[admit]
+            if len(candidates):
+                new_ids, inverse = np.unique(candidates, return_inverse=True)
+                rows[missing] = self._allocate(new_ids, now, initialize=True)[inverse]
+        _touch(rows, s.book.counts, s.book.last_seen, float(now))
+        return rows
+
+    def _allocate(self, ids: np.ndarray, now: float, initialize: bool) -> np.ndarray:
+        """Rows for new ids, written before the index publishes them (readers never see a row
+        that is not ready)."""
+        s = self._s
+        rows = s.storage.allocate(len(ids), initialize)
+        s.book.ensure(s.storage.high)
+        s.book.ids[rows] = ids
+        s.book.counts[rows] = 0
+        s.book.last_seen[rows] = now
+        s.book.dirty[rows] = s.version + 1
+        s.index.insert(ids, rows)
+        s.admitted += len(ids)
+        return rows
+
+    def gather(self, slots: np.ndarray) -> torch.Tensor:
+        """float32 [len(slots), dim] on the table's device; slot -1 reads as zeros."""
+        return self._s.storage.gather(slots)
+
+    def apply_gradients(self, slots: np.ndarray, grads: torch.Tensor) -> None:
+        """One optimizer step on the rows of `slots` (-1 dropped, repeats summed); version + 1."""
+        s = self._s
+        slots = np.asarray(slots, np.int64)
+        grads = np.ascontiguousarray(grads.detach().cpu().numpy(), np.float32)
+        keep = slots >= 0
+        if not keep.all():
+            slots, grads = slots[keep], grads[keep]
+        rows, summed = coalesce(slots, grads)
+        values = np.ascontiguousarray(s.storage.gather(rows).cpu().numpy())
+        state = {name: s.storage.gather(rows, name).numpy() for name in s.storage.state_names}
+        s.optimizer.step(values, state, summed)
+        s.storage.scatter(rows, values)
+        for name, array in state.items():
+            s.storage.scatter(rows, array, name)
+        s.book.dirty[rows] = s.version + 1
+        s.version += 1
+
+    def evict(self, now: float) -> int:
+        """Free the rows not seen for `ttl_seconds` before `now`, then the least valuable rows
+        beyond `capacity` (fewest sightings for "lfu", oldest for "lru"; ties to the older, then
+        the smaller id). Returns how many rows were freed."""
+        s, ttl, capacity = self._s, self.config.ttl_seconds, self.config.capacity
+        live = np.flatnonzero(s.book.ids[: s.storage.high])
+        doomed = []
+        if ttl is not None:
+            old = s.book.last_seen[live] < now - ttl
+            doomed.append(live[old])
+            live = live[~old]
+        if capacity is not None and len(live) > capacity:
+            doomed.append(self._least_valuable(live, len(live) - capacity))
+        rows = np.sort(np.concatenate(doomed)) if doomed else np.zeros(0, np.int64)
+        self._release(rows)
+        return len(rows)
+
+    def _least_valuable(self, live: np.ndarray, k: int) -> np.ndarray:
+        book = self._s.book
+        primary = (book.counts if self.config.eviction == "lfu" else book.last_seen)[live]
+        candidates = live[primary <= np.partition(primary, k - 1)[k - 1]]
+        keys = (book.ids[candidates], book.last_seen[candidates])
+        if self.config.eviction == "lfu":
+            keys += (book.counts[candidates],)
+        return candidates[np.lexsort(keys)[:k]]
+
+    def _release(self, rows: np.ndarray) -> None:
+        """Unpublish the rows' ids first, then free the rows; log the ids for deltas."""
+        s = self._s
+        ids = s.book.ids[rows]
+        s.index.delete(ids)
+        s.storage.release(rows)
+        s.book.ids[rows] = 0
+        if len(ids):
+            s.deleted.append((s.version + 1, ids))
+        s.evicted += len(ids)
+
+    def delta_since(self, version: int) -> TableDelta:
+        """The live rows written and the ids deleted after `version` (changes made since the last
+        `apply_gradients` are included, so nothing falls between two deltas)."""
+        s = self._s
+        high = s.storage.high
+        rows = np.flatnonzero((s.book.ids[:high] != 0) & (s.book.dirty[:high] > version))
+        deleted = [ids for tag, ids in s.deleted if tag > version]
+        return TableDelta(version, s.version, **self._export(rows),
+                          deleted=np.concatenate(deleted) if deleted else np.zeros(0, np.int64))
+
+    def _export(self, rows: np.ndarray) -> dict:
+        s = self._s
+        return {"ids": s.book.ids[rows], "rows": s.storage.gather(rows).cpu().numpy(),
+                "state": {name: s.storage.gather(rows, name).numpy() for name in s.storage.state_names},
+                "counts": s.book.counts[rows], "last_seen": s.book.last_seen[rows]}
+
+    def apply_delta(self, delta: TableDelta) -> None:
+        """Bring this table (a replica at a version >= `delta.since`) to `delta.version`."""
+        s = self._s
+        if not delta.since <= s.version <= delta.version:
+            raise ValueError(f"a delta from version {delta.since} to {delta.version} does not apply "
+                             f"to a table at version {s.version}")
+        gone = s.index.lookup(delta.deleted)
+        self._release(np.sort(gone[gone >= 0]))
+        s.version = delta.version
+        self._upsert(delta.ids, delta.rows, delta.state, delta.counts, delta.last_seen)
+
+    def _upsert(self, ids: np.ndarray, values: np.ndarray, state: dict[str, np.ndarray],
+                counts: np.ndarray, last_seen: np.ndarray) -> None:
+        s = self._s
+        rows = s.index.lookup(ids)
+        new = rows < 0
+        if new.any():
+            rows[new] = self._allocate(ids[new], 0.0, initialize=False)
+        s.storage.scatter(rows, values)
+        for name in s.storage.state_names:
+            s.storage.scatter(rows, state[name], name)
+        s.book.counts[rows] = counts
+        s.book.last_seen[rows] = last_seen
+        s.book.dirty[rows] = s.version
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Everything needed to continue exactly: the live rows with their state and bookkeeping,
+        the admission sketch, the initializer's generator and the counters."""
+        s = self._s
+        rows = np.flatnonzero(s.book.ids[: s.storage.high])
+        export = self._export(rows)
+        out = {name: export[name] for name in ("ids", "rows", "counts", "last_seen")}
+        out.update({f"state.{name}": array for name, array in export["state"].items()})
+        admission = s.admission.state_dict() if s.admission else {}
+        out.update({f"admission.{k}": v for k, v in admission.items()})
+        out["generator"] = s.storage.generator.get_state().numpy()
+        out["counters"] = np.array([s.version, s.admitted, s.evicted], np.int64)
+        return out
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        """Fill an empty table from `state_dict()` (of a table with the same config)."""
+        s = self._s
+        if s.admitted:
+            raise ValueError("load_state_dict fills an empty table")
+        names = s.storage.state_names
+        s.version = int(state["counters"][0])
+        self._upsert(state["ids"], state["rows"], {n: state[f"state.{n}"] for n in names},
+                     state["counts"], state["last_seen"])
+        s.version, s.admitted, s.evicted = (int(x) for x in state["counters"])
+        if s.admission is not None:
+            s.admission.load_state_dict({k.removeprefix("admission."): v for k, v in state.items()
+                                         if k.startswith("admission.")})
+        s.storage.generator.set_state(torch.from_numpy(state["generator"].copy()))
