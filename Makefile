@@ -26,6 +26,7 @@ test: setup
 
 bench: setup
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/embedding.py
 
 clean:
 	rm -rf $(VENV) out *.egg-info
