@@ -42,7 +42,7 @@ def _cast_checked(values: pa.Array, target: pa.DataType, pattern: str) -> tuple[
     cleaned = pc.if_else(pa.array(empty), pa.scalar(None, values.type), values)
     try:
         return pc.cast(pc.utf8_trim_whitespace(cleaned), target), np.zeros(len(values), dtype=bool)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+    except pa.ArrowInvalid:
         ok = pc.fill_null(pc.match_substring_regex(cleaned, pattern), True).to_numpy(zero_copy_only=False)
         masked = pc.if_else(pa.array(ok), cleaned, pa.scalar(None, values.type))
         return pc.cast(pc.utf8_trim_whitespace(masked), target), ~ok
