@@ -1,12 +1,14 @@
 """Row-wise sparse optimizers: update only the embedding rows a batch touched.
 
-A table gathers the unique rows of a batch (and their optimizer state) into float32 arrays,
-sums the gradients of duplicate ids with `coalesce`, calls `step` once, and scatters the
-rows and state back. Untouched rows and their state are never read or written, so their
-moments do not decay (TorchRec's row-wise/lazy optimizers, `torch.optim.SparseAdam`).
+A table sums the gradients of duplicate ids (`SlotCoalescer`, or `coalesce` for any keys) and
+calls `step_at` once to update the unique rows and their optimizer state where they lie in
+host float32 storage, or gathers them into float32 arrays, calls `step` and scatters them
+back. Untouched rows and their state are never read or written, so their moments do not
+decay (TorchRec's row-wise/lazy optimizers, `torch.optim.SparseAdam`).
 
 The arithmetic is float32 and follows torch's formulas for SGD, sparse Adagrad and
-SparseAdam; each kernel is one numba pass over the rows that releases the GIL.
+SparseAdam; each kernel is one numba pass over the rows that releases the GIL, prefetching
+rows a few ahead (random rows of a large table are cache misses).
 
 >>> import numpy as np
 >>> slots, grads = coalesce(np.array([7, 3, 7]), np.ones((3, 2), np.float32))
@@ -25,22 +27,34 @@ SparseAdam; each kernel is one numba pass over the rows that releases the GIL.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
 import numba
 import numpy as np
 
-__all__ = ["FTRL", "SGD", "Adagrad", "Adam", "RowOptimizer", "coalesce", "optimizer_from_name"]
+from freshrec.embedding.storage import (
+    AHEAD,
+    ROWS,
+    locate,
+    prefetch,
+    prefetch_row,
+    row_view,
+)
+
+__all__ = ["FTRL", "SGD", "Adagrad", "Adam", "RowOptimizer", "SlotCoalescer", "coalesce",
+           "optimizer_from_name"]
 
 
 class RowOptimizer(Protocol):
-    """Updates gathered rows in place from their summed gradients.
+    """Updates rows in place from their summed gradients.
 
-    `rows` and `grads` are float32 `[n, dim]` with one row per unique id; each state array is
-    float32 `[n, width]` for the widths `state_widths(dim)` names, its rows initialised to
-    `initial_state(dim)` when the table creates a row.
+    `step` takes gathered rows: `rows` and `grads` are float32 `[n, dim]` with one row per
+    unique id, each state array float32 `[n, width]` for the widths `state_widths(dim)` names,
+    its rows initialised to `initial_state(dim)` when the table creates a row. `step_at`
+    updates the rows `at` of host float32 `RowStorage` arrays where they lie, given their chunk
+    addresses (`RowStorage.addresses()`), with the same arithmetic.
     """
 
     def state_widths(self, dim: int) -> dict[str, int]: ...
@@ -49,12 +63,17 @@ class RowOptimizer(Protocol):
 
     def step(self, rows: np.ndarray, state: dict[str, np.ndarray], grads: np.ndarray) -> None: ...
 
+    def step_at(self, addresses: Mapping[str, np.ndarray], chunk_rows: int, at: np.ndarray,
+                grads: np.ndarray) -> None: ...
+
 
 @dataclass(frozen=True)
 class _RowKernel:
     """A `RowOptimizer`: a numba kernel, its hyperparameters and its named state.
 
-    `state` holds `(name, width, initial value)`; width 0 means the embedding dim.
+    `state` holds `(name, width, initial value)`; width 0 means the embedding dim. The kernel
+    takes `(chunk_rows, at, grads, row addresses, *state addresses, *hyper)` and updates row
+    `at[i]` with `grads[i]`; `step` hands it the gathered arrays as single chunks.
     """
 
     kernel: Callable[..., None]
@@ -75,13 +94,20 @@ class _RowKernel:
             raise ValueError(f"state must have the keys {sorted(widths)}, not {sorted(state)}")
         for name, width in widths.items():
             _check_float32(state[name], f"state[{name!r}]", (rows.shape[0], width))
-        self.kernel(rows, grads, *(state[name] for name, _, _ in self.state), *self.hyper)
+        addresses = {name: np.array([array.ctypes.data], np.int64)
+                     for name, array in {ROWS: rows, **state}.items()}
+        self.step_at(addresses, max(len(rows), 1), np.arange(len(rows)), grads)
+
+    def step_at(self, addresses: Mapping[str, np.ndarray], chunk_rows: int, at: np.ndarray,
+                grads: np.ndarray) -> None:
+        self.kernel(chunk_rows, at, grads, addresses[ROWS],
+                    *(addresses[name] for name, _, _ in self.state), *self.hyper)
 
 
 def _check_float32(array: np.ndarray, what: str, shape: tuple[int, ...]) -> None:
     """The kernels index without bounds checks: refuse anything but the agreed layout."""
-    if array.dtype != np.float32 or array.shape != shape:
-        raise ValueError(f"{what} must be float32 of shape {shape}, "
+    if array.dtype != np.float32 or array.shape != shape or not array.flags.c_contiguous:
+        raise ValueError(f"{what} must be float32 of shape {shape} (C-contiguous), "
                          f"not {array.dtype} of shape {array.shape}")
 
 
@@ -90,61 +116,89 @@ def _require(ok: bool, message: str) -> None:
         raise ValueError(message)
 
 
-@numba.njit(nogil=True, cache=True)
-def _sgd_step(rows, grads, lr):
-    for i in range(rows.shape[0]):
-        for j in range(rows.shape[1]):
-            rows[i, j] -= lr * grads[i, j]
+@numba.njit(nogil=True, cache=True, error_model="numpy")
+def _sgd_step(chunk_rows, at, grads, rows, lr):
+    dim = grads.shape[1]
+    for i in range(len(at)):
+        if i + AHEAD < len(at):
+            c, r = locate(chunk_rows, at[i + AHEAD])
+            prefetch_row(rows, c, r, dim)
+        c, r = locate(chunk_rows, at[i])
+        w = row_view(rows, c, r, dim)
+        for j in range(dim):
+            w[j] -= lr * grads[i, j]
 
 
-@numba.njit(nogil=True, cache=True)
-def _adagrad_step(rows, grads, accum, lr, eps):
+@numba.njit(nogil=True, cache=True, error_model="numpy")
+def _adagrad_step(chunk_rows, at, grads, rows, accum, lr, eps):
     """torch sparse Adagrad: accum += g^2; w -= lr * g / (sqrt(accum) + eps)."""
-    for i in range(rows.shape[0]):
-        for j in range(rows.shape[1]):
+    dim = grads.shape[1]
+    for i in range(len(at)):
+        if i + AHEAD < len(at):
+            c, r = locate(chunk_rows, at[i + AHEAD])
+            prefetch_row(rows, c, r, dim)
+            prefetch_row(accum, c, r, dim)
+        c, r = locate(chunk_rows, at[i])
+        w, a = row_view(rows, c, r, dim), row_view(accum, c, r, dim)
+        for j in range(dim):
             g = grads[i, j]
-            total = accum[i, j] + g * g
-            accum[i, j] = total
-            rows[i, j] -= lr * (g / (np.sqrt(total) + eps))
+            total = a[j] + g * g
+            a[j] = total
+            w[j] -= lr * (g / (np.sqrt(total) + eps))
 
 
-@numba.njit(nogil=True, cache=True)
-def _adam_step(rows, grads, m, v, step, lr, beta1, beta2, eps):
+@numba.njit(nogil=True, cache=True, error_model="numpy")
+def _adam_step(chunk_rows, at, grads, rows, m, v, step, lr, beta1, beta2, eps):
     """torch SparseAdam's update, bias-corrected with each row's own step count."""
     one_minus_beta1 = np.float32(1.0 - beta1)
     one_minus_beta2 = np.float32(1.0 - beta2)
-    for i in range(rows.shape[0]):
-        t = step[i, 0] + np.float32(1.0)
-        step[i, 0] = t
+    dim = grads.shape[1]
+    for i in range(len(at)):
+        if i + AHEAD < len(at):
+            c, r = locate(chunk_rows, at[i + AHEAD])
+            for bases, width in ((rows, dim), (m, dim), (v, dim), (step, 1)):
+                prefetch_row(bases, c, r, width)
+        c, r = locate(chunk_rows, at[i])
+        w, mi, vi, count = (row_view(rows, c, r, dim), row_view(m, c, r, dim),
+                            row_view(v, c, r, dim), row_view(step, c, r, 1))
+        t = count[0] + np.float32(1.0)
+        count[0] = t
         correction1 = 1.0 - beta1 ** np.float64(t)
         correction2 = 1.0 - beta2 ** np.float64(t)
         step_size = np.float32(lr * np.sqrt(correction2) / correction1)
-        for j in range(rows.shape[1]):
+        for j in range(dim):
             g = grads[i, j]
-            first = m[i, j] + (g - m[i, j]) * one_minus_beta1
-            second = v[i, j] + (g * g - v[i, j]) * one_minus_beta2
-            m[i, j] = first
-            v[i, j] = second
-            rows[i, j] -= step_size * (first / (np.sqrt(second) + eps))
+            first = mi[j] + (g - mi[j]) * one_minus_beta1
+            second = vi[j] + (g * g - vi[j]) * one_minus_beta2
+            mi[j] = first
+            vi[j] = second
+            w[j] -= step_size * (first / (np.sqrt(second) + eps))
 
 
-@numba.njit(nogil=True, cache=True)
-def _ftrl_step(rows, grads, z, n, alpha, beta, l1, l2):
+@numba.njit(nogil=True, cache=True, error_model="numpy")
+def _ftrl_step(chunk_rows, at, grads, rows, z, n, alpha, beta, l1, l2):
     """FTRL-Proximal per coordinate (McMahan et al. 2013, algorithm 1); rows hold w."""
-    for i in range(rows.shape[0]):
-        for j in range(rows.shape[1]):
+    dim = grads.shape[1]
+    for i in range(len(at)):
+        if i + AHEAD < len(at):
+            c, r = locate(chunk_rows, at[i + AHEAD])
+            for bases in (rows, z, n):
+                prefetch_row(bases, c, r, dim)
+        c, r = locate(chunk_rows, at[i])
+        w, zi, ni = row_view(rows, c, r, dim), row_view(z, c, r, dim), row_view(n, c, r, dim)
+        for j in range(dim):
             g = grads[i, j]
-            before = n[i, j]
+            before = ni[j]
             after = before + g * g
             sigma = (np.sqrt(after) - np.sqrt(before)) / alpha
-            zz = z[i, j] + g - sigma * rows[i, j]
-            z[i, j] = zz
-            n[i, j] = after
+            zz = zi[j] + g - sigma * w[j]
+            zi[j] = zz
+            ni[j] = after
             if abs(zz) <= l1:
-                rows[i, j] = np.float32(0.0)
+                w[j] = np.float32(0.0)
             else:
                 shrunk = zz - l1 if zz > 0 else zz + l1
-                rows[i, j] = -shrunk / ((beta + np.sqrt(after)) / alpha + l2)
+                w[j] = -shrunk / ((beta + np.sqrt(after)) / alpha + l2)
 
 
 @dataclass(frozen=True)
@@ -259,18 +313,71 @@ def optimizer_from_name(name: str, **kwargs: float) -> SGD | Adagrad | Adam | FT
 
 
 @numba.njit(nogil=True, cache=True)
-def _sum_groups(grads, order, group, out):
-    for i in range(order.shape[0]):
-        source = order[i]
-        target = group[i]
-        for j in range(grads.shape[1]):
-            out[target, j] += grads[source, j]
+def _coalesce_dense(slots, grads, where, unique, summed):
+    """First-occurrence coalescing through `where` (slot -> position, -1 when absent; left all -1)."""
+    n = 0
+    for i in range(len(slots)):
+        if i + AHEAD < len(slots) and slots[i + AHEAD] >= 0:
+            prefetch(where.ctypes.data + slots[i + AHEAD] * where.itemsize)
+        slot = slots[i]
+        if slot < 0:
+            continue
+        u = where[slot]
+        if u < 0:
+            u = n
+            where[slot] = n
+            unique[n] = slot
+            n += 1
+            for j in range(grads.shape[1]):
+                summed[u, j] = np.float32(0.0) + grads[i, j]
+        else:
+            for j in range(grads.shape[1]):
+                summed[u, j] += grads[i, j]
+    for k in range(n):
+        where[unique[k]] = -1
+    return n
+
+
+class SlotCoalescer:
+    """`coalesce` without sorting, for slots below a known bound (negative slots are dropped).
+
+    Unique slots come in order of first occurrence, each summed in batch order as `coalesce`
+    sums it (so the sums are equal bit for bit). A slot -> position array sized to the bound
+    and the output buffers are kept between calls: the results are views, valid until the next.
+
+    >>> unique, summed = SlotCoalescer()(np.array([5, -1, 2, 5]), np.ones((4, 1), np.float32), 6)
+    >>> unique.tolist(), summed.tolist()
+    ([5, 2], [[2.0], [1.0]])
+    """
+
+    def __init__(self) -> None:
+        self._where = np.zeros(0, np.int32)
+        self._unique = np.zeros(0, np.int64)
+        self._summed = np.zeros((0, 0), np.float32)
+
+    def __call__(self, slots: np.ndarray, grads: np.ndarray, bound: int) -> tuple[np.ndarray, np.ndarray]:
+        slots = np.ascontiguousarray(slots, np.int64)
+        grads = np.ascontiguousarray(grads, np.float32)
+        if slots.ndim != 1 or grads.ndim != 2 or len(slots) != len(grads):
+            raise ValueError(f"slots [n] and grads [n, dim] must agree, not {slots.shape} and {grads.shape}")
+        if len(slots) and slots.max() >= bound:
+            raise ValueError(f"slot {slots.max()} is not below the bound {bound}")
+        if bound > len(self._where):
+            self._where = np.full(max(bound, len(self._where) * 3 // 2), -1, np.int32)
+        if len(slots) > len(self._unique) or grads.shape[1] != self._summed.shape[1]:
+            self._unique = np.empty(max(len(slots), len(self._unique) * 3 // 2), np.int64)
+            self._summed = np.empty((len(self._unique), grads.shape[1]), np.float32)
+        n = _coalesce_dense(slots, grads, self._where, self._unique, self._summed)
+        return self._unique[:n], self._summed[:n]
+
+    @property
+    def nbytes(self) -> int:
+        return self._where.nbytes + self._unique.nbytes + self._summed.nbytes
 
 
 def coalesce(slots: np.ndarray, grads: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Sum the gradient rows of repeated slots: (sorted unique slots, their summed rows).
-
-    Rows of one slot are added in their batch order, in the dtype of `grads`.
+    """Sum the float32 gradient rows of repeated slots (any int64 keys): (sorted unique slots,
+    their summed rows), each slot's rows added in batch order as `SlotCoalescer` adds them.
 
     >>> import numpy as np
     >>> slots, summed = coalesce(np.array([5, 2, 5, 5]), np.arange(8, dtype=np.float32).reshape(4, 2))
@@ -280,11 +387,8 @@ def coalesce(slots: np.ndarray, grads: np.ndarray) -> tuple[np.ndarray, np.ndarr
     slots = np.asarray(slots, dtype=np.int64)
     if slots.ndim != 1 or grads.ndim != 2 or len(slots) != len(grads):
         raise ValueError(f"slots [n] and grads [n, dim] must agree, not {slots.shape} and {grads.shape}")
-    order = np.argsort(slots, kind="stable")
-    ordered = slots[order]
-    first = np.empty(len(ordered), dtype=bool)
-    first[:1] = True
-    np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
-    summed = np.zeros((int(first.sum()), grads.shape[1]), dtype=grads.dtype)
-    _sum_groups(grads, order, np.cumsum(first) - 1, summed)
-    return ordered[first], summed
+    keys, inverse = np.unique(slots, return_inverse=True)
+    positions, summed = SlotCoalescer()(inverse, grads, len(keys))
+    out = np.empty_like(summed)
+    out[positions] = summed
+    return keys, out

@@ -20,8 +20,9 @@ its initial value (0 unless `state_init` names another).
 
 Rows may live on another device (`device="cuda"`) or in float16/bfloat16; optimizer state is
 always float32 on the host. Host float32 arrays are read and written by numba kernels through
-each chunk's address; other arrays by torch indexing, one pass per chunk touched. `gather`
-always returns float32.
+each chunk's address (`row_view`; `addresses()` lends them to optimizer kernels that update rows
+in place); other arrays by torch indexing, one pass per chunk touched. `gather` always returns
+float32.
 """
 
 from __future__ import annotations
@@ -31,14 +32,19 @@ from collections.abc import Mapping
 import numba
 import numpy as np
 import torch
+from llvmlite import binding as llvm
 from llvmlite import ir
 from numba import types
+from numba.core import cgutils
 from numba.extending import intrinsic
 
-__all__ = ["INITIALIZERS", "RowStorage"]
+__all__ = ["AHEAD", "INITIALIZERS", "RowStorage", "locate", "prefetch", "prefetch_row", "row_view"]
 
 INITIALIZERS = ("normal", "uniform", "zeros")
 ROWS = "rows"
+AHEAD = 16  # rows between a prefetch and its use
+# LLVM names the intrinsic by its pointer type: opaque since LLVM 17, i8* before
+_PREFETCH = "llvm.prefetch.p0" if llvm.llvm_version_info >= (17,) else "llvm.prefetch.p0i8"
 
 
 @intrinsic
@@ -49,27 +55,63 @@ def _f32_at(typingctx, address):
     return types.CPointer(types.float32)(address), codegen
 
 
+@intrinsic
+def prefetch(typingctx, address):
+    """Hint the cache line at the int64 `address` into cache for writing; changes no values.
+    Kernels that visit memory in random order call it `AHEAD` items early, so misses overlap."""
+    def codegen(context, builder, sig, args):
+        i32 = ir.IntType(32)
+        pointer = builder.inttoptr(args[0], ir.IntType(8).as_pointer())
+        signature = ir.FunctionType(ir.VoidType(), [pointer.type, i32, i32, i32])
+        hint = cgutils.get_or_insert_function(builder.module, signature, _PREFETCH)
+        builder.call(hint, [pointer, i32(1), i32(3), i32(1)])  # write, keep in all levels, data
+        return context.get_dummy_value()
+    return types.void(address), codegen
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def locate(chunk_rows, row):
+    """(chunk, row within the chunk) of row `row` >= 0."""
+    return row // chunk_rows, row % chunk_rows
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def row_view(bases, chunk, row, width):
+    """Row `row` of chunk `chunk` of a host float32 chunked array with chunk addresses `bases`,
+    as a writable view of `width` values; for numba kernels that read or update rows in place."""
+    return numba.carray(_f32_at(bases[chunk] + row * width * 4), width)
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def prefetch_row(bases, chunk, row, width):
+    """`prefetch` the start of a row (as `row_view` finds it)."""
+    prefetch(bases[chunk] + row * width * 4)
+
+
 @numba.njit(nogil=True, cache=True)
 def _gather(bases, chunk_rows, rows, out):
     width = out.shape[1]
     for i in range(len(rows)):
+        if i + AHEAD < len(rows) and rows[i + AHEAD] >= 0:
+            c, r = locate(chunk_rows, rows[i + AHEAD])
+            prefetch_row(bases, c, r, width)
         if rows[i] < 0:
             out[i, :] = 0.0
             continue
-        c, r = divmod(rows[i], chunk_rows)
-        src = numba.carray(_f32_at(bases[c]), chunk_rows * width)
+        c, r = locate(chunk_rows, rows[i])
+        src = row_view(bases, c, r, width)
         for j in range(width):
-            out[i, j] = src[r * width + j]
+            out[i, j] = src[j]
 
 
 @numba.njit(nogil=True, cache=True)
 def _scatter(bases, chunk_rows, rows, values):
     width = values.shape[1]
     for i in range(len(rows)):
-        c, r = divmod(rows[i], chunk_rows)
-        dst = numba.carray(_f32_at(bases[c]), chunk_rows * width)
+        c, r = locate(chunk_rows, rows[i])
+        dst = row_view(bases, c, r, width)
         for j in range(width):
-            dst[r * width + j] = values[i, j]
+            dst[j] = values[i, j]
 
 
 class _Chunked:
@@ -201,6 +243,14 @@ class RowStorage:
             self._free = grown
         self._free[self._free_top: need] = rows
         self._free_top = need
+
+    def addresses(self) -> dict[str, np.ndarray] | None:
+        """The chunk addresses of every array ("rows" and each state), for numba kernels that
+        update rows in place with `row_view`; None unless all are host float32. Valid until the
+        next `allocate`."""
+        if not all(array.fast for array in self._arrays.values()):
+            return None
+        return {name: array.bases for name, array in self._arrays.items()}
 
     def gather(self, rows: np.ndarray, name: str = ROWS) -> torch.Tensor:
         """float32 [len(rows), width] copy of `name` at `rows`; row -1 gives zeros. Thread-safe."""

@@ -43,7 +43,7 @@ from freshrec.embedding.optimizers import (
     Adagrad,
     Adam,
     RowOptimizer,
-    coalesce,
+    SlotCoalescer,
 )
 from freshrec.embedding.storage import INITIALIZERS, RowStorage
 
@@ -150,6 +150,7 @@ class _State:
             init_std=config.init_std, seed=config.seed, device=config.device)
         self.admission = _admission(config)
         self.book = _Book()
+        self.coalescer = SlotCoalescer()
         self.deleted: list[tuple[int, np.ndarray]] = []
         self.version = self.admitted = self.evicted = 0
 
@@ -194,10 +195,10 @@ class DynamicEmbedding:
 
     @property
     def nbytes(self) -> int:
-        """Bytes held by rows, state, index, bookkeeping and the admission sketch."""
+        """Bytes held by rows, state, index, bookkeeping, gradient buffers and the admission sketch."""
         s = self._s
         sketch = sum(a.nbytes for a in s.admission.state_dict().values()) if s.admission else 0
-        return s.storage.nbytes + s.index.nbytes + s.book.nbytes + sketch
+        return s.storage.nbytes + s.index.nbytes + s.book.nbytes + s.coalescer.nbytes + sketch
 
     def slots(self, ids: np.ndarray, now: float, train: bool = True) -> np.ndarray:
         """The row slot of each id, -1 for ids without a row.
@@ -243,20 +244,23 @@ class DynamicEmbedding:
         return self._s.storage.gather(slots)
 
     def apply_gradients(self, slots: np.ndarray, grads: torch.Tensor) -> None:
-        """One optimizer step on the rows of `slots` (-1 dropped, repeats summed); version + 1."""
+        """One optimizer step on the rows of `slots` (-1 dropped, repeats summed); version + 1.
+
+        Host float32 rows and state are updated where they lie; others are gathered, stepped
+        and scattered back."""
         s = self._s
-        slots = np.asarray(slots, np.int64)
-        grads = np.ascontiguousarray(grads.detach().cpu().numpy(), np.float32)
-        keep = slots >= 0
-        if not keep.all():
-            slots, grads = slots[keep], grads[keep]
-        rows, summed = coalesce(slots, grads)
-        values = np.ascontiguousarray(s.storage.gather(rows).cpu().numpy())
-        state = {name: s.storage.gather(rows, name).numpy() for name in s.storage.state_names}
-        s.optimizer.step(values, state, summed)
-        s.storage.scatter(rows, values)
-        for name, array in state.items():
-            s.storage.scatter(rows, array, name)
+        grads = grads.detach().cpu().numpy()
+        rows, summed = s.coalescer(slots, grads, s.storage.high)
+        addresses = s.storage.addresses()
+        if addresses is not None:
+            s.optimizer.step_at(addresses, s.storage.chunk_rows, rows, summed)
+        else:
+            values = np.ascontiguousarray(s.storage.gather(rows).cpu().numpy())
+            state = {name: s.storage.gather(rows, name).numpy() for name in s.storage.state_names}
+            s.optimizer.step(values, state, summed)
+            s.storage.scatter(rows, values)
+            for name, array in state.items():
+                s.storage.scatter(rows, array, name)
         s.book.dirty[rows] = s.version + 1
         s.version += 1
 

@@ -15,9 +15,11 @@ from freshrec.embedding.optimizers import (
     SGD,
     Adagrad,
     Adam,
+    SlotCoalescer,
     coalesce,
     optimizer_from_name,
 )
+from freshrec.embedding.storage import RowStorage
 
 # torch's sparse optimizers build COO tensors and say so on every call
 pytestmark = pytest.mark.filterwarnings("ignore:Sparse invariant checks:UserWarning")
@@ -217,6 +219,48 @@ def test_coalesce_matches_a_dict(pairs, dim):
 def test_coalesce_refuses_mismatched_lengths():
     with pytest.raises(ValueError, match="must agree"):
         coalesce(np.array([1, 2]), np.zeros((3, 2), np.float32))
+
+
+@given(st.lists(st.integers(-1, 40), max_size=80), st.integers(1, 5))
+def test_slot_coalescer_sums_like_a_dict_in_first_occurrence_order(slots, dim):
+    slots = np.array(slots, np.int64)
+    grads = np.random.default_rng(len(slots)).normal(size=(len(slots), dim)).astype(np.float32)
+    expected = {}                                                 # insertion order: first occurrence
+    for slot, grad in zip(slots.tolist(), grads):
+        if slot >= 0:
+            expected[slot] = expected[slot] + grad if slot in expected else grad.copy()
+    coalescer = SlotCoalescer()
+    for _ in range(2):                                            # buffers are reused cleanly
+        unique, summed = coalescer(slots, grads, 41)
+        assert unique.tolist() == list(expected)
+        assert summed.tobytes() == np.array(list(expected.values()), np.float32).reshape(-1, dim).tobytes()
+
+
+def test_slot_coalescer_refuses_slots_beyond_the_bound():
+    with pytest.raises(ValueError, match="not below the bound 3"):
+        SlotCoalescer()(np.array([0, 3]), np.zeros((2, 2), np.float32), 3)
+
+
+@pytest.mark.parametrize("optimizer", [SGD(lr=0.3), Adagrad(lr=0.2, initial_accumulator=0.1),
+                                       Adam(lr=0.1), FTRL(alpha=0.5, l1=0.01, l2=0.1)])
+def test_step_at_on_chunked_storage_matches_step_on_gathered_rows(optimizer):
+    optimizer = optimizer.build()
+    widths = optimizer.state_widths(DIM)
+    storage = RowStorage(DIM, widths, chunk_rows=3)
+    rows = storage.allocate(20)
+    rng = np.random.default_rng(0)
+    for name, width in widths.items():
+        storage.scatter(rows, rng.uniform(0, 1, (20, width)).astype(np.float32), name)
+    for _ in range(3):
+        at = rng.permutation(20)[:9]
+        grads = rng.normal(size=(9, DIM)).astype(np.float32)
+        values = storage.gather(at).numpy()
+        state = {name: storage.gather(at, name).numpy() for name in widths}
+        optimizer.step(values, state, grads)
+        optimizer.step_at(storage.addresses(), storage.chunk_rows, at, grads)
+        assert storage.gather(at).numpy().tobytes() == values.tobytes()
+        for name in widths:
+            assert storage.gather(at, name).numpy().tobytes() == state[name].tobytes()
 
 
 def test_state_layout_per_optimizer():

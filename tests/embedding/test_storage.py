@@ -80,3 +80,12 @@ def test_nbytes_counts_every_chunk():
     storage = RowStorage(dim=16, state_widths={"accum": 16}, chunk_rows=1024)
     storage.allocate(1500)
     assert storage.nbytes == 2 * 2 * 1024 * 16 * 4
+
+
+def test_addresses_are_lent_only_for_host_float32():
+    storage = RowStorage(dim=2, state_widths={"accum": 2}, chunk_rows=4)
+    storage.allocate(5)
+    addresses = storage.addresses()
+    assert sorted(addresses) == ["accum", "rows"]
+    assert addresses["rows"].tolist() == [c.data_ptr() for c in storage._arrays["rows"].chunks]
+    assert RowStorage(dim=2, dtype=torch.float16).addresses() is None
