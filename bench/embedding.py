@@ -4,7 +4,9 @@ ParameterDict table, on a Zipf-distributed id stream over 10M distinct ids, dim 
 Prints one JSON line:
 - `lookup_existing_ids_per_s`: id -> row of ids already in the table (index only), and with the
   rows gathered (`lookup_gather_ids_per_s`);
-- `lookup_or_insert_ids_per_s`: batches with 10% never-seen ids (admission on first sight);
+- `lookup_or_insert_ids_per_s`: batches of 64k ids with 10% never-seen ids (admission on first
+  sight), steady state; `..._first_pass_...` is the pass before it, which may include a doubling
+  of the index (rehash into fresh memory, the amortised cost of growth);
 - `train_ids_per_s`: a full step (lookup, pooled forward over 26 features, backward, Adagrad) for
   this table, `nn.EmbeddingBag(sparse=True)` over 2^22 hashed buckets with sparse Adagrad, and
   the article's `ParameterDict` table (on a small slice), with the ratios;
@@ -60,16 +62,24 @@ def table_speeds(distinct: int, rng: np.random.Generator) -> dict:
     for start in range(0, distinct, 1 << 20):
         table.slots(all_ids[start:start + (1 << 20)], now=0.0, train=True)
     existing = zipf_ids(rng, 1 << 22, distinct)
-    fresh = existing.copy()
-    new = rng.random(len(fresh)) < 0.1  # 10% ids never seen before
-    fresh[new] = hash_values(pa.array(np.arange(int(new.sum())) + 2 * distinct), 7)
     slots = table.slots(existing, 0.0, False)
     raw = DIM * 4 * 2  # fp32 row + Adagrad accumulator
+
+    def insert_pass(first_new: int) -> float:
+        fresh = existing.copy()
+        new = rng.random(len(fresh)) < 0.1  # 10% ids never seen before
+        fresh[new] = hash_values(pa.array(np.arange(int(new.sum())) + first_new), 7)
+        return rate(lambda: [table.slots(fresh[at:at + 65_536], 1.0, True)
+                             for at in range(0, len(fresh), 65_536)], len(fresh), repeat=1)
+
+    capacity = table.index_capacity
+    with_resize = insert_pass(2 * distinct)  # this pass may double the index (fresh memory)
+    resized = table.index_capacity != capacity
     return {
         "lookup_existing_ids_per_s": rate(lambda: table.slots(existing, 0.0, False), len(existing)),
         "lookup_gather_ids_per_s": rate(lambda: table.gather(slots), len(slots)),
-        "lookup_or_insert_ids_per_s": rate(lambda: [table.slots(fresh[at:at + 65_536], 1.0, True)
-                                                    for at in range(0, len(fresh), 65_536)], len(fresh), repeat=1),
+        "lookup_or_insert_ids_per_s": insert_pass(3 * distinct),
+        "lookup_or_insert_first_pass_ids_per_s": with_resize, "first_pass_resized_index": resized,
         "live_ids": table.live, "bytes_per_live_id": table.nbytes / table.live,
         "raw_bytes_per_id": raw, "memory_ratio": table.nbytes / table.live / raw,
     }

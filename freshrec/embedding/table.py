@@ -194,6 +194,11 @@ class DynamicEmbedding:
         return len(self._s.index)
 
     @property
+    def index_capacity(self) -> int:
+        """Slots in the hash index (it doubles when the load would pass 0.6)."""
+        return self._s.index.capacity
+
+    @property
     def nbytes(self) -> int:
         """Bytes held by rows, state, index, bookkeeping, gradient buffers and the admission sketch."""
         s = self._s
