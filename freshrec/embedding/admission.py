@@ -23,29 +23,18 @@ from typing import Protocol
 import numba
 import numpy as np
 
+from freshrec.features.hashing import fmix64
+
 __all__ = ["Admission", "CountAdmission", "CountMinSketch", "ProbabilisticAdmission"]
 
-_M1 = np.uint64(0xFF51AFD7ED558CCD)
-_M2 = np.uint64(0xC4CEB9FE1A85EC53)
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _TOP = np.uint32(0xFFFFFFFF)
 
 
 @numba.njit(inline="always")
-def _mix(x):
-    """murmur3's 64-bit finaliser: every input bit flips about half the output bits."""
-    x ^= x >> np.uint64(33)
-    x *= _M1
-    x ^= x >> np.uint64(33)
-    x *= _M2
-    x ^= x >> np.uint64(33)
-    return x
-
-
-@numba.njit(inline="always")
 def _column(key, row, seed, bits):
-    salt = _mix(seed + np.uint64(row + 1) * _GOLDEN)
-    return np.int64(_mix(np.uint64(key) ^ salt) >> np.uint64(64 - bits))
+    salt = fmix64(seed + np.uint64(row + 1) * _GOLDEN)
+    return np.int64(fmix64(np.uint64(key) ^ salt) >> np.uint64(64 - bits))
 
 
 @numba.njit(nogil=True, cache=True)
@@ -74,9 +63,9 @@ def _estimate(counters, seed, bits, ids, out):
 
 @numba.njit(nogil=True, cache=True)
 def _below(ids, seed, threshold, out):
-    salt = _mix(seed ^ _GOLDEN)
+    salt = fmix64(seed ^ _GOLDEN)
     for i in range(len(ids)):
-        out[i] = (_mix(np.uint64(ids[i]) ^ salt) >> np.uint64(11)) < threshold
+        out[i] = (fmix64(np.uint64(ids[i]) ^ salt) >> np.uint64(11)) < threshold
 
 
 class CountMinSketch:

@@ -52,14 +52,20 @@ def _round(h, word):
 
 
 @numba.njit
-def _finish(h):
-    """murmur3's finaliser; the top bit cleared and 0 mapped to 1."""
+def fmix64(h):
+    """murmur3's 64-bit finaliser: every input bit flips about half the output bits."""
     h ^= h >> np.uint64(33)
     h *= _M1
     h ^= h >> np.uint64(33)
     h *= _M2
     h ^= h >> np.uint64(33)
-    h &= _KEEP_63_BITS
+    return h
+
+
+@numba.njit
+def _finish(h):
+    """The finaliser, then the top bit cleared and 0 mapped to 1."""
+    h = fmix64(h) & _KEEP_63_BITS
     return np.int64(h) if h != np.uint64(0) else np.int64(1)
 
 
