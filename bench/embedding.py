@@ -10,7 +10,8 @@ Prints one JSON line:
 - `train_ids_per_s`: a full step (lookup, pooled forward over 26 features, backward, Adagrad) for
   this table, `nn.EmbeddingBag(sparse=True)` over 2^22 hashed buckets with sparse Adagrad, and
   the article's `ParameterDict` table (on a small slice), with the ratios;
-- `bytes_per_live_id` against the raw row + Adagrad state bytes.
+- memory per live id against the raw row + Adagrad state bytes: resident (RSS growth while the
+  table is filled with 10M ids) and as the table accounts it (`nbytes`, after the later inserts).
 
     .venv/bin/python bench/embedding.py [--distinct 10000000] [--steps 20]
 """
@@ -47,6 +48,12 @@ def zipf_ids(rng: np.random.Generator, n: int, distinct: int) -> np.ndarray:
     return hash_values(pa.array(ranks), 7)
 
 
+def resident_bytes() -> int:
+    """This process's resident set size (Linux)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
 def rate(work, items: int, repeat: int = 3) -> float:
     best = float("inf")
     for _ in range(repeat):
@@ -59,8 +66,10 @@ def rate(work, items: int, repeat: int = 3) -> float:
 def table_speeds(distinct: int, rng: np.random.Generator) -> dict:
     table = DynamicEmbedding(TableConfig(dim=DIM, optimizer=Adagrad(lr=0.05)))
     all_ids = hash_values(pa.array(np.arange(distinct)), 7)
+    rss_before = resident_bytes()
     for start in range(0, distinct, 1 << 20):
         table.slots(all_ids[start:start + (1 << 20)], now=0.0, train=True)
+    resident = (resident_bytes() - rss_before) / table.live
     existing = zipf_ids(rng, 1 << 22, distinct)
     slots = table.slots(existing, 0.0, False)
     raw = DIM * 4 * 2  # fp32 row + Adagrad accumulator
@@ -80,6 +89,7 @@ def table_speeds(distinct: int, rng: np.random.Generator) -> dict:
         "lookup_gather_ids_per_s": rate(lambda: table.gather(slots), len(slots)),
         "lookup_or_insert_ids_per_s": insert_pass(3 * distinct),
         "lookup_or_insert_first_pass_ids_per_s": with_resize, "first_pass_resized_index": resized,
+        "resident_bytes_per_live_id_after_fill": resident, "resident_memory_ratio": resident / raw,
         "live_ids": table.live, "bytes_per_live_id": table.nbytes / table.live,
         "raw_bytes_per_id": raw, "memory_ratio": table.nbytes / table.live / raw,
     }
