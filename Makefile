@@ -27,6 +27,7 @@ test: setup
 bench: setup
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/embedding.py
+	$(BIN)/python bench/train.py
 
 clean:
 	rm -rf $(VENV) out *.egg-info

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import sys
 import time as time_module
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Optional
@@ -21,11 +22,12 @@ from typing import Annotated, Optional
 import orjson
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from freshrec.config import cache_dir, data_root
 from freshrec.engine import IngestSummary, ingest
+from freshrec.engine.online import train_online
 from freshrec.events.datasets import (
     FORMATS,
     ColumnMapping,
@@ -38,6 +40,8 @@ from freshrec.events.deadletter import JsonlDeadLetters
 from freshrec.events.simulator import SimulatorConfig
 from freshrec.events.source import limited, paced
 from freshrec.features import FeaturePipeline, default_specs
+from freshrec.models import MODELS, ModelConfig, build_model
+from freshrec.train import OnlineTrainer, TrainerConfig
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="freshrec: real-time training of recommendation models.")
@@ -141,7 +145,11 @@ def replay(
     speed: Annotated[Optional[float], typer.Option(help="Pace by event time: 60 = 1 h per minute.")] = None,
     dead_letters: Annotated[Path, typer.Option(help="JSONL file for rejected records.")] = Path(
         "dead_letters.jsonl"),
-    seed: Annotated[int, typer.Option(help="Simulator seed.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the simulator and of the model.")] = 0,
+    model: Annotated[Optional[str], typer.Option(
+        help=f"Train this model online ({'|'.join(MODELS)}), each batch scored before it is learned.")] = None,
+    dim: Annotated[int, typer.Option(help="--model: embedding width (FM factors).")] = 16,
+    lr: Annotated[float, typer.Option(help="--model: learning rate (row-wise Adagrad; dense Adagrad).")] = 0.05,
     fallback: Annotated[Optional[str], typer.Option(
         help="'simulator': replay the simulator when the data set cannot be found or fetched.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Last stdout line: one JSON object.")] = False,
@@ -154,11 +162,12 @@ def replay(
             raise UnknownFormat(f"unknown format {fmt!r}; choose one of: {', '.join(FORMATS)}")
         if batch_size <= 0 or (limit is not None and limit < 0) or (speed is not None and speed <= 0):
             raise UsageError("--batch-size and --speed must be positive, --limit non-negative")
+        learner = None if dry_run else _learner(model, dim, lr, seed)
         mapping = _mapping(user, item, time, label, cat, dense, multi, sep, delimiter)
         fmt, data, note = _resolve_data(fmt, data, fallback)
         if note:
             err.print(note, markup=False, highlight=False)
-        figures = _replay(fmt, data, mapping, limit, batch_size, speed, dead_letters, seed, quiet)
+        figures = _replay(fmt, data, mapping, limit, batch_size, speed, dead_letters, seed, quiet, learner)
     except (UsageError, UnknownFormat, typer.BadParameter) as error:
         if debug:
             raise
@@ -167,35 +176,65 @@ def replay(
         if debug:
             raise
         _fail(str(error), 1)
-    figures.update({"format": fmt, "data": str(data) if data else None, "dry_run": True, "note": note or None})
-    _emit(figures, as_json, "replay")
+    figures.update({"format": fmt, "data": str(data) if data else None, "dry_run": learner is None,
+                    "note": note or None})
+    _emit(figures, as_json, "replay" if learner is None else f"online {learner[0]}")
+
+
+def _learner(model: str | None, dim: int, lr: float, seed: int) -> tuple[str, ModelConfig] | None:
+    """(model name, shared config) for `--model`, None for ingestion only."""
+    if model is None:
+        return None
+    if model not in MODELS:
+        raise UsageError(f"unknown model {model!r}; choose one of: {', '.join(MODELS)}")
+    if dim <= 0 or not lr > 0:
+        raise UsageError("--dim and --lr must be positive")
+    return model, ModelConfig(dim=dim, lr=lr, seed=seed)
 
 
 def _replay(fmt: str, data: Path | None, mapping: ColumnMapping | None, limit: int | None, batch_size: int,
-            speed: float | None, dead_letter_path: Path, seed: int, quiet: bool) -> dict:
+            speed: float | None, dead_letter_path: Path, seed: int, quiet: bool,
+            learner: tuple[str, ModelConfig] | None = None) -> dict:
     started = time_module.perf_counter()
     with JsonlDeadLetters(dead_letter_path) as letters:
         source = open_source(fmt, data, letters, mapping=mapping,
                              simulator=SimulatorConfig(seed=seed, total_events=limit or 1_000_000))
         if speed is not None and not source.has_event_time:
             raise UsageError(f"{fmt} has no event time; --speed needs one")
-        pipeline = FeaturePipeline(default_specs(source.fields))
+        specs = default_specs(source.fields, dim=learner[1].dim if learner else 16)
+        pipeline = FeaturePipeline(specs)
         chunks = limited(source, limit)
         chunks = paced(chunks, speed) if speed is not None else chunks
+        trainer = None if learner is None else OnlineTrainer(
+            build_model(learner[0], specs, learner[1]), TrainerConfig(seed=learner[1].seed))
         with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[status]}"),
                       TimeElapsedColumn(), console=err, disable=quiet, transient=True) as bar:
             task = bar.add_task(f"replay {fmt}", total=limit, status="")
-
-            def show(batch, summary: IngestSummary) -> None:
-                bar.update(task, advance=len(batch), status=f"{summary.rows:,} rows  "
-                           f"{summary.rows / max(bar.tasks[0].elapsed or 1e-9, 1e-9):,.0f} rows/s")
-
-            summary = ingest(chunks, pipeline, batch_size, on_batch=None if quiet else show,
-                             dead_letters=letters)
-        summary.seconds = time_module.perf_counter() - started
-    figures = summary.as_dict()
+            show = None if quiet else _progress(bar, task, trainer)
+            if trainer is None:
+                figures = ingest(chunks, pipeline, batch_size, on_batch=show, dead_letters=letters).as_dict()
+            else:
+                figures = train_online(chunks, pipeline, trainer, batch_size, on_batch=show, dead_letters=letters)
+        figures["seconds"] = time_module.perf_counter() - started
+        figures["rows_per_s"] = figures["rows"] / figures["seconds"] if figures["seconds"] > 0 else 0.0
     figures["dead_letter_file"] = str(dead_letter_path) if letters.total else None
     return figures
+
+
+def _progress(bar: Progress, task: TaskID, trainer: OnlineTrainer | None) -> Callable:
+    """The progress callback: rows, rows/s and, when training, the AUC over the recent window."""
+    shown = [0]
+
+    def show(batch, summary: IngestSummary) -> None:
+        status = (f"{summary.rows:,} rows  "
+                  f"{summary.rows / max(bar.tasks[0].elapsed or 1e-9, 1e-9):,.0f} rows/s")
+        if trainer is not None and trainer.batches - shown[0] >= 50:  # the window costs a flush
+            shown[0] = trainer.batches
+            window_auc = trainer.metrics.window()["auc"]
+            status += f"  AUC(window) {window_auc:.4f}" if window_auc is not None else ""
+        bar.update(task, advance=len(batch), status=status)
+
+    return show
 
 
 def main() -> None:

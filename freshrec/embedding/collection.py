@@ -49,12 +49,20 @@ def pool(rows: torch.Tensor, lengths: torch.Tensor, mode: str) -> torch.Tensor:
     """
     if len(rows) == len(lengths) and bool((lengths == 1).all()):
         return rows  # one id per bag: pooling is the identity
-    bags = torch.repeat_interleave(torch.arange(len(lengths), device=rows.device), lengths.to(torch.int64))
-    out = torch.zeros(len(lengths), rows.shape[1], dtype=rows.dtype, device=rows.device)
-    out.index_add_(0, bags, rows)
+    out = torch.segment_reduce(rows, "sum", lengths=lengths, axis=0)  # bags are consecutive
     if mode == "mean":
         out = out / lengths.clamp(min=1).to(rows.dtype).unsqueeze(1)
     return out
+
+
+def _features(sparse: SparseFeatures) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """(ids, lengths) per key, cut out of `sparse` in one pass."""
+    keys = sparse.keys()
+    if not keys:
+        return {}
+    lengths = sparse.lengths().view(len(keys), -1)
+    values = torch.split(sparse.values(), lengths.sum(dim=1).tolist())
+    return {key: (values[k], lengths[k]) for k, key in enumerate(keys)}
 
 
 class EmbeddingCollection(nn.Module):
@@ -82,20 +90,47 @@ class EmbeddingCollection(nn.Module):
     def forward(self, sparse: SparseFeatures, now: float, train: bool = False) -> dict[str, torch.Tensor]:
         """Pooled `[batch, dim]` embeddings per feature. With `train`, new ids are admitted and
         the rows served are remembered for `apply_gradients()`."""
+        return {name: pool(rows, lengths, self.pooling)
+                for name, (rows, lengths) in self.lookup(sparse, now, train).items()}
+
+    def lookup(self, sparse: SparseFeatures, now: float,
+               train: bool = False) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Unpooled rows per feature: `(rows [ids, dim], lengths [batch])`, one row per id
+        occurrence in batch order (non-admitted ids read as zero rows). Models that need more than
+        a pooled sum (FM's sum of squares) pool the rows themselves; `train` as in `forward`.
+
+        >>> from freshrec.events.event import FieldKind
+        >>> collection = EmbeddingCollection([FeatureSpec("genres", FieldKind.MULTI_CATEGORICAL, dim=2)],
+        ...                                  TableConfig(dim=2))
+        >>> ids = SparseFeatures(["genres"], torch.tensor([5, 6, 7]), torch.tensor([2, 1], dtype=torch.int32))
+        >>> rows, lengths = collection.lookup(ids, now=0.0, train=True)["genres"]
+        >>> tuple(rows.shape), lengths.tolist()
+        ((3, 2), [2, 1])
+        """
         self._served = []
-        features = sparse.to_dict()
-        pooled: dict[str, torch.Tensor] = {}
+        features = _features(sparse)
+        out: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         for name, table in self.tables.items():
             keys = [s.name for s in self.specs if s.table_name == name]
-            ids = torch.cat([features[k].values for k in keys]).cpu().numpy()
+            parts = [features[k][0] for k in keys]
+            ids = (torch.cat(parts) if len(parts) > 1 else parts[0]).cpu().numpy()
             slots = table.slots(ids, now, train)
             rows = table.gather(slots)
             if train:
                 rows.requires_grad_(True)
                 self._served.append((table, slots, rows))
-            for key, part in zip(keys, torch.split(rows, [features[k].values.numel() for k in keys])):
-                pooled[key] = pool(part, features[key].lengths, self.pooling)
-        return {spec.name: pooled[spec.name] for spec in self.specs}
+            for key, part in zip(keys, torch.split(rows, [p.numel() for p in parts])):
+                out[key] = (part, features[key][1])
+        return {spec.name: out[spec.name] for spec in self.specs}
+
+    def served_gradients(self) -> list[torch.Tensor | None]:
+        """The gradients of the rows served by the last training forward (None where no gradient
+        reached a table), e.g. to check that they are finite before `apply_gradients()`."""
+        return [rows.grad for _, _, rows in self._served]
+
+    def discard_gradients(self) -> None:
+        """Forget the rows served by the last training forward without updating them."""
+        self._served = []
 
     def apply_gradients(self) -> None:
         """Update the rows served by the last training forward with their gradients."""

@@ -194,6 +194,11 @@ class DynamicEmbedding:
         return len(self._s.index)
 
     @property
+    def storage(self) -> RowStorage:
+        """The row storage, for fused kernels that read rows where they lie (read only)."""
+        return self._s.storage
+
+    @property
     def index_capacity(self) -> int:
         """Slots in the hash index (it doubles when the load would pass 0.6)."""
         return self._s.index.capacity

@@ -1,0 +1,167 @@
+"""What every online model shares: `ModelConfig`, the `OnlineModel` base and the losses.
+
+A model is an `nn.Module` whose sparse inputs live in `DynamicEmbedding` tables (held by an
+`EmbeddingCollection`) and whose dense parameters are ordinary torch parameters. Its
+`forward(batch, train)` returns logits `[B]`; `train=True` admits new ids and remembers the rows
+served so that `apply_gradients()` can update them after `backward()`. Training code lives in
+`freshrec.train`, not here.
+
+>>> import torch
+>>> logits, labels = torch.tensor([0.0, 2.0]), torch.tensor([1.0, float("nan")])
+>>> round(float(loss(logits, labels, "bce")), 4)      # NaN labels are left out
+0.6931
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional
+
+from freshrec.batch import Batch
+from freshrec.embedding import (
+    Adagrad,
+    DynamicEmbedding,
+    EmbeddingCollection,
+    TableConfig,
+)
+from freshrec.embedding.optimizers import FTRL, SGD, Adam
+from freshrec.features import FeatureSpec
+
+LOSSES = ("bce", "mse")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Settings every model shares.
+
+    - `dim`: embedding width (FM factors, deep embeddings; LR tables always have width 1);
+    - `lr`: learning rate of the tables' row-wise Adagrad (and the trainer's default dense lr);
+    - `init_std`: standard deviation of new rows; `seed`: seeds rows and dense initialisation;
+    - `admit_after`, `ttl_seconds`, `capacity`: table admission and eviction (see `TableConfig`);
+    - `loss`: "bce" (0/1 labels, logits) or "mse" (ratings, the output is the prediction);
+    - `initial_accumulator`: the tables' Adagrad accumulators start here (0: the first step of a
+      row moves each coordinate by `lr`, whatever its gradient's size).
+    """
+
+    dim: int = 16
+    lr: float = 0.05
+    init_std: float = 0.01
+    seed: int = 0
+    admit_after: int = 1
+    ttl_seconds: float | None = None
+    capacity: int | None = None
+    loss: str = "bce"
+    initial_accumulator: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.dim < 1:
+            raise ValueError(f"dim must be >= 1, not {self.dim}")
+        if not self.lr > 0 or not self.init_std >= 0:
+            raise ValueError(f"lr must be > 0 and init_std >= 0, not {self.lr} and {self.init_std}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss {self.loss!r} is not one of {LOSSES}")
+
+    def table(self, dim: int, optimizer: SGD | Adagrad | Adam | FTRL | None = None) -> TableConfig:
+        """The template `TableConfig` of this model's tables (row-wise Adagrad by default)."""
+        return TableConfig(dim=dim, init_std=self.init_std, seed=self.seed, admit_after=self.admit_after,
+                           ttl_seconds=self.ttl_seconds, capacity=self.capacity,
+                           optimizer=optimizer or Adagrad(lr=self.lr, initial_accumulator=self.initial_accumulator))
+
+
+def loss(logits: torch.Tensor, labels: torch.Tensor, kind: str) -> torch.Tensor:
+    """Mean BCE-with-logits (`kind="bce"`) or mean squared error ("mse") over the labelled rows
+    (NaN labels are left out); 0 with a gradient of 0 when no row is labelled."""
+    known = ~torch.isnan(labels)
+    if not bool(known.all()):
+        logits, labels = logits[known], labels[known]
+    if not len(labels):
+        return logits.sum() * 0.0
+    if kind == "bce":
+        return functional.binary_cross_entropy_with_logits(logits, labels)
+    return functional.mse_loss(logits, labels)
+
+
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Run the block with torch's global generator seeded, restoring it afterwards (so building a
+    model is reproducible and does not disturb the caller's random stream)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def split_specs(specs: Sequence[FeatureSpec]) -> tuple[tuple[FeatureSpec, ...], tuple[FeatureSpec, ...]]:
+    """(sparse specs, dense specs), each in the given order (the order `FeaturePipeline` uses)."""
+    return tuple(s for s in specs if s.is_sparse), tuple(s for s in specs if not s.is_sparse)
+
+
+def mlp(width: int, hidden: Sequence[int], dropout: float = 0.0) -> nn.Sequential:
+    """Linear + ReLU (+ dropout) layers of the `hidden` widths, from `width` inputs (no head)."""
+    layers: list[nn.Module] = []
+    for size in hidden:
+        layers += [nn.Linear(width, size), nn.ReLU()]
+        if dropout:
+            layers.append(nn.Dropout(dropout))
+        width = size
+    return nn.Sequential(*layers)
+
+
+def zero_linear(width: int) -> nn.Linear:
+    """`nn.Linear(width, 1, bias=False)` with a zero weight (also fine for `width` 0)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "initializing zero-element tensors" for width 0
+        layer = nn.Linear(width, 1, bias=False)
+    nn.init.zeros_(layer.weight)
+    return layer
+
+
+class OnlineModel(nn.Module):
+    """Base of the online models: sparse features through `self.embeddings`, dense through torch.
+
+    Subclasses set `self.embeddings` (an `EmbeddingCollection`) and implement `forward`.
+    """
+
+    config: ModelConfig
+    embeddings: EmbeddingCollection
+
+    def __init__(self, specs: Sequence[FeatureSpec], config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.specs = tuple(specs)
+        self.sparse_specs, self.dense_specs = split_specs(specs)
+        self.dense_keys = tuple(s.name for s in self.dense_specs)
+
+    @property
+    def tables(self) -> dict[str, DynamicEmbedding]:
+        return self.embeddings.tables
+
+    @property
+    def live_ids(self) -> int:
+        """Rows held by all tables."""
+        return sum(table.live for table in self.tables.values())
+
+    def check(self, batch: Batch) -> float:
+        """Refuse a batch whose dense columns differ from the model's; returns `now`, the batch's
+        latest event time (for the tables' TTL bookkeeping)."""
+        if batch.dense_keys != self.dense_keys:
+            raise ValueError(f"the batch has dense columns {batch.dense_keys}, the model {self.dense_keys}")
+        if not len(batch):
+            return 0.0
+        now = float(batch.ts.max())
+        return now if now == now else 0.0
+
+    def apply_gradients(self) -> None:
+        """Row-wise optimizer step on the table rows served by the last training forward."""
+        self.embeddings.apply_gradients()
+
+    def served_gradients(self) -> list[torch.Tensor | None]:
+        return self.embeddings.served_gradients()
+
+    def discard_gradients(self) -> None:
+        self.embeddings.discard_gradients()

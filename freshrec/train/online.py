@@ -1,0 +1,163 @@
+"""`OnlineTrainer`: predict-then-learn over a stream of micro-batches (prequential evaluation).
+
+`learn(batch)` runs ONE training forward (new ids are admitted), records its predictions - made
+with the weights as they were before this batch - in `PrequentialMetrics`, then takes one
+gradient step: the dense parameters with a torch optimizer, the table rows with their row-wise
+optimizers. A batch whose loss or any gradient is not finite is skipped: no parameter or row
+changes (ids first seen in it keep the fresh rows admission gave them), it is counted in
+`skipped_batches` and logged. `predict(batch)` scores without inserting or learning.
+
+>>> import torch
+>>> from freshrec.batch import Batch, SparseFeatures
+>>> from freshrec.events.event import FieldKind
+>>> from freshrec.features import FeatureSpec
+>>> from freshrec.models import OnlineFM
+>>> trainer = OnlineTrainer(OnlineFM([FeatureSpec("user_id", FieldKind.CATEGORICAL)]))
+>>> batch = Batch(SparseFeatures(["user_id"], torch.tensor([1, 2]), torch.ones(2, dtype=torch.int32)),
+...               dense=torch.zeros(2, 0), labels=torch.tensor([1.0, 0.0]),
+...               ts=torch.zeros(2, dtype=torch.float64))
+>>> step = trainer.learn(batch)
+>>> step["rows"], step["skipped"], trainer.metrics.summary()["rows"]
+(2, False, 2)
+>>> p = trainer.predict(batch); bool(p[0] > p[1])
+True
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from freshrec.batch import Batch
+from freshrec.metrics import PrequentialMetrics
+from freshrec.models.base import OnlineModel, loss
+
+log = logging.getLogger(__name__)
+
+FLUSH_ROWS = 4096
+DENSE_OPTIMIZERS = {"adagrad": torch.optim.Adagrad, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}
+
+
+@dataclass(frozen=True)
+class TrainerConfig:
+    """- `dense_optimizer`: "adagrad", "adam" or "sgd", for the model's torch parameters;
+    - `dense_lr`: its learning rate (None: the model config's `lr`);
+    - `seed`: torch's global seed, set at the first `learn` (dropout and the like);
+    - `bins`, `window_events`, `window_seconds`: the `PrequentialMetrics` settings."""
+
+    dense_optimizer: str = "adagrad"
+    dense_lr: float | None = None
+    seed: int = 0
+    bins: int = 4096
+    window_events: int | None = 100_000
+    window_seconds: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.dense_optimizer not in DENSE_OPTIMIZERS:
+            raise ValueError(f"dense_optimizer {self.dense_optimizer!r} is not one of {tuple(DENSE_OPTIMIZERS)}")
+        if self.dense_lr is not None and not self.dense_lr > 0:
+            raise ValueError(f"dense_lr must be > 0, not {self.dense_lr}")
+
+
+class OnlineTrainer:
+    """Trains `model` online, one micro-batch at a time; owns the dense optimizer and the metrics."""
+
+    def __init__(self, model: OnlineModel, config: TrainerConfig | None = None) -> None:
+        self.model = model
+        self.config = config or TrainerConfig()
+        self._optimizer: torch.optim.Optimizer | None = None
+        self._metrics: PrequentialMetrics | None = None
+        self.batches = self.skipped_batches = self.skipped_rows = 0
+        self.squared_error = 0.0
+        self._pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self._pending_rows = 0
+
+    @property
+    def metrics(self) -> PrequentialMetrics:
+        """The prequential metrics of every learned batch (built on first use). Scores are handed
+        to it in blocks of about `FLUSH_ROWS` rows, in stream order; reading it flushes the rest."""
+        if self._metrics is None:
+            c = self.config
+            self._metrics = PrequentialMetrics(c.bins, c.window_events, c.window_seconds)
+        if self._pending:
+            columns = [np.concatenate(column) for column in zip(*self._pending)]
+            self._pending, self._pending_rows = [], 0
+            self._metrics.update(*columns)
+        return self._metrics
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer | None:
+        """The dense optimizer (built at the first `learn`; None for a model without dense parameters)."""
+        return self._optimizer
+
+    def _start(self) -> None:
+        torch.manual_seed(self.config.seed)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        lr = self.config.dense_lr or self.model.config.lr
+        if params:
+            self._optimizer = DENSE_OPTIMIZERS[self.config.dense_optimizer](params, lr=lr)
+
+    def learn(self, batch: Batch) -> dict:
+        """Score `batch`, record the scores, then learn from it. Returns `rows`, `loss`,
+        `skipped` and `predictions` (the pre-update scores, a float32 tensor)."""
+        if self.batches == 0 and self._optimizer is None:
+            self._start()
+        self.batches += 1
+        self.model.zero_grad(set_to_none=True)
+        output = self.model(batch, train=True)
+        value = loss(output, batch.labels, self.model.config.loss)
+        value.backward()
+        if not (math.isfinite(float(value.detach())) and self._gradients_finite()):
+            return self._skip(batch, float(value.detach()))
+        if self._optimizer is not None:
+            self._optimizer.step()
+        self.model.apply_gradients()
+        predictions = self._score(output.detach())
+        self._record(predictions, batch)
+        return {"rows": len(batch), "loss": float(value.detach()), "skipped": False, "predictions": predictions}
+
+    def _gradients_finite(self) -> bool:
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        grads += [g for g in self.model.served_gradients() if g is not None]
+        # one check for all: a NaN or an infinity anywhere makes the sum of sums non-finite
+        return not grads or bool(torch.isfinite(torch.stack([g.sum() for g in grads]).sum()))
+
+    def _skip(self, batch: Batch, value: float) -> dict:
+        self.model.discard_gradients()
+        self.model.zero_grad(set_to_none=True)
+        self.skipped_batches += 1
+        self.skipped_rows += len(batch)
+        log.warning("skipped batch %d (%d rows): loss %s or a gradient is not finite",
+                    self.batches, len(batch), value)
+        return {"rows": len(batch), "loss": value, "skipped": True, "predictions": None}
+
+    def _score(self, output: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(output) if self.model.config.loss == "bce" else output
+
+    def _record(self, predictions: torch.Tensor, batch: Batch) -> None:
+        labels = batch.labels.numpy()
+        if self.model.config.loss == "bce":
+            self._pending.append((predictions.numpy(), labels, batch.ts.numpy()))
+            self._pending_rows += len(labels)
+            if self._pending_rows >= FLUSH_ROWS:
+                _ = self.metrics
+        else:
+            known = ~np.isnan(labels)
+            self.squared_error += float(((predictions.numpy()[known] - labels[known]) ** 2).sum())
+
+    @torch.no_grad()
+    def predict(self, batch: Batch) -> torch.Tensor:
+        """Probabilities `[B]` (predictions for `loss="mse"`); no id is inserted, nothing learned."""
+        return self._score(self.model(batch, train=False))
+
+    def report(self) -> dict:
+        """Overall, window and last-20% figures, skipped batches, live ids and the model name."""
+        summary = self.metrics.summary()
+        summary["scored_rows"] = summary.pop("rows")
+        return {**summary, "auc_window": self.metrics.window()["auc"],
+                "auc_last20": self.metrics.tail(0.2)["auc"], "logloss_last20": self.metrics.tail(0.2)["logloss"],
+                "skipped_batches": self.skipped_batches, "live_ids": self.model.live_ids}
