@@ -106,7 +106,6 @@ def test_predict_inserts_nothing_and_learn_reports_pre_update_scores() -> None:
     trainer = OnlineTrainer(OnlineFM(SPECS, FMConfig(dim=4)))
     batch = _batch([1, 2], [10, 11], [1.0, 0.0])
     assert torch.equal(trainer.predict(batch), torch.full((2,), 0.5)) and trainer.model.live_ids == 0
-    expected = trainer.predict(batch)
     step = trainer.learn(batch)
     assert trainer.model.live_ids == 4
     trainer.learn(batch)
