@@ -44,7 +44,10 @@ from freshrec.events.datasets.criteo import FIELDS, CriteoReplay
 from freshrec.events.deadletter import MemoryDeadLetters
 from freshrec.events.simulator import write_criteo_tsv
 from freshrec.features import FeaturePipeline, default_specs
+from freshrec.metrics import auc
+from freshrec.models import FMConfig, ModelConfig, OnlineFM, build_model
 from freshrec.models.fm_fast import FastFM
+from freshrec.train import OnlineTrainer
 
 DIM, BATCH, BUCKETS, LR, INIT_STD, THREADS = 16, 512, 1 << 22, 0.05, 0.01, 2
 HIDDEN = (64, 32)  # DeepFMConfig's default MLP, used by the baseline too
@@ -137,14 +140,11 @@ def torch_learner(hidden: tuple[int, ...]) -> Callable[[Batch], torch.Tensor]:
 
 
 def fast_fm_learner() -> Callable[[Batch], torch.Tensor]:
-    from freshrec.models import FMConfig, OnlineFM
     model = OnlineFM(SPECS, FMConfig(dim=DIM, lr=LR, init_std=INIT_STD))
     return FastFM(model, torch.optim.Adagrad([model.dense_weight, model.bias], lr=LR)).learn
 
 
 def trainer_learner(name: str) -> Callable[[Batch], torch.Tensor]:
-    from freshrec.models import ModelConfig, build_model
-    from freshrec.train import OnlineTrainer
     trainer = OnlineTrainer(build_model(name, SPECS, ModelConfig(dim=DIM, lr=LR, init_std=INIT_STD)))
     return lambda batch: trainer.learn(batch)["predictions"]
 
@@ -153,18 +153,6 @@ LEARNERS: dict[str, Callable[[], Callable[[Batch], torch.Tensor]]] = {
     "fm": fast_fm_learner, "torch_fm": lambda: torch_learner(()),
     "lr": lambda: trainer_learner("lr"), "deepfm": lambda: trainer_learner("deepfm"),
     "torch_deepfm": lambda: torch_learner(HIDDEN)}
-
-
-def auc(probs: np.ndarray, labels: np.ndarray) -> float:
-    try:
-        from freshrec.metrics import auc as streaming_auc
-    except ImportError:  # rank-based AUC (no ties in practice)
-        ranks = np.empty(len(probs))
-        ranks[np.argsort(probs, kind="stable")] = np.arange(1, len(probs) + 1)
-        positive = labels > 0.5
-        n_pos, n_neg = positive.sum(), (~positive).sum()
-        return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-    return streaming_auc(probs, labels)
 
 
 def run(name: str, path: Path, rows: int, reader: bool) -> dict:
@@ -192,17 +180,6 @@ def best_run(name: str, path: Path, rows: int, modes: list[bool]) -> dict:
     return {**best, "rows_per_s_by_mode": {r["featurise"]: r["rows_per_s"] for r in runs}}
 
 
-def available(name: str) -> bool:
-    try:
-        if name in ("fm", "lr", "deepfm"):
-            import freshrec.models
-        if name in ("lr", "deepfm"):
-            import freshrec.train  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -219,9 +196,9 @@ def main() -> None:
                      "threads": THREADS, "cores": len(cores)}
     modes = [mode == "reader" for mode in args.featurise.split(",")]
     for name in args.models.split(","):
-        figures[name] = best_run(name, path, args.rows, modes) if available(name) else "missing: not built yet"
+        figures[name] = best_run(name, path, args.rows, modes)
     for ours, base in (("fm", "torch_fm"), ("deepfm", "torch_deepfm")):
-        if isinstance(figures.get(ours), dict) and isinstance(figures.get(base), dict):
+        if ours in figures and base in figures:
             figures[f"{ours}_speedup_vs_{base}"] = round(figures[ours]["rows_per_s"] / figures[base]["rows_per_s"], 2)
             figures[f"{ours}_auc_minus_{base}"] = round(figures[ours]["auc"] - figures[base]["auc"], 4)
     figures.update({"load_avg_before": load_before, "load_avg_after": os.getloadavg()[0]})
