@@ -130,8 +130,9 @@ def _sgd_step(chunk_rows, at, grads, rows, lr):
 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")
-def _adagrad_step(chunk_rows, at, grads, rows, accum, lr, eps):
-    """torch sparse Adagrad: accum += g^2; w -= lr * g / (sqrt(accum) + eps)."""
+def _adagrad_step(chunk_rows, at, grads, rows, accum, lr, eps, first_lr):
+    """torch sparse Adagrad: accum += g^2; w -= lr * g / (sqrt(accum) + eps), column 0 with
+    `first_lr` instead of `lr`."""
     dim = grads.shape[1]
     for i in range(len(at)):
         if i + AHEAD < len(at):
@@ -144,7 +145,7 @@ def _adagrad_step(chunk_rows, at, grads, rows, accum, lr, eps):
             g = grads[i, j]
             total = a[j] + g * g
             a[j] = total
-            w[j] -= lr * (g / (np.sqrt(total) + eps))
+            w[j] -= (first_lr if j == 0 else lr) * (g / (np.sqrt(total) + eps))
 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")
@@ -214,16 +215,29 @@ class SGD:
 
 @dataclass(frozen=True)
 class Adagrad:
-    """Row-wise Adagrad with torch's sparse formula; state `accum` starts at `initial_accumulator`."""
+    """Row-wise Adagrad with torch's sparse formula; state `accum` starts at `initial_accumulator`.
+
+    `first_column_lr` (None: `lr`) is the learning rate of column 0 only - the linear weight
+    of an FM table (`FMConfig.linear_lr`), which wants bigger steps than the factors.
+
+    >>> import numpy as np
+    >>> optimizer = Adagrad(lr=0.1, first_column_lr=0.5).build()
+    >>> rows, state = np.zeros((1, 3), np.float32), {"accum": np.zeros((1, 3), np.float32)}
+    >>> optimizer.step(rows, state, np.ones((1, 3), np.float32))
+    >>> rows.astype(float).round(4).tolist()
+    [[-0.5, -0.1, -0.1]]
+    """
 
     lr: float = 0.01
     eps: float = 1e-10
     initial_accumulator: float = 0.0
+    first_column_lr: float | None = None
 
     def build(self) -> RowOptimizer:
-        _require(self.lr >= 0 and self.eps >= 0 and self.initial_accumulator >= 0,
-                 f"lr, eps and initial_accumulator must be >= 0: {self}")
-        return _RowKernel(_adagrad_step, (np.float32(self.lr), np.float32(self.eps)),
+        first = self.lr if self.first_column_lr is None else self.first_column_lr
+        _require(self.lr >= 0 and self.eps >= 0 and self.initial_accumulator >= 0 and first >= 0,
+                 f"lr, eps, initial_accumulator and first_column_lr must be >= 0: {self}")
+        return _RowKernel(_adagrad_step, (np.float32(self.lr), np.float32(self.eps), np.float32(first)),
                           (("accum", 0, float(self.initial_accumulator)),))
 
 

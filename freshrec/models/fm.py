@@ -34,7 +34,15 @@ import torch
 from torch import nn
 
 from freshrec.batch import Batch
-from freshrec.embedding import DynamicEmbedding, EmbeddingCollection
+from freshrec.embedding import (
+    FTRL,
+    SGD,
+    Adagrad,
+    Adam,
+    DynamicEmbedding,
+    EmbeddingCollection,
+    TableConfig,
+)
 from freshrec.features import FeatureSpec
 from freshrec.models.base import ModelConfig, OnlineModel, zero_linear
 
@@ -43,7 +51,26 @@ TABLE = "fm"
 
 @dataclass(frozen=True)
 class FMConfig(ModelConfig):
-    """`ModelConfig`; `dim` is the number of factors k (the table is k + 1 wide)."""
+    """`ModelConfig`; `dim` is the number of factors k (the table is k + 1 wide).
+
+    `linear_lr` (None: `lr`) is the Adagrad learning rate of the table's column 0, the ids'
+    linear weights; the factors keep `lr`. On MovieLens-100k (prequential, batch 1, `FastFM`)
+    lr 0.08, linear_lr 0.3, initial_accumulator 0.01 gives AUC 0.768, against 0.761 for the best
+    single lr (0.05-0.1; larger ones overfit the factors)."""
+
+    linear_lr: float | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.linear_lr is not None and not self.linear_lr > 0:
+            raise ValueError(f"linear_lr must be > 0, not {self.linear_lr}")
+
+    def table(self, dim: int, optimizer: SGD | Adagrad | Adam | FTRL | None = None) -> TableConfig:
+        """As `ModelConfig.table`, the default Adagrad taking `linear_lr` for column 0."""
+        if optimizer is None and self.linear_lr is not None:
+            optimizer = Adagrad(lr=self.lr, initial_accumulator=self.initial_accumulator,
+                                first_column_lr=self.linear_lr)
+        return super().table(dim, optimizer)
 
 
 def field_sums(looked: dict[str, tuple[torch.Tensor, torch.Tensor]],

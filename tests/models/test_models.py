@@ -135,3 +135,24 @@ def test_build_model_keeps_shared_settings() -> None:
     assert isinstance(model.config, DCNConfig)
     assert (model.config.dim, model.config.lr, model.config.seed, model.config.admit_after) == (5, 0.2, 4, 2)
     assert model.tables["user_id"].config.admit_after == 2
+
+
+def test_fm_linear_lr_steps_column_0_only() -> None:
+    """`linear_lr` sets the Adagrad step of the linear weights (column 0); the factors keep `lr`."""
+    with pytest.raises(ValueError, match="linear_lr"):
+        FMConfig(linear_lr=0.0)
+    moved = {}
+    for linear_lr in (None, 0.5):
+        model = OnlineFM(SPECS, FMConfig(dim=4, lr=0.1, linear_lr=linear_lr, init_std=0.01))
+        batch = _batch()
+        output = model(batch, train=True)
+        row = model.table.slots(np.array([11]), 0.0, train=False)
+        before = model.table.gather(row).clone()
+        torch.nn.functional.binary_cross_entropy_with_logits(output, batch.labels).backward()
+        model.apply_gradients()
+        moved[linear_lr] = model.table.gather(row) - before
+    # the first Adagrad step moves each coordinate with a non-zero gradient by exactly its lr
+    torch.testing.assert_close(moved[None][0, 0].abs(), torch.tensor(0.1))
+    torch.testing.assert_close(moved[0.5][0, 0].abs(), torch.tensor(0.5))
+    assert float(moved[0.5][0, 1:].abs().sum()) > 0.0
+    torch.testing.assert_close(moved[0.5][0, 1:], moved[None][0, 1:])
