@@ -36,13 +36,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from ingest import criteo_file  # bench/ is on sys.path when run as a script
 from torch import nn
 
 from freshrec.batch import Batch
-from freshrec.config import cache_dir
 from freshrec.events.datasets.criteo import FIELDS, CriteoReplay
 from freshrec.events.deadletter import MemoryDeadLetters
-from freshrec.events.simulator import write_criteo_tsv
 from freshrec.features import FeaturePipeline, default_specs
 from freshrec.metrics import auc
 from freshrec.models import FMConfig, ModelConfig, OnlineFM, build_model
@@ -52,16 +51,6 @@ from freshrec.train import OnlineTrainer
 DIM, BATCH, BUCKETS, LR, INIT_STD, THREADS = 16, 512, 1 << 22, 0.05, 0.01, 2
 HIDDEN = (64, 32)  # DeepFMConfig's default MLP, used by the baseline too
 SPECS = default_specs(FIELDS, dim=DIM)
-
-
-def criteo_file(rows: int, seed: int = 0) -> Path:
-    """A simulated Criteo-format file of `rows` lines, made once and cached (as bench/ingest.py)."""
-    path = cache_dir() / "bench" / f"criteo_sim_{rows}_{seed}.txt"
-    if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_criteo_tsv(path.with_suffix(".tmp"), rows, seed)
-        path.with_suffix(".tmp").rename(path)
-    return path
 
 
 def micro_batches(path: Path, reader: bool, limit: int | None = None) -> Iterator[Batch]:
