@@ -156,7 +156,7 @@ def replay(
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Tracebacks on errors.")] = False,
 ) -> None:
-    """Replay a data set through the ingestion path (read, validate, featurise, batch)."""
+    """Replay a data set: read, validate, featurise and batch it; with --model, also train online."""
     try:
         if fmt not in FORMATS:
             raise UnknownFormat(f"unknown format {fmt!r}; choose one of: {', '.join(FORMATS)}")

@@ -55,16 +55,6 @@ def pool(rows: torch.Tensor, lengths: torch.Tensor, mode: str) -> torch.Tensor:
     return out
 
 
-def _features(sparse: SparseFeatures) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """(ids, lengths) per key, cut out of `sparse` in one pass."""
-    keys = sparse.keys()
-    if not keys:
-        return {}
-    lengths = sparse.lengths().view(len(keys), -1)
-    values = torch.split(sparse.values(), lengths.sum(dim=1).tolist())
-    return {key: (values[k], lengths[k]) for k, key in enumerate(keys)}
-
-
 class EmbeddingCollection(nn.Module):
     """Pooled lookups of the sparse `specs` (one table per distinct `spec.table_name`).
 
@@ -108,11 +98,11 @@ class EmbeddingCollection(nn.Module):
         ((3, 2), [2, 1])
         """
         self._served = []
-        features = _features(sparse)
+        features = sparse.to_dict()
         out: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         for name, table in self.tables.items():
             keys = [s.name for s in self.specs if s.table_name == name]
-            parts = [features[k][0] for k in keys]
+            parts = [features[k].values for k in keys]
             ids = (torch.cat(parts) if len(parts) > 1 else parts[0]).cpu().numpy()
             slots = table.slots(ids, now, train)
             rows = table.gather(slots)
@@ -120,7 +110,7 @@ class EmbeddingCollection(nn.Module):
                 rows.requires_grad_(True)
                 self._served.append((table, slots, rows))
             for key, part in zip(keys, torch.split(rows, [p.numel() for p in parts])):
-                out[key] = (part, features[key][1])
+                out[key] = (part, features[key].lengths)
         return {spec.name: out[spec.name] for spec in self.specs}
 
     def served_gradients(self) -> list[torch.Tensor | None]:

@@ -80,6 +80,11 @@ class OnlineTrainer:
     def metrics(self) -> PrequentialMetrics:
         """The prequential metrics of every learned batch (built on first use). Scores are handed
         to it in blocks of about `FLUSH_ROWS` rows, in stream order; reading it flushes the rest."""
+        self._flush()
+        return self._metrics
+
+    def _flush(self) -> None:
+        """Hand the pending scores to the metrics (built on first use) in one update."""
         if self._metrics is None:
             c = self.config
             self._metrics = PrequentialMetrics(c.bins, c.window_events, c.window_seconds)
@@ -87,7 +92,6 @@ class OnlineTrainer:
             columns = [np.concatenate(column) for column in zip(*self._pending)]
             self._pending, self._pending_rows = [], 0
             self._metrics.update(*columns)
-        return self._metrics
 
     @property
     def optimizer(self) -> torch.optim.Optimizer | None:
@@ -144,7 +148,7 @@ class OnlineTrainer:
             self._pending.append((predictions.numpy(), labels, batch.ts.numpy()))
             self._pending_rows += len(labels)
             if self._pending_rows >= FLUSH_ROWS:
-                _ = self.metrics
+                self._flush()
         else:
             known = ~np.isnan(labels)
             self.squared_error += float(((predictions.numpy()[known] - labels[known]) ** 2).sum())
@@ -156,8 +160,9 @@ class OnlineTrainer:
 
     def report(self) -> dict:
         """Overall, window and last-20% figures, skipped batches, live ids and the model name."""
-        summary = self.metrics.summary()
+        metrics = self.metrics
+        summary, tail = metrics.summary(), metrics.tail(0.2)
         summary["scored_rows"] = summary.pop("rows")
-        return {**summary, "auc_window": self.metrics.window()["auc"],
-                "auc_last20": self.metrics.tail(0.2)["auc"], "logloss_last20": self.metrics.tail(0.2)["logloss"],
+        return {**summary, "auc_window": metrics.window()["auc"],
+                "auc_last20": tail["auc"], "logloss_last20": tail["logloss"],
                 "skipped_batches": self.skipped_batches, "live_ids": self.model.live_ids}
