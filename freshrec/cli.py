@@ -4,6 +4,8 @@
     freshrec replay --format movielens-100k --data ../shared/data/movielens-100k --json
     freshrec replay --format csv --data ratings.csv --user userId --item movieId \\
         --time timestamp --label 'rating>=4' --dry-run --json
+    freshrec replay --format movielens-100k --model fm --serve --port 8000   # train + serve
+    freshrec serve --registry out/registry --port 8001                       # a server alone
 
 Conventions: `--json` makes the last stdout line one JSON object; progress and tables go to
 stderr. Exit codes: 0 ok, 2 usage or configuration error (one line), 1 runtime failure (one
@@ -12,12 +14,13 @@ line; a traceback only with `--debug`).
 
 from __future__ import annotations
 
+import os
 import sys
 import time as time_module
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import orjson
 import typer
@@ -28,6 +31,8 @@ from rich.table import Table
 from freshrec.config import cache_dir, data_root
 from freshrec.engine import IngestSummary, ingest
 from freshrec.engine.online import train_online
+from freshrec.engine.serving import serve_until_signal, train_and_serve
+from freshrec.engine.sync import Publisher, SyncConfig
 from freshrec.events.datasets import (
     FORMATS,
     ColumnMapping,
@@ -37,15 +42,19 @@ from freshrec.events.datasets import (
 )
 from freshrec.events.datasets.fetch import FetchError, fetch_movielens
 from freshrec.events.deadletter import JsonlDeadLetters
+from freshrec.events.live import LiveQueue
 from freshrec.events.simulator import SimulatorConfig
 from freshrec.events.source import limited, paced
 from freshrec.features import FeaturePipeline, default_specs
 from freshrec.models import MODELS, ModelConfig, build_model
+from freshrec.serve import ModelService, ServeConfig, create_app
+from freshrec.snapshot import ModelRegistry
 from freshrec.train import OnlineTrainer, TrainerConfig
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="freshrec: real-time training of recommendation models.")
 err = Console(stderr=True)
+ADMIN_TOKEN_ENV = "FRESHREC_ADMIN_TOKEN"
 
 
 class UsageError(Exception):
@@ -129,45 +138,55 @@ def _resolve_data(fmt: str, data: Path | None, fallback: str | None) -> tuple[st
 @app.command()
 def replay(
     fmt: Annotated[str, typer.Option("--format", help=f"One of: {', '.join(FORMATS)}.")],
-    data: Annotated[Optional[Path], typer.Option(help="File or folder to replay.")] = None,
-    user: Annotated[Optional[str], typer.Option(help="csv/parquet: the user id column.")] = None,
-    item: Annotated[Optional[str], typer.Option(help="csv/parquet: the item id column.")] = None,
-    time: Annotated[Optional[str], typer.Option(help="csv/parquet: event time (epoch s or ISO).")] = None,
-    label: Annotated[Optional[str], typer.Option(help="A 0/1 column or a rule like 'rating>=4'.")] = None,
+    data: Annotated[Path | None, typer.Option(help="File or folder to replay.")] = None,
+    user: Annotated[str | None, typer.Option(help="csv/parquet: the user id column.")] = None,
+    item: Annotated[str | None, typer.Option(help="csv/parquet: the item id column.")] = None,
+    time: Annotated[str | None, typer.Option(help="csv/parquet: event time (epoch s or ISO).")] = None,
+    label: Annotated[str | None, typer.Option(help="A 0/1 column or a rule like 'rating>=4'.")] = None,
     cat: Annotated[list[str], typer.Option(help="Extra categorical column (repeatable).")] = [],  # noqa: B006
     dense: Annotated[list[str], typer.Option(help="Extra dense column (repeatable).")] = [],  # noqa: B006
     multi: Annotated[list[str], typer.Option(help="Multi-valued categorical column (repeatable).")] = [],  # noqa: B006
     sep: Annotated[str, typer.Option(help="Separator inside --multi values.")] = "|",
-    delimiter: Annotated[Optional[str], typer.Option(help="CSV delimiter (default: sniffed).")] = None,
+    delimiter: Annotated[str | None, typer.Option(help="CSV delimiter (default: sniffed).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Read, validate and batch only.")] = False,
-    limit: Annotated[Optional[int], typer.Option(help="Stop after N rows.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Stop after N rows.")] = None,
     batch_size: Annotated[int, typer.Option(help="Rows per micro-batch.")] = 512,
-    speed: Annotated[Optional[float], typer.Option(help="Pace by event time: 60 = 1 h per minute.")] = None,
+    speed: Annotated[float | None, typer.Option(help="Pace by event time: 60 = 1 h per minute.")] = None,
     dead_letters: Annotated[Path, typer.Option(help="JSONL file for rejected records.")] = Path(
         "dead_letters.jsonl"),
     seed: Annotated[int, typer.Option(help="Seed of the simulator and of the model.")] = 0,
-    model: Annotated[Optional[str], typer.Option(
+    model: Annotated[str | None, typer.Option(
         help=f"Train this model online ({'|'.join(MODELS)}), each batch scored before it is learned.")] = None,
     dim: Annotated[int, typer.Option(help="--model: embedding width (FM factors).")] = 16,
     lr: Annotated[float, typer.Option(help="--model: learning rate (row-wise Adagrad; dense Adagrad).")] = 0.05,
-    fallback: Annotated[Optional[str], typer.Option(
+    fallback: Annotated[str | None, typer.Option(
         help="'simulator': replay the simulator when the data set cannot be found or fetched.")] = None,
+    serve: Annotated[bool, typer.Option("--serve", help="--model: also serve it over HTTP (until Ctrl-C).")] = False,
+    registry: Annotated[Path, typer.Option(help="--serve: model registry directory.")] = Path("out/registry"),
+    host: Annotated[str, typer.Option(help="--serve: address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="--serve: port.")] = 8000,
+    sync_interval: Annotated[float, typer.Option(help="--serve: seconds between published deltas.")] = 1.0,
     as_json: Annotated[bool, typer.Option("--json", help="Last stdout line: one JSON object.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Tracebacks on errors.")] = False,
 ) -> None:
-    """Replay a data set: read, validate, featurise and batch it; with --model, also train online."""
+    """Replay a data set: read, validate, featurise and batch it; with --model, also train online
+    (and with --serve, serve the model as it learns, taking live events on POST /events)."""
     try:
         if fmt not in FORMATS:
             raise UnknownFormat(f"unknown format {fmt!r}; choose one of: {', '.join(FORMATS)}")
         if batch_size <= 0 or (limit is not None and limit < 0) or (speed is not None and speed <= 0):
             raise UsageError("--batch-size and --speed must be positive, --limit non-negative")
         learner = None if dry_run else _learner(model, dim, lr, seed)
+        if serve and learner is None:
+            raise UsageError("--serve needs --model (and no --dry-run)")
+        serving = _Serving(registry, host, port, sync_interval) if serve else None
         mapping = _mapping(user, item, time, label, cat, dense, multi, sep, delimiter)
         fmt, data, note = _resolve_data(fmt, data, fallback)
         if note:
             err.print(note, markup=False, highlight=False)
-        figures = _replay(fmt, data, mapping, limit, batch_size, speed, dead_letters, seed, quiet, learner)
+        figures = _replay(fmt, data, mapping, limit, batch_size, speed, dead_letters, seed, quiet, learner,
+                          serving)
     except (UsageError, UnknownFormat, typer.BadParameter) as error:
         if debug:
             raise
@@ -194,7 +213,7 @@ def _learner(model: str | None, dim: int, lr: float, seed: int) -> tuple[str, Mo
 
 def _replay(fmt: str, data: Path | None, mapping: ColumnMapping | None, limit: int | None, batch_size: int,
             speed: float | None, dead_letter_path: Path, seed: int, quiet: bool,
-            learner: tuple[str, ModelConfig] | None = None) -> dict:
+            learner: tuple[str, ModelConfig] | None = None, serving: _Serving | None = None) -> dict:
     started = time_module.perf_counter()
     with JsonlDeadLetters(dead_letter_path) as letters:
         source = open_source(fmt, data, letters, mapping=mapping,
@@ -211,7 +230,9 @@ def _replay(fmt: str, data: Path | None, mapping: ColumnMapping | None, limit: i
                       TimeElapsedColumn(), console=err, disable=quiet, transient=True) as bar:
             task = bar.add_task(f"replay {fmt}", total=limit, status="")
             show = None if quiet else _progress(bar, task, trainer)
-            if trainer is None:
+            if serving is not None:
+                figures = serving.run(chunks, source.fields, pipeline, trainer, batch_size, show)
+            elif trainer is None:
                 figures = ingest(chunks, pipeline, batch_size, on_batch=show, dead_letters=letters).as_dict()
             else:
                 figures = train_online(chunks, pipeline, trainer, batch_size, on_batch=show, dead_letters=letters)
@@ -219,6 +240,58 @@ def _replay(fmt: str, data: Path | None, mapping: ColumnMapping | None, limit: i
         figures["rows_per_s"] = figures["rows"] / figures["seconds"] if figures["seconds"] > 0 else 0.0
     figures["dead_letter_file"] = str(dead_letter_path) if letters.total else None
     return figures
+
+
+class _Serving:
+    """`replay --serve`: train in a thread, serve over HTTP in the main one."""
+
+    def __init__(self, registry: Path, host: str, port: int, sync_interval: float) -> None:
+        if not sync_interval > 0 or not 0 < port < 65536:
+            raise UsageError("--sync-interval must be positive and --port in 1..65535")
+        self.registry, self.host, self.port, self.sync_interval = registry, host, port, sync_interval
+
+    def run(self, chunks, fields, pipeline: FeaturePipeline, trainer: OnlineTrainer, batch_size: int,
+            show: Callable | None) -> dict:
+        registry = ModelRegistry(self.registry)
+        live = LiveQueue(fields)
+        publisher = Publisher(registry, trainer.model, fields, SyncConfig(sync_interval=self.sync_interval))
+        service = ModelService(registry, sink=live)
+        app = create_app(service, ServeConfig(admin_token=os.environ.get(ADMIN_TOKEN_ENV)))
+        err.print(f"serving on http://{self.host}:{self.port} (registry {self.registry}); Ctrl-C stops",
+                  markup=False, highlight=False)
+        summary = train_and_serve(chunks, live, pipeline, trainer, publisher, app, self.host, self.port,
+                                  batch_size, show)
+        return {**summary.as_dict(), **trainer.report(), "model": type(trainer.model).__name__,
+                "versions_published": publisher.published, "served_version": service.version}
+
+
+@app.command("serve")
+def serve_command(
+    registry: Annotated[Path, typer.Option(help="Model registry directory to serve from.")],
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    debug: Annotated[bool, typer.Option("--debug", help="Tracebacks on errors.")] = False,
+) -> None:
+    """Serve the newest model in REGISTRY and follow its deltas (admin token: $FRESHREC_ADMIN_TOKEN)."""
+    import uvicorn
+
+    try:
+        if not registry.is_dir():
+            raise UsageError(f"--registry {registry} is not a directory")
+        if not 0 < port < 65536:
+            raise UsageError("--port must be in 1..65535")
+        app_ = create_app(ModelService(ModelRegistry(registry)),
+                          ServeConfig(admin_token=os.environ.get(ADMIN_TOKEN_ENV)))
+        err.print(f"serving {registry} on http://{host}:{port}", markup=False, highlight=False)
+        serve_until_signal(uvicorn.Server(uvicorn.Config(app_, host=host, port=port, log_level="warning")))
+    except UsageError as error:
+        if debug:
+            raise
+        _fail(str(error), 2)
+    except OSError as error:
+        if debug:
+            raise
+        _fail(str(error), 1)
 
 
 def _progress(bar: Progress, task: TaskID, trainer: OnlineTrainer | None) -> Callable:

@@ -28,6 +28,7 @@ import pyarrow as pa
 
 TS, USER, ITEM, LABEL = "ts", "user_id", "item_id", "label"
 STANDARD_COLUMNS = (TS, USER, ITEM, LABEL)
+OWNERS = ("user", "item", "context")
 
 
 class FieldKind(str, Enum):
@@ -40,14 +41,20 @@ class FieldKind(str, Enum):
 
 @dataclass(frozen=True)
 class Field:
-    """A feature column a source provides, with its kind.
+    """A feature column a source provides, with its kind and what it describes (`owner`: "user",
+    "item" or "context"; servers keep the latest user and item fields to rank candidates).
 
-    >>> Field("genres", FieldKind.MULTI_CATEGORICAL).kind.value
+    >>> Field("genres", FieldKind.MULTI_CATEGORICAL, owner="item").kind.value
     'multi_categorical'
     """
 
     name: str
     kind: FieldKind
+    owner: str = "context"
+
+    def __post_init__(self) -> None:
+        if self.owner not in OWNERS:
+            raise ValueError(f"{self.name}: owner {self.owner!r} is not one of {OWNERS}")
 
 
 @dataclass(frozen=True)
@@ -67,13 +74,16 @@ class Event:
 class EventChunk:
     """Many events column-wise: `table` (standard + field columns) and `positions` (int64 per row).
 
-    `source` names where the rows came from; `kind` is the event kind of every row.
+    `source` names where the rows came from; `kind` is the event kind of every row; `entered` is
+    the wall-clock time (epoch seconds) the rows entered the system, where the source knows it
+    (freshness is measured from there).
     """
 
     table: pa.Table
     positions: np.ndarray
     source: str
     kind: str = "impression"
+    entered: float | None = None
 
     def __post_init__(self) -> None:
         if len(self.positions) != self.table.num_rows:
@@ -86,7 +96,7 @@ class EventChunk:
         """Rows `start:stop` as a new chunk (zero copy)."""
         stop = min(stop, len(self))
         return EventChunk(self.table.slice(start, max(stop - start, 0)),
-                          self.positions[start:stop], self.source, self.kind)
+                          self.positions[start:stop], self.source, self.kind, self.entered)
 
     def column(self, name: str) -> pa.Array:
         """One column as a single contiguous Arrow array."""

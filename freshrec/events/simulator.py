@@ -47,9 +47,10 @@ from freshrec.events.source import Position
 _BLOCK = 4096
 _USERS, _ITEMS, _EVENTS, _DRIFT, _PROTO, _CRITEO = range(6)
 COLUMNS = ("ts", "user_id", "item_id", "label", "item_category", "user_segment", "hour", "price")
-FIELDS = (Field(USER, FieldKind.CATEGORICAL), Field(ITEM, FieldKind.CATEGORICAL),
-          Field("item_category", FieldKind.CATEGORICAL), Field("user_segment", FieldKind.CATEGORICAL),
-          Field("hour", FieldKind.CATEGORICAL), Field("price", FieldKind.DENSE))
+FIELDS = (Field(USER, FieldKind.CATEGORICAL, "user"), Field(ITEM, FieldKind.CATEGORICAL, "item"),
+          Field("item_category", FieldKind.CATEGORICAL, "item"),
+          Field("user_segment", FieldKind.CATEGORICAL, "user"),
+          Field("hour", FieldKind.CATEGORICAL), Field("price", FieldKind.DENSE, "item"))
 
 
 @dataclass(frozen=True)

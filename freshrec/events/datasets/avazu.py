@@ -58,7 +58,8 @@ ITEM_COLUMN = "C14"
 _INTEGER_FIELDS = frozenset({"C1", "banner_pos", "device_type", "device_conn_type", "C14", "C15", "C16",
                              "C17", "C18", "C19", "C20", "C21"})
 _FIELD_NAMES = tuple(c for c in AVAZU_COLUMNS if c not in ("id", "click", "hour", ITEM_COLUMN))
-FIELDS = tuple(Field(name, FieldKind.CATEGORICAL) for name in (USER, ITEM) + _FIELD_NAMES)
+FIELDS = (Field(USER, FieldKind.CATEGORICAL, "user"), Field(ITEM, FieldKind.CATEGORICAL, "item")) + tuple(
+    Field(name, FieldKind.CATEGORICAL) for name in _FIELD_NAMES)
 
 
 def open_avazu(path: Path, dead_letters: DeadLetterSink, batch_size: int = 65_536,
@@ -72,7 +73,7 @@ def open_avazu(path: Path, dead_letters: DeadLetterSink, batch_size: int = 65_53
     table = text.table
     checks = RowChecks(table.num_rows)
     reject_empty_lines(checks, table)
-    column = lambda n: table.column(n).combine_chunks()  # noqa: E731
+    column = lambda n: table.column(n).combine_chunks()
     checks.require(column("id"), "id")
     user = _user_ids(column("device_id"), column("device_ip"), column("device_model"), checks)
     item = checks.integers(column(ITEM_COLUMN), ITEM_COLUMN, required=True)

@@ -28,10 +28,10 @@ from freshrec.events.validate import RowChecks
 GENRES = ("unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime",
           "Documentary", "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance",
           "Sci-Fi", "Thriller", "War", "Western")
-FIELDS = (Field(USER, FieldKind.CATEGORICAL), Field(ITEM, FieldKind.CATEGORICAL),
-          Field("genres", FieldKind.MULTI_CATEGORICAL), Field("age", FieldKind.CATEGORICAL),
-          Field("sex", FieldKind.CATEGORICAL), Field("occupation", FieldKind.CATEGORICAL),
-          Field("zip3", FieldKind.CATEGORICAL))
+FIELDS = (Field(USER, FieldKind.CATEGORICAL, "user"), Field(ITEM, FieldKind.CATEGORICAL, "item"),
+          Field("genres", FieldKind.MULTI_CATEGORICAL, "item"), Field("age", FieldKind.CATEGORICAL, "user"),
+          Field("sex", FieldKind.CATEGORICAL, "user"), Field("occupation", FieldKind.CATEGORICAL, "user"),
+          Field("zip3", FieldKind.CATEGORICAL, "user"))
 FILES = ("u.data", "u.item", "u.user")
 NAME = "movielens-100k"
 

@@ -69,7 +69,7 @@ def open_open_bandit(path: Path, dead_letters: DeadLetterSink, batch_size: int =
     affinity = tuple(c for c in table.column_names if c.startswith(AFFINITY_PREFIX))
     checks = RowChecks(table.num_rows)
     reject_empty_lines(checks, table)
-    column = lambda n: table.column(n).combine_chunks()  # noqa: E731
+    column = lambda n: table.column(n).combine_chunks()
     for feature in USER_FEATURES:
         checks.require(column(feature), feature)
     item = checks.integers(column("item_id"), "item_id", required=True)
@@ -88,10 +88,15 @@ def open_open_bandit(path: Path, dead_letters: DeadLetterSink, batch_size: int =
 
 
 def _fields(affinity: tuple[str, ...]) -> tuple[Field, ...]:
+    """User features describe the user, item features and `item_id` the item; the slot `position`
+    and the user-item affinities are context."""
+    def owner(name: str) -> str:
+        return "user" if name in (USER, *USER_FEATURES) else "item" if name in (
+            ITEM, *ITEM_CATEGORICAL, ITEM_DENSE) else "context"
     categorical = (USER, ITEM, "position") + USER_FEATURES + ITEM_CATEGORICAL
     dense = (ITEM_DENSE,) + affinity
-    return (tuple(Field(n, FieldKind.CATEGORICAL) for n in categorical)
-            + tuple(Field(n, FieldKind.DENSE) for n in dense))
+    return (tuple(Field(n, FieldKind.CATEGORICAL, owner(n)) for n in categorical)
+            + tuple(Field(n, FieldKind.DENSE, owner(n)) for n in dense))
 
 
 def _paths(path: Path) -> tuple[Path, Path]:

@@ -155,7 +155,8 @@ class ColumnMapping:
 
     def fields(self) -> tuple[Field, ...]:
         """The feature columns with their kinds."""
-        return (tuple(Field(n, FieldKind.CATEGORICAL) for n in (USER, ITEM) + self.categorical)
+        return ((Field(USER, FieldKind.CATEGORICAL, "user"), Field(ITEM, FieldKind.CATEGORICAL, "item"))
+                + tuple(Field(n, FieldKind.CATEGORICAL) for n in self.categorical)
                 + tuple(Field(n, FieldKind.MULTI_CATEGORICAL) for n in self.multi)
                 + tuple(Field(n, FieldKind.DENSE) for n in self.dense))
 
@@ -180,7 +181,7 @@ def open_table_log(path: Path, mapping: ColumnMapping, dead_letters: DeadLetterS
     elif fmt == "parquet":
         table = _read_parquet(existing_file(path), mapping)
         positions = np.arange(1, table.num_rows + 1, dtype=np.int64)
-        raw = lambda r: json.dumps(table.slice(r, 1).to_pylist()[0], default=str)  # noqa: E731
+        raw = lambda r: json.dumps(table.slice(r, 1).to_pylist()[0], default=str)
     else:
         raise ValueError(f"fmt must be 'csv' or 'parquet', got {fmt!r}")
     checks = RowChecks(table.num_rows)

@@ -46,8 +46,8 @@ def test_movielens_style_csv(tmp_path: Path) -> None:
     assert [e.user_id for e in events] == ["3", "2", "1", "1"]  # CSV ids stay text
     assert events[3].fields["genres"] == ["Animation", "Children", "Drama"]
     assert events[0].fields["genres"] is None and events[3].fields["budget"] is None
-    assert replay.fields == (Field("user_id", FieldKind.CATEGORICAL),
-                             Field("item_id", FieldKind.CATEGORICAL),
+    assert replay.fields == (Field("user_id", FieldKind.CATEGORICAL, "user"),
+                             Field("item_id", FieldKind.CATEGORICAL, "item"),
                              Field("movieId", FieldKind.CATEGORICAL),
                              Field("genres", FieldKind.MULTI_CATEGORICAL),
                              Field("budget", FieldKind.DENSE))
@@ -63,7 +63,7 @@ def test_parquet_gives_the_same_events(tmp_path: Path) -> None:
     from_csv = _events(open_table_log(csv_path, ML_MAPPING, MemoryDeadLetters()))
     from_parquet = _events(open_table_log(tmp_path / "ratings.parquet", ML_MAPPING, MemoryDeadLetters(),
                                           fmt="parquet", name="ratings.csv"))
-    key = lambda e: (e.ts, e.user_id, e.item_id, e.label, e.fields)  # noqa: E731
+    key = lambda e: (e.ts, e.user_id, e.item_id, e.label, e.fields)
     assert [key(e) for e in from_parquet] == [key(e) for e in from_csv]
     assert [e.event_id for e in from_parquet] == ["ratings.csv:4", "ratings.csv:3", "ratings.csv:1",
                                                   "ratings.csv:2"]  # parquet: row index + 1

@@ -1,0 +1,204 @@
+"""Live events pushed in-process: `LiveQueue`, a bounded thread-safe `Source` fed by `put` (the
+server's `POST /events`), and `conform`, which gives events of any origin one Arrow schema.
+
+Values are checked as they arrive: a categorical value is a string or an integer (42 and "42" are
+the same id), a multi-categorical one a list of those, a dense one a number; a field the source
+does not have is refused. Missing fields are null.
+
+>>> from freshrec.events.event import Event, Field, FieldKind
+>>> queue = LiveQueue((Field("user_id", FieldKind.CATEGORICAL), Field("price", FieldKind.DENSE)))
+>>> queue.put([Event("e1", 5.0, 7, "i1", "click", {"price": 3}, label=1.0)])
+1
+>>> chunk = queue.poll(timeout=0.0)
+>>> chunk.table.column("user_id").to_pylist(), chunk.table.column("price").to_pylist(), queue.position()
+(['7'], [3.0], {'row': 1})
+>>> queue.put([Event("e2", 6.0, 8, "i2", fields={"colour": "red"})])
+Traceback (most recent call last):
+...
+ValueError: event 0 (e2): unknown field 'colour'; this source has: price
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from freshrec.events.event import (
+    ITEM,
+    LABEL,
+    STANDARD_COLUMNS,
+    TS,
+    USER,
+    Event,
+    EventChunk,
+    Field,
+    FieldKind,
+)
+from freshrec.events.source import Position
+
+__all__ = ["LiveQueue", "QueueFull", "arrow_type", "check_value", "conform"]
+
+_TYPES = {FieldKind.CATEGORICAL: pa.string(), FieldKind.MULTI_CATEGORICAL: pa.list_(pa.string()),
+          FieldKind.DENSE: pa.float64()}
+_STANDARD = {TS: pa.float64(), USER: pa.string(), ITEM: pa.string(), LABEL: pa.float32()}
+
+
+class QueueFull(RuntimeError):
+    """The live queue holds its capacity of events not yet consumed."""
+
+
+def arrow_type(kind: FieldKind) -> pa.DataType:
+    """The Arrow type live events use for a field of this kind."""
+    return _TYPES[kind]
+
+
+def conform(table: pa.Table, fields: Sequence[Field]) -> pa.Table:
+    """`table` with exactly the standard columns and `fields` (in that order), each cast to the
+    live type of its kind (ids as strings: the hashing treats 42 and "42" alike); missing columns
+    become nulls."""
+    kinds = {f.name: arrow_type(f.kind) for f in fields if f.name not in _STANDARD}
+    columns = {}
+    for name, kind in {**_STANDARD, **kinds}.items():
+        if name in table.column_names:
+            columns[name] = pc.cast(table.column(name), kind)
+        else:
+            columns[name] = pa.nulls(table.num_rows, kind)
+    return pa.table(columns)
+
+
+def check_value(value: object, kind: FieldKind, name: str | None = None) -> object:
+    """The value in its live form, or ValueError (naming the field `name` when given).
+
+    >>> check_value(42, FieldKind.CATEGORICAL), check_value(["a", 1], FieldKind.MULTI_CATEGORICAL)
+    ('42', ['a', '1'])
+    """
+    if name is None:
+        return _check(value, kind)
+    try:
+        return _check(value, kind)
+    except ValueError as error:
+        raise ValueError(f"{name} {error}") from None
+
+
+def _check(value: object, kind: FieldKind) -> object:
+    if value is None:
+        return None
+    if kind is FieldKind.DENSE:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"must be a number, not {value!r}")
+        return float(value)
+    if kind is FieldKind.MULTI_CATEGORICAL:
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"must be a list of ids, not {value!r}")
+        return [_check(v, FieldKind.CATEGORICAL) for v in value]
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise ValueError(f"must be a string or an integer id, not {value!r}")
+    return str(value)
+
+
+class LiveQueue:
+    """A bounded in-process source of live events; `put` from any thread, read by one consumer.
+
+    Positions count the rows handed out; `entered` of each chunk is the time it was put.
+    """
+
+    has_event_time = True
+
+    def __init__(self, fields: Sequence[Field], name: str = "live", capacity: int = 100_000) -> None:
+        self.name = name
+        self.fields = tuple(f for f in fields if f.name not in STANDARD_COLUMNS)
+        self.capacity = capacity
+        self._kinds = {f.name: f.kind for f in self.fields}
+        self._chunks: deque[EventChunk] = deque()
+        self._pending = self._handed_out = self._committed = 0
+        self._ready = threading.Condition()
+        self._closed = False
+
+    def _column(self, events: Sequence[Event], name: str) -> pa.Array:
+        values = []
+        for i, event in enumerate(events):
+            try:
+                values.append(_check(event.fields.get(name), self._kinds[name]))
+            except ValueError as error:
+                raise ValueError(f"event {i} ({event.event_id}): field {name!r} {error}") from None
+        return pa.array(values, arrow_type(self._kinds[name]))
+
+    def _table(self, events: Sequence[Event]) -> pa.Table:
+        for i, event in enumerate(events):
+            if unknown := sorted(set(event.fields) - set(self._kinds)):
+                raise ValueError(f"event {i} ({event.event_id}): unknown field {unknown[0]!r}; "
+                                 f"this source has: {', '.join(sorted(self._kinds))}")
+            for name, value in ((USER, event.user_id), (ITEM, event.item_id)):
+                try:
+                    _check(value, FieldKind.CATEGORICAL)
+                except ValueError as error:
+                    raise ValueError(f"event {i} ({event.event_id}): {name} {error}") from None
+        columns = {TS: pa.array([float(e.ts) for e in events], pa.float64()),
+                   USER: pa.array([None if e.user_id is None else str(e.user_id) for e in events], pa.string()),
+                   ITEM: pa.array([None if e.item_id is None else str(e.item_id) for e in events], pa.string()),
+                   LABEL: pa.array([e.label for e in events], pa.float32())}
+        columns.update({name: self._column(events, name) for name in self._kinds})
+        return pa.table(columns)
+
+    def put(self, events: Sequence[Event]) -> int:
+        """Queue the events as one chunk (all or none); returns how many. ValueError names the
+        first bad event and field; QueueFull when the queue is at capacity."""
+        if not events:
+            return 0
+        table = self._table(events)
+        with self._ready:
+            if self._closed:
+                raise QueueFull("the live queue is closed")
+            if self._pending + len(events) > self.capacity:
+                raise QueueFull(f"{self._pending} events are waiting (capacity {self.capacity}); retry later")
+            start = self._handed_out + self._pending
+            positions = np.arange(start, start + len(events), dtype=np.int64)
+            self._chunks.append(EventChunk(table, positions, self.name, events[0].kind, entered=time.time()))
+            self._pending += len(events)
+            self._ready.notify()
+        return len(events)
+
+    def poll(self, timeout: float | None = None) -> EventChunk | None:
+        """The oldest waiting chunk, waiting up to `timeout` seconds (None: until one comes or
+        the queue closes); None if there is none."""
+        with self._ready:
+            if not self._ready.wait_for(lambda: self._chunks or self._closed, timeout):
+                return None
+            if not self._chunks:
+                return None
+            chunk = self._chunks.popleft()
+            self._pending -= len(chunk)
+            self._handed_out += len(chunk)
+            return chunk
+
+    def close(self) -> None:
+        """No more puts; iteration ends once the waiting chunks are handed out."""
+        with self._ready:
+            self._closed = True
+            self._ready.notify_all()
+
+    def __iter__(self) -> Iterator[EventChunk]:
+        while (chunk := self.poll()) is not None:
+            yield chunk
+
+    def __len__(self) -> int:
+        return self._pending
+
+    def position(self) -> Position:
+        return {"row": self._handed_out}
+
+    def commit(self, position: Position) -> None:
+        self._committed = position["row"]
+
+    def committed(self) -> Position:
+        return {"row": self._committed}
+
+    def seek(self, position: Position) -> None:
+        if position["row"] != self._handed_out:
+            raise ValueError("a live queue cannot seek: its events are gone once handed out")

@@ -1,0 +1,52 @@
+"""`ServingMetrics`: the server's Prometheus metrics, on a registry of its own (so several servers
+in one process, as in tests, do not collide).
+
+>>> metrics = ServingMetrics()
+>>> metrics.latency.labels("/predict").observe(0.004)
+>>> metrics.model_version.set(7)
+>>> b"freshrec_model_version 7.0" in metrics.exposition()
+True
+"""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+__all__ = ["ServingMetrics"]
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 1.0)
+FRESHNESS_BUCKETS = (0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0, 300.0)
+
+
+class ServingMetrics:
+    """Request latency and counts, model version and age, sync lag, freshness, swaps, events."""
+
+    def __init__(self) -> None:
+        self.registry = r = CollectorRegistry()
+        self.latency = Histogram("freshrec_request_seconds", "Request latency by endpoint", ["endpoint"],
+                                 buckets=LATENCY_BUCKETS, registry=r)
+        self.requests = Counter("freshrec_requests", "Requests by endpoint and status", ["endpoint", "status"],
+                                registry=r)
+        self.model_version = Gauge("freshrec_model_version", "Version of the model being served", registry=r)
+        self.model_age = Gauge("freshrec_model_age_seconds", "Seconds since the served version was published",
+                               registry=r)
+        self.sync_lag = Histogram("freshrec_sync_lag_seconds", "Publish-to-serve delay of each applied version",
+                                  buckets=FRESHNESS_BUCKETS, registry=r)
+        self.freshness = Histogram("freshrec_freshness_seconds",
+                                   "Event entering the source -> first prediction served by a model that "
+                                   "learned it (the oldest event of each applied delta)",
+                                   buckets=FRESHNESS_BUCKETS, registry=r)
+        self.swaps = Counter("freshrec_swaps", "Model swaps by kind (delta, full)", ["kind"], registry=r)
+        self.sync_errors = Counter("freshrec_sync_errors", "Versions refused or failed by reason", ["reason"],
+                                   registry=r)
+        self.events = Counter("freshrec_events_accepted", "Events accepted by POST /events", registry=r)
+
+    def exposition(self) -> bytes:
+        """The text format Prometheus scrapes."""
+        return generate_latest(self.registry)

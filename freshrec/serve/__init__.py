@@ -1,0 +1,9 @@
+"""Serving: the `ModelService` that follows the registry (hot swap, parameter sync), candidate
+retrieval, and the FastAPI app (`create_app`)."""
+
+from freshrec.serve.app import ServeConfig, create_app
+from freshrec.serve.candidates import CandidateConfig, CandidateIndex
+from freshrec.serve.replica import Replica
+from freshrec.serve.service import ModelService
+
+__all__ = ["CandidateConfig", "CandidateIndex", "ModelService", "Replica", "ServeConfig", "create_app"]

@@ -1,0 +1,85 @@
+"""`Replica`: one loaded copy of the model at a version, able to score request rows.
+
+>>> import tempfile
+>>> from freshrec.events.event import FieldKind
+>>> from freshrec.features import FeatureSpec
+>>> from freshrec.models import build_model
+>>> from freshrec.snapshot import Snapshot
+>>> model = build_model("fm", [FeatureSpec("user_id", FieldKind.CATEGORICAL),
+...                            FeatureSpec("item_id", FieldKind.CATEGORICAL)])
+>>> replica = Replica.from_snapshot(Snapshot(model, version=3))
+>>> replica.version, replica.columns
+(3, {'user_id': <FieldKind.CATEGORICAL: 'categorical'>, 'item_id': <FieldKind.CATEGORICAL: 'categorical'>})
+>>> replica.score(replica.rows("u1", ["i1", "i2"], lambda item, column: None)).tolist()
+[0.5, 0.5]
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from freshrec.events.event import ITEM, TS, USER, EventChunk, FieldKind
+from freshrec.events.live import arrow_type, check_value
+from freshrec.features import FeaturePipeline
+from freshrec.models.base import OnlineModel
+from freshrec.snapshot import Delta, Snapshot
+
+__all__ = ["Replica"]
+
+
+@dataclass
+class Replica:
+    """A model at `version` (published at `created_at`), with the pipeline of its features."""
+
+    model: OnlineModel
+    version: int
+    created_at: float
+    pipeline: FeaturePipeline
+
+    @classmethod
+    def from_snapshot(cls, snapshot: Snapshot) -> Replica:
+        snapshot.model.eval()
+        return cls(snapshot.model, snapshot.version, float(snapshot.meta.get("created_at", time.time())),
+                   FeaturePipeline(snapshot.model.specs))
+
+    def advance(self, delta: Delta) -> None:
+        """Apply `delta` (from this replica's version) in place."""
+        if delta.since != self.version:
+            raise ValueError(f"delta {delta.since}->{delta.version} does not follow version {self.version}")
+        delta.apply(self.model)
+        self.version = delta.version
+        self.created_at = float(delta.meta.get("created_at", time.time()))
+
+    @property
+    def columns(self) -> dict[str, FieldKind]:
+        """The source columns the model reads, with their kinds."""
+        return {spec.source_column: spec.kind for spec in self.model.specs}
+
+    def rows(self, user: str | int, items: Sequence[str | int],
+             value: Callable[[str | int, str], object]) -> EventChunk:
+        """One row per item for `user`; every other column's value comes from `value(item, column)`
+        (None: missing). ValueError names a value of the wrong type."""
+        columns: dict[str, pa.Array] = {TS: pa.array(np.full(len(items), time.time()))}
+        for column, kind in self.columns.items():
+            if column == USER:
+                values = [check_value(user, kind, column)] * len(items)
+            elif column == ITEM:
+                values = [check_value(item, kind, column) for item in items]
+            else:
+                values = [check_value(value(item, column), kind, column) for item in items]
+            columns[column] = pa.array(values, arrow_type(kind))
+        return EventChunk(pa.table(columns), np.arange(len(items), dtype=np.int64), "request")
+
+    @torch.no_grad()
+    def score(self, rows: EventChunk) -> np.ndarray:
+        """Probabilities (predictions for a rating model) of the rows, float32."""
+        output = self.model(self.pipeline.build(rows), train=False)
+        if self.model.config.loss == "bce":
+            output = torch.sigmoid(output)
+        return output.numpy()

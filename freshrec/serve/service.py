@@ -1,0 +1,255 @@
+"""`ModelService`: the serving side of parameter sync, and what the HTTP endpoints call.
+
+It bootstraps from the registry's newest full snapshot (or the pinned one), then follows the
+registry: each new delta is applied to a standby replica, which `ModelSwitcher.swap` makes the
+serving one; once the requests still on the old replica have finished, the same delta brings it
+up to date and it becomes the standby (two replicas: a request never sees a model half-updated).
+A gap in the chain (a missing or refused delta) makes it load the next full snapshot; a torn or
+altered version is refused, counted, and the current model keeps serving.
+
+>>> import tempfile
+>>> from freshrec.events.event import FieldKind
+>>> from freshrec.features import FeatureSpec
+>>> from freshrec.models import build_model
+>>> from freshrec.snapshot import ModelRegistry, Snapshot
+>>> registry = ModelRegistry(tempfile.mkdtemp())
+>>> model = build_model("lr", [FeatureSpec("user_id", FieldKind.CATEGORICAL),
+...                            FeatureSpec("item_id", FieldKind.CATEGORICAL)])
+>>> _ = registry.publish(Snapshot(model, version=1))
+>>> service = ModelService(registry)
+>>> service.sync(), service.version
+(1, 1)
+>>> service.predict("u1", {}, [("i1", {}), ("i2", {})])
+(1, [0.5, 0.5])
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+
+from freshrec.events.event import Event
+from freshrec.events.live import LiveQueue
+from freshrec.metrics.prometheus import ServingMetrics
+from freshrec.serve.candidates import CandidateConfig, CandidateIndex
+from freshrec.serve.replica import Replica
+from freshrec.snapshot import (
+    CorruptVersion,
+    Delta,
+    ModelRegistry,
+    ModelSwitcher,
+    Snapshot,
+)
+
+__all__ = ["ModelService"]
+
+log = logging.getLogger(__name__)
+
+
+class ModelService:
+    """Serves the registry's model: sync, predict, recommend, and the live event sink."""
+
+    def __init__(self, registry: ModelRegistry, metrics: ServingMetrics | None = None,
+                 sink: LiveQueue | None = None, candidates: CandidateConfig | None = None,
+                 drain_timeout: float = 10.0) -> None:
+        self.registry = registry
+        self.metrics = metrics or ServingMetrics()
+        self.sink = sink
+        self.candidate_config = candidates or CandidateConfig()
+        self.drain_timeout = drain_timeout
+        self.switcher: ModelSwitcher[Replica] = ModelSwitcher()
+        self.candidates = CandidateIndex(self.candidate_config)
+        self._standby: Replica | None = None
+        self._refused: set[int] = set()
+        self._sync_lock = threading.Lock()
+        self._fresh: tuple[int, float] | None = None
+        self.freshness: deque[float] = deque(maxlen=10_000)
+        self.events_learned = 0
+
+    @property
+    def version(self) -> int | None:
+        current = self.switcher.current
+        return current.version if current else None
+
+    # ------------------------------------------------------------------ sync
+    def sync(self) -> int | None:
+        """Catch up with the registry once; returns the served version (None before any)."""
+        with self._sync_lock:
+            pinned = self.registry.pinned()
+            if pinned is not None:
+                if self.version != pinned:
+                    self._load_full(pinned)
+                return self.version
+            if self.version is None:
+                if (newest := self._newest_full()) is None:
+                    return None
+                self._load_full(newest)
+            for version in self.registry.deltas_after(self.version):
+                if version in self._refused:
+                    continue
+                delta = self._read(version, self.registry.load_delta)
+                if delta is None:
+                    continue
+                if delta.since != self.version:  # a gap: jump to the newest full snapshot
+                    newest = self._newest_full()
+                    if newest is None or newest <= self.version:
+                        break
+                    self._load_full(newest)
+                    if delta.since != self.version:
+                        continue
+                self._advance(delta)
+            newest = self._newest_full()
+            if newest is not None and newest > self.version:  # full snapshots with no delta chain
+                self._load_full(newest)
+            return self.version
+
+    def _newest_full(self) -> int | None:
+        versions = [v for v in self.registry.full_versions() if v not in self._refused]
+        return versions[-1] if versions else None
+
+    def _read(self, version: int, load):
+        try:
+            return load(version)
+        except FileNotFoundError:  # pruned or being replaced: the next poll sees the new state
+            return None
+        except (CorruptVersion, ValueError, KeyError, OSError) as error:
+            self._refused.add(version)
+            self.metrics.sync_errors.labels(type(error).__name__).inc()
+            log.error("refused version %d: %s", version, error)
+            return None
+
+    def _load_full(self, version: int) -> None:
+        """Serve the full snapshot `version` (two replicas of it: serving and standby)."""
+        snapshot: Snapshot | None = self._read(version, self.registry.load_full)
+        if snapshot is None:
+            return
+        standby = Replica.from_snapshot(Snapshot.load(self.registry.path("full", version)))
+        fields = snapshot.meta.get("fields", [])
+        candidates = CandidateIndex(self.candidate_config, [f["name"] for f in fields if f["owner"] == "item"])
+        if snapshot.interactions is not None:
+            candidates.observe(snapshot.interactions)
+        self.candidates = candidates
+        self._standby = standby
+        self._swap(Replica.from_snapshot(snapshot), "full", snapshot.meta)
+        # the old pair is dropped here; its memory goes once its last request finishes
+
+    def _advance(self, delta: Delta) -> None:
+        standby = self._standby
+        if standby is None or standby.version != delta.since:
+            standby = Replica.from_snapshot(self._rebuild(delta.since))
+        standby.advance(delta)
+        old = self._swap(standby, "delta", delta.meta)
+        if delta.interactions is not None:
+            self.candidates.observe(delta.interactions)
+        self._standby = None
+        if old is not None and self.switcher.drained(old, self.drain_timeout):
+            old.advance(delta)
+            self._standby = old
+
+    def _rebuild(self, version: int) -> Snapshot:
+        """A snapshot at `version`: the newest full one at or before it plus the deltas between."""
+        base = max(v for v in self.registry.full_versions() if v <= version)
+        snapshot = self.registry.load_full(base)
+        for v in self.registry.deltas_after(base):
+            if v > version:
+                break
+            self.registry.load_delta(v).apply(snapshot.model)
+        snapshot.version = version
+        return snapshot
+
+    def _swap(self, replica: Replica, kind: str, meta: dict) -> Replica | None:
+        old = self.switcher.swap(replica)
+        m = self.metrics
+        m.swaps.labels(kind).inc()
+        m.model_version.set(replica.version)
+        m.sync_lag.observe(max(0.0, time.time() - replica.created_at))
+        self.events_learned = int(meta.get("events_learned", self.events_learned))
+        if meta.get("entered_min") is not None:
+            self._fresh = (replica.version, float(meta["entered_min"]))
+        return old
+
+    def follow(self, stop: threading.Event, poll_interval: float = 0.05) -> None:
+        """Sync every `poll_interval` seconds until `stop` is set (the server's sync thread)."""
+        while not stop.is_set():
+            try:
+                self.sync()
+            except Exception:  # keep serving the current version whatever a version holds
+                self.metrics.sync_errors.labels("unexpected").inc()
+                log.exception("sync failed")
+            stop.wait(poll_interval)
+
+    # ------------------------------------------------------------------ requests
+    def _served(self, replica: Replica) -> None:
+        """Record freshness the first time a version that learned new events serves a request."""
+        fresh = self._fresh
+        if fresh is not None and replica.version >= fresh[0]:
+            self._fresh = None
+            seconds = time.time() - fresh[1]
+            self.freshness.append(seconds)
+            self.metrics.freshness.observe(seconds)
+
+    def _value(self, user: str | int, context: dict, fields: dict[str | int, dict]):
+        user_fields = self.candidates.user_fields.get(str(user), {})
+
+        def value(item: str | int, column: str) -> object:
+            for source in (fields.get(item, {}), context, self.candidates.item_fields.get(str(item), {}),
+                           user_fields):
+                if column in source:
+                    return source[column]
+            return None
+        return value
+
+    def predict(self, user: str | int, context: dict,
+                items: Sequence[tuple[str | int, dict]]) -> tuple[int, list[float]]:
+        """(version, scores) of the candidate `items` (each with its own fields) for `user`."""
+        fields = {item: own for item, own in items if own}
+        with self.switcher.lease() as replica:
+            self._check_context(replica, context, fields)
+            rows = replica.rows(user, [item for item, _ in items], self._value(user, context, fields))
+            scores = replica.score(rows)
+            self._served(replica)
+            return replica.version, scores.tolist()
+
+    def recommend(self, user: str | int, context: dict, k: int,
+                  candidates: int = 200) -> tuple[int, list[str], list[float]]:
+        """(version, top-k items, their scores) for `user` among the index's candidates."""
+        items = self.candidates.candidates(str(user), candidates)
+        if not items:
+            return self.version or 0, [], []
+        version, scores = self.predict(user, context, [(item, {}) for item in items])
+        ranked = sorted(zip(scores, items), key=lambda pair: -pair[0])[:k]
+        return version, [item for _, item in ranked], [score for score, _ in ranked]
+
+    @staticmethod
+    def _check_context(replica: Replica, context: dict, fields: dict) -> None:
+        columns = replica.columns
+        for name in [*context, *(c for own in fields.values() for c in own)]:
+            if name not in columns:
+                raise ValueError(f"unknown field {name!r}; the model reads: {', '.join(sorted(columns))}")
+
+    def accept(self, events: Sequence[Event]) -> int:
+        """Hand events to the live source (ValueError for a bad event, QueueFull when full)."""
+        if self.sink is None:
+            raise LookupError("this server has no event sink: run `freshrec replay ... --serve` to train "
+                              "and serve in one process")
+        accepted = self.sink.put(events)
+        self.metrics.events.inc(accepted)
+        return accepted
+
+    def describe(self) -> dict:
+        """What GET /model answers."""
+        current = self.switcher.current
+        fresh = sorted(self.freshness)
+        out = {"version": None} if current is None else {
+            "version": current.version, "created_at": current.created_at,
+            "age_s": time.time() - current.created_at, "model": type(current.model).__name__,
+            "train_position": {"events_learned": self.events_learned}}
+        out["swaps"] = self.switcher.swaps
+        if fresh:
+            out["freshness_s"] = {"n": len(fresh), "p50": statistics.median(fresh),
+                                  "p99": fresh[min(len(fresh) - 1, int(0.99 * len(fresh)))]}
+        return out

@@ -1,0 +1,201 @@
+"""`Snapshot` (a whole model) and `Delta` (what changed since a version), as directories of
+safetensors files beside a `config.json`; nothing is ever unpickled.
+
+A snapshot directory holds `config.json` (format, version, model name, model config, feature
+specs, metadata), `dense.safetensors` (the model's torch parameters and buffers) and one
+`table.<name>.safetensors` per embedding table (ids, rows, optimizer state, counters). A delta
+directory holds `config.json` (since, version, metadata), `dense.safetensors` (every dense weight:
+they are small) and `table.<name>.safetensors` with only the rows written and ids deleted since,
+plus `interactions.arrow` (Arrow IPC) with the events learned since, for the server's candidates.
+
+>>> import tempfile, pathlib
+>>> from freshrec.events.simulator import Simulator, SimulatorConfig
+>>> from freshrec.features import FeaturePipeline, default_specs
+>>> from freshrec.models import build_model
+>>> from freshrec.train import OnlineTrainer
+>>> sim = Simulator(SimulatorConfig(batch_size=256, total_events=512))
+>>> specs = default_specs(sim.fields, dim=4)
+>>> trainer, batches = OnlineTrainer(build_model("fm", specs)), [FeaturePipeline(specs).build(c) for c in sim]
+>>> _ = trainer.learn(batches[0])
+>>> tmp = pathlib.Path(tempfile.mkdtemp())
+>>> Snapshot(trainer.model, version=1).save(tmp / "full")
+>>> start = table_versions(trainer.model)
+>>> _ = trainer.learn(batches[1])
+>>> Delta.capture(trainer.model, since=1, version=2, table_since=start).save(tmp / "delta")
+>>> replica = Snapshot.load(tmp / "full").model
+>>> Delta.load(tmp / "delta").apply(replica)
+>>> bool(torch.equal(replica(batches[1]), trainer.model(batches[1])))
+True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import torch
+from safetensors.numpy import load_file as load_numpy
+from safetensors.torch import load_file, save_file
+
+from freshrec.embedding.snapshot import config_to_json, load_delta, save_delta
+from freshrec.embedding.table import TableDelta
+from freshrec.events.event import FieldKind
+from freshrec.features import FeatureSpec
+from freshrec.models.base import OnlineModel
+from freshrec.models.factory import MODELS, build_model
+
+__all__ = ["Delta", "Snapshot", "model_card", "model_from_card", "table_versions"]
+
+FORMAT = "freshrec.snapshot/1"
+CONFIG, DENSE, INTERACTIONS = "config.json", "dense.safetensors", "interactions.arrow"
+
+
+def _table_file(name: str) -> str:
+    return f"table.{name}.safetensors"
+
+
+def table_versions(model: OnlineModel) -> dict[str, int]:
+    """Each table's version now (what a later `Delta.capture` starts from)."""
+    return {name: table.version for name, table in model.tables.items()}
+
+
+def model_card(model: OnlineModel) -> dict[str, Any]:
+    """What rebuilds an empty copy of `model`: its name, config and feature specs (JSON-ready)."""
+    name = next((n for n, (cls, _) in MODELS.items() if type(model) is cls), None)
+    if name is None:
+        raise TypeError(f"{type(model).__name__} is not one of the registered models {tuple(MODELS)}")
+    specs = [{**dataclasses.asdict(s), "kind": s.kind.value} for s in model.specs]
+    return {"model": name, "model_config": dataclasses.asdict(model.config), "specs": specs}
+
+
+def model_from_card(card: dict[str, Any]) -> OnlineModel:
+    """The inverse of `model_card`: a fresh model (empty tables) of that name, config and specs."""
+    config_class = MODELS[card["model"]][1]
+    options = {k: tuple(v) if isinstance(v, list) else v for k, v in card["model_config"].items()}
+    specs = [FeatureSpec(**{**s, "kind": FieldKind(s["kind"])}) for s in card["specs"]]
+    return build_model(card["model"], specs, config_class(**options))
+
+
+def _read_config(directory: Path, kind: str) -> dict[str, Any]:
+    config = json.loads((directory / CONFIG).read_text())
+    if config.get("format") != FORMAT or config.get("kind") != kind:
+        raise ValueError(f"{directory} is not a {kind} of format {FORMAT} "
+                         f"(format {config.get('format')!r}, kind {config.get('kind')!r})")
+    return config
+
+
+def _write_interactions(table: pa.Table | None, path: Path) -> None:
+    if table is not None:
+        with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table)
+
+
+def _read_interactions(path: Path) -> pa.Table | None:
+    if not path.exists():
+        return None
+    with pa.memory_map(str(path)) as source:
+        return pa.ipc.open_file(source).read_all()
+
+
+def _save_dense(model: OnlineModel, path: Path) -> None:
+    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(path))
+
+
+def _load_dense(model: OnlineModel, path: Path) -> None:
+    model.load_state_dict(load_file(str(path)), strict=True)
+
+
+@dataclass
+class Snapshot:
+    """A whole model at `version`; `meta` holds anything JSON (created_at, train position...);
+    `interactions` optionally the recent events (for the server's candidate index)."""
+
+    model: OnlineModel
+    version: int
+    meta: dict[str, Any] = field(default_factory=dict)
+    interactions: pa.Table | None = None
+
+    def save(self, directory: Path) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        config = {"format": FORMAT, "kind": "snapshot", "version": self.version,
+                  "created_at": self.meta.get("created_at", time.time()), **model_card(self.model),
+                  "tables": {n: json.loads(config_to_json(t.config)) for n, t in self.model.tables.items()},
+                  "meta": self.meta}
+        (directory / CONFIG).write_text(json.dumps(config, indent=1))
+        _save_dense(self.model, directory / DENSE)
+        for name, table in self.model.tables.items():
+            save_file({k: torch.from_numpy(v.copy()) for k, v in table.state_dict().items()},
+                      str(directory / _table_file(name)))
+        _write_interactions(self.interactions, directory / INTERACTIONS)
+
+    @classmethod
+    def load(cls, directory: Path) -> Snapshot:
+        """Rebuild the model from `config.json`, then fill its weights and tables."""
+        directory = Path(directory)
+        config = _read_config(directory, "snapshot")
+        model = model_from_card(config)
+        _load_dense(model, directory / DENSE)
+        for name, table in model.tables.items():
+            if json.loads(config_to_json(table.config)) != config["tables"][name]:
+                raise ValueError(f"{directory}: table {name!r} config differs from the rebuilt model's")
+            table.load_state_dict(load_numpy(str(directory / _table_file(name))))
+        model.eval()
+        return cls(model, int(config["version"]), {**config["meta"], "created_at": config["created_at"]},
+                   _read_interactions(directory / INTERACTIONS))
+
+
+@dataclass
+class Delta:
+    """The change of a model from version `since` to `version`: table deltas, all dense weights,
+    and optionally the interactions learned in between (for the server's candidate index)."""
+
+    since: int
+    version: int
+    tables: dict[str, TableDelta]
+    dense: dict[str, torch.Tensor]
+    meta: dict[str, Any] = field(default_factory=dict)
+    interactions: pa.Table | None = None
+
+    @classmethod
+    def capture(cls, model: OnlineModel, since: int, version: int, table_since: dict[str, int],
+                meta: dict[str, Any] | None = None, interactions: pa.Table | None = None) -> Delta:
+        """What `model` changed after the table versions in `table_since` (from `table_versions`)."""
+        tables = {name: table.delta_since(table_since[name]) for name, table in model.tables.items()}
+        dense = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        return cls(since, version, tables, dense, {"created_at": time.time(), **(meta or {})}, interactions)
+
+    @property
+    def rows(self) -> int:
+        """Rows carried (written or deleted) over all tables."""
+        return sum(len(d.ids) + len(d.deleted) for d in self.tables.values())
+
+    def apply(self, model: OnlineModel) -> None:
+        """Bring a replica at version `since` to `version` (tables first, then the dense weights)."""
+        for name, delta in self.tables.items():
+            model.tables[name].apply_delta(delta)
+        model.load_state_dict(self.dense, strict=True)
+
+    def save(self, directory: Path) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        config = {"format": FORMAT, "kind": "delta", "since": self.since, "version": self.version,
+                  "tables": sorted(self.tables), "meta": self.meta}
+        (directory / CONFIG).write_text(json.dumps(config, indent=1))
+        save_file({k: v.contiguous() for k, v in self.dense.items()}, str(directory / DENSE))
+        for name, delta in self.tables.items():
+            save_delta(delta, directory / _table_file(name))
+        _write_interactions(self.interactions, directory / INTERACTIONS)
+
+    @classmethod
+    def load(cls, directory: Path) -> Delta:
+        directory = Path(directory)
+        config = _read_config(directory, "delta")
+        tables = {name: load_delta(directory / _table_file(name)) for name in config["tables"]}
+        return cls(int(config["since"]), int(config["version"]), tables, load_file(str(directory / DENSE)),
+                   config["meta"], _read_interactions(directory / INTERACTIONS))

@@ -1,0 +1,52 @@
+"""The live queue: checked values, all-or-nothing puts, capacity, close."""
+
+from __future__ import annotations
+
+import threading
+
+import pyarrow as pa
+import pytest
+
+from freshrec.events.event import Event, Field, FieldKind
+from freshrec.events.live import LiveQueue, QueueFull, conform
+
+FIELDS = (Field("genres", FieldKind.MULTI_CATEGORICAL, "item"), Field("age", FieldKind.CATEGORICAL, "user"),
+          Field("price", FieldKind.DENSE, "item"))
+
+
+@pytest.mark.parametrize(("fields", "message"), [
+    ({"price": "cheap"}, "field 'price' must be a number"),
+    ({"genres": "drama"}, "field 'genres' must be a list"),
+    ({"age": 25.5}, "field 'age' must be a string or an integer"),
+    ({"age": True}, "field 'age' must be a string or an integer"),
+])
+def test_bad_values_name_the_event_and_field(fields: dict, message: str) -> None:
+    queue = LiveQueue(FIELDS)
+    good = Event("ok", 1.0, "u", "i", fields={"age": 30})
+    with pytest.raises(ValueError, match=message):
+        queue.put([good, Event("bad", 2.0, "u", "i", fields=fields)])
+    assert len(queue) == 0                       # all or nothing
+
+
+def test_capacity_close_and_positions() -> None:
+    queue = LiveQueue(FIELDS, capacity=3)
+    assert queue.put([Event(str(n), float(n), n, "i") for n in range(2)]) == 2
+    with pytest.raises(QueueFull, match="capacity 3"):
+        queue.put([Event("x", 1.0, 1, "i"), Event("y", 1.0, 1, "i")])
+    consumer = []
+    thread = threading.Thread(target=lambda: consumer.extend(queue))
+    thread.start()
+    queue.put([Event("z", 3.0, 3, "i", fields={"genres": [1, "b"], "price": 2})])
+    queue.close()
+    thread.join(timeout=5)
+    assert [len(c) for c in consumer] == [2, 1] and queue.position() == {"row": 3}
+    assert consumer[1].table.column("genres").to_pylist() == [["1", "b"]]
+    assert consumer[0].entered is not None
+
+
+def test_conform_casts_ids_to_text_and_fills_missing_columns() -> None:
+    table = pa.table({"ts": [1.0], "user_id": [42], "item_id": ["i"], "age": [30]})
+    out = conform(table, FIELDS)
+    assert out.column_names == ["ts", "user_id", "item_id", "label", "genres", "age", "price"]
+    assert out.to_pylist() == [{"ts": 1.0, "user_id": "42", "item_id": "i", "label": None, "genres": None,
+                                "age": "30", "price": None}]

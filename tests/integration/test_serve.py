@@ -1,0 +1,127 @@
+"""Train and serve in one process, a server alone, over real HTTP on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.integration
+FRESHREC = [sys.executable, "-m", "freshrec.cli"]
+SYNC_INTERVAL = 1.0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_ready(url: str, process: subprocess.Popen, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()
+        try:
+            if httpx.get(f"{url}/healthz").json()["status"] == "ok":
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"{url} did not come up")
+
+
+def _stop(process: subprocess.Popen, sig: int) -> tuple[int, str]:
+    process.send_signal(sig)
+    try:
+        out, _ = process.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        out, _ = process.communicate()
+    return process.returncode, out
+
+
+@pytest.fixture
+def train_and_serve(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen]]:
+    port = _free_port()
+    process = subprocess.Popen(
+        FRESHREC + ["replay", "--format", "simulator", "--limit", "20000", "--model", "fm", "--dim", "8",
+                    "--serve", "--registry", str(tmp_path / "registry"), "--port", str(port),
+                    "--sync-interval", str(SYNC_INTERVAL), "--quiet", "--json"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        yield f"http://127.0.0.1:{port}", process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+
+def test_clicks_on_a_new_item_raise_its_served_score_within_the_sync_interval(train_and_serve) -> None:
+    url, process = train_and_serve
+    _wait_ready(url, process)
+    with httpx.Client(base_url=url) as client:
+        def score() -> float:
+            return client.post("/predict", json={"user": "u1", "candidates": ["brand-new"]}).json()["scores"][0]
+
+        time.sleep(2 * SYNC_INTERVAL)          # let the replay finish: only our clicks change the item
+        before = score()
+        clicks = [{"user": f"u{n}", "item": "brand-new", "label": 1.0} for n in range(30)]
+        posted = time.monotonic()
+        assert client.post("/events", json={"events": clicks}).status_code == 202
+        while (after := score()) <= before + 0.02 and time.monotonic() - posted < 10:
+            time.sleep(0.02)
+        seen_after = time.monotonic() - posted
+        model = client.get("/model").json()
+    assert after > before + 0.02, (before, after)
+    assert seen_after <= SYNC_INTERVAL + 1.0, seen_after
+    assert model["freshness_s"]["n"] >= 1
+    code, out = _stop(process, signal.SIGINT)
+    assert code == 0, out
+    figures = json.loads(out.strip().splitlines()[-1])
+    assert figures["rows"] == 20_030 and figures["versions_published"]["delta"] >= 1
+
+
+def test_a_server_alone_follows_the_registry_and_stops_on_sigterm(tmp_path: Path) -> None:
+    from freshrec.engine.sync import Publisher, SyncConfig
+    from freshrec.events.simulator import Simulator, SimulatorConfig
+    from freshrec.features import FeaturePipeline, default_specs
+    from freshrec.models import build_model
+    from freshrec.snapshot import ModelRegistry
+    from freshrec.train import OnlineTrainer
+
+    sim = Simulator(SimulatorConfig(batch_size=1000, total_events=3000))
+    specs = default_specs(sim.fields, dim=4)
+    trainer, pipeline = OnlineTrainer(build_model("lr", specs)), FeaturePipeline(specs)
+    publisher = Publisher(ModelRegistry(tmp_path), trainer.model, sim.fields, SyncConfig(sync_interval=0.0))
+    chunks = iter(sim)
+    trainer.learn(pipeline.build(chunk := next(chunks)))
+    publisher.observe(chunk)
+    publisher.maybe_publish()
+    port = _free_port()
+    process = subprocess.Popen(FRESHREC + ["serve", "--registry", str(tmp_path), "--port", str(port)],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        _wait_ready(url, process)
+        assert httpx.get(f"{url}/model").json()["version"] == 1
+        for chunk in chunks:
+            trainer.learn(pipeline.build(chunk))
+            publisher.observe(chunk)
+            publisher.maybe_publish()
+        deadline = time.monotonic() + 5
+        while httpx.get(f"{url}/model").json()["version"] != 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert httpx.get(f"{url}/model").json()["version"] == 3
+        events = httpx.post(f"{url}/events", json={"user": "u", "item": "i"})
+        assert events.status_code == 503 and "no event sink" in events.json()["detail"]
+    finally:
+        code, out = _stop(process, signal.SIGTERM)
+    assert code == 0, out

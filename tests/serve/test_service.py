@@ -1,0 +1,91 @@
+"""The service follows the registry: deltas in order, gaps, torn versions, pins."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import torch
+
+from trained_model import trained  # noqa: F401 - the fixture
+
+from freshrec.serve import ModelService
+
+
+def _same(served: np.ndarray, own: np.ndarray) -> None:
+    """Scored one request at a time vs in one batch: equal up to float32 summation order."""
+    np.testing.assert_allclose(served, own, rtol=1e-6, atol=1e-7)
+
+
+def _probe(trained, service: ModelService) -> tuple[np.ndarray, np.ndarray]:
+    """The service's and the trainer's scores for the last chunk's (user, item) pairs."""
+    table = trained.chunks[-1].table.slice(0, 50).to_pydict()
+    served = []
+    for i in range(50):
+        context = {k: table[k][i] for k in ("item_category", "user_segment", "hour", "price")}
+        served.append(service.predict(table["user_id"][i], context, [(table["item_id"][i], {})])[1][0])
+    with torch.no_grad():
+        trained.trainer.model.eval()
+        own = torch.sigmoid(trained.trainer.model(trained.pipeline.build(trained.chunks[-1].slice(0, 50))))
+        trained.trainer.model.train()
+    return np.array(served, np.float32), own.numpy()
+
+
+def test_served_predictions_equal_the_trainers_after_every_delta(trained) -> None:
+    service = ModelService(trained.registry)
+    kinds = [trained.learn(chunk) for chunk in trained.chunks[:-1]]
+    assert kinds == ["full"] + ["delta"] * (len(trained.chunks) - 2)
+    assert service.sync() == trained.publisher.version == len(trained.chunks) - 1
+    served, own = _probe(trained, service)
+    _same(served, own)
+    assert service.metrics.swaps.labels("delta")._value.get() == len(trained.chunks) - 2
+    assert service.candidates.observed == sum(len(c) for c in trained.chunks[:-1])  # full + deltas
+    assert len(service.freshness) == 1          # the first request served by the new version
+    assert 0 <= service.freshness[0] < 60
+
+
+def test_a_torn_version_is_refused_and_the_previous_one_keeps_serving(trained) -> None:
+    for chunk in trained.chunks[:3]:
+        trained.learn(chunk)
+    service = ModelService(trained.registry)
+    assert service.sync() == 3
+    trained.learn(trained.chunks[3])
+    torn = next(trained.registry.path("delta", 4).glob("table.*"))
+    torn.write_bytes(torn.read_bytes()[:-10])
+    assert service.sync() == 3
+    assert service.metrics.sync_errors.labels("CorruptVersion")._value.get() == 1
+    assert service.predict("u1", {}, [("i1", {})])[0] == 3
+    trained.learn(trained.chunks[4])            # delta 5 follows 4, which was refused: a gap...
+    assert service.sync() == 3                  # ...with no newer full snapshot: keep serving 3
+    trained.publisher.publish_full()            # version 6
+    assert service.sync() == 6
+    served, own = _probe(trained, service)
+    _same(served, own)
+
+
+def test_a_missing_delta_is_a_gap_recovered_from_the_next_full_snapshot(trained) -> None:
+    for chunk in trained.chunks[:2]:
+        trained.learn(chunk)
+    service = ModelService(trained.registry)
+    assert service.sync() == 2
+    trained.learn(trained.chunks[2])
+    shutil.rmtree(trained.registry.path("delta", 3))
+    trained.learn(trained.chunks[3])
+    assert service.sync() == 2
+    trained.publisher.publish_full()
+    trained.learn(trained.chunks[4])
+    assert service.sync() == 6
+    _same(*_probe(trained, service))
+
+
+def test_pin_rollback_and_follow_again(trained) -> None:
+    for chunk in trained.chunks[:3]:
+        trained.learn(chunk)
+    trained.publisher.publish_full()            # 4
+    trained.learn(trained.chunks[3])            # 5
+    service = ModelService(trained.registry)
+    assert service.sync() == 5
+    assert trained.registry.rollback() == 4 and service.sync() == 4
+    assert trained.registry.rollback() == 1 and service.sync() == 1
+    trained.registry.unpin()
+    assert service.sync() == 5
