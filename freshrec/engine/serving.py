@@ -14,7 +14,7 @@ events posted to the server, publishing deltas; the server (uvicorn, main thread
 >>> stop = threading.Event(); stop.set()          # stop once the replay is done
 >>> summary = learn_live(sim, LiveQueue(sim.fields), FeaturePipeline(specs), trainer, publisher, stop)
 >>> summary.rows, publisher.published
-(1000, {'full': 2, 'delta': 0})
+(1000, {'full': 2, 'delta': 1})
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def learn_live(stream: Iterable[EventChunk] | None, live: LiveQueue, pipeline: F
                on_batch: Callable[[Batch, IngestSummary], None] | None = None, tick: float = 0.05) -> IngestSummary:
     """Learn from `stream` (optional, finite) and the `live` queue (waiting events first), publish
     what is due after each chunk and every `tick` seconds, until `stop` is set and the replay is
-    done; then publish a last full snapshot."""
+    done; then publish a last full snapshot (with its delta, for the servers that follow)."""
     summary = IngestSummary()
     start = time.perf_counter()
     chunks = iter(stream) if stream is not None else None

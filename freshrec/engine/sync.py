@@ -112,7 +112,12 @@ class Publisher:
                 "entered_min": low if count else None, "entered_max": high if count else None}
 
     def publish_full(self) -> None:
-        self.version += 1
+        """A full snapshot; after the first, of the same version as a delta published just
+        before it, so servers following the deltas go on without loading it."""
+        if self._table_since is None:
+            self.version += 1
+        else:
+            self.publish_delta()
         meta = {**self._meta(), "fields": [{**asdict(f), "kind": f.kind.value} for f in self.fields]}
         interactions = pa.concat_tables(self._recent) if self._recent else conform(pa.table({}), self.fields)
         self.registry.publish(Snapshot(self.model, self.version, meta, interactions))

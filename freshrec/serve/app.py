@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from freshrec.events.event import Event
 from freshrec.events.live import QueueFull
+from freshrec.metrics.prometheus import ServingMetrics
 from freshrec.serve.service import ModelService
 
 __all__ = ["ServeConfig", "create_app"]
@@ -100,15 +101,30 @@ class _TooLarge(Exception):
     pass
 
 
-class BodyLimit:
-    """ASGI middleware: 413 for a body over `limit` bytes (declared or streamed)."""
+class Guard:
+    """ASGI middleware (cheaper than FastAPI's `@app.middleware`): 413 for a body over `limit`
+    bytes (declared or streamed), and each request's latency and status into `metrics`."""
 
-    def __init__(self, app, limit: int) -> None:
-        self.app, self.limit = app, limit
+    def __init__(self, app, limit: int, metrics: ServingMetrics, paths: frozenset[str]) -> None:
+        self.app, self.limit, self.metrics, self.paths = app, limit, metrics, paths
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        start, status = time.perf_counter(), [500]
+
+        async def sent(message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+        try:
+            await self._limited(scope, receive, sent)
+        finally:
+            path = scope["path"] if scope["path"] in self.paths else "other"
+            self.metrics.latency.labels(path).observe(time.perf_counter() - start)
+            self.metrics.requests.labels(path, str(status[0])).inc()
+
+    async def _limited(self, scope, receive, send) -> None:
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
             return await self._refuse(send)
@@ -148,17 +164,7 @@ def create_app(service: ModelService, config: ServeConfig | None = None) -> Fast
         follower.join()
 
     app = FastAPI(title="freshrec", lifespan=lifespan)
-    app.add_middleware(BodyLimit, limit=config.max_body_bytes)
     metrics = service.metrics
-
-    @app.middleware("http")
-    async def measure(request: Request, call_next):
-        start = time.perf_counter()
-        response = await call_next(request)
-        path = request.url.path
-        metrics.latency.labels(path).observe(time.perf_counter() - start)
-        metrics.requests.labels(path, str(response.status_code)).inc()
-        return response
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, error: RequestValidationError) -> Response:
@@ -248,4 +254,6 @@ def create_app(service: ModelService, config: ServeConfig | None = None) -> Fast
             raise HTTPException(409, str(error)) from None
         return _json({"version": service.sync(), "pinned": pinned})
 
+    paths = frozenset(route.path for route in app.routes)  # metric labels: known paths only
+    app.add_middleware(Guard, limit=config.max_body_bytes, metrics=metrics, paths=paths)
     return app

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import heapq
 import math
+import time
 from collections import OrderedDict, defaultdict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -57,78 +58,100 @@ class CandidateIndex:
     def __init__(self, config: CandidateConfig | None = None, item_columns: Iterable[str] = ()) -> None:
         self.config = config or CandidateConfig()
         self.item_columns = frozenset(item_columns)  # extra columns describing the item; others the user
-        self._popularity: dict[str, float] = {}   # score at `self._clock`
+        self._popularity: dict[str, float] = {}   # forward decay: weights relative to `self._origin`
+        self._origin: float | None = None
         self._clock = 0.0
         self._neighbours: dict[str, dict[str, float]] = defaultdict(dict)
         self._recent: OrderedDict[str, deque[str]] = OrderedDict()
-        self._consumed: dict[str, OrderedDict[str, None]] = {}
+        self._consumed: dict[str, dict[str, None]] = {}
         self.user_fields: dict[str, dict] = {}
         self.item_fields: dict[str, dict] = {}
         self.observed = 0
         self._top: list[str] = []
 
-    def observe(self, interactions: pa.Table) -> None:
+    def observe(self, interactions: pa.Table, slice_rows: int = 128) -> None:
         """Learn from interactions (columns ts, user_id, item_id, label and entity fields);
-        a row is positive when its label is > 0 or missing."""
+        a row is positive when its label is > 0 or missing. Works through `slice_rows` rows at a
+        time and yields the GIL between slices, so request threads are not held up for long."""
+        for start in range(0, interactions.num_rows, slice_rows):
+            self._observe(interactions.slice(start, slice_rows))
+            time.sleep(0)
+        self._top = self.popular(TOP)
+
+    def _observe(self, interactions: pa.Table) -> None:
         rows = interactions.to_pydict()
         users, items, times = rows[USER], rows[ITEM], rows[TS]
         labels = rows.get(LABEL) or [None] * len(users)
-        extra = [c for c in interactions.column_names if c not in STANDARD_COLUMNS]
-        for i, (user, item, ts, label) in enumerate(zip(users, items, times, labels)):
+        consumed, limit = self._consumed, self.config.consumed
+        for user, item, ts, label in zip(users, items, times, labels):
             if user is None or item is None:
                 continue
-            self._consume(user, item)
-            if extra:
-                self._remember_fields(user, item, {c: rows[c][i] for c in extra})
+            seen = consumed.get(user)
+            if seen is None:
+                seen = consumed[user] = {}
+            seen.pop(item, None)
+            seen[item] = None               # dicts keep insertion order: the oldest come first
+            if len(seen) > limit:
+                del seen[next(iter(seen))]
             if label is None or math.isnan(label) or label > 0:
                 self._like(user, item, self._clock if ts is None or math.isnan(ts) else ts)
+        self._remember_fields(rows)
         self.observed += len(users)
-        self._top = self.popular(TOP)
 
-    def _remember_fields(self, user: str, item: str, values: dict) -> None:
-        """Keep the non-null values under the entity each field describes."""
-        for name, value in values.items():
-            if value is not None:
-                if name in self.item_columns:
-                    self.item_fields.setdefault(item, {})[name] = value
-                else:
-                    self.user_fields.setdefault(user, {})[name] = value
-
-    def _consume(self, user: str, item: str) -> None:
-        seen = self._consumed.setdefault(user, OrderedDict())
-        seen[item] = None
-        seen.move_to_end(item)
-        if len(seen) > self.config.consumed:
-            seen.popitem(last=False)
+    def _remember_fields(self, rows: dict[str, list]) -> None:
+        """Keep the latest non-null value of each extra column under the entity it describes."""
+        extra = [c for c in rows if c not in STANDARD_COLUMNS]
+        for key, columns, store in ((ITEM, [c for c in extra if c in self.item_columns], self.item_fields),
+                                    (USER, [c for c in extra if c not in self.item_columns], self.user_fields)):
+            for column in columns:
+                latest = {e: v for e, v in zip(rows[key], rows[column]) if e is not None and v is not None}
+                for entity, value in latest.items():
+                    known = store.get(entity)
+                    if known is None:
+                        store[entity] = {column: value}
+                    else:
+                        known[column] = value
 
     def _like(self, user: str, item: str, ts: float) -> None:
         c = self.config
-        if ts > self._clock:  # rescale every score to the new clock (lazily: one factor)
-            factor = math.exp2(-(ts - self._clock) / c.half_life)
-            if factor < 1e-6:
-                self._popularity = {k: v * factor for k, v in self._popularity.items() if v * factor > 1e-9}
-            else:
-                self._popularity = {k: v * factor for k, v in self._popularity.items()}
-            self._clock = ts
-        self._popularity[item] = self._popularity.get(item, 0.0) + 1.0
+        self._popularity[item] = self._popularity.get(item, 0.0) + self._weight(ts)
         history = self._recent.pop(user, None) or deque(maxlen=c.history)
         self._recent[user] = history
+        neighbours = self._neighbours
+        mine = neighbours[item]
         for other in history:
             if other != item:
-                self._pair(other, item)
-                self._pair(item, other)
+                mine[other] = mine.get(other, 0.0) + 1.0
+                theirs = neighbours[other]
+                theirs[item] = theirs.get(item, 0.0) + 1.0
+                if len(theirs) > 2 * c.neighbours:
+                    self._trim(other)
+        if len(mine) > 2 * c.neighbours:
+            self._trim(item)
         history.append(item)
         if len(self._recent) > c.users:
             old, _ = self._recent.popitem(last=False)
             self._consumed.pop(old, None)
             self.user_fields.pop(old, None)
 
-    def _pair(self, item: str, other: str) -> None:
+    def _weight(self, ts: float) -> float:
+        """2^((ts - origin) / half_life): a later event weighs more, which ranks items exactly as
+        decaying every score would (forward decay), at O(1) per event. The origin moves (and the
+        scores are rescaled once) before the weights could overflow."""
+        if self._origin is None:
+            self._origin = ts
+        self._clock = max(self._clock, ts)
+        exponent = (ts - self._origin) / self.config.half_life
+        if exponent > 512:
+            shift = math.exp2(-exponent)
+            self._popularity = {k: v * shift for k, v in self._popularity.items() if v * shift > 1e-300}
+            self._origin, exponent = ts, 0.0
+        return math.exp2(exponent)
+
+    def _trim(self, item: str) -> None:
+        """Keep the item's `neighbours` strongest co-occurrences."""
         row = self._neighbours[item]
-        row[other] = row.get(other, 0.0) + 1.0
-        if len(row) > 2 * self.config.neighbours:
-            keep = heapq.nlargest(self.config.neighbours, row.items(), key=lambda kv: kv[1])
-            self._neighbours[item] = dict(keep)
+        self._neighbours[item] = dict(heapq.nlargest(self.config.neighbours, row.items(), key=lambda kv: kv[1]))
 
     def popular(self, n: int) -> list[str]:
         """The `n` most popular items now (ties by id)."""

@@ -10,14 +10,16 @@
 >>> replica = Replica.from_snapshot(Snapshot(model, version=3))
 >>> replica.version, replica.columns
 (3, {'user_id': <FieldKind.CATEGORICAL: 'categorical'>, 'item_id': <FieldKind.CATEGORICAL: 'categorical'>})
->>> replica.score(replica.rows("u1", ["i1", "i2"], lambda item, column: None)).tolist()
+>>> rows = replica.rows("u1", ["i1", "i2"], shared=lambda column: None, per_item=lambda item, column: None,
+...                     item_columns=())
+>>> replica.score(rows).tolist()
 [0.5, 0.5]
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -62,19 +64,22 @@ class Replica:
         return {spec.source_column: spec.kind for spec in self.model.specs}
 
     def rows(self, user: str | int, items: Sequence[str | int],
-             value: Callable[[str | int, str], object]) -> EventChunk:
-        """One row per item for `user`; every other column's value comes from `value(item, column)`
-        (None: missing). ValueError names a value of the wrong type."""
-        columns: dict[str, pa.Array] = {TS: pa.array(np.full(len(items), time.time()))}
+             shared: Callable[[str], object], per_item: Callable[[str | int, str], object],
+             item_columns: Collection[str]) -> EventChunk:
+        """One row per item for `user`. A column in `item_columns` takes `per_item(item, column)`
+        for each row; any other column one value for all rows, `shared(column)` (None: missing).
+        Values must be in their live form (`check_value`); ValueError names a bad id."""
+        n = len(items)
+        columns: dict[str, pa.Array] = {TS: pa.array(np.full(n, time.time()))}
         for column, kind in self.columns.items():
-            if column == USER:
-                values = [check_value(user, kind, column)] * len(items)
-            elif column == ITEM:
+            if column == ITEM:
                 values = [check_value(item, kind, column) for item in items]
+            elif column in item_columns:
+                values = [per_item(item, column) for item in items]
             else:
-                values = [check_value(value(item, column), kind, column) for item in items]
+                values = [check_value(user, kind, column) if column == USER else shared(column)] * n
             columns[column] = pa.array(values, arrow_type(kind))
-        return EventChunk(pa.table(columns), np.arange(len(items), dtype=np.int64), "request")
+        return EventChunk(pa.table(columns), np.arange(n, dtype=np.int64), "request")
 
     @torch.no_grad()
     def score(self, rows: EventChunk) -> np.ndarray:

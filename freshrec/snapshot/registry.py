@@ -4,8 +4,9 @@ Layout: `root/full/v<version>/` (a `Snapshot`), `root/delta/v<version>/` (a `Del
 earlier version), and `root/PINNED` (JSON, optional): the full version an operator promoted or
 rolled back to; without it servers follow the newest version. Each version directory is published
 atomically and verified against its manifest when read (`freshrec.snapshot.files`). Versions are
-integers that only grow; the registry keeps the newest `keep` full snapshots and the deltas after
-the oldest one it keeps.
+integers that only grow; a full snapshot may share its version with the delta that led to it (the
+same state twice: servers following deltas need not load it, new servers start from it). The
+registry keeps the newest `keep` full snapshots and the deltas after the oldest one it keeps.
 
 >>> import tempfile
 >>> from freshrec.events.event import FieldKind
@@ -77,7 +78,9 @@ class ModelRegistry:
     def publish(self, version: Snapshot | Delta) -> Path:
         """Write a snapshot or delta atomically; a full snapshot also prunes old versions."""
         kind = FULL if isinstance(version, Snapshot) else DELTA
-        if (latest := self.latest()) is not None and version.version <= latest:
+        latest = self.latest()
+        same_state = kind == FULL and version.version == latest and latest not in self.full_versions()
+        if latest is not None and version.version <= latest and not same_state:
             raise ValueError(f"version {version.version} is not newer than the registry's {latest}")
         path = publish_dir(self.root / kind, self._name(version.version), version.save)
         if kind == FULL:

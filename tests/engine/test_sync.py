@@ -31,7 +31,7 @@ def test_publishes_on_the_clock_and_carries_entry_times(tmp_path: Path) -> None:
     now[0] = 32.0
     assert publisher.maybe_publish() is None        # no new events: no delta
     assert kinds == ["full", None, "delta", None, "full"]
-    assert registry.full_versions() == [1, 3, 4] and registry.delta_versions() == [2]
+    assert registry.full_versions() == [1, 3, 4] and registry.delta_versions() == [2, 3, 4]
     delta = registry.load_delta(2)
     assert delta.meta["events"] == 400 and delta.meta["entered_min"] <= delta.meta["entered_max"]
     assert delta.interactions.num_rows == 400

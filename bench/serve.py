@@ -1,0 +1,235 @@
+"""Serving benchmark: latency of /predict (100 candidates) and /recommend (k=10) at a fixed
+request rate while the trainer publishes a delta every second, and end-to-end freshness.
+
+Three processes on this machine:
+- the trainer (`--role trainer`): the simulator's stream paced at `--events-per-s`, an FM (dim 16)
+  learning online, publishing a delta every `--sync-interval` s and a full snapshot every
+  `--full-interval` s to a fresh registry;
+- the server: `freshrec serve --registry ...` (uvicorn, one worker, torch on one thread);
+- the driver (this process): open-loop load over keep-alive HTTP/1.1 connections, requests sent
+  on a fixed schedule (`--rate` /predict per s plus `--recommend-rate` /recommend per s); each
+  latency is measured from the request's scheduled time, so a stalled server is charged for the
+  requests queued behind it (no coordinated omission).
+
+Prints one JSON line: p50/p99 latency per endpoint, achieved requests/s, failed requests, swaps
+applied (delta and full), freshness p50/p99 (event entering the trainer's source -> first
+prediction served by a model that learned it; the oldest event of each delta), load average.
+
+    .venv/bin/python bench/serve.py [--seconds 35] [--rate 300]
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("NUMBA_NUM_THREADS", "1")
+
+import argparse
+import asyncio
+import json
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+CANDIDATES = 100
+
+
+def _trainer(args: argparse.Namespace) -> None:
+    """Learn the paced simulated stream and publish until killed."""
+    import torch
+
+    from freshrec.engine.sync import Publisher, SyncConfig
+    from freshrec.events.event import EventChunk
+    from freshrec.events.simulator import Simulator, SimulatorConfig
+    from freshrec.features import FeaturePipeline, default_specs
+    from freshrec.models import ModelConfig, build_model
+    from freshrec.snapshot import ModelRegistry
+    from freshrec.train import OnlineTrainer
+
+    torch.set_num_threads(1)
+    os.nice(args.trainer_nice)
+    tick = 0.1
+    per_tick = max(1, int(args.events_per_s * tick))
+    sim = Simulator(SimulatorConfig(batch_size=per_tick, total_events=10**9, seed=1))
+    specs = default_specs(sim.fields, dim=16)
+    trainer = OnlineTrainer(build_model("fm", specs, ModelConfig(dim=16)))
+    pipeline = FeaturePipeline(specs)
+    publisher = Publisher(ModelRegistry(args.registry), trainer.model, sim.fields,
+                          SyncConfig(sync_interval=args.sync_interval, full_interval=args.full_interval))
+    next_tick = time.monotonic()
+    for chunk in sim:
+        chunk = EventChunk(chunk.table, chunk.positions, chunk.source, chunk.kind, entered=time.time())
+        trainer.learn(pipeline.build(chunk))
+        publisher.observe(chunk)
+        publisher.maybe_publish()
+        next_tick += tick
+        time.sleep(max(0.0, next_tick - time.monotonic()))
+
+
+class Connection:
+    """One keep-alive HTTP/1.1 connection speaking just enough of the protocol."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
+        self.writer.write(b"POST %s HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+                          b"Content-Length: %d\r\n\r\n%s" % (path.encode(), len(body), body))
+        status = int((await self.reader.readline()).split()[1])
+        length = 0
+        while (line := await self.reader.readline()) not in (b"\r\n", b""):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":")[1])
+        return status, await self.reader.readexactly(length)
+
+
+async def _drive(port: int, seconds: float, rates: dict[str, float], bodies: dict[str, list[bytes]]) -> dict:
+    pool: asyncio.Queue[Connection] = asyncio.Queue()
+    for k in range(16):
+        connection = Connection(*await asyncio.open_connection("127.0.0.1", port))
+        for path in rates:  # warm-up, not measured: every connection, every endpoint, a few times
+            for _ in range(5):
+                await connection.post(path, bodies[path][k])
+        pool.put_nowait(connection)
+    latencies: dict[str, list[float]] = {path: [] for path in rates}
+    failed = {path: 0 for path in rates}
+    versions: set[int] = set()
+
+    async def one(path: str, body: bytes, due: float) -> None:
+        connection = await pool.get()
+        try:
+            status, answer = await connection.post(path, body)
+            if status != 200:
+                failed[path] += 1
+            else:
+                versions.add(orjson.loads(answer)["version"])
+        except (OSError, asyncio.IncompleteReadError, ValueError):
+            failed[path] += 1
+            connection = Connection(*await asyncio.open_connection("127.0.0.1", port))
+        finally:
+            pool.put_nowait(connection)
+        latencies[path].append(time.perf_counter() - due)
+
+    schedule = sorted((k / rate, path) for path, rate in rates.items() for k in range(int(seconds * rate)))
+    start = time.perf_counter()
+    tasks = []
+    for k, (offset, path) in enumerate(schedule):
+        due = start + offset
+        if (wait := due - time.perf_counter()) > 0:
+            await asyncio.sleep(wait)
+        tasks.append(asyncio.create_task(one(path, bodies[path][k % len(bodies[path])], due)))
+    await asyncio.gather(*tasks)
+    elapsed = time.perf_counter() - start
+    out = {"requests_per_s": len(schedule) / elapsed, "versions_seen": len(versions)}
+    for path, values in latencies.items():
+        ms = np.array(values) * 1e3
+        name = path.strip("/")
+        out[name] = {"requests": len(values), "failed": failed[path], "p50_ms": float(np.percentile(ms, 50)),
+                     "p99_ms": float(np.percentile(ms, 99)), "max_ms": float(ms.max())}
+    return out
+
+
+def _bodies(rng: np.random.Generator) -> dict[str, list[bytes]]:
+    predict, recommend = [], []
+    for _ in range(200):
+        user = int(rng.integers(0, 10_000))
+        items = [int(i) for i in rng.integers(0, 5_000, CANDIDATES)]
+        context = {"hour": int(rng.integers(0, 24))}
+        predict.append(orjson.dumps({"user": user, "context": context, "candidates": items}))
+        recommend.append(orjson.dumps({"user": user, "context": context, "k": 10}))
+    return {"/predict": predict, "/recommend": recommend}
+
+
+def _get(port: int, path: str) -> bytes:
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(b"GET %s HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n" % path.encode())
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    return data.split(b"\r\n\r\n", 1)[1]
+
+
+def _wait_ready(port: int, process: subprocess.Popen, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the server exited with {process.returncode}")
+        try:
+            if orjson.loads(_get(port, "/healthz"))["status"] == "ok":
+                return
+        except (OSError, ValueError, IndexError):
+            pass
+        time.sleep(0.2)
+    raise TimeoutError("the server did not become ready")
+
+
+def _counter(metrics: str, name: str, labels: str) -> float:
+    match = re.search(rf"^{name}\{{{labels}\}} (\S+)$", metrics, re.M)
+    return float(match.group(1)) if match else 0.0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--role", choices=("driver", "trainer"), default="driver")
+    parser.add_argument("--registry", type=Path)
+    parser.add_argument("--seconds", type=float, default=35.0)
+    parser.add_argument("--rate", type=float, default=300.0, help="/predict requests per second")
+    parser.add_argument("--recommend-rate", type=float, default=30.0)
+    parser.add_argument("--events-per-s", type=float, default=2000.0)
+    parser.add_argument("--sync-interval", type=float, default=1.0)
+    parser.add_argument("--full-interval", type=float, default=15.0)
+    parser.add_argument("--trainer-nice", type=int, default=10,
+                        help="the trainer's niceness: on 2 cores it yields the CPU to the server")
+    args = parser.parse_args()
+    if args.role == "trainer":
+        return _trainer(args)
+    registry = Path(tempfile.mkdtemp(prefix="freshrec-bench-serve-"))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    load_before = os.getloadavg()
+    trainer = subprocess.Popen([sys.executable, __file__, "--role", "trainer", "--registry", str(registry),
+                                "--events-per-s", str(args.events_per_s), "--trainer-nice", str(args.trainer_nice),
+                                "--sync-interval",
+                                str(args.sync_interval), "--full-interval", str(args.full_interval)], env=env)
+    server = subprocess.Popen([sys.executable, "-m", "freshrec.cli", "serve", "--registry", str(registry),
+                               "--port", str(port)], env=env, stderr=subprocess.DEVNULL)
+    try:
+        _wait_ready(port, server)
+        time.sleep(2.0)  # warm up: the first deltas, numba kernels
+        before = _get(port, "/metrics").decode()
+        figures = asyncio.run(_drive(port, args.seconds, {"/predict": args.rate, "/recommend": args.recommend_rate},
+                                     _bodies(np.random.default_rng(0))))
+        metrics = _get(port, "/metrics").decode()
+        model = orjson.loads(_get(port, "/model"))
+    finally:
+        for process in (trainer, server):
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+    swaps = {kind: _counter(metrics, "freshrec_swaps_total", f'kind="{kind}"')
+             - _counter(before, "freshrec_swaps_total", f'kind="{kind}"') for kind in ("delta", "full")}
+    fresh = model.get("freshness_s", {})
+    print(json.dumps({
+        "bench": "serve", "seconds": args.seconds, "target_rates": {"predict": args.rate,
+                                                                   "recommend": args.recommend_rate},
+        **figures, "failed": figures["predict"]["failed"] + figures["recommend"]["failed"],
+        "swaps_during_load": swaps, "freshness_p50_s": fresh.get("p50"), "freshness_p99_s": fresh.get("p99"),
+        "freshness_samples": fresh.get("n"), "trainer_events_per_s": args.events_per_s,
+        "sync_interval_s": args.sync_interval, "load_before": load_before, "load_after": os.getloadavg(),
+        "targets": {"predict_p99_ms": 10.0, "failed": 0, "swaps": 25, "freshness_p99_s": 2.0}}))
+
+
+if __name__ == "__main__":
+    main()
