@@ -28,6 +28,7 @@ bench: setup
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/embedding.py
 	$(BIN)/python bench/train.py
+	$(BIN)/python bench/serve.py
 
 clean:
 	rm -rf $(VENV) out *.egg-info
