@@ -141,11 +141,15 @@ def _adagrad_step(chunk_rows, at, grads, rows, accum, lr, eps, first_lr):
             prefetch_row(accum, c, r, dim)
         c, r = locate(chunk_rows, at[i])
         w, a = row_view(rows, c, r, dim), row_view(accum, c, r, dim)
-        for j in range(dim):
+        g = grads[i, 0]
+        total = a[0] + g * g
+        a[0] = total
+        w[0] -= first_lr * (g / (np.sqrt(total) + eps))
+        for j in range(1, dim):  # no branch in the loop: it vectorises
             g = grads[i, j]
             total = a[j] + g * g
             a[j] = total
-            w[j] -= (first_lr if j == 0 else lr) * (g / (np.sqrt(total) + eps))
+            w[j] -= lr * (g / (np.sqrt(total) + eps))
 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")

@@ -253,14 +253,19 @@ class DynamicEmbedding:
         """float32 [len(slots), dim] on the table's device; slot -1 reads as zeros."""
         return self._s.storage.gather(slots)
 
-    def apply_gradients(self, slots: np.ndarray, grads: torch.Tensor) -> None:
+    def apply_gradients(self, slots: np.ndarray, grads: torch.Tensor, unique: bool = False) -> None:
         """One optimizer step on the rows of `slots` (-1 dropped, repeats summed); version + 1.
+        `unique=True` promises distinct non-negative slots (a fused kernel summed them already),
+        which skips the coalescing.
 
         Host float32 rows and state are updated where they lie; others are gathered, stepped
         and scattered back."""
         s = self._s
         grads = grads.detach().cpu().numpy()
-        rows, summed = s.coalescer(slots, grads, s.storage.high)
+        if unique:
+            rows, summed = np.ascontiguousarray(slots, np.int64), np.ascontiguousarray(grads, np.float32)
+        else:
+            rows, summed = s.coalescer(slots, grads, s.storage.high)
         addresses = s.storage.addresses()
         if addresses is not None:
             s.optimizer.step_at(addresses, s.storage.chunk_rows, rows, summed)

@@ -236,7 +236,7 @@ class FastFM:
             scratch = self._scratch
             _sparse_gradients(scratch.occurrence, lengths, grads, sums, scratch.local, n, scratch.summed)
             unique = scratch.unique[:n] if rows.copy is None else rows.slots[scratch.unique[:n]]
-            self.model.table.apply_gradients(unique, torch.from_numpy(scratch.summed[:n]))
+            self.model.table.apply_gradients(unique, torch.from_numpy(scratch.summed[:n]), unique=rows.copy is None)
             self._learn_dense(batch, grads)
         return torch.from_numpy(probs)
 
