@@ -42,7 +42,7 @@ from freshrec.events.event import (
 )
 from freshrec.events.source import Position
 
-__all__ = ["LiveQueue", "QueueFull", "arrow_type", "check_value", "conform"]
+__all__ = ["LiveQueue", "QueueFull", "arrow_type", "check_event", "check_value", "conform", "events_table"]
 
 _TYPES = {FieldKind.CATEGORICAL: pa.string(), FieldKind.MULTI_CATEGORICAL: pa.list_(pa.string()),
           FieldKind.DENSE: pa.float64()}
@@ -102,6 +102,33 @@ def _check(value: object, kind: FieldKind) -> object:
     return str(value)
 
 
+def check_event(event: Event, kinds: dict[str, FieldKind]) -> None:
+    """ValueError naming the first problem of `event` for a source with fields `kinds`."""
+    if unknown := sorted(set(event.fields) - set(kinds)):
+        raise ValueError(f"unknown field {unknown[0]!r}; this source has: {', '.join(sorted(kinds))}")
+    if isinstance(event.ts, bool) or not isinstance(event.ts, (int, float)) or event.ts != event.ts:
+        raise ValueError(f"ts must be a number of epoch seconds, not {event.ts!r}")
+    if event.label is not None and (isinstance(event.label, bool) or not isinstance(event.label, (int, float))):
+        raise ValueError(f"label must be a number, not {event.label!r}")
+    for name, value in ((USER, event.user_id), (ITEM, event.item_id)):
+        if value is None:
+            raise ValueError(f"{name} is missing")
+        check_value(value, FieldKind.CATEGORICAL, name)
+    for name, value in event.fields.items():
+        check_value(value, kinds[name], f"field {name!r}")
+
+
+def events_table(events: Sequence[Event], kinds: dict[str, FieldKind]) -> pa.Table:
+    """The live-schema table of events that passed `check_event`."""
+    columns = {TS: pa.array([float(e.ts) for e in events], pa.float64()),
+               USER: pa.array([str(e.user_id) for e in events], pa.string()),
+               ITEM: pa.array([str(e.item_id) for e in events], pa.string()),
+               LABEL: pa.array([e.label for e in events], pa.float32())}
+    for name, kind in kinds.items():
+        columns[name] = pa.array([_check(e.fields.get(name), kind) for e in events], arrow_type(kind))
+    return pa.table(columns)
+
+
 class LiveQueue:
     """A bounded in-process source of live events; `put` from any thread, read by one consumer.
 
@@ -120,38 +147,17 @@ class LiveQueue:
         self._ready = threading.Condition()
         self._closed = False
 
-    def _column(self, events: Sequence[Event], name: str) -> pa.Array:
-        values = []
-        for i, event in enumerate(events):
-            try:
-                values.append(_check(event.fields.get(name), self._kinds[name]))
-            except ValueError as error:
-                raise ValueError(f"event {i} ({event.event_id}): field {name!r} {error}") from None
-        return pa.array(values, arrow_type(self._kinds[name]))
-
-    def _table(self, events: Sequence[Event]) -> pa.Table:
-        for i, event in enumerate(events):
-            if unknown := sorted(set(event.fields) - set(self._kinds)):
-                raise ValueError(f"event {i} ({event.event_id}): unknown field {unknown[0]!r}; "
-                                 f"this source has: {', '.join(sorted(self._kinds))}")
-            for name, value in ((USER, event.user_id), (ITEM, event.item_id)):
-                try:
-                    _check(value, FieldKind.CATEGORICAL)
-                except ValueError as error:
-                    raise ValueError(f"event {i} ({event.event_id}): {name} {error}") from None
-        columns = {TS: pa.array([float(e.ts) for e in events], pa.float64()),
-                   USER: pa.array([None if e.user_id is None else str(e.user_id) for e in events], pa.string()),
-                   ITEM: pa.array([None if e.item_id is None else str(e.item_id) for e in events], pa.string()),
-                   LABEL: pa.array([e.label for e in events], pa.float32())}
-        columns.update({name: self._column(events, name) for name in self._kinds})
-        return pa.table(columns)
-
     def put(self, events: Sequence[Event]) -> int:
         """Queue the events as one chunk (all or none); returns how many. ValueError names the
         first bad event and field; QueueFull when the queue is at capacity."""
         if not events:
             return 0
-        table = self._table(events)
+        for i, event in enumerate(events):
+            try:
+                check_event(event, self._kinds)
+            except ValueError as error:
+                raise ValueError(f"event {i} ({event.event_id}): {error}") from None
+        table = events_table(events, self._kinds)
         with self._ready:
             if self._closed:
                 raise QueueFull("the live queue is closed")

@@ -1,0 +1,218 @@
+"""Kafka: `KafkaSink` produces events as JSON messages keyed by user id; `KafkaSource` consumes
+them in a consumer group as `EventChunk`s (a `Source`), malformed messages to a dead-letter sink.
+
+A message is one event as JSON, the shape `POST /events` takes:
+`{"user": .., "item": .., "ts": epoch s, "kind": "click", "label": 1, "fields": {..}, "event_id": ..}`
+(`ts` defaults to the message timestamp). Offsets are never committed automatically: the engine
+calls `commit(position)` after the checkpoint that holds the effect of everything before it, and
+`seek(position)` on restore, so a restart neither loses nor repeats an event. A row's position
+is `partition * 2**40 + offset`. `settings` pass through to librdkafka (SASL, TLS: e.g.
+`{"security.protocol": "SASL_SSL", "sasl.mechanism": "PLAIN", ...}`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+
+from dataclasses import asdict
+
+import numpy as np
+import orjson
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from freshrec.events.deadletter import DeadLetter, DeadLetterSink
+from freshrec.events.event import Event, EventChunk, Field
+from freshrec.events.live import check_event, events_table
+from freshrec.events.source import Position
+
+__all__ = ["KafkaDeadLetters", "KafkaSink", "KafkaSource", "create_topic", "decode_event", "encode_event"]
+
+PARTITION_SHIFT = 40
+FAST_GROUP = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 500}  # joins in ~3 s, not ~23 s
+
+
+def encode_event(event: Event) -> bytes:
+    """The JSON message of one event."""
+    return orjson.dumps({"event_id": event.event_id, "ts": event.ts, "user": event.user_id, "item": event.item_id,
+                         "kind": event.kind, "label": event.label, "fields": event.fields})
+
+
+def decode_event(value: bytes, default_ts: float, position: str) -> Event:
+    """The event of a message; ValueError (with a reason code before ':') when it is malformed."""
+    try:
+        body = orjson.loads(value)
+    except orjson.JSONDecodeError as error:
+        raise ValueError(f"not_json: {error}") from None
+    if not isinstance(body, dict):
+        raise ValueError(f"not_json: a message must be a JSON object, not {type(body).__name__}")
+    if unknown := sorted(set(body) - {"event_id", "ts", "user", "item", "kind", "label", "fields"}):
+        raise ValueError(f"unknown_key: {unknown[0]!r}")
+    fields = body.get("fields") or {}
+    if not isinstance(fields, dict):
+        raise ValueError("bad_field: 'fields' must be an object")
+    return Event(str(body.get("event_id") or position), body.get("ts", default_ts), body.get("user"),
+                 body.get("item"), str(body.get("kind") or "event"), fields, body.get("label"))
+
+
+def create_topic(bootstrap: str, topic: str, partitions: int, settings: Mapping[str, str] | None = None) -> None:
+    """Create `topic` with `partitions` partitions (nothing if it exists)."""
+    admin = AdminClient({"bootstrap.servers": bootstrap, **(settings or {})})
+    for future in admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)]).values():
+        try:
+            future.result(timeout=30)
+        except Exception as error:  # the admin API reports "exists" as an exception
+            if "TOPIC_ALREADY_EXISTS" not in str(error):
+                raise
+
+
+class KafkaSink:
+    """Produces events to `topic`, keyed by user id (a user's events stay in order, in one partition)."""
+
+    def __init__(self, bootstrap: str, topic: str, settings: Mapping[str, str] | None = None) -> None:
+        self.topic = topic
+        self._producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, **(settings or {})})
+
+    def send(self, events: Sequence[Event]) -> None:
+        for event in events:
+            self.send_raw(encode_event(event), None if event.user_id is None else str(event.user_id))
+
+    def send_raw(self, value: bytes, key: str | None = None) -> None:
+        while True:
+            try:
+                self._producer.produce(self.topic, value=value, key=key)
+                return
+            except BufferError:  # the local queue is full: let it drain
+                self._producer.poll(0.1)
+
+    def flush(self, timeout: float = 30.0) -> None:
+        if self._producer.flush(timeout):
+            raise TimeoutError(f"messages to {self.topic} not delivered within {timeout} s")
+
+
+class KafkaDeadLetters:
+    """A `DeadLetterSink` that produces each dead letter as JSON to a dead-letter topic."""
+
+    def __init__(self, sink: KafkaSink) -> None:
+        self.sink = sink
+        self.counts: Counter = Counter()
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def put(self, letter: DeadLetter) -> None:
+        self.counts[letter.reason] += 1
+        self.sink.send_raw(orjson.dumps(asdict(letter)))
+
+    def put_many(self, letters) -> None:
+        for letter in letters:
+            self.put(letter)
+
+
+class KafkaSource:
+    """Consumes `topic` in consumer group `group`; a `Source` of live events (never ends by itself;
+    `idle_timeout` ends iteration after that many seconds without a message once partitions are
+    assigned)."""
+
+    has_event_time = True
+
+    def __init__(self, bootstrap: str, topic: str, group: str, fields: Sequence[Field],
+                 dead_letters: DeadLetterSink, settings: Mapping[str, str] | None = None,
+                 max_messages: int = 10_000, idle_timeout: float | None = None) -> None:
+        self.name, self.topic = f"kafka:{topic}", topic
+        self.fields = tuple(fields)
+        self.dead_letters = dead_letters
+        self.max_messages, self.idle_timeout = max_messages, idle_timeout
+        self._kinds = {f.name: f.kind for f in self.fields if f.name not in ("ts", "user_id", "item_id", "label")}
+        self._config = {"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False,
+                        "auto.offset.reset": "earliest", **FAST_GROUP, **(settings or {})}
+        self._consumer: Consumer | None = None
+        self._next: dict[int, int] = {}       # partition -> next offset to hand out
+        self._seek_to: dict[int, int] = {}
+
+    def _consumer_ready(self) -> Consumer:
+        if self._consumer is None:
+            self._consumer = Consumer(self._config)
+            self._consumer.subscribe([self.topic], on_assign=self._on_assign)
+        return self._consumer
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            if tp.partition in self._seek_to:
+                tp.offset = self._seek_to[tp.partition]
+            elif tp.partition in self._next:
+                tp.offset = self._next[tp.partition]
+        consumer.assign(partitions)
+
+    def __iter__(self) -> Iterator[EventChunk]:
+        consumer = self._consumer_ready()
+        idle_since = time.monotonic()
+        while True:
+            messages = consumer.consume(self.max_messages, timeout=0.2)
+            chunk = self._chunk(messages)
+            if chunk is not None or not consumer.assignment():  # joining the group is not idling
+                idle_since = time.monotonic()
+            if chunk is not None:
+                yield chunk
+            elif self.idle_timeout is not None and time.monotonic() - idle_since > self.idle_timeout:
+                return
+
+    def _chunk(self, messages: list) -> EventChunk | None:
+        events, positions = [], []
+        for message in messages:
+            if message.error():
+                if message.error().code() != KafkaError._PARTITION_EOF:
+                    raise RuntimeError(f"kafka: {message.error()}")
+                continue
+            partition, offset = message.partition(), message.offset()
+            self._next[partition] = offset + 1
+            position = (partition << PARTITION_SHIFT) + offset
+            try:
+                event = decode_event(message.value(), message.timestamp()[1] / 1000.0, f"{partition}:{offset}")
+                check_event(event, self._kinds)
+            except ValueError as error:
+                reason, _, detail = str(error).partition(": ")
+                if not detail:
+                    reason, detail = "bad_event", str(error)
+                raw = message.value().decode("utf-8", "replace") if message.value() else None
+                self.dead_letters.put(DeadLetter(self.name, position, reason, detail, raw))
+                continue
+            events.append(event)
+            positions.append(position)
+        if not events:
+            return None
+        return EventChunk(events_table(events, self._kinds), np.array(positions, np.int64), self.name,
+                          events[0].kind, entered=time.time())
+
+    def position(self) -> Position:
+        """partition -> the next offset to hand out (as strings: Position keys)."""
+        return {str(p): o for p, o in sorted(self._next.items())}
+
+    def commit(self, position: Position) -> None:
+        """Commit the offsets of `position` to the group (after the checkpoint that holds them)."""
+        offsets = [TopicPartition(self.topic, int(p), o) for p, o in position.items()]
+        if offsets:
+            self._consumer_ready().commit(offsets=offsets, asynchronous=False)
+
+    def committed(self) -> Position:
+        consumer = self._consumer_ready()
+        metadata = consumer.list_topics(self.topic, timeout=10).topics[self.topic]
+        parts = consumer.committed([TopicPartition(self.topic, p) for p in metadata.partitions], timeout=10)
+        return {str(tp.partition): tp.offset for tp in parts if tp.offset >= 0}
+
+    def seek(self, position: Position) -> None:
+        """Resume from `position` (a checkpoint's): applied when partitions are assigned."""
+        self._seek_to = {int(p): o for p, o in position.items()}
+        self._next = dict(self._seek_to)
+        if self._consumer is not None:
+            for tp in self._consumer.assignment():
+                offset = self._seek_to.get(tp.partition, OFFSET_BEGINNING)
+                self._consumer.seek(TopicPartition(self.topic, tp.partition, offset))
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            self._consumer.close()
+            self._consumer = None
