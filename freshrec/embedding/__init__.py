@@ -20,6 +20,7 @@ from freshrec.embedding.snapshot import load_delta, load_table, save_delta, save
 from freshrec.embedding.storage import RowStorage
 from freshrec.embedding.table import DynamicEmbedding, TableConfig, TableDelta
 
-__all__ = ["FTRL", "SGD", "Adagrad", "Adam", "CountAdmission", "CountMinSketch", "DynamicEmbedding", "EmbeddingCollection",
+__all__ = ["FTRL", "SGD", "Adagrad", "Adam", "CountAdmission", "CountMinSketch", "DynamicEmbedding",
+           "EmbeddingCollection",
            "IdIndex", "ProbabilisticAdmission", "RowOptimizer", "RowStorage", "TableConfig",
            "TableDelta", "load_delta", "load_table", "optimizer_from_name", "pool", "save_delta", "save_table"]

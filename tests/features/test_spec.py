@@ -60,5 +60,6 @@ def test_spec_is_frozen_and_hashable():
     spec = FeatureSpec("x", FieldKind.CATEGORICAL)
     with pytest.raises(AttributeError):
         spec.dim = 4  # type: ignore[misc]
-    assert spec == FeatureSpec("x", FieldKind.CATEGORICAL) and hash(spec) == hash(FeatureSpec("x", FieldKind.CATEGORICAL))
+    same = FeatureSpec("x", FieldKind.CATEGORICAL)
+    assert spec == same and hash(spec) == hash(same)
 

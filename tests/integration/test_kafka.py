@@ -5,7 +5,6 @@ from __future__ import annotations
 import orjson
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
-from kafka_broker import broker  # noqa: F401 - the fixture
 
 from freshrec.events.deadletter import MemoryDeadLetters
 from freshrec.events.event import Event, Field, FieldKind

@@ -34,7 +34,8 @@ def _batch(users=(11, 12, 11), genres=GENRES, dense=None) -> Batch:
     lengths = [1] * rows + [len(bag) for bag in genres]
     dense = torch.tensor([[1.0, -0.5], [0.0, 2.0], [3.0, 1.0]]) if dense is None else dense
     return Batch(SparseFeatures(["user_id", "genres"], torch.tensor(values), torch.tensor(lengths, dtype=torch.int32)),
-                 dense=dense, labels=torch.tensor([1.0, 0.0, 1.0]), ts=torch.tensor([1.0, 5.0, 3.0], dtype=torch.float64),
+                 dense=dense, labels=torch.tensor([1.0, 0.0, 1.0]),
+                 ts=torch.tensor([1.0, 5.0, 3.0], dtype=torch.float64),
                  dense_keys=("price", "age"))
 
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from trained_model import trained  # noqa: F401 - the fixture
-
 from freshrec.events.live import LiveQueue
 from freshrec.events.simulator import FIELDS
 from freshrec.serve import ModelService, ServeConfig, create_app

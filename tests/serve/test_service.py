@@ -7,8 +7,6 @@ import shutil
 import numpy as np
 import torch
 
-from trained_model import trained  # noqa: F401 - the fixture
-
 from freshrec.serve import ModelService
 
 
