@@ -98,7 +98,9 @@ class OnlineTrainer:
         """The dense optimizer (built at the first `learn`; None for a model without dense parameters)."""
         return self._optimizer
 
-    def _start(self) -> None:
+    def start(self) -> None:
+        """Seed torch and build the dense optimizer (the first `learn` does it; a restored
+        trainer calls it before loading the optimizer's state)."""
         torch.manual_seed(self.config.seed)
         params = [p for p in self.model.parameters() if p.requires_grad]
         lr = self.config.dense_lr or self.model.config.lr
@@ -109,7 +111,7 @@ class OnlineTrainer:
         """Score `batch`, record the scores, then learn from it. Returns `rows`, `loss`,
         `skipped` and `predictions` (the pre-update scores, a float32 tensor)."""
         if self.batches == 0 and self._optimizer is None:
-            self._start()
+            self.start()
         self.batches += 1
         self.model.zero_grad(set_to_none=True)
         output = self.model(batch, train=True)
