@@ -31,6 +31,7 @@ from rich.table import Table
 from freshrec.config import cache_dir, data_root
 from freshrec.engine import IngestSummary, ingest
 from freshrec.engine.online import train_online
+from freshrec.engine.run import KafkaOptions, RunOptions, kafka_source, run
 from freshrec.engine.serving import serve_until_signal, train_and_serve
 from freshrec.engine.sync import Publisher, SyncConfig
 from freshrec.events.datasets import (
@@ -44,17 +45,17 @@ from freshrec.events.datasets.fetch import FetchError, fetch_movielens
 from freshrec.events.deadletter import JsonlDeadLetters
 from freshrec.events.live import LiveQueue
 from freshrec.events.simulator import SimulatorConfig
-from freshrec.events.source import limited, paced
+from freshrec.events.source import LimitedSource, limited, paced
 from freshrec.features import FeaturePipeline, default_specs
 from freshrec.models import MODELS, ModelConfig, build_model
 from freshrec.serve import ModelService, ServeConfig, create_app
+from freshrec.serve.background import ADMIN_TOKEN_ENV, BackgroundServer
 from freshrec.snapshot import ModelRegistry
 from freshrec.train import OnlineTrainer, TrainerConfig
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="freshrec: real-time training of recommendation models.")
 err = Console(stderr=True)
-ADMIN_TOKEN_ENV = "FRESHREC_ADMIN_TOKEN"
 
 
 class UsageError(Exception):
@@ -292,6 +293,90 @@ def serve_command(
         if debug:
             raise
         _fail(str(error), 1)
+
+
+@app.command("run")
+def run_command(
+    fmt: Annotated[str, typer.Option("--format", help="The data set (replayed, or the shape of the Kafka events).")]
+    = "movielens-100k",
+    data: Annotated[Path | None, typer.Option(help="File or folder to replay.")] = None,
+    source: Annotated[str, typer.Option(help="replay (the data set, in time order) or kafka.")] = "replay",
+    bootstrap: Annotated[str, typer.Option(help="kafka: bootstrap servers.")] = "127.0.0.1:9092",
+    topic: Annotated[str, typer.Option(help="kafka: the events topic (dead letters: TOPIC.dead).")]
+    = "freshrec.events",
+    idle_timeout: Annotated[float | None, typer.Option(help="kafka: stop after this many idle seconds.")] = None,
+    state: Annotated[Path, typer.Option(help="Log, checkpoints and registry; a rerun continues here.")]
+    = Path("out/state"),
+    model: Annotated[str, typer.Option(help=f"One of: {', '.join(MODELS)}.")] = "fm",
+    dim: Annotated[int, typer.Option(help="Embedding width (FM factors).")] = 16,
+    lr: Annotated[float, typer.Option(help="Learning rate (row-wise and dense Adagrad).")] = 0.05,
+    seed: Annotated[int, typer.Option(help="Seed of the model and the simulator.")] = 0,
+    batch_size: Annotated[int, typer.Option(help="Rows per micro-batch.")] = 512,
+    chunk: Annotated[int, typer.Option(help="replay: rows read at a time (checkpoints fall between).")] = 4096,
+    checkpoint_events: Annotated[int, typer.Option(help="Events between checkpoints.")] = 20_000,
+    limit: Annotated[int | None, typer.Option(help="replay: stop after N rows.")] = None,
+    serve: Annotated[bool, typer.Option(help="Serve the model over HTTP while it learns.")] = True,
+    port: Annotated[int, typer.Option(help="--serve: port on 127.0.0.1.")] = 8000,
+    sync_interval: Annotated[float, typer.Option(help="Seconds between published deltas.")] = 1.0,
+    fallback: Annotated[str | None, typer.Option(help="'simulator': replay it when the data is missing.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Last stdout line: one JSON object.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Tracebacks on errors.")] = False,
+) -> None:
+    """The whole loop: source -> event log + online trainer -> deltas -> server, with checkpoints
+    (a rerun on the same --state continues exactly where the last one stopped)."""
+    try:
+        learner = _learner(model, dim, lr, seed)
+        if source not in ("replay", "kafka") or batch_size <= 0 or chunk <= 0 or checkpoint_events <= 0:
+            raise UsageError("--source is replay or kafka; --batch-size, --chunk, --checkpoint-events positive")
+        fmt, data, note = _resolve_data(fmt, data, fallback)
+        if note:
+            err.print(note, markup=False, highlight=False)
+        figures = _run(fmt, data, source, KafkaOptions(bootstrap, topic, idle_timeout=idle_timeout), limit, chunk,
+                       RunOptions(model, learner[1], state, batch_size, checkpoint_events, sync_interval),
+                       serve, port, quiet)
+    except (UsageError, UnknownFormat, typer.BadParameter) as error:
+        if debug:
+            raise
+        _fail(str(error), 2)
+    except (FileNotFoundError, ValueError, FetchError, OSError, RuntimeError) as error:
+        if debug:
+            raise
+        _fail(str(error), 1)
+    _emit({**figures, "format": fmt, "source": source}, as_json, f"run {model}")
+
+
+def _run(fmt: str, data: Path | None, source_kind: str, kafka: KafkaOptions, limit: int | None, chunk: int,
+         options: RunOptions, serve: bool, port: int, quiet: bool) -> dict:
+    letters = JsonlDeadLetters(options.state / "dead_letters.jsonl")
+    source = open_source(fmt, data, letters, batch_size=chunk,
+                         simulator=SimulatorConfig(seed=options.model_config.seed, batch_size=chunk,
+                                                   total_events=limit or 1_000_000))
+    if source_kind == "kafka":
+        source = kafka_source(kafka, source.fields)
+    elif limit is not None:
+        source = LimitedSource(source, limit)
+    server = BackgroundServer(options.state / "registry", port) if serve else None
+    with Progress(TextColumn("{task.description}"), TextColumn("{task.fields[status]}"), TimeElapsedColumn(),
+                  console=err, disable=quiet, transient=True) as bar:
+        task = bar.add_task(f"run {source_kind} {fmt}", status="")
+        figures = run(source, options, on_chunk=None if quiet else _engine_progress(bar, task))
+    letters.close()
+    if server is not None:
+        figures["served_version"] = server.stop()
+    figures["dead_letters"] = letters.total
+    return figures
+
+
+def _engine_progress(bar: Progress, task: TaskID) -> Callable:
+    def show(engine, summary: IngestSummary) -> None:
+        elapsed = max(bar.tasks[0].elapsed or 1e-9, 1e-9)
+        window = engine.trainer.metrics.window()["auc"] if engine.trainer.batches else None
+        version = engine.publisher.version if engine.publisher else None
+        bar.update(task, status=f"{engine.events:,} events  {summary.rows / elapsed:,.0f}/s  "
+                                + (f"AUC(window) {window:.4f}  " if window is not None else "")
+                                + f"model v{version}  checkpoints {engine.step}")
+    return show
 
 
 def _progress(bar: Progress, task: TaskID, trainer: OnlineTrainer | None) -> Callable:

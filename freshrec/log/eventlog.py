@@ -1,0 +1,298 @@
+"""`EventLog`: the durable event log, append-only Parquet segments partitioned by event hour.
+
+This is the article's "batch storage": the engine appends every chunk it learns from, and the
+offline trainer reads a time range back. `root` is a Hive-partitioned Parquet dataset
+(`root/event_hour=YYYY-MM-DDTHH/segment-N.parquet`) that pyarrow.dataset, DuckDB or Spark read
+as it is; see `freshrec.log.layout` for the names.
+
+Durability follows the engine's checkpoints: `flush()` (called before each checkpoint) closes
+every open segment, so whatever was appended before a checkpoint is in closed, fsynced
+segments. Rows appended since are in open `.inprogress` segments, which a crash leaves behind
+and the next writer deletes: the source delivers those rows again after the restore. Segments
+rolled by size or age between two checkpoints are closed too; a checkpoint that stores the
+number `flush()` returned can `rollback()` them after a restore, so that nothing is logged twice.
+
+>>> import tempfile
+>>> from freshrec.events import Event, EventChunk, Field, FieldKind
+>>> log = EventLog.open(tempfile.mkdtemp(), [Field("genre", FieldKind.CATEGORICAL)])
+>>> chunk = EventChunk.from_events([
+...     Event("a", 1_700_000_100.0, "u1", "i1", fields={"genre": "drama"}, label=1.0),
+...     Event("b", 1_700_000_000.0, "u2", "i2", fields={"genre": "noir"}, label=0.0)], source="api")
+>>> log.append(chunk), log.flush(), log.rows, log.segments
+(2, 1, 2, 1)
+>>> [(c.source, c.positions.tolist(), c.table.column("user_id").to_pylist()) for c in log.read()]
+[('api', [1, 0], ['u2', 'u1'])]
+>>> log.close()
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pyarrow as pa
+
+from freshrec.events.event import TS, EventChunk, Field
+from freshrec.events.live import conform
+from freshrec.log import layout
+from freshrec.log.read import read_segments
+from freshrec.log.segment import (
+    POSITION,
+    SOURCE,
+    CorruptSegment,
+    SegmentInfo,
+    SegmentWriter,
+    log_schema,
+)
+
+if TYPE_CHECKING:
+    from freshrec.batch import Batch
+    from freshrec.features import FeaturePipeline
+
+__all__ = ["READ_ROWS", "EventLog", "Recovery"]
+
+READ_ROWS = 65_536
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """What the writer found when it took the log: open segments a crash left (`discarded`:
+    deleted, their rows come again from the source) and torn closed segments (`quarantined`:
+    their new paths under `_quarantine/`)."""
+
+    discarded: tuple[Path, ...] = ()
+    quarantined: tuple[Path, ...] = ()
+
+
+@dataclass
+class _State:
+    schema: pa.Schema
+    index: dict[Path, SegmentInfo] = field(default_factory=dict)
+    open: dict[str, SegmentWriter] = field(default_factory=dict)
+    lock: int | None = None
+    next_seq: int = 0
+    recovered: Recovery = Recovery()
+
+
+def _split_hours(table: pa.Table) -> Iterator[tuple[int, pa.Table]]:
+    """The rows of each event hour, in their order (a stable sort, no loop per row)."""
+    hours = layout.hours_of(table.column(TS).to_numpy())
+    if (hours == hours[0]).all():
+        yield int(hours[0]), table
+        return
+    order = np.argsort(hours, kind="stable")
+    cuts = [0, *(np.flatnonzero(np.diff(hours[order])) + 1).tolist(), len(order)]
+    for low, high in itertools.pairwise(cuts):
+        yield int(hours[order[low]]), table.take(order[low:high])
+
+
+class EventLog:
+    """The event log under `root`, with the log columns: the standard ones, `fields` (typed as
+    `conform` types them), `position` and `source`.
+
+    A segment rolls (closes) once it holds `roll_bytes` or is `roll_seconds` old by `clock`;
+    ages are checked at each `append`. One process writes a log (it holds `root/_writer.lock`
+    from its first `append`, `flush` or `rollback` to `close`); any number may read meanwhile,
+    each with an `EventLog` of its own (another instance in the same process reads too). An
+    instance is used by one thread at a time. Taking the lock recovers from a crash: see
+    `recovered`; `EventLog.open` takes it at once.
+    """
+
+    def __init__(self, root: str | os.PathLike[str], fields: Sequence[Field], roll_bytes: int = 64 << 20,
+                 roll_seconds: float = 300.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.root = Path(root)
+        self.fields = tuple(fields)
+        self.roll_bytes = roll_bytes
+        self.roll_seconds = roll_seconds
+        self.clock = clock
+        self._state: _State | None = None
+
+    @classmethod
+    def open(cls, root: str | os.PathLike[str], fields: Sequence[Field], roll_bytes: int = 64 << 20,
+             roll_seconds: float = 300.0, clock: Callable[[], float] = time.monotonic) -> EventLog:
+        """A log ready to write: the writer lock taken and the crash recovered (`recovered`)."""
+        log = cls(root, fields, roll_bytes, roll_seconds, clock)
+        log._writer()
+        return log
+
+    def _st(self) -> _State:
+        if self._state is None:
+            self._state = _State(log_schema(self.fields))
+        return self._state
+
+    def _writer(self) -> _State:
+        """The state, with the writer lock held; taking it recovers from a crash."""
+        state = self._st()
+        if state.lock is None:
+            self.root.mkdir(parents=True, exist_ok=True)
+            state.lock = layout.lock(self.root)
+            discarded = layout.discard_open(self.root)
+            quarantined = self._refresh(state)
+            state.next_seq = layout.top_seq(self.root) + 1
+            state.recovered = Recovery(discarded, quarantined)
+            if discarded:
+                logger.warning("%s: discarded %d open segments left by a crash (appended after the "
+                               "last flush)", self.root, len(discarded))
+        return state
+
+    def _refresh(self, state: _State) -> tuple[Path, ...]:
+        """Bring the index in line with the closed segments on disk; the writer moves torn ones
+        to quarantine, a reader skips them. Returns the quarantined paths."""
+        paths = layout.closed_segments(self.root) if self.root.is_dir() else []
+        for gone in set(state.index) - set(paths):
+            del state.index[gone]
+        moved = []
+        for path in paths:
+            if path in state.index:
+                continue
+            try:
+                state.index[path] = SegmentInfo.read(path)
+            except CorruptSegment as error:
+                if state.lock is None:
+                    logger.warning("%s; skipped (its writer will quarantine it)", error)
+                    continue
+                moved.append(layout.quarantine(self.root, path))
+                logger.warning("%s; moved to %s", error, moved[-1])
+        return tuple(moved)
+
+    @property
+    def schema(self) -> pa.Schema:
+        """The columns of every segment."""
+        return self._st().schema
+
+    @property
+    def recovered(self) -> Recovery:
+        """What taking the writer lock found (empty until this log writes)."""
+        return self._st().recovered
+
+    @property
+    def rows(self) -> int:
+        """Rows in closed segments."""
+        return sum(s.rows for s in self._closed())
+
+    @property
+    def segments(self) -> int:
+        """Closed segments."""
+        return len(self._closed())
+
+    def _closed(self) -> list[SegmentInfo]:
+        state = self._st()
+        self._refresh(state)
+        return sorted(state.index.values(), key=lambda s: s.seq)
+
+    def _conform(self, chunk: EventChunk) -> pa.Table:
+        """The chunk's rows in the log schema; ValueError naming what is wrong with them."""
+        what = f"chunk from {chunk.source!r} ({len(chunk)} rows)"
+        if TS not in chunk.table.column_names:
+            raise ValueError(f"{what}: no {TS!r} column; the log places events by their event time")
+        if nulls := chunk.table.column(TS).null_count:
+            raise ValueError(f"{what}: {nulls} rows have a null {TS!r}; the log places events by their event time")
+        try:
+            table = conform(chunk.table, self.fields)
+        except pa.ArrowException as error:
+            raise ValueError(f"{what} does not fit the log's columns: {error}") from None
+        if bad := int((~np.isfinite(table.column(TS).to_numpy())).sum()):
+            raise ValueError(f"{what}: {bad} rows have a {TS!r} that is not a finite number")
+        return (table.append_column(POSITION, pa.array(np.asarray(chunk.positions, np.int64)))
+                .append_column(SOURCE, pa.repeat(pa.scalar(chunk.source, pa.string()), len(chunk))))
+
+    def append(self, chunk: EventChunk) -> int:
+        """Write the chunk's rows to the open segments of their event hours; returns how many.
+        A bad chunk (no `ts`, null or non-finite `ts`, a column that does not cast) raises
+        ValueError and writes nothing. Segments due to roll are closed afterwards."""
+        table = self._conform(chunk)
+        state = self._writer()
+        if table.num_rows:
+            for hour, rows in _split_hours(table):
+                self._segment(state, layout.hour_name(hour)).write(rows)
+        now = self.clock()
+        for hour, segment in list(state.open.items()):
+            if segment.size >= self.roll_bytes or now - segment.opened >= self.roll_seconds:
+                self._roll(state, hour)
+        return table.num_rows
+
+    def _segment(self, state: _State, hour: str) -> SegmentWriter:
+        if hour not in state.open:
+            state.open[hour] = SegmentWriter.create(layout.folder(self.root, hour), state.next_seq,
+                                                    state.schema, self.clock())
+            state.next_seq += 1
+        return state.open[hour]
+
+    def _roll(self, state: _State, hour: str) -> None:
+        info = state.open.pop(hour).close()
+        state.index[info.path] = info
+
+    def flush(self) -> int:
+        """Close every open segment, so everything appended so far is durable and readable.
+        Returns the log's offset: the number of the next segment; every segment below it is
+        closed. A checkpoint stores it to `rollback` to after a restore."""
+        state = self._writer()
+        for hour in list(state.open):
+            self._roll(state, hour)
+        return state.next_seq
+
+    def rollback(self, offset: int) -> int:
+        """Delete the closed segments numbered `offset` or above (those closed after the flush
+        that returned `offset`), before appending again after a restore; the source delivers
+        their rows again. Returns the number of rows deleted."""
+        state = self._writer()
+        if state.open:
+            raise RuntimeError("rollback() goes before any append: this log has open segments")
+        doomed = [info for info in self._closed() if info.seq >= offset]
+        for info in doomed:
+            info.path.unlink()
+            del state.index[info.path]
+        for parent in {info.path.parent for info in doomed}:
+            layout.fsync_dir(parent)
+        if doomed:
+            logger.warning("%s: rolled back %d segments from %d on", self.root, len(doomed), offset)
+        return sum(info.rows for info in doomed)
+
+    def close(self) -> None:
+        """Flush and give up the writer lock (a reader just forgets its index)."""
+        if self._state is not None and self._state.lock is not None:
+            self.flush()
+            os.close(self._state.lock)
+        self._state = None
+
+    def __enter__(self) -> EventLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def read(self, start: float | None = None, end: float | None = None) -> Iterator[EventChunk]:
+        """Chunks of the closed segments' rows with `start <= ts < end` (epoch seconds, None:
+        unbounded), in event-time order (ties in the order appended), one event hour in memory
+        at a time. See `freshrec.log.read` for the chunks' columns."""
+        return self._read(start, end, READ_ROWS)
+
+    def _read(self, start: float | None, end: float | None, rows: int) -> Iterator[EventChunk]:
+        yield from read_segments(self.root, self._closed(), self.schema, start, end, rows)
+
+    def batches(self, pipeline: FeaturePipeline, start: float | None = None, end: float | None = None,
+                batch_size: int = 512) -> Iterator[Batch]:
+        """`read(start, end)` as `Batch`es of `batch_size` rows (the last of each hour may be
+        shorter) built by `pipeline`: the offline trainer's input.
+
+        >>> import tempfile
+        >>> from freshrec.events import Simulator, SimulatorConfig
+        >>> from freshrec.features import FeaturePipeline, default_specs
+        >>> sim = Simulator(SimulatorConfig(n_users=20, n_items=10, batch_size=100, total_events=300))
+        >>> with EventLog(tempfile.mkdtemp(), sim.fields) as log:
+        ...     _ = [log.append(chunk) for chunk in sim]
+        ...     _ = log.flush()
+        ...     sizes = [len(b) for b in log.batches(FeaturePipeline(default_specs(sim.fields)), batch_size=128)]
+        >>> sizes
+        [128, 128, 44]
+        """
+        for chunk in self._read(start, end, batch_size):
+            yield pipeline.build(chunk)

@@ -1,0 +1,174 @@
+"""One segment of the event log: a Parquet file of rows from one event hour.
+
+`SegmentWriter` appends to an open segment (rows buffered into row groups of `ROW_GROUP_ROWS`) and
+closes it: footer with the segment's figures as key-value metadata, fsync, rename from
+`.segment-N.parquet.inprogress` to `segment-N.parquet`, fsync of the folder. `SegmentInfo` holds
+those figures, read back from the footer alone:
+
+| key | value |
+|---|---|
+| `freshrec.rows` | row count |
+| `freshrec.ts_min`, `freshrec.ts_max` | smallest and largest `ts` (repr of the float: exact) |
+| `freshrec.positions` | JSON `{source: [min position, max position]}` |
+
+>>> import tempfile
+>>> schema = log_schema([])
+>>> folder = Path(tempfile.mkdtemp()) / "event_hour=2023-11-14T22"
+>>> writer = SegmentWriter.create(folder, 3, schema, opened=0.0)
+>>> rows = pa.table({"ts": [5.0, 2.0], "user_id": ["u", "v"], "item_id": ["i", "i"],
+...                  "label": pa.array([1, 0], pa.float32()), "position": [10, 11],
+...                  "source": ["sim", "sim"]}, schema=schema)
+>>> writer.write(rows)
+>>> info = writer.close()
+>>> info.path.name, info.rows, info.ts_min, info.ts_max, info.positions, info.hour
+('segment-000000000003.parquet', 2, 2.0, 5.0, {'sim': (10, 11)}, '2023-11-14T22')
+>>> SegmentInfo.read(info.path) == info
+True
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from freshrec.events.event import TS, Field
+from freshrec.events.live import conform
+from freshrec.log.layout import PARTITION, closed_name, fsync_dir, open_name, seq_of
+
+__all__ = ["COMPRESSION", "POSITION", "ROW_GROUP_ROWS", "SOURCE", "CorruptSegment", "SegmentInfo",
+           "SegmentWriter", "log_schema"]
+
+POSITION, SOURCE = "position", "source"
+ROW_GROUP_ROWS = 65_536
+COMPRESSION = "zstd"
+_ROWS, _TS_MIN, _TS_MAX, _POSITIONS = (f"freshrec.{k}" for k in ("rows", "ts_min", "ts_max", "positions"))
+
+
+class CorruptSegment(ValueError):
+    """A closed segment whose footer cannot be read (torn, truncated) or has no freshrec figures."""
+
+
+def log_schema(fields: Sequence[Field]) -> pa.Schema:
+    """The schema of every segment: the standard columns and `fields` as `conform` types them,
+    then `position` (int64) and `source` (string). ValueError for a field named like a log column.
+
+    >>> log_schema([]).names
+    ['ts', 'user_id', 'item_id', 'label', 'position', 'source']
+    """
+    if clash := sorted({f.name for f in fields} & {POSITION, SOURCE, PARTITION}):
+        raise ValueError(f"field {clash[0]!r} clashes with a column of the event log "
+                         f"({POSITION}, {SOURCE}, {PARTITION} are reserved)")
+    columns = conform(pa.table({TS: pa.array([], pa.float64())}), fields).schema
+    return columns.append(pa.field(POSITION, pa.int64())).append(pa.field(SOURCE, pa.string()))
+
+
+@dataclass(frozen=True)
+class SegmentInfo:
+    """The figures of a closed segment: where it is, its rows, its `ts` range and, per source,
+    the range of source positions it holds."""
+
+    path: Path
+    rows: int
+    ts_min: float
+    ts_max: float
+    positions: dict[str, tuple[int, int]]
+
+    @property
+    def seq(self) -> int:
+        return seq_of(self.path)
+
+    @property
+    def hour(self) -> str:
+        return self.path.parent.name.removeprefix(f"{PARTITION}=")
+
+    def overlaps(self, start: float | None, end: float | None) -> bool:
+        """Whether some row may have `start <= ts < end` (None: unbounded)."""
+        return (start is None or self.ts_max >= start) and (end is None or self.ts_min < end)
+
+    def metadata(self) -> dict[str, str]:
+        """The figures as Parquet key-value metadata."""
+        return {_ROWS: str(self.rows), _TS_MIN: repr(self.ts_min), _TS_MAX: repr(self.ts_max),
+                _POSITIONS: json.dumps({s: list(r) for s, r in sorted(self.positions.items())})}
+
+    @classmethod
+    def read(cls, path: Path) -> SegmentInfo:
+        """The figures from a closed segment's footer; `CorruptSegment` when it cannot be read."""
+        try:
+            kv = pq.read_metadata(path).metadata or {}
+        except (OSError, pa.ArrowException) as error:
+            raise CorruptSegment(f"{path}: unreadable Parquet footer ({error})") from None
+        kv = {k.decode(): v.decode() for k, v in kv.items()}
+        if missing := [k for k in (_ROWS, _TS_MIN, _TS_MAX, _POSITIONS) if k not in kv]:
+            raise CorruptSegment(f"{path}: no {missing[0]} in its footer (not a freshrec segment)")
+        positions = {s: (int(lo), int(hi)) for s, (lo, hi) in json.loads(kv[_POSITIONS]).items()}
+        return cls(path, int(kv[_ROWS]), float(kv[_TS_MIN]), float(kv[_TS_MAX]), positions)
+
+
+class SegmentWriter:
+    """An open segment. Use `create`; `write` rows of the log schema, then `close` once."""
+
+    def __init__(self, path: Path, sink: pa.NativeFile, writer: pq.ParquetWriter, opened: float) -> None:
+        self.path = path
+        self.sink = sink
+        self.writer = writer
+        self.opened = opened
+        self._buffer: list[pa.Table] = []
+        self._stats: list[tuple[int, float, float, str, int, int]] = []
+
+    @classmethod
+    def create(cls, folder: Path, seq: int, schema: pa.Schema, opened: float) -> SegmentWriter:
+        """Open `folder/.segment-<seq>.parquet.inprogress` (creating the folder durably);
+        `opened` is the clock reading that ages it."""
+        if not folder.is_dir():
+            folder.mkdir(parents=True)
+            fsync_dir(folder.parent)
+        path = folder / open_name(seq)
+        sink = pa.OSFile(str(path), "wb")
+        writer = pq.ParquetWriter(sink, schema, compression=COMPRESSION, write_page_checksum=True)
+        return cls(path, sink, writer, opened)
+
+    @property
+    def size(self) -> int:
+        """Bytes written so far plus bytes buffered (uncompressed) for the next row group."""
+        return self.sink.tell() + sum(t.nbytes for t in self._buffer)
+
+    def write(self, table: pa.Table) -> None:
+        """Append rows (log schema, one source); written out once a row group's worth is buffered."""
+        ts = table.column(TS).to_numpy()
+        positions = table.column(POSITION).to_numpy()
+        self._stats.append((table.num_rows, float(ts.min()), float(ts.max()),
+                            table.column(SOURCE)[0].as_py(), int(positions.min()), int(positions.max())))
+        self._buffer.append(table)
+        if sum(t.num_rows for t in self._buffer) >= ROW_GROUP_ROWS:
+            self._write_buffer()
+
+    def _write_buffer(self) -> None:
+        if self._buffer:
+            self.writer.write_table(pa.concat_tables(self._buffer), row_group_size=ROW_GROUP_ROWS)
+            self._buffer = []
+
+    def _info(self, path: Path) -> SegmentInfo:
+        rows, ts_min, ts_max, sources, lows, highs = zip(*self._stats, strict=True)
+        positions: dict[str, tuple[int, int]] = {}
+        for source, low, high in zip(sources, lows, highs, strict=True):
+            old = positions.get(source, (low, high))
+            positions[source] = (min(old[0], low), max(old[1], high))
+        return SegmentInfo(path, sum(rows), min(ts_min), max(ts_max), positions)
+
+    def close(self) -> SegmentInfo:
+        """Finish the file, make it durable and give it its closed name; returns its figures."""
+        self._write_buffer()
+        info = self._info(self.path.with_name(closed_name(seq_of(self.path))))
+        self.writer.add_key_value_metadata(info.metadata())
+        self.writer.close()
+        os.fsync(self.sink.fileno())
+        self.sink.close()
+        os.replace(self.path, info.path)
+        fsync_dir(info.path.parent)
+        return info

@@ -1,0 +1,47 @@
+"""`BackgroundServer`: the HTTP server in a thread of this process (for `freshrec run`, whose main
+thread runs the engine), following a registry until `stop()`.
+
+>>> import tempfile
+>>> server = BackgroundServer(tempfile.mkdtemp(), port=0)
+>>> server.stop() is None                 # nothing was published to serve
+True
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import uvicorn
+
+from freshrec.serve.app import ServeConfig, create_app
+from freshrec.serve.service import ModelService
+from freshrec.snapshot import ModelRegistry
+
+__all__ = ["ADMIN_TOKEN_ENV", "BackgroundServer"]
+
+ADMIN_TOKEN_ENV = "FRESHREC_ADMIN_TOKEN"
+
+
+class BackgroundServer:
+    """Serves `registry` on host:port from a daemon thread; OSError if it cannot listen."""
+
+    def __init__(self, registry: str | Path, port: int, host: str = "127.0.0.1", timeout: float = 10.0) -> None:
+        self.service = ModelService(ModelRegistry(registry))
+        app = create_app(self.service, ServeConfig(admin_token=os.environ.get(ADMIN_TOKEN_ENV)))
+        self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, name="freshrec-server", daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise OSError(f"cannot serve on {host}:{port} (in use?)")
+            time.sleep(0.02)
+
+    def stop(self) -> int | None:
+        """Shut down; returns the version that was being served."""
+        self.server.should_exit = True
+        self.thread.join()
+        return self.service.version
