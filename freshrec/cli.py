@@ -364,7 +364,7 @@ def _run(fmt: str, data: Path | None, source_kind: str, kafka: KafkaOptions, lim
     letters.close()
     if server is not None:
         figures["served_version"] = server.stop()
-    figures["dead_letters"] = letters.total
+    figures["dead_letters"] = letters.total + (source.dead_letters.total if source_kind == "kafka" else 0)
     return figures
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 from safetensors.numpy import load_file, save_file
 
 from freshrec.events.source import Position
@@ -51,18 +52,32 @@ class Checkpoint:
     position: Position
     trainer: OnlineTrainer
     meta: dict[str, Any] = field(default_factory=dict)
-    joiner: dict[str, np.ndarray] | None = None
+    joiner: dict[str, np.ndarray | pa.Table] | None = None
 
     def save(self, directory: Path) -> None:
         save_trainer(self.trainer, directory)
+        tables = []
         if self.joiner is not None:
-            save_file({k: np.ascontiguousarray(v) for k, v in self.joiner.items()}, str(directory / JOINER))
-        (directory / META).write_text(json.dumps({"step": self.step, "position": self.position, "meta": self.meta}))
+            arrays = {k: np.ascontiguousarray(v) for k, v in self.joiner.items() if isinstance(v, np.ndarray)}
+            save_file(arrays, str(directory / JOINER))
+            for name, table in self.joiner.items():
+                if isinstance(table, pa.Table):
+                    with pa.OSFile(str(directory / f"joiner.{name}.arrow"), "wb") as sink, \
+                            pa.ipc.new_file(sink, table.schema) as writer:
+                        writer.write_table(table)
+                    tables.append(name)
+        (directory / META).write_text(json.dumps({"step": self.step, "position": self.position, "meta": self.meta,
+                                                  "joiner_tables": tables}))
 
     @classmethod
     def load(cls, directory: Path) -> Checkpoint:
         saved = json.loads((directory / META).read_text())
-        joiner = load_file(str(directory / JOINER)) if (directory / JOINER).exists() else None
+        joiner = None
+        if (directory / JOINER).exists():
+            joiner = dict(load_file(str(directory / JOINER)))
+            for name in saved["joiner_tables"]:
+                with pa.memory_map(str(directory / f"joiner.{name}.arrow")) as source:
+                    joiner[name] = pa.ipc.open_file(source).read_all()
         return cls(saved["step"], saved["position"], load_trainer(directory), saved["meta"], joiner)
 
 

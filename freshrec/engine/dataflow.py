@@ -76,9 +76,11 @@ class DataFlowEngine:
         self.publisher: Publisher | None = None
 
     def restore(self) -> int | None:
-        """Continue from the newest checkpoint (None: start fresh); returns its step."""
+        """Continue from the newest checkpoint, or start afresh (the log emptied: nothing in it was
+        committed); returns the checkpoint's step or None."""
         checkpoint = self.checkpoints.latest()
-        if checkpoint is None:
+        if checkpoint is None:  # nothing is committed: segments closed before a crash go too
+            self.log.rollback(0)
             return None
         self.trainer = checkpoint.trainer
         if self.joiner is not None and checkpoint.joiner is not None:

@@ -110,6 +110,9 @@ class KafkaDeadLetters:
         for letter in letters:
             self.put(letter)
 
+    def flush(self) -> None:
+        self.sink.flush()
+
 
 class KafkaSource:
     """Consumes `topic` in consumer group `group`; a `Source` of live events (never ends by itself;
@@ -212,6 +215,10 @@ class KafkaSource:
                 self._consumer.seek(TopicPartition(self.topic, tp.partition, offset))
 
     def close(self) -> None:
+        """Deliver the dead letters still queued, leave the group."""
+        flush = getattr(self.dead_letters, "flush", None)
+        if flush is not None:
+            flush()
         if self._consumer is not None:
             self._consumer.close()
             self._consumer = None
