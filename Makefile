@@ -19,7 +19,8 @@ $(VENV)/.installed: pyproject.toml
 setup: $(VENV)/.installed
 
 run: setup
-	$(BIN)/freshrec replay --format movielens-100k --fallback simulator --dead-letters out/dead_letters.jsonl
+	rm -rf out/state
+	$(BIN)/freshrec run --format movielens-100k --fallback simulator --state out/state --port 8000
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -356,7 +356,13 @@ def _run(fmt: str, data: Path | None, source_kind: str, kafka: KafkaOptions, lim
         source = kafka_source(kafka, source.fields)
     elif limit is not None:
         source = LimitedSource(source, limit)
-    server = BackgroundServer(options.state / "registry", port) if serve else None
+    server = None
+    if serve:
+        try:
+            server = BackgroundServer(options.state / "registry", port)
+            err.print(f"serving on http://127.0.0.1:{port} while it learns", markup=False, highlight=False)
+        except OSError as error:
+            err.print(f"not serving: {error}", markup=False, highlight=False)
     with Progress(TextColumn("{task.description}"), TextColumn("{task.fields[status]}"), TimeElapsedColumn(),
                   console=err, disable=quiet, transient=True) as bar:
         task = bar.add_task(f"run {source_kind} {fmt}", status="")

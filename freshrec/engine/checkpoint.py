@@ -56,9 +56,12 @@ class Checkpoint:
 
     def save(self, directory: Path) -> None:
         save_trainer(self.trainer, directory)
-        tables = []
+        tables, text = [], {}
         if self.joiner is not None:
-            arrays = {k: np.ascontiguousarray(v) for k, v in self.joiner.items() if isinstance(v, np.ndarray)}
+            arrays = {k: np.ascontiguousarray(v) for k, v in self.joiner.items()
+                      if isinstance(v, np.ndarray) and v.dtype.kind in "biuf"}
+            text = {k: [v.tolist(), v.dtype.str] for k, v in self.joiner.items()
+                    if isinstance(v, np.ndarray) and k not in arrays}   # strings: JSON, not pickle
             save_file(arrays, str(directory / JOINER))
             for name, table in self.joiner.items():
                 if isinstance(table, pa.Table):
@@ -67,7 +70,7 @@ class Checkpoint:
                         writer.write_table(table)
                     tables.append(name)
         (directory / META).write_text(json.dumps({"step": self.step, "position": self.position, "meta": self.meta,
-                                                  "joiner_tables": tables}))
+                                                  "joiner_tables": tables, "joiner_text": text}))
 
     @classmethod
     def load(cls, directory: Path) -> Checkpoint:
@@ -75,6 +78,7 @@ class Checkpoint:
         joiner = None
         if (directory / JOINER).exists():
             joiner = dict(load_file(str(directory / JOINER)))
+            joiner.update({k: np.array(values, dtype) for k, (values, dtype) in saved["joiner_text"].items()})
             for name in saved["joiner_tables"]:
                 with pa.memory_map(str(directory / f"joiner.{name}.arrow")) as source:
                     joiner[name] = pa.ipc.open_file(source).read_all()

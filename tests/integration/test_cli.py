@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -97,14 +98,19 @@ def test_datasets_lists_the_shared_data(tmp_path: Path) -> None:
 
 
 def test_make_run_path_uses_shared_movielens(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What `make run` does: the engine over MovieLens-100k with the server, then a summary."""
     root = need_real_data("movielens-100k").parent
     monkeypatch.setenv("FRESHREC_DATA", str(root))
-    result = CliRunner().invoke(app, ["replay", "--format", "movielens-100k", "--fallback", "simulator",
-                                      "--json", "--quiet", "--dead-letters", str(tmp_path / "d.jsonl")])
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    result = CliRunner().invoke(app, ["run", "--format", "movielens-100k", "--fallback", "simulator", "--json",
+                                      "--quiet", "--state", str(tmp_path / "state"), "--port", str(port)])
     assert result.exit_code == 0, result.output
     figures = _last_json(result.stdout)
-    assert figures["rows"] == 100_000 and figures["format"] == "movielens-100k"
-    assert figures["positive_rate"] == pytest.approx(0.55375)
+    assert figures["events"] == figures["learned"] == figures["logged"] == 100_000
+    assert figures["positive_rate"] == pytest.approx(0.55375) and figures["served_version"] >= 1
+    assert figures["auc"] > 0.65 and figures["checkpoints"] == 5 and figures["format"] == "movielens-100k"
 
 
 def test_without_data_or_network_it_says_it_replays_the_simulator(

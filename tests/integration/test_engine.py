@@ -93,3 +93,18 @@ def test_through_kafka_nothing_is_lost_or_trained_twice(tmp_path: Path, broker: 
     letters = [orjson.loads(m.value()) for m in consumer.consume(100, timeout=10.0) if not m.error()]
     consumer.close()
     assert letters and {letter["reason"] for letter in letters} == {"not_json"}   # once per read of it
+
+
+def test_sigterm_finishes_the_chunk_checkpoints_and_exits_0(tmp_path: Path) -> None:
+    command = FRESHREC + ["run", "--format", "simulator", "--limit", "5000000", "--state", str(tmp_path),
+                          "--no-serve", "--chunk", "2000", "--quiet", "--json"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(5.0)
+    process.send_signal(signal.SIGTERM)
+    out, errors = process.communicate(timeout=60)
+    assert process.returncode == 0, errors
+    figures = json.loads(out.strip().splitlines()[-1])
+    assert figures["stopped_by_signal"] and 0 < figures["events"] < 5_000_000
+    assert figures["events"] % 2000 == 0 and figures["learned"] == figures["events"]
+    latest = CheckpointStore(tmp_path / "checkpoints").latest()
+    assert latest.step == figures["checkpoints"] and latest.meta["events"] == figures["events"]
