@@ -24,7 +24,8 @@ SPECS = default_specs(FIELDS, dim=4)
 
 def _impressions_and_clicks(events: int = 6000) -> TableReplay:
     """Simulated impressions; each clicked one gets a click 1-40 s later (some past the 30 s window)."""
-    table = pa.concat_tables(c.table for c in Simulator(SimulatorConfig(total_events=events, batch_size=events, seed=3)))
+    sim = Simulator(SimulatorConfig(total_events=events, batch_size=events, seed=3))
+    table = pa.concat_tables(c.table for c in sim)
     n = table.num_rows
     impressions = table.drop_columns(["label"]).append_column("kind", pa.array(["impression"] * n)).append_column(
         "impression_id", pa.array([f"imp{i}" for i in range(n)]))
