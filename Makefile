@@ -30,6 +30,7 @@ bench: setup
 	$(BIN)/python bench/embedding.py
 	$(BIN)/python bench/train.py
 	$(BIN)/python bench/serve.py
+	$(BIN)/python bench/engine.py
 
 clean:
 	rm -rf $(VENV) out *.egg-info

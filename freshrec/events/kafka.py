@@ -129,6 +129,8 @@ class KafkaSource:
         self.dead_letters = dead_letters
         self.max_messages, self.idle_timeout = max_messages, idle_timeout
         self._kinds = {f.name: f.kind for f in self.fields if f.name not in ("ts", "user_id", "item_id", "label")}
+        names = {f.name for f in self.fields}
+        self._require_ids = "user_id" in names and "item_id" in names  # a Criteo-like stream has none
         self._config = {"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False,
                         "auto.offset.reset": "earliest", **FAST_GROUP, **(settings or {})}
         self._consumer: Consumer | None = None
@@ -174,7 +176,7 @@ class KafkaSource:
             position = (partition << PARTITION_SHIFT) + offset
             try:
                 event = decode_event(message.value(), message.timestamp()[1] / 1000.0, f"{partition}:{offset}")
-                check_event(event, self._kinds)
+                check_event(event, self._kinds, self._require_ids)
             except ValueError as error:
                 reason, _, detail = str(error).partition(": ")
                 if not detail:

@@ -102,8 +102,9 @@ def _check(value: object, kind: FieldKind) -> object:
     return str(value)
 
 
-def check_event(event: Event, kinds: dict[str, FieldKind]) -> None:
-    """ValueError naming the first problem of `event` for a source with fields `kinds`."""
+def check_event(event: Event, kinds: dict[str, FieldKind], require_ids: bool = True) -> None:
+    """ValueError naming the first problem of `event` for a source with fields `kinds` (a user and
+    an item id are required unless `require_ids` is False, e.g. for a Criteo-like stream)."""
     if unknown := sorted(set(event.fields) - set(kinds)):
         raise ValueError(f"unknown field {unknown[0]!r}; this source has: {', '.join(sorted(kinds))}")
     if isinstance(event.ts, bool) or not isinstance(event.ts, (int, float)) or event.ts != event.ts:
@@ -111,7 +112,7 @@ def check_event(event: Event, kinds: dict[str, FieldKind]) -> None:
     if event.label is not None and (isinstance(event.label, bool) or not isinstance(event.label, (int, float))):
         raise ValueError(f"label must be a number, not {event.label!r}")
     for name, value in ((USER, event.user_id), (ITEM, event.item_id)):
-        if value is None:
+        if value is None and require_ids:
             raise ValueError(f"{name} is missing")
         check_value(value, FieldKind.CATEGORICAL, name)
     for name, value in event.fields.items():
@@ -121,8 +122,8 @@ def check_event(event: Event, kinds: dict[str, FieldKind]) -> None:
 def events_table(events: Sequence[Event], kinds: dict[str, FieldKind]) -> pa.Table:
     """The live-schema table of events that passed `check_event`."""
     columns = {TS: pa.array([float(e.ts) for e in events], pa.float64()),
-               USER: pa.array([str(e.user_id) for e in events], pa.string()),
-               ITEM: pa.array([str(e.item_id) for e in events], pa.string()),
+               USER: pa.array([None if e.user_id is None else str(e.user_id) for e in events], pa.string()),
+               ITEM: pa.array([None if e.item_id is None else str(e.item_id) for e in events], pa.string()),
                LABEL: pa.array([e.label for e in events], pa.float32())}
     for name, kind in kinds.items():
         columns[name] = pa.array([_check(e.fields.get(name), kind) for e in events], arrow_type(kind))
