@@ -366,7 +366,8 @@ def _run(fmt: str, data: Path | None, source_kind: str, kafka: KafkaOptions, lim
     with Progress(TextColumn("{task.description}"), TextColumn("{task.fields[status]}"), TimeElapsedColumn(),
                   console=err, disable=quiet, transient=True) as bar:
         task = bar.add_task(f"run {source_kind} {fmt}", status="")
-        figures = run(source, options, on_chunk=None if quiet else _engine_progress(bar, task))
+        show = None if quiet else _engine_progress(bar, task, getattr(source, "lag", None), server)
+        figures = run(source, options, on_chunk=show)
     letters.close()
     if server is not None:
         figures["served_version"] = server.stop()
@@ -374,14 +375,27 @@ def _run(fmt: str, data: Path | None, source_kind: str, kafka: KafkaOptions, lim
     return figures
 
 
-def _engine_progress(bar: Progress, task: TaskID) -> Callable:
+def _engine_progress(bar: Progress, task: TaskID, lag: Callable[[], int] | None,
+                     server: BackgroundServer | None) -> Callable:
+    """Events, events/s, consumer lag (Kafka), AUC over the recent window, model version,
+    freshness (served), checkpoints; refreshed at most every half second."""
+    shown = [0.0]
+
     def show(engine, summary: IngestSummary) -> None:
+        now = time_module.monotonic()
+        if now - shown[0] < 0.5:
+            return
+        shown[0] = now
         elapsed = max(bar.tasks[0].elapsed or 1e-9, 1e-9)
         window = engine.trainer.metrics.window()["auc"] if engine.trainer.batches else None
         version = engine.publisher.version if engine.publisher else None
+        fresh = server.service.describe().get("freshness_s") if server is not None else None
         bar.update(task, status=f"{engine.events:,} events  {summary.rows / elapsed:,.0f}/s  "
+                                + (f"lag {lag():,}  " if lag is not None else "")
                                 + (f"AUC(window) {window:.4f}  " if window is not None else "")
-                                + f"model v{version}  checkpoints {engine.step}")
+                                + f"model v{version}  "
+                                + (f"freshness p50 {fresh['p50']:.2f}s  " if fresh else "")
+                                + f"checkpoints {engine.step}")
     return show
 
 

@@ -216,6 +216,16 @@ class KafkaSource:
                 offset = self._seek_to.get(tp.partition, OFFSET_BEGINNING)
                 self._consumer.seek(TopicPartition(self.topic, tp.partition, offset))
 
+    def lag(self) -> int:
+        """Messages on the assigned partitions not handed out yet (asks the broker)."""
+        if self._consumer is None:
+            return 0
+        total = 0
+        for tp in self._consumer.assignment():
+            _, high = self._consumer.get_watermark_offsets(tp, timeout=1.0)
+            total += max(0, high - self._next.get(tp.partition, 0))
+        return total
+
     def close(self) -> None:
         """Deliver the dead letters still queued, leave the group."""
         flush = getattr(self.dead_letters, "flush", None)
