@@ -47,6 +47,7 @@ from freshrec.events.live import LiveQueue
 from freshrec.events.simulator import SimulatorConfig
 from freshrec.events.source import LimitedSource, limited, paced
 from freshrec.features import FeaturePipeline, default_specs
+from freshrec.join import JoinConfig
 from freshrec.models import MODELS, ModelConfig, build_model
 from freshrec.serve import ModelService, ServeConfig, create_app
 from freshrec.serve.background import ADMIN_TOKEN_ENV, BackgroundServer
@@ -305,6 +306,12 @@ def run_command(
     topic: Annotated[str, typer.Option(help="kafka: the events topic (dead letters: TOPIC.dead).")]
     = "freshrec.events",
     idle_timeout: Annotated[float | None, typer.Option(help="kafka: stop after this many idle seconds.")] = None,
+    kafka_setting: Annotated[list[str], typer.Option(help="kafka: a librdkafka KEY=VALUE (SASL, TLS; repeatable).")]
+    = [],  # noqa: B006
+    join_window: Annotated[float | None, typer.Option(
+        help="Join impressions (kind column) with later clicks within this many seconds.")] = None,
+    join_key: Annotated[str, typer.Option(help="--join-window: impression_id or user_id,item_id.")]
+    = "user_id,item_id",
     state: Annotated[Path, typer.Option(help="Log, checkpoints and registry; a rerun continues here.")]
     = Path("out/state"),
     model: Annotated[str, typer.Option(help=f"One of: {', '.join(MODELS)}.")] = "fm",
@@ -329,11 +336,16 @@ def run_command(
         learner = _learner(model, dim, lr, seed)
         if source not in ("replay", "kafka") or batch_size <= 0 or chunk <= 0 or checkpoint_events <= 0:
             raise UsageError("--source is replay or kafka; --batch-size, --chunk, --checkpoint-events positive")
+        if any("=" not in setting for setting in kafka_setting):
+            raise UsageError("--kafka-setting takes KEY=VALUE")
+        join = None if join_window is None else JoinConfig(window=join_window, key=tuple(join_key.split(",")))
         fmt, data, note = _resolve_data(fmt, data, fallback)
         if note:
             err.print(note, markup=False, highlight=False)
-        figures = _run(fmt, data, source, KafkaOptions(bootstrap, topic, idle_timeout=idle_timeout), limit, chunk,
-                       RunOptions(model, learner[1], state, batch_size, checkpoint_events, sync_interval),
+        kafka = KafkaOptions(bootstrap, topic, idle_timeout=idle_timeout,
+                             settings=tuple(tuple(s.split("=", 1)) for s in kafka_setting))
+        figures = _run(fmt, data, source, kafka, limit, chunk,
+                       RunOptions(model, learner[1], state, batch_size, checkpoint_events, sync_interval, join=join),
                        serve, port, quiet)
     except (UsageError, UnknownFormat, typer.BadParameter) as error:
         if debug:

@@ -29,10 +29,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pyarrow.compute as pc
+
 from freshrec.engine.checkpoint import Checkpoint, CheckpointStore
 from freshrec.engine.ingest import IngestSummary
 from freshrec.engine.sync import Publisher, SyncConfig
-from freshrec.events.event import EventChunk
+from freshrec.events.event import TS, EventChunk
 from freshrec.events.source import Source
 from freshrec.features import FeaturePipeline, FeatureSpec
 from freshrec.join import Joiner
@@ -48,11 +50,15 @@ __all__ = ["DataFlowEngine", "EngineConfig"]
 class EngineConfig:
     """- `batch_size`: micro-batch rows; `checkpoint_events`: source events between checkpoints;
     - `sync`: delta and snapshot publishing (`publish=False`: none, e.g. without servers);
-    - `trainer`: the online trainer's settings."""
+    - `trainer`: the online trainer's settings;
+    - `retrain_events` / `retrain_seconds` (event time): how often the `retrain` hook is called
+      (the offline trainer's trigger; None: never)."""
 
     batch_size: int = 512
     checkpoint_events: int = 50_000
     publish: bool = True
+    retrain_events: int | None = None
+    retrain_seconds: float | None = None
     sync: SyncConfig = field(default_factory=SyncConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
 
@@ -62,7 +68,12 @@ class DataFlowEngine:
 
     def __init__(self, source: Source, specs: Sequence[FeatureSpec], build: Callable[[], OnlineModel],
                  root: str | Path, config: EngineConfig | None = None, joiner: Joiner | None = None) -> None:
+        """`retrain` (set after construction) is called with the engine when a retrain is due: after
+        the log is flushed, so an offline trainer reading the log sees every event learned so far."""
         self.source, self.specs, self.build = source, tuple(specs), build
+        self.retrain: Callable[[DataFlowEngine], None] | None = None
+        self.retrains = 0
+        self._retrain_events, self._retrain_ts = 0, None
         self.root = Path(root)
         self.config = config or EngineConfig()
         self.joiner = joiner
@@ -107,6 +118,7 @@ class DataFlowEngine:
             if since_checkpoint >= self.config.checkpoint_events:
                 self.checkpoint()
                 since_checkpoint = 0
+            self._maybe_retrain(chunk)
             if on_chunk is not None:
                 on_chunk(self, summary)
             if stop.is_set():
@@ -121,7 +133,25 @@ class DataFlowEngine:
         summary.seconds = time.perf_counter() - start
         return {**summary.as_dict(), **self.trainer.report(), "events": self.events, "logged": self.logged,
                 "learned": self.learned, "checkpoints": self.step, "restored_from": self.restored_from,
+                "retrains": self.retrains,
                 "published": self.publisher.published if self.publisher else None}
+
+    def _maybe_retrain(self, chunk: EventChunk) -> None:
+        """Call the `retrain` hook when `retrain_events` events or `retrain_seconds` of event time
+        passed since the last call."""
+        c = self.config
+        if self.retrain is None or (c.retrain_events is None and c.retrain_seconds is None):
+            return
+        self._retrain_events += len(chunk)
+        latest = float(pc.max(chunk.table.column(TS)).as_py() or 0.0) if len(chunk) else 0.0
+        self._retrain_ts = latest if self._retrain_ts is None else self._retrain_ts
+        by_volume = c.retrain_events is not None and self._retrain_events >= c.retrain_events
+        by_time = c.retrain_seconds is not None and latest - self._retrain_ts >= c.retrain_seconds
+        if by_volume or by_time:
+            self.log.flush()
+            self.retrain(self)
+            self.retrains += 1
+            self._retrain_events, self._retrain_ts = 0, latest
 
     def _learn(self, examples: EventChunk | None, summary: IngestSummary) -> None:
         if examples is None or not len(examples):

@@ -20,6 +20,7 @@ from freshrec.events.deadletter import DeadLetterSink
 from freshrec.events.kafka import KafkaDeadLetters, KafkaSink, KafkaSource, create_topic
 from freshrec.events.source import Source
 from freshrec.features import default_specs
+from freshrec.join import JoinConfig, Joiner
 from freshrec.models import ModelConfig, build_model
 from freshrec.train import TrainerConfig
 
@@ -35,6 +36,7 @@ class KafkaOptions:
     group: str = "freshrec-trainer"
     partitions: int = 4
     idle_timeout: float | None = None
+    settings: tuple[tuple[str, str], ...] = ()   # librdkafka settings: SASL, TLS...
 
 
 @dataclass(frozen=True)
@@ -48,15 +50,17 @@ class RunOptions:
     checkpoint_events: int = 50_000
     sync_interval: float = 1.0
     publish: bool = True
+    join: JoinConfig | None = None
 
 
 def kafka_source(options: KafkaOptions, fields, dead_letters: DeadLetterSink | None = None) -> KafkaSource:
     """A consumer of the topic (created if missing); bad messages go to `<topic>.dead`."""
-    create_topic(options.bootstrap, options.topic, options.partitions)
+    settings = dict(options.settings)
+    create_topic(options.bootstrap, options.topic, options.partitions, settings)
     if dead_letters is None:
-        create_topic(options.bootstrap, f"{options.topic}.dead", 1)
-        dead_letters = KafkaDeadLetters(KafkaSink(options.bootstrap, f"{options.topic}.dead"))
-    return KafkaSource(options.bootstrap, options.topic, options.group, fields, dead_letters,
+        create_topic(options.bootstrap, f"{options.topic}.dead", 1, settings)
+        dead_letters = KafkaDeadLetters(KafkaSink(options.bootstrap, f"{options.topic}.dead", settings))
+    return KafkaSource(options.bootstrap, options.topic, options.group, fields, dead_letters, settings,
                        idle_timeout=options.idle_timeout)
 
 
@@ -66,8 +70,10 @@ def run(source: Source, options: RunOptions, on_chunk: Callable | None = None) -
     config = EngineConfig(batch_size=options.batch_size, checkpoint_events=options.checkpoint_events,
                           publish=options.publish, sync=SyncConfig(sync_interval=options.sync_interval),
                           trainer=TrainerConfig(seed=options.model_config.seed))
-    engine = DataFlowEngine(source, specs, lambda: build_model(options.model, specs, options.model_config),
-                            options.state, config)
+    joiner = Joiner(options.join) if options.join is not None else None
+    features = [s for s in specs if s.name not in (*(options.join.key_columns if options.join else ()), "kind")]
+    engine = DataFlowEngine(source, features, lambda: build_model(options.model, features, options.model_config),
+                            options.state, config, joiner)
     engine.restore()
     stop = threading.Event()
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}

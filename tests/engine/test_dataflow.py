@@ -79,3 +79,32 @@ def test_a_chunk_without_the_join_key_is_refused(tmp_path: Path) -> None:
                             tmp_path, EngineConfig(publish=False), Joiner(JoinConfig(key=("impression_id",))))
     with pytest.raises(ValueError, match="impression_id"):
         engine.run()
+
+
+def test_the_retrain_hook_fires_by_volume_and_sees_the_log(tmp_path: Path) -> None:
+    seen = []
+    engine = DataFlowEngine(Simulator(SimulatorConfig(total_events=5000, batch_size=500)), SPECS,
+                            lambda: build_model("lr", SPECS), tmp_path,
+                            EngineConfig(publish=False, retrain_events=2000))
+    engine.retrain = lambda e: seen.append((e.events, e.log.rows))
+    figures = engine.run()
+    assert seen == [(2000, 2000), (4000, 4000)] and figures["retrains"] == 2
+
+
+def test_the_retrain_hook_fires_by_event_time(tmp_path: Path) -> None:
+    seen = []
+    engine = DataFlowEngine(Simulator(SimulatorConfig(total_events=5000, batch_size=500)), SPECS,
+                            lambda: build_model("lr", SPECS), tmp_path,
+                            EngineConfig(publish=False, retrain_seconds=1.0))
+    engine.retrain = lambda e: seen.append(e.events)
+    engine.run()
+    assert len(seen) >= 2 and seen == sorted(seen)   # the simulator makes ~1,000 events per second
+
+
+def test_run_with_a_join_config_learns_joined_examples_without_key_features(tmp_path: Path) -> None:
+    from freshrec.engine.run import RunOptions, run
+
+    options = RunOptions("fm", ModelConfig(dim=4), tmp_path, checkpoint_events=3000, publish=False,
+                         join=JoinConfig(window=30.0, allowed_lateness=0.0, key=("impression_id",)))
+    figures = run(_impressions_and_clicks(), options)
+    assert figures["learned"] == 6000 and figures["events"] > 6000 and not figures["stopped_by_signal"]
