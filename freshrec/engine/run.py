@@ -60,8 +60,9 @@ def kafka_source(options: KafkaOptions, fields, dead_letters: DeadLetterSink | N
     if dead_letters is None:
         create_topic(options.bootstrap, f"{options.topic}.dead", 1, settings)
         dead_letters = KafkaDeadLetters(KafkaSink(options.bootstrap, f"{options.topic}.dead", settings))
+    has_ids = {"user_id", "item_id"} <= {f.name for f in fields}   # Criteo-like data sets have neither
     return KafkaSource(options.bootstrap, options.topic, options.group, fields, dead_letters, settings,
-                       idle_timeout=options.idle_timeout)
+                       idle_timeout=options.idle_timeout, require_ids=has_ids)
 
 
 def run(source: Source, options: RunOptions, on_chunk: Callable | None = None) -> dict:

@@ -117,20 +117,19 @@ class KafkaDeadLetters:
 class KafkaSource:
     """Consumes `topic` in consumer group `group`; a `Source` of live events (never ends by itself;
     `idle_timeout` ends iteration after that many seconds without a message once partitions are
-    assigned)."""
+    assigned). `require_ids=False` accepts events without user or item (a Criteo-like stream)."""
 
     has_event_time = True
 
     def __init__(self, bootstrap: str, topic: str, group: str, fields: Sequence[Field],
                  dead_letters: DeadLetterSink, settings: Mapping[str, str] | None = None,
-                 max_messages: int = 10_000, idle_timeout: float | None = None) -> None:
+                 max_messages: int = 10_000, idle_timeout: float | None = None, require_ids: bool = True) -> None:
         self.name, self.topic = f"kafka:{topic}", topic
         self.fields = tuple(fields)
         self.dead_letters = dead_letters
         self.max_messages, self.idle_timeout = max_messages, idle_timeout
         self._kinds = {f.name: f.kind for f in self.fields if f.name not in ("ts", "user_id", "item_id", "label")}
-        names = {f.name for f in self.fields}
-        self._require_ids = "user_id" in names and "item_id" in names  # a Criteo-like stream has none
+        self.require_ids = require_ids
         self._config = {"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False,
                         "auto.offset.reset": "earliest", **FAST_GROUP, **(settings or {})}
         self._consumer: Consumer | None = None
@@ -176,7 +175,7 @@ class KafkaSource:
             position = (partition << PARTITION_SHIFT) + offset
             try:
                 event = decode_event(message.value(), message.timestamp()[1] / 1000.0, f"{partition}:{offset}")
-                check_event(event, self._kinds, self._require_ids)
+                check_event(event, self._kinds, self.require_ids)
             except ValueError as error:
                 reason, _, detail = str(error).partition(": ")
                 if not detail:
