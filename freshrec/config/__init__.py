@@ -1,27 +1,36 @@
-"""Configuration at the edges: where data and caches live.
+"""Configuration at the edges: the YAML config (`FreshrecConfig`, `load_config`) and where data and caches live.
 
->>> import os
->>> os.environ["FRESHREC_DATA"] = "/tmp/my-data"
->>> str(data_root())
-'/tmp/my-data'
->>> del os.environ["FRESHREC_DATA"]
+>>> config = parse_config({"gpu": {"type": "A100", "count": 8, "autoscale": True},
+...                        "training": {"online_batch_size": 512, "offline_interval": "6h"}})
+>>> config.training.offline_interval, config.training.online_batch_size, config.gpu.count
+(21600.0, 512, 8)
+>>> parse_config({"training": {"offline_interval": "6x"}})  # doctest: +ELLIPSIS
+Traceback (most recent call last):
+...
+freshrec.config.errors.ConfigError: training.offline_interval: expected a non-negative duration like 30s, ...
 """
 
-from __future__ import annotations
+from freshrec.config.durations import DURATION_HELP, Duration, format_duration, parse_duration
+from freshrec.config.errors import ConfigError
+from freshrec.config.load import load_config, parse_config, show_config
+from freshrec.config.paths import cache_dir, data_root
+from freshrec.config.schema import FreshrecConfig
+from freshrec.config.sections import (
+    EmbeddingSection,
+    FeatureOverride,
+    FeaturesSection,
+    FusionSection,
+    GpuSection,
+    KafkaSection,
+    LogSection,
+    ModelSection,
+    ServeSection,
+    SourceSection,
+    SyncSection,
+    TrainingSection,
+)
 
-import os
-from pathlib import Path
-
-__all__ = ["cache_dir", "data_root"]
-
-
-def data_root() -> Path:
-    """The folder of real data sets: `$FRESHREC_DATA`, else `../shared/data` from the working directory."""
-    return Path(os.environ.get("FRESHREC_DATA", "../shared/data"))
-
-
-def cache_dir() -> Path:
-    """Where downloads are cached: `$FRESHREC_CACHE`, else `$XDG_CACHE_HOME/freshrec` or `~/.cache/freshrec`."""
-    if "FRESHREC_CACHE" in os.environ:
-        return Path(os.environ["FRESHREC_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "freshrec"
+__all__ = ["DURATION_HELP", "ConfigError", "Duration", "EmbeddingSection", "FeatureOverride", "FeaturesSection",
+           "FreshrecConfig", "FusionSection", "GpuSection", "KafkaSection", "LogSection", "ModelSection",
+           "ServeSection", "SourceSection", "SyncSection", "TrainingSection", "cache_dir", "data_root",
+           "format_duration", "load_config", "parse_config", "parse_duration", "show_config"]

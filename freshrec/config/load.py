@@ -1,0 +1,105 @@
+"""Reading a YAML config (`load_config`) and writing the effective one back (`show_config`).
+
+>>> import pathlib, tempfile
+>>> path = pathlib.Path(tempfile.mkdtemp()) / "freshrec.yaml"
+>>> _ = path.write_text("training:\\n  offline_interval: 6x\\n  epochs: 0\\n")
+>>> load_config(path)  # doctest: +ELLIPSIS
+Traceback (most recent call last):
+...
+freshrec.config.errors.ConfigError: ...freshrec.yaml: training.offline_interval: expected a non-negative duration ...
+...freshrec.yaml: training.epochs: expected a number >= 1, got 0
+>>> _ = path.write_text("training: {offline_interval: 90m}\\n")
+>>> print(show_config(load_config(path)).split("training:")[1].split("\\n")[2])
+  offline_interval: 90m  # Event time between offline retrainings
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Hashable, Iterator
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from freshrec.config.errors import ConfigError, problems, show_value
+from freshrec.config.schema import FreshrecConfig
+
+__all__ = ["load_config", "parse_config", "show_config"]
+
+HEADER = "# freshrec config: every setting, defaults filled in\n"
+
+
+def load_config(path: str | os.PathLike[str]) -> FreshrecConfig:
+    """The config in the YAML file at `path` (an empty file gives the defaults); `ConfigError` lists
+    every problem, each with its key path, the bad value and what is allowed."""
+    source = os.fspath(path)
+    try:
+        with open(path, encoding="utf-8") as file:
+            text = file.read()
+    except FileNotFoundError:
+        raise ConfigError(["no such config file"], source) from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError([f"cannot read the config file ({getattr(error, 'strerror', None) or error})"],
+                          source) from None
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ConfigError([f"{where}invalid YAML: {error.problem or error.context}"], source) from None
+    except yaml.YAMLError as error:
+        raise ConfigError([f"invalid YAML: {error}"], source) from None
+    return parse_config(data, source)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key given twice in one mapping is an error, not a silent override."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":   # `<<: *anchor` merges, explicit keys override
+                continue
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, Hashable) and key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def parse_config(data: Any, source: str | None = None) -> FreshrecConfig:
+    """The config in `data`, parsed YAML (None: the defaults); `source` names it in errors."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        sections = ", ".join(FreshrecConfig.model_fields)
+        raise ConfigError([f"top level: expected a mapping with keys {sections}, got {show_value(data)}"], source)
+    try:
+        return FreshrecConfig.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(problems(error, FreshrecConfig), source) from None
+
+
+def show_config(config: FreshrecConfig) -> str:
+    """The effective config as YAML, each setting with its description as a comment (durations as
+    `6h`); `load_config` reads it back to an equal config."""
+    return HEADER + "".join(_lines(config, 0))
+
+
+def _lines(model: BaseModel, depth: int) -> Iterator[str]:
+    data, pad = model.model_dump(mode="json"), "  " * depth
+    for name, field in type(model).model_fields.items():
+        value = getattr(model, name)
+        if isinstance(value, BaseModel):
+            yield f"{pad}{name}:  # {field.description}\n"
+            yield from _lines(value, depth + 1)
+        else:
+            yield f"{pad}{name}: {_inline(data[name])}  # {field.description}\n"
+
+
+def _inline(value: Any) -> str:
+    """`value` as one line of YAML (flow style)."""
+    text = yaml.safe_dump(value, default_flow_style=True, width=float("inf")).strip().removesuffix("\n...")
+    return json.dumps(value) if "\n" in text else text

@@ -1,0 +1,154 @@
+"""The sections of the YAML config, one pydantic model each; every field has a default and a description.
+
+>>> TrainingSection(offline_interval="6h").offline_interval
+21600.0
+>>> SourceSection(kind="replay", format="criteo").kafka.topic
+'freshrec.events'
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from freshrec.config.durations import Duration
+from freshrec.events.datasets import FORMATS
+
+__all__ = ["EmbeddingSection", "FeatureOverride", "FeaturesSection", "FusionSection", "GpuSection", "KafkaSection",
+           "LogSection", "ModelSection", "Section", "ServeSection", "SourceSection", "SyncSection", "TrainingSection"]
+
+MODEL_NAMES = ("lr", "fm", "deepfm", "dcn")
+
+
+class Section(BaseModel):
+    """Base of every section: unknown keys are errors, values are frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class KafkaSection(Section):
+    """Where `source.kind: kafka` reads."""
+
+    model_config = ConfigDict(coerce_numbers_to_str=True)   # librdkafka settings such as `linger.ms: 5`
+    bootstrap: str = Field("127.0.0.1:9092", min_length=1, description="Bootstrap servers, host:port[,host:port]")
+    topic: str = Field("freshrec.events", min_length=1,
+                       description="The events topic (bad messages go to <topic>.dead)")
+    group: str = Field("freshrec-trainer", min_length=1, description="Consumer group of the trainers")
+    settings: dict[str, str] = Field({}, description="Extra librdkafka settings (SASL, TLS...), key: value")
+
+
+class SourceSection(Section):
+    """Where events come from."""
+
+    kind: Literal["replay", "kafka", "simulator"] = Field(
+        "replay", description="replay (a data set in time order), kafka (a live topic) or simulator")
+    format: Literal[FORMATS] = Field("movielens-100k", description="The data set's format (also the shape of "
+                                                                   "the Kafka events)")
+    data: Path | None = Field(None, description="File or folder to replay (null: MovieLens-100k under "
+                                                "$FRESHREC_DATA, fetched when missing)")
+    chunk_rows: int = Field(4096, ge=1, description="Rows read at a time (checkpoints fall between chunks)")
+    kafka: KafkaSection = Field(KafkaSection(), description="Kafka consumer settings (source.kind: kafka)")
+
+
+class FeatureOverride(Section):
+    """Settings of one feature field that differ from the defaults."""
+
+    dim: int | None = Field(None, ge=1, description="Embedding width of this field (null: features.dim)")
+    table: str | None = Field(None, min_length=1,
+                              description="Embedding table (fields sharing a table share ids; null: the field name)")
+
+
+class FeaturesSection(Section):
+    """How events become model inputs."""
+
+    dim: int | None = Field(None, ge=1, description="Embedding width of id fields (null: model.dim)")
+    fields: dict[str, FeatureOverride] = Field({}, description="Per-field overrides, field name: settings")
+
+
+class ModelSection(Section):
+    """The online model."""
+
+    name: Literal[MODEL_NAMES] = Field("fm", description="lr, fm (factorization machine), deepfm or dcn")
+    dim: int = Field(16, ge=1, description="Embedding width (FM factors)")
+    lr: float = Field(0.05, gt=0, description="Learning rate of the embedding rows (and the dense parameters)")
+    seed: int = Field(0, description="Seed of the initial weights")
+    loss: Literal["bce", "mse"] = Field("bce", description="bce (0/1 labels) or mse (ratings)")
+    admit_after: int = Field(1, ge=1, description="Sightings of an id before it gets an embedding row")
+    ttl: Duration | None = Field(None, description="Evict ids unseen for this long, in event time (null: never)")
+    capacity: int | None = Field(None, ge=1, description="Most rows per table, least used evicted (null: no limit)")
+
+
+class EmbeddingSection(Section):
+    """The row-wise optimizer of the embedding tables."""
+
+    optimizer: Literal["adagrad", "sgd", "adam", "ftrl"] = Field("adagrad", description="adagrad, sgd, adam or ftrl")
+    initial_accumulator: float = Field(0.0, ge=0, description="Adagrad: the accumulators' starting value")
+    linear_lr: float | None = Field(None, gt=0,
+                                    description="FM models: learning rate of the linear weights (null: model.lr)")
+
+
+class TrainingSection(Section):
+    """Online and offline training (the article's `online_batch_size` and `offline_interval`)."""
+
+    online_batch_size: int = Field(512, ge=1, description="Rows per online micro-batch")
+    offline_interval: Duration = Field(21600.0, description="Event time between offline retrainings")
+    offline_events: int | None = Field(None, ge=1,
+                                       description="Also retrain offline after this many events (null: by time only)")
+    checkpoint_events: int = Field(50_000, ge=1, description="Source events between checkpoints")
+    epochs: int = Field(3, ge=1, description="Offline training: most passes over the logged rows")
+    holdout_fraction: float = Field(0.1, ge=0, lt=1, description="Offline training: latest share of the rows "
+                                                                 "held out to judge epochs (0: none)")
+    patience: int = Field(1, ge=1, description="Offline training: epochs without a better holdout loss before "
+                                               "stopping")
+    warm_start: bool = Field(True, description="Offline training starts from the current model, not from scratch")
+
+
+class SyncSection(Section):
+    """Publishing the trained model to the servers."""
+
+    sync_interval: Duration = Field(1.0, description="Time between deltas (the served model's staleness)")
+    full_interval: Duration = Field(300.0, description="Time between full snapshots (servers bootstrap from one)")
+
+
+class ServeSection(Section):
+    """The HTTP server."""
+
+    host: str = Field("127.0.0.1", min_length=1, description="Address to listen on")
+    port: int = Field(8000, ge=0, le=65535, description="Port to listen on (0: any free port)")
+    max_candidates: int = Field(1000, ge=1, description="Most candidates one /predict may score")
+    max_body_bytes: int = Field(1 << 20, ge=1024, description="Largest request body accepted (413 above)")
+    recommend_candidates: int = Field(200, ge=1, description="Candidates /recommend ranks")
+    admin_token_env: str = Field("FRESHREC_ADMIN_TOKEN", min_length=1, description=(
+        "Environment variable holding the admin endpoints' bearer token (unset: admin disabled)"))
+
+    def admin_token(self) -> str | None:
+        """The admin token from the environment variable `admin_token_env` (None when unset or empty)."""
+        return os.environ.get(self.admin_token_env) or None
+
+
+class FusionSection(Section):
+    """Blending the online and offline models' predictions."""
+
+    strategy: Literal["hedge", "rebase", "none"] = Field(
+        "hedge", description="hedge (weights follow each model's recent loss), rebase (the online model takes "
+                             "over each new offline model's weights) or none (online model only)")
+    window_events: int = Field(2000, ge=1, description="hedge: recent labelled events whose log loss sets the weights")
+    eta: float = Field(2.0, ge=0, description="hedge: how sharply the weights follow the loss (0: equal weights)")
+
+
+class LogSection(Section):
+    """The event log (Parquet segments)."""
+
+    roll_bytes: int = Field(64 << 20, ge=1, description="Close a segment once it holds this many bytes")
+    roll_seconds: Duration = Field(300.0, description="Close a segment once it is this old")
+
+
+class GpuSection(Section):
+    """GPUs (the article's `gpu` block)."""
+
+    type: str = Field("none", min_length=1, description="GPU type, e.g. A100, H100, T4 (none: CPU only)")
+    count: int = Field(0, ge=0, description="Number of GPUs")
+    autoscale: bool = Field(False, description="Scale the number of GPUs with load")

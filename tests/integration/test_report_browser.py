@@ -1,0 +1,42 @@
+"""The A/B report opened in headless Chromium (Debian's, driven by Playwright): every plot is a
+decoded, non-empty image and the table has one row per arm."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from freshrec.evaluate import ABConfig, replay_ab, write_report
+from freshrec.events.simulator import Simulator, SimulatorConfig
+from freshrec.features import FeaturePipeline, default_specs
+from freshrec.models import ModelConfig
+from freshrec.train.offline import OfflineConfig
+
+pytestmark = pytest.mark.integration
+
+
+def test_the_report_renders_in_chromium(tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    browser_path = shutil.which("chromium")
+    assert browser_path, "Debian's chromium is missing: .ci/run installs it with apt"
+    sim = Simulator(SimulatorConfig(total_events=6000, batch_size=2000))
+    specs = default_specs(sim.fields, dim=4)
+    pipeline = FeaturePipeline(specs)
+    batches = [b for chunk in sim for b in pipeline.build(chunk).split(256)]
+    config = ABConfig(arms=("daily", "online", "hybrid"), model_config=ModelConfig(dim=4), day=2.0,
+                      offline_interval=1.0, offline_window=None, offline=OfflineConfig(epochs=1))
+    page_path = write_report(replay_ab(batches, specs, config), tmp_path)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=browser_path, args=["--no-sandbox"])
+        page = browser.new_page()
+        page.goto(page_path.as_uri())
+        sizes = page.eval_on_selector_all("img", "images => images.map(i => [i.id, i.complete, i.naturalWidth, "
+                                                 "i.naturalHeight])")
+        rows = page.eval_on_selector_all("#arms tr.arm", "rows => rows.map(r => r.cells[0].textContent)")
+        browser.close()
+    assert {s[0] for s in sizes} == {"auc-per-day", "cost", "fusion-weights"}
+    assert all(complete and width > 200 and height > 100 for _, complete, width, height in sizes), sizes
+    assert rows == ["daily", "online", "hybrid"]
