@@ -28,7 +28,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from freshrec.config import cache_dir, data_root
+from freshrec.cli_more import config_app, evaluate_app
+from freshrec.config import ConfigError, cache_dir, data_root, load_config, parse_duration
 from freshrec.engine import IngestSummary, ingest
 from freshrec.engine.online import train_online
 from freshrec.engine.run import KafkaOptions, RunOptions, kafka_source, run
@@ -53,6 +54,7 @@ from freshrec.serve import ModelService, ServeConfig, create_app
 from freshrec.serve.background import ADMIN_TOKEN_ENV, BackgroundServer
 from freshrec.snapshot import ModelRegistry
 from freshrec.train import OnlineTrainer, TrainerConfig
+from freshrec.train.offline import OfflineConfig
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="freshrec: real-time training of recommendation models.")
@@ -312,6 +314,13 @@ def run_command(
         help="Join impressions (kind column) with later clicks within this many seconds.")] = None,
     join_key: Annotated[str, typer.Option(help="--join-window: impression_id or user_id,item_id.")]
     = "user_id,item_id",
+    offline_interval: Annotated[str | None, typer.Option(
+        help="Retrain offline from the log every this much event time (e.g. 6h), in a thread.")] = None,
+    fusion: Annotated[str, typer.Option(help="none, or rebase: the online model takes each offline model.")]
+    = "none",
+    config: Annotated[Path | None, typer.Option(
+        help="YAML configuration; its source, model, training, sync and serve sections replace the flags.")]
+    = None,
     state: Annotated[Path, typer.Option(help="Log, checkpoints and registry; a rerun continues here.")]
     = Path("out/state"),
     model: Annotated[str, typer.Option(help=f"One of: {', '.join(MODELS)}.")] = "fm",
@@ -332,8 +341,13 @@ def run_command(
 ) -> None:
     """The whole loop: source -> event log + online trainer -> deltas -> server, with checkpoints
     (a rerun on the same --state continues exactly where the last one stopped)."""
+    if config is not None:
+        return _run_config(config, state, limit, serve, fallback, as_json, quiet, debug)
     try:
         learner = _learner(model, dim, lr, seed)
+        if fusion not in ("none", "rebase"):
+            raise UsageError(f"--fusion {fusion!r} is not none or rebase")
+        offline = None if offline_interval is None else parse_duration(offline_interval)
         if source not in ("replay", "kafka") or batch_size <= 0 or chunk <= 0 or checkpoint_events <= 0:
             raise UsageError("--source is replay or kafka; --batch-size, --chunk, --checkpoint-events positive")
         if any("=" not in setting for setting in kafka_setting):
@@ -345,7 +359,8 @@ def run_command(
         kafka = KafkaOptions(bootstrap, topic, idle_timeout=idle_timeout,
                              settings=tuple(tuple(s.split("=", 1)) for s in kafka_setting))
         figures = _run(fmt, data, source, kafka, limit, chunk,
-                       RunOptions(model, learner[1], state, batch_size, checkpoint_events, sync_interval, join=join),
+                       RunOptions(model, learner[1], state, batch_size, checkpoint_events, sync_interval, join=join,
+                                  offline_interval=offline, fusion=fusion),
                        serve, port, quiet)
     except (UsageError, UnknownFormat, typer.BadParameter) as error:
         if debug:
@@ -356,6 +371,36 @@ def run_command(
             raise
         _fail(str(error), 1)
     _emit({**figures, "format": fmt, "source": source}, as_json, f"run {model}")
+
+
+def _run_config(path: Path, state: Path, limit: int | None, serve: bool, fallback: str | None, as_json: bool,
+                quiet: bool, debug: bool) -> None:
+    """`freshrec run --config FILE`: every engine setting from the file (exit 2 naming bad keys)."""
+    try:
+        c = load_config(path)
+        model_config = c.to_model_config()
+    except ConfigError as error:
+        sys.stderr.write(f"{error}\n")
+        raise typer.Exit(2) from None
+    try:
+        fmt, data, note = _resolve_data(c.source.format, c.source.data, fallback)
+        if note:
+            err.print(note, markup=False, highlight=False)
+        kafka = KafkaOptions(c.source.kafka.bootstrap, c.source.kafka.topic, c.source.kafka.group,
+                             settings=tuple(c.source.kafka.settings.items()))
+        t = c.training
+        options = RunOptions(c.model.name, model_config, state, t.online_batch_size, t.checkpoint_events,
+                             c.sync.sync_interval, offline_interval=t.offline_interval, offline_events=t.offline_events,
+                             offline=OfflineConfig(epochs=t.epochs, holdout_fraction=t.holdout_fraction,
+                                                   patience=t.patience, warm_start=t.warm_start),
+                             fusion="rebase" if c.fusion.strategy == "rebase" else "none")
+        kind = "kafka" if c.source.kind == "kafka" else "replay"
+        figures = _run(fmt, data, kind, kafka, limit, c.source.chunk_rows, options, serve, c.serve.port, quiet)
+    except (FileNotFoundError, ValueError, FetchError, OSError, RuntimeError) as error:
+        if debug:
+            raise
+        _fail(str(error), 1)
+    _emit({**figures, "format": fmt, "source": kind, "config": str(path)}, as_json, f"run {c.model.name}")
 
 
 def _run(fmt: str, data: Path | None, source_kind: str, kafka: KafkaOptions, limit: int | None, chunk: int,
@@ -425,6 +470,10 @@ def _progress(bar: Progress, task: TaskID, trainer: OnlineTrainer | None) -> Cal
         bar.update(task, advance=len(batch), status=status)
 
     return show
+
+
+app.add_typer(config_app, name="config")
+app.add_typer(evaluate_app, name="evaluate")
 
 
 def main() -> None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from freshrec.engine.dataflow import DataFlowEngine, EngineConfig
+from freshrec.engine.hybrid import OfflineSchedule
 from freshrec.engine.sync import SyncConfig
 from freshrec.events.deadletter import DeadLetterSink
 from freshrec.events.kafka import KafkaDeadLetters, KafkaSink, KafkaSource, create_topic
@@ -23,6 +24,7 @@ from freshrec.features import default_specs
 from freshrec.join import JoinConfig, Joiner
 from freshrec.models import ModelConfig, build_model
 from freshrec.train import TrainerConfig
+from freshrec.train.offline import OfflineConfig
 
 __all__ = ["KafkaOptions", "RunOptions", "kafka_source", "run"]
 
@@ -51,6 +53,10 @@ class RunOptions:
     sync_interval: float = 1.0
     publish: bool = True
     join: JoinConfig | None = None
+    offline_interval: float | None = None   # event time between offline retrainings (None: never)
+    offline_events: int | None = None       # or every this many events
+    offline: OfflineConfig | None = None
+    fusion: str = "none"                    # "rebase": the online model takes each offline model
 
 
 def kafka_source(options: KafkaOptions, fields, dead_letters: DeadLetterSink | None = None) -> KafkaSource:
@@ -70,22 +76,37 @@ def run(source: Source, options: RunOptions, on_chunk: Callable | None = None) -
     specs = default_specs(source.fields, dim=options.model_config.dim)
     config = EngineConfig(batch_size=options.batch_size, checkpoint_events=options.checkpoint_events,
                           publish=options.publish, sync=SyncConfig(sync_interval=options.sync_interval),
-                          trainer=TrainerConfig(seed=options.model_config.seed))
+                          trainer=TrainerConfig(seed=options.model_config.seed),
+                          retrain_events=options.offline_events, retrain_seconds=options.offline_interval)
     joiner = Joiner(options.join) if options.join is not None else None
     features = [s for s in specs if s.name not in (*(options.join.key_columns if options.join else ()), "kind")]
     engine = DataFlowEngine(source, features, lambda: build_model(options.model, features, options.model_config),
                             options.state, config, joiner)
     engine.restore()
+    schedule = None
+    if options.offline_interval is not None or options.offline_events is not None:
+        schedule = engine.retrain = OfflineSchedule(engine, options.offline, options.fusion)
+
+    def after_chunk(engine: DataFlowEngine, summary) -> None:
+        if schedule is not None:
+            schedule.poll(engine)
+        if on_chunk is not None:
+            on_chunk(engine, summary)
     stop = threading.Event()
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        figures = engine.run(stop, on_chunk)
+        figures = engine.run(stop, after_chunk)
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
         close = getattr(source, "close", None)
         if close is not None:
             close()
+        if schedule is not None:
+            schedule.close(engine)
+    if schedule is not None:
+        figures["offline"] = {"published": schedule.published, "skipped": schedule.skipped,
+                              "rebased": schedule.rebased}
     figures["stopped_by_signal"] = stop.is_set()
     figures["state"] = str(options.state)
     return figures
