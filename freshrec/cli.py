@@ -316,7 +316,8 @@ def run_command(
     = "user_id,item_id",
     offline_interval: Annotated[str | None, typer.Option(
         help="Retrain offline from the log every this much event time (e.g. 6h), in a thread.")] = None,
-    fusion: Annotated[str, typer.Option(help="none, or rebase: the online model takes each offline model.")]
+    fusion: Annotated[str, typer.Option(
+        help="none; rebase (the online model takes each offline model); hedge (the server blends them).")]
     = "none",
     config: Annotated[Path | None, typer.Option(
         help="YAML configuration; its source, model, training, sync and serve sections replace the flags.")]
@@ -345,8 +346,8 @@ def run_command(
         return _run_config(config, state, limit, serve, fallback, as_json, quiet, debug)
     try:
         learner = _learner(model, dim, lr, seed)
-        if fusion not in ("none", "rebase"):
-            raise UsageError(f"--fusion {fusion!r} is not none or rebase")
+        if fusion not in ("none", "rebase", "hedge"):
+            raise UsageError(f"--fusion {fusion!r} is not none, rebase or hedge")
         offline = None if offline_interval is None else parse_duration(offline_interval)
         if source not in ("replay", "kafka") or batch_size <= 0 or chunk <= 0 or checkpoint_events <= 0:
             raise UsageError("--source is replay or kafka; --batch-size, --chunk, --checkpoint-events positive")
@@ -393,7 +394,7 @@ def _run_config(path: Path, state: Path, limit: int | None, serve: bool, fallbac
                              c.sync.sync_interval, offline_interval=t.offline_interval, offline_events=t.offline_events,
                              offline=OfflineConfig(epochs=t.epochs, holdout_fraction=t.holdout_fraction,
                                                    patience=t.patience, warm_start=t.warm_start),
-                             fusion="rebase" if c.fusion.strategy == "rebase" else "none")
+                             fusion=c.fusion.strategy)
         kind = "kafka" if c.source.kind == "kafka" else "replay"
         figures = _run(fmt, data, kind, kafka, limit, c.source.chunk_rows, options, serve, c.serve.port, quiet)
     except (FileNotFoundError, ValueError, FetchError, OSError, RuntimeError) as error:
@@ -416,7 +417,8 @@ def _run(fmt: str, data: Path | None, source_kind: str, kafka: KafkaOptions, lim
     server = None
     if serve:
         try:
-            server = BackgroundServer(options.state / "registry", port)
+            offline = options.state / "offline-registry" if options.fusion == "hedge" else None
+            server = BackgroundServer(options.state / "registry", port, offline=offline)
             err.print(f"serving on http://127.0.0.1:{port} while it learns", markup=False, highlight=False)
         except OSError as error:
             err.print(f"not serving: {error}", markup=False, highlight=False)

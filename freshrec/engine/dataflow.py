@@ -29,8 +29,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pyarrow.compute as pc
 
+from freshrec.batch import Batch
 from freshrec.engine.checkpoint import Checkpoint, CheckpointStore
 from freshrec.engine.ingest import IngestSummary
 from freshrec.engine.sync import Publisher, SyncConfig
@@ -69,9 +71,12 @@ class DataFlowEngine:
     def __init__(self, source: Source, specs: Sequence[FeatureSpec], build: Callable[[], OnlineModel],
                  root: str | Path, config: EngineConfig | None = None, joiner: Joiner | None = None) -> None:
         """`retrain` (set after construction) is called with the engine when a retrain is due: after
-        the log is flushed, so an offline trainer reading the log sees every event learned so far."""
+        the log is flushed, so an offline trainer reading the log sees every event learned so far.
+        `on_batch` sees each micro-batch with the online model's scores from before learning it."""
         self.source, self.specs, self.build = source, tuple(specs), build
         self.retrain: Callable[[DataFlowEngine], None] | None = None
+        self.on_batch: Callable[[Batch, np.ndarray], None] | None = None  # each batch, its pre-update scores
+        self.publish_meta: Callable[[], dict] | None = None  # more JSON for each published version
         self.retrains = 0
         self._retrain_events, self._retrain_ts = 0, None
         self.root = Path(root)
@@ -110,6 +115,7 @@ class DataFlowEngine:
         summary, start = IngestSummary(), time.perf_counter()
         if self.config.publish:
             self.publisher = Publisher(self.registry, self.trainer.model, self.source.fields, self.config.sync)
+            self.publisher.meta_source = self.publish_meta
         since_checkpoint = 0
         for chunk in self.source:
             self._learn(self.joiner.process(chunk) if self.joiner is not None else chunk, summary)
@@ -161,7 +167,9 @@ class DataFlowEngine:
         parts = whole.split(self.config.batch_size)
         summary.add(whole, len(parts))
         for batch in parts:
-            self.trainer.learn(batch)
+            scored = self.trainer.learn(batch)["predictions"]
+            if self.on_batch is not None and scored is not None:
+                self.on_batch(batch, scored.numpy())
         self.learned += len(examples)
         if self.publisher is not None:
             self.publisher.observe(examples)

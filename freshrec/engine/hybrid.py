@@ -1,6 +1,9 @@
 """Hybrid training in the engine: periodic offline retraining from the event log in a worker
-thread (the online trainer never waits), each result published as an offline snapshot, and with
-`fusion="rebase"` the online model re-based on it (Monolith-style) back in the engine's thread.
+thread (the online trainer never waits), each result published as an offline snapshot; with
+`fusion="rebase"` the online model is re-based on it (Monolith-style) back in the engine's thread,
+with `fusion="hedge"` the engine scores each labelled batch with both models (before learning it)
+and keeps Hedge weights from their recent log loss, published with every online version
+(`fusion` in its meta) for the servers to blend the two models' scores.
 
 `OfflineSchedule` is the engine's `retrain` hook: a trigger while a retraining is still running is
 skipped (the next one catches up), so jobs never pile up.
@@ -28,9 +31,13 @@ from __future__ import annotations
 
 from concurrent.futures import Future
 
+import numpy as np
+
+from freshrec.batch import Batch
 from freshrec.engine.dataflow import DataFlowEngine
-from freshrec.fusion import rebase
+from freshrec.fusion import HedgeFusion, rebase
 from freshrec.log import EventLog
+from freshrec.models.base import OnlineModel, probabilities
 from freshrec.snapshot import ModelRegistry, Snapshot
 from freshrec.train.offline import OfflineConfig, OfflineResult, OfflineRunner, OfflineTrainer
 
@@ -41,7 +48,8 @@ class OfflineSchedule:
     """Retrains `engine`'s model offline on its whole log; `poll` (call it after each chunk) applies
     a finished result: publish to `STATE/offline-registry`, and rebase the online model if asked."""
 
-    def __init__(self, engine: DataFlowEngine, config: OfflineConfig | None = None, fusion: str = "none") -> None:
+    def __init__(self, engine: DataFlowEngine, config: OfflineConfig | None = None, fusion: str = "none",
+                 window: int = 2000, eta: float = 2.0) -> None:
         if fusion not in ("none", "rebase", "hedge"):
             raise ValueError(f"fusion {fusion!r} is not none, rebase or hedge")
         self.fusion = fusion
@@ -51,6 +59,9 @@ class OfflineSchedule:
         self.reader = EventLog(engine.root / "log", engine.source.fields)  # the worker's own reader
         self.pending: Future[OfflineResult] | None = None
         self.published = self.skipped = self.rebased = 0
+        self.model: OnlineModel | None = None          # the newest offline model (hedge)
+        self.version: int | None = None
+        self.hedge = HedgeFusion(window, eta) if fusion == "hedge" else None
 
     def __call__(self, engine: DataFlowEngine) -> None:
         if self.pending is not None and not self.pending.done():
@@ -69,9 +80,22 @@ class OfflineSchedule:
                                                                "holdout_auc": result.holdout_auc,
                                                                "rows": result.rows, "events": engine.events}))
         self.published += 1
+        self.model, self.version = result.model, version
         if self.fusion == "rebase" and apply:
             rebase(engine.trainer.model, result.model)
             self.rebased += 1
+
+    def observe_batch(self, batch: Batch, online: np.ndarray) -> None:
+        """hedge: learn the weights from a labelled batch scored by both models before learning it."""
+        if self.hedge is not None and self.model is not None:
+            self.hedge.learn(online, probabilities(self.model, batch), batch.labels.numpy())
+
+    def meta(self) -> dict:
+        """What each published online version carries about fusion."""
+        if self.hedge is None or self.version is None:
+            return {}
+        return {"fusion": {"strategy": "hedge", "w_online": self.hedge.weights["online"],
+                           "offline_version": self.version}}
 
     def close(self, engine: DataFlowEngine) -> None:
         """Wait for the retraining in progress and publish it (the engine has stopped: no rebase)."""

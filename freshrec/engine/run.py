@@ -56,7 +56,7 @@ class RunOptions:
     offline_interval: float | None = None   # event time between offline retrainings (None: never)
     offline_events: int | None = None       # or every this many events
     offline: OfflineConfig | None = None
-    fusion: str = "none"                    # "rebase": the online model takes each offline model
+    fusion: str = "none"                    # "rebase": the online model takes each offline model; "hedge": blend
 
 
 def kafka_source(options: KafkaOptions, fields, dead_letters: DeadLetterSink | None = None) -> KafkaSource:
@@ -86,6 +86,7 @@ def run(source: Source, options: RunOptions, on_chunk: Callable | None = None) -
     schedule = None
     if options.offline_interval is not None or options.offline_events is not None:
         schedule = engine.retrain = OfflineSchedule(engine, options.offline, options.fusion)
+        engine.on_batch, engine.publish_meta = schedule.observe_batch, schedule.meta
 
     def after_chunk(engine: DataFlowEngine, summary) -> None:
         if schedule is not None:

@@ -77,6 +77,7 @@ class Publisher:
         self._recent_rows = 0
         self._entered = (math.inf, -math.inf, 0)
         self.events = 0
+        self.meta_source: Callable[[], dict] | None = None  # more JSON for each version (fusion weights)
 
     def observe(self, chunk: EventChunk) -> None:
         """Note a chunk the model has just learned."""
@@ -108,8 +109,9 @@ class Publisher:
         low, high, count = self._entered
         self._entered = (math.inf, -math.inf, 0)
         self._new = []
+        extra = self.meta_source() if self.meta_source is not None else {}
         return {"created_at": time.time(), "events_learned": self.events, "events": count,
-                "entered_min": low if count else None, "entered_max": high if count else None}
+                "entered_min": low if count else None, "entered_max": high if count else None, **extra}
 
     def publish_full(self) -> None:
         """A full snapshot; after the first, of the same version as a delta published just

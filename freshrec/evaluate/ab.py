@@ -32,14 +32,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
 from freshrec.batch import Batch
 from freshrec.features import FeatureSpec
 from freshrec.fusion import HedgeFusion, rebase
 from freshrec.metrics.streaming import auc, logloss
 from freshrec.models import ModelConfig, build_model
-from freshrec.models.base import OnlineModel
+from freshrec.models.base import OnlineModel, probabilities
 from freshrec.train import OnlineTrainer, TrainerConfig
 from freshrec.train.offline import OfflineConfig, OfflineTrainer
 
@@ -113,13 +112,6 @@ class ABResult:
         return {name: arm.figures(self.config.day, self.first_day) for name, arm in self.arms.items()}
 
 
-@torch.no_grad()
-def _probabilities(model: OnlineModel, batch: Batch) -> np.ndarray:
-    model.eval()
-    output = model(batch, train=False)
-    return (torch.sigmoid(output) if model.config.loss == "bce" else output).numpy()
-
-
 class _Retrained:
     """daily/hourly: retrain on everything before each period boundary, frozen in between."""
 
@@ -145,7 +137,7 @@ class _Retrained:
         if self.model is None:
             scores = np.full(len(batch), self.positives / self.labelled if self.labelled else 0.5, np.float32)
         else:
-            scores = _probabilities(self.model, batch)
+            scores = probabilities(self.model, batch)
         self.past.append(batch)
         labels = batch.labels.numpy()
         self.positives += float(np.nansum(labels))
@@ -182,7 +174,7 @@ class _Hybrid(_Online):
             self.next_retrain = start + self.config.offline_interval
         if start >= self.next_retrain and self.past:
             self._retrain(start)
-        offline = _probabilities(self.model, batch) if self.model is not None and self.fusion else None
+        offline = probabilities(self.model, batch) if self.model is not None and self.fusion else None
         online = super().step(batch)
         self.past.append(batch)
         if self.fusion is None:

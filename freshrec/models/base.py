@@ -19,6 +19,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional
@@ -85,6 +86,15 @@ def loss(logits: torch.Tensor, labels: torch.Tensor, kind: str) -> torch.Tensor:
     if kind == "bce":
         return functional.binary_cross_entropy_with_logits(logits, labels)
     return functional.mse_loss(logits, labels)
+
+
+@torch.no_grad()
+def probabilities(model: OnlineModel, batch: Batch) -> np.ndarray:
+    """The model's scores of `batch` as numpy (probabilities for "bce", predictions for "mse"),
+    in eval mode, without admitting ids or learning."""
+    model.eval()
+    output = model(batch, train=False)
+    return (torch.sigmoid(output) if model.config.loss == "bce" else output).numpy()
 
 
 @contextlib.contextmanager

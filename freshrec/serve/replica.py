@@ -43,12 +43,13 @@ class Replica:
     version: int
     created_at: float
     pipeline: FeaturePipeline
+    fusion: dict | None = None   # hedge weights published with this version (`w_online`, `offline_version`)
 
     @classmethod
     def from_snapshot(cls, snapshot: Snapshot) -> Replica:
         snapshot.model.eval()
         return cls(snapshot.model, snapshot.version, float(snapshot.meta.get("created_at", time.time())),
-                   FeaturePipeline(snapshot.model.specs))
+                   FeaturePipeline(snapshot.model.specs), snapshot.meta.get("fusion"))
 
     def advance(self, delta: Delta) -> None:
         """Apply `delta` (from this replica's version) in place."""
@@ -57,6 +58,7 @@ class Replica:
         delta.apply(self.model)
         self.version = delta.version
         self.created_at = float(delta.meta.get("created_at", time.time()))
+        self.fusion = delta.meta.get("fusion", self.fusion)
 
     @property
     def columns(self) -> dict[str, FieldKind]:

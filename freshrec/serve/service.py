@@ -56,8 +56,12 @@ class ModelService:
 
     def __init__(self, registry: ModelRegistry, metrics: ServingMetrics | None = None,
                  sink: LiveQueue | None = None, candidates: CandidateConfig | None = None,
-                 drain_timeout: float = 10.0) -> None:
+                 drain_timeout: float = 10.0, offline: ModelRegistry | None = None) -> None:
+        """`offline`: the registry of offline snapshots; when the online versions carry Hedge weights
+        (`fusion` meta), scores are `w * online + (1 - w) * offline`."""
         self.registry = registry
+        self.offline = offline
+        self.offline_switcher: ModelSwitcher[Replica] = ModelSwitcher()
         self.metrics = metrics or ServingMetrics()
         self.sink = sink
         self.candidate_config = candidates or CandidateConfig()
@@ -81,6 +85,7 @@ class ModelService:
     def sync(self) -> int | None:
         """Catch up with the registry once; returns the served version (None before any)."""
         with self._sync_lock:
+            self._sync_offline()
             pinned = self.registry.pinned()
             if pinned is not None:
                 if self.version != pinned:
@@ -108,6 +113,20 @@ class ModelService:
             if newest is not None and newest > self.version:  # full snapshots with no delta chain
                 self._load_full(newest)
             return self.version
+
+    def _sync_offline(self) -> None:
+        """Serve the newest offline snapshot beside the online model."""
+        newest = self.offline.latest_full() if self.offline is not None else None
+        current = self.offline_switcher.current
+        if newest is None or (current is not None and current.version == newest):
+            return
+        try:
+            snapshot = self.offline.load_full(newest)
+        except (CorruptVersion, ValueError, KeyError, OSError) as error:
+            self.metrics.sync_errors.labels(f"offline {type(error).__name__}").inc()
+            log.error("refused offline version %d: %s", newest, error)
+            return
+        self.offline_switcher.swap(Replica.from_snapshot(snapshot))
 
     def _newest_full(self) -> int | None:
         versions = [v for v in self.registry.full_versions() if v not in self._refused]
@@ -228,9 +247,21 @@ class ModelService:
                 return context[column]
             return known_items.get(str(item), {}).get(column)
 
-        scores = replica.score(replica.rows(user, items, shared, per_item, item_columns))
+        rows = replica.rows(user, items, shared, per_item, item_columns)
+        scores = self._blend(replica, rows, replica.score(rows))
         self._served(replica)
         return replica.version, scores.tolist()
+
+    def _blend(self, replica: Replica, rows, online):
+        """Online scores, blended with the offline model's by the version's Hedge weights."""
+        fusion = replica.fusion
+        if not fusion or self.offline_switcher.current is None:
+            return online
+        with self.offline_switcher.lease() as offline:
+            if offline.version != fusion.get("offline_version"):
+                return online   # weights learned for another offline model: the online scores alone
+            weight = float(fusion["w_online"])
+            return weight * online + (1.0 - weight) * offline.score(rows)
 
     def recommend(self, user: str | int, context: dict, k: int,
                   candidates: int = 200) -> tuple[int, list[str], list[float]]:

@@ -108,3 +108,32 @@ def test_run_with_a_join_config_learns_joined_examples_without_key_features(tmp_
                          join=JoinConfig(window=30.0, allowed_lateness=0.0, key=("impression_id",)))
     figures = run(_impressions_and_clicks(), options)
     assert figures["learned"] == 6000 and figures["events"] > 6000 and not figures["stopped_by_signal"]
+
+
+def test_hedge_weights_travel_with_the_versions_and_the_server_blends(tmp_path: Path) -> None:
+    from freshrec.engine.hybrid import OfflineSchedule
+    from freshrec.serve import ModelService
+    from freshrec.snapshot import ModelRegistry
+    from freshrec.train.offline import OfflineConfig
+
+    sim = Simulator(SimulatorConfig(total_events=8000, batch_size=500, seed=4))
+    engine = DataFlowEngine(sim, SPECS, lambda: build_model("fm", SPECS, ModelConfig(dim=4)), tmp_path,
+                            EngineConfig(retrain_events=2000))
+    schedule = OfflineSchedule(engine, OfflineConfig(epochs=1), fusion="hedge", window=500)
+    engine.retrain, engine.on_batch, engine.publish_meta = schedule, schedule.observe_batch, schedule.meta
+    engine.run(on_chunk=schedule.poll)
+    schedule.close(engine)
+    service = ModelService(engine.registry, offline=ModelRegistry(tmp_path / "offline-registry"))
+    service.sync()
+    replica, offline = service.switcher.current, service.offline_switcher.current
+    assert replica.fusion is not None and 0.0 < replica.fusion["w_online"] < 1.0
+    own = {"item_category": 2, "price": 5.0}
+    items = [(i, own) for i in range(20)]
+    _, blended = service.predict(7, {"hour": 3, "user_segment": 1}, items)
+    rows = replica.rows(7, list(range(20)), {"hour": "3", "user_segment": "1"}.get,
+                        lambda item, column: {"item_category": "2", "price": 5.0}[column], own.keys())
+    weight = replica.fusion["w_online"]
+    expected = replica.score(rows)
+    if offline.version == replica.fusion["offline_version"]:   # else: weights for another offline model
+        expected = weight * expected + (1 - weight) * offline.score(rows)
+    np.testing.assert_allclose(blended, expected, rtol=1e-6)
