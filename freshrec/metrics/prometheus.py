@@ -25,7 +25,8 @@ FRESHNESS_BUCKETS = (0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 
 
 
 class ServingMetrics:
-    """Request latency and counts, model version and age, sync lag, freshness, swaps, events."""
+    """Request latency and counts, model version and age, sync lag, freshness, swaps, events, and
+    the online model's fusion weight."""
 
     def __init__(self) -> None:
         self.registry = r = CollectorRegistry()
@@ -46,6 +47,8 @@ class ServingMetrics:
         self.sync_errors = Counter("freshrec_sync_errors", "Versions refused or failed by reason", ["reason"],
                                    registry=r)
         self.events = Counter("freshrec_events_accepted", "Events accepted by POST /events", registry=r)
+        self.fusion_weight = Gauge("freshrec_fusion_online_weight",
+                                   "Hedge weight of the online model in the served score (1: online only)", registry=r)
 
     def exposition(self) -> bytes:
         """The text format Prometheus scrapes."""

@@ -187,6 +187,7 @@ class ModelService:
         m = self.metrics
         m.swaps.labels(kind).inc()
         m.model_version.set(replica.version)
+        m.fusion_weight.set(float(replica.fusion["w_online"]) if replica.fusion else 1.0)
         m.sync_lag.observe(max(0.0, time.time() - replica.created_at))
         self.events_learned = int(meta.get("events_learned", self.events_learned))
         if meta.get("entered_min") is not None:

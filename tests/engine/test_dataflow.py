@@ -127,6 +127,7 @@ def test_hedge_weights_travel_with_the_versions_and_the_server_blends(tmp_path: 
     service.sync()
     replica, offline = service.switcher.current, service.offline_switcher.current
     assert replica.fusion is not None and 0.0 < replica.fusion["w_online"] < 1.0
+    assert f"freshrec_fusion_online_weight {replica.fusion['w_online']}".encode() in service.metrics.exposition()
     own = {"item_category": 2, "price": 5.0}
     items = [(i, own) for i in range(20)]
     _, blended = service.predict(7, {"hour": 3, "user_segment": 1}, items)
