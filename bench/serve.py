@@ -1,7 +1,9 @@
 """Serving benchmark: latency of /predict (100 candidates) and /recommend (k=10) at a fixed
 request rate while the trainer publishes a delta every second, and end-to-end freshness.
 
-Three processes on this machine:
+Three processes on this machine, pinned: the server alone on the last core, the trainer and the
+driver on the others (on 2 cores: one each side), so that the figures measure the server, not the
+scheduler:
 - the trainer (`--role trainer`): the simulator's stream paced at `--events-per-s`, an FM (dim 16)
   learning online, publishing a delta every `--sync-interval` s and a full snapshot every
   `--full-interval` s to a fresh registry;
@@ -197,12 +199,16 @@ def main() -> None:
         port = s.getsockname()[1]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     load_before = os.getloadavg()
+    cores = sorted(os.sched_getaffinity(0))
+    server_cores, other_cores = {cores[-1]}, set(cores[:-1]) or {cores[-1]}
+    os.sched_setaffinity(0, other_cores)  # the driver, and the trainer it starts, stay off the server's core
     trainer = subprocess.Popen([sys.executable, __file__, "--role", "trainer", "--registry", str(registry),
                                 "--events-per-s", str(args.events_per_s), "--trainer-nice", str(args.trainer_nice),
                                 "--sync-interval",
                                 str(args.sync_interval), "--full-interval", str(args.full_interval)], env=env)
     server = subprocess.Popen([sys.executable, "-m", "freshrec.cli", "serve", "--registry", str(registry),
-                               "--port", str(port)], env=env, stderr=subprocess.DEVNULL)
+                               "--port", str(port)], env=env, stderr=subprocess.DEVNULL,
+                              preexec_fn=lambda: os.sched_setaffinity(0, server_cores))
     try:
         _wait_ready(port, server)
         time.sleep(2.0)  # warm up: the first deltas, numba kernels
@@ -227,7 +233,8 @@ def main() -> None:
         **figures, "failed": figures["predict"]["failed"] + figures["recommend"]["failed"],
         "swaps_during_load": swaps, "freshness_p50_s": fresh.get("p50"), "freshness_p99_s": fresh.get("p99"),
         "freshness_samples": fresh.get("n"), "trainer_events_per_s": args.events_per_s,
-        "sync_interval_s": args.sync_interval, "load_before": load_before, "load_after": os.getloadavg(),
+        "sync_interval_s": args.sync_interval, "server_cores": sorted(server_cores),
+        "trainer_driver_cores": sorted(other_cores), "load_before": load_before, "load_after": os.getloadavg(),
         "targets": {"predict_p99_ms": 10.0, "failed": 0, "swaps": 25, "freshness_p99_s": 2.0}}))
 
 

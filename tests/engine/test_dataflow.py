@@ -112,6 +112,7 @@ def test_run_with_a_join_config_learns_joined_examples_without_key_features(tmp_
 
 def test_hedge_weights_travel_with_the_versions_and_the_server_blends(tmp_path: Path) -> None:
     from freshrec.engine.hybrid import OfflineSchedule
+    from freshrec.models.base import probabilities
     from freshrec.serve import ModelService
     from freshrec.snapshot import ModelRegistry
     from freshrec.train.offline import OfflineConfig
@@ -122,7 +123,11 @@ def test_hedge_weights_travel_with_the_versions_and_the_server_blends(tmp_path: 
     schedule = OfflineSchedule(engine, OfflineConfig(epochs=1), fusion="hedge", window=500)
     engine.retrain, engine.on_batch, engine.publish_meta = schedule, schedule.observe_batch, schedule.meta
     engine.run(on_chunk=schedule.poll)
-    schedule.close(engine)
+    schedule.close(engine)               # waits for the retraining in progress: an offline model exists
+    for batch in FeaturePipeline(SPECS).build(next(iter(Simulator(SimulatorConfig(total_events=1000, seed=5))))
+                                             ).split(250):
+        schedule.observe_batch(batch, probabilities(engine.trainer.model, batch))
+    engine.publisher.publish_delta()     # weights for the newest offline model travel with this version
     service = ModelService(engine.registry, offline=ModelRegistry(tmp_path / "offline-registry"))
     service.sync()
     replica, offline = service.switcher.current, service.offline_switcher.current
@@ -134,7 +139,6 @@ def test_hedge_weights_travel_with_the_versions_and_the_server_blends(tmp_path: 
     rows = replica.rows(7, list(range(20)), {"hour": "3", "user_segment": "1"}.get,
                         lambda item, column: {"item_category": "2", "price": 5.0}[column], own.keys())
     weight = replica.fusion["w_online"]
-    expected = replica.score(rows)
-    if offline.version == replica.fusion["offline_version"]:   # else: weights for another offline model
-        expected = weight * expected + (1 - weight) * offline.score(rows)
+    assert offline.version == replica.fusion["offline_version"]
+    expected = weight * replica.score(rows) + (1 - weight) * offline.score(rows)
     np.testing.assert_allclose(blended, expected, rtol=1e-6)
