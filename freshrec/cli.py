@@ -28,7 +28,6 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from freshrec.cli_more import config_app, evaluate_app
 from freshrec.config import ConfigError, cache_dir, data_root, load_config, parse_duration
 from freshrec.engine import IngestSummary, ingest
 from freshrec.engine.online import train_online
@@ -53,6 +52,7 @@ from freshrec.models import MODELS, ModelConfig, build_model
 from freshrec.serve import ModelService, ServeConfig, create_app
 from freshrec.serve.background import ADMIN_TOKEN_ENV, BackgroundServer
 from freshrec.snapshot import ModelRegistry
+from freshrec.subcommands import config_app, evaluate_app
 from freshrec.train import OnlineTrainer, TrainerConfig
 from freshrec.train.offline import OfflineConfig
 

@@ -1,4 +1,4 @@
-"""The `freshrec config` and `freshrec evaluate` sub-commands (the rest is in `freshrec.cli`)."""
+"""The `freshrec config` and `freshrec evaluate` sub-commands (the others are in `freshrec.cli`)."""
 
 from __future__ import annotations
 
@@ -75,7 +75,7 @@ def evaluate_ab(
     from freshrec.features import FeaturePipeline, default_specs
     from freshrec.train.offline import OfflineConfig
 
-    try:
+    try:  # the options: a bad one is a usage error (2)
         if fmt not in FORMATS:
             raise UsageError(f"unknown format {fmt!r}; choose one of: {', '.join(FORMATS)}")
         name, shared = _learner(model, dim, lr, seed)
@@ -84,6 +84,11 @@ def evaluate_ab(
                           offline_interval=parse_duration(offline_interval),
                           offline_window=None if offline_window == "all" else parse_duration(offline_window),
                           offline=OfflineConfig(epochs=epochs, batch_size=2048), fusion=fusion)
+    except (UsageError, ValueError) as error:
+        if debug:
+            raise
+        _fail(str(error), 2)
+    try:  # the run: a failure is a runtime error (1)
         fmt, data, note = _resolve_data(fmt, data, fallback)
         source = open_source(fmt, data, MemoryDeadLetters())
         source = LimitedSource(source, limit) if limit is not None else source
@@ -96,12 +101,7 @@ def evaluate_ab(
         result = replay_ab(batches, specs, config)
         figures = result.figures()
         page = write_report(result, report, title=f"Replay A/B: {fmt}") if report is not None else None
-    except (UsageError, ValueError, typer.BadParameter) as error:
-        if debug:
-            raise
-        _fail(str(error), 2 if isinstance(error, (UsageError, typer.BadParameter)) or "duration" in str(error)
-              or "arm" in str(error) or "fusion" in str(error) else 1)
-    except (FileNotFoundError, OSError) as error:
+    except (FileNotFoundError, OSError, ValueError) as error:
         if debug:
             raise
         _fail(str(error), 1)
