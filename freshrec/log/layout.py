@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from freshrec._durable import fsync_dir, fsync_file
+
 __all__ = ["LOCK", "PARTITION", "QUARANTINE", "closed_name", "closed_segments", "discard_open",
            "folder", "fsync_dir", "fsync_file", "hour_name", "hour_start", "hours_of", "lock",
            "open_name", "quarantine", "seq_of", "top_seq"]
@@ -110,20 +112,6 @@ def quarantine(root: Path, path: Path) -> Path:
     fsync_dir(target.parent)
     fsync_dir(path.parent)
     return target
-
-
-def fsync_file(path: Path) -> None:
-    """Make a file's bytes durable."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a directory's entries (new, renamed or deleted files) durable."""
-    fsync_file(path)
 
 
 def lock(root: Path) -> int:

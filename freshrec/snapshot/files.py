@@ -24,6 +24,8 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+from freshrec._durable import fsync_dir, fsync_file
+
 __all__ = ["MANIFEST", "TMP_PREFIX", "CorruptVersion", "fsync_dir", "publish_dir", "verify_dir"]
 
 MANIFEST = "MANIFEST.json"
@@ -40,20 +42,6 @@ def _sha256(path: Path) -> str:
         while block := f.read(1 << 20):
             digest.update(block)
     return digest.hexdigest()
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a directory's entries (new or renamed files) durable."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_file(path: Path) -> None:
-    with path.open("rb+") as f:
-        os.fsync(f.fileno())
 
 
 def publish_dir(root: Path, name: str, write: Callable[[Path], object]) -> Path:
@@ -73,7 +61,7 @@ def publish_dir(root: Path, name: str, write: Callable[[Path], object]) -> Path:
         manifest = {p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in files}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
         for path in [*files, tmp / MANIFEST]:
-            _fsync_file(path)
+            fsync_file(path)
         fsync_dir(tmp)
         os.rename(tmp, final)
         fsync_dir(root)
