@@ -10,15 +10,11 @@ from typing import Annotated
 import orjson
 import typer
 
+from freshrec.cli_common import UsageError, emit, fail, model_options, resolve_data
 from freshrec.config import ConfigError, FreshrecConfig, load_config, parse_duration, show_config
 
 config_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Check or show a YAML configuration.")
 evaluate_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Replay experiments.")
-
-
-def _fail(message: str, code: int) -> None:
-    sys.stderr.write(f"error: {message}\n")
-    raise typer.Exit(code)
 
 
 @config_app.command("check")
@@ -67,7 +63,6 @@ def evaluate_ab(
     debug: Annotated[bool, typer.Option("--debug", help="Tracebacks on errors.")] = False,
 ) -> None:
     """Daily retraining vs online vs hybrid on the same time-ordered stream, each prequential."""
-    from freshrec.cli import UsageError, _emit, _learner, _resolve_data
     from freshrec.evaluate import ABConfig, replay_ab, write_report
     from freshrec.events.datasets import FORMATS, open_source
     from freshrec.events.deadletter import MemoryDeadLetters
@@ -78,7 +73,7 @@ def evaluate_ab(
     try:  # the options: a bad one is a usage error (2)
         if fmt not in FORMATS:
             raise UsageError(f"unknown format {fmt!r}; choose one of: {', '.join(FORMATS)}")
-        name, shared = _learner(model, dim, lr, seed)
+        name, shared = model_options(model, dim, lr, seed)
         config = ABConfig(arms=tuple(a.strip() for a in arms.split(",") if a.strip()), model=name,
                           model_config=shared, day=parse_duration(day),
                           offline_interval=parse_duration(offline_interval),
@@ -87,9 +82,9 @@ def evaluate_ab(
     except (UsageError, ValueError) as error:
         if debug:
             raise
-        _fail(str(error), 2)
+        fail(str(error), 2)
     try:  # the run: a failure is a runtime error (1)
-        fmt, data, note = _resolve_data(fmt, data, fallback)
+        fmt, data, note = resolve_data(fmt, data, fallback)
         source = open_source(fmt, data, MemoryDeadLetters())
         source = LimitedSource(source, limit) if limit is not None else source
         specs = default_specs(source.fields, dim=dim)
@@ -104,7 +99,7 @@ def evaluate_ab(
     except (FileNotFoundError, OSError, ValueError) as error:
         if debug:
             raise
-        _fail(str(error), 1)
+        fail(str(error), 1)
     summary = {"format": fmt, "data": str(data) if data else None, "note": note or None,
                "seconds": time.perf_counter() - started, "report": str(page) if page else None,
                "arms": {n: {k: v for k, v in f.items() if k != "per_day"} | {"days": len(f["per_day"])}
@@ -112,4 +107,4 @@ def evaluate_ab(
     if as_json:
         typer.echo(orjson.dumps(summary).decode())
     else:
-        _emit({f"{n}.{k}": v for n, f in summary["arms"].items() for k, v in f.items()}, False, "replay A/B")
+        emit({f"{n}.{k}": v for n, f in summary["arms"].items() for k, v in f.items()}, False, "replay A/B")

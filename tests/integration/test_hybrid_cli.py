@@ -24,7 +24,7 @@ training:
 
 
 def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(FRESHREC + args, cwd=cwd, capture_output=True, text=True, timeout=600)
+    return subprocess.run(FRESHREC + args, cwd=cwd, capture_output=True, text=True, timeout=1800)
 
 
 def test_config_check_show_and_errors(tmp_path: Path) -> None:
