@@ -34,7 +34,7 @@ from safetensors.numpy import load_file, save_file
 from freshrec.events.source import Position
 from freshrec.snapshot.files import CorruptVersion, publish_dir, verify_dir
 from freshrec.train import OnlineTrainer
-from freshrec.train.state import load_trainer, save_trainer
+from freshrec.engine.trainer_state import load_trainer, save_trainer
 
 __all__ = ["Checkpoint", "CheckpointStore"]
 
