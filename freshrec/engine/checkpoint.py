@@ -31,10 +31,10 @@ import numpy as np
 import pyarrow as pa
 from safetensors.numpy import load_file, save_file
 
+from freshrec.engine.trainer_state import load_trainer, save_trainer
 from freshrec.events.source import Position
 from freshrec.snapshot.files import CorruptVersion, publish_dir, verify_dir
 from freshrec.train import OnlineTrainer
-from freshrec.engine.trainer_state import load_trainer, save_trainer
 
 __all__ = ["Checkpoint", "CheckpointStore"]
 
