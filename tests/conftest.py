@@ -20,6 +20,16 @@ from freshrec.models import ModelConfig, build_model
 from freshrec.snapshot import ModelRegistry
 from freshrec.train import OnlineTrainer
 
+# the article's case-study configuration, exactly as it is written there
+ARTICLE = """\
+gpu:
+  type: A100
+  count: 8
+  autoscale: true
+training:
+  online_batch_size: 512
+  offline_interval: 6h
+"""
 DATA = Path(os.environ.get("FRESHREC_DATA", Path(__file__).resolve().parents[1] / "../shared/data"))
 
 

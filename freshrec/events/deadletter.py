@@ -46,7 +46,9 @@ class DeadLetterSink(Protocol):
     def put_many(self, letters: Iterable[DeadLetter]) -> None: ...
 
 
-class _CountingSink(ABC):
+class CountingDeadLetters(ABC):
+    """Base of the sinks: counts by reason, `total`, `put_many`; a subclass stores in `_store`."""
+
     def __init__(self) -> None:
         self.counts: Counter = Counter()
 
@@ -67,7 +69,7 @@ class _CountingSink(ABC):
         """Keep one letter."""
 
 
-class MemoryDeadLetters(_CountingSink):
+class MemoryDeadLetters(CountingDeadLetters):
     """Keeps the letters in a list (for the API and tests)."""
 
     def __init__(self) -> None:
@@ -78,7 +80,7 @@ class MemoryDeadLetters(_CountingSink):
         self.letters.append(letter)
 
 
-class JsonlDeadLetters(_CountingSink):
+class JsonlDeadLetters(CountingDeadLetters):
     """Appends one JSON object per letter to a file; flushed on `close()` and on each `flush()`.
 
     >>> import tempfile, pathlib

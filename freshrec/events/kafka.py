@@ -15,7 +15,6 @@ from __future__ import annotations
 import socket
 import subprocess
 import time
-from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -25,7 +24,7 @@ import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from freshrec.events.deadletter import DeadLetter, DeadLetterSink
+from freshrec.events.deadletter import CountingDeadLetters, DeadLetter, DeadLetterSink
 from freshrec.events.event import Event, EventChunk, Field
 from freshrec.events.live import check_event, events_table
 from freshrec.events.source import Position
@@ -132,24 +131,15 @@ class KafkaSink:
             raise TimeoutError(f"messages to {self.topic} not delivered within {timeout} s")
 
 
-class KafkaDeadLetters:
-    """A `DeadLetterSink` that produces each dead letter as JSON to a dead-letter topic."""
+class KafkaDeadLetters(CountingDeadLetters):
+    """A dead-letter sink that produces each letter as JSON to a dead-letter topic."""
 
     def __init__(self, sink: KafkaSink) -> None:
+        super().__init__()
         self.sink = sink
-        self.counts: Counter = Counter()
 
-    @property
-    def total(self) -> int:
-        return sum(self.counts.values())
-
-    def put(self, letter: DeadLetter) -> None:
-        self.counts[letter.reason] += 1
+    def _store(self, letter: DeadLetter) -> None:
         self.sink.send_raw(orjson.dumps(asdict(letter)))
-
-    def put_many(self, letters) -> None:
-        for letter in letters:
-            self.put(letter)
 
     def flush(self) -> None:
         self.sink.flush()

@@ -70,6 +70,7 @@ class ModelService:
         self.candidates = CandidateIndex(self.candidate_config)
         self._standby: Replica | None = None
         self._refused: set[int] = set()
+        self._refused_offline: set[int] = set()
         self._sync_lock = threading.Lock()
         self._fresh: tuple[int, float] | None = None
         self.freshness: deque[float] = deque(maxlen=10_000)
@@ -120,27 +121,28 @@ class ModelService:
         current = self.offline_switcher.current
         if newest is None or (current is not None and current.version == newest):
             return
-        try:
-            snapshot = self.offline.load_full(newest)
-        except (CorruptVersion, ValueError, KeyError, OSError) as error:
-            self.metrics.sync_errors.labels(f"offline {type(error).__name__}").inc()
-            log.error("refused offline version %d: %s", newest, error)
-            return
-        self.offline_switcher.swap(Replica.from_snapshot(snapshot))
+        snapshot = self._read(newest, self.offline.load_full, self._refused_offline, "offline ")
+        if snapshot is not None:
+            self.offline_switcher.swap(Replica.from_snapshot(snapshot))
 
     def _newest_full(self) -> int | None:
         versions = [v for v in self.registry.full_versions() if v not in self._refused]
         return versions[-1] if versions else None
 
-    def _read(self, version: int, load):
+    def _read(self, version: int, load, refused: set[int] | None = None, what: str = ""):
+        """`load(version)`, or None: a version that fails is added to `refused` (default: the online
+        ones), counted and logged once, and never read again."""
+        refused = self._refused if refused is None else refused
+        if version in refused:
+            return None
         try:
             return load(version)
         except FileNotFoundError:  # pruned or being replaced: the next poll sees the new state
             return None
         except (CorruptVersion, ValueError, KeyError, OSError) as error:
-            self._refused.add(version)
-            self.metrics.sync_errors.labels(type(error).__name__).inc()
-            log.error("refused version %d: %s", version, error)
+            refused.add(version)
+            self.metrics.sync_errors.labels(f"{what}{type(error).__name__}").inc()
+            log.error("refused %sversion %d: %s", what, version, error)
             return None
 
     def _load_full(self, version: int) -> None:

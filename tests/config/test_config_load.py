@@ -6,18 +6,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import ARTICLE
 
 from freshrec.config import ConfigError, FreshrecConfig, load_config, parse_config, show_config
 
-ARTICLE = """\
-gpu:
-  type: A100
-  count: 8
-  autoscale: true
-training:
-  online_batch_size: 512
-  offline_interval: 6h
-"""
 SECTIONS = "source, features, model, embedding, training, sync, serve, fusion, log, gpu"
 
 

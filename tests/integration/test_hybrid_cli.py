@@ -9,18 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import need_real_data
+from conftest import ARTICLE, need_real_data
 
 pytestmark = pytest.mark.integration
 FRESHREC = [sys.executable, "-m", "freshrec.cli"]
-ARTICLE = """gpu:
-  type: A100
-  count: 8
-  autoscale: true
-training:
-  online_batch_size: 512
-  offline_interval: 6h
-"""
 
 
 def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
