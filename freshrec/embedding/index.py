@@ -32,6 +32,8 @@ import numpy as np
 from numba import types
 from numba.extending import intrinsic
 
+from freshrec.embedding.storage import AHEAD, prefetch
+
 __all__ = ["IdIndex", "IndexState"]
 
 EMPTY = 0
@@ -70,6 +72,8 @@ def _home(key, bits):
 def _lookup(table, bits, ids, out):
     mask = (1 << bits) - 1
     for i in range(len(ids)):
+        if i + AHEAD < len(ids):  # the home slot of a later id: its cache miss overlaps this one's
+            prefetch(table.ctypes.data + 16 * _home(ids[i + AHEAD], bits))
         key = ids[i]
         at = _home(key, bits)
         out[i] = -1

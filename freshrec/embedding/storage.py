@@ -84,8 +84,11 @@ def row_view(bases, chunk, row, width):
 
 @numba.njit(nogil=True, cache=True, inline="always")
 def prefetch_row(bases, chunk, row, width):
-    """`prefetch` the start of a row (as `row_view` finds it)."""
-    prefetch(bases[chunk] + row * width * 4)
+    """`prefetch` a row (as `row_view` finds it): its first and its last byte, so a row that
+    straddles two cache lines (up to 64 bytes wide: any; wider rows: their ends) has both."""
+    start = bases[chunk] + row * width * 4
+    prefetch(start)
+    prefetch(start + width * 4 - 1)
 
 
 @numba.njit(nogil=True, cache=True)

@@ -25,6 +25,7 @@ for what they see). A reader may see a row half-way through an update.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 
 import numba
@@ -123,9 +124,14 @@ class _Book:
         self.counts = np.zeros(0, np.uint32)
         self.last_seen = np.zeros(0, np.float64)
         self.dirty = np.zeros(0, np.int64)
+        self.lock = threading.Lock()
 
     def ensure(self, rows: int) -> None:
-        if rows > len(self.ids):
+        """Room for `rows` rows; growing replaces the arrays under `lock` (a writer of `dirty` in
+        another thread holds it too, so no write lands in a replaced array)."""
+        if rows <= len(self.ids):
+            return
+        with self.lock:
             size = max(rows, len(self.ids) * 3 // 2)
             for name in ("ids", "counts", "last_seen", "dirty"):
                 old = getattr(self, name)
@@ -276,7 +282,8 @@ class DynamicEmbedding:
             s.storage.scatter(rows, values)
             for name, array in state.items():
                 s.storage.scatter(rows, array, name)
-        s.book.dirty[rows] = s.version + 1
+        with s.book.lock:  # a lookahead thread may be growing the book (`FastFM.learn_stream`)
+            s.book.dirty[rows] = s.version + 1
         s.version += 1
 
     def evict(self, now: float) -> int:

@@ -10,12 +10,18 @@ over every id occurrence i of every sparse feature (slot -1, an id without a row
 `learn(batch)` scores the batch with the weights as they were before it (the prequential
 prediction, returned), then takes one step on the mean BCE over its labelled rows: per
 occurrence dL/dw_i = g and dL/dv_i = g * (S - v_i), with S = sum_i v_i of its row and
-g = (p - y) / n. One kernel copies each distinct row once from where the table keeps it (no
-sort: first-occurrence order) and scores; a second sums the gradients of each distinct row; the
-table's row-wise optimizer applies them in place (`DynamicEmbedding.apply_gradients`); a third
-kernel takes the
-dense Adagrad step on the `torch.optim.Adagrad` state of `dense_weight` and `bias`, so the fast
-path and the module + autograd + the same optimizers move the same weights the same way.
+g = (p - y) / n. The work is split by what it depends on:
+
+- resolving (`Resolved`): the ids' table slots (admitting new ids) and the distinct slots of the
+  batch in order of first occurrence (no sort) - nothing that depends on the rows' values, so
+  `learn_stream` does it for later batches in a worker thread while this one learns;
+- learning (`learn_resolved`): copy each distinct row once from where the table keeps it and
+  score; the gradients of each distinct row; the table's row-wise optimizer applies them in place
+  (`DynamicEmbedding.apply_gradients`); the dense Adagrad step on the `torch.optim.Adagrad`
+  state of `dense_weight` and `bias`.
+
+So the fast path and the module + autograd + the same optimizers move the same weights the same
+way.
 
 >>> import torch
 >>> from types import SimpleNamespace
@@ -40,6 +46,9 @@ path and the module + autograd + the same optimizers move the same weights the s
 from __future__ import annotations
 
 import math
+import queue
+import threading
+from collections.abc import Iterable, Iterator
 from typing import NamedTuple, Protocol
 
 import numba
@@ -47,10 +56,10 @@ import numpy as np
 import torch
 
 from freshrec.batch import Batch
-from freshrec.embedding.storage import AHEAD, locate, prefetch_row, row_view
+from freshrec.embedding.storage import AHEAD, locate, prefetch, prefetch_row, row_view
 from freshrec.embedding.table import DynamicEmbedding
 
-__all__ = ["FMWeights", "FastFM"]
+__all__ = ["FMWeights", "FastFM", "Resolved"]
 
 
 class FMWeights(Protocol):
@@ -61,45 +70,62 @@ class FMWeights(Protocol):
     bias: torch.Tensor
 
 
-@numba.njit(nogil=True, cache=True, error_model="numpy")
-def _score(bases, chunk_rows, slots, lengths, dense, dense_w, bias, where, unique, local, occurrence,
-           sums, logits):
-    """logits[b] of each row b; `sums[b]` gets S = sum_i v_i (the factors of its ids).
+@numba.njit(nogil=True, cache=True)
+def _distinct(slots, where, unique, occurrence):
+    """Number the distinct slots of `slots` in order of first occurrence: `unique[u]` is the
+    slot of u, `occurrence[at]` the u of `slots[at]` (-1 for slot -1). `where` (slot -> u) must
+    be all -1 and is left so. Returns the number of distinct slots."""
+    n = 0
+    for at in range(len(slots)):
+        if at + AHEAD < len(slots) and slots[at + AHEAD] >= 0:
+            prefetch(where.ctypes.data + 4 * slots[at + AHEAD])
+        slot = slots[at]
+        occurrence[at] = -1
+        if slot < 0:
+            continue
+        u = where[slot]
+        if u < 0:
+            u, where[slot], unique[n] = n, n, slot
+            n += 1
+        occurrence[at] = u
+    for i in range(n):
+        where[unique[i]] = -1
+    return n
 
-    `slots` is key-major (every row of key 0, then key 1, ...), `lengths` [keys * rows]. Each
-    distinct row is read from the storage once, into `local[u]` (u in order of first occurrence,
-    its slot in `unique[u]`, each occurrence's u in `occurrence`, -1 without a row); `where`
-    (slot -> u) must be all -1 and is left so. Returns the number of distinct rows."""
+
+@numba.njit(nogil=True, cache=True)
+def _copy_rows(bases, chunk_rows, unique, n, local):
+    """local[u] = the row of slot unique[u], read where the storage keeps it."""
+    width = local.shape[1]
+    for u in range(n):
+        if u + AHEAD < n:
+            c, r = locate(chunk_rows, unique[u + AHEAD])
+            prefetch_row(bases, c, r, width)
+        c, r = locate(chunk_rows, unique[u])
+        local[u, :] = row_view(bases, c, r, width)
+
+
+@numba.njit(nogil=True, cache=True, error_model="numpy")
+def _score(local, occurrence, lengths, dense, dense_w, bias, sums, logits):
+    """logits[b] of each row b from the distinct rows `local` (see `_distinct`); `sums[b]` gets
+    S = sum_i v_i, the factors of its ids. `occurrence` and `lengths` [keys * rows] are key-major
+    (every row of key 0, then key 1, ...)."""
     rows, k = sums.shape
-    width = k + 1
     linear, squares = np.zeros(rows, np.float32), np.zeros((rows, k), np.float32)
     sums[:] = 0.0
-    n = at = 0
+    at = 0
     for bag in range(len(lengths)):
         b = bag % rows
         for _ in range(lengths[bag]):
-            if at + AHEAD < len(slots) and slots[at + AHEAD] >= 0:
-                c, r = locate(chunk_rows, slots[at + AHEAD])
-                prefetch_row(bases, c, r, width)
-            slot = slots[at]
-            occurrence[at] = -1
+            u = occurrence[at]
             at += 1
-            if slot < 0:
-                continue
-            u = where[slot]
             if u < 0:
-                u, where[slot], unique[n] = n, n, slot
-                n += 1
-                c, r = locate(chunk_rows, slot)
-                local[u, :] = row_view(bases, c, r, width)
-            occurrence[at - 1] = u
+                continue
             linear[b] += local[u, 0]
             for d in range(k):
                 v = local[u, d + 1]
                 sums[b, d] += v
                 squares[b, d] += v * v  # per (row, factor): no chain of dependent adds
-    for i in range(n):
-        where[unique[i]] = -1
     for b in range(rows):
         pair = np.float32(0.0)
         for d in range(k):
@@ -107,30 +133,24 @@ def _score(bases, chunk_rows, slots, lengths, dense, dense_w, bias, where, uniqu
         x = np.float32(0.0)
         for j in range(len(dense_w)):
             x += dense[b, j] * dense_w[j]
-        logits[b] = bias + x + linear[b] + np.float32(0.5) * pair
-    return n
+        logits[b] = bias[0] + x + linear[b] + np.float32(0.5) * pair
 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")
-def _row_gradients(logits, labels, probs, grads):
-    """Probabilities, and g = (p - y) / n per row (0 for unlabelled rows); False if not finite."""
+def _gradients(logits, labels, occurrence, lengths, sums, local, n, probs, grads, summed):
+    """Probabilities; g = (p - y) / n per row (0 for unlabelled rows); the gradient of each of
+    the `n` distinct rows summed over its occurrences in batch order (the order in which the
+    table's coalescer would sum them). Returns False if a g or a logit is not finite."""
+    rows, k = sums.shape
     labelled = 0
-    for b in range(len(labels)):
+    for b in range(rows):
         probs[b] = np.float32(1.0) / (np.float32(1.0) + np.exp(-logits[b]))
         if not np.isnan(labels[b]):
             labelled += 1
     finite = True
-    for b in range(len(labels)):
+    for b in range(rows):
         grads[b] = 0.0 if np.isnan(labels[b]) else (probs[b] - labels[b]) / np.float32(labelled)
         finite = finite and np.isfinite(grads[b]) and np.isfinite(logits[b])
-    return finite
-
-
-@numba.njit(nogil=True, cache=True, error_model="numpy")
-def _sparse_gradients(occurrence, lengths, grads, sums, local, n, summed):
-    """The gradient of each of the `n` distinct rows `_score` found, summed over its
-    occurrences in batch order (the order in which the table's coalescer would sum them)."""
-    rows, k = sums.shape
     summed[:n] = 0.0
     at = 0
     for bag in range(len(lengths)):
@@ -144,11 +164,13 @@ def _sparse_gradients(occurrence, lengths, grads, sums, local, n, summed):
             summed[u, 0] += g
             for d in range(k):
                 summed[u, d + 1] += g * (sums[b, d] - local[u, d + 1])
+    return finite
 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")
-def _dense_adagrad(dense, grads, weight, bias, weight_sum, bias_sum, lr, eps):
-    """torch.optim.Adagrad's step on the dense weights (dL/dw = sum_b g_b x_b) and the bias."""
+def _dense_adagrad(dense, grads, weight, bias, weight_sum, bias_sum, steps, lr, eps):
+    """torch.optim.Adagrad's step on the dense weights (dL/dw = sum_b g_b x_b) and the bias;
+    `steps` holds the two parameters' step counters."""
     for j in range(len(weight)):
         g = np.float32(0.0)
         for b in range(len(grads)):
@@ -160,49 +182,51 @@ def _dense_adagrad(dense, grads, weight, bias, weight_sum, bias_sum, lr, eps):
         g += grads[b]
     bias_sum[0] += g * g
     bias[0] -= lr * g / (np.sqrt(bias_sum[0]) + eps)
+    for step in steps:
+        step[0] += 1
 
 
-class _Scratch:
-    """Buffers kept between batches (grown, never shrunk; `where` stays all -1)."""
+class Resolved(NamedTuple):
+    """A batch with its ids resolved to table slots and numbered by distinct slot (`_distinct`):
+    everything about it that does not depend on the rows' values."""
 
-    def __init__(self) -> None:
-        self.where = np.zeros(0, np.int32)
-        self.unique = np.zeros(0, np.int64)
-        self.occurrence = np.zeros(0, np.int32)
-        self.local = np.zeros((0, 0), np.float32)
-        self.summed = np.zeros((0, 0), np.float32)
-
-    def fit(self, ids: int, bound: int, width: int) -> _Scratch:
-        if bound > len(self.where):
-            self.where = np.full(max(bound, len(self.where) * 3 // 2), -1, np.int32)
-        if ids > len(self.unique) or self.local.shape[1] != width:
-            size = max(ids, len(self.unique) * 3 // 2)
-            self.unique, self.occurrence = np.empty(size, np.int64), np.empty(size, np.int32)
-            self.local, self.summed = np.empty((size, width), np.float32), np.empty((size, width), np.float32)
-        return self
-
-
-class _Rows(NamedTuple):
-    """Where the kernels read the rows of `slots`: chunk addresses, rows per chunk, the slots to
-    read there and a bound on them (`copy` keeps a gathered copy alive)."""
-
-    bases: np.ndarray
-    chunk_rows: int
+    batch: Batch
+    lengths: np.ndarray
     slots: np.ndarray
-    bound: int
-    copy: np.ndarray | None = None
+    unique: np.ndarray
+    occurrence: np.ndarray
+    n: int
 
 
-def _rows_in_place(table: DynamicEmbedding, slots: np.ndarray) -> _Rows:
-    """The table's own storage when it is host float32 (zero copy), else a gathered copy read as
-    one chunk (its slots are then positions in `slots`)."""
-    storage = table.storage  # the fused path reads rows where they lie
-    addresses = storage.addresses()
-    if addresses is not None:
-        return _Rows(addresses["rows"], storage.chunk_rows, slots, storage.high)
-    copy = np.ascontiguousarray(table.gather(slots).numpy())
-    local = np.where(slots >= 0, np.arange(len(slots)), -1)
-    return _Rows(np.array([copy.ctypes.data], np.int64), max(len(slots), 1), local, len(slots), copy)
+class _Resolver:
+    """Resolves batches for one thread (owns the `where` buffer, kept all -1)."""
+
+    def __init__(self, model: FMWeights) -> None:
+        self.model = model
+        self.where = np.zeros(0, np.int32)
+
+    def __call__(self, batch: Batch, train: bool) -> Resolved:
+        table = self.model.table
+        ids, lengths = _ids(self.model, batch)
+        now = float(batch.ts.max()) if len(batch) else 0.0
+        slots = table.slots(ids, 0.0 if math.isnan(now) else now, train=train)
+        high = table.storage.high
+        if high > len(self.where):
+            self.where = np.full(max(high, len(self.where) * 3 // 2), -1, np.int32)
+        unique, occurrence = np.empty(len(slots), np.int64), np.empty(len(slots), np.int32)
+        n = _distinct(slots, self.where, unique, occurrence)
+        return Resolved(batch, lengths, slots, unique[:n], occurrence, n)
+
+
+class _DenseViews(NamedTuple):
+    """numpy views of the dense weights and of their Adagrad state, valid while the model and the
+    optimizer keep these tensors (`tensors`; `load_state_dict` replaces the optimizer's)."""
+
+    tensors: tuple[torch.Tensor, ...]
+    weight: np.ndarray
+    bias: np.ndarray
+    sums: tuple[np.ndarray, np.ndarray]
+    steps: tuple[np.ndarray, np.ndarray]
 
 
 class FastFM:
@@ -212,14 +236,20 @@ class FastFM:
     reads and writes as `optimizer.step()` would."""
 
     def __init__(self, model: FMWeights, optimizer: torch.optim.Adagrad) -> None:
+        group = optimizer.param_groups[0]
+        if group["lr_decay"] or group["weight_decay"] or group.get("maximize"):
+            raise ValueError("the fused FM step supports Adagrad without lr_decay, weight_decay or maximize")
         self.model = model
         self.optimizer = optimizer
         self.skipped = 0
-        self._scratch = _Scratch()
+        self._resolve = _Resolver(model)
+        self._local = np.empty((0, 0), np.float32)
+        self._summed = np.empty((0, 0), np.float32)
+        self._views: _DenseViews | None = None
 
     def predict(self, batch: Batch) -> torch.Tensor:
         """Click probabilities [B] (float32); looks ids up without admitting or counting them."""
-        logits, _, _, _, _ = self._score(batch, train=False)
+        logits, _, _ = self._score(self._resolve(batch, train=False))
         return torch.sigmoid(torch.from_numpy(logits))
 
     def learn(self, batch: Batch) -> torch.Tensor:
@@ -227,61 +257,128 @@ class FastFM:
 
         A batch whose gradients are not finite changes no weight (new ids keep their rows) and
         adds one to `skipped`."""
-        logits, sums, rows, lengths, n = self._score(batch, train=True)
+        return self.learn_resolved(self._resolve(batch, train=True))
+
+    def learn_stream(self, batches: Iterable[Batch], ahead: int = 32) -> Iterator[tuple[Batch, torch.Tensor]]:
+        """`learn` over a stream, yielding (batch, scores before its step): the same steps and
+        scores as `learn` batch after batch, with the id lookup (admission of new ids included) of
+        up to `ahead` later batches done meanwhile in a worker thread, off the critical path. Rows'
+        values are read only when their batch is learned. While a stream runs nothing else may
+        insert into or evict from the table. An error in `batches` is raised here; closing the
+        stream stops the worker once `batches` yields its next batch.
+
+        >>> import torch
+        >>> from freshrec.models import FMConfig, OnlineFM
+        >>> from freshrec.batch import Batch, SparseFeatures
+        >>> from freshrec.events.event import FieldKind
+        >>> from freshrec.features import FeatureSpec
+        >>> model = OnlineFM([FeatureSpec("user", FieldKind.CATEGORICAL, dim=4)], FMConfig(dim=4))
+        >>> fm = FastFM(model, torch.optim.Adagrad([model.dense_weight, model.bias], lr=0.05))
+        >>> stream = [Batch(SparseFeatures(["user"], torch.tensor([user]), torch.ones(1, dtype=torch.int32)),
+        ...                 torch.zeros(1, 0), torch.tensor([1.0]), torch.zeros(1, dtype=torch.float64))
+        ...           for user in (7, 7, 8)]
+        >>> [round(float(p), 3) for _, p in fm.learn_stream(stream)]   # user 7 learned once when seen again
+        [0.504, 0.529, 0.518]
+        """
+        resolve, ready = _Resolver(self.model), queue.Queue(maxsize=ahead)
+        stop = threading.Event()
+
+        def offer(item: Resolved | BaseException | None) -> bool:
+            """Queue `item` unless the consumer has gone (then False)."""
+            while not stop.is_set():
+                try:
+                    ready.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        def work() -> None:
+            try:
+                for batch in batches:
+                    if not offer(resolve(batch, train=True)):
+                        return
+                offer(None)
+            except BaseException as error:  # raised again in the consumer's thread
+                offer(error)
+
+        worker = threading.Thread(target=work, name="fm-lookahead", daemon=True)
+        worker.start()
+        try:
+            while (item := ready.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item.batch, self.learn_resolved(item)
+        finally:
+            stop.set()
+            worker.join()
+
+    def learn_resolved(self, resolved: Resolved) -> torch.Tensor:
+        """`learn` of a batch resolved by this model's table (the rows are read now)."""
+        logits, sums, local = self._score(resolved)
+        batch, n = resolved.batch, resolved.n
         labels = np.ascontiguousarray(batch.labels.numpy(), np.float32)
         probs, grads = np.empty_like(logits), np.empty_like(logits)
-        if not _row_gradients(logits, labels, probs, grads):
+        summed = self._summed = _fit(self._summed, n, local.shape[1])
+        if not _gradients(logits, labels, resolved.occurrence, resolved.lengths, sums, local, n, probs, grads,
+                          summed):
             self.skipped += 1
         elif not np.isnan(labels).all():
-            scratch = self._scratch
-            _sparse_gradients(scratch.occurrence, lengths, grads, sums, scratch.local, n, scratch.summed)
-            unique = scratch.unique[:n] if rows.copy is None else rows.slots[scratch.unique[:n]]
-            self.model.table.apply_gradients(unique, torch.from_numpy(scratch.summed[:n]), unique=rows.copy is None)
-            self._learn_dense(batch, grads)
+            self.model.table.apply_gradients(resolved.unique, torch.from_numpy(summed[:n]), unique=True)
+            views = self._dense_views()
+            _dense_adagrad(_dense(batch), grads, views.weight, views.bias, *views.sums, views.steps,
+                           np.float32(self.optimizer.param_groups[0]["lr"]),
+                           np.float32(self.optimizer.param_groups[0]["eps"]))
         return torch.from_numpy(probs)
 
-    def _score(self, batch: Batch, train: bool):
-        """(logits, S per row, the rows read, lengths, distinct rows) of one batch."""
-        table, k = self.model.table, self.model.table.config.dim - 1
-        ids, lengths = self._ids(batch)
-        now = float(batch.ts.max()) if len(batch) else 0.0
-        slots = table.slots(ids, 0.0 if math.isnan(now) else now, train=train)
-        rows = _rows_in_place(table, slots)
-        scratch = self._scratch.fit(len(ids), rows.bound, k + 1)
-        sums, logits = np.empty((len(batch), k), np.float32), np.empty(len(batch), np.float32)
-        n = _score(rows.bases, rows.chunk_rows, rows.slots, lengths, _dense(batch),
-                   self.model.dense_weight.detach().reshape(-1).numpy(),
-                   np.float32(self.model.bias.detach().reshape(-1)[0]), scratch.where, scratch.unique,
-                   scratch.local, scratch.occurrence, sums, logits)
-        if rows.copy is not None:  # positions, not slots: map back (the table coalesces repeats)
-            rows = rows._replace(slots=slots)
-        return logits, sums, rows, lengths, n
+    def _score(self, resolved: Resolved) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(logits, S per row, the distinct rows as read) of a resolved batch."""
+        table, rows = self.model.table, len(resolved.batch)
+        width = table.config.dim
+        local = self._local = _fit(self._local, resolved.n, width)
+        addresses = table.storage.addresses()
+        if addresses is not None:  # host float32: read the rows where they lie
+            _copy_rows(addresses["rows"], table.storage.chunk_rows, resolved.unique, resolved.n, local)
+        else:
+            local[:resolved.n] = table.gather(resolved.unique).cpu().numpy()
+        views = self._dense_views()
+        sums, logits = np.empty((rows, width - 1), np.float32), np.empty(rows, np.float32)
+        _score(local, resolved.occurrence, resolved.lengths, _dense(resolved.batch), views.weight, views.bias,
+               sums, logits)
+        return logits, sums, local
 
-    def _ids(self, batch: Batch) -> tuple[np.ndarray, np.ndarray]:
-        """(ids, lengths) key-major over the model's sparse features (`sparse_specs` when it has
-        them, else every key of the batch)."""
-        sparse = batch.sparse
-        specs = getattr(self.model, "sparse_specs", None)
-        keys = sparse.keys() if specs is None else [s.name for s in specs]
-        if keys == sparse.keys():
-            return sparse.values().numpy(), sparse.lengths().numpy()
-        parts = [sparse[key] for key in keys]
-        if not parts:
-            return np.zeros(0, np.int64), np.zeros(0, np.int32)
-        return (torch.cat([p.values for p in parts]).numpy(),
-                torch.cat([p.lengths for p in parts]).numpy())
+    def _dense_views(self) -> _DenseViews:
+        weight, bias, state = self.model.dense_weight, self.model.bias, self.optimizer.state
+        tensors = (weight, bias, state[weight]["sum"], state[bias]["sum"], state[weight]["step"], state[bias]["step"])
+        views = self._views
+        if views is None or any(a is not b for a, b in zip(views.tensors, tensors)):
+            views = self._views = _DenseViews(
+                tensors, weight.detach().reshape(-1).numpy(), bias.detach().reshape(-1).numpy(),
+                (tensors[2].reshape(-1).numpy(), tensors[3].reshape(-1).numpy()),
+                (tensors[4].reshape(1).numpy(), tensors[5].reshape(1).numpy()))
+        return views
 
-    def _learn_dense(self, batch: Batch, grads: np.ndarray) -> None:
-        weight, bias = self.model.dense_weight, self.model.bias
-        group, state = self.optimizer.param_groups[0], self.optimizer.state
-        if group["lr_decay"] or group["weight_decay"] or group.get("maximize"):
-            raise ValueError("the fused FM step supports Adagrad without lr_decay, weight_decay or maximize")
-        for p in (weight, bias):
-            state[p]["step"] += 1
-        _dense_adagrad(_dense(batch), grads, weight.detach().reshape(-1).numpy(),
-                       bias.detach().reshape(-1).numpy(), state[weight]["sum"].reshape(-1).numpy(),
-                       state[bias]["sum"].reshape(-1).numpy(), np.float32(group["lr"]),
-                       np.float32(group["eps"]))
+
+def _fit(buffer: np.ndarray, rows: int, width: int) -> np.ndarray:
+    """`buffer` if it holds `rows` rows of `width`, else a larger one (grown by half)."""
+    if rows <= len(buffer) and buffer.shape[1] == width:
+        return buffer
+    return np.empty((max(rows, len(buffer) * 3 // 2), width), np.float32)
+
+
+def _ids(model: FMWeights, batch: Batch) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, lengths) key-major over the model's sparse features (`sparse_specs` when it has
+    them, else every key of the batch)."""
+    sparse = batch.sparse
+    specs = getattr(model, "sparse_specs", None)
+    keys = sparse.keys() if specs is None else [s.name for s in specs]
+    if keys == sparse.keys():
+        return sparse.values().numpy(), sparse.lengths().numpy()
+    parts = [sparse[key] for key in keys]
+    if not parts:
+        return np.zeros(0, np.int64), np.zeros(0, np.int32)
+    return (torch.cat([p.values for p in parts]).numpy(),
+            torch.cat([p.lengths for p in parts]).numpy())
 
 
 def _dense(batch: Batch) -> np.ndarray:
