@@ -35,8 +35,11 @@ import torch
 from freshrec.batch import Batch
 from freshrec.metrics import PrequentialMetrics
 from freshrec.models.base import OnlineModel, loss
+from freshrec.models.fm import OnlineFM
+from freshrec.models.fm_fast import FastFM
 
 log = logging.getLogger(__name__)
+EPSILON = 1e-7
 
 FLUSH_ROWS = 4096
 DENSE_OPTIMIZERS = {"adagrad": torch.optim.Adagrad, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}
@@ -47,11 +50,14 @@ class TrainerConfig:
     """- `dense_optimizer`: "adagrad", "adam" or "sgd", for the model's torch parameters;
     - `dense_lr`: its learning rate (None: the model config's `lr`);
     - `seed`: torch's global seed, set at the first `learn` (dropout and the like);
+    - `fused`: train an `OnlineFM` (BCE, dense Adagrad) with the fused numba step
+      (`freshrec.models.fm_fast.FastFM`: the same step as the module's, several times faster);
     - `bins`, `window_events`, `window_seconds`: the `PrequentialMetrics` settings."""
 
     dense_optimizer: str = "adagrad"
     dense_lr: float | None = None
     seed: int = 0
+    fused: bool = True
     bins: int = 4096
     window_events: int | None = 100_000
     window_seconds: float | None = None
@@ -70,6 +76,7 @@ class OnlineTrainer:
         self.model = model
         self.config = config or TrainerConfig()
         self._optimizer: torch.optim.Optimizer | None = None
+        self._fused: FastFM | None = None
         self._metrics: PrequentialMetrics | None = None
         self.batches = self.skipped_batches = self.skipped_rows = 0
         self.squared_error = 0.0
@@ -106,6 +113,12 @@ class OnlineTrainer:
         lr = self.config.dense_lr or self.model.config.lr
         if params:
             self._optimizer = DENSE_OPTIMIZERS[self.config.dense_optimizer](params, lr=lr)
+        self._fused = fused_step(self.model, self._optimizer) if self.config.fused else None
+
+    @property
+    def fused(self) -> bool:
+        """Whether `learn` takes the fused FM step (see `TrainerConfig.fused`)."""
+        return self._fused is not None
 
     def learn(self, batch: Batch) -> dict:
         """Score `batch`, record the scores, then learn from it. Returns `rows`, `loss`,
@@ -113,6 +126,8 @@ class OnlineTrainer:
         if self.batches == 0 and self._optimizer is None:
             self.start()
         self.batches += 1
+        if self._fused is not None:
+            return self._learn_fused(batch)
         self.model.zero_grad(set_to_none=True)
         output = self.model(batch, train=True)
         value = loss(output, batch.labels, self.model.config.loss)
@@ -125,6 +140,16 @@ class OnlineTrainer:
         predictions = self._score(output.detach())
         self._record(predictions, batch)
         return {"rows": len(batch), "loss": float(value.detach()), "skipped": False, "predictions": predictions}
+
+    def _learn_fused(self, batch: Batch) -> dict:
+        self.model.check(batch)
+        skipped = self._fused.skipped
+        probabilities = self._fused.learn(batch)
+        value = _mean_bce(probabilities.numpy(), batch.labels.numpy())
+        if self._fused.skipped > skipped:
+            return self._skip(batch, value)
+        self._record(probabilities, batch)
+        return {"rows": len(batch), "loss": value, "skipped": False, "predictions": probabilities}
 
     def _gradients_finite(self) -> bool:
         grads = [p.grad for p in self.model.parameters() if p.grad is not None]
@@ -168,3 +193,24 @@ class OnlineTrainer:
         return {**summary, "auc_window": metrics.window()["auc"],
                 "auc_last20": tail["auc"], "logloss_last20": tail["logloss"],
                 "skipped_batches": self.skipped_batches, "live_ids": self.model.live_ids}
+
+
+def fused_step(model: OnlineModel, optimizer: torch.optim.Optimizer | None) -> FastFM | None:
+    """A `FastFM` over `model`'s weights when its step is the fused one's (an `OnlineFM` itself,
+    not a subclass, with the BCE loss, whose dense parameters use plain Adagrad), else None."""
+    if type(model) is not OnlineFM or model.config.loss != "bce" or not isinstance(optimizer, torch.optim.Adagrad):
+        return None
+    group = optimizer.param_groups[0]
+    if group["lr_decay"] or group["weight_decay"] or group.get("maximize"):
+        return None
+    return FastFM(model, optimizer)
+
+
+def _mean_bce(probabilities: np.ndarray, labels: np.ndarray) -> float:
+    """Mean BCE over the labelled rows (0.0 for none), from probabilities clipped away from 0 and 1."""
+    known = ~np.isnan(labels)
+    if not known.any():
+        return 0.0
+    p = np.clip(probabilities[known].astype(np.float64), EPSILON, 1 - EPSILON)
+    y = labels[known]
+    return float(-(y * np.log(p) + (1 - y) * np.log1p(-p)).mean())

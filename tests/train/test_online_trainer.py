@@ -76,8 +76,9 @@ def test_new_ids_mid_stream_get_rows_and_move_toward_their_rate() -> None:
     assert float(end[0]) > 0.7 and float(end[1]) < 0.3  # observed rates 0.9 and 0.1
 
 
-def test_a_non_finite_batch_changes_nothing(caplog: pytest.LogCaptureFixture) -> None:
-    trainer = OnlineTrainer(build_model("deepfm", SPECS, DeepFMConfig(dim=4, hidden=(8,))))
+@pytest.mark.parametrize("name, config", [("deepfm", DeepFMConfig(dim=4, hidden=(8,))), ("fm", FMConfig(dim=4))])
+def test_a_non_finite_batch_changes_nothing(caplog: pytest.LogCaptureFixture, name: str, config: ModelConfig) -> None:
+    trainer = OnlineTrainer(build_model(name, SPECS, config))
     for step in range(5):
         trainer.learn(_batch([1, 2, 3], [10, 11, 12], [1.0, 0.0, 1.0], ts=step))
     with torch.no_grad():  # non-zero dense weights, so inf * w is inf, not only 0 * inf
@@ -100,6 +101,28 @@ def test_a_non_finite_batch_changes_nothing(caplog: pytest.LogCaptureFixture) ->
     assert all(torch.equal(v, w) for (_, v), (_, w) in zip(after_state, optimizer_state))
     assert trainer.metrics.summary() == metrics
     assert not trainer.learn(_batch([1], [10], [1.0], ts=10))["skipped"]  # the stream goes on
+    assert trainer.fused == (name == "fm")
+
+
+def test_the_fused_fm_step_is_the_module_step() -> None:
+    """`TrainerConfig.fused` changes the speed of an FM's step, not its result."""
+    runs = {}
+    for fused in (True, False):
+        sim = Simulator(SimulatorConfig(batch_size=2_000, total_events=6_000, seed=1))
+        specs = default_specs(sim.fields, dim=8)
+        trainer = OnlineTrainer(build_model("fm", specs, FMConfig(dim=8, lr=0.1)), TrainerConfig(fused=fused))
+        figures = train_online(sim, FeaturePipeline(specs), trainer, batch_size=256)
+        runs[fused] = (trainer, figures)
+    (fast, fast_figures), (module, module_figures) = runs[True], runs[False]
+    assert fast.fused and not module.fused
+    assert fast_figures["auc"] == pytest.approx(module_figures["auc"], abs=1e-4)
+    assert fast_figures["logloss"] == pytest.approx(module_figures["logloss"], abs=1e-5)
+    torch.testing.assert_close(fast.model.dense_weight, module.model.dense_weight, atol=1e-5, rtol=0)
+    ids = module.model.table.state_dict()["ids"]
+    fast_rows = fast.model.table.gather(fast.model.table.slots(ids, 0.0, train=False))
+    module_rows = module.model.table.gather(module.model.table.slots(ids, 0.0, train=False))
+    difference = (fast_rows - module_rows).abs()  # float32 sums in another order, over 24 steps
+    assert float(difference.max()) < 5e-4 and float((difference > 1e-5).float().mean()) < 1e-3
 
 
 def test_predict_inserts_nothing_and_learn_reports_pre_update_scores() -> None:
