@@ -112,6 +112,11 @@ def replay(
         help=f"Train this model online ({'|'.join(MODELS)}), each batch scored before it is learned.")] = None,
     dim: Annotated[int, typer.Option(help="--model: embedding width (FM factors).")] = 16,
     lr: Annotated[float, typer.Option(help="--model: learning rate (row-wise Adagrad; dense Adagrad).")] = 0.05,
+    target: Annotated[str | None, typer.Option(
+        help="--model: the graded column the label comes from (e.g. rating), for --ordinal-levels.")] = None,
+    ordinal_levels: Annotated[str | None, typer.Option(
+        help="--model: other levels of --target learned beside the label, e.g. 2,3,5 for the label "
+             "rating>=4 of 1-5 stars.")] = None,
     fallback: Annotated[str | None, typer.Option(
         help="'simulator': replay the simulator when the data set cannot be found or fetched.")] = None,
     serve: Annotated[bool, typer.Option("--serve", help="--model: also serve it over HTTP (until Ctrl-C).")] = False,
@@ -130,16 +135,18 @@ def replay(
             raise UnknownFormat(f"unknown format {fmt!r}; choose one of: {', '.join(FORMATS)}")
         if batch_size <= 0 or (limit is not None and limit < 0) or (speed is not None and speed <= 0):
             raise UsageError("--batch-size and --speed must be positive, --limit non-negative")
-        learner = None if dry_run else model_options(model, dim, lr, seed)
+        learner = None if dry_run else model_options(model, dim, lr, seed, ordinal_levels)
         if serve and learner is None:
             raise UsageError("--serve needs --model (and no --dry-run)")
+        if bool(ordinal_levels) != bool(target):
+            raise UsageError("--ordinal-levels and --target go together")
         serving = _Serving(registry, host, port, sync_interval) if serve else None
         mapping = _mapping(user, item, time, label, cat, dense, multi, sep, delimiter)
         fmt, data, note = resolve_data(fmt, data, fallback)
         if note:
             err.print(note, markup=False, highlight=False)
         figures = _replay(fmt, data, mapping, limit, batch_size, speed, dead_letters, seed, quiet, learner,
-                          serving)
+                          serving, target)
     except (UsageError, UnknownFormat, typer.BadParameter) as error:
         if debug:
             raise
@@ -155,7 +162,8 @@ def replay(
 
 def _replay(fmt: str, data: Path | None, mapping: ColumnMapping | None, limit: int | None, batch_size: int,
             speed: float | None, dead_letter_path: Path, seed: int, quiet: bool,
-            learner: tuple[str, ModelConfig] | None = None, serving: _Serving | None = None) -> dict:
+            learner: tuple[str, ModelConfig] | None = None, serving: _Serving | None = None,
+            target: str | None = None) -> dict:
     started = time_module.perf_counter()
     with JsonlDeadLetters(dead_letter_path) as letters:
         source = open_source(fmt, data, letters, mapping=mapping,
@@ -163,7 +171,7 @@ def _replay(fmt: str, data: Path | None, mapping: ColumnMapping | None, limit: i
         if speed is not None and not source.has_event_time:
             raise UsageError(f"{fmt} has no event time; --speed needs one")
         specs = default_specs(source.fields, dim=learner[1].dim if learner else 16)
-        pipeline = FeaturePipeline(specs)
+        pipeline = FeaturePipeline(specs, target)
         chunks = limited(source, limit)
         chunks = paced(chunks, speed) if speed is not None else chunks
         trainer = None if learner is None else OnlineTrainer(

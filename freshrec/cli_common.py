@@ -75,12 +75,18 @@ def resolve_data(fmt: str, data: Path | None, fallback: str | None) -> tuple[str
         return "simulator", None, f"MovieLens-100k unavailable ({error}); replaying the simulator instead"
 
 
-def model_options(model: str | None, dim: int, lr: float, seed: int) -> tuple[str, ModelConfig] | None:
-    """(model name, shared config) for `--model`, None for ingestion only."""
+def model_options(model: str | None, dim: int, lr: float, seed: int,
+                  ordinal_levels: str | None = None) -> tuple[str, ModelConfig] | None:
+    """(model name, shared config) for `--model`, None for ingestion only; `ordinal_levels` is
+    `--ordinal-levels`, numbers separated by commas."""
     if model is None:
         return None
     if model not in MODELS:
         raise UsageError(f"unknown model {model!r}; choose one of: {', '.join(MODELS)}")
     if dim <= 0 or not lr > 0:
         raise UsageError("--dim and --lr must be positive")
-    return model, ModelConfig(dim=dim, lr=lr, seed=seed)
+    try:
+        levels = tuple(float(level) for level in ordinal_levels.split(",")) if ordinal_levels else ()
+        return model, ModelConfig(dim=dim, lr=lr, seed=seed, ordinal_levels=levels)
+    except ValueError as error:
+        raise UsageError(f"--ordinal-levels {ordinal_levels!r}: {error}") from error

@@ -30,6 +30,7 @@ class Batch:
     labels: torch.Tensor
     ts: torch.Tensor
     dense_keys: tuple[str, ...] = ()
+    targets: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         rows = self.labels.shape[0]
@@ -42,6 +43,8 @@ class Batch:
             raise ValueError(f"sparse features have {self.sparse.stride()} rows, labels {rows}")
         if self.ts.shape[0] != rows:
             raise ValueError(f"{self.ts.shape[0]} timestamps for {rows} rows")
+        if self.targets is not None and (self.targets.dtype != torch.float32 or self.targets.shape != (rows,)):
+            raise ValueError(f"targets must be float32 [{rows}], got {self.targets.dtype} {list(self.targets.shape)}")
 
     def __len__(self) -> int:
         return self.labels.shape[0]
@@ -50,16 +53,19 @@ class Batch:
         """Consecutive micro-batches of at most `size` rows (views where possible)."""
         labels = torch.split(self.labels, size)
         sparse = self.sparse.split(size) if self.sparse.keys() else [self.sparse] * len(labels)
-        parts = zip(sparse, torch.split(self.dense, size), labels, torch.split(self.ts, size))
-        return [Batch(sparse, dense, labels, ts, self.dense_keys) for sparse, dense, labels, ts in parts]
+        targets = [None] * len(labels) if self.targets is None else torch.split(self.targets, size)
+        parts = zip(sparse, torch.split(self.dense, size), labels, torch.split(self.ts, size), targets)
+        return [Batch(sparse, dense, labels, ts, self.dense_keys, targets)
+                for sparse, dense, labels, ts, targets in parts]
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
         """A copy on `device` (event times stay float64)."""
+        targets = None if self.targets is None else self.targets.to(device, non_blocking=non_blocking)
         return Batch(self.sparse.to(device, non_blocking), self.dense.to(device, non_blocking=non_blocking),
                      self.labels.to(device, non_blocking=non_blocking),
-                     self.ts.to(device, non_blocking=non_blocking), self.dense_keys)
+                     self.ts.to(device, non_blocking=non_blocking), self.dense_keys, targets)
 
     def pin_memory(self) -> Batch:
         """Page-locked copy for asynchronous host-to-device copies; unchanged without an accelerator."""
         return Batch(self.sparse.pin_memory(), pin(self.dense), pin(self.labels), pin(self.ts),
-                     self.dense_keys)
+                     self.dense_keys, None if self.targets is None else pin(self.targets))

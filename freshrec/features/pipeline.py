@@ -79,10 +79,12 @@ def _dense_matrix(chunk: EventChunk, specs: Sequence[FeatureSpec]) -> np.ndarray
 
 
 class FeaturePipeline:
-    """Turns chunks into Batches following a list of `FeatureSpec`s (sparse first, then dense)."""
+    """Turns chunks into Batches following a list of `FeatureSpec`s (sparse first, then dense);
+    with `target`, that numeric column becomes `Batch.targets` (nulls NaN)."""
 
-    def __init__(self, specs: Sequence[FeatureSpec]) -> None:
+    def __init__(self, specs: Sequence[FeatureSpec], target: str | None = None) -> None:
         self.specs = tuple(specs)
+        self.target = target
 
     def build(self, chunk: EventChunk) -> Batch:
         """One `Batch` from one chunk; no Python loop per record."""
@@ -101,7 +103,7 @@ class FeaturePipeline:
             torch.from_numpy(np.concatenate(lengths) if lengths else np.zeros(0, np.int32)),
             check=False)  # consistent by construction: one length per row and key
         return Batch(sparse, torch.from_numpy(dense), self._labels(chunk), self._times(chunk),
-                     tuple(s.name for s in dense_specs))
+                     tuple(s.name for s in dense_specs), self._targets(chunk))
 
     @staticmethod
     def _labels(chunk: EventChunk) -> torch.Tensor:
@@ -109,6 +111,18 @@ class FeaturePipeline:
             return torch.full((len(chunk),), float("nan"))
         labels = pc.fill_null(chunk.column(LABEL).cast(pa.float32()), float("nan"))
         return torch.from_numpy(labels.to_numpy(zero_copy_only=False).copy())
+
+    def _targets(self, chunk: EventChunk) -> torch.Tensor | None:
+        if self.target is None:
+            return None
+        if self.target not in chunk.table.column_names:
+            names = ", ".join(chunk.table.column_names)
+            raise ValueError(f"target {self.target!r} is not a column of the stream ({names})")
+        column = chunk.column(self.target)
+        if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)):
+            raise TypeError(f"target {self.target!r} must be a numeric column, got {column.type}")
+        values = pc.fill_null(column.cast(pa.float32()), float("nan"))
+        return torch.from_numpy(values.to_numpy(zero_copy_only=False).copy())
 
     @staticmethod
     def _times(chunk: EventChunk) -> torch.Tensor:

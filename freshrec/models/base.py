@@ -15,6 +15,7 @@ served so that `apply_gradients()` can update them after `backward()`. Training 
 from __future__ import annotations
 
 import contextlib
+import math
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -47,7 +48,12 @@ class ModelConfig:
     - `admit_after`, `ttl_seconds`, `capacity`: table admission and eviction (see `TableConfig`);
     - `loss`: "bce" (0/1 labels, logits) or "mse" (ratings, the output is the prediction);
     - `initial_accumulator`: the tables' Adagrad accumulators start here (0: the first step of a
-      row moves each coordinate by `lr`, whatever its gradient's size).
+      row moves each coordinate by `lr`, whatever its gradient's size);
+    - `ordinal_levels`: for a label that is one level of a graded outcome (`Batch.targets`, e.g.
+      the label rating >= 4 of 1-5 stars), the other levels as auxiliary tasks: P(target >= l) =
+      sigmoid(logit - offset_l), a learned offset per level (`ordinal_offsets`), trained beside
+      the label's BCE when batches carry targets (e.g. (2, 3, 5)); the output stays the label's
+      logit. BCE models only.
     """
 
     dim: int = 16
@@ -59,6 +65,7 @@ class ModelConfig:
     capacity: int | None = None
     loss: str = "bce"
     initial_accumulator: float = 0.0
+    ordinal_levels: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         if self.dim < 1:
@@ -67,6 +74,11 @@ class ModelConfig:
             raise ValueError(f"lr must be > 0 and init_std >= 0, not {self.lr} and {self.init_std}")
         if self.loss not in LOSSES:
             raise ValueError(f"loss {self.loss!r} is not one of {LOSSES}")
+        levels = tuple(float(level) for level in self.ordinal_levels)
+        object.__setattr__(self, "ordinal_levels", levels)  # a JSON list read back is a tuple again
+        if levels and (self.loss != "bce" or len(set(levels)) != len(levels)
+                       or not all(math.isfinite(level) for level in levels)):
+            raise ValueError(f"ordinal_levels must be distinct finite numbers of a bce model, not {levels}")
 
     def table(self, dim: int, optimizer: SGD | Adagrad | Adam | FTRL | None = None) -> TableConfig:
         """The template `TableConfig` of this model's tables (row-wise Adagrad by default)."""
@@ -86,6 +98,23 @@ def loss(logits: torch.Tensor, labels: torch.Tensor, kind: str) -> torch.Tensor:
     if kind == "bce":
         return functional.binary_cross_entropy_with_logits(logits, labels)
     return functional.mse_loss(logits, labels)
+
+
+def training_loss(model: OnlineModel, output: torch.Tensor, batch: Batch) -> torch.Tensor:
+    """`loss` on the labels, plus one BCE term per `ordinal_levels` level on `batch.targets` (the
+    mean over the rows with a target of the sum over levels) when the model and batch have them."""
+    value = loss(output, batch.labels, model.config.loss)
+    levels = model.config.ordinal_levels
+    if not levels or batch.targets is None:
+        return value
+    known = ~torch.isnan(batch.targets)
+    if not bool(known.any()):
+        return value
+    targets = batch.targets[known].unsqueeze(1)
+    graded = (targets >= torch.tensor(levels, dtype=targets.dtype)).to(output.dtype)
+    logits = output[known].unsqueeze(1) - model.ordinal_offsets
+    aux = functional.binary_cross_entropy_with_logits(logits, graded, reduction="sum") / len(targets)
+    return value + aux
 
 
 @torch.no_grad()
@@ -146,6 +175,8 @@ class OnlineModel(nn.Module):
         self.specs = tuple(specs)
         self.sparse_specs, self.dense_specs = split_specs(specs)
         self.dense_keys = tuple(s.name for s in self.dense_specs)
+        if config.ordinal_levels:
+            self.ordinal_offsets = nn.Parameter(torch.zeros(len(config.ordinal_levels)))
 
     @property
     def tables(self) -> dict[str, DynamicEmbedding]:

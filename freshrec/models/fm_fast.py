@@ -46,6 +46,7 @@ way.
 from __future__ import annotations
 
 import math
+import operator
 import queue
 import threading
 from collections.abc import Iterable, Iterator
@@ -137,19 +138,30 @@ def _score(local, occurrence, lengths, dense, dense_w, bias, sums, logits):
 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")
-def _gradients(logits, labels, occurrence, lengths, sums, local, n, probs, grads, summed):
-    """Probabilities; g = (p - y) / n per row (0 for unlabelled rows); the gradient of each of
-    the `n` distinct rows summed over its occurrences in batch order (the order in which the
-    table's coalescer would sum them). Returns False if a g or a logit is not finite."""
+def _gradients(logits, labels, targets, levels, offsets, occurrence, lengths, sums, local, n, probs, grads,
+               offset_grads, summed):
+    """Probabilities; dL/dlogit per row: (p - y) / (labelled rows), plus for each ordinal level l
+    (sigmoid(logit - offset_l) - [target >= l]) / (rows with a target) (`training_loss`); dL/d
+    offset_l; the gradient of each of the `n` distinct rows summed over its occurrences in batch
+    order (the order in which the table's coalescer would sum them). Returns False if a gradient
+    or a logit is not finite."""
     rows, k = sums.shape
-    labelled = 0
+    labelled = graded = 0
     for b in range(rows):
         probs[b] = np.float32(1.0) / (np.float32(1.0) + np.exp(-logits[b]))
-        if not np.isnan(labels[b]):
-            labelled += 1
+        labelled += not np.isnan(labels[b])
+        graded += len(levels) > 0 and not np.isnan(targets[b])
+    offset_grads[:] = 0.0
     finite = True
     for b in range(rows):
         grads[b] = 0.0 if np.isnan(labels[b]) else (probs[b] - labels[b]) / np.float32(labelled)
+        if len(levels) and not np.isnan(targets[b]):
+            for level in range(len(levels)):
+                above = np.float32(1.0) if targets[b] >= levels[level] else np.float32(0.0)
+                p = np.float32(1.0) / (np.float32(1.0) + np.exp(offsets[level] - logits[b]))
+                g = (p - above) / np.float32(graded)
+                grads[b] += g
+                offset_grads[level] -= g
         finite = finite and np.isfinite(grads[b]) and np.isfinite(logits[b])
     summed[:n] = 0.0
     at = 0
@@ -168,22 +180,27 @@ def _gradients(logits, labels, occurrence, lengths, sums, local, n, probs, grads
 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")
+def _adagrad(weight, grad, weight_sum, step, lr, eps):
+    """torch.optim.Adagrad's step on one parameter (flattened) and its step counter."""
+    for j in range(len(weight)):
+        weight_sum[j] += grad[j] * grad[j]
+        weight[j] -= lr * grad[j] / (np.sqrt(weight_sum[j]) + eps)
+    step[0] += 1
+
+
+@numba.njit(nogil=True, cache=True, error_model="numpy")
 def _dense_adagrad(dense, grads, weight, bias, weight_sum, bias_sum, steps, lr, eps):
     """torch.optim.Adagrad's step on the dense weights (dL/dw = sum_b g_b x_b) and the bias;
     `steps` holds the two parameters' step counters."""
+    weight_grad = np.zeros(len(weight), np.float32)
     for j in range(len(weight)):
-        g = np.float32(0.0)
         for b in range(len(grads)):
-            g += grads[b] * dense[b, j]
-        weight_sum[j] += g * g
-        weight[j] -= lr * g / (np.sqrt(weight_sum[j]) + eps)
-    g = np.float32(0.0)
+            weight_grad[j] += grads[b] * dense[b, j]
+    bias_grad = np.zeros(1, np.float32)
     for b in range(len(grads)):
-        g += grads[b]
-    bias_sum[0] += g * g
-    bias[0] -= lr * g / (np.sqrt(bias_sum[0]) + eps)
-    for step in steps:
-        step[0] += 1
+        bias_grad[0] += grads[b]
+    _adagrad(weight, weight_grad, weight_sum, steps[0], lr, eps)
+    _adagrad(bias, bias_grad, bias_sum, steps[1], lr, eps)
 
 
 class Resolved(NamedTuple):
@@ -219,14 +236,19 @@ class _Resolver:
 
 
 class _DenseViews(NamedTuple):
-    """numpy views of the dense weights and of their Adagrad state, valid while the model and the
-    optimizer keep these tensors (`tensors`; `load_state_dict` replaces the optimizer's)."""
+    """numpy views of the dense weights (the ordinal offsets and their levels too, empty without
+    them) and of their Adagrad state, valid while the model and the optimizer keep these tensors
+    (`tensors`; `load_state_dict` replaces the optimizer's)."""
 
     tensors: tuple[torch.Tensor, ...]
     weight: np.ndarray
     bias: np.ndarray
     sums: tuple[np.ndarray, np.ndarray]
     steps: tuple[np.ndarray, np.ndarray]
+    offsets: np.ndarray
+    levels: np.ndarray
+    offset_sum: np.ndarray
+    offset_step: np.ndarray
 
 
 class FastFM:
@@ -316,19 +338,26 @@ class FastFM:
     def learn_resolved(self, resolved: Resolved) -> torch.Tensor:
         """`learn` of a batch resolved by this model's table (the rows are read now)."""
         logits, sums, local = self._score(resolved)
-        batch, n = resolved.batch, resolved.n
+        batch, n, views = resolved.batch, resolved.n, self._dense_views()
         labels = np.ascontiguousarray(batch.labels.numpy(), np.float32)
+        targets = labels if batch.targets is None else np.ascontiguousarray(batch.targets.numpy(), np.float32)
+        levels = views.levels if batch.targets is not None else views.levels[:0]
         probs, grads = np.empty_like(logits), np.empty_like(logits)
+        offset_grads = np.empty(len(levels), np.float32)
         summed = self._summed = _fit(self._summed, n, local.shape[1])
-        if not _gradients(logits, labels, resolved.occurrence, resolved.lengths, sums, local, n, probs, grads,
-                          summed):
+        if not _gradients(logits, labels, targets, levels, views.offsets, resolved.occurrence, resolved.lengths,
+                          sums, local, n, probs, grads, offset_grads, summed):
             self.skipped += 1
-        elif not np.isnan(labels).all():
-            self.model.table.apply_gradients(resolved.unique, torch.from_numpy(summed[:n]), unique=True)
-            views = self._dense_views()
-            _dense_adagrad(_dense(batch), grads, views.weight, views.bias, *views.sums, views.steps,
-                           np.float32(self.optimizer.param_groups[0]["lr"]),
-                           np.float32(self.optimizer.param_groups[0]["eps"]))
+            return torch.from_numpy(probs)
+        graded = len(levels) > 0 and not np.isnan(targets).all()
+        if np.isnan(labels).all() and not graded:
+            return torch.from_numpy(probs)
+        self.model.table.apply_gradients(resolved.unique, torch.from_numpy(summed[:n]), unique=True)
+        group = self.optimizer.param_groups[0]
+        lr, eps = np.float32(group["lr"]), np.float32(group["eps"])
+        _dense_adagrad(_dense(batch), grads, views.weight, views.bias, *views.sums, views.steps, lr, eps)
+        if graded:
+            _adagrad(views.offsets, offset_grads, views.offset_sum, views.offset_step, lr, eps)
         return torch.from_numpy(probs)
 
     def _score(self, resolved: Resolved) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -349,13 +378,20 @@ class FastFM:
 
     def _dense_views(self) -> _DenseViews:
         weight, bias, state = self.model.dense_weight, self.model.bias, self.optimizer.state
-        tensors = (weight, bias, state[weight]["sum"], state[bias]["sum"], state[weight]["step"], state[bias]["step"])
+        offsets = getattr(self.model, "ordinal_offsets", None)
+        params = (weight, bias) if offsets is None else (weight, bias, offsets)
+        tensors = params + tuple(state[p][name] for p in params for name in ("sum", "step"))
         views = self._views
-        if views is None or any(a is not b for a, b in zip(views.tensors, tensors)):
+        if views is None or len(views.tensors) != len(tensors) or any(map(operator.is_not, views.tensors, tensors)):
+            flat = [t.detach().reshape(-1).numpy() for t in tensors]
+            empty = np.zeros(0, np.float32)
+            levels = np.array(self.model.config.ordinal_levels, np.float32) if offsets is not None else empty
             views = self._views = _DenseViews(
-                tensors, weight.detach().reshape(-1).numpy(), bias.detach().reshape(-1).numpy(),
-                (tensors[2].reshape(-1).numpy(), tensors[3].reshape(-1).numpy()),
-                (tensors[4].reshape(1).numpy(), tensors[5].reshape(1).numpy()))
+                tensors, flat[0], flat[1], (flat[len(params)], flat[len(params) + 2]),
+                (flat[len(params) + 1], flat[len(params) + 3]),
+                flat[2] if offsets is not None else empty, levels,
+                flat[len(params) + 4] if offsets is not None else empty,
+                flat[len(params) + 5] if offsets is not None else np.zeros(1, np.float32))
         return views
 
 

@@ -126,6 +126,8 @@ def _concat(batches: Sequence[Batch]) -> Batch:
     keys = first.sparse.keys()
     if any(b.sparse.keys() != keys or b.dense_keys != first.dense_keys for b in batches):
         raise ValueError("the batches have different sparse keys or dense columns")
+    if len({b.targets is None for b in batches}) > 1:
+        raise ValueError("some batches have targets and some do not")
     if len(batches) == 1:
         return first
     sparse = first.sparse
@@ -134,8 +136,9 @@ def _concat(batches: Sequence[Batch]) -> Batch:
         parts = [b.sparse.to_dict() for b in batches]
         values = torch.cat([part[key].values for key in keys for part in parts])
         sparse = SparseFeatures(keys, values, lengths.reshape(-1), check=False)
+    targets = None if first.targets is None else torch.cat([b.targets for b in batches])
     return Batch(sparse, torch.cat([b.dense for b in batches]), torch.cat([b.labels for b in batches]),
-                 torch.cat([b.ts for b in batches]), first.dense_keys)
+                 torch.cat([b.ts for b in batches]), first.dense_keys, targets)
 
 
 def _take(batch: Batch, rows: np.ndarray) -> Batch:
@@ -149,7 +152,8 @@ def _take(batch: Batch, rows: np.ndarray) -> Batch:
         shift = begin - (torch.cumsum(chosen, 0) - chosen)  # where each bag starts, minus where it lands
         at = torch.repeat_interleave(shift, chosen) + torch.arange(int(chosen.sum()))
         sparse = SparseFeatures(keys, sparse.values()[at], chosen.to(torch.int32), check=False)
-    return Batch(sparse, batch.dense[index], batch.labels[index], batch.ts[index], batch.dense_keys)
+    targets = None if batch.targets is None else batch.targets[index]
+    return Batch(sparse, batch.dense[index], batch.labels[index], batch.ts[index], batch.dense_keys, targets)
 
 
 def _holdout_rows(rows: int, fraction: float) -> int:

@@ -34,7 +34,7 @@ import torch
 
 from freshrec.batch import Batch
 from freshrec.metrics import PrequentialMetrics
-from freshrec.models.base import OnlineModel, loss
+from freshrec.models.base import OnlineModel, training_loss
 from freshrec.models.fm import OnlineFM
 from freshrec.models.fm_fast import FastFM
 
@@ -130,7 +130,7 @@ class OnlineTrainer:
             return self._learn_fused(batch)
         self.model.zero_grad(set_to_none=True)
         output = self.model(batch, train=True)
-        value = loss(output, batch.labels, self.model.config.loss)
+        value = training_loss(self.model, output, batch)
         value.backward()
         if not (math.isfinite(float(value.detach())) and self._gradients_finite()):
             return self._skip(batch, float(value.detach()))

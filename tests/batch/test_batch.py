@@ -119,3 +119,22 @@ def test_split_dense_only_batch_keeps_rows():
     batch = Batch(empty, torch.arange(3, dtype=torch.float32).view(3, 1), torch.zeros(3),
                   torch.zeros(3, dtype=torch.float64), ("price",))
     assert [len(p) for p in batch.split(2)] == [2, 1]
+
+
+def test_targets_travel_with_their_rows():
+    batch = _batch(7)
+    rated = Batch(batch.sparse, batch.dense, batch.labels, batch.ts, batch.dense_keys,
+                  torch.tensor([1.0, 5.0, float("nan"), 4.0, 2.0, 3.0, 5.0]))
+    parts = rated.split(3)
+    assert [p.targets.tolist()[0] for p in parts] == [1.0, 4.0, 5.0]
+    assert torch.allclose(torch.cat([p.targets for p in parts]), rated.targets, equal_nan=True)
+    assert torch.allclose(rated.to("cpu").targets, rated.targets, equal_nan=True)
+    assert torch.allclose(rated.pin_memory().targets, rated.targets, equal_nan=True)
+    assert all(p.targets is None for p in batch.split(3)) and batch.to("cpu").targets is None
+
+
+@pytest.mark.parametrize("targets", [torch.zeros(6), torch.zeros(7, dtype=torch.float64), torch.zeros(7, 1)])
+def test_targets_of_the_wrong_shape_or_dtype_are_refused(targets):
+    batch = _batch(7)
+    with pytest.raises(ValueError, match="targets must be float32"):
+        Batch(batch.sparse, batch.dense, batch.labels, batch.ts, batch.dense_keys, targets)

@@ -215,3 +215,17 @@ def test_float_id_column_raises_type_error():
 def test_missing_column_raises():
     with pytest.raises(KeyError):
         FeaturePipeline([FeatureSpec("nope", CAT)]).build(_chunk())
+
+
+def test_target_column_becomes_batch_targets_with_nulls_as_nan():
+    batch = FeaturePipeline(SPECS, target="count").build(_chunk())
+    assert batch.targets.dtype == torch.float32
+    assert torch.allclose(batch.targets, torch.tensor([1.0, 2.0, float("nan"), 4.0, 5.0]), equal_nan=True)
+    assert FeaturePipeline(SPECS).build(_chunk()).targets is None
+
+
+def test_a_missing_or_non_numeric_target_column_is_refused():
+    with pytest.raises(ValueError, match="target 'rating' is not a column of the stream"):
+        FeaturePipeline(SPECS, target="rating").build(_chunk())
+    with pytest.raises(TypeError, match="target 'name' must be a numeric column"):
+        FeaturePipeline(SPECS, target="name").build(_chunk())

@@ -241,3 +241,37 @@ def test_closing_a_stream_early_stops_its_worker():
     next(stream)
     stream.close()
     assert lookahead_threads() == [] and weights.table.version == 1
+
+
+def test_ordinal_levels_take_the_module_step():
+    """With `ordinal_levels` the fused step adds the levels' terms and steps their offsets as
+    `training_loss` + backward + Adagrad do; rows without a target learn the label only."""
+    fm = pytest.importorskip("freshrec.models.fm")
+    from freshrec.models.base import training_loss
+
+    def build():
+        model = fm.OnlineFM(SPECS, fm.FMConfig(dim=4, lr=0.1, init_std=0.1, ordinal_levels=(2, 3, 5)))
+        return model, torch.optim.Adagrad(list(model.parameters()), lr=0.1)
+
+    rng = np.random.default_rng(9)
+    (model, optimizer), (twin, twin_optimizer) = build(), build()
+    fast = FastFM(model, optimizer)
+    for step in range(6):
+        plain = make_batch(rng, 40)
+        targets = rng.integers(1, 6, 40).astype(np.float32)
+        targets[::5] = np.nan
+        batch = Batch(plain.sparse, plain.dense, torch.from_numpy((targets >= 4).astype(np.float32)), plain.ts,
+                      plain.dense_keys, None if step == 4 else torch.from_numpy(targets))
+        scores = fast.learn(batch)
+        logits = twin(batch, train=True)
+        twin_optimizer.zero_grad()
+        training_loss(twin, logits, batch).backward()
+        twin.apply_gradients()
+        twin_optimizer.step()
+        torch.testing.assert_close(scores, torch.sigmoid(logits.detach()), atol=1e-5, rtol=0)
+        torch.testing.assert_close(model.ordinal_offsets, twin.ordinal_offsets, atol=1e-5, rtol=0)
+        torch.testing.assert_close(table_rows(model.table, all_ids()), table_rows(twin.table, all_ids()),
+                                   atol=1e-5, rtol=0)
+    offsets = model.ordinal_offsets.tolist()
+    assert offsets[0] < offsets[1] < 0 < offsets[2]
+    assert [int(optimizer.state[p]["step"]) for p in (model.ordinal_offsets, model.bias)] == [5, 6]

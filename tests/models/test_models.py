@@ -21,6 +21,7 @@ from freshrec.models import (
     OnlineFM,
     build_model,
 )
+from freshrec.models.base import loss, training_loss
 
 CAT, MULTI, DENSE = FieldKind.CATEGORICAL, FieldKind.MULTI_CATEGORICAL, FieldKind.DENSE
 SPECS = [FeatureSpec("user_id", CAT), FeatureSpec("genres", MULTI), FeatureSpec("price", DENSE),
@@ -157,3 +158,32 @@ def test_fm_linear_lr_steps_column_0_only() -> None:
     torch.testing.assert_close(moved[0.5][0, 0].abs(), torch.tensor(0.5))
     assert float(moved[0.5][0, 1:].abs().sum()) > 0.0
     torch.testing.assert_close(moved[0.5][0, 1:], moved[None][0, 1:])
+
+
+def test_ordinal_levels_config() -> None:
+    assert FMConfig(ordinal_levels=[2, 3, 5]).ordinal_levels == (2.0, 3.0, 5.0)  # a JSON list comes back a tuple
+    for bad in [dict(ordinal_levels=(2, 2)), dict(ordinal_levels=(float("nan"),)),
+                dict(ordinal_levels=(2,), loss="mse")]:
+        with pytest.raises(ValueError, match="ordinal_levels"):
+            FMConfig(**bad)
+
+
+@pytest.mark.parametrize("name", ["lr", "fm", "deepfm", "dcn"])
+def test_ordinal_levels_learn_offsets_beside_the_label(name: str) -> None:
+    """P(target >= l) = sigmoid(logit - offset_l): with targets 1-5 and levels (2, 5), the offset
+    of 2 (nearly every target reaches it) goes down and that of 5 goes up; the label's logit is
+    still the output."""
+    model = build_model(name, SPECS, ModelConfig(dim=4, lr=0.1, ordinal_levels=(2, 5)))
+    optimizer = torch.optim.Adagrad(list(model.parameters()), lr=0.1)
+    base = _batch()
+    rated = Batch(base.sparse, base.dense, base.labels, base.ts, base.dense_keys, torch.tensor([4.0, 3.0, 4.0]))
+    for _ in range(20):
+        optimizer.zero_grad()
+        model.zero_grad()
+        training_loss(model, model(rated, train=True), rated).backward()
+        model.apply_gradients()
+        optimizer.step()
+    low, high = model.ordinal_offsets.tolist()
+    assert low < -0.5 and high > 0.5
+    without = training_loss(model, model(base, train=False), base)
+    torch.testing.assert_close(without, loss(model(base, train=False), base.labels, "bce"))

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from freshrec.batch import Batch
 from freshrec.events.simulator import Simulator, SimulatorConfig
 from freshrec.features import FeaturePipeline, default_specs
 from freshrec.models import ModelConfig, build_model
@@ -152,3 +153,16 @@ def test_table_config_mismatch_is_refused(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text(config)
     with pytest.raises(ValueError, match="differs"):
         Snapshot.load(tmp_path)
+
+
+def test_an_ordinal_models_offsets_and_levels_round_trip(tmp_path: Path) -> None:
+    specs, batches = _stream()
+    trainer = OnlineTrainer(build_model("fm", specs, ModelConfig(dim=4, seed=1, ordinal_levels=(1.0, 3.0))))
+    for batch in batches:  # a graded target from the label: 2 for clicks, 0 otherwise
+        trainer.learn(Batch(batch.sparse, batch.dense, batch.labels, batch.ts, batch.dense_keys, batch.labels * 2))
+    Snapshot(trainer.model, version=1).save(tmp_path)
+    loaded = Snapshot.load(tmp_path).model
+    assert loaded.config.ordinal_levels == (1.0, 3.0) and loaded.config == trainer.model.config
+    assert torch.equal(loaded.ordinal_offsets, trainer.model.ordinal_offsets)
+    low, high = trainer.model.ordinal_offsets.tolist()
+    assert high > low and high > 0.1  # nobody reaches level 3
