@@ -10,7 +10,9 @@ over every id occurrence i of every sparse feature (slot -1, an id without a row
 `learn(batch)` scores the batch with the weights as they were before it (the prequential
 prediction, returned), then takes one step on the mean BCE over its labelled rows: per
 occurrence dL/dw_i = g and dL/dv_i = g * (S - v_i), with S = sum_i v_i of its row and
-g = (p - y) / n. The work is split by what it depends on:
+g = (p - y) / n. A model with `ordinal_levels` (and a batch with `targets`) adds to g, per row
+with a target, sum_l (sigmoid(logit - offset_l) - [target >= l]) / (rows with a target), and
+steps the offsets (`freshrec.models.base.training_loss`). The work is split by what it depends on:
 
 - resolving (`Resolved`): the ids' table slots (admitting new ids) and the distinct slots of the
   batch in order of first occurrence (no sort) - nothing that depends on the rows' values, so
@@ -253,9 +255,10 @@ class _DenseViews(NamedTuple):
 
 class FastFM:
     """Fused `predict`/`learn` for an FM's weights (`model`: `OnlineFM` or anything with
-    `table`, `dense_weight`, `bias`, and optionally `sparse_specs`, the features it reads);
-    `optimizer` is the `torch.optim.Adagrad` of `dense_weight` and `bias`, whose state this path
-    reads and writes as `optimizer.step()` would."""
+    `table`, `dense_weight`, `bias`, and optionally `sparse_specs`, the features it reads, and
+    `ordinal_offsets` with `config.ordinal_levels`); `optimizer` is the `torch.optim.Adagrad` of
+    `dense_weight`, `bias` (and `ordinal_offsets`), whose state this path reads and writes as
+    `optimizer.step()` would."""
 
     def __init__(self, model: FMWeights, optimizer: torch.optim.Adagrad) -> None:
         group = optimizer.param_groups[0]
