@@ -8,7 +8,7 @@ The article's case-study block is valid as written; every section has defaults, 
 (21600.0, 8, 'fm')
 >>> config.to_model_config()
 FMConfig(dim=16, lr=0.05, init_std=0.01, seed=0, admit_after=1, ttl_seconds=None, capacity=None, loss='bce', \
-initial_accumulator=0.0, linear_lr=None)
+initial_accumulator=0.0, ordinal_levels=(), linear_lr=None)
 """
 
 from __future__ import annotations
