@@ -227,11 +227,11 @@ class DynamicEmbedding:
         rows = s.index.lookup(ids)
         if not train:
             return rows
-        if len(ids) and ids.min() <= 0:
-            raise ValueError("ids must be positive int64 (see freshrec.features.hashing)")
         missing = np.flatnonzero(rows < 0)
         if len(missing):
-            candidates = ids[missing]
+            candidates = ids[missing]  # an id <= 0 is never in the index, so it is among these
+            if candidates.min() <= 0:
+                raise ValueError("ids must be positive int64 (see freshrec.features.hashing)")
             if s.admission is not None:
                 admit = s.admission.admit(candidates)
                 missing, candidates = missing[admit], candidates[admit]
