@@ -97,9 +97,9 @@ def _distinct(slots, where, unique, occurrence):
 
 
 @numba.njit(nogil=True, cache=True)
-def _copy_rows(bases, chunk_rows, unique, n, local):
+def _copy_rows(bases, chunk_rows, unique, local):
     """local[u] = the row of slot unique[u], read where the storage keeps it."""
-    width = local.shape[1]
+    width, n = local.shape[1], len(unique)
     for u in range(n):
         if u + AHEAD < n:
             c, r = locate(chunk_rows, unique[u + AHEAD])
@@ -211,10 +211,8 @@ class Resolved(NamedTuple):
 
     batch: Batch
     lengths: np.ndarray
-    slots: np.ndarray
     unique: np.ndarray
     occurrence: np.ndarray
-    n: int
 
 
 class _Resolver:
@@ -234,7 +232,7 @@ class _Resolver:
             self.where = np.full(max(high, len(self.where) * 3 // 2), -1, np.int32)
         unique, occurrence = np.empty(len(slots), np.int64), np.empty(len(slots), np.int32)
         n = _distinct(slots, self.where, unique, occurrence)
-        return Resolved(batch, lengths, slots, unique[:n], occurrence, n)
+        return Resolved(batch, lengths, unique[:n], occurrence)
 
 
 class _DenseViews(NamedTuple):
@@ -341,7 +339,7 @@ class FastFM:
     def learn_resolved(self, resolved: Resolved) -> torch.Tensor:
         """`learn` of a batch resolved by this model's table (the rows are read now)."""
         logits, sums, local = self._score(resolved)
-        batch, n, views = resolved.batch, resolved.n, self._dense_views()
+        batch, n, views = resolved.batch, len(resolved.unique), self._dense_views()
         labels = np.ascontiguousarray(batch.labels.numpy(), np.float32)
         targets = labels if batch.targets is None else np.ascontiguousarray(batch.targets.numpy(), np.float32)
         levels = views.levels if batch.targets is not None else views.levels[:0]
@@ -367,12 +365,13 @@ class FastFM:
         """(logits, S per row, the distinct rows as read) of a resolved batch."""
         table, rows = self.model.table, len(resolved.batch)
         width = table.config.dim
-        local = self._local = _fit(self._local, resolved.n, width)
+        n = len(resolved.unique)
+        local = self._local = _fit(self._local, n, width)
         addresses = table.storage.addresses()
         if addresses is not None:  # host float32: read the rows where they lie
-            _copy_rows(addresses["rows"], table.storage.chunk_rows, resolved.unique, resolved.n, local)
+            _copy_rows(addresses["rows"], table.storage.chunk_rows, resolved.unique, local)
         else:
-            local[:resolved.n] = table.gather(resolved.unique).cpu().numpy()
+            local[:n] = table.gather(resolved.unique).cpu().numpy()
         views = self._dense_views()
         sums, logits = np.empty((rows, width - 1), np.float32), np.empty(rows, np.float32)
         _score(local, resolved.occurrence, resolved.lengths, _dense(resolved.batch), views.weight, views.bias,

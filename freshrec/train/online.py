@@ -33,13 +33,12 @@ import numpy as np
 import torch
 
 from freshrec.batch import Batch
-from freshrec.metrics import PrequentialMetrics
+from freshrec.metrics import PrequentialMetrics, logloss
 from freshrec.models.base import OnlineModel, training_loss
 from freshrec.models.fm import OnlineFM
 from freshrec.models.fm_fast import FastFM
 
 log = logging.getLogger(__name__)
-EPSILON = 1e-7
 
 FLUSH_ROWS = 4096
 DENSE_OPTIMIZERS = {"adagrad": torch.optim.Adagrad, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}
@@ -121,8 +120,9 @@ class OnlineTrainer:
         return self._fused is not None
 
     def learn(self, batch: Batch) -> dict:
-        """Score `batch`, record the scores, then learn from it. Returns `rows`, `loss`,
-        `skipped` and `predictions` (the pre-update scores, a float32 tensor)."""
+        """Score `batch`, record the scores, then learn from it. Returns `rows`, `loss` (on the
+        fused FM step the labels' log loss, without ordinal terms), `skipped` and `predictions`
+        (the pre-update scores, a float32 tensor)."""
         if self.batches == 0 and self._optimizer is None:
             self.start()
         self.batches += 1
@@ -145,7 +145,7 @@ class OnlineTrainer:
         self.model.check(batch)
         skipped = self._fused.skipped
         probabilities = self._fused.learn(batch)
-        value = _mean_bce(probabilities.numpy(), batch.labels.numpy())
+        value = logloss(probabilities.numpy(), batch.labels.numpy())  # the labels' term, NaN without any
         if self._fused.skipped > skipped:
             return self._skip(batch, value)
         self._record(probabilities, batch)
@@ -205,12 +205,3 @@ def fused_step(model: OnlineModel, optimizer: torch.optim.Optimizer | None) -> F
         return None
     return FastFM(model, optimizer)
 
-
-def _mean_bce(probabilities: np.ndarray, labels: np.ndarray) -> float:
-    """Mean BCE over the labelled rows (0.0 for none), from probabilities clipped away from 0 and 1."""
-    known = ~np.isnan(labels)
-    if not known.any():
-        return 0.0
-    p = np.clip(probabilities[known].astype(np.float64), EPSILON, 1 - EPSILON)
-    y = labels[known]
-    return float(-(y * np.log(p) + (1 - y) * np.log1p(-p)).mean())
