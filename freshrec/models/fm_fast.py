@@ -287,7 +287,8 @@ class FastFM:
         scores as `learn` batch after batch, with the id lookup (admission of new ids included) of
         up to `ahead` later batches done meanwhile in a worker thread, off the critical path. Rows'
         values are read only when their batch is learned. While a stream runs nothing else may
-        insert into or evict from the table. An error in `batches` is raised here; closing the
+        insert into, evict from or take a delta of the table (its newest rows may be ahead of the
+        batch just learned). An error in `batches` is raised here; closing the
         stream stops the worker once `batches` yields its next batch.
 
         >>> import torch
