@@ -62,7 +62,7 @@ from freshrec.batch import Batch
 from freshrec.embedding.storage import AHEAD, locate, prefetch, prefetch_row, row_view
 from freshrec.embedding.table import DynamicEmbedding
 
-__all__ = ["FMWeights", "FastFM", "Resolved"]
+__all__ = ["FMWeights", "FastFM", "Resolved", "plain_adagrad"]
 
 
 class FMWeights(Protocol):
@@ -259,8 +259,7 @@ class FastFM:
     `optimizer.step()` would."""
 
     def __init__(self, model: FMWeights, optimizer: torch.optim.Adagrad) -> None:
-        group = optimizer.param_groups[0]
-        if group["lr_decay"] or group["weight_decay"] or group.get("maximize"):
+        if not plain_adagrad(optimizer):
             raise ValueError("the fused FM step supports Adagrad without lr_decay, weight_decay or maximize")
         self.model = model
         self.optimizer = optimizer
@@ -396,6 +395,15 @@ class FastFM:
                 flat[len(params) + 4] if offsets is not None else empty,
                 flat[len(params) + 5] if offsets is not None else np.zeros(1, np.float32))
         return views
+
+
+def plain_adagrad(optimizer: torch.optim.Optimizer | None) -> bool:
+    """Whether `optimizer` steps as the fused dense step does: `torch.optim.Adagrad` without
+    lr_decay, weight_decay or maximize."""
+    if not isinstance(optimizer, torch.optim.Adagrad):
+        return False
+    group = optimizer.param_groups[0]
+    return not (group["lr_decay"] or group["weight_decay"] or group.get("maximize"))
 
 
 def _fit(buffer: np.ndarray, rows: int, width: int) -> np.ndarray:

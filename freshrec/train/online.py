@@ -36,7 +36,7 @@ from freshrec.batch import Batch
 from freshrec.metrics import PrequentialMetrics, logloss
 from freshrec.models.base import OnlineModel, training_loss
 from freshrec.models.fm import OnlineFM
-from freshrec.models.fm_fast import FastFM
+from freshrec.models.fm_fast import FastFM, plain_adagrad
 
 log = logging.getLogger(__name__)
 
@@ -198,10 +198,7 @@ class OnlineTrainer:
 def fused_step(model: OnlineModel, optimizer: torch.optim.Optimizer | None) -> FastFM | None:
     """A `FastFM` over `model`'s weights when its step is the fused one's (an `OnlineFM` itself,
     not a subclass, with the BCE loss, whose dense parameters use plain Adagrad), else None."""
-    if type(model) is not OnlineFM or model.config.loss != "bce" or not isinstance(optimizer, torch.optim.Adagrad):
-        return None
-    group = optimizer.param_groups[0]
-    if group["lr_decay"] or group["weight_decay"] or group.get("maximize"):
+    if type(model) is not OnlineFM or model.config.loss != "bce" or not plain_adagrad(optimizer):
         return None
     return FastFM(model, optimizer)
 
