@@ -9,7 +9,7 @@ with the other models), and reports its fastest run. The
 process is pinned to two cores and torch uses two threads. Each model scores every batch before
 learning from it (prequential); AUC is over all those scores (`freshrec.metrics.auc`).
 
-- `fm`: `OnlineFM`'s weights trained by the fused numba path (`freshrec.models.fm_fast.FastFM`,
+- `fm`: `OnlineFM`'s weights trained by the fused numba path (`freshrec.train.fm_fast.FastFM`,
   `learn_stream`: the next batches' ids are resolved in a worker thread while one learns);
 - `lr`, `deepfm`: `LogisticRegression` and `DeepFM` modules trained by `OnlineTrainer`;
 - `torch_fm`, `torch_deepfm` (the baselines): the same models written plainly in PyTorch on a
@@ -47,7 +47,7 @@ from freshrec.events.deadletter import MemoryDeadLetters
 from freshrec.features import FeaturePipeline, default_specs
 from freshrec.metrics import auc
 from freshrec.models import FMConfig, ModelConfig, OnlineFM, build_model
-from freshrec.models.fm_fast import FastFM
+from freshrec.train.fm_fast import FastFM
 from freshrec.train import OnlineTrainer
 
 DIM, BATCH, BUCKETS, LR, INIT_STD, THREADS = 16, 512, 1 << 22, 0.05, 0.01, 2

@@ -1,8 +1,9 @@
-"""Training: `OnlineTrainer` (predict-then-learn, prequential metrics) and the River face;
+"""Training: `OnlineTrainer` (predict-then-learn, prequential metrics; `learn_stream` over `Unit`s
+with the fused FM step `FastFM` and its id lookahead) and the River face;
 `OfflineTrainer` (full retraining over a range, holdout, early stopping) and its `OfflineRunner`."""
 
 from freshrec.train.offline import OfflineConfig, OfflineResult, OfflineRunner, OfflineTrainer, copy_model
-from freshrec.train.online import OnlineTrainer, TrainerConfig
+from freshrec.train.online import OnlineTrainer, TrainerConfig, Unit
 
 __all__ = ["OfflineConfig", "OfflineResult", "OfflineRunner", "OfflineTrainer", "OnlineTrainer", "TrainerConfig",
-           "copy_model"]
+           "Unit", "copy_model"]

@@ -1,11 +1,17 @@
 """`OnlineTrainer`: predict-then-learn over a stream of micro-batches (prequential evaluation).
 
-`learn(batch)` runs ONE training forward (new ids are admitted), records its predictions - made
-with the weights as they were before this batch - in `PrequentialMetrics`, then takes one
-gradient step: the dense parameters with a torch optimizer, the table rows with their row-wise
-optimizers. A batch whose loss or any gradient is not finite is skipped: no parameter or row
-changes (ids first seen in it keep the fresh rows admission gave them), it is counted in
+`learn(batch)` checks the batch (dense columns, labels 0/1/NaN for the BCE loss: a bad batch raises
+ValueError before anything changes), runs ONE training forward (new ids are admitted), records its
+predictions - made with the weights as they were before this batch - in `PrequentialMetrics`, then
+takes one gradient step: the dense parameters with a torch optimizer, the table rows with their
+row-wise optimizers. A batch whose loss or any gradient is not finite is skipped: no parameter or
+row changes (ids first seen in it keep the fresh rows admission gave them), it is counted in
 `skipped_batches` and logged. `predict(batch)` scores without inserting or learning.
+
+`learn_stream(units)` learns a stream of units (chunks cut into micro-batches) and survives bad
+batches: one that fails its check or raises while learning is counted in `failed_batches`, logged
+and reported in its step (`error`), and the stream goes on. For the fused FM it resolves the ids
+of later batches in a worker thread meanwhile (`freshrec.train.lookahead`).
 
 >>> import torch
 >>> from freshrec.batch import Batch, SparseFeatures
@@ -21,12 +27,20 @@ changes (ids first seen in it keep the fresh rows admission gave them), it is co
 (2, False, 2)
 >>> p = trainer.predict(batch); bool(p[0] > p[1])
 True
+>>> bad = Batch(batch.sparse, batch.dense, torch.tensor([1.0, 7.0]), batch.ts)
+>>> unit = Unit([bad, batch])
+>>> [step.get("error") for _, steps, _ in trainer.learn_stream([unit]) for step in steps]
+['labels must be 0, 1 or NaN for the bce loss, not 7.0', None]
+>>> trainer.failed_batches
+1
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import threading
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,11 +50,13 @@ from freshrec.batch import Batch
 from freshrec.metrics import PrequentialMetrics, logloss
 from freshrec.models.base import OnlineModel, training_loss
 from freshrec.models.fm import OnlineFM
-from freshrec.models.fm_fast import FastFM, plain_adagrad
+from freshrec.train.fm_fast import FastFM, Resolved, plain_adagrad
+from freshrec.train.lookahead import Prepared, UnitEnd, lookahead
 
 log = logging.getLogger(__name__)
 
 FLUSH_ROWS = 4096
+LOOKAHEAD_BATCHES = 32
 DENSE_OPTIMIZERS = {"adagrad": torch.optim.Adagrad, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}
 
 
@@ -50,7 +66,7 @@ class TrainerConfig:
     - `dense_lr`: its learning rate (None: the model config's `lr`);
     - `seed`: torch's global seed, set at the first `learn` (dropout and the like);
     - `fused`: train an `OnlineFM` (BCE, dense Adagrad) with the fused numba step
-      (`freshrec.models.fm_fast.FastFM`: the same step as the module's, several times faster);
+      (`freshrec.train.fm_fast.FastFM`: the same step as the module's, several times faster);
     - `bins`, `window_events`, `window_seconds`: the `PrequentialMetrics` settings."""
 
     dense_optimizer: str = "adagrad"
@@ -68,6 +84,15 @@ class TrainerConfig:
             raise ValueError(f"dense_lr must be > 0, not {self.dense_lr}")
 
 
+@dataclass
+class Unit:
+    """Micro-batches learned together (a chunk of the stream); `hold`: `learn_stream` yields it with
+    nothing of a later unit touched yet (a checkpoint or a publish may follow)."""
+
+    batches: Sequence[Batch]
+    hold: bool = False
+
+
 class OnlineTrainer:
     """Trains `model` online, one micro-batch at a time; owns the dense optimizer and the metrics."""
 
@@ -77,7 +102,8 @@ class OnlineTrainer:
         self._optimizer: torch.optim.Optimizer | None = None
         self._fused: FastFM | None = None
         self._metrics: PrequentialMetrics | None = None
-        self.batches = self.skipped_batches = self.skipped_rows = 0
+        self.batches = self.skipped_batches = self.skipped_rows = self.failed_batches = 0
+        self._hold: threading.Event | None = None
         self.squared_error = 0.0
         self._pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         self._pending_rows = 0
@@ -125,9 +151,78 @@ class OnlineTrainer:
         (the pre-update scores, a float32 tensor)."""
         if self.batches == 0 and self._optimizer is None:
             self.start()
+        self.check(batch)
         self.batches += 1
         if self._fused is not None:
             return self._learn_fused(batch)
+        return self._learn_module(batch)
+
+    def check(self, batch: Batch) -> None:
+        """ValueError for a batch this model cannot learn: other dense columns than the model's,
+        or (BCE) a label that is not 0, 1 or NaN."""
+        self.model.check(batch)
+        if self.model.config.loss == "bce" and len(batch):
+            labels = batch.labels
+            if not bool(((labels == 0) | (labels == 1) | torch.isnan(labels)).all()):
+                bad = labels[(labels != 0) & (labels != 1) & ~torch.isnan(labels)][0]
+                raise ValueError(f"labels must be 0, 1 or NaN for the bce loss, not {float(bad)}")
+
+    def hold(self) -> None:
+        """Ask a running `learn_stream` to yield its next unit held (for a publish): thread-safe."""
+        if self._hold is not None:
+            self._hold.set()
+
+    def learn_stream(self, units: Iterable[Unit], ahead: int = LOOKAHEAD_BATCHES
+                     ) -> Iterator[tuple[Unit, list[dict], bool]]:
+        """Learn every batch of every unit in order; after a unit's last batch yield (unit, its steps,
+        held). While the caller holds a `held` unit (a unit with `hold`, or after `hold()`), the model
+        has seen exactly the units so far. A batch that fails gets a step with `error` (and
+        `predictions` None), counted in `failed_batches`; an error of `units` itself is raised."""
+        if self.batches == 0 and self._optimizer is None:
+            self.start()
+        if self._fused is None:
+            for unit in units:
+                yield unit, [self._learn_safely(batch) for batch in unit.batches], True
+            return
+        self._hold = threading.Event()
+        resolve, steps = self._fused.resolver(), []
+
+        def prepare(batch: Batch) -> Resolved:
+            self.check(batch)
+            return resolve(batch)
+        try:
+            for item in lookahead(units, prepare, ahead, self._hold):
+                if isinstance(item, UnitEnd):
+                    yield item.unit, steps, item.held
+                    steps = []
+                else:
+                    steps.append(self._learn_prepared(item))
+        finally:
+            self._hold = None
+
+    def _learn_prepared(self, item: Prepared) -> dict:
+        if item.error is not None:
+            return self._fail(item.batch, item.error)
+        self.batches += 1
+        try:
+            return self._learn_fused(item.batch, item.value)
+        except Exception as error:
+            return self._fail(item.batch, error)
+
+    def _learn_safely(self, batch: Batch) -> dict:
+        try:
+            return self.learn(batch)
+        except Exception as error:
+            self.model.discard_gradients()
+            self.model.zero_grad(set_to_none=True)
+            return self._fail(batch, error)
+
+    def _fail(self, batch: Batch, error: Exception) -> dict:
+        self.failed_batches += 1
+        log.warning("batch of %d rows not learned: %s", len(batch), error)
+        return {"rows": len(batch), "loss": math.nan, "skipped": True, "predictions": None, "error": str(error)}
+
+    def _learn_module(self, batch: Batch) -> dict:
         self.model.zero_grad(set_to_none=True)
         output = self.model(batch, train=True)
         value = training_loss(self.model, output, batch)
@@ -141,10 +236,10 @@ class OnlineTrainer:
         self._record(predictions, batch)
         return {"rows": len(batch), "loss": float(value.detach()), "skipped": False, "predictions": predictions}
 
-    def _learn_fused(self, batch: Batch) -> dict:
-        self.model.check(batch)
+    def _learn_fused(self, batch: Batch, resolved: Resolved | None = None) -> dict:
+        """The fused step on `batch` (already `resolved` by `learn_stream`'s worker, or not)."""
         skipped = self._fused.skipped
-        probabilities = self._fused.learn(batch)
+        probabilities = self._fused.learn(batch) if resolved is None else self._fused.learn_resolved(resolved)
         value = logloss(probabilities.numpy(), batch.labels.numpy())  # the labels' term, NaN without any
         if self._fused.skipped > skipped:
             return self._skip(batch, value)
@@ -192,7 +287,8 @@ class OnlineTrainer:
         summary["scored_rows"] = summary.pop("rows")
         return {**summary, "auc_window": metrics.window()["auc"],
                 "auc_last20": tail["auc"], "logloss_last20": tail["logloss"],
-                "skipped_batches": self.skipped_batches, "live_ids": self.model.live_ids}
+                "skipped_batches": self.skipped_batches, "failed_batches": self.failed_batches,
+                "live_ids": self.model.live_ids}
 
 
 def fused_step(model: OnlineModel, optimizer: torch.optim.Optimizer | None) -> FastFM | None:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import threading
 from types import SimpleNamespace
-
 import numpy as np
 import pytest
 import torch
@@ -14,7 +12,7 @@ from freshrec.embedding.optimizers import Adagrad
 from freshrec.embedding.table import DynamicEmbedding, TableConfig
 from freshrec.events.event import FieldKind
 from freshrec.features import FeatureSpec
-from freshrec.models.fm_fast import FastFM
+from freshrec.train.fm_fast import FastFM
 
 SPARSE = ("user", "item", "tags")
 SPECS = [FeatureSpec("user", FieldKind.CATEGORICAL, dim=4), FeatureSpec("item", FieldKind.CATEGORICAL, dim=4),
@@ -169,78 +167,6 @@ def test_new_ids_mid_stream_get_rows_and_move_toward_their_rate():
         fast.learn(newcomer)
     assert model.table.slots(np.array([999]), 0.0, train=False)[0] >= 0
     assert fast.predict(newcomer).mean() > first + 0.2
-
-
-def growing_weights() -> SimpleNamespace:
-    """Bare FM weights on a table of small chunks, so a stream of new ids keeps growing it."""
-    table = DynamicEmbedding(TableConfig(dim=5, init_std=0.1, chunk_rows=64, optimizer=Adagrad(lr=0.1)))
-    return SimpleNamespace(table=table, dense_weight=torch.zeros(1, 2, requires_grad=True),
-                           bias=torch.zeros(1, requires_grad=True))
-
-
-def fresh_ids_stream(seed: int, batches: int = 30) -> list[Batch]:
-    """Batches whose ids are mostly new (about 80 a batch) with repeats inside each batch."""
-    rng = np.random.default_rng(seed)
-    stream = []
-    for step in range(batches):
-        batch = make_batch(rng, 64)
-        values = batch.sparse.values()
-        values[::2] = torch.from_numpy(rng.integers(0, 150, len(values[::2])) + 10_000 * (step + 1))
-        stream.append(batch)
-    return stream
-
-
-@pytest.mark.parametrize("ahead", [1, 4])
-def test_learn_stream_takes_the_same_steps_as_learn_batch_after_batch(ahead):
-    """The lookahead thread resolves ids (admitting new ones, growing the table) while earlier
-    batches learn: scores, weights, sightings and the rows each delta carries are those of
-    `learn` called batch by batch."""
-    stream = fresh_ids_stream(6)
-    alone, streamed = growing_weights(), growing_weights()
-    one = FastFM(alone, torch.optim.Adagrad([alone.dense_weight, alone.bias], lr=0.1))
-    two = FastFM(streamed, torch.optim.Adagrad([streamed.dense_weight, streamed.bias], lr=0.1))
-    expected = [one.learn(batch) for batch in stream]
-    got = list(two.learn_stream(iter(stream), ahead=ahead))
-    assert [b is s for (b, _), s in zip(got, stream)] == [True] * len(stream)
-    for (_, scores), want in zip(got, expected):
-        assert torch.equal(scores, want)
-    assert streamed.table.live == alone.table.live > 2_000 and streamed.table.storage.chunks > 30
-    for since in (0, alone.table.version // 2, alone.table.version - 1):
-        a, b = alone.table.delta_since(since), streamed.table.delta_since(since)
-        assert np.array_equal(a.ids, b.ids) and np.array_equal(a.rows, b.rows)
-        assert np.array_equal(a.counts, b.counts) and np.array_equal(a.last_seen, b.last_seen)
-        assert all(np.array_equal(a.state[name], b.state[name]) for name in a.state)
-    assert torch.equal(alone.dense_weight, streamed.dense_weight) and torch.equal(alone.bias, streamed.bias)
-
-
-def lookahead_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name == "fm-lookahead"]
-
-
-def test_an_error_upstream_reaches_the_consumer_and_the_worker_ends():
-    stream = fresh_ids_stream(7, batches=4)
-
-    def broken():
-        yield from stream[:3]
-        raise OSError("the source went away")
-
-    weights = growing_weights()
-    fast = FastFM(weights, torch.optim.Adagrad([weights.dense_weight, weights.bias], lr=0.1))
-    learned = []
-    with pytest.raises(OSError, match="the source went away"):
-        for batch, _ in fast.learn_stream(broken()):
-            learned.append(batch)
-    assert learned == stream[:3] and weights.table.version == 3
-    assert lookahead_threads() == []
-
-
-def test_closing_a_stream_early_stops_its_worker():
-    weights = growing_weights()
-    fast = FastFM(weights, torch.optim.Adagrad([weights.dense_weight, weights.bias], lr=0.1))
-    stream = fast.learn_stream(iter(fresh_ids_stream(8)), ahead=2)
-    next(stream)
-    stream.close()
-    assert lookahead_threads() == [] and weights.table.version == 1
 
 
 def test_ordinal_levels_take_the_module_step():

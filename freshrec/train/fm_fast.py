@@ -16,7 +16,7 @@ steps the offsets (`freshrec.models.base.training_loss`). The work is split by w
 
 - resolving (`Resolved`): the ids' table slots (admitting new ids) and the distinct slots of the
   batch in order of first occurrence (no sort) - nothing that depends on the rows' values, so
-  `learn_stream` does it for later batches in a worker thread while this one learns;
+  `OnlineTrainer.learn_stream` does it for later batches in a worker thread while this one learns;
 - learning (`learn_resolved`): copy each distinct row once from where the table keeps it and
   score; the gradients of each distinct row; the table's row-wise optimizer applies them in place
   (`DynamicEmbedding.apply_gradients`); the dense Adagrad step on the `torch.optim.Adagrad`
@@ -49,9 +49,7 @@ from __future__ import annotations
 
 import math
 import operator
-import queue
-import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable
 from typing import NamedTuple, Protocol
 
 import numba
@@ -281,60 +279,14 @@ class FastFM:
         adds one to `skipped`."""
         return self.learn_resolved(self._resolve(batch, train=True))
 
-    def learn_stream(self, batches: Iterable[Batch], ahead: int = 32) -> Iterator[tuple[Batch, torch.Tensor]]:
-        """`learn` over a stream, yielding (batch, scores before its step): the same steps and
-        scores as `learn` batch after batch, with the id lookup (admission of new ids included) of
-        up to `ahead` later batches done meanwhile in a worker thread, off the critical path. Rows'
-        values are read only when their batch is learned. While a stream runs nothing else may
-        insert into, evict from or take a delta of the table (its newest rows may be ahead of the
-        batch just learned). An error in `batches` is raised here; closing the
-        stream stops the worker once `batches` yields its next batch.
-
-        >>> import torch
-        >>> from freshrec.models import FMConfig, OnlineFM
-        >>> from freshrec.batch import Batch, SparseFeatures
-        >>> from freshrec.events.event import FieldKind
-        >>> from freshrec.features import FeatureSpec
-        >>> model = OnlineFM([FeatureSpec("user", FieldKind.CATEGORICAL, dim=4)], FMConfig(dim=4))
-        >>> fm = FastFM(model, torch.optim.Adagrad([model.dense_weight, model.bias], lr=0.05))
-        >>> stream = [Batch(SparseFeatures(["user"], torch.tensor([user]), torch.ones(1, dtype=torch.int32)),
-        ...                 torch.zeros(1, 0), torch.tensor([1.0]), torch.zeros(1, dtype=torch.float64))
-        ...           for user in (7, 7, 8)]
-        >>> [round(float(p), 3) for _, p in fm.learn_stream(stream)]   # user 7 learned once when seen again
-        [0.504, 0.529, 0.518]
-        """
-        resolve, ready = _Resolver(self.model), queue.Queue(maxsize=ahead)
-        stop = threading.Event()
-
-        def offer(item: Resolved | BaseException | None) -> bool:
-            """Queue `item` unless the consumer has gone (then False)."""
-            while not stop.is_set():
-                try:
-                    ready.put(item, timeout=0.1)
-                    return True
-                except queue.Full:
-                    continue
-            return False
-
-        def work() -> None:
-            try:
-                for batch in batches:
-                    if not offer(resolve(batch, train=True)):
-                        return
-                offer(None)
-            except BaseException as error:  # raised again in the consumer's thread
-                offer(error)
-
-        worker = threading.Thread(target=work, name="fm-lookahead", daemon=True)
-        worker.start()
-        try:
-            while (item := ready.get()) is not None:
-                if isinstance(item, BaseException):
-                    raise item
-                yield item.batch, self.learn_resolved(item)
-        finally:
-            stop.set()
-            worker.join()
+    def resolver(self) -> Callable[[Batch], Resolved]:
+        """A function that resolves batches for learning (admitting new ids), for one other thread:
+        `learn_resolved(resolver()(batch))` is `learn(batch)`. Batches must be resolved in the order
+        they are learned, and while resolved batches wait nothing else may insert into, evict from or
+        take a delta of the table (its newest rows may be ahead of the batch just learned):
+        `OnlineTrainer.learn_stream` does this with `freshrec.train.lookahead`."""
+        resolve = _Resolver(self.model)
+        return lambda batch: resolve(batch, train=True)
 
     def learn_resolved(self, resolved: Resolved) -> torch.Tensor:
         """`learn` of a batch resolved by this model's table (the rows are read now)."""
