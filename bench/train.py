@@ -2,22 +2,22 @@
 prequential AUC of LR, FM and DeepFM on a simulated Criteo stream, against plain PyTorch.
 
 Stream: a simulated Criteo-format file (`write_criteo_tsv`, cached) read in file order by
-`CriteoReplay` -> `FeaturePipeline` (13 dense + 26 categorical, dim 16) -> micro-batches of 512.
-Featurisation runs either inline (between batches, in the training thread) or in a reader thread
-a few chunks ahead of the model; every model is timed both ways, `--repeats` times (interleaved
-with the other models), and reports its fastest run. The
-process is pinned to two cores and torch uses two threads. Each model scores every batch before
-learning from it (prequential); AUC is over all those scores (`freshrec.metrics.auc`).
+`CriteoReplay` -> `FeaturePipeline` (13 dense + 26 categorical, dim 16) -> micro-batches of 512,
+read and featurised by the loop's reader thread (`freshrec.engine.loop`) a few chunks ahead of the
+model. Every model is timed `--repeats` times (interleaved with the other models) and reports its
+fastest run. The process is pinned to two cores and torch uses two threads. Each model scores every
+batch before learning from it (prequential); AUC is over all those scores (`freshrec.metrics.auc`).
 
-- `fm`: `OnlineFM`'s weights trained by the fused numba path (`freshrec.train.fm_fast.FastFM`,
-  `learn_stream`: the next batches' ids are resolved in a worker thread while one learns);
-- `lr`, `deepfm`: `LogisticRegression` and `DeepFM` modules trained by `OnlineTrainer`;
+- `fm`, `lr`, `deepfm`: `OnlineFM`, `LogisticRegression` and `DeepFM` trained by `OnlineTrainer`
+  through the loop (`run_loop`, what `freshrec replay --model` runs, without log or checkpoints);
+  the FM takes the fused numba step (`freshrec.train.fm_fast.FastFM`; the next batches' ids are
+  resolved in a worker thread while one learns);
 - `torch_fm`, `torch_deepfm` (the baselines): the same models written plainly in PyTorch on a
   hashed `nn.EmbeddingBag` (2^22 buckets, `sparse=True`, sparse Adagrad; dense Adagrad), the same
   learning rate, initial scale and MLP.
 
 Prints one JSON line: per model rows/s and AUC, the ratios to the baselines, the load average
-before and after.
+before and after. `bench/engine.py` imports `timed` to compare the engine with these figures.
 
     .venv/bin/python bench/train.py [--rows 1000000] [--models fm,torch_fm,lr,deepfm,torch_deepfm]
 """
@@ -30,10 +30,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 import argparse
 import json
-import queue
-import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -42,12 +40,13 @@ from ingest import criteo_file  # bench/ is on sys.path when run as a script
 from torch import nn
 
 from freshrec.batch import Batch
+from freshrec.engine.loop import Stages, micro_batches, run_loop
 from freshrec.events.datasets.criteo import FIELDS, CriteoReplay
 from freshrec.events.deadletter import MemoryDeadLetters
+from freshrec.events.source import LimitedSource
 from freshrec.features import FeaturePipeline, default_specs
 from freshrec.metrics import auc
-from freshrec.models import FMConfig, ModelConfig, OnlineFM, build_model
-from freshrec.train.fm_fast import FastFM
+from freshrec.models import ModelConfig, build_model
 from freshrec.train import OnlineTrainer
 
 DIM, BATCH, BUCKETS, LR, INIT_STD, THREADS = 16, 512, 1 << 22, 0.05, 0.01, 2
@@ -55,31 +54,9 @@ HIDDEN = (64, 32)  # DeepFMConfig's default MLP, used by the baseline too
 SPECS = default_specs(FIELDS, dim=DIM)
 
 
-def micro_batches(path: Path, reader: bool, limit: int | None = None) -> Iterator[Batch]:
-    """File -> features -> micro-batches; with `reader`, the featurisation runs in a thread a few
-    chunks ahead of the model, else in the caller's thread between batches."""
-    pipeline, ready = FeaturePipeline(SPECS), queue.Queue(maxsize=4)
-    if not reader:
-        rows = 0
-        for chunk in CriteoReplay(path, MemoryDeadLetters()):
-            yield from pipeline.build(chunk).split(BATCH)
-            rows += len(chunk)
-            if limit is not None and rows >= limit:
-                return
-        return
-
-    def read() -> None:
-        rows = 0
-        for chunk in CriteoReplay(path, MemoryDeadLetters()):
-            ready.put(pipeline.build(chunk).split(BATCH))
-            rows += len(chunk)
-            if limit is not None and rows >= limit:
-                break
-        ready.put(None)
-
-    threading.Thread(target=read, daemon=True).start()
-    while (parts := ready.get()) is not None:
-        yield from parts
+def source(path: Path, limit: int | None = None):
+    replay = CriteoReplay(path, MemoryDeadLetters())
+    return replay if limit is None else LimitedSource(replay, limit)
 
 
 class HashedFM(nn.Module):
@@ -111,12 +88,7 @@ class HashedFM(nn.Module):
         return logits
 
 
-Learner = Callable[[Iterable[Batch]], Iterator[tuple[Batch, torch.Tensor]]]
-
-
-def one_at_a_time(learn: Callable[[Batch], torch.Tensor]) -> Learner:
-    """A learner of one batch as a learner of a stream."""
-    return lambda batches: ((batch, learn(batch)) for batch in batches)
+Learner = Callable[[Path, int | None], Iterator[tuple[Batch, torch.Tensor | None]]]
 
 
 def torch_learner(hidden: tuple[int, ...]) -> Learner:
@@ -135,58 +107,52 @@ def torch_learner(hidden: tuple[int, ...]) -> Learner:
         sparse_opt.step()
         dense_opt.step()
         return torch.sigmoid(logits.detach())
-    return one_at_a_time(learn)
-
-
-def fast_fm_learner() -> Learner:
-    """`FastFM.learn_stream`: the ids of the next batches are resolved in a worker thread."""
-    model = OnlineFM(SPECS, FMConfig(dim=DIM, lr=LR, init_std=INIT_STD))
-    return FastFM(model, torch.optim.Adagrad([model.dense_weight, model.bias], lr=LR)).learn_stream
+    return lambda path, limit: ((b, learn(b)) for b in micro_batches(source(path, limit), FeaturePipeline(SPECS)))
 
 
 def trainer_learner(name: str) -> Learner:
+    """`OnlineTrainer` through the loop (the fused step for the FM); yields each batch and its scores."""
     trainer = OnlineTrainer(build_model(name, SPECS, ModelConfig(dim=DIM, lr=LR, init_std=INIT_STD)))
-    return one_at_a_time(lambda batch: trainer.learn(batch)["predictions"])
+
+    def learn(path: Path, limit: int | None) -> Iterator[tuple[Batch, torch.Tensor | None]]:
+        scored: list[tuple[Batch, torch.Tensor | None]] = []
+        run_loop(Stages(source(path, limit), FeaturePipeline(SPECS), trainer, BATCH),
+                 after=lambda work, steps, _: scored.extend((b, s["predictions"]) for b, s in zip(work.batches, steps)))
+        return iter(scored)
+    return learn
 
 
 LEARNERS: dict[str, Callable[[], Learner]] = {
-    "fm": fast_fm_learner, "torch_fm": lambda: torch_learner(()),
+    "fm": lambda: trainer_learner("fm"), "torch_fm": lambda: torch_learner(()),
     "lr": lambda: trainer_learner("lr"), "deepfm": lambda: trainer_learner("deepfm"),
     "torch_deepfm": lambda: torch_learner(HIDDEN)}
 
 
-def run(name: str, path: Path, rows: int, reader: bool) -> dict:
+def timed(name: str, path: Path, rows: int) -> dict:
     """Warm a throwaway learner (numba caches, allocator), then time a fresh one over the stream."""
-    for _ in LEARNERS[name]()(micro_batches(path, reader, limit=20_000)):
+    for _ in LEARNERS[name]()(path, 20_000):
         pass
     learn, probs, labels, at = LEARNERS[name](), np.empty(rows, np.float32), np.empty(rows, np.float32), 0
     started = time.perf_counter()
-    for batch, scores in learn(micro_batches(path, reader)):
+    for batch, scores in learn(path, rows):
         n = len(batch)
         if scores is not None:
             probs[at:at + n], labels[at:at + n] = scores.numpy(), batch.labels.numpy()
             at += n
     seconds = time.perf_counter() - started
-    return {"rows_per_s": round(rows / seconds), "auc": round(auc(probs[:at], labels[:at]), 4),
-            "featurise": "reader thread" if reader else "inline"}
+    return {"rows_per_s": round(rows / seconds), "auc": round(auc(probs[:at], labels[:at]), 4)}
 
 
 def best_run(runs: list[dict]) -> dict:
-    """The fastest of a model's runs (each model gets its best mode and repeat), with every run's rows/s."""
-    best = max(runs, key=lambda r: r["rows_per_s"])
-    by_mode: dict[str, list[int]] = {}
-    for r in runs:
-        by_mode.setdefault(r["featurise"], []).append(r["rows_per_s"])
-    return {**best, "rows_per_s_by_mode": by_mode}
+    """The fastest of a model's runs, with every run's rows/s."""
+    return {**max(runs, key=lambda r: r["rows_per_s"]), "rows_per_s_runs": [r["rows_per_s"] for r in runs]}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--models", default=",".join(LEARNERS))
-    parser.add_argument("--featurise", default="inline,reader",
-                        help="featurisation modes to time (each model reports its faster one)")
-    parser.add_argument("--repeats", type=int, default=2, help="timed runs per model and mode (the best counts)")
+    parser.add_argument("--repeats", type=int, default=2, help="timed runs per model (the best counts)")
     args = parser.parse_args()
     cores = sorted(os.sched_getaffinity(0))[:THREADS]
     os.sched_setaffinity(0, set(cores))
@@ -195,12 +161,11 @@ def main() -> None:
     load_before = os.getloadavg()[0]
     figures: dict = {"benchmark": "train", "rows": args.rows, "dim": DIM, "batch": BATCH,
                      "threads": THREADS, "cores": len(cores), "repeats": args.repeats}
-    modes = [mode == "reader" for mode in args.featurise.split(",")]
     names = args.models.split(",")
     runs: dict[str, list[dict]] = {name: [] for name in names}
     for _ in range(args.repeats):  # interleaved, so a noisy moment does not hit one model only
         for name in names:
-            runs[name] += [run(name, path, args.rows, reader) for reader in modes]
+            runs[name].append(timed(name, path, args.rows))
     for name in names:
         figures[name] = best_run(runs[name])
     for ours, base in (("fm", "torch_fm"), ("deepfm", "torch_deepfm")):

@@ -31,7 +31,7 @@ from freshrec.cli_common import UsageError, emit, err, fail, model_options, reso
 from freshrec.cli_engine import run_command, serve_command
 from freshrec.config import data_root
 from freshrec.engine import IngestSummary, ingest
-from freshrec.engine.online import train_online
+from freshrec.engine import train_online
 from freshrec.engine.serving import train_and_serve
 from freshrec.engine.sync import Publisher, SyncConfig
 from freshrec.events.datasets import (
@@ -181,7 +181,7 @@ def _replay(fmt: str, data: Path | None, mapping: ColumnMapping | None, limit: i
             task = bar.add_task(f"replay {fmt}", total=limit, status="")
             show = None if quiet else _progress(bar, task, trainer)
             if serving is not None:
-                figures = serving.run(chunks, source.fields, pipeline, trainer, batch_size, show)
+                figures = serving.run(chunks, source.fields, pipeline, trainer, batch_size, show, letters)
             elif trainer is None:
                 figures = ingest(chunks, pipeline, batch_size, on_batch=show, dead_letters=letters).as_dict()
             else:
@@ -201,7 +201,7 @@ class _Serving:
         self.registry, self.host, self.port, self.sync_interval = registry, host, port, sync_interval
 
     def run(self, chunks, fields, pipeline: FeaturePipeline, trainer: OnlineTrainer, batch_size: int,
-            show: Callable | None) -> dict:
+            show: Callable | None, letters: JsonlDeadLetters) -> dict:
         registry = ModelRegistry(self.registry)
         live = LiveQueue(fields)
         publisher = Publisher(registry, trainer.model, fields, SyncConfig(sync_interval=self.sync_interval))
@@ -210,7 +210,7 @@ class _Serving:
         err.print(f"serving on http://{self.host}:{self.port} (registry {self.registry}); Ctrl-C stops",
                   markup=False, highlight=False)
         summary = train_and_serve(chunks, live, pipeline, trainer, publisher, app, self.host, self.port,
-                                  batch_size, show)
+                                  batch_size, show, letters)
         return {**summary.as_dict(), **trainer.report(), "model": type(trainer.model).__name__,
                 "versions_published": publisher.published, "served_version": service.version}
 

@@ -1,5 +1,8 @@
-"""The loop that moves events through the pipeline; for now the ingestion path (`ingest`)."""
+"""The one loop (`loop`: source -> join -> log -> features -> learn -> publish, in stages) and its
+configurations: `ingest` and `train_online` (replay), `DataFlowEngine` (`freshrec run`), train and
+serve in one process (`serving`)."""
 
-from freshrec.engine.ingest import IngestSummary, ingest
+from freshrec.engine.ingest import ingest, train_online
+from freshrec.engine.summary import IngestSummary
 
-__all__ = ["IngestSummary", "ingest"]
+__all__ = ["IngestSummary", "ingest", "train_online"]

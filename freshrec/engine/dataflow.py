@@ -1,9 +1,10 @@
 """`DataFlowEngine`: source -> (join) -> event log + online trainer -> deltas for the servers, with
 checkpoints that make the training effect exactly-once.
 
-Every `checkpoint_events` source events (and at the end, and on a stop request) the engine closes
-the log's open segments, saves the trainer, the joiner and the source position together
-(`CheckpointStore`), then commits the position to the source (Kafka offsets). After a crash,
+It is a configuration of the one loop (`freshrec.engine.loop`): every `checkpoint_events` source
+events (and at the end, and on a stop request) the reader closes the log's open segments and cuts
+the stream; the trainer holds there and the engine saves it, the joiner and the source position
+together (`CheckpointStore`), then commits the position to the source (Kafka offsets). After a crash,
 `restore()` loads the newest checkpoint, rolls the log back to it and seeks the source there: the
 events after it are read, logged and learned again, once. Chunks are learned whole (cut into
 micro-batches of `batch_size`), so a restored run meets the same batches as an uninterrupted one.
@@ -30,13 +31,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pyarrow.compute as pc
 
 from freshrec.batch import Batch
 from freshrec.engine.checkpoint import Checkpoint, CheckpointStore
-from freshrec.engine.ingest import IngestSummary
+from freshrec.engine.summary import IngestSummary
+from freshrec.engine.loop import Cut, Stages, Work, dead_letter_failures, run_loop
 from freshrec.engine.sync import Publisher, SyncConfig
-from freshrec.events.event import TS, EventChunk
+from freshrec.events.event import EventChunk
+from freshrec.events.live import LiveQueue
 from freshrec.events.source import Source
 from freshrec.features import FeaturePipeline, FeatureSpec
 from freshrec.join import Joiner
@@ -78,7 +80,6 @@ class DataFlowEngine:
         self.on_batch: Callable[[Batch, np.ndarray], None] | None = None  # each batch, its pre-update scores
         self.publish_meta: Callable[[], dict] | None = None  # more JSON for each published version
         self.retrains = 0
-        self._retrain_events, self._retrain_ts = 0, None
         self.root = Path(root)
         self.config = config or EngineConfig()
         self.joiner = joiner
@@ -108,79 +109,80 @@ class DataFlowEngine:
         self.restored_from = checkpoint.step
         return checkpoint.step
 
+    def stages(self, live: LiveQueue | None = None, follow: bool = False) -> Stages:
+        """The loop's configuration for this engine (events posted to `live` are learned too)."""
+        c = self.config
+        return Stages(self.source, self.pipeline, self.trainer, c.batch_size, self.joiner, self.log, live, follow,
+                      c.checkpoint_events, c.retrain_events if self.retrain else None,
+                      c.retrain_seconds if self.retrain else None)
+
     def run(self, stop: threading.Event | None = None,
-            on_chunk: Callable[[DataFlowEngine, IngestSummary], None] | None = None) -> dict:
-        """Process the source until it ends or `stop` is set; checkpoint; return the figures."""
+            on_chunk: Callable[[DataFlowEngine, IngestSummary], None] | None = None,
+            live: LiveQueue | None = None, follow: bool = False) -> dict:
+        """Process the source until it ends (with `follow`, then the `live` events until `stop`) or
+        `stop` is set; checkpoint; return the figures (`stage_us_per_row`: each stage's time)."""
         stop = stop or threading.Event()
-        summary, start = IngestSummary(), time.perf_counter()
         if self.config.publish:
             self.publisher = Publisher(self.registry, self.trainer.model, self.source.fields, self.config.sync)
             self.publisher.meta_source = self.publish_meta
-        since_checkpoint = 0
-        for chunk in self.source:
-            self._learn(self.joiner.process(chunk) if self.joiner is not None else chunk, summary)
-            self.events += len(chunk)
-            since_checkpoint += len(chunk)
-            if since_checkpoint >= self.config.checkpoint_events:
-                self.checkpoint()
-                since_checkpoint = 0
-            self._maybe_retrain(chunk)
+        stages, summary = self.stages(live, follow), IngestSummary()
+
+        def after(work: Work, steps: list[dict], held: bool) -> None:
+            self._after(work, steps, held, stages)
+            if work.whole is not None:
+                summary.add(work.whole, len(work.batches))
             if on_chunk is not None:
                 on_chunk(self, summary)
-            if stop.is_set():
-                break
-        else:
-            if self.joiner is not None:  # the stream ended: close every window
-                self._learn(self.joiner.flush(), summary)
-        self.checkpoint()
-        if self.publisher is not None:
-            self.publisher.publish_full()
+        started = time.perf_counter()
+        seconds = run_loop(stages, stop, after).seconds
         self.log.close()
-        summary.seconds = time.perf_counter() - start
+        summary.seconds = time.perf_counter() - started
+        rows = max(summary.rows, 1)
         return {**summary.as_dict(), **self.trainer.report(), "events": self.events, "logged": self.logged,
                 "learned": self.learned, "checkpoints": self.step, "restored_from": self.restored_from,
-                "retrains": self.retrains,
+                "retrains": self.retrains, "loop_seconds": seconds,
+                "stage_us_per_row": {k: round(v / rows * 1e6, 3) for k, v in sorted(stages.times.items())},
                 "published": self.publisher.published if self.publisher else None}
 
-    def _maybe_retrain(self, chunk: EventChunk) -> None:
-        """Call the `retrain` hook when `retrain_events` events or `retrain_seconds` of event time
-        passed since the last call."""
-        c = self.config
-        if self.retrain is None or (c.retrain_events is None and c.retrain_seconds is None):
-            return
-        self._retrain_events += len(chunk)
-        latest = float(pc.max(chunk.table.column(TS)).as_py() or 0.0) if len(chunk) else 0.0
-        self._retrain_ts = latest if self._retrain_ts is None else self._retrain_ts
-        by_volume = c.retrain_events is not None and self._retrain_events >= c.retrain_events
-        by_time = c.retrain_seconds is not None and latest - self._retrain_ts >= c.retrain_seconds
-        if by_volume or by_time:
-            self.log.flush()
+    def _after(self, work: Work, steps: list[dict], held: bool, stages: Stages) -> None:
+        """After a chunk is learned: dead letters of failed batches, the hybrid hook, publishing
+        (at a held chunk, asking the trainer for one when due), checkpoint, retraining."""
+        clock = time.perf_counter
+        started = clock()
+        self._after_steps(work, steps)
+        self.events += work.events
+        self.logged += work.logged
+        if work.examples is not None:
+            self.learned += len(work.examples)
+            if self.publisher is not None:
+                self.publisher.observe(work.examples)
+        if self.publisher is not None and self.publisher.due():
+            if held:
+                self.publisher.maybe_publish()
+            else:
+                self.trainer.hold()
+        published = clock()
+        stages.times["publish"] += published - started
+        if work.cut is not None:
+            self.checkpoint(work.cut)
+            if work.cut.final and self.publisher is not None:
+                self.publisher.publish_full()
+            stages.times["checkpoint"] += clock() - published
+        if work.retrain:
             self.retrain(self)
             self.retrains += 1
-            self._retrain_events, self._retrain_ts = 0, latest
 
-    def _learn(self, examples: EventChunk | None, summary: IngestSummary) -> None:
-        if examples is None or not len(examples):
-            return
-        self.logged += self.log.append(examples)
-        whole = self.pipeline.build(examples)
-        parts = whole.split(self.config.batch_size)
-        summary.add(whole, len(parts))
-        for batch in parts:
-            scored = self.trainer.learn(batch)["predictions"]
-            if self.on_batch is not None and scored is not None:
-                self.on_batch(batch, scored.numpy())
-        self.learned += len(examples)
-        if self.publisher is not None:
-            self.publisher.observe(examples)
-            self.publisher.maybe_publish()
+    def _after_steps(self, work: Work, steps: list[dict]) -> None:
+        """The hybrid hook on each scored batch; a failed batch's rows to the source's dead letters."""
+        dead_letter_failures(work, steps, getattr(self.source, "dead_letters", None))
+        for batch, step in zip(work.batches, steps) if self.on_batch is not None else ():
+            if step["predictions"] is not None:
+                self.on_batch(batch, step["predictions"].numpy())
 
-    def checkpoint(self) -> None:
-        """Log durable, then trainer + joiner + position in one atomic checkpoint, then commit."""
-        mark = self.log.flush()
-        position = self.source.position()
+    def checkpoint(self, cut: Cut) -> None:
+        """The trainer (which has learned exactly the chunks up to `cut`), the joiner's state and the
+        source position at the cut in one atomic checkpoint, then the position committed."""
         self.step += 1
-        meta = {"log": mark, "events": self.events, "logged": self.logged, "learned": self.learned}
-        joiner = self.joiner.state_dict() if self.joiner is not None else None
-        self.checkpoints.save(Checkpoint(self.step, position, self.trainer, meta, joiner))
-        self.source.commit(position)
+        meta = {"log": cut.log_mark, "events": self.events, "logged": self.logged, "learned": self.learned}
+        self.checkpoints.save(Checkpoint(self.step, cut.position, self.trainer, meta, cut.joiner))
+        self.source.commit(cut.position)

@@ -1,89 +1,64 @@
-"""The ingestion path: source -> validate (dead letters) -> features -> micro-batches.
+"""The loop's two replay configurations: `ingest` (source -> validate -> features -> micro-batches)
+and `train_online` (the same, each micro-batch learned by an `OnlineTrainer`).
 
 >>> from freshrec.events.simulator import Simulator, SimulatorConfig
 >>> from freshrec.features import FeaturePipeline, default_specs
+>>> from freshrec.models import build_model
+>>> from freshrec.train import OnlineTrainer
 >>> sim = Simulator(SimulatorConfig(batch_size=1000, total_events=3000))
 >>> summary = ingest(sim, FeaturePipeline(default_specs(sim.fields)), batch_size=512)
 >>> summary.rows, summary.batches
 (3000, 6)
+>>> specs = default_specs(sim.fields, dim=8)
+>>> trainer = OnlineTrainer(build_model("fm", specs))
+>>> figures = train_online(Simulator(SimulatorConfig(batch_size=1000, total_events=3000)), FeaturePipeline(specs),
+...                        trainer, batch_size=512)
+>>> figures["rows"], figures["batches"], figures["model"], 0.0 < figures["auc"] < 1.0
+(3000, 6, 'OnlineFM', True)
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
-
-import torch
 
 from freshrec.batch import Batch
+from freshrec.engine.loop import Stages, Work, dead_letter_failures, run_loop
+from freshrec.engine.summary import IngestSummary
 from freshrec.events.deadletter import DeadLetterSink
 from freshrec.events.event import EventChunk
 from freshrec.features import FeaturePipeline
+from freshrec.train import OnlineTrainer
 
-
-@dataclass
-class IngestSummary:
-    """Figures of one run of the ingestion path."""
-
-    rows: int = 0
-    batches: int = 0
-    ids: int = 0
-    positives: int = 0
-    labelled: int = 0
-    first_ts: float | None = None
-    last_ts: float | None = None
-    seconds: float = 0.0
-    dead_letters: int = 0
-    dead_letter_reasons: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def rows_per_s(self) -> float:
-        return self.rows / self.seconds if self.seconds > 0 else 0.0
-
-    @property
-    def positive_rate(self) -> float | None:
-        return self.positives / self.labelled if self.labelled else None
-
-    def as_dict(self) -> dict:
-        return {**asdict(self), "rows_per_s": self.rows_per_s, "positive_rate": self.positive_rate}
-
-    def add(self, batch: Batch, batches: int = 1) -> None:
-        """Count `batch` (which the caller cut into `batches` micro-batches)."""
-        labelled = ~torch.isnan(batch.labels)
-        self.rows += len(batch)
-        self.batches += batches
-        self.ids += batch.sparse.values().numel()
-        self.labelled += int(labelled.sum())
-        self.positives += int((batch.labels[labelled] > 0.5).sum())
-        if len(batch):
-            self.first_ts = float(batch.ts[0]) if self.first_ts is None else self.first_ts
-            self.last_ts = float(batch.ts[-1])
+__all__ = ["IngestSummary", "ingest", "train_online"]
 
 
 def ingest(chunks: Iterable[EventChunk], pipeline: FeaturePipeline, batch_size: int = 512,
            on_batch: Callable[[Batch, IngestSummary], None] | None = None,
-           dead_letters: DeadLetterSink | None = None) -> IngestSummary:
-    """Build every micro-batch of the stream; `on_batch` sees each batch (progress, training).
+           dead_letters: DeadLetterSink | None = None, trainer: OnlineTrainer | None = None) -> IngestSummary:
+    """Build (and with `trainer`, learn) every micro-batch of the stream; `on_batch` sees each batch
+    once its chunk is done (progress bars), with a summary that counts that chunk.
 
-    Chunks are featurised whole and then cut, so the summary that `on_batch` sees already
-    counts the whole chunk its batch came from.
-
-    The source validates as it reads; pass its `dead_letters` sink to have the rejected
-    records counted in the summary.
-    """
+    The source validates as it reads; pass its `dead_letters` sink to have the rejected records
+    counted in the summary (and a trainer's failed batches sent there)."""
     summary = IngestSummary()
-    start = time.perf_counter()
-    for chunk in chunks:
-        if not len(chunk):
-            continue
-        whole = pipeline.build(chunk)  # featurised once per chunk, then cut into micro-batches
-        parts = whole.split(batch_size)
-        summary.add(whole, len(parts))
-        for batch in parts if on_batch is not None else ():
+
+    def after(work: Work, steps: list[dict], held: bool) -> None:
+        if work.whole is not None:
+            summary.add(work.whole, len(work.batches))
+        dead_letter_failures(work, steps, dead_letters)
+        for batch in work.batches if on_batch is not None else ():
             on_batch(batch, summary)
-    summary.seconds = time.perf_counter() - start
+    summary.seconds = run_loop(Stages(chunks, pipeline, trainer, batch_size), after=after).seconds
     if dead_letters is not None:
         summary.dead_letters = dead_letters.total
         summary.dead_letter_reasons = dict(dead_letters.counts)
     return summary
+
+
+def train_online(chunks: Iterable[EventChunk], pipeline: FeaturePipeline, trainer: OnlineTrainer,
+                 batch_size: int = 512, on_batch: Callable[[Batch, IngestSummary], None] | None = None,
+                 dead_letters: DeadLetterSink | None = None) -> dict:
+    """Learn from every micro-batch of the stream in order (each scored before it is learned).
+    Returns the ingestion figures merged with `trainer.report()` and the model's name."""
+    summary = ingest(chunks, pipeline, batch_size, on_batch, dead_letters, trainer)
+    return {**summary.as_dict(), **trainer.report(), "model": type(trainer.model).__name__}

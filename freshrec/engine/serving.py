@@ -11,8 +11,8 @@ events posted to the server, publishing deltas; the server (uvicorn, main thread
 >>> specs = default_specs(sim.fields, dim=4)
 >>> trainer = OnlineTrainer(build_model("fm", specs))
 >>> publisher = Publisher(ModelRegistry(tempfile.mkdtemp()), trainer.model, sim.fields)
->>> stop = threading.Event(); stop.set()          # stop once the replay is done
->>> summary = learn_live(sim, LiveQueue(sim.fields), FeaturePipeline(specs), trainer, publisher, stop)
+>>> summary = learn_live(sim, LiveQueue(sim.fields), FeaturePipeline(specs), trainer, publisher, threading.Event(),
+...                      follow=False)                # stop once the replay is done
 >>> summary.rows, publisher.published
 (1000, {'full': 2, 'delta': 1})
 """
@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import signal
 import threading
-import time
 from collections.abc import Callable, Iterable
 
 from freshrec.batch import Batch
-from freshrec.engine.ingest import IngestSummary
+from freshrec.engine.loop import Stages, Work, dead_letter_failures, run_loop
+from freshrec.engine.summary import IngestSummary
 from freshrec.engine.sync import Publisher
+from freshrec.events.deadletter import DeadLetterSink
 from freshrec.events.event import EventChunk
 from freshrec.events.live import LiveQueue
 from freshrec.features import FeaturePipeline
@@ -37,33 +38,29 @@ __all__ = ["Publisher", "learn_live", "serve_until_signal", "train_and_serve"]
 
 def learn_live(stream: Iterable[EventChunk] | None, live: LiveQueue, pipeline: FeaturePipeline,
                trainer: OnlineTrainer, publisher: Publisher, stop: threading.Event, batch_size: int = 512,
-               on_batch: Callable[[Batch, IngestSummary], None] | None = None, tick: float = 0.05) -> IngestSummary:
-    """Learn from `stream` (optional, finite) and the `live` queue (waiting events first), publish
-    what is due after each chunk and every `tick` seconds, until `stop` is set and the replay is
-    done; then publish a last full snapshot (with its delta, for the servers that follow)."""
+               on_batch: Callable[[Batch, IngestSummary], None] | None = None, follow: bool = True,
+               dead_letters: DeadLetterSink | None = None) -> IngestSummary:
+    """Learn from `stream` (optional, finite) and the `live` queue (waiting events first) until
+    `stop` is set (without `follow`: or the stream ends), publishing what is due after the chunks
+    where the trainer holds; then publish a last full snapshot (with its delta, for the servers
+    that follow). A batch the trainer cannot learn goes to `dead_letters` and the loop goes on."""
     summary = IngestSummary()
-    start = time.perf_counter()
-    chunks = iter(stream) if stream is not None else None
-    while True:
-        chunk = live.poll(timeout=0.0) if chunks is not None else live.poll(timeout=tick)
-        if chunk is None and chunks is not None:
-            chunk = next(chunks, None)
-            if chunk is None:
-                chunks = None
-        if chunk is not None and len(chunk):
-            whole = pipeline.build(chunk)
-            parts = whole.split(batch_size)
-            summary.add(whole, len(parts))
-            for batch in parts:
-                trainer.learn(batch)
-                if on_batch is not None:
-                    on_batch(batch, summary)
-            publisher.observe(chunk)
-        publisher.maybe_publish()
-        if stop.is_set() and chunks is None and chunk is None:
-            break
+
+    def after(work: Work, steps: list[dict], held: bool) -> None:
+        dead_letter_failures(work, steps, dead_letters)
+        if work.whole is not None:
+            summary.add(work.whole, len(work.batches))
+            publisher.observe(work.examples)
+        if publisher.due():
+            if held:
+                publisher.maybe_publish()
+            else:
+                trainer.hold()
+        for batch in work.batches if on_batch is not None else ():
+            on_batch(batch, summary)
+    stages = Stages(stream if stream is not None else (), pipeline, trainer, batch_size, live=live, follow=follow)
+    summary.seconds = run_loop(stages, stop, after).seconds
     publisher.publish_full()
-    summary.seconds = time.perf_counter() - start
     return summary
 
 
@@ -81,9 +78,9 @@ def serve_until_signal(server) -> None:
 
 def train_and_serve(stream: Iterable[EventChunk] | None, live: LiveQueue, pipeline: FeaturePipeline,
                     trainer: OnlineTrainer, publisher: Publisher, app, host: str, port: int,
-                    batch_size: int = 512, on_batch=None) -> IngestSummary:
+                    batch_size: int = 512, on_batch=None, dead_letters: DeadLetterSink | None = None) -> IngestSummary:
     """Run the trainer thread and serve `app` on host:port until SIGINT/SIGTERM; then the trainer
-    finishes the batch in hand, publishes a last snapshot, and the figures are returned."""
+    learns the chunks already read, publishes a last snapshot, and the figures are returned."""
     import uvicorn
 
     stop = threading.Event()
@@ -92,7 +89,8 @@ def train_and_serve(stream: Iterable[EventChunk] | None, live: LiveQueue, pipeli
 
     def train() -> None:
         try:
-            result.append(learn_live(stream, live, pipeline, trainer, publisher, stop, batch_size, on_batch))
+            result.append(learn_live(stream, live, pipeline, trainer, publisher, stop, batch_size, on_batch,
+                                     dead_letters=dead_letters))
         except BaseException as error:  # reported by the main thread; the server stops too
             result.append(error)
             server.should_exit = True

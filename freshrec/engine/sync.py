@@ -94,16 +94,23 @@ class Publisher:
         while self._recent and self._recent_rows - len(self._recent[0]) >= self.config.keep_interactions:
             self._recent_rows -= len(self._recent.popleft())
 
-    def maybe_publish(self) -> str | None:
-        """Publish what is due: "full", "delta" or None."""
+    def due(self) -> str | None:
+        """What `maybe_publish` would publish now: "full", "delta" or None."""
         now = self.clock()
         if self._table_since is None or now - self._last_full >= self.config.full_interval:
-            self.publish_full()
             return "full"
         if self._entered[2] and now - self._last_delta >= self.config.sync_interval:
-            self.publish_delta()
             return "delta"
         return None
+
+    def maybe_publish(self) -> str | None:
+        """Publish what is due: "full", "delta" or None."""
+        kind = self.due()
+        if kind == "full":
+            self.publish_full()
+        elif kind == "delta":
+            self.publish_delta()
+        return kind
 
     def _meta(self) -> dict:
         low, high, count = self._entered

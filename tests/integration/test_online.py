@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import need_real_data
 
-from freshrec.engine.online import train_online
+from freshrec.engine import train_online
 from freshrec.events.datasets import open_source
 from freshrec.events.deadletter import MemoryDeadLetters
 from freshrec.features import FeaturePipeline, default_specs

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from freshrec.batch import Batch, SparseFeatures
-from freshrec.engine.online import train_online
+from freshrec.engine import train_online
 from freshrec.events.event import FieldKind
 from freshrec.events.simulator import Simulator, SimulatorConfig
 from freshrec.features import FeaturePipeline, FeatureSpec, default_specs

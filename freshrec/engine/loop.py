@@ -1,0 +1,309 @@
+"""The one loop: source -> (join) -> log -> features -> learn -> (publish, checkpoint), in stages.
+
+A reader thread takes chunks from the source (and from a `LiveQueue`, waiting events first),
+joins them, appends them to the event log and featurises them into micro-batches, up to
+`read_ahead` chunks ahead; the caller's thread learns them (`OnlineTrainer.learn_stream`, where the
+fused FM resolves the ids of later batches in a third thread) and runs `after` on each chunk. Every
+`checkpoint_events` source events (at a chunk boundary, so concurrency never changes what is learned)
+the reader cuts the stream: it makes the log durable and notes the source position and the joiner's
+state (`Cut`); the trainer holds at that chunk, so `after` sees a model that has learned exactly the
+chunks up to the cut. `replay`, `replay --serve`, `run`, `evaluate ab`, the benches and the Python API
+are configurations of this loop.
+
+>>> from freshrec.events.simulator import Simulator, SimulatorConfig
+>>> from freshrec.features import FeaturePipeline, default_specs
+>>> from freshrec.models import build_model
+>>> from freshrec.train import OnlineTrainer
+>>> sim = Simulator(SimulatorConfig(batch_size=1000, total_events=3000))
+>>> specs = default_specs(sim.fields, dim=4)
+>>> stages = Stages(sim, FeaturePipeline(specs), OnlineTrainer(build_model("fm", specs)), checkpoint_events=2000)
+>>> cuts = []
+>>> summary = run_loop(stages, after=lambda work, steps, held: cuts.append(work.cut.position) if work.cut else None)
+>>> summary.rows, summary.batches, cuts          # a cut after 2,000 events and one at the end
+(3000, 6, [{'event': 2000}, {'event': 3000}])
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import pyarrow.compute as pc
+
+from freshrec.batch import Batch
+from freshrec.engine.summary import IngestSummary
+from freshrec.events.deadletter import DeadLetter, DeadLetterSink
+from freshrec.events.event import TS, EventChunk
+from freshrec.events.live import LiveQueue
+from freshrec.features import FeaturePipeline
+from freshrec.join import Joiner
+from freshrec.log import EventLog
+from freshrec.train import OnlineTrainer
+
+__all__ = ["Cut", "Stages", "Work", "dead_letter_failures", "micro_batches", "run_loop"]
+
+READER_NAME = "freshrec-reader"
+
+
+@dataclass(frozen=True)
+class Cut:
+    """The stream cut after a chunk: the source position after it, the log's mark (every segment
+    below it durable) and the joiner's state; `final` at the end of the loop."""
+
+    position: Any
+    log_mark: int | None
+    joiner: dict | None
+    final: bool = False
+
+
+@dataclass
+class Work:
+    """One chunk through the stages (an `OnlineTrainer` unit): `events` source events read,
+    `examples` what is learned (after the joiner; `logged` rows of it appended to the log), `whole`
+    featurised and cut into `batches`; `cut` at checkpoint boundaries; `retrain` when an offline
+    retraining is due."""
+
+    events: int
+    examples: EventChunk | None
+    whole: Batch | None
+    batches: list[Batch]
+    logged: int = 0
+    cut: Cut | None = None
+    retrain: bool = False
+
+    @property
+    def hold(self) -> bool:
+        return self.cut is not None or self.retrain
+
+
+@dataclass
+class Stages:
+    """What the loop runs: every part but `source` and `pipeline` is optional.
+
+    - `trainer`: learns each micro-batch (None: read, validate and featurise only);
+    - `joiner`: turns impressions and later actions into labelled examples;
+    - `log`: the durable event log (appended by the reader, made durable at each cut);
+    - `live`: events posted in-process, learned as they come; with `follow`, after the source ends
+      the loop waits for live events until stopped;
+    - `checkpoint_events`: source events between cuts (None: one cut at the end, when the source
+      has positions or there is a log);
+    - `retrain_events` / `retrain_seconds` (event time): how often `Work.retrain` is set (after a
+      log flush, so an offline trainer reading the log sees every event learned so far);
+    - `read_ahead`: chunks the reader may be ahead of the trainer."""
+
+    source: Iterable[EventChunk]
+    pipeline: FeaturePipeline
+    trainer: OnlineTrainer | None = None
+    batch_size: int = 512
+    joiner: Joiner | None = None
+    log: EventLog | None = None
+    live: LiveQueue | None = None
+    follow: bool = False
+    checkpoint_events: int | None = None
+    retrain_events: int | None = None
+    retrain_seconds: float | None = None
+    read_ahead: int = 4
+    times: Counter = field(default_factory=Counter)   # seconds per stage, for the figures
+
+
+class _Reader:
+    """The reader stage (its own thread): chunks -> join -> log -> features -> `Work`."""
+
+    def __init__(self, stages: Stages, stop: threading.Event, gone: threading.Event) -> None:
+        self.s, self.stop, self.gone = stages, stop, gone   # gone: the consumer left
+        self.since_cut = self.since_retrain = 0
+        self.retrain_ts: float | None = None
+
+    def chunks(self) -> Iterator[EventChunk]:
+        """The source's chunks (waiting live events first), then live ones only with `follow`."""
+        s, source = self.s, iter(self.s.source)
+        while not (self.stop.is_set() or self.gone.is_set()):
+            live = s.live.poll(timeout=0.0) if s.live is not None else None
+            if live is not None:
+                yield live
+                continue
+            chunk = next(source, None) if source is not None else None
+            if chunk is not None:
+                yield chunk
+            elif not s.follow or s.live is None:
+                return
+            else:
+                source = None
+                if (live := s.live.poll(timeout=0.05)) is not None:
+                    yield live
+
+    def __iter__(self) -> Iterator[Work]:
+        s, clock = self.s, time.perf_counter
+        mark = clock()
+        for chunk in self.chunks():
+            started = clock()
+            s.times["read"] += started - mark
+            if len(chunk):
+                examples = s.joiner.process(chunk) if s.joiner is not None else chunk
+                s.times["join"] += clock() - started
+                work = self.work(chunk, examples)
+                if self.since_cut >= (s.checkpoint_events or float("inf")):
+                    work.cut = self.cut()
+                work.retrain = self.retrain_due(chunk)
+                yield work
+            if self.stop.is_set():
+                break
+            mark = clock()
+        else:
+            if s.joiner is not None and (rest := s.joiner.flush()) is not None and len(rest):
+                yield self.work(None, rest)
+        if s.checkpoint_events is not None or s.log is not None or hasattr(s.source, "position"):
+            yield Work(0, None, None, [], cut=self.cut(final=True))
+
+    def work(self, chunk: EventChunk | None, examples: EventChunk | None) -> Work:
+        """Log and featurise `examples` (from `chunk`, None for the joiner's last examples)."""
+        s, clock, events = self.s, time.perf_counter, len(chunk) if chunk is not None else 0
+        self.since_cut += events
+        if examples is None or not len(examples):
+            return Work(events, None, None, [])
+        started = clock()
+        appended = s.log.append(examples) if s.log is not None else 0
+        logged = clock()
+        whole = s.pipeline.build(examples)
+        batches = whole.split(s.batch_size)
+        s.times["log"] += logged - started
+        s.times["features"] += clock() - logged
+        return Work(events, examples, whole, batches, appended)
+
+    def cut(self, final: bool = False) -> Cut:
+        s, started = self.s, time.perf_counter()
+        mark = s.log.flush() if s.log is not None else None
+        position = s.source.position() if hasattr(s.source, "position") else None
+        joiner = s.joiner.state_dict() if s.joiner is not None else None
+        self.since_cut = 0
+        s.times["log"] += time.perf_counter() - started
+        return Cut(position, mark, joiner, final)
+
+    def retrain_due(self, chunk: EventChunk) -> bool:
+        """Whether `retrain_events` events or `retrain_seconds` of event time passed since the last
+        retraining; if so the log is flushed first."""
+        s = self.s
+        if s.retrain_events is None and s.retrain_seconds is None:
+            return False
+        self.since_retrain += len(chunk)
+        latest = float(pc.max(chunk.table.column(TS)).as_py() or 0.0)
+        self.retrain_ts = latest if self.retrain_ts is None else self.retrain_ts
+        by_volume = s.retrain_events is not None and self.since_retrain >= s.retrain_events
+        by_time = s.retrain_seconds is not None and latest - self.retrain_ts >= s.retrain_seconds
+        if not (by_volume or by_time):
+            return False
+        if s.log is not None:
+            s.log.flush()
+        self.since_retrain, self.retrain_ts = 0, latest
+        return True
+
+
+def _ahead(items: Iterable, depth: int, gone: threading.Event) -> Iterator:
+    """`items` produced in a reader thread, at most `depth` ahead; its error is raised here. When
+    the consumer leaves, `gone` is set (the producer stops offering) and the thread joined."""
+    ready: queue.Queue = queue.Queue(maxsize=depth)
+    end = object()
+
+    def offer(item: Any) -> bool:
+        while not gone.is_set():
+            try:
+                ready.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for item in items:
+                if not offer(item):
+                    return
+            offer(end)
+        except BaseException as error:  # raised again in the consumer's thread
+            offer(error)
+
+    thread = threading.Thread(target=work, name=READER_NAME, daemon=True)
+    thread.start()
+    try:
+        while True:
+            try:
+                item = ready.get(timeout=0.1)
+            except queue.Empty:
+                if thread.is_alive():
+                    continue
+                return   # the producer left without an end: the consumer had gone
+            if item is end:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        gone.set()
+        thread.join()
+
+
+def _learned(stages: Stages, works: Iterable[Work]) -> Iterator[tuple[Work, list[dict], bool]]:
+    if stages.trainer is None:
+        return ((work, [], True) for work in works)
+    return stages.trainer.learn_stream(works)
+
+
+def run_loop(stages: Stages, stop: threading.Event | None = None,
+             after: Callable[[Work, list[dict], bool], None] | None = None) -> IngestSummary:
+    """Run the stages until the source ends (with `follow`: until `stop`) or `stop` is set (then
+    the chunks already read are learned too); `after(work, steps, held)` runs on each chunk once
+    it is learned (`steps`: the trainer's figures per micro-batch; `held`: nothing of a later chunk
+    has touched the model). Returns the figures, `stages.times` holding seconds per stage."""
+    stop = stop or threading.Event()
+    summary, started, clock = IngestSummary(), time.perf_counter(), time.perf_counter
+    gone = threading.Event()
+    reading = _ahead(_Reader(stages, stop, gone), stages.read_ahead, gone)
+    stream = _learned(stages, reading)
+    mark = clock()
+    try:
+        for work, steps, held in stream:
+            learned = clock()
+            stages.times["learn"] += learned - mark
+            if work.whole is not None:
+                summary.add(work.whole, len(work.batches))
+            if after is not None:
+                after(work, steps, held)
+            mark = clock()
+            stages.times["after"] += mark - learned
+    finally:   # on an error: the reader stops, then the trainer's worker, then the reader's queue
+        gone.set()
+        stream.close()
+        reading.close()
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def dead_letter_failures(work: Work, steps: list[dict], sink: DeadLetterSink | None) -> int:
+    """Send the rows of the work's batches that the trainer could not learn to `sink`, one letter
+    per row (reason `not_learned`, the error as detail, the row as JSON); returns how many rows."""
+    start, failed = 0, 0
+    for batch, step in zip(work.batches, steps):
+        if step.get("error") is not None and work.examples is not None:
+            rows = work.examples.slice(start, start + len(batch))
+            failed += len(rows)
+            if sink is not None:
+                sink.put_many(DeadLetter(rows.source, int(p), "not_learned", step["error"], orjson.dumps(row).decode())
+                              for p, row in zip(rows.positions, rows.table.to_pylist()))
+        start += len(batch)
+    return failed
+
+
+def micro_batches(source: Iterable[EventChunk], pipeline: FeaturePipeline, batch_size: int = 512,
+                  read_ahead: int = 4) -> Iterator[Batch]:
+    """The loop's reading stages alone: every micro-batch of the stream, featurised in the reader
+    thread ahead of the caller (for consumers that are not an `OnlineTrainer`, e.g. `evaluate ab`)."""
+    stages = Stages(source, pipeline, batch_size=batch_size, read_ahead=read_ahead)
+    gone = threading.Event()
+    for work in _ahead(_Reader(stages, threading.Event(), gone), read_ahead, gone):
+        yield from work.batches
