@@ -1,4 +1,6 @@
-"""fsync helpers shared by the version directories (`snapshot/`) and the event log (`log/`); a leaf
+"""What the durable writers (the registry's versions in `snapshot/`, the event log in `log/`) share:
+fsync helpers, the `Backoff` between retries of a failed write, and the `WRITE_FAILURES` counter
+(Prometheus, on `WRITE_FAULTS`, a registry of its own that the server's /metrics includes). A leaf
 module that imports nothing of ours.
 
 >>> import tempfile, pathlib
@@ -10,10 +12,18 @@ module that imports nothing of ours.
 
 from __future__ import annotations
 
+import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["fsync_dir", "fsync_file"]
+from prometheus_client import CollectorRegistry, Counter
+
+__all__ = ["WRITE_FAILURES", "WRITE_FAULTS", "Backoff", "fsync_dir", "fsync_file"]
+
+WRITE_FAULTS = CollectorRegistry()
+WRITE_FAILURES = Counter("freshrec_write_failures", "Failed writes to durable storage by target (registry, "
+                         "log); each is retried with backoff", ["target"], registry=WRITE_FAULTS)
 
 
 def fsync_file(path: Path) -> None:
@@ -28,3 +38,39 @@ def fsync_file(path: Path) -> None:
 def fsync_dir(path: Path) -> None:
     """Make a directory's entries (new, renamed or deleted files) durable."""
     fsync_file(path)
+
+
+@dataclass
+class Backoff:
+    """When to try a failed write again: `initial` seconds after the first of consecutive
+    failures, twice as long after each next one, at most `cap`; `succeeded()` starts over.
+
+    >>> backoff = Backoff(initial=1.0, cap=4.0)
+    >>> [backoff.failed(now=10.0) for _ in range(4)], backoff.ready(13.9), backoff.ready(14.0)
+    ([1.0, 2.0, 4.0, 4.0], False, True)
+    >>> backoff.succeeded(); backoff.failures, backoff.ready(0.0)
+    (0, True)
+    """
+
+    initial: float = 1.0
+    cap: float = 60.0
+    failures: int = 0
+    ready_at: float = -math.inf
+
+    def delay(self) -> float:
+        """The wait the next failure brings."""
+        return min(self.cap, self.initial * 2.0 ** min(self.failures, 64))
+
+    def failed(self, now: float) -> float:
+        """Count a failure at clock reading `now`; returns the wait before the next try."""
+        wait = self.delay()
+        self.failures += 1
+        self.ready_at = now + wait
+        return wait
+
+    def succeeded(self) -> None:
+        self.failures, self.ready_at = 0, -math.inf
+
+    def ready(self, now: float) -> bool:
+        """Whether the wait after the last failure is over at clock reading `now`."""
+        return now >= self.ready_at

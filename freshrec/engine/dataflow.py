@@ -135,6 +135,8 @@ class DataFlowEngine:
                 on_chunk(self, summary)
         started = time.perf_counter()
         seconds = run_loop(stages, stop, after).seconds
+        if self.publisher is not None:
+            self.publisher.try_publish("full")
         self.log.close()
         summary.seconds = time.perf_counter() - started
         rows = max(summary.rows, 1)
@@ -165,8 +167,6 @@ class DataFlowEngine:
         stages.times["publish"] += published - started
         if work.cut is not None:
             self.checkpoint(work.cut)
-            if work.cut.final and self.publisher is not None:
-                self.publisher.publish_full()
             stages.times["checkpoint"] += clock() - published
         if work.retrain:
             self.retrain(self)

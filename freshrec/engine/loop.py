@@ -25,6 +25,7 @@ are configurations of this loop.
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
@@ -43,23 +44,23 @@ from freshrec.events.event import TS, EventChunk
 from freshrec.events.live import LiveQueue
 from freshrec.features import FeaturePipeline
 from freshrec.join import Joiner
-from freshrec.log import EventLog
+from freshrec.log import EventLog, LogWriteError
 from freshrec.train import OnlineTrainer
 
 __all__ = ["Cut", "Stages", "Work", "dead_letter_failures", "micro_batches", "run_loop"]
 
 READER_NAME = "freshrec-reader"
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Cut:
     """The stream cut after a chunk: the source position after it, the log's mark (every segment
-    below it durable) and the joiner's state; `final` at the end of the loop."""
+    below it durable) and the joiner's state."""
 
     position: Any
     log_mark: int | None
     joiner: dict | None
-    final: bool = False
 
 
 @dataclass
@@ -159,7 +160,7 @@ class _Reader:
             if s.joiner is not None and (rest := s.joiner.flush()) is not None and len(rest):
                 yield self.work(None, rest)
         if s.checkpoint_events is not None or s.log is not None or hasattr(s.source, "position"):
-            yield Work(0, None, None, [], cut=self.cut(final=True))
+            yield Work(0, None, None, [], cut=self.cut())   # cut None: no final checkpoint
 
     def work(self, chunk: EventChunk | None, examples: EventChunk | None) -> Work:
         """Log and featurise `examples` (from `chunk`, None for the joiner's last examples)."""
@@ -168,7 +169,7 @@ class _Reader:
         if examples is None or not len(examples):
             return Work(events, None, None, [])
         started = clock()
-        appended = s.log.append(examples) if s.log is not None else 0
+        appended = self.append(examples) if s.log is not None else 0
         logged = clock()
         whole = s.pipeline.build(examples)
         batches = whole.split(s.batch_size)
@@ -176,14 +177,35 @@ class _Reader:
         s.times["features"] += clock() - logged
         return Work(events, examples, whole, batches, appended)
 
-    def cut(self, final: bool = False) -> Cut:
+    def append(self, examples: EventChunk) -> int:
+        """Append to the log; a refused append (the disk full, the folder gone) is tried again with
+        backoff until it succeeds or the loop stops: the stream waits, nothing is lost."""
+        wait = 0.5
+        while True:
+            try:
+                return self.s.log.append(examples)
+            except LogWriteError as error:
+                if error.held:   # the log keeps the rows and writes them with a later append
+                    return len(examples)
+                logger.warning("event log refused %d rows (%s); trying again in %.1f s", len(examples), error, wait)
+                if self.stop.wait(wait) or self.gone.is_set():
+                    raise
+                wait = min(2 * wait, 30.0)
+
+    def cut(self) -> Cut | None:
+        """The cut after the last chunk read; None when the log cannot be made durable now (no
+        checkpoint then: the next cut tries again, a crash restarts from the previous one)."""
         s, started = self.s, time.perf_counter()
-        mark = s.log.flush() if s.log is not None else None
+        try:
+            mark = s.log.flush() if s.log is not None else None
+        except LogWriteError as error:
+            logger.warning("no checkpoint: the event log could not be made durable (%s)", error)
+            return None
         position = s.source.position() if hasattr(s.source, "position") else None
         joiner = s.joiner.state_dict() if s.joiner is not None else None
         self.since_cut = 0
         s.times["log"] += time.perf_counter() - started
-        return Cut(position, mark, joiner, final)
+        return Cut(position, mark, joiner)
 
     def retrain_due(self, chunk: EventChunk) -> bool:
         """Whether `retrain_events` events or `retrain_seconds` of event time passed since the last

@@ -60,7 +60,7 @@ def learn_live(stream: Iterable[EventChunk] | None, live: LiveQueue, pipeline: F
             on_batch(batch, summary)
     stages = Stages(stream if stream is not None else (), pipeline, trainer, batch_size, live=live, follow=follow)
     summary.seconds = run_loop(stages, stop, after).seconds
-    publisher.publish_full()
+    publisher.try_publish("full")
     return summary
 
 

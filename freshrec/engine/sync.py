@@ -5,6 +5,15 @@ Between publishes it remembers when the events it learned entered the system (fo
 and the interactions themselves (for the server's candidates): each delta carries the ones since
 the last publish, each full snapshot the most recent `keep_interactions`.
 
+A publish that fails to write (disk full, read-only or missing directory: any OSError) is never
+fatal in `maybe_publish`: it is logged, counted (`failed`, `last_error`, and the Prometheus counter
+`freshrec_write_failures{target="registry"}`) and tried again at the first tick after a backoff
+(`retry_initial` seconds, doubling up to `retry_max`). Nothing is lost meanwhile: the publisher's
+state moves only once a version is written, so the next delta still starts from the last version
+written and carries every row changed since, with every interaction learned since. Should a failed
+write have landed after all (the rename done, its fsync failed), the registry holds a version the
+publisher did not count and the retry is a full snapshot, which servers load whatever they hold.
+
 >>> import tempfile
 >>> from freshrec.events.simulator import Simulator, SimulatorConfig
 >>> from freshrec.features import FeaturePipeline, default_specs
@@ -27,6 +36,7 @@ the last publish, each full snapshot the most recent `keep_interactions`.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections import deque
@@ -35,6 +45,7 @@ from dataclasses import asdict, dataclass
 
 import pyarrow as pa
 
+from freshrec._durable import WRITE_FAILURES, Backoff
 from freshrec.events.event import EventChunk, Field
 from freshrec.events.live import conform
 from freshrec.models.base import OnlineModel
@@ -42,20 +53,26 @@ from freshrec.snapshot import Delta, ModelRegistry, Snapshot, table_versions
 
 __all__ = ["Publisher", "SyncConfig"]
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class SyncConfig:
     """- `sync_interval`: seconds between deltas (the served model's staleness);
     - `full_interval`: seconds between full snapshots (servers bootstrap from the newest);
-    - `keep_interactions`: recent interactions a full snapshot carries for the candidates."""
+    - `keep_interactions`: recent interactions a full snapshot carries for the candidates;
+    - `retry_initial`, `retry_max`: seconds before retrying a failed publish (doubling per failure)."""
 
     sync_interval: float = 1.0
     full_interval: float = 300.0
     keep_interactions: int = 100_000
+    retry_initial: float = 1.0
+    retry_max: float = 60.0
 
     def __post_init__(self) -> None:
-        if self.sync_interval < 0 or self.full_interval < 0 or self.keep_interactions < 0:
-            raise ValueError(f"intervals and keep_interactions must be >= 0: {self}")
+        if min(self.sync_interval, self.full_interval, self.keep_interactions, self.retry_initial,
+               self.retry_max) < 0:
+            raise ValueError(f"intervals, retries and keep_interactions must be >= 0: {self}")
 
 
 class Publisher:
@@ -70,6 +87,9 @@ class Publisher:
         self.clock = clock
         self.version = registry.latest() or 0
         self.published = {"full": 0, "delta": 0}
+        self.failed = {"full": 0, "delta": 0}
+        self.last_error: str | None = None
+        self._backoff = Backoff(self.config.retry_initial, self.config.retry_max)
         self._table_since: dict[str, int] | None = None
         self._last_delta = self._last_full = -math.inf
         self._new: list[pa.Table] = []
@@ -95,50 +115,81 @@ class Publisher:
             self._recent_rows -= len(self._recent.popleft())
 
     def due(self) -> str | None:
-        """What `maybe_publish` would publish now: "full", "delta" or None."""
+        """What `maybe_publish` would publish now: "full", "delta" or None (nothing due, or waiting
+        to retry a failed write)."""
         now = self.clock()
+        return self._due(now) if self._backoff.ready(now) else None
+
+    def maybe_publish(self) -> str | None:
+        """Publish what is due: "full", "delta" or None (nothing due, waiting to retry, or the
+        write failed: see `try_publish`)."""
+        kind = self.due()
+        return kind if kind is not None and self.try_publish(kind) else None
+
+    def _due(self, now: float) -> str | None:
         if self._table_since is None or now - self._last_full >= self.config.full_interval:
             return "full"
+        if self._backoff.failures and (self.registry.latest() or 0) > self.version:
+            return "full"       # a failed write landed after all: a full snapshot heals the chain
         if self._entered[2] and now - self._last_delta >= self.config.sync_interval:
             return "delta"
         return None
 
-    def maybe_publish(self) -> str | None:
-        """Publish what is due: "full", "delta" or None."""
-        kind = self.due()
-        if kind == "full":
-            self.publish_full()
-        elif kind == "delta":
-            self.publish_delta()
-        return kind
+    def try_publish(self, kind: str) -> bool:
+        """Publish a "full" snapshot or a "delta" now; False when the write failed, which is logged,
+        counted and retried by `maybe_publish` after the backoff (no state is lost)."""
+        try:
+            self.publish_full() if kind == "full" else self.publish_delta()
+        except OSError as error:
+            wait = self._backoff.failed(self.clock())
+            self.failed[kind] += 1
+            self.last_error = f"{type(error).__name__}: {error}"
+            WRITE_FAILURES.labels("registry").inc()
+            log.warning("could not publish a %s version to %s (%s); retrying in %.3g s",
+                        kind, self.registry.root, self.last_error, wait)
+            return False
+        self._backoff.succeeded()
+        return True
+
+    def _next_version(self) -> int:
+        """After the newest of ours and the registry's (whichever a failed write left behind)."""
+        return max(self.version, self.registry.latest() or 0) + 1
 
     def _meta(self) -> dict:
         low, high, count = self._entered
-        self._entered = (math.inf, -math.inf, 0)
-        self._new = []
         extra = self.meta_source() if self.meta_source is not None else {}
         return {"created_at": time.time(), "events_learned": self.events, "events": count,
                 "entered_min": low if count else None, "entered_max": high if count else None, **extra}
 
+    def _written(self, version: int) -> None:
+        """A version is in the registry: what it carries is no longer pending."""
+        self.version = version
+        self._entered = (math.inf, -math.inf, 0)
+        self._new = []
+
     def publish_full(self) -> None:
         """A full snapshot; after the first, of the same version as a delta published just
-        before it, so servers following the deltas go on without loading it."""
-        if self._table_since is None:
-            self.version += 1
-        else:
+        before it, so servers following the deltas go on without loading it. OSError when the
+        registry cannot be written (nothing is lost: a later publish carries it all)."""
+        if self._table_since is not None:
             self.publish_delta()
+        version = self.version if self._table_since is not None else self._next_version()
         meta = {**self._meta(), "fields": [{**asdict(f), "kind": f.kind.value} for f in self.fields]}
         interactions = pa.concat_tables(self._recent) if self._recent else conform(pa.table({}), self.fields)
-        self.registry.publish(Snapshot(self.model, self.version, meta, interactions))
-        self._table_since = table_versions(self.model)
+        tables = table_versions(self.model)
+        self.registry.publish(Snapshot(self.model, version, meta, interactions))
+        self._written(version)
+        self._table_since = tables
         self._last_full = self._last_delta = self.clock()
         self.published["full"] += 1
 
     def publish_delta(self) -> None:
-        since, self.version = self.version, self.version + 1
+        """A delta from the last version written; OSError when the registry cannot be written."""
+        version = self._next_version()
         interactions = pa.concat_tables(self._new) if self._new else None
-        delta = Delta.capture(self.model, since, self.version, self._table_since, self._meta(), interactions)
+        delta = Delta.capture(self.model, self.version, version, self._table_since, self._meta(), interactions)
         self.registry.publish(delta)
+        self._written(version)
         self._table_since = {name: d.version for name, d in delta.tables.items()}
         self._last_delta = self.clock()
         self.published["delta"] += 1

@@ -26,7 +26,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from freshrec.events.deadletter import CountingDeadLetters, DeadLetter, DeadLetterSink
 from freshrec.events.event import Event, EventChunk, Field
-from freshrec.events.live import check_event, events_table
+from freshrec.events.live import BadEvent, check_event, events_table
 from freshrec.events.source import Position
 
 __all__ = ["KafkaDeadLetters", "KafkaSink", "KafkaSource", "create_topic", "decode_event", "encode_event",
@@ -208,8 +208,10 @@ class KafkaSource:
                 event = decode_event(message.value(), message.timestamp()[1] / 1000.0, f"{partition}:{offset}")
                 check_event(event, self._kinds, self.require_ids)
             except ValueError as error:
-                reason, _, detail = str(error).partition(": ")
-                if not detail:
+                reason, _, detail = str(error).partition(": ")  # decode_event: "reason: detail"
+                if isinstance(error, BadEvent):
+                    reason, detail = error.reason, str(error)
+                elif not detail:
                     reason, detail = "bad_event", str(error)
                 raw = message.value().decode("utf-8", "replace") if message.value() else None
                 self.dead_letters.put(DeadLetter(self.name, position, reason, detail, raw))

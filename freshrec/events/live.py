@@ -1,9 +1,12 @@
 """Live events pushed in-process: `LiveQueue`, a bounded thread-safe `Source` fed by `put` (the
 server's `POST /events`), and `conform`, which gives events of any origin one Arrow schema.
 
-Values are checked as they arrive: a categorical value is a string or an integer (42 and "42" are
-the same id), a multi-categorical one a list of those, a dense one a number; a field the source
-does not have is refused. Missing fields are null.
+Values are checked as they arrive (`check_event`): `ts` by the rule of `freshrec.events.validate`
+(finite, not negative, at most `max_ahead` seconds after the wall clock), a label is 0 or 1 (None:
+unlabelled), user and item ids are non-empty strings or integers (42 and "42" are the same id), a
+categorical value is a string or an integer, a multi-categorical one a list of those, a dense one
+a finite number; a field the source does not have is refused. Missing fields are null. A refused
+event raises `BadEvent`, a ValueError that names the field and carries the dead-letter reason.
 
 >>> from freshrec.events.event import Event, Field, FieldKind
 >>> queue = LiveQueue((Field("user_id", FieldKind.CATEGORICAL), Field("price", FieldKind.DENSE)))
@@ -15,11 +18,16 @@ does not have is refused. Missing fields are null.
 >>> queue.put([Event("e2", 6.0, 8, "i2", fields={"colour": "red"})])
 Traceback (most recent call last):
 ...
-ValueError: event 0 (e2): unknown field 'colour'; this source has: price
+freshrec.events.live.BadEvent: event 0 (e2): unknown field 'colour'; this source has: price
+>>> queue.put([Event("e3", 7.0, 8, "i2", label=-1)])
+Traceback (most recent call last):
+...
+freshrec.events.live.BadEvent: event 0 (e3): label must be 0 or 1 (null: unlabelled), not -1
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import deque
@@ -41,8 +49,10 @@ from freshrec.events.event import (
     FieldKind,
 )
 from freshrec.events.source import Position
+from freshrec.events.validate import LIVE_MAX_AHEAD, time_problem
 
-__all__ = ["LiveQueue", "QueueFull", "arrow_type", "check_event", "check_value", "conform", "events_table"]
+__all__ = ["BadEvent", "LiveQueue", "QueueFull", "arrow_type", "check_event", "check_value", "conform",
+           "events_table"]
 
 _TYPES = {FieldKind.CATEGORICAL: pa.string(), FieldKind.MULTI_CATEGORICAL: pa.list_(pa.string()),
           FieldKind.DENSE: pa.float64()}
@@ -51,6 +61,19 @@ _STANDARD = {TS: pa.float64(), USER: pa.string(), ITEM: pa.string(), LABEL: pa.f
 
 class QueueFull(RuntimeError):
     """The live queue holds its capacity of events not yet consumed."""
+
+
+class BadEvent(ValueError):
+    """An event refused by `check_event`: `field` names the value at fault, `reason` is its
+    dead-letter code (`bad_time`, `bad_label`, `missing_id`, `bad_id`, `unknown_field`, `bad_field`)."""
+
+    def __init__(self, message: str, reason: str, field: str) -> None:
+        super().__init__(message)
+        self.reason, self.field = reason, field
+
+    def within(self, prefix: str) -> BadEvent:
+        """The same problem, its message prefixed (e.g. with the event's place in a request)."""
+        return BadEvent(f"{prefix}{self}", self.reason, self.field)
 
 
 def arrow_type(kind: FieldKind) -> pa.DataType:
@@ -92,6 +115,8 @@ def _check(value: object, kind: FieldKind) -> object:
     if kind is FieldKind.DENSE:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValueError(f"must be a number, not {value!r}")
+        if not math.isfinite(value):
+            raise ValueError(f"must be a finite number, not {value!r}")
         return float(value)
     if kind is FieldKind.MULTI_CATEGORICAL:
         if not isinstance(value, (list, tuple)):
@@ -102,21 +127,50 @@ def _check(value: object, kind: FieldKind) -> object:
     return str(value)
 
 
-def check_event(event: Event, kinds: dict[str, FieldKind], require_ids: bool = True) -> None:
-    """ValueError naming the first problem of `event` for a source with fields `kinds` (a user and
-    an item id are required unless `require_ids` is False, e.g. for a Criteo-like stream)."""
+def check_event(event: Event, kinds: dict[str, FieldKind], require_ids: bool = True,
+                now: float | None = None, max_ahead: float = LIVE_MAX_AHEAD) -> None:
+    """`BadEvent` naming the first problem of `event` for a source with fields `kinds` (a user and
+    an item id are required unless `require_ids` is False, e.g. for a Criteo-like stream); `ts` may
+    lie at most `max_ahead` seconds after `now` (default: the wall clock).
+
+    >>> check_event(Event("e", 1e300, "u", "i"), {}, now=1_700_000_000.0)
+    Traceback (most recent call last):
+    ...
+    freshrec.events.live.BadEvent: ts=1e+300 is more than 300 s after the clock of this host (1700000000): far in the future
+    """
     if unknown := sorted(set(event.fields) - set(kinds)):
-        raise ValueError(f"unknown field {unknown[0]!r}; this source has: {', '.join(sorted(kinds))}")
-    if isinstance(event.ts, bool) or not isinstance(event.ts, (int, float)) or event.ts != event.ts:
-        raise ValueError(f"ts must be a number of epoch seconds, not {event.ts!r}")
-    if event.label is not None and (isinstance(event.label, bool) or not isinstance(event.label, (int, float))):
-        raise ValueError(f"label must be a number, not {event.label!r}")
+        raise BadEvent(f"unknown field {unknown[0]!r}; this source has: {', '.join(sorted(kinds))}",
+                       "unknown_field", unknown[0])
+    if problem := time_problem(event.ts, time.time() if now is None else now, max_ahead):
+        raise BadEvent(f"{TS}={event.ts!r} {problem}", "bad_time", TS)
+    _check_label(event.label)
     for name, value in ((USER, event.user_id), (ITEM, event.item_id)):
-        if value is None and require_ids:
-            raise ValueError(f"{name} is missing")
-        check_value(value, FieldKind.CATEGORICAL, name)
+        _check_id(name, value, require_ids)
     for name, value in event.fields.items():
-        check_value(value, kinds[name], f"field {name!r}")
+        try:
+            check_value(value, kinds[name], f"field {name!r}")
+        except ValueError as error:
+            raise BadEvent(str(error), "bad_field", name) from None
+
+
+def _check_label(label: object) -> None:
+    if label is None:
+        return
+    if isinstance(label, bool) or not isinstance(label, (int, float)) or label not in (0, 1):
+        raise BadEvent(f"{LABEL} must be 0 or 1 (null: unlabelled), not {label!r}", "bad_label", LABEL)
+
+
+def _check_id(name: str, value: object, required: bool) -> None:
+    if value is None:
+        if required:
+            raise BadEvent(f"{name} is missing", "missing_id", name)
+        return
+    if isinstance(value, str) and not value.strip():
+        raise BadEvent(f"{name} is empty", "missing_id", name)
+    try:
+        check_value(value, FieldKind.CATEGORICAL, name)
+    except ValueError as error:
+        raise BadEvent(str(error), "bad_id", name) from None
 
 
 def events_table(events: Sequence[Event], kinds: dict[str, FieldKind]) -> pa.Table:
@@ -138,10 +192,13 @@ class LiveQueue:
 
     has_event_time = True
 
-    def __init__(self, fields: Sequence[Field], name: str = "live", capacity: int = 100_000) -> None:
+    def __init__(self, fields: Sequence[Field], name: str = "live", capacity: int = 100_000,
+                 max_ahead: float = LIVE_MAX_AHEAD) -> None:
+        """`max_ahead`: seconds an event's `ts` may lie after the wall clock (see `check_event`)."""
         self.name = name
         self.fields = tuple(f for f in fields if f.name not in STANDARD_COLUMNS)
         self.capacity = capacity
+        self.max_ahead = max_ahead
         self._kinds = {f.name: f.kind for f in self.fields}
         self._chunks: deque[EventChunk] = deque()
         self._pending = self._handed_out = self._committed = 0
@@ -149,15 +206,16 @@ class LiveQueue:
         self._closed = False
 
     def put(self, events: Sequence[Event]) -> int:
-        """Queue the events as one chunk (all or none); returns how many. ValueError names the
+        """Queue the events as one chunk (all or none); returns how many. `BadEvent` names the
         first bad event and field; QueueFull when the queue is at capacity."""
         if not events:
             return 0
+        now = time.time()
         for i, event in enumerate(events):
             try:
-                check_event(event, self._kinds)
-            except ValueError as error:
-                raise ValueError(f"event {i} ({event.event_id}): {error}") from None
+                check_event(event, self._kinds, now=now, max_ahead=self.max_ahead)
+            except BadEvent as error:
+                raise error.within(f"event {i} ({event.event_id}): ") from None
         table = events_table(events, self._kinds)
         with self._ready:
             if self._closed:

@@ -3,6 +3,17 @@
 Readers load columns as strings, parse them here with Arrow compute kernels (no Python loop
 per record), and turn each bad row into a `DeadLetter` with its position and reason.
 
+Event times follow one rule everywhere (`time_problem` for one value, `RowChecks.times` for a
+column): a time is a finite, non-negative number of epoch seconds, and not "far in the future",
+i.e. not more than `max_ahead` seconds after the wall clock when it is checked. Live events
+(`POST /events`, Kafka) get `LIVE_MAX_AHEAD` (5 minutes: clock skew between a client and this
+host); replayed files get `REPLAY_MAX_AHEAD` (1 day: a naive local-time export read as UTC can be
+up to 14 hours ahead). A recorded data set's events all happened before it is read, so historic
+replays (MovieLens 1997, Avazu 2014, Criteo's line numbers) stay valid however old they are. The
+wall clock rather than the stream's own watermark bounds replays because a watermark rule would
+reject every row after a legitimate gap in the data (or in an unsorted file), losing the rest of
+the stream; the wall clock is a bound no real event can pass.
+
 >>> import pyarrow as pa, numpy as np
 >>> checks = RowChecks(3)
 >>> ints = checks.integers(pa.array(["1", "x", "-3"]), "I1")
@@ -14,6 +25,8 @@ per record), and turn each bad row into a `DeadLetter` with its position and rea
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Callable
 
 import numpy as np
@@ -24,6 +37,29 @@ from freshrec.events.deadletter import DeadLetter
 
 _INT_PATTERN = r"^\s*[-+]?[0-9]+\s*$"
 _FLOAT_PATTERN = r"^\s*[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?\s*$"
+LIVE_MAX_AHEAD = 300.0
+REPLAY_MAX_AHEAD = 86_400.0
+
+
+def time_problem(ts: object, now: float, max_ahead: float) -> str | None:
+    """Why `ts` is not a valid event time when the wall clock reads `now`, or None.
+
+    >>> time_problem(1_700_000_000.0, now=1_700_000_000.0, max_ahead=300.0) is None
+    True
+    >>> time_problem(float("inf"), 0.0, 300.0), time_problem(-1, 0.0, 300.0), time_problem("1", 0.0, 300.0)
+    ('is not finite', 'is negative', 'is not a number of epoch seconds')
+    >>> time_problem(1e300, now=1_700_000_000.0, max_ahead=300.0)
+    'is more than 300 s after the clock of this host (1700000000): far in the future'
+    """
+    if isinstance(ts, bool) or not isinstance(ts, (int, float)):
+        return "is not a number of epoch seconds"
+    if not math.isfinite(ts):
+        return "is not finite"
+    if ts < 0:
+        return "is negative"
+    if ts > now + max_ahead:
+        return f"is more than {max_ahead:g} s after the clock of this host ({now:.0f}): far in the future"
+    return None
 
 
 def blank_mask(values: pa.Array) -> np.ndarray:
@@ -89,10 +125,12 @@ class RowChecks:
         self.reject(~ok, "bad_label", lambda r: f"{name}={values[r].as_py()!r} is not 0 or 1")
         return pc.cast(parsed, pa.float32())
 
-    def times(self, values: pa.Array, name: str) -> pa.Array:
+    def times(self, values: pa.Array, name: str, now: float | None = None,
+              max_ahead: float = REPLAY_MAX_AHEAD) -> pa.Array:
         """Event time as float64 epoch seconds from numbers or ISO-8601 text (naive = UTC).
 
-        Unparseable or missing -> `bad_time`.
+        Unparseable, missing, not finite, negative or more than `max_ahead` seconds after `now`
+        (default: the wall clock) -> `bad_time` (see the module's rule).
         """
         if pa.types.is_timestamp(values.type):
             seconds = _timestamp_seconds(values)
@@ -109,7 +147,18 @@ class RowChecks:
                 seconds = pc.if_else(numeric, epoch, iso)
         missing = seconds.is_null().to_numpy(zero_copy_only=False)
         self.reject(missing, "bad_time", lambda r: f"{name}={values[r].as_py()!r} is not a time")
+        self.out_of_range(seconds, name, now, max_ahead)
         return seconds
+
+    def out_of_range(self, seconds: pa.Array, name: str, now: float | None = None,
+                     max_ahead: float = REPLAY_MAX_AHEAD) -> None:
+        """`bad_time` for parsed epoch seconds that `time_problem` refuses (nulls are left alone)."""
+        now = time.time() if now is None else now
+        numbers = pc.fill_null(seconds, 0.0).to_numpy(zero_copy_only=False)
+        with np.errstate(invalid="ignore"):
+            wrong = ~np.isfinite(numbers) | (numbers < 0) | (numbers > now + max_ahead)
+        self.reject(wrong, "bad_time",
+                    lambda r: f"{name}={float(numbers[r])!r} {time_problem(float(numbers[r]), now, max_ahead)}")
 
     def letters(self, source: str, positions: np.ndarray,
                 raw: Callable[[int], str | None]) -> list[DeadLetter]:

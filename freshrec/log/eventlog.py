@@ -12,6 +12,15 @@ and the next writer deletes: the source delivers those rows again after the rest
 rolled by size or age between two checkpoints are closed too; a checkpoint that stores the
 number `flush()` returned can `rollback()` them after a restore, so that nothing is logged twice.
 
+A write that fails (disk full, read-only or missing directory: any OSError) is retried with a
+doubling backoff, `LogRetry.attempts` times in all (about a second by default), then reported as
+`LogWriteError` (an OSError), also counted in `freshrec_write_failures_total{target="log"}`.
+An append takes a chunk whole or not at all: its error's `held` says which. Refused (`held`
+False: no segment could be opened), the log is as before and the chunk may be appended again.
+Held (`held` True: a segment's file failed), the rows are kept in memory and written into a new
+segment by the next `append` or `flush` that gets through; a `flush` that cannot close its
+segments raises `LogWriteError` too, so no checkpoint is taken while rows are held.
+
 >>> import tempfile
 >>> from freshrec.events import Event, EventChunk, Field, FieldKind
 >>> log = EventLog.open(tempfile.mkdtemp(), [Field("genre", FieldKind.CATEGORICAL)])
@@ -39,6 +48,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pyarrow as pa
 
+from freshrec._durable import WRITE_FAILURES, Backoff
 from freshrec.events.event import TS, EventChunk, Field
 from freshrec.events.live import conform
 from freshrec.log import layout
@@ -56,10 +66,30 @@ if TYPE_CHECKING:
     from freshrec.batch import Batch
     from freshrec.features import FeaturePipeline
 
-__all__ = ["READ_ROWS", "EventLog", "Recovery"]
+__all__ = ["READ_ROWS", "EventLog", "LogRetry", "LogWriteError", "Recovery"]
 
 READ_ROWS = 65_536
 logger = logging.getLogger(__name__)
+
+
+class LogWriteError(OSError):
+    """The event log could not write, after its retries. `held`: the rows of the append are kept by
+    the log (written by a later append or flush); False: they were refused, the log is unchanged."""
+
+    def __init__(self, message: str, held: bool) -> None:
+        super().__init__(message)
+        self.held = held
+
+
+@dataclass(frozen=True)
+class LogRetry:
+    """How a failed write is retried: `attempts` tries in all, `initial` seconds before the second,
+    doubling up to `cap`; `sleep` waits (tests pass one that does not)."""
+
+    attempts: int = 5
+    initial: float = 0.05
+    cap: float = 1.0
+    sleep: Callable[[float], None] = time.sleep
 
 
 @dataclass(frozen=True)
@@ -107,19 +137,22 @@ class EventLog:
     """
 
     def __init__(self, root: str | os.PathLike[str], fields: Sequence[Field], roll_bytes: int = 64 << 20,
-                 roll_seconds: float = 300.0, clock: Callable[[], float] = time.monotonic) -> None:
+                 roll_seconds: float = 300.0, clock: Callable[[], float] = time.monotonic,
+                 retry: LogRetry = LogRetry()) -> None:
         self.root = Path(root)
         self.fields = tuple(fields)
         self.roll_bytes = roll_bytes
         self.roll_seconds = roll_seconds
         self.clock = clock
+        self.retry = retry
         self._state: _State | None = None
 
     @classmethod
     def open(cls, root: str | os.PathLike[str], fields: Sequence[Field], roll_bytes: int = 64 << 20,
-             roll_seconds: float = 300.0, clock: Callable[[], float] = time.monotonic) -> EventLog:
+             roll_seconds: float = 300.0, clock: Callable[[], float] = time.monotonic,
+             retry: LogRetry = LogRetry()) -> EventLog:
         """A log ready to write: the writer lock taken and the crash recovered (`recovered`)."""
-        log = cls(root, fields, roll_bytes, roll_seconds, clock)
+        log = cls(root, fields, roll_bytes, roll_seconds, clock, retry)
         log._writer()
         return log
 
@@ -207,17 +240,44 @@ class EventLog:
     def append(self, chunk: EventChunk) -> int:
         """Write the chunk's rows to the open segments of their event hours; returns how many.
         A bad chunk (no `ts`, null or non-finite `ts`, a column that does not cast) raises
-        ValueError and writes nothing. Segments due to roll are closed afterwards."""
+        ValueError and writes nothing; a write that keeps failing raises `LogWriteError` (see the
+        module). Segments due to roll are closed afterwards."""
         table = self._conform(chunk)
         state = self._writer()
-        if table.num_rows:
-            for hour, rows in _split_hours(table):
-                self._segment(state, layout.hour_name(hour)).write(rows)
+        parts = [(layout.hour_name(h), rows) for h, rows in _split_hours(table)] if table.num_rows else []
+        self._retrying(lambda: [self._segment(state, hour) for hour, _ in parts], "open a segment", held=False)
+        for hour, rows in parts:
+            try:
+                state.open[hour].write(rows)     # the rows are the segment's even when this fails
+            except OSError:
+                state.open[hour].broken = True
+        self._retrying(lambda: self._settle(state), "write its segments", held=True)
+        return table.num_rows
+
+    def _retrying(self, step: Callable[[], object], what: str, held: bool) -> None:
+        """`step()`, tried again after an OSError as `retry` says; then `LogWriteError`."""
+        backoff = Backoff(self.retry.initial, self.retry.cap)
+        while True:
+            try:
+                step()
+                return
+            except OSError as error:
+                WRITE_FAILURES.labels("log").inc()
+                if backoff.failures + 1 >= self.retry.attempts:
+                    raise LogWriteError(f"event log {self.root}: could not {what} in {self.retry.attempts} "
+                                        f"tries ({type(error).__name__}: {error})", held) from error
+                wait = backoff.failed(0.0)
+                logger.warning("%s: could not %s (%s); retrying in %.3g s", self.root, what, error, wait)
+                self.retry.sleep(wait)
+
+    def _settle(self, state: _State) -> None:
+        """Rewrite broken segments, write out full row groups, close the segments due to roll."""
         now = self.clock()
-        for hour, segment in list(state.open.items()):
+        for hour in list(state.open):
+            segment = self._healthy(state, hour)
+            self._io(segment, segment.spill)
             if segment.size >= self.roll_bytes or now - segment.opened >= self.roll_seconds:
                 self._roll(state, hour)
-        return table.num_rows
 
     def _segment(self, state: _State, hour: str) -> SegmentWriter:
         if hour not in state.open:
@@ -226,17 +286,46 @@ class EventLog:
             state.next_seq += 1
         return state.open[hour]
 
+    def _healthy(self, state: _State, hour: str) -> SegmentWriter:
+        """The hour's open segment; a broken one is replaced by a new segment with all its rows."""
+        broken = state.open[hour]
+        if not broken.broken:
+            return broken
+        segment = SegmentWriter.create(layout.folder(self.root, hour), state.next_seq, state.schema,
+                                       broken.opened)
+        state.next_seq += 1
+        segment.adopt(broken)
+        state.open[hour] = segment
+        logger.warning("%s: rewriting the rows of %s into %s", self.root, broken.path.name, segment.path.name)
+        return segment
+
+    @staticmethod
+    def _io(segment: SegmentWriter, step: Callable[[], object]) -> object:
+        """`step()`; an OSError before the segment's rename marks it broken (its file is suspect)."""
+        try:
+            return step()
+        except OSError:
+            segment.broken = segment.closed is None
+            raise
+
     def _roll(self, state: _State, hour: str) -> None:
-        info = state.open.pop(hour).close()
+        segment = self._healthy(state, hour)
+        if not segment.rows:            # opened by an append that failed: nothing to keep
+            segment.abandon()
+            del state.open[hour]
+            return
+        info = self._io(segment, segment.close)
+        del state.open[hour]
         state.index[info.path] = info
 
     def flush(self) -> int:
         """Close every open segment, so everything appended so far is durable and readable.
         Returns the log's offset: the number of the next segment; every segment below it is
-        closed. A checkpoint stores it to `rollback` to after a restore."""
+        closed. A checkpoint stores it to `rollback` to after a restore. `LogWriteError` (rows
+        held) when a segment cannot be closed: take no checkpoint then."""
         state = self._writer()
-        for hour in list(state.open):
-            self._roll(state, hour)
+        self._retrying(lambda: [self._roll(state, hour) for hour in list(state.open)],
+                       "close its segments", held=True)
         return state.next_seq
 
     def rollback(self, offset: int) -> int:

@@ -2,8 +2,10 @@
 
 `SegmentWriter` appends to an open segment (rows buffered into row groups of `ROW_GROUP_ROWS`) and
 closes it: footer with the segment's figures as key-value metadata, fsync, rename from
-`.segment-N.parquet.inprogress` to `segment-N.parquet`, fsync of the folder. `SegmentInfo` holds
-those figures, read back from the footer alone:
+`.segment-N.parquet.inprogress` to `segment-N.parquet`, fsync of the folder. It keeps every row it
+took until it is closed, so that a segment whose file failed (disk full) can be written again
+whole into a new file (`adopt`): memory up to the log's `roll_bytes` per open segment. `SegmentInfo`
+holds the figures, read back from the footer alone:
 
 | key | value |
 |---|---|
@@ -111,27 +113,45 @@ class SegmentInfo:
 
 
 class SegmentWriter:
-    """An open segment. Use `create`; `write` rows of the log schema, then `close` once."""
+    """An open segment. Use `create`; `write` rows of the log schema, then `close`.
+
+    `broken` is set by the log when a write to the file failed before it was renamed: the file's
+    content is then unknown, and the rows go to a new segment by `adopt`. A `close` that failed
+    after the rename (`closed` is set) only has the folder's fsync left to do when called again.
+    """
 
     def __init__(self, path: Path, sink: pa.NativeFile, writer: pq.ParquetWriter, opened: float) -> None:
         self.path = path
         self.sink = sink
         self.writer = writer
         self.opened = opened
+        self.broken = False
+        self.closed: SegmentInfo | None = None
         self._buffer: list[pa.Table] = []
+        self._kept: list[pa.Table] = []
         self._stats: list[tuple[int, float, float, str, int, int]] = []
 
     @classmethod
     def create(cls, folder: Path, seq: int, schema: pa.Schema, opened: float) -> SegmentWriter:
         """Open `folder/.segment-<seq>.parquet.inprogress` (creating the folder durably);
-        `opened` is the clock reading that ages it."""
+        `opened` is the clock reading that ages it. OSError, and no file left, if that fails."""
         if not folder.is_dir():
             folder.mkdir(parents=True)
             fsync_dir(folder.parent)
         path = folder / open_name(seq)
         sink = pa.OSFile(str(path), "wb")
-        writer = pq.ParquetWriter(sink, schema, compression=COMPRESSION, write_page_checksum=True)
+        try:
+            writer = pq.ParquetWriter(sink, schema, compression=COMPRESSION, write_page_checksum=True)
+        except OSError:
+            sink.close()
+            path.unlink(missing_ok=True)
+            raise
         return cls(path, sink, writer, opened)
+
+    @property
+    def rows(self) -> int:
+        """Rows taken so far."""
+        return sum(stat[0] for stat in self._stats)
 
     @property
     def size(self) -> int:
@@ -139,12 +159,18 @@ class SegmentWriter:
         return self.sink.tell() + sum(t.nbytes for t in self._buffer)
 
     def write(self, table: pa.Table) -> None:
-        """Append rows (log schema, one source); written out once a row group's worth is buffered."""
+        """Take rows (log schema, one source); they are the segment's from here on, even if writing
+        out a full row group then fails (OSError)."""
         ts = table.column(TS).to_numpy()
         positions = table.column(POSITION).to_numpy()
         self._stats.append((table.num_rows, float(ts.min()), float(ts.max()),
                             table.column(SOURCE)[0].as_py(), int(positions.min()), int(positions.max())))
+        self._kept.append(table)
         self._buffer.append(table)
+        self.spill()
+
+    def spill(self) -> None:
+        """Write out the buffered rows once they fill a row group."""
         if sum(t.num_rows for t in self._buffer) >= ROW_GROUP_ROWS:
             self._write_buffer()
 
@@ -152,6 +178,20 @@ class SegmentWriter:
         if self._buffer:
             self.writer.write_table(pa.concat_tables(self._buffer), row_group_size=ROW_GROUP_ROWS)
             self._buffer = []
+
+    def adopt(self, broken: SegmentWriter) -> None:
+        """Take every row of a `broken` segment (this one being new and empty), then drop its file."""
+        self._kept, self._stats = list(broken._kept), list(broken._stats)
+        self._buffer = list(broken._kept)
+        broken.abandon()
+
+    def abandon(self) -> None:
+        """Give up this segment's file, as far as the file system lets us."""
+        for step in (self.writer.close, self.sink.close, lambda: self.path.unlink(missing_ok=True)):
+            try:
+                step()
+            except (OSError, pa.ArrowException):
+                pass
 
     def _info(self, path: Path) -> SegmentInfo:
         rows, ts_min, ts_max, sources, lows, highs = zip(*self._stats, strict=True)
@@ -163,12 +203,14 @@ class SegmentWriter:
 
     def close(self) -> SegmentInfo:
         """Finish the file, make it durable and give it its closed name; returns its figures."""
-        self._write_buffer()
-        info = self._info(self.path.with_name(closed_name(seq_of(self.path))))
-        self.writer.add_key_value_metadata(info.metadata())
-        self.writer.close()
-        os.fsync(self.sink.fileno())
-        self.sink.close()
-        os.replace(self.path, info.path)
-        fsync_dir(info.path.parent)
-        return info
+        if self.closed is None:
+            self._write_buffer()
+            info = self._info(self.path.with_name(closed_name(seq_of(self.path))))
+            self.writer.add_key_value_metadata(info.metadata())
+            self.writer.close()
+            os.fsync(self.sink.fileno())
+            self.sink.close()
+            os.replace(self.path, info.path)
+            self.closed, self._kept = info, []
+        fsync_dir(self.closed.path.parent)
+        return self.closed

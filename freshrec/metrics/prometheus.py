@@ -1,5 +1,6 @@
 """`ServingMetrics`: the server's Prometheus metrics, on a registry of its own (so several servers
-in one process, as in tests, do not collide).
+in one process, as in tests, do not collide), exposed with the process's failed durable writes
+(`freshrec_write_failures_total{target="registry"|"log"}`, see `freshrec._durable`).
 
 >>> metrics = ServingMetrics()
 >>> metrics.latency.labels("/predict").observe(0.004)
@@ -17,6 +18,8 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+
+from freshrec._durable import WRITE_FAULTS
 
 __all__ = ["ServingMetrics"]
 
@@ -52,4 +55,4 @@ class ServingMetrics:
 
     def exposition(self) -> bytes:
         """The text format Prometheus scrapes."""
-        return generate_latest(self.registry)
+        return generate_latest(self.registry) + generate_latest(WRITE_FAULTS)

@@ -6,8 +6,11 @@
 - `GET /healthz`, `GET /metrics` (Prometheus), `GET /model`
 - `POST /admin/swap` {version?}, `POST /admin/rollback`: bearer token required (401 without)
 
-Bad requests get a 4xx with a message: unknown fields (422), wrong types (422), too many
-candidates (422), bodies over `max_body_bytes` (413), nothing served yet (503).
+Bad requests get a 4xx with a message that names the field: unknown fields (422), wrong types
+(422: ids are strings or integers, never floats or booleans), too many candidates (422), bodies over
+`max_body_bytes` (413), nothing served yet (503). Each posted event is checked by the live queue
+(`freshrec.events.live.check_event`) before any is accepted: a label other than 0 or 1, a `ts` that
+is not finite, negative or far in the future, an empty id... make the whole request a 422.
 
 >>> from fastapi.testclient import TestClient
 >>> import tempfile
@@ -29,7 +32,7 @@ import orjson
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
 
 from freshrec.events.event import Event
 from freshrec.events.live import QueueFull
@@ -38,7 +41,7 @@ from freshrec.serve.service import ModelService
 
 __all__ = ["ServeConfig", "create_app"]
 
-Id = str | int
+Id = StrictStr | StrictInt
 Value = str | int | float | list[str | int] | None
 
 
@@ -78,9 +81,9 @@ class RecommendRequest(Strict):
 class EventIn(Strict):
     user: Id
     item: Id
-    ts: float | None = Field(None, description="Event time, epoch seconds (default: now)")
-    kind: str = "click"
-    label: float | None = None
+    ts: StrictFloat | None = Field(None, description="Event time, epoch seconds (default: now)")
+    kind: StrictStr = Field("click", min_length=1)
+    label: StrictFloat | None = Field(None, description="0 or 1; none: unlabelled")
     fields: dict[str, Value] = {}
     event_id: str | None = None
 

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pytest
 
 from freshrec.events.event import Event, Field, FieldKind
-from freshrec.events.live import LiveQueue, QueueFull, conform
+from freshrec.events.live import BadEvent, LiveQueue, QueueFull, check_event, conform
 
 FIELDS = (Field("genres", FieldKind.MULTI_CATEGORICAL, "item"), Field("age", FieldKind.CATEGORICAL, "user"),
           Field("price", FieldKind.DENSE, "item"))
@@ -50,3 +50,41 @@ def test_conform_casts_ids_to_text_and_fills_missing_columns() -> None:
     assert out.column_names == ["ts", "user_id", "item_id", "label", "genres", "age", "price"]
     assert out.to_pylist() == [{"ts": 1.0, "user_id": "42", "item_id": "i", "label": None, "genres": None,
                                 "age": "30", "price": None}]
+
+
+NOW = 1_700_000_000.0
+
+
+@pytest.mark.parametrize(("event", "reason", "field"), [
+    (Event("e", NOW, "u", "i", label=-1), "bad_label", "label"),
+    (Event("e", NOW, "u", "i", label=0.5), "bad_label", "label"),
+    (Event("e", NOW, "u", "i", label=float("nan")), "bad_label", "label"),
+    (Event("e", NOW, "u", "i", label=True), "bad_label", "label"),
+    (Event("e", 1e300, "u", "i"), "bad_time", "ts"),
+    (Event("e", NOW + 301, "u", "i"), "bad_time", "ts"),
+    (Event("e", float("inf"), "u", "i"), "bad_time", "ts"),
+    (Event("e", -1.0, "u", "i"), "bad_time", "ts"),
+    (Event("e", "now", "u", "i"), "bad_time", "ts"),
+    (Event("e", NOW, None, "i"), "missing_id", "user_id"),
+    (Event("e", NOW, "u", " "), "missing_id", "item_id"),
+    (Event("e", NOW, 1.5, "i"), "bad_id", "user_id"),
+    (Event("e", NOW, "u", False), "bad_id", "item_id"),
+    (Event("e", NOW, "u", "i", fields={"price": float("inf")}), "bad_field", "price"),
+    (Event("e", NOW, "u", "i", fields={"colour": "red"}), "unknown_field", "colour"),
+])
+def test_check_event_names_the_field_and_the_dead_letter_reason(event: Event, reason: str, field: str) -> None:
+    kinds = {f.name: f.kind for f in FIELDS}
+    with pytest.raises(BadEvent) as refused:
+        check_event(event, kinds, now=NOW)
+    assert (refused.value.reason, refused.value.field) == (reason, field)
+    assert field in str(refused.value)
+
+
+def test_good_events_pass_and_the_tolerance_is_configurable() -> None:
+    kinds = {f.name: f.kind for f in FIELDS}
+    for label in (None, 0, 1, 0.0, 1.0):
+        check_event(Event("e", NOW + 299, 42, "i", label=label), kinds, now=NOW)
+    check_event(Event("e", 12.0, "u", None), kinds, require_ids=False, now=NOW)   # old times are valid
+    check_event(Event("e", NOW + 3000, "u", "i"), kinds, now=NOW, max_ahead=3600)
+    with pytest.raises(BadEvent, match="more than 60 s"):
+        check_event(Event("e", NOW + 61, "u", "i"), kinds, now=NOW, max_ahead=60)

@@ -4,7 +4,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from freshrec.events.validate import RowChecks, blank_mask
+from freshrec.events.validate import LIVE_MAX_AHEAD, RowChecks, blank_mask, time_problem
 
 
 def test_integers_floats_and_first_reason_wins() -> None:
@@ -46,3 +46,23 @@ def test_bad_times_mixed_with_good() -> None:
 def test_blank_mask() -> None:
     assert blank_mask(pa.array(["a", " ", "", None])).tolist() == [False, True, True, True]
     assert blank_mask(pa.array([1, None])).tolist() == [False, True]
+
+
+def test_times_that_are_not_finite_negative_or_far_ahead_are_bad_times() -> None:
+    checks = RowChecks(6)
+    now = 1_700_000_000.0
+    numbers = [float("inf"), -1.0, 1e300, now + 3600, 881250949.0, float("nan")]   # e.g. a Parquet column
+    out = checks.times(pa.array(numbers), "t", now=now)
+    assert out.to_pylist()[4] == 881250949.0                    # a 1997 time replays at any date
+    assert checks.bad.tolist() == [True, True, True, False, False, True]
+    details = [letter.detail for letter in checks.letters("demo", np.arange(6), lambda r: None)]
+    assert details[0] == "t=inf is not finite" and details[1] == "t=-1.0 is negative"
+    assert "more than 86400 s after the clock of this host" in details[2]
+
+
+def test_time_problem_for_live_events() -> None:
+    now = 1_700_000_000.0
+    assert time_problem(now + 299, now, LIVE_MAX_AHEAD) is None
+    assert "far in the future" in time_problem(now + 301, now, LIVE_MAX_AHEAD)
+    assert time_problem(True, now, LIVE_MAX_AHEAD) == "is not a number of epoch seconds"
+    assert time_problem(float("nan"), now, LIVE_MAX_AHEAD) == "is not finite"

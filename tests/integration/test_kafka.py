@@ -34,15 +34,17 @@ def test_every_good_event_arrives_in_user_order_and_bad_ones_are_dead_lettered(b
     sink = KafkaSink(broker, "events")
     sink.send(_events(2000))
     for bad in (b"{not json", b"[1, 2]", b'{"user": "u", "item": "i", "colour": 1}',
-                b'{"user": "u", "item": "i", "fields": {"price": "cheap"}}', b'{"item": "i"}'):
+                b'{"user": "u", "item": "i", "fields": {"price": "cheap"}}', b'{"item": "i"}',
+                b'{"user": "u", "item": "i", "label": 7}', b'{"user": "u", "item": "i", "ts": 1e300}'):
         sink.send_raw(bad, "bad")
     sink.flush()
     dead = KafkaDeadLetters(KafkaSink(broker, "events.dead"))
     source = KafkaSource(broker, "events", "trainer", FIELDS, dead, idle_timeout=2.0)
     rows = [r for chunk in source for r in chunk.table.to_pylist()]
     dead.sink.flush()
-    assert len(rows) == 2000 and dead.total == 5
-    assert dict(dead.counts) == {"not_json": 2, "unknown_key": 1, "bad_event": 2}
+    assert len(rows) == 2000 and dead.total == 7
+    assert dict(dead.counts) == {"not_json": 2, "unknown_key": 1, "bad_field": 1, "missing_id": 1,
+                                 "bad_label": 1, "bad_time": 1}
     for user in {r["user_id"] for r in rows}:
         times = [r["ts"] for r in rows if r["user_id"] == user]
         assert times == sorted(times)          # one user, one partition, in order
@@ -50,10 +52,10 @@ def test_every_good_event_arrives_in_user_order_and_bad_ones_are_dead_lettered(b
     consumer = Consumer({"bootstrap.servers": broker, "group.id": "check"})
     consumer.assign([TopicPartition("events.dead", 0, OFFSET_BEGINNING)])  # no group join to wait for
     letters = []
-    while len(letters) < 5:
+    while len(letters) < 7:
         letters += [orjson.loads(m.value()) for m in consumer.consume(10, timeout=5.0) if not m.error()]
     consumer.close()
-    assert {letter["reason"] for letter in letters} == {"not_json", "unknown_key", "bad_event"}
+    assert {letter["reason"] for letter in letters} == set(dead.counts)
     source.close()
 
 

@@ -89,6 +89,26 @@ def test_clicks_on_a_new_item_raise_its_served_score_within_the_sync_interval(tr
     assert figures["rows"] == 20_030 and figures["versions_published"]["delta"] >= 1
 
 
+BAD_EVENTS = [({"label": -1}, "label"), ({"label": 0.5}, "label"), ({"label": 7}, "label"), ({"ts": 1e300}, "ts"),
+              ({"ts": -1.0}, "ts"), ({"user": 1.5}, "user"), ({"item": ""}, "item_id"),
+              ({"fields": {"price": "cheap"}}, "price"), ({"fields": {"colour": "red"}}, "colour")]
+
+
+def test_bad_events_are_refused_and_the_trainer_and_server_go_on(train_and_serve) -> None:
+    url, process = train_and_serve
+    _wait_ready(url, process)
+    good = {"user": "u1", "item": "i1", "label": 1}
+    with httpx.Client(base_url=url) as client:
+        for change, field in BAD_EVENTS:
+            answer = client.post("/events", json={**good, **change})
+            assert answer.status_code == 422 and field in answer.json()["detail"], (change, answer.text)
+        assert client.post("/events", json=good).status_code == 202
+        assert client.get("/healthz").json()["status"] == "ok" and process.poll() is None
+    code, out = _stop(process, signal.SIGINT)
+    assert code == 0, out
+    assert json.loads(out.strip().splitlines()[-1])["rows"] == 20_001      # the replay and the good event
+
+
 def test_a_server_alone_follows_the_registry_and_stops_on_sigterm(tmp_path: Path) -> None:
     from freshrec.engine.sync import Publisher, SyncConfig
     from freshrec.events.simulator import Simulator, SimulatorConfig

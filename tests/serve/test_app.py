@@ -82,6 +82,45 @@ def test_events_reach_the_live_queue_and_bad_ones_are_refused(client) -> None:
     assert len(client.queue) == 3               # nothing of a refused request was queued
 
 
+BAD_EVENTS = [
+    ({"label": -1}, "label must be 0 or 1"),
+    ({"label": 0.5}, "label must be 0 or 1"),
+    ({"label": 7}, "label must be 0 or 1"),
+    ({"label": True}, "label"),
+    ({"label": "1"}, "label"),
+    ({"ts": 1e300}, "ts=1e+300 is more than 300 s after the clock of this host"),
+    ({"ts": -5.0}, "ts=-5.0 is negative"),
+    ({"ts": "soon"}, "ts"),
+    ({"user": 1.5}, "user"),
+    ({"user": True}, "user"),
+    ({"user": ""}, "user_id is empty"),
+    ({"item": None}, "item"),
+    ({"item": ["i"]}, "item"),
+    ({"kind": ""}, "kind"),
+    ({"fields": {"price": "cheap"}}, "field 'price' must be a number"),
+    ({"fields": {"colour": "red"}}, "unknown field 'colour'"),
+]
+
+
+@pytest.mark.parametrize(("change", "message"), BAD_EVENTS)
+def test_each_kind_of_bad_event_is_a_422_naming_the_field(client, change: dict, message: str) -> None:
+    good = {"user": "u1", "item": "i1", "label": 1}
+    answer = client.post("/events", json={"events": [good, {**good, **change}]})
+    assert answer.status_code == 422 and message in answer.json()["detail"], answer.json()
+    assert len(client.queue) == 0                                   # nothing of the request was queued
+    assert client.post("/events", json=good).status_code == 202     # and the server goes on
+    assert client.get("/healthz").json()["status"] == "ok"
+
+
+@pytest.mark.parametrize("literal", [b"NaN", b"Infinity", b"-Infinity"])
+def test_non_finite_times_and_labels_are_a_422(client, literal: bytes) -> None:
+    for name in (b"ts", b"label"):
+        body = b'{"user": "u", "item": "i", "%s": %s}' % (name, literal)
+        answer = client.post("/events", content=body, headers={"content-type": "application/json"})
+        assert answer.status_code == 422 and name.decode() in answer.json()["detail"], answer.json()
+    assert len(client.queue) == 0
+
+
 def test_no_model_yet_is_a_503_and_no_sink_is_a_503(tmp_path) -> None:
     with TestClient(create_app(ModelService(ModelRegistry(tmp_path)))) as client:
         answer = client.post("/predict", json={"user": "u", "candidates": ["i"]})

@@ -99,7 +99,8 @@ def _user_ids(device: pa.Array, ip: pa.Array, model: pa.Array, checks: RowChecks
 
 
 def hour_seconds(hour: pa.Array, checks: RowChecks) -> pa.Array:
-    """`YYMMDDHH` text (UTC) -> float64 epoch seconds; anything else -> `bad_time`.
+    """`YYMMDDHH` text (UTC) -> float64 epoch seconds; anything else, or a time `time_problem`
+    refuses (e.g. far in the future), -> `bad_time`.
 
     >>> checks = RowChecks(3)
     >>> hour_seconds(pa.array(["14102100", "14102124", "1410210"]), checks).to_pylist()
@@ -114,4 +115,5 @@ def hour_seconds(hour: pa.Array, checks: RowChecks) -> pa.Array:
     seconds = pc.cast(pc.cast(parsed, pa.int64()), pa.float64())
     bad = seconds.is_null().to_numpy(zero_copy_only=False)
     checks.reject(bad, "bad_time", lambda r: f"hour={hour[r].as_py()!r} is not YYMMDDHH")
+    checks.out_of_range(seconds, "hour")
     return seconds
