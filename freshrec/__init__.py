@@ -1,14 +1,63 @@
 """freshrec: real-time training of recommendation models.
 
+The names a user needs to open a stream, build and train a model, run the engine and serve
+it. They load on first use (PEP 562), so `import freshrec` (and the `freshrec` command's
+start) does not import torch, numba or pyarrow.
+
 >>> import freshrec
 >>> freshrec.__version__
 '0.1.0'
+>>> freshrec.build_model.__module__
+'freshrec.models.factory'
+>>> freshrec.fit
+Traceback (most recent call last):
+...
+AttributeError: module 'freshrec' has no attribute 'fit'
 """
 
-from freshrec.batch import Batch, SparseFeatures
-from freshrec.events import Event, EventChunk, Source
-from freshrec.features import FeaturePipeline, FeatureSpec
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
-__all__ = ["Batch", "Event", "EventChunk", "FeaturePipeline", "FeatureSpec", "Source", "SparseFeatures",
-           "__version__"]
+
+_EXPORTS = {
+    "Batch": "freshrec.batch", "SparseFeatures": "freshrec.batch",
+    "Event": "freshrec.events", "EventChunk": "freshrec.events", "Source": "freshrec.events",
+    "MemoryDeadLetters": "freshrec.events", "SimulatorConfig": "freshrec.events",
+    "open_source": "freshrec.events.datasets",
+    "FeaturePipeline": "freshrec.features", "FeatureSpec": "freshrec.features", "default_specs": "freshrec.features",
+    "ModelConfig": "freshrec.models", "build_model": "freshrec.models",
+    "OnlineTrainer": "freshrec.train", "TrainerConfig": "freshrec.train",
+    "DataFlowEngine": "freshrec.engine.dataflow", "EngineConfig": "freshrec.engine.dataflow",
+    "ModelRegistry": "freshrec.snapshot", "Snapshot": "freshrec.snapshot",
+    "ModelService": "freshrec.serve", "create_app": "freshrec.serve",
+    "FreshrecConfig": "freshrec.config", "load_config": "freshrec.config",
+}
+__all__ = [*sorted(_EXPORTS), "__version__"]
+
+if TYPE_CHECKING:
+    from freshrec.batch import Batch, SparseFeatures
+    from freshrec.config import FreshrecConfig, load_config
+    from freshrec.engine.dataflow import DataFlowEngine, EngineConfig
+    from freshrec.events import Event, EventChunk, MemoryDeadLetters, SimulatorConfig, Source
+    from freshrec.events.datasets import open_source
+    from freshrec.features import FeaturePipeline, FeatureSpec, default_specs
+    from freshrec.models import ModelConfig, build_model
+    from freshrec.serve import ModelService, create_app
+    from freshrec.snapshot import ModelRegistry, Snapshot
+    from freshrec.train import OnlineTrainer, TrainerConfig
+
+
+def __getattr__(name: str) -> object:
+    """Import the module that holds `name` on first use and keep the name here."""
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'freshrec' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})

@@ -133,16 +133,6 @@ def test_without_data_or_network_it_says_it_replays_the_simulator(
     assert failed.exit_code == 1 and "cannot download" in failed.stderr
 
 
-def test_readme_python_examples_run() -> None:
-    ingest_example, table_example = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
-    namespace: dict = {}
-    exec(compile(ingest_example, str(README), "exec"), namespace)
-    assert len(namespace["micro"]) == -(-len(namespace["batch"]) // 512)
-    assert namespace["batch"].sparse.keys()[:2] == ["user_id", "item_id"]
-    exec(compile(table_example, str(README), "exec"), namespace)
-    assert namespace["user_table"].live == 2 and len(namespace["delta"].ids) == 2
-
-
 def _readme_commands() -> list[str]:
     text = re.search(r"## Quick start\n\n```sh\n(.*?)```", README.read_text(), re.S).group(1)
     joined = text.replace("\\\n", " ")
