@@ -113,10 +113,14 @@ class _State:
 
 
 def _split_hours(table: pa.Table) -> Iterator[tuple[int, pa.Table]]:
-    """The rows of each event hour, in their order (a stable sort, no loop per row)."""
+    """The rows of each event hour, in their order (slices of a time-ordered chunk, else a stable
+    sort; no loop per row)."""
     hours = layout.hours_of(table.column(TS).to_numpy())
-    if (hours == hours[0]).all():
-        yield int(hours[0]), table
+    steps = np.diff(hours)
+    if (steps >= 0).all():
+        cuts = [0, *(np.flatnonzero(steps) + 1).tolist(), len(hours)]
+        for low, high in itertools.pairwise(cuts):
+            yield int(hours[low]), table.slice(low, high - low)
         return
     order = np.argsort(hours, kind="stable")
     cuts = [0, *(np.flatnonzero(np.diff(hours[order])) + 1).tolist(), len(order)]

@@ -128,6 +128,7 @@ class SegmentWriter:
         self.broken = False
         self.closed: SegmentInfo | None = None
         self._buffer: list[pa.Table] = []
+        self._buffered = [0, 0]   # rows and bytes in `_buffer`
         self._kept: list[pa.Table] = []
         self._stats: list[tuple[int, float, float, str, int, int]] = []
 
@@ -156,7 +157,7 @@ class SegmentWriter:
     @property
     def size(self) -> int:
         """Bytes written so far plus bytes buffered (uncompressed) for the next row group."""
-        return self.sink.tell() + sum(t.nbytes for t in self._buffer)
+        return self.sink.tell() + self._buffered[1]
 
     def write(self, table: pa.Table) -> None:
         """Take rows (log schema, one source); they are the segment's from here on, even if writing
@@ -167,22 +168,24 @@ class SegmentWriter:
                             table.column(SOURCE)[0].as_py(), int(positions.min()), int(positions.max())))
         self._kept.append(table)
         self._buffer.append(table)
+        self._buffered = [self._buffered[0] + table.num_rows, self._buffered[1] + table.nbytes]
         self.spill()
 
     def spill(self) -> None:
         """Write out the buffered rows once they fill a row group."""
-        if sum(t.num_rows for t in self._buffer) >= ROW_GROUP_ROWS:
+        if self._buffered[0] >= ROW_GROUP_ROWS:
             self._write_buffer()
 
     def _write_buffer(self) -> None:
         if self._buffer:
             self.writer.write_table(pa.concat_tables(self._buffer), row_group_size=ROW_GROUP_ROWS)
-            self._buffer = []
+            self._buffer, self._buffered = [], [0, 0]
 
     def adopt(self, broken: SegmentWriter) -> None:
         """Take every row of a `broken` segment (this one being new and empty), then drop its file."""
         self._kept, self._stats = list(broken._kept), list(broken._stats)
         self._buffer = list(broken._kept)
+        self._buffered = [sum(t.num_rows for t in self._buffer), sum(t.nbytes for t in self._buffer)]
         broken.abandon()
 
     def abandon(self) -> None:
