@@ -118,7 +118,10 @@ class DataFlowEngine:
             self.publisher.meta_source = self.publish_meta
         since_checkpoint = 0
         for chunk in self.source:
-            self._learn(self.joiner.process(chunk) if self.joiner is not None else chunk, summary)
+            if len(chunk):
+                self._learn(self.joiner.process(chunk) if self.joiner is not None else chunk, summary)
+            elif self.publisher is not None:  # a quiet live source's tick: publish what is due
+                self.publisher.maybe_publish()
             self.events += len(chunk)
             since_checkpoint += len(chunk)
             if since_checkpoint >= self.config.checkpoint_events:
