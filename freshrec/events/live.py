@@ -40,7 +40,7 @@ from freshrec.events.event import (
     Field,
     FieldKind,
 )
-from freshrec.events.source import Position
+from freshrec.events.source import Position, Source
 
 __all__ = ["LiveQueue", "QueueFull", "WithLive", "arrow_type", "check_event", "check_value", "conform",
            "events_table"]
@@ -241,7 +241,7 @@ class WithLive:
     ([('live', 1), ('demo', 1), ('demo', 1)], {'row': 2}, True)
     """
 
-    def __init__(self, source, live: LiveQueue, follow: bool = True, tick: float = 0.2,
+    def __init__(self, source: Source, live: LiveQueue, follow: bool = True, tick: float = 0.2,
                  on_end: Callable[[], None] | None = None) -> None:
         self.source, self.live, self.follow, self.tick, self.on_end = source, live, follow, tick, on_end
         self.name, self.fields, self.has_event_time = source.name, source.fields, source.has_event_time
