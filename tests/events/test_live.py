@@ -1,14 +1,16 @@
-"""The live queue: checked values, all-or-nothing puts, capacity, close."""
+"""The live queue: checked values, all-or-nothing puts, capacity, close; a stream followed by it."""
 
 from __future__ import annotations
 
 import threading
 
+import numpy as np
 import pyarrow as pa
 import pytest
 
 from freshrec.events.event import Event, Field, FieldKind
-from freshrec.events.live import LiveQueue, QueueFull, conform
+from freshrec.events.live import LiveQueue, QueueFull, WithLive, conform
+from freshrec.events.source import TableReplay
 
 FIELDS = (Field("genres", FieldKind.MULTI_CATEGORICAL, "item"), Field("age", FieldKind.CATEGORICAL, "user"),
           Field("price", FieldKind.DENSE, "item"))
@@ -50,3 +52,22 @@ def test_conform_casts_ids_to_text_and_fills_missing_columns() -> None:
     assert out.column_names == ["ts", "user_id", "item_id", "label", "genres", "age", "price"]
     assert out.to_pylist() == [{"ts": 1.0, "user_id": "42", "item_id": "i", "label": None, "genres": None,
                                 "age": "30", "price": None}]
+
+
+def test_with_live_follows_the_queue_after_the_stream_until_closed() -> None:
+    """After the stream: `on_end`, then live chunks, an empty chunk when none is waiting, and the
+    end once the queue is closed; positions and seeks are the stream's."""
+    replay = TableReplay(pa.table({"ts": [1.0, 2.0], "user_id": ["u", "v"], "item_id": ["i", "j"]}),
+                         np.arange(2), name="demo", batch_size=2)
+    live, ended = LiveQueue(replay.fields), []
+    source = WithLive(replay, live, tick=0.0, on_end=lambda: ended.append(True))
+    chunks = iter(source)
+    assert len(next(chunks)) == 2 and not ended
+    assert len(next(chunks)) == 0 and ended          # quiet: an empty chunk, so the engine can publish
+    live.put([Event("e1", 3.0, "w", "k", label=1.0)])
+    assert (chunk := next(chunks)).source == "live" and len(chunk) == 1
+    source.close()
+    assert next(chunks, None) is None and live.closed
+    assert source.position() == {"row": 2}
+    source.seek({"row": 1})
+    assert replay.position() == {"row": 1}
