@@ -1,4 +1,5 @@
-# freshrec: `make run` and `make test` each do all the set-up (a .venv with the CPU build of torch).
+# freshrec: `make run` and `make test` each do all the set-up they need (a .venv with the CPU build of
+# torch; for the tests, Debian's chromium too), on a fresh clone, with or without ../shared beside it.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -6,9 +7,20 @@ TORCH ?= torch==2.13.0
 # Where the CPU wheel of torch comes from on a machine without a local wheel, e.g.
 #   make test PIP_TORCH_ARGS="--index-url https://download.pytorch.org/whl/cpu"
 PIP_TORCH_ARGS ?=
-export FRESHREC_DATA ?= ../shared/data
+# The real data sets: made absolute once, so a test that runs the CLI from another folder finds them too.
+FRESHREC_DATA ?= ../shared/data
+override FRESHREC_DATA := $(abspath $(FRESHREC_DATA))
+export FRESHREC_DATA
+# More flags for `freshrec run`, e.g. make run RUN_ARGS="--exit-at-end --limit 5000 --port 8001"
+RUN_ARGS ?=
+# sudo for apt-get when not root and sudo exists
+SUDO := $(shell [ "$$(id -u)" != 0 ] && command -v sudo)
 
-.PHONY: setup run test bench clean
+.PHONY: setup venv chromium run test bench clean
+
+setup: venv chromium
+
+venv: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,16 +28,20 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[test]"
 	touch $@
 
-setup: $(VENV)/.installed
+# Debian's chromium, for the browser test of the A/B report; apt-get only when it is missing.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+		$(SUDO) apt-get update -q >/dev/null && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q chromium >/dev/null; }
 
-run: setup
+run: venv
 	rm -rf out/state
-	$(BIN)/freshrec run --format movielens-100k --fallback simulator --state out/state --port 8000
+	$(BIN)/freshrec run --format movielens-100k --fallback simulator --state out/state --port 8000 $(RUN_ARGS)
 
 test: setup
 	$(BIN)/python -m pytest -q
 
-bench: setup
+bench: venv
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/embedding.py
 	$(BIN)/python bench/train.py

@@ -21,8 +21,9 @@ from freshrec.engine.serving import serve_until_signal
 from freshrec.events.datasets import UnknownFormat, open_source
 from freshrec.events.datasets.fetch import FetchError
 from freshrec.events.deadletter import JsonlDeadLetters
+from freshrec.events.live import LiveQueue, WithLive
 from freshrec.events.simulator import SimulatorConfig
-from freshrec.events.source import LimitedSource
+from freshrec.events.source import LimitedSource, Source
 from freshrec.join import JoinConfig
 from freshrec.models import MODELS
 from freshrec.serve import ModelService, ServeConfig, create_app
@@ -31,6 +32,8 @@ from freshrec.snapshot import ModelRegistry
 from freshrec.train.offline import OfflineConfig
 
 __all__ = ["run_command", "serve_command"]
+
+_JSON = "-H 'content-type: application/json' -d"
 
 
 def serve_command(
@@ -94,7 +97,12 @@ def run_command(
     chunk: Annotated[int, typer.Option(help="replay: rows read at a time (checkpoints fall between).")] = 4096,
     checkpoint_events: Annotated[int, typer.Option(help="Events between checkpoints.")] = 20_000,
     limit: Annotated[int | None, typer.Option(help="replay: stop after N rows.")] = None,
-    serve: Annotated[bool, typer.Option(help="Serve the model over HTTP while it learns.")] = True,
+    serve: Annotated[bool, typer.Option(
+        help="Serve the model over HTTP while it learns, and after the stream ends: it goes on learning "
+             "from POST /events until Ctrl-C or SIGTERM.")] = True,
+    exit_at_end: Annotated[bool, typer.Option(
+        "--exit-at-end", help="Stop when the stream ends, server included (for scripts; --no-serve always does).")]
+    = False,
     port: Annotated[int, typer.Option(help="--serve: port on 127.0.0.1.")] = 8000,
     sync_interval: Annotated[float, typer.Option(help="Seconds between published deltas.")] = 1.0,
     fallback: Annotated[str | None, typer.Option(help="'simulator': replay it when the data is missing.")] = None,
@@ -105,7 +113,7 @@ def run_command(
     """The whole loop: source -> event log + online trainer -> deltas -> server, with checkpoints
     (a rerun on the same --state continues exactly where the last one stopped)."""
     if config is not None:
-        return _run_config(config, state, limit, serve, fallback, as_json, quiet, debug)
+        return _run_config(config, state, limit, serve, exit_at_end, fallback, as_json, quiet, debug)
     try:
         learner = model_options(model, dim, lr, seed)
         if fusion not in ("none", "rebase", "hedge"):
@@ -124,7 +132,7 @@ def run_command(
         figures = _run(fmt, data, source, kafka, limit, chunk,
                        RunOptions(model, learner[1], state, batch_size, checkpoint_events, sync_interval, join=join,
                                   offline_interval=offline, fusion=fusion),
-                       serve, port, quiet)
+                       serve, port, quiet, exit_at_end)
     except (UsageError, UnknownFormat, typer.BadParameter) as error:
         if debug:
             raise
@@ -136,8 +144,8 @@ def run_command(
     emit({**figures, "format": fmt, "source": source}, as_json, f"run {model}")
 
 
-def _run_config(path: Path, state: Path, limit: int | None, serve: bool, fallback: str | None, as_json: bool,
-                quiet: bool, debug: bool) -> None:
+def _run_config(path: Path, state: Path, limit: int | None, serve: bool, exit_at_end: bool, fallback: str | None,
+                as_json: bool, quiet: bool, debug: bool) -> None:
     """`freshrec run --config FILE`: every engine setting from the file (exit 2 naming bad keys)."""
     try:
         c = load_config(path)
@@ -158,7 +166,8 @@ def _run_config(path: Path, state: Path, limit: int | None, serve: bool, fallbac
                                                    patience=t.patience, warm_start=t.warm_start),
                              fusion=c.fusion.strategy)
         kind = "kafka" if c.source.kind == "kafka" else "replay"
-        figures = _run(fmt, data, kind, kafka, limit, c.source.chunk_rows, options, serve, c.serve.port, quiet)
+        figures = _run(fmt, data, kind, kafka, limit, c.source.chunk_rows, options, serve, c.serve.port, quiet,
+                       exit_at_end)
     except (FileNotFoundError, ValueError, FetchError, OSError, RuntimeError) as error:
         if debug:
             raise
@@ -167,7 +176,9 @@ def _run_config(path: Path, state: Path, limit: int | None, serve: bool, fallbac
 
 
 def _run(fmt: str, data: Path | None, source_kind: str, kafka: KafkaOptions, limit: int | None, chunk: int,
-         options: RunOptions, serve: bool, port: int, quiet: bool) -> dict:
+         options: RunOptions, serve: bool, port: int, quiet: bool, exit_at_end: bool) -> dict:
+    """Open the source, serve (with the live events of POST /events joined to the stream) unless
+    `serve` is False, run the engine; the figures."""
     letters = JsonlDeadLetters(options.state / "dead_letters.jsonl")
     source = open_source(fmt, data, letters, batch_size=chunk,
                          simulator=SimulatorConfig(seed=options.model_config.seed, batch_size=chunk,
@@ -176,24 +187,60 @@ def _run(fmt: str, data: Path | None, source_kind: str, kafka: KafkaOptions, lim
         source = kafka_source(kafka, source.fields)
     elif limit is not None:
         source = LimitedSource(source, limit)
-    server = None
-    if serve:
-        try:
-            offline = options.state / "offline-registry" if options.fusion == "hedge" else None
-            server = BackgroundServer(options.state / "registry", port, offline=offline)
-            err.print(f"serving on http://127.0.0.1:{port} while it learns", markup=False, highlight=False)
-        except OSError as error:
-            err.print(f"not serving: {error}", markup=False, highlight=False)
+    stream = source
+    source, server = _serve(stream, options, port, exit_at_end) if serve else (stream, None)
     with Progress(TextColumn("{task.description}"), TextColumn("{task.fields[status]}"), TimeElapsedColumn(),
                   console=err, disable=quiet, transient=True) as bar:
         task = bar.add_task(f"run {source_kind} {fmt}", status="")
-        show = None if quiet else _engine_progress(bar, task, getattr(source, "lag", None), server)
+        show = None if quiet else _engine_progress(bar, task, getattr(stream, "lag", None), server)
         figures = run(source, options, on_chunk=show)
     letters.close()
     if server is not None:
         figures["served_version"] = server.stop()
-    figures["dead_letters"] = letters.total + (source.dead_letters.total if source_kind == "kafka" else 0)
+    figures["dead_letters"] = letters.total + (stream.dead_letters.total if source_kind == "kafka" else 0)
     return figures
+
+
+def _serve(stream: Source, options: RunOptions, port: int,
+           exit_at_end: bool) -> tuple[Source, BackgroundServer | None]:
+    """Start the server in a thread and say what to try on it; the source to run: `stream` with the
+    events of POST /events joined to it (and, unless `exit_at_end`, going on after it ends). With a
+    joiner, POST /events answers 503: the joiner keeps rows of the stream's types, not live ones."""
+    live = LiveQueue(stream.fields)
+    sink = live if options.join is None else None
+    try:
+        offline = options.state / "offline-registry" if options.fusion == "hedge" else None
+        server = BackgroundServer(options.state / "registry", port, offline=offline, sink=sink)
+    except OSError as error:
+        _say(f"not serving: {error}")
+        return stream, None
+    _say(_requests_to_try(port))
+    on_end = None if exit_at_end else lambda: _say(_still_serving(port, learns=sink is not None))
+    return WithLive(stream, live, follow=not exit_at_end, on_end=on_end), server
+
+
+def _say(text: str) -> None:
+    """A message on stderr, as written (long lines unbroken: they are commands to copy)."""
+    err.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
+def _requests_to_try(port: int) -> str:
+    """What `run` prints when its server is up: the address and three requests to try on it."""
+    url = f"http://127.0.0.1:{port}"
+    return (f"serving on {url} while it learns; try:\n"
+            f"  curl -s {url}/predict {_JSON} '{{\"user\": 1, \"candidates\": [1, 2, 3]}}'\n"
+            f"  curl -s {url}/recommend {_JSON} '{{\"user\": 1, \"k\": 10}}'\n"
+            f"  curl -s {url}/metrics")
+
+
+def _still_serving(port: int, learns: bool) -> str:
+    """What `run` prints when the stream ends and it goes on serving (`learns`: from POST /events)."""
+    url = f"http://127.0.0.1:{port}"
+    if not learns:
+        return f"the stream has ended; still serving on {url}; Ctrl-C (or SIGTERM) stops it."
+    return (f"the stream has ended; still serving on {url} and learning from the events posted to it:\n"
+            f"  curl -s {url}/events {_JSON} '{{\"user\": 1, \"item\": 2, \"label\": 1}}'\n"
+            "Ctrl-C (or SIGTERM) stops it.")
 
 
 def _engine_progress(bar: Progress, task: TaskID, lag: Callable[[], int] | None,

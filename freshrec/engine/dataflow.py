@@ -38,7 +38,6 @@ from freshrec.engine.summary import IngestSummary
 from freshrec.engine.loop import Cut, Stages, Work, dead_letter_failures, run_loop
 from freshrec.engine.sync import Publisher, SyncConfig
 from freshrec.events.event import EventChunk
-from freshrec.events.live import LiveQueue
 from freshrec.events.source import Source
 from freshrec.features import FeaturePipeline, FeatureSpec
 from freshrec.join import Joiner
@@ -109,23 +108,22 @@ class DataFlowEngine:
         self.restored_from = checkpoint.step
         return checkpoint.step
 
-    def stages(self, live: LiveQueue | None = None, follow: bool = False) -> Stages:
-        """The loop's configuration for this engine (events posted to `live` are learned too)."""
+    def stages(self) -> Stages:
+        """The loop's configuration for this engine."""
         c = self.config
-        return Stages(self.source, self.pipeline, self.trainer, c.batch_size, self.joiner, self.log, live, follow,
+        return Stages(self.source, self.pipeline, self.trainer, c.batch_size, self.joiner, self.log,
                       c.checkpoint_events, c.retrain_events if self.retrain else None,
                       c.retrain_seconds if self.retrain else None)
 
     def run(self, stop: threading.Event | None = None,
-            on_chunk: Callable[[DataFlowEngine, IngestSummary], None] | None = None,
-            live: LiveQueue | None = None, follow: bool = False) -> dict:
-        """Process the source until it ends (with `follow`, then the `live` events until `stop`) or
-        `stop` is set; checkpoint; return the figures (`stage_us_per_row`: each stage's time)."""
+            on_chunk: Callable[[DataFlowEngine, IngestSummary], None] | None = None) -> dict:
+        """Process the source until it ends or `stop` is set; checkpoint; return the figures
+        (`stage_us_per_row`: each stage's time per row, per thread)."""
         stop = stop or threading.Event()
         if self.config.publish:
             self.publisher = Publisher(self.registry, self.trainer.model, self.source.fields, self.config.sync)
             self.publisher.meta_source = self.publish_meta
-        stages, summary = self.stages(live, follow), IngestSummary()
+        stages, summary = self.stages(), IngestSummary()
 
         def after(work: Work, steps: list[dict], held: bool) -> None:
             self._after(work, steps, held, stages)

@@ -1,7 +1,7 @@
 """The one loop: source -> (join) -> log -> features -> learn -> (publish, checkpoint), in stages.
 
-A reader thread takes chunks from the source (and from a `LiveQueue`, waiting events first),
-joins them, appends them to the event log and featurises them into micro-batches, up to
+A reader thread takes chunks from the source (`freshrec.events.live.WithLive` adds the events
+posted to a server), joins them, appends them to the event log and featurises them into micro-batches, up to
 `read_ahead` chunks ahead; the caller's thread learns them (`OnlineTrainer.learn_stream`, where the
 fused FM resolves the ids of later batches in a third thread) and runs `after` on each chunk. Every
 `checkpoint_events` source events (at a chunk boundary, so concurrency never changes what is learned)
@@ -41,7 +41,6 @@ from freshrec.batch import Batch
 from freshrec.engine.summary import IngestSummary
 from freshrec.events.deadletter import DeadLetter, DeadLetterSink
 from freshrec.events.event import TS, EventChunk
-from freshrec.events.live import LiveQueue
 from freshrec.features import FeaturePipeline
 from freshrec.join import Joiner
 from freshrec.log import EventLog, LogWriteError
@@ -68,7 +67,7 @@ class Work:
     """One chunk through the stages (an `OnlineTrainer` unit): `events` source events read,
     `examples` what is learned (after the joiner; `logged` rows of it appended to the log), `whole`
     featurised and cut into `batches`; `cut` at checkpoint boundaries; `retrain` when an offline
-    retraining is due."""
+    retraining is due; `idle` for an empty chunk (a quiet live source's tick: time to publish)."""
 
     events: int
     examples: EventChunk | None
@@ -77,10 +76,11 @@ class Work:
     logged: int = 0
     cut: Cut | None = None
     retrain: bool = False
+    idle: bool = False
 
     @property
     def hold(self) -> bool:
-        return self.cut is not None or self.retrain
+        return self.cut is not None or self.retrain or self.idle
 
 
 @dataclass
@@ -90,10 +90,7 @@ class Stages:
     - `trainer`: learns each micro-batch (None: read, validate and featurise only);
     - `joiner`: turns impressions and later actions into labelled examples;
     - `log`: the durable event log (appended by the reader, made durable at each cut);
-    - `live`: events posted in-process, learned as they come; with `follow`, after the source ends
-      the loop waits for live events until stopped;
-    - `checkpoint_events`: source events between cuts (None: one cut at the end, when the source
-      has positions or there is a log);
+    - `checkpoint_events`: source events between cuts, and one at the end (None: no cuts);
     - `retrain_events` / `retrain_seconds` (event time): how often `Work.retrain` is set (after a
       log flush, so an offline trainer reading the log sees every event learned so far);
     - `read_ahead`: chunks the reader may be ahead of the trainer."""
@@ -104,8 +101,6 @@ class Stages:
     batch_size: int = 512
     joiner: Joiner | None = None
     log: EventLog | None = None
-    live: LiveQueue | None = None
-    follow: bool = False
     checkpoint_events: int | None = None
     retrain_events: int | None = None
     retrain_seconds: float | None = None
@@ -121,31 +116,15 @@ class _Reader:
         self.since_cut = self.since_retrain = 0
         self.retrain_ts: float | None = None
 
-    def chunks(self) -> Iterator[EventChunk]:
-        """The source's chunks (waiting live events first), then live ones only with `follow`."""
-        s, source = self.s, iter(self.s.source)
-        while not (self.stop.is_set() or self.gone.is_set()):
-            live = s.live.poll(timeout=0.0) if s.live is not None else None
-            if live is not None:
-                yield live
-                continue
-            chunk = next(source, None) if source is not None else None
-            if chunk is not None:
-                yield chunk
-            elif not s.follow or s.live is None:
-                return
-            else:
-                source = None
-                if (live := s.live.poll(timeout=0.05)) is not None:
-                    yield live
-
     def __iter__(self) -> Iterator[Work]:
         s, clock = self.s, time.perf_counter
         mark = clock()
-        for chunk in self.chunks():
+        for chunk in s.source:
             started = clock()
             s.times["read"] += started - mark
-            if len(chunk):
+            if not len(chunk):
+                yield Work(0, None, None, [], idle=True)
+            else:
                 examples = s.joiner.process(chunk) if s.joiner is not None else chunk
                 s.times["join"] += clock() - started
                 work = self.work(chunk, examples)
@@ -153,13 +132,13 @@ class _Reader:
                     work.cut = self.cut()
                 work.retrain = self.retrain_due(chunk)
                 yield work
-            if self.stop.is_set():
+            if self.stop.is_set() or self.gone.is_set():
                 break
             mark = clock()
         else:
             if s.joiner is not None and (rest := s.joiner.flush()) is not None and len(rest):
                 yield self.work(None, rest)
-        if s.checkpoint_events is not None or s.log is not None or hasattr(s.source, "position"):
+        if s.checkpoint_events is not None:
             yield Work(0, None, None, [], cut=self.cut())   # cut None: no final checkpoint
 
     def work(self, chunk: EventChunk | None, examples: EventChunk | None) -> Work:
@@ -278,7 +257,7 @@ def _learned(stages: Stages, works: Iterable[Work]) -> Iterator[tuple[Work, list
 
 def run_loop(stages: Stages, stop: threading.Event | None = None,
              after: Callable[[Work, list[dict], bool], None] | None = None) -> IngestSummary:
-    """Run the stages until the source ends (with `follow`: until `stop`) or `stop` is set (then
+    """Run the stages until the source ends or `stop` is set (then
     the chunks already read are learned too); `after(work, steps, held)` runs on each chunk once
     it is learned (`steps`: the trainer's figures per micro-batch; `held`: nothing of a later chunk
     has touched the model). Returns the figures, `stages.times` holding seconds per stage."""

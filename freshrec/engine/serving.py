@@ -29,7 +29,7 @@ from freshrec.engine.summary import IngestSummary
 from freshrec.engine.sync import Publisher
 from freshrec.events.deadletter import DeadLetterSink
 from freshrec.events.event import EventChunk
-from freshrec.events.live import LiveQueue
+from freshrec.events.live import LiveQueue, WithLive
 from freshrec.features import FeaturePipeline
 from freshrec.train import OnlineTrainer
 
@@ -44,6 +44,7 @@ def learn_live(stream: Iterable[EventChunk] | None, live: LiveQueue, pipeline: F
     `stop` is set (without `follow`: or the stream ends), publishing what is due after the chunks
     where the trainer holds; then publish a last full snapshot (with its delta, for the servers
     that follow). A batch the trainer cannot learn goes to `dead_letters` and the loop goes on."""
+    source = WithLive(stream if stream is not None else (), live, follow)
     summary = IngestSummary()
 
     def after(work: Work, steps: list[dict], held: bool) -> None:
@@ -58,7 +59,7 @@ def learn_live(stream: Iterable[EventChunk] | None, live: LiveQueue, pipeline: F
                 trainer.hold()
         for batch in work.batches if on_batch is not None else ():
             on_batch(batch, summary)
-    stages = Stages(stream if stream is not None else (), pipeline, trainer, batch_size, live=live, follow=follow)
+    stages = Stages(source, pipeline, trainer, batch_size)
     summary.seconds = run_loop(stages, stop, after).seconds
     publisher.try_publish("full")
     return summary

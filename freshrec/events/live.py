@@ -31,7 +31,7 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -48,10 +48,10 @@ from freshrec.events.event import (
     Field,
     FieldKind,
 )
-from freshrec.events.source import Position
+from freshrec.events.source import Position, Source
 from freshrec.events.validate import LIVE_MAX_AHEAD, time_problem
 
-__all__ = ["BadEvent", "LiveQueue", "QueueFull", "arrow_type", "check_event", "check_value", "conform",
+__all__ = ["BadEvent", "LiveQueue", "QueueFull", "WithLive", "arrow_type", "check_event", "check_value", "conform",
            "events_table"]
 
 _TYPES = {FieldKind.CATEGORICAL: pa.string(), FieldKind.MULTI_CATEGORICAL: pa.list_(pa.string()),
@@ -248,6 +248,15 @@ class LiveQueue:
             self._closed = True
             self._ready.notify_all()
 
+    def empty(self) -> EventChunk:
+        """A chunk of no events, in the live schema."""
+        return EventChunk(events_table([], self._kinds), np.empty(0, np.int64), self.name)
+
+    @property
+    def closed(self) -> bool:
+        """`close()` was called (chunks may still be waiting)."""
+        return self._closed
+
     def __iter__(self) -> Iterator[EventChunk]:
         while (chunk := self.poll()) is not None:
             yield chunk
@@ -267,3 +276,66 @@ class LiveQueue:
     def seek(self, position: Position) -> None:
         if position["row"] != self._handed_out:
             raise ValueError("a live queue cannot seek: its events are gone once handed out")
+
+
+class WithLive:
+    """A `Source` that hands out `source`'s chunks and, between them, the chunks waiting in `live`
+    (events posted to the server). When `source` ends, `on_end` is called; then, with `follow`,
+    the live chunks go on until `close()`, an empty chunk after each `tick` seconds of quiet (so
+    the consumer can publish what is due and see a stop request); without it, the queue is closed
+    and the chunks already waiting are handed out.
+
+    Positions are `source`'s: live events cannot be replayed, so `seek` moves `source` only.
+
+    >>> import numpy as np, pyarrow as pa
+    >>> from freshrec.events.source import TableReplay
+    >>> replay = TableReplay(pa.table({"ts": [1.0, 2.0], "user_id": ["u", "v"], "item_id": ["i", "j"]}),
+    ...                      np.arange(2), name="demo", batch_size=1)
+    >>> live = LiveQueue(replay.fields)
+    >>> _ = live.put([Event("e1", 3.0, "w", "k", label=1.0)])
+    >>> source = WithLive(replay, live, follow=False)
+    >>> [(c.source, len(c)) for c in source], source.position(), live.closed
+    ([('live', 1), ('demo', 1), ('demo', 1)], {'row': 2}, True)
+    """
+
+    def __init__(self, source: Source | Iterable[EventChunk], live: LiveQueue, follow: bool = True, tick: float = 0.2,
+                 on_end: Callable[[], None] | None = None) -> None:
+        self.source, self.live, self.follow, self.tick, self.on_end = source, live, follow, tick, on_end
+        self.name = getattr(source, "name", live.name)   # any iterable of chunks, or a Source
+        self.fields = getattr(source, "fields", live.fields)
+        self.has_event_time = getattr(source, "has_event_time", True)
+
+    def __iter__(self) -> Iterator[EventChunk]:
+        for chunk in self.source:
+            yield from self._waiting()
+            yield chunk
+        if self.on_end is not None:
+            self.on_end()
+        if not self.follow:
+            self.live.close()
+        quiet = self.live.empty()
+        while (chunk := self.live.poll(timeout=self.tick)) is not None or not self.live.closed:
+            yield quiet if chunk is None else chunk
+
+    def _waiting(self) -> Iterator[EventChunk]:
+        while (chunk := self.live.poll(timeout=0.0)) is not None:
+            yield chunk
+
+    def close(self) -> None:
+        """Close the live queue (no more posts) and `source`, where it has a `close`."""
+        self.live.close()
+        close = getattr(self.source, "close", None)
+        if close is not None:
+            close()
+
+    def position(self) -> Position:
+        return self.source.position()
+
+    def commit(self, position: Position) -> None:
+        self.source.commit(position)
+
+    def committed(self) -> Position:
+        return self.source.committed()
+
+    def seek(self, position: Position) -> None:
+        self.source.seek(position)

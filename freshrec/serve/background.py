@@ -16,6 +16,7 @@ from pathlib import Path
 
 import uvicorn
 
+from freshrec.events.live import LiveQueue
 from freshrec.serve.app import ServeConfig, create_app
 from freshrec.serve.service import ModelService
 from freshrec.snapshot import ModelRegistry
@@ -29,9 +30,11 @@ class BackgroundServer:
     """Serves `registry` on host:port from a daemon thread; OSError if it cannot listen."""
 
     def __init__(self, registry: str | Path, port: int, host: str = "127.0.0.1", timeout: float = 10.0,
-                 offline: str | Path | None = None) -> None:
-        """`offline`: the offline snapshots' registry, for Hedge-fused scores."""
-        self.service = ModelService(ModelRegistry(registry), offline=ModelRegistry(offline) if offline else None)
+                 offline: str | Path | None = None, sink: LiveQueue | None = None) -> None:
+        """`offline`: the offline snapshots' registry, for Hedge-fused scores; `sink`: where
+        `POST /events` puts the events (None: it answers 503)."""
+        self.service = ModelService(ModelRegistry(registry), sink=sink,
+                                    offline=ModelRegistry(offline) if offline else None)
         app = create_app(self.service, ServeConfig(admin_token=os.environ.get(ADMIN_TOKEN_ENV)))
         self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
         self.thread = threading.Thread(target=self.server.run, name="freshrec-server", daemon=True)

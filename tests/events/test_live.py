@@ -1,14 +1,16 @@
-"""The live queue: checked values, all-or-nothing puts, capacity, close."""
+"""The live queue: checked values, all-or-nothing puts, capacity, close; a stream followed by it."""
 
 from __future__ import annotations
 
 import threading
 
+import numpy as np
 import pyarrow as pa
 import pytest
 
 from freshrec.events.event import Event, Field, FieldKind
-from freshrec.events.live import BadEvent, LiveQueue, QueueFull, check_event, conform
+from freshrec.events.live import BadEvent, LiveQueue, QueueFull, WithLive, check_event, conform
+from freshrec.events.source import TableReplay
 
 FIELDS = (Field("genres", FieldKind.MULTI_CATEGORICAL, "item"), Field("age", FieldKind.CATEGORICAL, "user"),
           Field("price", FieldKind.DENSE, "item"))
@@ -88,3 +90,22 @@ def test_good_events_pass_and_the_tolerance_is_configurable() -> None:
     check_event(Event("e", NOW + 3000, "u", "i"), kinds, now=NOW, max_ahead=3600)
     with pytest.raises(BadEvent, match="more than 60 s"):
         check_event(Event("e", NOW + 61, "u", "i"), kinds, now=NOW, max_ahead=60)
+
+
+def test_with_live_follows_the_queue_after_the_stream_until_closed() -> None:
+    """After the stream: `on_end`, then live chunks, an empty chunk when none is waiting, and the
+    end once the queue is closed; positions and seeks are the stream's."""
+    replay = TableReplay(pa.table({"ts": [1.0, 2.0], "user_id": ["u", "v"], "item_id": ["i", "j"]}),
+                         np.arange(2), name="demo", batch_size=2)
+    live, ended = LiveQueue(replay.fields), []
+    source = WithLive(replay, live, tick=0.0, on_end=lambda: ended.append(True))
+    chunks = iter(source)
+    assert len(next(chunks)) == 2 and not ended
+    assert len(next(chunks)) == 0 and ended          # quiet: an empty chunk, so the engine can publish
+    live.put([Event("e1", 3.0, "w", "k", label=1.0)])
+    assert (chunk := next(chunks)).source == "live" and len(chunk) == 1
+    source.close()
+    assert next(chunks, None) is None and live.closed
+    assert source.position() == {"row": 2}
+    source.seek({"row": 1})
+    assert replay.position() == {"row": 1}

@@ -21,7 +21,7 @@ def test_the_report_renders_in_chromium(tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright
 
     browser_path = shutil.which("chromium")
-    assert browser_path, "Debian's chromium is missing: .ci/run installs it with apt"
+    assert browser_path, "Debian's chromium is missing: `make setup` installs it with apt"
     sim = Simulator(SimulatorConfig(total_events=6000, batch_size=2000))
     specs = default_specs(sim.fields, dim=4)
     pipeline = FeaturePipeline(specs)

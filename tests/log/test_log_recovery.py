@@ -122,7 +122,7 @@ def test_one_writer_while_readers_read(tmp_path):
 
 
 WRITER = """
-import sys, time
+import sys
 sys.path.insert(0, sys.argv[2])
 from test_log_recovery import make_chunk
 from freshrec.log import EventLog
@@ -131,13 +131,13 @@ log.append(make_chunk(0, 100))
 log.flush()
 log.append(make_chunk(100, 100))
 print("appended", flush=True)
-time.sleep(60)
+sys.stdin.read()  # holds the lock until killed, however long the test takes
 """
 
 
 def test_sigkill_of_a_writer_loses_only_what_was_not_flushed(tmp_path):
     process = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path), str(Path(__file__).parent)],
-                               cwd=REPO, stdout=subprocess.PIPE, text=True)
+                               cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert process.stdout.readline().strip() == "appended"
         with pytest.raises(RuntimeError, match="_writer.lock"):
@@ -145,6 +145,7 @@ def test_sigkill_of_a_writer_loses_only_what_was_not_flushed(tmp_path):
     finally:
         process.kill()  # SIGKILL: no flush, no cleanup
         process.wait()
+        process.stdin.close()
         process.stdout.close()
     log = EventLog.open(tmp_path, [])
     assert len(log.recovered.discarded) == 1
