@@ -107,12 +107,15 @@ class TableDelta:
 
 
 @numba.njit(nogil=True, cache=True)
-def _touch(rows, counts, last_seen, now):
+def _touch(rows, counts, last_seen, dirty, now, version):
+    """Count a sighting of each row, note its time and mark it changed at `version` (never lowering
+    a mark: a writer in another thread may have marked it later)."""
     for r in rows:
         if r >= 0:
             if counts[r] < np.uint32(0xFFFFFFFF):
                 counts[r] += np.uint32(1)
             last_seen[r] = max(last_seen[r], now)
+            dirty[r] = max(dirty[r], version)
 
 
 class _Book:
@@ -238,7 +241,7 @@ class DynamicEmbedding:
             if len(candidates):
                 new_ids, inverse = np.unique(candidates, return_inverse=True)
                 rows[missing] = self._allocate(new_ids, now, initialize=True)[inverse]
-        _touch(rows, s.book.counts, s.book.last_seen, float(now))
+        _touch(rows, s.book.counts, s.book.last_seen, s.book.dirty, float(now), s.version + 1)
         return rows
 
     def _allocate(self, ids: np.ndarray, now: float, initialize: bool) -> np.ndarray:
@@ -372,11 +375,26 @@ class DynamicEmbedding:
         export = self._export(rows)
         out = {name: export[name] for name in ("ids", "rows", "counts", "last_seen")}
         out.update({f"state.{name}": array for name, array in export["state"].items()})
+        return {**out, **self.resume_state()}
+
+    def resume_state(self) -> dict[str, np.ndarray]:
+        """What `state_dict` holds beside the rows: the admission sketch, the initializer's generator
+        and the counters. A table at a delta's `since`, given the delta and this, continues exactly
+        (incremental checkpoints)."""
+        s = self._s
         admission = s.admission.state_dict() if s.admission else {}
-        out.update({f"admission.{k}": v for k, v in admission.items()})
-        out["generator"] = s.storage.generator.get_state().numpy()
-        out["counters"] = np.array([s.version, s.admitted, s.evicted], np.int64)
-        return out
+        return {**{f"admission.{k}": v for k, v in admission.items()},
+                "generator": s.storage.generator.get_state().numpy(),
+                "counters": np.array([s.version, s.admitted, s.evicted], np.int64)}
+
+    def load_resume_state(self, state: dict[str, np.ndarray]) -> None:
+        """Set what `resume_state` returned (after the rows are in place)."""
+        s = self._s
+        s.version, s.admitted, s.evicted = (int(x) for x in state["counters"])
+        if s.admission is not None:
+            s.admission.load_state_dict({k.removeprefix("admission."): v for k, v in state.items()
+                                         if k.startswith("admission.")})
+        s.storage.generator.set_state(torch.from_numpy(state["generator"].copy()))
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
         """Fill an empty table from `state_dict()` (of a table with the same config)."""
@@ -387,8 +405,4 @@ class DynamicEmbedding:
         s.version = int(state["counters"][0])
         self._upsert(state["ids"], state["rows"], {n: state[f"state.{n}"] for n in names},
                      state["counts"], state["last_seen"])
-        s.version, s.admitted, s.evicted = (int(x) for x in state["counters"])
-        if s.admission is not None:
-            s.admission.load_state_dict({k.removeprefix("admission."): v for k, v in state.items()
-                                         if k.startswith("admission.")})
-        s.storage.generator.set_state(torch.from_numpy(state["generator"].copy()))
+        self.load_resume_state(state)

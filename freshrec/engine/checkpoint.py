@@ -1,20 +1,20 @@
 """Checkpoints for an exactly-once training effect: the trainer (model, tables, optimizer state,
 random state), the joiner's state, the source position and the engine's own counters, written
-together as one atomic, verified version directory (`freshrec.snapshot.files`). Restoring the
-newest valid one and seeking the source to its position continues the run as if it had never
-stopped.
+together as one atomic, verified version directory (`freshrec.snapshot.files`); most hold only the
+tables' changes since the checkpoint before (`CheckpointStore.full_every`). Restoring the newest
+valid one and seeking the source to its position continues the run as if it had never stopped.
 
 >>> import tempfile
 >>> from freshrec.events.event import FieldKind
 >>> from freshrec.features import FeatureSpec
 >>> from freshrec.models import build_model
 >>> from freshrec.train import OnlineTrainer
->>> store = CheckpointStore(tempfile.mkdtemp(), keep=2)
+>>> store = CheckpointStore(tempfile.mkdtemp(), full_every=2)   # whole, increment, whole, ...
 >>> trainer = OnlineTrainer(build_model("lr", [FeatureSpec("user_id", FieldKind.CATEGORICAL)]))
->>> for step in (1, 2, 3):
+>>> for step in (1, 2, 3, 4, 5, 6):
 ...     _ = store.save(Checkpoint(step, {"row": 100 * step}, trainer, {"events": 100 * step}))
->>> store.steps(), store.latest().position
-([2, 3], {'row': 300})
+>>> store.steps(), [base_of(store.path(step)) for step in store.steps()], store.latest().position
+([3, 4, 5, 6], [None, 3, None, 5], {'row': 600})
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import json
 import logging
 import re
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ import numpy as np
 import pyarrow as pa
 from safetensors.numpy import load_file, save_file
 
-from freshrec.engine.trainer_state import load_trainer, save_trainer
+from freshrec.engine.trainer_state import base_of, load_trainer, save_trainer, table_versions
 from freshrec.events.source import Position
 from freshrec.snapshot.files import CorruptVersion, publish_dir, verify_dir
 from freshrec.train import OnlineTrainer
@@ -54,8 +55,10 @@ class Checkpoint:
     meta: dict[str, Any] = field(default_factory=dict)
     joiner: dict[str, np.ndarray | pa.Table] | None = None
 
-    def save(self, directory: Path) -> None:
-        save_trainer(self.trainer, directory)
+    def save(self, directory: Path, since: tuple[int, dict[str, int]] | None = None) -> None:
+        """Write it to `directory`; with `since` (a checkpoint's step and table versions), the tables
+        as the changes after that checkpoint (`save_trainer`)."""
+        save_trainer(self.trainer, directory, since)
         tables, text = [], {}
         if self.joiner is not None:
             arrays = {k: np.ascontiguousarray(v) for k, v in self.joiner.items()
@@ -73,7 +76,9 @@ class Checkpoint:
                                                   "joiner_tables": tables, "joiner_text": text}))
 
     @classmethod
-    def load(cls, directory: Path) -> Checkpoint:
+    def load(cls, directory: Path, base: Callable[[int], Path] | None = None) -> Checkpoint:
+        """The checkpoint in `directory`; `base(step)`: the directory of an earlier checkpoint an
+        incremental one builds on."""
         saved = json.loads((directory / META).read_text())
         joiner = None
         if (directory / JOINER).exists():
@@ -82,34 +87,63 @@ class Checkpoint:
             for name in saved["joiner_tables"]:
                 with pa.memory_map(str(directory / f"joiner.{name}.arrow")) as source:
                     joiner[name] = pa.ipc.open_file(source).read_all()
-        return cls(saved["step"], saved["position"], load_trainer(directory), saved["meta"], joiner)
+        return cls(saved["step"], saved["position"], load_trainer(directory, base), saved["meta"], joiner)
 
 
 class CheckpointStore:
-    """Checkpoints under `root` (`ckpt-<step>`), the newest `keep` kept."""
+    """Checkpoints under `root` (`ckpt-<step>`). Every `full_every`-th is whole; the others hold the
+    tables' changes since the checkpoint before them (rows written or sighted, ids deleted), so a
+    checkpoint costs what changed, not the size of the tables. The newest two chains (a whole
+    checkpoint and the increments on it) are kept."""
 
-    def __init__(self, root: str | Path, keep: int = 2) -> None:
-        self.root, self.keep = Path(root), keep
+    def __init__(self, root: str | Path, full_every: int = 10) -> None:
+        self.root, self.full_every = Path(root), full_every
+        self._last: tuple[int, dict[str, int]] | None = None   # the newest checkpoint's step and table versions
+        self._chain = 0
 
     def steps(self) -> list[int]:
         if not self.root.is_dir():
             return []
         return sorted(int(m.group(1)) for p in self.root.iterdir() if (m := _NAME.match(p.name)))
 
+    def path(self, step: int) -> Path:
+        return self.root / f"ckpt-{step:012d}"
+
     def save(self, checkpoint: Checkpoint) -> Path:
+        """Write `checkpoint` atomically (whole, or the changes since the newest one), then drop
+        the chains older than the newest two."""
         self.root.mkdir(parents=True, exist_ok=True)
-        path = publish_dir(self.root, f"ckpt-{checkpoint.step:012d}", checkpoint.save)
-        for step in self.steps()[: -self.keep]:
-            shutil.rmtree(self.root / f"ckpt-{step:012d}", ignore_errors=True)
+        since = self._last if self._last is not None and self._chain < self.full_every - 1 else None
+        path = publish_dir(self.root, f"ckpt-{checkpoint.step:012d}", lambda d: checkpoint.save(d, since))
+        self._chain = 0 if since is None else self._chain + 1
+        self._last = (checkpoint.step, table_versions(checkpoint.trainer.model))
+        whole = [step for step in self.steps() if base_of(self.path(step)) is None]
+        for step in self.steps():
+            if len(whole) > 2 and step < whole[-2]:
+                shutil.rmtree(self.path(step), ignore_errors=True)
         return path
 
     def latest(self) -> Checkpoint | None:
-        """The newest checkpoint that verifies (a torn one is skipped with a warning)."""
+        """The newest checkpoint that verifies, with every checkpoint it builds on (a torn one is
+        skipped with a warning, and so is one whose chain is broken)."""
         for step in reversed(self.steps()):
-            path = self.root / f"ckpt-{step:012d}"
             try:
-                verify_dir(path)
-                return Checkpoint.load(path)
-            except CorruptVersion as error:
-                log.warning("skipping checkpoint %s: %s", path, error)
+                checkpoint = Checkpoint.load(self._verified(step), self._verified)
+            except (CorruptVersion, FileNotFoundError) as error:
+                log.warning("skipping checkpoint %s: %s", self.path(step), error)
+                continue
+            self._last, self._chain = (step, table_versions(checkpoint.trainer.model)), self._depth(step)
+            return checkpoint
         return None
+
+    def _depth(self, step: int) -> int:
+        """How many increments lead from the newest whole checkpoint to `step`."""
+        depth = 0
+        while (step := base_of(self.path(step))) is not None:
+            depth += 1
+        return depth
+
+    def _verified(self, step: int) -> Path:
+        path = self.path(step)
+        verify_dir(path)
+        return path

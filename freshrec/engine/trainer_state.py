@@ -4,6 +4,11 @@ optimizer's state (`optimizer.safetensors` + `trainer.json`) and torch's random 
 `load_trainer(directory)` continues exactly where it stopped: the same next update, bit for bit.
 No pickle anywhere.
 
+Incremental: `save_trainer(trainer, directory, since=versions)` writes the tables as a `Delta` since
+the table versions `versions` of an earlier save (every row written or sighted since, the ids
+deleted) plus each table's resume state (sketch, generator, counters); `load_trainer(directory,
+base)` loads the earlier save from `base(step)` and applies it.
+
 >>> import tempfile
 >>> from freshrec.events.simulator import Simulator, SimulatorConfig
 >>> from freshrec.features import FeaturePipeline, default_specs
@@ -16,27 +21,37 @@ No pickle anywhere.
 >>> _ = trainer.learn(batches[0])
 >>> tmp = tempfile.mkdtemp()
 >>> save_trainer(trainer, tmp)
+>>> versions = table_versions(trainer.model)
 >>> copy = load_trainer(tmp)
 >>> a, b = trainer.learn(batches[1])["predictions"], copy.learn(batches[1])["predictions"]
 >>> bool(torch.equal(a, b)), bool(torch.equal(trainer.model(batches[2]), copy.model(batches[2])))
 (True, True)
+>>> later = tempfile.mkdtemp()
+>>> save_trainer(trainer, later, since=(1, versions))   # what changed since `tmp`
+>>> again = load_trainer(later, base=lambda step: tmp)
+>>> bool(torch.equal(trainer.learn(batches[2])["predictions"], again.learn(batches[2])["predictions"]))
+True
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from safetensors.numpy import load_file as load_numpy
+from safetensors.numpy import save_file as save_numpy
 from safetensors.torch import load_file, save_file
 
-from freshrec.snapshot import Snapshot
+from freshrec.snapshot import Delta, Snapshot, table_versions
 from freshrec.train.online import OnlineTrainer, TrainerConfig
 
-__all__ = ["load_trainer", "save_trainer"]
+__all__ = ["load_trainer", "save_trainer", "table_versions"]
 
 TRAINER, OPTIMIZER, RNG = "trainer.json", "optimizer.safetensors", "rng.safetensors"
+RESUME = "tables_resume.safetensors"
 
 
 def _optimizer_tensors(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
@@ -59,25 +74,50 @@ def _optimizer_state(tensors: dict[str, torch.Tensor], rest: dict) -> dict:
     return {"state": state, "param_groups": rest["param_groups"]}
 
 
-def save_trainer(trainer: OnlineTrainer, directory: str | Path) -> None:
-    """Write everything `load_trainer` needs into `directory` (flat files)."""
+def save_trainer(trainer: OnlineTrainer, directory: str | Path,
+                 since: tuple[int, dict[str, int]] | None = None) -> None:
+    """Write everything `load_trainer` needs into `directory` (flat files); with `since` (the step
+    and `table_versions` of an earlier save), only what changed after it."""
     directory = Path(directory)
-    Snapshot(trainer.model, version=trainer.batches).save(directory)
+    if since is None:
+        Snapshot(trainer.model, version=trainer.batches).save(directory)
+    else:
+        Delta.capture(trainer.model, 0, trainer.batches, since[1]).save(directory)
+        save_numpy({f"{name}/{key}": value for name, table in trainer.model.tables.items()
+                    for key, value in table.resume_state().items()}, str(directory / RESUME))
     optimizer = trainer.optimizer
     tensors, rest = _optimizer_tensors(optimizer.state_dict()) if optimizer else ({}, None)
     save_file(tensors, str(directory / OPTIMIZER))
     save_file({"torch": torch.get_rng_state()}, str(directory / RNG))
     counters = {"batches": trainer.batches, "skipped_batches": trainer.skipped_batches,
-                "skipped_rows": trainer.skipped_rows, "squared_error": trainer.squared_error}
+                "skipped_rows": trainer.skipped_rows, "squared_error": trainer.squared_error,
+                "failed_batches": trainer.failed_batches}
     (directory / TRAINER).write_text(json.dumps({"config": dataclasses.asdict(trainer.config),
-                                                 "counters": counters, "optimizer": rest}))
+                                                 "counters": counters, "optimizer": rest,
+                                                 "base": since[0] if since is not None else None}))
 
 
-def load_trainer(directory: str | Path) -> OnlineTrainer:
-    """The trainer `save_trainer` wrote, ready to learn the next batch (its metrics start empty)."""
+def base_of(directory: str | Path) -> int | None:
+    """The step of the save that the save in `directory` builds on (None: it is whole)."""
+    return json.loads((Path(directory) / TRAINER).read_text()).get("base")
+
+
+def load_trainer(directory: str | Path, base: Callable[[int], Path] | None = None) -> OnlineTrainer:
+    """The trainer `save_trainer` wrote, ready to learn the next batch (its metrics start empty);
+    `base(step)` is the directory of the earlier save an incremental one builds on."""
     directory = Path(directory)
     saved = json.loads((directory / TRAINER).read_text())
-    trainer = OnlineTrainer(Snapshot.load(directory).model.train(), TrainerConfig(**saved["config"]))
+    if saved.get("base") is None:
+        model = Snapshot.load(directory).model.train()
+    else:
+        if base is None:
+            raise ValueError(f"{directory} holds the changes since save {saved['base']}: pass `base`")
+        model = load_trainer(base(saved["base"]), base).model
+        Delta.load(directory).apply(model)
+        resume = load_numpy(str(directory / RESUME))
+        for name, table in model.tables.items():
+            table.load_resume_state({k.split("/", 1)[1]: v for k, v in resume.items() if k.startswith(f"{name}/")})
+    trainer = OnlineTrainer(model, TrainerConfig(**saved["config"]))
     for name, value in saved["counters"].items():
         setattr(trainer, name, value)
     if saved["optimizer"] is not None:
