@@ -164,9 +164,10 @@ class DataFlowEngine:
         published = clock()
         stages.times["publish"] += published - started
         if work.cut is not None:
-            self.checkpoint(work.cut)
+            self.checkpoint(work.cut, work.log_mark())
             stages.times["checkpoint"] += clock() - published
         if work.retrain:
+            work.log_mark()   # the offline trainer reads every event learned so far from the log
             self.retrain(self)
             self.retrains += 1
 
@@ -177,10 +178,13 @@ class DataFlowEngine:
             if step["predictions"] is not None:
                 self.on_batch(batch, step["predictions"].numpy())
 
-    def checkpoint(self, cut: Cut) -> None:
+    def checkpoint(self, cut: Cut, log_mark: int | None) -> None:
         """The trainer (which has learned exactly the chunks up to `cut`), the joiner's state and the
-        source position at the cut in one atomic checkpoint, then the position committed."""
+        source position at the cut in one atomic checkpoint, then the position committed; none when
+        the log could not be made durable up to the cut (`log_mark` None)."""
+        if log_mark is None:
+            return
         self.step += 1
-        meta = {"log": cut.log_mark, "events": self.events, "logged": self.logged, "learned": self.learned}
+        meta = {"log": log_mark, "events": self.events, "logged": self.logged, "learned": self.learned}
         self.checkpoints.save(Checkpoint(self.step, cut.position, self.trainer, meta, cut.joiner))
         self.source.commit(cut.position)

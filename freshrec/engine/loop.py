@@ -30,6 +30,7 @@ import queue
 import threading
 import time
 from collections import Counter
+from concurrent.futures import Future
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,17 +49,16 @@ from freshrec.train import OnlineTrainer
 
 __all__ = ["Cut", "Stages", "Work", "dead_letter_failures", "micro_batches", "run_loop"]
 
-READER_NAME = "freshrec-reader"
+READER_NAME, LOG_WRITER_NAME = "freshrec-reader", "freshrec-log-writer"
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Cut:
-    """The stream cut after a chunk: the source position after it, the log's mark (every segment
-    below it durable) and the joiner's state."""
+    """The stream cut after a chunk: the source position after it and the joiner's state (the
+    log's mark is the chunk's `Work.flushed`)."""
 
     position: Any
-    log_mark: int | None
     joiner: dict | None
 
 
@@ -67,7 +67,9 @@ class Work:
     """One chunk through the stages (an `OnlineTrainer` unit): `events` source events read,
     `examples` what is learned (after the joiner; `logged` rows of it appended to the log), `whole`
     featurised and cut into `batches`; `cut` at checkpoint boundaries; `retrain` when an offline
-    retraining is due; `idle` for an empty chunk (a quiet live source's tick: time to publish)."""
+    retraining is due; `flushed` (with either) the future of the log's mark once every segment up
+    to this chunk is durable (None in it: the log could not be made durable now); `idle` for an
+    empty chunk (a quiet live source's tick: time to publish)."""
 
     events: int
     examples: EventChunk | None
@@ -76,7 +78,12 @@ class Work:
     logged: int = 0
     cut: Cut | None = None
     retrain: bool = False
+    flushed: Future | None = None
     idle: bool = False
+
+    def log_mark(self) -> int | None:
+        """Wait for the log to be durable up to this chunk; its mark (None: no log, or it failed)."""
+        return self.flushed.result() if self.flushed is not None else None
 
     @property
     def hold(self) -> bool:
@@ -108,11 +115,87 @@ class Stages:
     times: Counter = field(default_factory=Counter)   # seconds per stage, for the figures
 
 
+class _LogWriter:
+    """The log stage: appends chunks to the event log in its own thread, in the order given (the
+    Parquet encoding releases the GIL, so it runs beside reading and featurising). A refused append
+    (disk full, folder gone) is tried again with backoff until it succeeds or the loop stops: the
+    stream waits, nothing is lost. `flush()` returns a future of the log's mark."""
+
+    def __init__(self, log: EventLog, times: Counter, depth: int, gone: threading.Event) -> None:
+        self.log, self.times, self.gone = log, times, gone
+        self.queue: queue.Queue = queue.Queue(maxsize=depth)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name=LOG_WRITER_NAME, daemon=True)
+        self.thread.start()
+
+    def append(self, examples: EventChunk) -> None:
+        self._put(examples)
+
+    def flush(self) -> Future:
+        done: Future = Future()
+        self._put(done)
+        return done
+
+    def close(self) -> None:
+        """Write what is queued, end the thread; raise its error, if it had one."""
+        self._put(None)
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+
+    def _put(self, item: Any) -> None:
+        if self.error is not None:
+            raise self.error
+        while self.thread.is_alive():
+            try:
+                self.queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def _run(self) -> None:
+        try:
+            while (item := self.queue.get()) is not None:
+                started = time.perf_counter()
+                if isinstance(item, Future):
+                    item.set_result(self._flush())
+                else:
+                    self._append(item)
+                self.times["log"] += time.perf_counter() - started
+        except BaseException as error:  # raised in the reader at its next append, or by close()
+            self.error = error
+            while not self.queue.empty():   # fail the futures waiting behind it
+                if isinstance(late := self.queue.get(), Future):
+                    late.set_exception(error)
+
+    def _append(self, examples: EventChunk) -> None:
+        wait = 0.5
+        while True:
+            try:
+                self.log.append(examples)
+                return
+            except LogWriteError as error:
+                if error.held:   # the log keeps the rows and writes them with a later append
+                    return
+                logger.warning("event log refused %d rows (%s); trying again in %.1f s", len(examples), error, wait)
+                if self.gone.wait(wait):
+                    raise
+                wait = min(2 * wait, 30.0)
+
+    def _flush(self) -> int | None:
+        try:
+            return self.log.flush()
+        except LogWriteError as error:
+            logger.warning("no checkpoint: the event log could not be made durable (%s)", error)
+            return None
+
+
 class _Reader:
     """The reader stage (its own thread): chunks -> join -> log -> features -> `Work`."""
 
-    def __init__(self, stages: Stages, stop: threading.Event, gone: threading.Event) -> None:
-        self.s, self.stop, self.gone = stages, stop, gone   # gone: the consumer left
+    def __init__(self, stages: Stages, stop: threading.Event, gone: threading.Event,
+                 log: _LogWriter | None) -> None:
+        self.s, self.stop, self.gone, self.log = stages, stop, gone, log   # gone: the consumer left
         self.since_cut = self.since_retrain = 0
         self.retrain_ts: float | None = None
 
@@ -131,6 +214,8 @@ class _Reader:
                 if self.since_cut >= (s.checkpoint_events or float("inf")):
                     work.cut = self.cut()
                 work.retrain = self.retrain_due(chunk)
+                if (work.cut is not None or work.retrain) and self.log is not None:
+                    work.flushed = self.log.flush()
                 yield work
             if self.stop.is_set() or self.gone.is_set():
                 break
@@ -139,7 +224,7 @@ class _Reader:
             if s.joiner is not None and (rest := s.joiner.flush()) is not None and len(rest):
                 yield self.work(None, rest)
         if s.checkpoint_events is not None:
-            yield Work(0, None, None, [], cut=self.cut())   # cut None: no final checkpoint
+            yield Work(0, None, None, [], cut=self.cut(), flushed=self.log.flush() if self.log is not None else None)
 
     def work(self, chunk: EventChunk | None, examples: EventChunk | None) -> Work:
         """Log and featurise `examples` (from `chunk`, None for the joiner's last examples)."""
@@ -148,47 +233,24 @@ class _Reader:
         if examples is None or not len(examples):
             return Work(events, None, None, [])
         started = clock()
-        appended = self.append(examples) if s.log is not None else 0
-        logged = clock()
+        if self.log is not None:
+            self.log.append(examples)
         whole = s.pipeline.build(examples)
         batches = whole.split(s.batch_size)
-        s.times["log"] += logged - started
-        s.times["features"] += clock() - logged
-        return Work(events, examples, whole, batches, appended)
+        s.times["features"] += clock() - started
+        return Work(events, examples, whole, batches, len(examples) if self.log is not None else 0)
 
-    def append(self, examples: EventChunk) -> int:
-        """Append to the log; a refused append (the disk full, the folder gone) is tried again with
-        backoff until it succeeds or the loop stops: the stream waits, nothing is lost."""
-        wait = 0.5
-        while True:
-            try:
-                return self.s.log.append(examples)
-            except LogWriteError as error:
-                if error.held:   # the log keeps the rows and writes them with a later append
-                    return len(examples)
-                logger.warning("event log refused %d rows (%s); trying again in %.1f s", len(examples), error, wait)
-                if self.stop.wait(wait) or self.gone.is_set():
-                    raise
-                wait = min(2 * wait, 30.0)
-
-    def cut(self) -> Cut | None:
-        """The cut after the last chunk read; None when the log cannot be made durable now (no
-        checkpoint then: the next cut tries again, a crash restarts from the previous one)."""
-        s, started = self.s, time.perf_counter()
-        try:
-            mark = s.log.flush() if s.log is not None else None
-        except LogWriteError as error:
-            logger.warning("no checkpoint: the event log could not be made durable (%s)", error)
-            return None
+    def cut(self) -> Cut:
+        """The cut after the last chunk read."""
+        s = self.s
         position = s.source.position() if hasattr(s.source, "position") else None
         joiner = s.joiner.state_dict() if s.joiner is not None else None
         self.since_cut = 0
-        s.times["log"] += time.perf_counter() - started
-        return Cut(position, mark, joiner)
+        return Cut(position, joiner)
 
     def retrain_due(self, chunk: EventChunk) -> bool:
         """Whether `retrain_events` events or `retrain_seconds` of event time passed since the last
-        retraining; if so the log is flushed first."""
+        retraining (the log is then flushed, `Work.flushed`)."""
         s = self.s
         if s.retrain_events is None and s.retrain_seconds is None:
             return False
@@ -199,8 +261,6 @@ class _Reader:
         by_time = s.retrain_seconds is not None and latest - self.retrain_ts >= s.retrain_seconds
         if not (by_volume or by_time):
             return False
-        if s.log is not None:
-            s.log.flush()
         self.since_retrain, self.retrain_ts = 0, latest
         return True
 
@@ -264,7 +324,8 @@ def run_loop(stages: Stages, stop: threading.Event | None = None,
     stop = stop or threading.Event()
     summary, started, clock = IngestSummary(), time.perf_counter(), time.perf_counter
     gone = threading.Event()
-    reading = _ahead(_Reader(stages, stop, gone), stages.read_ahead, gone)
+    writer = _LogWriter(stages.log, stages.times, 2 * stages.read_ahead, gone) if stages.log is not None else None
+    reading = _ahead(_Reader(stages, stop, gone, writer), stages.read_ahead, gone)
     stream = _learned(stages, reading)
     mark = clock()
     try:
@@ -277,10 +338,12 @@ def run_loop(stages: Stages, stop: threading.Event | None = None,
                 after(work, steps, held)
             mark = clock()
             stages.times["after"] += mark - learned
-    finally:   # on an error: the reader stops, then the trainer's worker, then the reader's queue
+    finally:   # on an error: the reader stops, then the trainer's worker, the reader's queue, the log
         gone.set()
         stream.close()
         reading.close()
+        if writer is not None:
+            writer.close()
     summary.seconds = time.perf_counter() - started
     return summary
 
@@ -306,5 +369,5 @@ def micro_batches(source: Iterable[EventChunk], pipeline: FeaturePipeline, batch
     thread ahead of the caller (for consumers that are not an `OnlineTrainer`, e.g. `evaluate ab`)."""
     stages = Stages(source, pipeline, batch_size=batch_size, read_ahead=read_ahead)
     gone = threading.Event()
-    for work in _ahead(_Reader(stages, threading.Event(), gone), read_ahead, gone):
+    for work in _ahead(_Reader(stages, threading.Event(), gone, None), read_ahead, gone):
         yield from work.batches

@@ -9,7 +9,7 @@ events posted to the server, publishing deltas; the server (uvicorn, main thread
 >>> from freshrec.train import OnlineTrainer
 >>> sim = Simulator(SimulatorConfig(batch_size=500, total_events=1000))
 >>> specs = default_specs(sim.fields, dim=4)
->>> trainer = OnlineTrainer(build_model("fm", specs))
+>>> trainer = OnlineTrainer(build_model("lr", specs))   # publishes at every chunk (the fused FM: where it holds)
 >>> publisher = Publisher(ModelRegistry(tempfile.mkdtemp()), trainer.model, sim.fields)
 >>> summary = learn_live(sim, LiveQueue(sim.fields), FeaturePipeline(specs), trainer, publisher, threading.Event(),
 ...                      follow=False)                # stop once the replay is done
