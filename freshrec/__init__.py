@@ -5,10 +5,19 @@
 '0.1.0'
 """
 
-from freshrec.batch import Batch, SparseFeatures
-from freshrec.events import Event, EventChunk, Source
-from freshrec.features import FeaturePipeline, FeatureSpec
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
-__all__ = ["Batch", "Event", "EventChunk", "FeaturePipeline", "FeatureSpec", "Source", "SparseFeatures",
-           "__version__"]
+_EXPORTS = {"Batch": "freshrec.batch", "SparseFeatures": "freshrec.batch", "Event": "freshrec.events",
+            "EventChunk": "freshrec.events", "Source": "freshrec.events", "FeaturePipeline": "freshrec.features",
+            "FeatureSpec": "freshrec.features"}
+__all__ = [*sorted(_EXPORTS), "__version__"]
+
+
+def __getattr__(name: str) -> object:
+    """The public names load on first use, so `freshrec --help` and `freshrec.config` need no torch."""
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'freshrec' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
