@@ -17,6 +17,7 @@ from freshrec.config.load import load_config, parse_config, show_config, with_ov
 from freshrec.config.paths import cache_dir, data_root
 from freshrec.config.schema import FreshrecConfig
 from freshrec.config.sections import (
+    FORMATS,
     EmbeddingSection,
     FeatureOverride,
     FeaturesSection,
@@ -32,7 +33,7 @@ from freshrec.config.sections import (
     TrainingSection,
 )
 
-__all__ = ["DURATION_HELP", "ColumnsSection", "ConfigError", "Duration", "EmbeddingSection", "FeatureOverride",
+__all__ = ["DURATION_HELP", "FORMATS", "ColumnsSection", "ConfigError", "Duration", "EmbeddingSection", "FeatureOverride",
            "FeaturesSection", "FreshrecConfig", "FusionSection", "GpuSection", "JoinSection", "KafkaSection",
            "LabelRule", "LogSection", "ModelSection", "ServeSection", "SourceSection", "SyncSection",
            "TrainingSection", "cache_dir", "data_root", "format_duration", "load_config", "parse_config",

@@ -47,17 +47,17 @@ __all__ = ["FreshrecConfig"]
 class FreshrecConfig(Section):
     """The configuration of a freshrec deployment (frozen; unknown keys are errors)."""
 
-    source: SourceSection = Field(SourceSection(), description="Where events come from")
-    join: JoinSection = Field(JoinSection(), description="Impressions joined with later actions (labels)")
-    features: FeaturesSection = Field(FeaturesSection(), description="How events become model inputs")
-    model: ModelSection = Field(ModelSection(), description="The online model")
-    embedding: EmbeddingSection = Field(EmbeddingSection(), description="The embedding tables' row-wise optimizer")
-    training: TrainingSection = Field(TrainingSection(), description="Online and offline training")
-    sync: SyncSection = Field(SyncSection(), description="Publishing the trained model to the servers")
-    serve: ServeSection = Field(ServeSection(), description="The HTTP server")
-    fusion: FusionSection = Field(FusionSection(), description="Blending online and offline predictions")
-    log: LogSection = Field(LogSection(), description="The event log (the article's batch storage)")
-    gpu: GpuSection = Field(GpuSection(), description="GPUs (the article's gpu block)")
+    source: SourceSection = Field(default_factory=SourceSection, description="Where events come from")
+    join: JoinSection = Field(default_factory=JoinSection, description="Impressions joined with later actions (labels)")
+    features: FeaturesSection = Field(default_factory=FeaturesSection, description="How events become model inputs")
+    model: ModelSection = Field(default_factory=ModelSection, description="The online model")
+    embedding: EmbeddingSection = Field(default_factory=EmbeddingSection, description="The embedding tables' row-wise optimizer")
+    training: TrainingSection = Field(default_factory=TrainingSection, description="Online and offline training")
+    sync: SyncSection = Field(default_factory=SyncSection, description="Publishing the trained model to the servers")
+    serve: ServeSection = Field(default_factory=ServeSection, description="The HTTP server")
+    fusion: FusionSection = Field(default_factory=FusionSection, description="Blending online and offline predictions")
+    log: LogSection = Field(default_factory=LogSection, description="The event log (the article's batch storage)")
+    gpu: GpuSection = Field(default_factory=GpuSection, description="GPUs (the article's gpu block)")
 
     def problems(self) -> list[str]:
         """Settings that are valid alone but not together, one line each naming the key."""

@@ -68,13 +68,26 @@ def test_corrupted_criteo_counts_add_up(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("args, code, message", [
-    (["replay", "--format", "nope", "--data", "x"], 2, "error: unknown format 'nope'; choose one of: criteo,"),
+    (["replay", "--format", "nope", "--data", "x"], 2, "error: --format (source.format): expected one of 'criteo',"),
     (["replay", "--format", "criteo", "--data", "absent.txt"], 1, "error: criteo: no file or folder at absent.txt"),
     (["replay", "--format", "csv", "--data", "x.csv", "--user", "u"], 2,
-     "error: a column mapping needs --user, --item and --time"),
-    (["replay", "--format", "simulator", "--speed", "-1"], 2, "error: --batch-size and --speed must be positive"),
+     "error: --item (source.columns.item): missing (a required key); --time (source.columns.time): missing"),
+    (["replay", "--format", "csv", "--data", "ratings.csv", "--user", "u", "--item", "movieId", "--time", "timestamp"],
+     2, "error: ratings.csv: no column 'u'; available columns: 'userId',"),
+    (["replay", "--format", "csv", "--data", "ratings.csv", "--user", "userId", "--item", "movieId", "--time",
+      "timestamp", "--label", "rating=>4"], 2, "error: --label (source.columns.label): bad label expression 'rating=>4'"),
+    (["replay", "--format", "simulator", "--speed", "-1"], 2, "error: --speed: expected a positive number, got -1.0"),
+    (["replay", "--format", "simulator", "--batch-size", "0"], 2,
+     "error: --batch-size (training.online_batch_size): expected a number >= 1, got 0"),
+    (["replay", "--format", "csv", "--data", "ratings.csv", "--user", "userId", "--item", "movieId", "--time",
+      "genres"], 1, "error: every record was rejected (2 dead letters in dead_letters.jsonl): nothing to replay"),
+    (["run", "--format", "simulator", "--dim", "0"], 2, "error: --dim (model.dim): expected a number >= 1, got 0"),
+    (["run", "--config", "absent.yaml"], 2, "error: absent.yaml: no such config file"),
+    (["evaluate", "ab", "--format", "simulator", "--fusion", "none"], 2, "error: fusion 'none' is not"),
 ])
 def test_bad_usage_is_one_clear_line(tmp_path: Path, args: list[str], code: int, message: str) -> None:
+    (tmp_path / "ratings.csv").write_text("userId,movieId,rating,timestamp,genres\n"
+                                          "1,31,2.5,1260759144,Drama\n2,10,4.0,1260759179,Action|Comedy\n")
     done = _run(args, tmp_path)
     assert done.returncode == code
     assert done.stderr.count("\n") == 1 and done.stderr.startswith(message), done.stderr
