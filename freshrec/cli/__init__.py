@@ -22,20 +22,20 @@ from __future__ import annotations
 import typer
 
 from freshrec.cli.config import config_app
-from freshrec.cli.datasets import datasets
+from freshrec.cli.datasets import datasets_command
 from freshrec.cli.evaluate import evaluate_app
-from freshrec.cli.replay import replay
-from freshrec.cli.run import run
-from freshrec.cli.serve import serve
+from freshrec.cli.replay import replay_command
+from freshrec.cli.run import run_command
+from freshrec.cli.serve import serve_command
 
 __all__ = ["app", "main"]
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="freshrec: real-time training of recommendation models.")
-app.command()(datasets)
-app.command()(replay)
-app.command()(run)
-app.command()(serve)
+app.command("datasets")(datasets_command)
+app.command("replay")(replay_command)
+app.command("run")(run_command)
+app.command("serve")(serve_command)
 app.add_typer(config_app, name="config")
 app.add_typer(evaluate_app, name="evaluate")
 

@@ -8,10 +8,12 @@ from typing import Annotated
 import orjson
 import typer
 
-__all__ = ["datasets"]
+__all__ = ["datasets_command"]
 
 
-def datasets(as_json: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False) -> None:
+def datasets_command(
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,
+) -> None:
     """List the data sets found under $FRESHREC_DATA (default ../shared/data)."""
     from rich.console import Console
     from rich.table import Table

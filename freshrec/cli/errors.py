@@ -1,7 +1,7 @@
 """The one error wrapper of every `freshrec` sub-command: exit 2 with one line for a usage or
 configuration mistake, 1 with one line for a runtime failure, a traceback only with `--debug`.
 
->>> def broken(debug: bool = False):
+>>> def broken():
 ...     raise UsageError("--port 0: expected 1..65535")
 >>> try:
 ...     guarded(broken)()

@@ -14,7 +14,7 @@ from freshrec.cli.errors import UsageError, guarded
 from freshrec.cli.options import MODEL, PUBLISH, SERVING, SOURCE, build_config, overriding
 from freshrec.config import FreshrecConfig
 
-__all__ = ["replay"]
+__all__ = ["replay_command"]
 
 READ_ROWS = 65_536
 """Rows read at a time."""
@@ -22,7 +22,7 @@ READ_ROWS = 65_536
 
 @guarded
 @overriding(SOURCE, MODEL, SERVING, PUBLISH)
-def replay(
+def replay_command(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Read, validate and batch only.")] = False,
     speed: Annotated[float | None, typer.Option(help="Pace by event time: 60 = 1 h per minute.")] = None,
     dead_letters: Annotated[Path, typer.Option(help="JSONL file for rejected records.")]

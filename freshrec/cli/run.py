@@ -20,12 +20,12 @@ from freshrec.cli.errors import guarded
 from freshrec.cli.options import ENGINE, MODEL, OFFLINE, PUBLISH, SERVING, SOURCE, build_config, overriding
 from freshrec.config import FreshrecConfig, show_config
 
-__all__ = ["run"]
+__all__ = ["run_command"]
 
 
 @guarded
 @overriding(SOURCE, MODEL, OFFLINE, SERVING, PUBLISH, ENGINE)
-def run(
+def run_command(
     config: Annotated[Path | None, typer.Option(help="YAML configuration (see `freshrec config show`); "
                                                      "each flag given overrides its key.")] = None,
     state: Annotated[Path, typer.Option(help="Log, checkpoints and registry; a rerun continues here.")]

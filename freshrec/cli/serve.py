@@ -11,7 +11,7 @@ import typer
 from freshrec.cli.errors import UsageError, guarded
 from freshrec.cli.options import SERVING, build_config, overriding
 
-__all__ = ["check_port", "serve"]
+__all__ = ["check_port", "serve_command"]
 
 
 def check_port(host: str, port: int) -> None:
@@ -27,7 +27,7 @@ def check_port(host: str, port: int) -> None:
 
 @guarded
 @overriding(SERVING)
-def serve(
+def serve_command(
     registry: Annotated[Path, typer.Option(help="Model registry directory to serve from.")],
     config: Annotated[Path | None, typer.Option(help="YAML configuration (its serve section); flags override it.")]
     = None,
