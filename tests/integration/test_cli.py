@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from conftest import need_real_data
 from typer.testing import CliRunner
 
@@ -173,3 +174,78 @@ def test_readme_quick_start_commands_run(tmp_path: Path, command: str) -> None:
     args = [a.replace("../shared/data", str(root)) for a in args]
     done = _run([a.strip("'") for a in args], tmp_path, env={"FRESHREC_DATA": str(root), "PATH": ""})
     assert done.returncode == 0, done.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("args", [["run", "--format", "simulator", "--limit", "10"],
+                                  ["replay", "--format", "simulator", "--limit", "10", "--model", "lr", "--serve"]])
+def test_a_busy_port_is_a_usage_error_before_serving(tmp_path: Path, args: list[str]) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        done = _run([*args, "--port", str(port), "--state" if args[0] == "run" else "--registry",
+                     str(tmp_path / "state")], tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith(f"error: --port {port}: cannot listen on 127.0.0.1:{port}")
+    assert "serving on" not in done.stderr and done.stderr.count("\n") == 1
+
+
+def test_a_rerun_continues_to_a_larger_limit_and_says_when_it_has_nothing_to_do(tmp_path: Path) -> None:
+    def run(limit: int):
+        return CliRunner().invoke(app, ["run", "--format", "simulator", "--limit", str(limit), "--no-serve",
+                                        "--state", str(tmp_path / "state"), "--chunk", "1000", "--json", "--quiet"])
+
+    first, again, more = run(3000), run(3000), run(5000)
+    assert first.exit_code == again.exit_code == more.exit_code == 0, (first.output, again.output, more.output)
+    assert _last_json(first.stdout)["learned"] == 3000
+    assert "nothing new: the state in" in again.stderr and "--limit 3,000 counts events from the start" in again.stderr
+    assert _last_json(again.stdout)["rows"] == 0
+    figures = _last_json(more.stdout)
+    assert figures["rows"] == 2000 and figures["learned"] == 5000 and figures["restored_from"] is not None
+
+
+def test_flags_override_the_config_file_and_print_config_shows_the_result(tmp_path: Path) -> None:
+    (tmp_path / "freshrec.yaml").write_text("training: {online_batch_size: 256, checkpoint_events: 1000}\n"
+                                            "gpu: {type: A100, count: 8}\n")
+    done = _run(["run", "--config", "freshrec.yaml", "--batch-size", "64", "--print-config"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    shown = yaml.safe_load(done.stdout)
+    assert shown["training"]["online_batch_size"] == 64 and shown["training"]["checkpoint_events"] == 1000
+    assert shown["gpu"] == {"type": "A100", "count": 8, "autoscale": False}
+    run = CliRunner().invoke(app, ["run", "--config", str(tmp_path / "freshrec.yaml"), "--format", "simulator",
+                                   "--limit", "2000", "--no-serve", "--state", str(tmp_path / "s"), "--json"])
+    assert run.exit_code == 0, run.output
+    assert "gpu: 8 x A100 asked for; " in run.stderr and _last_json(run.stdout)["gpu"].startswith("gpu: 8 x A100")
+
+
+def _ratings_csv(path: Path, rows: int = 2_000) -> None:
+    rng = np.random.default_rng(1)
+    lines = ["userId,movieId,rating,timestamp"] + [
+        f"{u},{m},{r},{t}" for u, m, r, t in zip(rng.integers(1, 50, rows), rng.integers(1, 80, rows),
+                                                 rng.integers(1, 6, rows), np.sort(rng.integers(1e9, 1.1e9, rows)))]
+    path.write_text("\n".join(lines) + "\n")
+
+
+MAPPING = ["--format", "csv", "--data", "ratings.csv", "--user", "userId", "--item", "movieId", "--time",
+           "timestamp", "--label", "rating>=4"]
+
+
+def test_a_csv_mapping_takes_target_and_ordinal_levels(tmp_path: Path) -> None:
+    _ratings_csv(tmp_path / "ratings.csv")
+    done = _run(["replay", *MAPPING, "--model", "fm", "--target", "rating", "--ordinal-levels", "2,3,5",
+                 "--json", "--quiet"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert _last_json(done.stdout)["rows"] == 2_000
+
+
+def test_evaluate_ab_takes_the_same_source_options(tmp_path: Path) -> None:
+    _ratings_csv(tmp_path / "ratings.csv")
+    done = _run(["evaluate", "ab", *MAPPING, "--arms", "online", "--limit", "1500", "--json"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert set(_last_json(done.stdout)["arms"]) == {"online"}
