@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import socket
 import subprocess
@@ -26,6 +27,8 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def _run(args: list[str], cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    if env is not None and "PYTHONPATH" in os.environ:   # the code under test, installed or not
+        env = {**env, "PYTHONPATH": os.environ["PYTHONPATH"]}
     return subprocess.run(FRESHREC + args, cwd=cwd, capture_output=True, text=True, timeout=120, env=env)
 
 
