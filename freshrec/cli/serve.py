@@ -22,7 +22,8 @@ def check_port(host: str, port: int) -> None:
         try:
             probe.bind((host, port))
         except OSError as error:
-            raise UsageError(f"--port {port}: cannot listen on {host}:{port} ({error.strerror or error})") from None
+            why = error.strerror or error
+            raise UsageError(f"--port (serve.port): cannot listen on {host}:{port} ({why})") from None
 
 
 @guarded

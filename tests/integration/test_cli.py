@@ -195,7 +195,7 @@ def test_a_busy_port_is_a_usage_error_before_serving(tmp_path: Path, args: list[
         done = _run([*args, "--port", str(port), "--state" if args[0] == "run" else "--registry",
                      str(tmp_path / "state")], tmp_path)
     assert done.returncode == 2, done.stderr
-    assert done.stderr.startswith(f"error: --port {port}: cannot listen on 127.0.0.1:{port}")
+    assert done.stderr.startswith(f"error: --port (serve.port): cannot listen on 127.0.0.1:{port}")
     assert "serving on" not in done.stderr and done.stderr.count("\n") == 1
 
 
@@ -252,3 +252,14 @@ def test_evaluate_ab_takes_the_same_source_options(tmp_path: Path) -> None:
     done = _run(["evaluate", "ab", *MAPPING, "--arms", "online", "--limit", "1500", "--json"], tmp_path)
     assert done.returncode == 0, done.stderr
     assert set(_last_json(done.stdout)["arms"]) == {"online"}
+
+
+def test_serve_takes_its_port_from_the_config_and_refuses_a_busy_one(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        (tmp_path / "freshrec.yaml").write_text(f"serve: {{port: {port}}}\n")
+        done = CliRunner().invoke(app, ["serve", "--registry", str(tmp_path), "--config",
+                                        str(tmp_path / "freshrec.yaml")])
+    assert done.exit_code == 2 and done.stderr.startswith("error: --port (serve.port): cannot listen"), done.output
