@@ -12,15 +12,18 @@ freshrec.config.errors.ConfigError: training.offline_interval: expected a non-ne
 
 from freshrec.config.durations import DURATION_HELP, Duration, format_duration, parse_duration
 from freshrec.config.errors import ConfigError
-from freshrec.config.load import load_config, parse_config, show_config
+from freshrec.config.columns import ColumnsSection, LabelRule, parse_label
+from freshrec.config.load import load_config, parse_config, show_config, with_overrides
 from freshrec.config.paths import cache_dir, data_root
 from freshrec.config.schema import FreshrecConfig
 from freshrec.config.sections import (
+    FORMATS,
     EmbeddingSection,
     FeatureOverride,
     FeaturesSection,
     FusionSection,
     GpuSection,
+    JoinSection,
     KafkaSection,
     LogSection,
     ModelSection,
@@ -30,7 +33,8 @@ from freshrec.config.sections import (
     TrainingSection,
 )
 
-__all__ = ["DURATION_HELP", "ConfigError", "Duration", "EmbeddingSection", "FeatureOverride", "FeaturesSection",
-           "FreshrecConfig", "FusionSection", "GpuSection", "KafkaSection", "LogSection", "ModelSection",
-           "ServeSection", "SourceSection", "SyncSection", "TrainingSection", "cache_dir", "data_root",
-           "format_duration", "load_config", "parse_config", "parse_duration", "show_config"]
+__all__ = ["DURATION_HELP", "FORMATS", "ColumnsSection", "ConfigError", "Duration", "EmbeddingSection", "FeatureOverride",
+           "FeaturesSection", "FreshrecConfig", "FusionSection", "GpuSection", "JoinSection", "KafkaSection",
+           "LabelRule", "LogSection", "ModelSection", "ServeSection", "SourceSection", "SyncSection",
+           "TrainingSection", "cache_dir", "data_root", "format_duration", "load_config", "parse_config",
+           "parse_duration", "parse_label", "show_config", "with_overrides"]

@@ -51,7 +51,11 @@ def problems(error: ValidationError, root: type[BaseModel]) -> list[str]:
     lines = []
     for item in error.errors():
         loc, path = item["loc"], key_path(item["loc"])
-        if item["type"] == "extra_forbidden":
+        if item["type"] == "value_error":   # a validator's own message
+            lines.append(f"{path}: {item['ctx']['error']}")
+        elif item["type"] == "missing":
+            lines.append(f"{path}: missing (a required key)")
+        elif item["type"] == "extra_forbidden":
             model = _model_at(root, loc[:-1])
             allowed = ", ".join(model.model_fields) if model else "none"
             lines.append(f"{path}: unknown key {loc[-1]!r} (allowed: {allowed})")

@@ -10,14 +10,18 @@ freshrec.config.errors.ConfigError: ...freshrec.yaml: training.offline_interval:
 ...freshrec.yaml: training.epochs: expected a number >= 1, got 0
 >>> _ = path.write_text("training: {offline_interval: 90m}\\n")
 >>> print(show_config(load_config(path)).split("training:")[1].split("\\n")[2])
-  offline_interval: 90m  # Event time between offline retrainings
+  offline_interval: 90m  # Event time between offline retrainings (null: by offline_events only, or never)
+>>> with_overrides(load_config(path), {"model.dim": 8, "source.columns.user": "u"})  # doctest: +ELLIPSIS
+Traceback (most recent call last):
+...
+freshrec.config.errors.ConfigError: source.columns.item: missing (a required key)...
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Hashable, Iterator
+from collections.abc import Hashable, Iterator, Mapping
 from typing import Any
 
 import yaml
@@ -26,7 +30,7 @@ from pydantic import BaseModel, ValidationError
 from freshrec.config.errors import ConfigError, problems, show_value
 from freshrec.config.schema import FreshrecConfig
 
-__all__ = ["load_config", "parse_config", "show_config"]
+__all__ = ["load_config", "parse_config", "show_config", "with_overrides"]
 
 HEADER = "# freshrec config: every setting, defaults filled in\n"
 
@@ -77,9 +81,27 @@ def parse_config(data: Any, source: str | None = None) -> FreshrecConfig:
         sections = ", ".join(FreshrecConfig.model_fields)
         raise ConfigError([f"top level: expected a mapping with keys {sections}, got {show_value(data)}"], source)
     try:
-        return FreshrecConfig.model_validate(data)
+        config = FreshrecConfig.model_validate(data)
     except ValidationError as error:
         raise ConfigError(problems(error, FreshrecConfig), source) from None
+    if config.problems():
+        raise ConfigError(config.problems(), source)
+    return config
+
+
+def with_overrides(config: FreshrecConfig, changes: Mapping[str, Any]) -> FreshrecConfig:
+    """`config` with the values of `changes` (dotted key paths, e.g. `training.online_batch_size`)
+    put in, validated again as a whole (`ConfigError` names the keys)."""
+    data = config.model_dump()
+    for path, value in changes.items():
+        *parents, name = path.split(".")
+        node = data
+        for part in parents:
+            if node.get(part) is None:   # e.g. source.columns, null until a mapping is given
+                node[part] = {}
+            node = node[part]
+        node[name] = value
+    return parse_config(data)
 
 
 def show_config(config: FreshrecConfig) -> str:

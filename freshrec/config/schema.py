@@ -1,6 +1,8 @@
 """`FreshrecConfig`: the whole YAML config, one section per part of the system.
 
 The article's case-study block is valid as written; every section has defaults, so `{}` is valid too.
+Settings that depend on each other are checked together (`problems()`), so `freshrec config check`
+refuses what `freshrec run` would.
 
 >>> config = FreshrecConfig.model_validate({"gpu": {"type": "A100", "count": 8, "autoscale": True},
 ...                                          "training": {"online_batch_size": 512, "offline_interval": "6h"}})
@@ -9,6 +11,8 @@ The article's case-study block is valid as written; every section has defaults, 
 >>> config.to_model_config()
 FMConfig(dim=16, lr=0.05, init_std=0.01, seed=0, admit_after=1, ttl_seconds=None, capacity=None, loss='bce', \
 initial_accumulator=0.0, ordinal_levels=(), linear_lr=None)
+>>> FreshrecConfig.model_validate({"embedding": {"optimizer": "ftrl"}}).problems()
+["embedding.optimizer: model 'fm' supports adagrad, got 'ftrl'"]
 """
 
 from __future__ import annotations
@@ -18,15 +22,16 @@ from typing import TYPE_CHECKING
 
 from pydantic import Field
 
-from freshrec.config.errors import ConfigError
+from freshrec.config.section import Section
 from freshrec.config.sections import (
+    OPTIMIZERS,
     EmbeddingSection,
     FeaturesSection,
     FusionSection,
     GpuSection,
+    JoinSection,
     LogSection,
     ModelSection,
-    Section,
     ServeSection,
     SourceSection,
     SyncSection,
@@ -38,36 +43,55 @@ if TYPE_CHECKING:
 
 __all__ = ["FreshrecConfig"]
 
+
 class FreshrecConfig(Section):
     """The configuration of a freshrec deployment (frozen; unknown keys are errors)."""
 
-    source: SourceSection = Field(SourceSection(), description="Where events come from")
-    features: FeaturesSection = Field(FeaturesSection(), description="How events become model inputs")
-    model: ModelSection = Field(ModelSection(), description="The online model")
-    embedding: EmbeddingSection = Field(EmbeddingSection(), description="The embedding tables' row-wise optimizer")
-    training: TrainingSection = Field(TrainingSection(), description="Online and offline training")
-    sync: SyncSection = Field(SyncSection(), description="Publishing the trained model to the servers")
-    serve: ServeSection = Field(ServeSection(), description="The HTTP server")
-    fusion: FusionSection = Field(FusionSection(), description="Blending online and offline predictions")
-    log: LogSection = Field(LogSection(), description="The event log (the article's batch storage)")
-    gpu: GpuSection = Field(GpuSection(), description="GPUs (the article's gpu block)")
+    source: SourceSection = Field(default_factory=SourceSection, description="Where events come from")
+    join: JoinSection = Field(default_factory=JoinSection, description="Impressions joined with later actions (labels)")
+    features: FeaturesSection = Field(default_factory=FeaturesSection, description="How events become model inputs")
+    model: ModelSection = Field(default_factory=ModelSection, description="The online model")
+    embedding: EmbeddingSection = Field(default_factory=EmbeddingSection, description="The embedding tables' row-wise optimizer")
+    training: TrainingSection = Field(default_factory=TrainingSection, description="Online and offline training")
+    sync: SyncSection = Field(default_factory=SyncSection, description="Publishing the trained model to the servers")
+    serve: ServeSection = Field(default_factory=ServeSection, description="The HTTP server")
+    fusion: FusionSection = Field(default_factory=FusionSection, description="Blending online and offline predictions")
+    log: LogSection = Field(default_factory=LogSection, description="The event log (the article's batch storage)")
+    gpu: GpuSection = Field(default_factory=GpuSection, description="GPUs (the article's gpu block)")
+
+    def problems(self) -> list[str]:
+        """Settings that are valid alone but not together, one line each naming the key."""
+        lines, source = [], self.source
+        supported = OPTIMIZERS[self.model.name]
+        if self.embedding.optimizer not in supported:
+            lines.append(f"embedding.optimizer: model {self.model.name!r} supports {' or '.join(supported)}, "
+                         f"got {self.embedding.optimizer!r}")
+        if bool(self.model.ordinal_levels) != bool(self.features.target):
+            lines.append("model.ordinal_levels: goes with features.target (the graded column), set both or neither")
+        if self.model.ordinal_levels and self.model.loss != "bce":
+            lines.append(f"model.ordinal_levels: needs model.loss bce, got {self.model.loss!r}")
+        if len(set(self.model.ordinal_levels)) < len(self.model.ordinal_levels):
+            lines.append(f"model.ordinal_levels: expected distinct levels, got {list(self.model.ordinal_levels)}")
+        tabular = source.format in ("csv", "parquet")
+        if tabular != (source.columns is not None):
+            lines.append(f"source.columns: format {source.format!r} needs a column mapping (user, item, time)"
+                         if tabular else f"source.columns: only for format csv or parquet, not {source.format!r}")
+        if source.kind == "kafka" and source.limit is not None:
+            lines.append("source.limit: replay only (a kafka run ends on source.kafka.idle_timeout or a signal)")
+        return lines
 
     def to_model_config(self) -> ModelConfig:
         """The `ModelConfig` subclass of `model.name` (e.g. `FMConfig`) from the `model` and `embedding`
-        sections; raises `ConfigError` for an `embedding.optimizer` the model cannot use."""
+        sections (call it on a config without `problems()`)."""
         from freshrec.models import MODELS  # the model modules load only when needed
 
         model, embedding = self.model, self.embedding
         config_class = MODELS[model.name][1]
         names = {f.name for f in dataclasses.fields(config_class)}
-        ftrl = embedding.optimizer == "ftrl" and "ftrl" in names
-        if embedding.optimizer != "adagrad" and not ftrl:
-            supported = "adagrad or ftrl" if "ftrl" in names else "adagrad"
-            raise ConfigError([f"embedding.optimizer: model {model.name!r} supports {supported}, "
-                               f"got {embedding.optimizer!r}"])
-        extra = {"ftrl": True} if ftrl else {}
+        extra = {"ftrl": True} if embedding.optimizer == "ftrl" else {}
         if "linear_lr" in names:
             extra["linear_lr"] = embedding.linear_lr
         return config_class(dim=model.dim, lr=model.lr, seed=model.seed, admit_after=model.admit_after,
                             ttl_seconds=model.ttl, capacity=model.capacity, loss=model.loss,
-                            initial_accumulator=embedding.initial_accumulator, **extra)
+                            initial_accumulator=embedding.initial_accumulator,
+                            ordinal_levels=model.ordinal_levels, **extra)

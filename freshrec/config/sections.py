@@ -12,21 +12,20 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
+from freshrec.config.columns import ColumnsSection
 from freshrec.config.durations import Duration
-from freshrec.events.datasets import FORMATS
+from freshrec.config.section import Section
 
-__all__ = ["EmbeddingSection", "FeatureOverride", "FeaturesSection", "FusionSection", "GpuSection", "KafkaSection",
-           "LogSection", "ModelSection", "Section", "ServeSection", "SourceSection", "SyncSection", "TrainingSection"]
+__all__ = ["FORMATS", "MODEL_NAMES", "OPTIMIZERS", "ColumnsSection", "EmbeddingSection", "FeatureOverride",
+           "FeaturesSection", "FusionSection", "GpuSection", "JoinSection", "KafkaSection", "LogSection",
+           "ModelSection", "Section", "ServeSection", "SourceSection", "SyncSection", "TrainingSection"]
 
+FORMATS = ("criteo", "avazu", "movielens-100k", "open-bandit", "csv", "parquet", "simulator")
 MODEL_NAMES = ("lr", "fm", "deepfm", "dcn")
-
-
-class Section(BaseModel):
-    """Base of every section: unknown keys are errors, values are frozen."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
+OPTIMIZERS = {"lr": ("adagrad", "ftrl"), "fm": ("adagrad",), "deepfm": ("adagrad",), "dcn": ("adagrad",)}
+"""The row-wise optimizers each model can use."""
 
 
 class KafkaSection(Section):
@@ -38,33 +37,49 @@ class KafkaSection(Section):
                        description="The events topic (bad messages go to <topic>.dead)")
     group: str = Field("freshrec-trainer", min_length=1, description="Consumer group of the trainers")
     settings: dict[str, str] = Field({}, description="Extra librdkafka settings (SASL, TLS...), key: value")
+    idle_timeout: Duration | None = Field(None, description="Stop after this long without a message (null: never)")
 
 
 class SourceSection(Section):
     """Where events come from."""
 
-    kind: Literal["replay", "kafka", "simulator"] = Field(
-        "replay", description="replay (a data set in time order), kafka (a live topic) or simulator")
+    kind: Literal["replay", "kafka"] = Field(
+        "replay", description="replay (a data set in time order) or kafka (a live topic of events of that shape)")
     format: Literal[FORMATS] = Field("movielens-100k", description="The data set's format (also the shape of "
-                                                                   "the Kafka events)")
+                                                                   "the Kafka events); simulator: generated events")
     data: Path | None = Field(None, description="File or folder to replay (null: MovieLens-100k under "
                                                 "$FRESHREC_DATA, fetched when missing)")
+    columns: ColumnsSection | None = Field(None, description="csv/parquet: the column mapping")
+    limit: int | None = Field(None, ge=0, description=(
+        "replay: stop at this many events from the start of the stream, counted across reruns on the "
+        "same state (null: the whole stream)"))
+    fallback: Literal["simulator"] | None = Field(
+        None, description="simulator: replay it when MovieLens-100k can be neither found nor fetched")
     chunk_rows: int = Field(4096, ge=1, description="Rows read at a time (checkpoints fall between chunks)")
-    kafka: KafkaSection = Field(KafkaSection(), description="Kafka consumer settings (source.kind: kafka)")
+    kafka: KafkaSection = Field(default_factory=KafkaSection, description="Kafka consumer settings (source.kind: kafka)")
+
+
+class JoinSection(Section):
+    """Joining impressions (`kind` column) with their later actions into labelled examples."""
+
+    window: Duration | None = Field(None, description="Attribution window in event time (null: no join)")
+    allowed_lateness: Duration = Field(60.0, description="How far the watermark trails the newest event time")
+    key: tuple[str, ...] = Field(("user_id", "item_id"), min_length=1,
+                                 description="impression_id, or the columns that pair an action with its impression")
 
 
 class FeatureOverride(Section):
     """Settings of one feature field that differ from the defaults."""
 
-    dim: int | None = Field(None, ge=1, description="Embedding width of this field (null: features.dim)")
-    table: str | None = Field(None, min_length=1,
-                              description="Embedding table (fields sharing a table share ids; null: the field name)")
+    table: str = Field(min_length=1, description="Embedding table (and hashing salt): fields sharing a table "
+                                                 "share ids")
 
 
 class FeaturesSection(Section):
     """How events become model inputs."""
 
-    dim: int | None = Field(None, ge=1, description="Embedding width of id fields (null: model.dim)")
+    target: str | None = Field(None, min_length=1, description=(
+        "The graded column the label comes from (e.g. rating), learned at model.ordinal_levels"))
     fields: dict[str, FeatureOverride] = Field({}, description="Per-field overrides, field name: settings")
 
 
@@ -74,17 +89,19 @@ class ModelSection(Section):
     name: Literal[MODEL_NAMES] = Field("fm", description="lr, fm (factorization machine), deepfm or dcn")
     dim: int = Field(16, ge=1, description="Embedding width (FM factors)")
     lr: float = Field(0.05, gt=0, description="Learning rate of the embedding rows (and the dense parameters)")
-    seed: int = Field(0, description="Seed of the initial weights")
+    seed: int = Field(0, description="Seed of the initial weights (and of the simulator)")
     loss: Literal["bce", "mse"] = Field("bce", description="bce (0/1 labels) or mse (ratings)")
     admit_after: int = Field(1, ge=1, description="Sightings of an id before it gets an embedding row")
     ttl: Duration | None = Field(None, description="Evict ids unseen for this long, in event time (null: never)")
     capacity: int | None = Field(None, ge=1, description="Most rows per table, least used evicted (null: no limit)")
+    ordinal_levels: tuple[float, ...] = Field((), description=(
+        "Other levels of features.target learned beside the label, e.g. [2, 3, 5] for rating>=4"))
 
 
 class EmbeddingSection(Section):
     """The row-wise optimizer of the embedding tables."""
 
-    optimizer: Literal["adagrad", "sgd", "adam", "ftrl"] = Field("adagrad", description="adagrad, sgd, adam or ftrl")
+    optimizer: Literal["adagrad", "ftrl"] = Field("adagrad", description="adagrad, or ftrl (model lr only)")
     initial_accumulator: float = Field(0.0, ge=0, description="Adagrad: the accumulators' starting value")
     linear_lr: float | None = Field(None, gt=0,
                                     description="FM models: learning rate of the linear weights (null: model.lr)")
@@ -94,7 +111,8 @@ class TrainingSection(Section):
     """Online and offline training (the article's `online_batch_size` and `offline_interval`)."""
 
     online_batch_size: int = Field(512, ge=1, description="Rows per online micro-batch")
-    offline_interval: Duration = Field(21600.0, description="Event time between offline retrainings")
+    offline_interval: Duration | None = Field(21600.0, description=(
+        "Event time between offline retrainings (null: by offline_events only, or never)"))
     offline_events: int | None = Field(None, ge=1,
                                        description="Also retrain offline after this many events (null: by time only)")
     checkpoint_events: int = Field(50_000, ge=1, description="Source events between checkpoints")
@@ -116,8 +134,9 @@ class SyncSection(Section):
 class ServeSection(Section):
     """The HTTP server."""
 
+    enabled: bool = Field(True, description="freshrec run: serve the model over HTTP while it learns")
     host: str = Field("127.0.0.1", min_length=1, description="Address to listen on")
-    port: int = Field(8000, ge=0, le=65535, description="Port to listen on (0: any free port)")
+    port: int = Field(8000, ge=1, le=65535, description="Port to listen on")
     max_candidates: int = Field(1000, ge=1, description="Most candidates one /predict may score")
     max_body_bytes: int = Field(1 << 20, ge=1024, description="Largest request body accepted (413 above)")
     recommend_candidates: int = Field(200, ge=1, description="Candidates /recommend ranks")
@@ -147,7 +166,7 @@ class LogSection(Section):
 
 
 class GpuSection(Section):
-    """GPUs (the article's `gpu` block)."""
+    """GPUs (the article's `gpu` block); accepted, reported by `freshrec run`, not used yet (CPU training)."""
 
     type: str = Field("none", min_length=1, description="GPU type, e.g. A100, H100, T4 (none: CPU only)")
     count: int = Field(0, ge=0, description="Number of GPUs")

@@ -55,7 +55,9 @@ class EngineConfig:
     - `sync`: delta and snapshot publishing (`publish=False`: none, e.g. without servers);
     - `trainer`: the online trainer's settings;
     - `retrain_events` / `retrain_seconds` (event time): how often the `retrain` hook is called
-      (the offline trainer's trigger; None: never)."""
+      (the offline trainer's trigger; None: never);
+    - `log_roll_bytes` / `log_roll_seconds`: when the event log closes a segment;
+    - `target`: the graded column featurised as `Batch.targets` (ordinal levels; None: none)."""
 
     batch_size: int = 512
     checkpoint_events: int = 50_000
@@ -64,6 +66,9 @@ class EngineConfig:
     retrain_seconds: float | None = None
     sync: SyncConfig = field(default_factory=SyncConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    log_roll_bytes: int = 64 << 20
+    log_roll_seconds: float = 300.0
+    target: str | None = None
 
 
 class DataFlowEngine:
@@ -82,8 +87,9 @@ class DataFlowEngine:
         self.root = Path(root)
         self.config = config or EngineConfig()
         self.joiner = joiner
-        self.pipeline = FeaturePipeline(self.specs)
-        self.log = EventLog.open(self.root / "log", source.fields)
+        self.pipeline = FeaturePipeline(self.specs, self.config.target)
+        self.log = EventLog.open(self.root / "log", source.fields, self.config.log_roll_bytes,
+                                 self.config.log_roll_seconds)
         self.checkpoints = CheckpointStore(self.root / "checkpoints")
         self.registry = ModelRegistry(self.root / "registry")
         self.trainer = OnlineTrainer(build(), self.config.trainer)

@@ -30,12 +30,14 @@ class BackgroundServer:
     """Serves `registry` on host:port from a daemon thread; OSError if it cannot listen."""
 
     def __init__(self, registry: str | Path, port: int, host: str = "127.0.0.1", timeout: float = 10.0,
-                 offline: str | Path | None = None, sink: LiveQueue | None = None) -> None:
-        """`offline`: the offline snapshots' registry, for Hedge-fused scores; `sink`: where
-        `POST /events` puts the events (None: it answers 503)."""
+                 offline: str | Path | None = None, config: ServeConfig | None = None,
+                 sink: LiveQueue | None = None) -> None:
+        """`offline`: the offline snapshots' registry, for Hedge-fused scores; `config`: the app's
+        limits (default: `ServeConfig()` with the admin token from $FRESHREC_ADMIN_TOKEN); `sink`:
+        where `POST /events` puts the events (None: it answers 503)."""
         self.service = ModelService(ModelRegistry(registry), sink=sink,
                                     offline=ModelRegistry(offline) if offline else None)
-        app = create_app(self.service, ServeConfig(admin_token=os.environ.get(ADMIN_TOKEN_ENV)))
+        app = create_app(self.service, config or ServeConfig(admin_token=os.environ.get(ADMIN_TOKEN_ENV)))
         self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
         self.thread = threading.Thread(target=self.server.run, name="freshrec-server", daemon=True)
         self.thread.start()

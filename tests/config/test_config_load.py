@@ -10,7 +10,7 @@ from conftest import ARTICLE
 
 from freshrec.config import ConfigError, FreshrecConfig, load_config, parse_config, show_config
 
-SECTIONS = "source, features, model, embedding, training, sync, serve, fusion, log, gpu"
+SECTIONS = "source, join, features, model, embedding, training, sync, serve, fusion, log, gpu"
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -49,9 +49,10 @@ def test_unknown_keys_at_top_level_and_nested(tmp_path):
     assert problems_of(tmp_path, "gpu:\n  kind: A100\n") == \
         ["gpu.kind: unknown key 'kind' (allowed: type, count, autoscale)"]
     (line,) = problems_of(tmp_path, "source:\n  kafka:\n    brokers: x\n")
-    assert line == "source.kafka.brokers: unknown key 'brokers' (allowed: bootstrap, topic, group, settings)"
-    (line,) = problems_of(tmp_path, "features:\n  fields:\n    user_id: {size: 8}\n")
-    assert line == "features.fields.user_id.size: unknown key 'size' (allowed: dim, table)"
+    assert line == ("source.kafka.brokers: unknown key 'brokers' "
+                    "(allowed: bootstrap, topic, group, settings, idle_timeout)")
+    (line,) = problems_of(tmp_path, "features:\n  fields:\n    user_id: {table: u, size: 8}\n")
+    assert line == "features.fields.user_id.size: unknown key 'size' (allowed: table)"
 
 
 @pytest.mark.parametrize(("text", "expected"), [
@@ -129,13 +130,13 @@ def test_show_config_round_trips_with_defaults_and_duration_spellings(tmp_path):
     config = load_config(write(tmp_path, ARTICLE + "sync:\n  sync_interval: 250ms\n  full_interval: 1.5h\n"
                                "model: {ttl: 7d, capacity: 100000}\nsource:\n  data: ../data/ml-100k\n"
                                "  kafka: {settings: {linger.ms: 5, sasl.password: 'yes'}}\n"
-                               "features: {fields: {user_id: {dim: 8}}}\n"))
+                               "features: {fields: {genres: {table: item_id}}}\n"))
     text = show_config(config)
     data = yaml.safe_load(text)
     assert data["training"]["offline_interval"] == "6h"
     assert data["sync"] == {"sync_interval": "250ms", "full_interval": "90m"}
     assert data["model"]["ttl"] == "7d"
     assert data["serve"]["port"] == 8000   # defaults are written out
-    assert "  offline_interval: 6h  # Event time between offline retrainings\n" in text
+    assert "  offline_interval: 6h  # Event time between offline retrainings (null: " in text
     assert load_config(write(tmp_path, text)) == config
     assert load_config(write(tmp_path, show_config(FreshrecConfig()))) == FreshrecConfig()

@@ -122,8 +122,25 @@ def test_model_config_of_each_model():
     assert isinstance(lr, LRConfig) and lr.ftrl
 
 
-@pytest.mark.parametrize(("name", "optimizer"), [("fm", "ftrl"), ("fm", "adam"), ("dcn", "sgd"), ("lr", "adam")])
-def test_model_config_refuses_an_optimizer_the_model_cannot_use(name, optimizer):
-    config = parse_config({"model": {"name": name}, "embedding": {"optimizer": optimizer}})
-    with pytest.raises(ConfigError, match=f"embedding.optimizer: model '{name}' supports .*, got '{optimizer}'"):
-        config.to_model_config()
+@pytest.mark.parametrize("name", ["fm", "deepfm", "dcn"])
+def test_an_optimizer_the_model_cannot_use_is_refused_when_parsed(name):
+    with pytest.raises(ConfigError, match=f"^embedding.optimizer: model '{name}' supports adagrad, got 'ftrl'$"):
+        parse_config({"model": {"name": name}, "embedding": {"optimizer": "ftrl"}})
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_optimizers_no_model_uses_are_not_offered(optimizer):
+    with pytest.raises(ConfigError, match=f"embedding.optimizer: expected one of 'adagrad' or 'ftrl', got '{optimizer}'"):
+        parse_config({"model": {"name": "lr"}, "embedding": {"optimizer": optimizer}})
+
+
+@pytest.mark.parametrize(("data", "line"), [
+    ({"model": {"ordinal_levels": [2, 3]}}, "model.ordinal_levels: goes with features.target"),
+    ({"features": {"target": "rating"}}, "model.ordinal_levels: goes with features.target"),
+    ({"source": {"format": "csv"}}, "source.columns: format 'csv' needs a column mapping"),
+    ({"source": {"columns": {"user": "u", "item": "i", "time": "t"}}}, "source.columns: only for format csv"),
+    ({"source": {"kind": "kafka", "limit": 5}}, "source.limit: replay only"),
+])
+def test_settings_that_do_not_go_together(data, line):
+    with pytest.raises(ConfigError, match="^" + line):
+        parse_config(data)

@@ -104,11 +104,12 @@ def test_the_retrain_hook_fires_by_event_time(tmp_path: Path) -> None:
 
 
 def test_run_with_a_join_config_learns_joined_examples_without_key_features(tmp_path: Path) -> None:
-    from freshrec.engine.run import RunOptions, run
+    from freshrec.config import parse_config
+    from freshrec.engine.run import run
 
-    options = RunOptions("fm", ModelConfig(dim=4), tmp_path, checkpoint_events=3000, publish=False,
-                         join=JoinConfig(window=30.0, allowed_lateness=0.0, key=("impression_id",)))
-    figures = run(_impressions_and_clicks(), options)
+    config = parse_config({"model": {"dim": 4}, "training": {"checkpoint_events": 3000, "offline_interval": None},
+                           "join": {"window": "30s", "allowed_lateness": 0, "key": ["impression_id"]}})
+    figures = run(_impressions_and_clicks(), config, tmp_path, publish=False)
     assert figures["learned"] == 6000 and figures["events"] > 6000 and not figures["stopped_by_signal"]
 
 

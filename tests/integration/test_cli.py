@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import socket
 import subprocess
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from conftest import need_real_data
 from typer.testing import CliRunner
 
@@ -25,6 +27,8 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def _run(args: list[str], cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    if env is not None and "PYTHONPATH" in os.environ:   # the code under test, installed or not
+        env = {**env, "PYTHONPATH": os.environ["PYTHONPATH"]}
     return subprocess.run(FRESHREC + args, cwd=cwd, capture_output=True, text=True, timeout=120, env=env)
 
 
@@ -68,13 +72,27 @@ def test_corrupted_criteo_counts_add_up(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("args, code, message", [
-    (["replay", "--format", "nope", "--data", "x"], 2, "error: unknown format 'nope'; choose one of: criteo,"),
+    (["replay", "--format", "nope", "--data", "x"], 2, "error: --format (source.format): expected one of 'criteo',"),
     (["replay", "--format", "criteo", "--data", "absent.txt"], 1, "error: criteo: no file or folder at absent.txt"),
     (["replay", "--format", "csv", "--data", "x.csv", "--user", "u"], 2,
-     "error: a column mapping needs --user, --item and --time"),
-    (["replay", "--format", "simulator", "--speed", "-1"], 2, "error: --batch-size and --speed must be positive"),
+     "error: --item (source.columns.item): missing (a required key); --time (source.columns.time): missing"),
+    (["replay", "--format", "csv", "--data", "ratings.csv", "--user", "u", "--item", "movieId", "--time", "timestamp"],
+     2, "error: ratings.csv: no column 'u'; available columns: 'userId',"),
+    (["replay", "--format", "csv", "--data", "ratings.csv", "--user", "userId", "--item", "movieId", "--time",
+      "timestamp", "--label", "rating=>4"], 2,
+     "error: --label (source.columns.label): bad label expression 'rating=>4'"),
+    (["replay", "--format", "simulator", "--speed", "-1"], 2, "error: --speed: expected a positive number, got -1.0"),
+    (["replay", "--format", "simulator", "--batch-size", "0"], 2,
+     "error: --batch-size (training.online_batch_size): expected a number >= 1, got 0"),
+    (["replay", "--format", "csv", "--data", "ratings.csv", "--user", "userId", "--item", "movieId", "--time",
+      "genres"], 1, "error: every record was rejected (2 dead letters in dead_letters.jsonl): nothing to replay"),
+    (["run", "--format", "simulator", "--dim", "0"], 2, "error: --dim (model.dim): expected a number >= 1, got 0"),
+    (["run", "--config", "absent.yaml"], 2, "error: absent.yaml: no such config file"),
+    (["evaluate", "ab", "--format", "simulator", "--fusion", "none"], 2, "error: fusion 'none' is not"),
 ])
 def test_bad_usage_is_one_clear_line(tmp_path: Path, args: list[str], code: int, message: str) -> None:
+    (tmp_path / "ratings.csv").write_text("userId,movieId,rating,timestamp,genres\n"
+                                          "1,31,2.5,1260759144,Drama\n2,10,4.0,1260759179,Action|Comedy\n")
     done = _run(args, tmp_path)
     assert done.returncode == code
     assert done.stderr.count("\n") == 1 and done.stderr.startswith(message), done.stderr
@@ -111,7 +129,9 @@ def test_make_run_path_uses_shared_movielens(tmp_path: Path, monkeypatch: pytest
     figures = _last_json(result.stdout)
     assert figures["events"] == figures["learned"] == figures["logged"] == 100_000
     assert figures["positive_rate"] == pytest.approx(0.55375) and figures["served_version"] >= 1
-    assert figures["auc"] > 0.65 and figures["checkpoints"] == 5 and figures["format"] == "movielens-100k"
+    assert figures["auc"] > 0.65 and figures["format"] == "movielens-100k"
+    assert figures["checkpoints"] == 2            # training.checkpoint_events 50,000 (config default) and the end
+    assert figures["offline"]["published"] >= 1   # training.offline_interval 6h (config default)
 
 
 def test_without_data_or_network_it_says_it_replays_the_simulator(
@@ -149,3 +169,89 @@ def test_readme_quick_start_commands_run(tmp_path: Path, command: str) -> None:
     args = [a.replace("../shared/data", str(root)) for a in args]
     done = _run([a.strip("'") for a in args], tmp_path, env={"FRESHREC_DATA": str(root), "PATH": ""})
     assert done.returncode == 0, done.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("args", [["run", "--format", "simulator", "--limit", "10"],
+                                  ["replay", "--format", "simulator", "--limit", "10", "--model", "lr", "--serve"]])
+def test_a_busy_port_is_a_usage_error_before_serving(tmp_path: Path, args: list[str]) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        done = _run([*args, "--port", str(port), "--state" if args[0] == "run" else "--registry",
+                     str(tmp_path / "state")], tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith(f"error: --port (serve.port): cannot listen on 127.0.0.1:{port}")
+    assert "serving on" not in done.stderr and done.stderr.count("\n") == 1
+
+
+def test_a_rerun_continues_to_a_larger_limit_and_says_when_it_has_nothing_to_do(tmp_path: Path) -> None:
+    def run(limit: int):
+        return CliRunner().invoke(app, ["run", "--format", "simulator", "--limit", str(limit), "--no-serve",
+                                        "--state", str(tmp_path / "state"), "--chunk", "1000", "--json", "--quiet"])
+
+    first, again, more = run(3000), run(3000), run(5000)
+    assert first.exit_code == again.exit_code == more.exit_code == 0, (first.output, again.output, more.output)
+    assert _last_json(first.stdout)["learned"] == 3000
+    assert "nothing new: the state in" in again.stderr and "--limit 3,000 counts events from the start" in again.stderr
+    assert _last_json(again.stdout)["rows"] == 0
+    figures = _last_json(more.stdout)
+    assert figures["rows"] == 2000 and figures["learned"] == 5000 and figures["restored_from"] is not None
+
+
+def test_flags_override_the_config_file_and_print_config_shows_the_result(tmp_path: Path) -> None:
+    (tmp_path / "freshrec.yaml").write_text("training: {online_batch_size: 256, checkpoint_events: 1000}\n"
+                                            "gpu: {type: A100, count: 8}\n")
+    done = _run(["run", "--config", "freshrec.yaml", "--batch-size", "64", "--print-config"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    shown = yaml.safe_load(done.stdout)
+    assert shown["training"]["online_batch_size"] == 64 and shown["training"]["checkpoint_events"] == 1000
+    assert shown["gpu"] == {"type": "A100", "count": 8, "autoscale": False}
+    run = CliRunner().invoke(app, ["run", "--config", str(tmp_path / "freshrec.yaml"), "--format", "simulator",
+                                   "--limit", "2000", "--no-serve", "--state", str(tmp_path / "s"), "--json"])
+    assert run.exit_code == 0, run.output
+    assert "gpu: 8 x A100 asked for; " in run.stderr and _last_json(run.stdout)["gpu"].startswith("gpu: 8 x A100")
+
+
+def _ratings_csv(path: Path, rows: int = 2_000) -> None:
+    rng = np.random.default_rng(1)
+    lines = ["userId,movieId,rating,timestamp"] + [
+        f"{u},{m},{r},{t}" for u, m, r, t in zip(rng.integers(1, 50, rows), rng.integers(1, 80, rows),
+                                                 rng.integers(1, 6, rows), np.sort(rng.integers(1e9, 1.1e9, rows)))]
+    path.write_text("\n".join(lines) + "\n")
+
+
+MAPPING = ["--format", "csv", "--data", "ratings.csv", "--user", "userId", "--item", "movieId", "--time",
+           "timestamp", "--label", "rating>=4"]
+
+
+def test_a_csv_mapping_takes_target_and_ordinal_levels(tmp_path: Path) -> None:
+    _ratings_csv(tmp_path / "ratings.csv")
+    done = _run(["replay", *MAPPING, "--model", "fm", "--target", "rating", "--ordinal-levels", "2,3,5",
+                 "--json", "--quiet"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert _last_json(done.stdout)["rows"] == 2_000
+
+
+def test_evaluate_ab_takes_the_same_source_options(tmp_path: Path) -> None:
+    _ratings_csv(tmp_path / "ratings.csv")
+    done = _run(["evaluate", "ab", *MAPPING, "--arms", "online", "--limit", "1500", "--json"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert set(_last_json(done.stdout)["arms"]) == {"online"}
+
+
+def test_serve_takes_its_port_from_the_config_and_refuses_a_busy_one(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        (tmp_path / "freshrec.yaml").write_text(f"serve: {{port: {port}}}\n")
+        done = CliRunner().invoke(app, ["serve", "--registry", str(tmp_path), "--config",
+                                        str(tmp_path / "freshrec.yaml")])
+    assert done.exit_code == 2 and done.stderr.startswith("error: --port (serve.port): cannot listen"), done.output

@@ -102,14 +102,16 @@ def test_replay_learns_the_ratings_other_levels_from_the_cli(tmp_path: Path) -> 
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--model", "svm"], "error: unknown model 'svm'; choose one of: lr, fm, deepfm, dcn"),
-    (["--model", "fm", "--dim", "0"], "error: --dim and --lr must be positive"),
-    (["--model", "lr", "--lr", "-1"], "error: --dim and --lr must be positive"),
-    (["--model", "fm", "--ordinal-levels", "2,5"], "error: --ordinal-levels and --target go together"),
+    (["--model", "svm"], "error: --model (model.name): expected one of 'lr', 'fm', 'deepfm' or 'dcn', got 'svm'"),
+    (["--model", "fm", "--dim", "0"], "error: --dim (model.dim): expected a number >= 1, got 0"),
+    (["--model", "lr", "--lr", "-1"], "error: --lr (model.lr): expected a number > 0.0, got -1.0"),
+    (["--model", "fm", "--ordinal-levels", "2,5"],
+     "error: --ordinal-levels (model.ordinal_levels): goes with features.target (the graded column), "
+     "set both or neither"),
     (["--model", "fm", "--ordinal-levels", "2,x", "--target", "r"],
-     "error: --ordinal-levels '2,x': could not convert string to float: 'x'"),
+     "error: --ordinal-levels '2,x': expected numbers separated by commas, e.g. 2,3,5"),
     (["--model", "fm", "--ordinal-levels", "2,2", "--target", "r"],
-     "error: --ordinal-levels '2,2': ordinal_levels must be distinct finite numbers of a bce model, not (2.0, 2.0)"),
+     "error: --ordinal-levels (model.ordinal_levels): expected distinct levels, got [2.0, 2.0]"),
 ])
 def test_bad_model_options_exit_2_with_one_line(tmp_path: Path, args: list[str], message: str) -> None:
     done = _run(["replay", "--format", "simulator", "--limit", "10", *args], tmp_path)

@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from freshrec.events.datasets.avazu import AVAZU_COLUMNS, open_avazu
+from freshrec.config.sections import FORMATS
 from freshrec.events.datasets.criteo import CriteoReplay
+from freshrec.events.datasets.delimited import MappingError
 from freshrec.events.datasets.movielens import FILES as MOVIELENS_FILES
 from freshrec.events.datasets.movielens import open_movielens
 from freshrec.events.datasets.open_bandit import open_open_bandit
@@ -24,9 +26,7 @@ from freshrec.events.deadletter import DeadLetterSink
 from freshrec.events.simulator import Simulator, SimulatorConfig
 from freshrec.events.source import Source
 
-__all__ = ["FORMATS", "ColumnMapping", "FoundDataset", "UnknownFormat", "discover", "open_source"]
-
-FORMATS = ("criteo", "avazu", "movielens-100k", "open-bandit", "csv", "parquet", "simulator")
+__all__ = ["FORMATS", "ColumnMapping", "FoundDataset", "MappingError", "UnknownFormat", "discover", "open_source"]
 
 
 class UnknownFormat(ValueError):
@@ -46,7 +46,7 @@ def open_source(fmt: str, path: Path | None, dead_letters: DeadLetterSink, batch
         raise FileNotFoundError(f"{fmt}: no file or folder at {path}")
     if fmt in ("csv", "parquet"):
         if mapping is None:
-            raise ValueError(f"format {fmt!r} needs a column mapping (--user, --item, --time)")
+            raise MappingError(f"format {fmt!r} needs a column mapping (--user, --item, --time)")
         return open_table_log(path, mapping, dead_letters, batch_size, fmt=fmt)
     openers = {"criteo": CriteoReplay, "avazu": open_avazu, "movielens-100k": open_movielens,
                "open-bandit": open_open_bandit}

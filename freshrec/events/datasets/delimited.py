@@ -133,11 +133,15 @@ def reject_empty_lines(checks: RowChecks, table: pa.Table) -> None:
     checks.reject(empty, "column_count", lambda r: f"empty line, expected {table.num_columns} columns")
 
 
+class MappingError(ValueError):
+    """A column mapping that does not fit the data (a column it names is missing): a usage error."""
+
+
 def require_columns(available: list[str], needed: list[str] | tuple[str, ...], path: Path) -> None:
-    """ValueError naming the missing columns and listing the available ones."""
+    """`MappingError` naming the missing columns and listing the available ones."""
     missing = [c for c in needed if c not in available]
     if missing:
-        raise ValueError(f"{path}: no column {', '.join(map(repr, missing))}; "
+        raise MappingError(f"{path}: no column {', '.join(map(repr, missing))}; "
                          f"available columns: {', '.join(map(repr, available))}")
 
 

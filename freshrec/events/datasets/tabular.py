@@ -26,7 +26,6 @@ with their line), then parsed and validated column-wise by `RowChecks`.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +43,7 @@ from freshrec.events.datasets.delimited import (
     require_columns,
     valid_replay,
 )
+from freshrec.config.columns import LabelRule, parse_label
 from freshrec.events.deadletter import DeadLetterSink
 from freshrec.events.event import (
     ITEM,
@@ -63,40 +63,6 @@ __all__ = ["ColumnMapping", "LabelRule", "open_table_log", "parse_label"]
 
 _OPS: dict[str, Callable] = {">=": pc.greater_equal, ">": pc.greater, "<=": pc.less_equal,
                              "<": pc.less, "==": pc.equal, "!=": pc.not_equal}
-_LABEL_EXPR = re.compile(r"^\s*(?P<column>[^<>=!]*?)\s*(?P<op>>=|<=|==|!=|>|<)\s*"
-                         r"(?P<value>[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?)\s*$")
-
-
-@dataclass(frozen=True)
-class LabelRule:
-    """Where the label comes from: a 0/1 `column`, or `column <op> threshold`."""
-
-    column: str
-    op: str | None = None
-    threshold: float | None = None
-
-
-def parse_label(text: str) -> LabelRule:
-    """Parse a label spec: a column name (0/1 values) or a threshold like `rating>=4`.
-
-    >>> parse_label("rating >= 4")
-    LabelRule(column='rating', op='>=', threshold=4.0)
-    >>> parse_label("clicked")
-    LabelRule(column='clicked', op=None, threshold=None)
-    >>> parse_label("rating => 4")  # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    ...
-    ValueError: bad label expression 'rating => 4': expected ... with OP one of >=, >, <=, <, ==, !=
-    """
-    if not any(ch in text for ch in "<>=!"):
-        if not text.strip():
-            raise ValueError("label must name a column or be an expression like 'rating>=4'")
-        return LabelRule(text.strip())
-    match = _LABEL_EXPR.match(text)
-    if match is None or not match["column"]:
-        raise ValueError(f"bad label expression {text!r}: expected a 0/1 column name or "
-                         f"'column OP number' with OP one of {', '.join(_OPS)}")
-    return LabelRule(match["column"], match["op"], float(match["value"]))
 
 
 @dataclass(frozen=True)
@@ -106,6 +72,8 @@ class ColumnMapping:
     `label` is a 0/1 column, a threshold expression (`rating>=4`, `watch_time>30`), or
     None: every row is a positive (implicit feedback, label 1.0). `multi` columns hold
     several categories split by `multi_separator`. `delimiter` None = detect from the header.
+    `target`: a numeric column kept beside each event, not as a feature (e.g. the rating a label
+    rule thresholds, for `FeaturePipeline(target=...)`).
 
     >>> ColumnMapping("u", "i", "t", label="rating>3").label_rule().threshold
     3.0
@@ -124,6 +92,7 @@ class ColumnMapping:
     multi: tuple[str, ...] = ()
     multi_separator: str = "|"
     delimiter: str | None = None
+    target: str | None = None
 
     def __post_init__(self) -> None:
         for kind in ("categorical", "dense", "multi"):
@@ -150,7 +119,7 @@ class ColumnMapping:
     def columns(self) -> list[str]:
         """Every source column the mapping reads, without repeats."""
         rule = self.label_rule()
-        names = [self.user, self.item, self.time] + ([rule.column] if rule else [])
+        names = [self.user, self.item, self.time, *([rule.column] if rule else []), *filter(None, [self.target])]
         return list(dict.fromkeys(names + list(self.categorical + self.dense + self.multi)))
 
     def fields(self) -> tuple[Field, ...]:
@@ -233,6 +202,9 @@ def _mapped_columns(table: pa.Table, mapping: ColumnMapping, checks: RowChecks) 
     columns.update({n: blank_to_null(_array(table, n)) for n in mapping.categorical})
     columns.update({n: _multi(_array(table, n), mapping.multi_separator) for n in mapping.multi})
     columns.update({n: pc.cast(v, pa.float64()) for n, v in dense.items()})
+    if mapping.target is not None and mapping.target not in columns:   # kept beside the features
+        same = numbers is not None and rule.column == mapping.target
+        columns[mapping.target] = numbers if same else checks.floats(_array(table, mapping.target), mapping.target)
     return columns
 
 

@@ -1,0 +1,45 @@
+"""The `freshrec` command, one module per sub-command.
+
+    freshrec datasets                     # what is under $FRESHREC_DATA
+    freshrec replay --format movielens-100k --json
+    freshrec replay --format csv --data ratings.csv --user userId --item movieId \\
+        --time timestamp --label 'rating>=4' --dry-run --json
+    freshrec run --config freshrec.yaml --print-config                       # what a run would use
+    freshrec run --format movielens-100k --state out/state                   # the whole loop + server
+    freshrec serve --registry out/state/registry --port 8001                 # a server alone
+    freshrec config show | check FILE
+    freshrec evaluate ab --format simulator --limit 6000 --report ab-report
+
+Conventions: `--json` makes the last stdout line one JSON object; progress and tables go to
+stderr. Exit codes (`freshrec.cli.errors.guarded`): 0 ok, 2 usage or configuration error (one
+line naming the option or key), 1 runtime failure (one line; a traceback only with `--debug`).
+Heavy modules (torch, numba, the readers) load inside the commands, so `--help` and `config` answer
+at once.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from freshrec.cli.config import config_app
+from freshrec.cli.datasets import datasets_command
+from freshrec.cli.evaluate import evaluate_app
+from freshrec.cli.replay import replay_command
+from freshrec.cli.run import run_command
+from freshrec.cli.serve import serve_command
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="freshrec: real-time training of recommendation models.")
+app.command("datasets")(datasets_command)
+app.command("replay")(replay_command)
+app.command("run")(run_command)
+app.command("serve")(serve_command)
+app.add_typer(config_app, name="config")
+app.add_typer(evaluate_app, name="evaluate")
+
+
+def main() -> None:
+    """Entry point of the `freshrec` script."""
+    app()

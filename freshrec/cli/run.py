@@ -1,0 +1,172 @@
+"""`freshrec run`: the whole loop (source -> event log + online trainer -> deltas -> server, with
+checkpoints and offline retraining), every setting from one `FreshrecConfig`: the `--config` file
+or the defaults, overridden by the flags given.
+
+`--limit N` counts events from the start of the stream, across reruns on the same `--state` (so a
+run killed and started again stops where an uninterrupted one would): a rerun continues up to N,
+and says so when the state already holds N events.
+
+While it serves (`serve.enabled`, the default) it says which requests to try; `POST /events` feeds
+the same loop between the stream's chunks (`WithLive`), and when the stream ends the server and the
+live learning go on until SIGINT/SIGTERM (`--exit-at-end`: stop at the stream's end instead).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from freshrec.cli.errors import guarded
+from freshrec.cli.options import ENGINE, MODEL, OFFLINE, PUBLISH, SERVING, SOURCE, build_config, overriding
+from freshrec.config import FreshrecConfig, show_config
+
+__all__ = ["run_command"]
+
+
+@guarded
+@overriding(SOURCE, MODEL, OFFLINE, SERVING, PUBLISH, ENGINE)
+def run_command(
+    config: Annotated[Path | None, typer.Option(help="YAML configuration (see `freshrec config show`); "
+                                                     "each flag given overrides its key.")] = None,
+    state: Annotated[Path, typer.Option(help="Log, checkpoints and registry; a rerun continues here.")]
+    = Path("out/state"),
+    print_config: Annotated[bool, typer.Option("--print-config", help="Print the configuration the run would "
+                                                                      "use, then exit.")] = False,
+    exit_at_end: Annotated[bool, typer.Option(
+        "--exit-at-end", help="Stop when the stream ends, server included (for scripts; without a server it "
+                              "always does). Otherwise it goes on serving and learning from POST /events "
+                              "until Ctrl-C or SIGTERM.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Last stdout line: one JSON object.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+    overrides: dict[str, Any] | None = None,
+) -> None:
+    """The whole loop: source -> event log + online trainer -> deltas -> server, with checkpoints
+    (a rerun on the same --state continues exactly where the last one stopped)."""
+    settings = build_config(config, overrides or {})
+    if print_config:
+        typer.echo(show_config(settings), nl=False)
+        return
+    import torch
+
+    from freshrec.cli.output import emit, note
+    from freshrec.cli.serve import check_port
+    from freshrec.engine.build import gpu_note, resolve_data
+
+    settings, found = resolve_data(settings)
+    gpu = gpu_note(settings, torch.cuda.is_available())
+    for line in (found, gpu):
+        if line:
+            note(line)
+    if settings.serve.enabled:
+        check_port(settings.serve.host, settings.serve.port)
+    figures = _run(settings, state, quiet, exit_at_end)
+    _say_why_nothing_was_learned(figures, settings, state)
+    s = settings.source
+    emit({**figures, "format": s.format, "source": s.kind, "config": str(config) if config else None,
+          "gpu": gpu}, as_json, f"run {settings.model.name}")
+
+
+def _run(settings: FreshrecConfig, state: Path, quiet: bool, exit_at_end: bool) -> dict:
+    """Open the stream (and the server, with the live events joined to the stream), run the engine
+    with a progress bar, return its figures."""
+    from rich.progress import Progress, TextColumn, TimeElapsedColumn
+
+    from freshrec.cli.output import err, note
+    from freshrec.engine.build import open_stream, serve_config
+    from freshrec.engine.run import run as run_engine
+    from freshrec.events.deadletter import JsonlDeadLetters
+    from freshrec.events.live import LiveQueue, WithLive
+    from freshrec.serve.background import BackgroundServer
+
+    quiet = quiet or not err.is_terminal   # a bar only on a terminal
+    state.mkdir(parents=True, exist_ok=True)
+    letters = JsonlDeadLetters(state / "dead_letters.jsonl")
+    stream = open_stream(settings, letters)
+    source, server, s = stream, None, settings.serve
+    if s.enabled:
+        offline = state / "offline-registry" if settings.fusion.strategy == "hedge" else None
+        live = LiveQueue(stream.fields)
+        sink = live if settings.join.window is None else None   # the joiner keeps the stream's column types
+        server = BackgroundServer(state / "registry", s.port, s.host, offline=offline, config=serve_config(settings),
+                                  sink=sink)
+        url = f"http://{s.host}:{s.port}"
+        note(_requests_to_try(url))
+        on_end = None if exit_at_end else lambda: note(_still_serving(url, learns=sink is not None))
+        source = WithLive(stream, live, follow=not exit_at_end, on_end=on_end)
+    with Progress(TextColumn("{task.description}"), TextColumn("{task.fields[status]}"), TimeElapsedColumn(),
+                  console=err, disable=quiet, transient=True) as bar:
+        task = bar.add_task(f"run {settings.source.kind} {settings.source.format}", status="")
+        show = None if quiet else _progress(lambda status: bar.update(task, status=status),
+                                            getattr(stream, "lag", None), server)
+        try:
+            figures = run_engine(source, settings, state, on_chunk=show)
+        finally:
+            letters.close()
+            served = server.stop() if server is not None else None
+    figures["served_version"] = served
+    kafka = stream.dead_letters.total if settings.source.kind == "kafka" else 0
+    figures["dead_letters"] = letters.total + kafka
+    return figures
+
+
+_JSON = "-H 'content-type: application/json' -d"
+
+
+def _requests_to_try(url: str) -> str:
+    """What `run` prints when its server is up: the address and three requests to try on it."""
+    return (f"serving on {url} while it learns; try:\n"
+            f"  curl -s {url}/predict {_JSON} '{{\"user\": 1, \"candidates\": [1, 2, 3]}}'\n"
+            f"  curl -s {url}/recommend {_JSON} '{{\"user\": 1, \"k\": 10}}'\n"
+            f"  curl -s {url}/metrics")
+
+
+def _still_serving(url: str, learns: bool) -> str:
+    """What `run` prints when the stream ends and it goes on serving (`learns`: from POST /events)."""
+    if not learns:
+        return f"the stream has ended; still serving on {url}; Ctrl-C (or SIGTERM) stops it."
+    return (f"the stream has ended; still serving on {url} and learning from the events posted to it:\n"
+            f"  curl -s {url}/events {_JSON} '{{\"user\": 1, \"item\": 2, \"label\": 1}}'\n"
+            "Ctrl-C (or SIGTERM) stops it.")
+
+
+def _say_why_nothing_was_learned(figures: dict, settings: FreshrecConfig, state: Path) -> None:
+    """A run that learned nothing says why: every record rejected (exit 1), or nothing left after
+    the checkpoint it continued from (a note; exit 0)."""
+    from freshrec.cli.output import note
+
+    if figures["rows"]:
+        return
+    if figures["dead_letters"] and figures["restored_from"] is None:
+        raise RuntimeError(f"every record was rejected ({figures['dead_letters']:,} dead letters in "
+                           f"{state / 'dead_letters.jsonl'}): nothing to learn")
+    if figures["restored_from"] is not None:
+        limit = settings.source.limit
+        why = (f"--limit {limit:,} counts events from the start of the stream: raise it to go on"
+               if limit is not None and figures["events"] >= limit else "the stream has no more events")
+        note(f"nothing new: the state in {state} already holds {figures['events']:,} events ({why})")
+
+
+def _progress(update: Callable[[str], None], lag: Callable[[], int] | None, server) -> Callable:
+    """Events, events/s, consumer lag (Kafka), AUC over the recent window, model version,
+    freshness (served), checkpoints; refreshed at most every half second."""
+    shown, started = [0.0], time.monotonic()
+
+    def show(engine, summary) -> None:
+        now = time.monotonic()
+        if now - shown[0] < 0.5:
+            return
+        shown[0] = now
+        window = engine.trainer.metrics.window()["auc"] if engine.trainer.batches else None
+        version = engine.publisher.version if engine.publisher else None
+        fresh = server.service.describe().get("freshness_s") if server is not None else None
+        update(f"{engine.events:,} events  {summary.rows / max(now - started, 1e-9):,.0f}/s  "
+               + (f"lag {lag():,}  " if lag is not None else "")
+               + (f"AUC(window) {window:.4f}  " if window is not None else "")
+               + f"model v{version}  "
+               + (f"freshness p50 {fresh['p50']:.2f}s  " if fresh else "")
+               + f"checkpoints {engine.step}")
+    return show

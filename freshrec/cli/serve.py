@@ -1,0 +1,54 @@
+"""`freshrec serve`: a server alone, following a registry another process trains into."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from freshrec.cli.errors import UsageError, guarded
+from freshrec.cli.options import SERVING, build_config, overriding
+
+__all__ = ["check_port", "serve_command"]
+
+
+def check_port(host: str, port: int) -> None:
+    """`UsageError` unless `host:port` can be listened on; called before saying "serving on"."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)   # as uvicorn does
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            why = error.strerror or error
+            raise UsageError(f"--port (serve.port): cannot listen on {host}:{port} ({why})") from None
+
+
+@guarded
+@overriding(SERVING)
+def serve_command(
+    registry: Annotated[Path, typer.Option(help="Model registry directory to serve from.")],
+    config: Annotated[Path | None, typer.Option(help="YAML configuration (its serve section); flags override it.")]
+    = None,
+    overrides: dict[str, Any] | None = None,
+) -> None:
+    """Serve the newest model in REGISTRY and follow its deltas (admin token: the variable named by
+    serve.admin_token_env, $FRESHREC_ADMIN_TOKEN by default)."""
+    import uvicorn
+
+    from freshrec.cli.output import note
+    from freshrec.engine.build import serve_config
+    from freshrec.engine.serving import serve_until_signal
+    from freshrec.serve import ModelService, create_app
+    from freshrec.snapshot import ModelRegistry
+
+    settings = build_config(config, overrides or {})
+    host, port = settings.serve.host, settings.serve.port
+    if not registry.is_dir():
+        raise UsageError(f"--registry {registry} is not a directory")
+    check_port(host, port)
+    app = create_app(ModelService(ModelRegistry(registry)), serve_config(settings))
+    note(f"serving {registry} on http://{host}:{port}")
+    serve_until_signal(uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning")))

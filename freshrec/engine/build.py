@@ -1,0 +1,169 @@
+"""The parts of a run, each built from its section of a `FreshrecConfig`: the one place where a
+configuration key becomes a component's setting (`freshrec run`, `freshrec serve`, `freshrec replay`
+and `freshrec evaluate ab` all build through here).
+
+>>> from freshrec.config import parse_config
+>>> config = parse_config({"training": {"online_batch_size": 64, "checkpoint_events": 1000},
+...                        "log": {"roll_bytes": 4096}, "sync": {"full_interval": "1m"}})
+>>> engine = engine_config(config)
+>>> engine.batch_size, engine.checkpoint_events, engine.log_roll_bytes, engine.sync.full_interval
+(64, 1000, 4096, 60.0)
+>>> serve_config(parse_config({"serve": {"max_candidates": 50}})).max_candidates
+50
+>>> gpu_note(parse_config({"gpu": {"type": "A100", "count": 8}}), available=False)
+'gpu: 8 x A100 asked for; no GPU on this machine: training on the CPU'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+from freshrec.config import ConfigError, FreshrecConfig, KafkaSection, cache_dir, data_root, with_overrides
+from freshrec.engine.dataflow import EngineConfig
+from freshrec.engine.sync import SyncConfig
+from freshrec.events.datasets import ColumnMapping, open_source
+from freshrec.events.datasets.fetch import FetchError, fetch_movielens
+from freshrec.events.deadletter import DeadLetterSink
+from freshrec.events.event import Field
+from freshrec.events.simulator import SimulatorConfig
+from freshrec.events.source import LimitedSource, Source
+from freshrec.features import FeatureSpec, default_specs
+from freshrec.fusion import FusionConfig
+from freshrec.join import JoinConfig
+from freshrec.serve import ServeConfig
+from freshrec.train import TrainerConfig
+from freshrec.train.offline import OfflineConfig
+
+__all__ = ["column_mapping", "engine_config", "feature_specs", "fusion_config", "gpu_note", "join_config",
+           "kafka_source", "offline_config", "open_stream", "resolve_data", "serve_config", "simulator_config"]
+
+SIMULATED_EVENTS = 1_000_000
+"""Events the simulator makes when `source.limit` is null."""
+KAFKA_PARTITIONS = 4
+"""Partitions of the events topic when `kafka_source` creates it."""
+
+
+def resolve_data(config: FreshrecConfig) -> tuple[FreshrecConfig, str]:
+    """(config, note): MovieLens-100k found under $FRESHREC_DATA or in the cache, or downloaded, when
+    `source.data` is null; without it and with `source.fallback: simulator`, the simulator."""
+    source = config.source
+    if source.data is not None or source.format != "movielens-100k":
+        return config, ""
+    try:
+        path = fetch_movielens(data_root(), cache_dir())
+        return with_overrides(config, {"source.data": path}), f"MovieLens-100k from {path}"
+    except FetchError as error:
+        if source.fallback != "simulator":
+            raise
+        return (with_overrides(config, {"source.format": "simulator"}),
+                f"MovieLens-100k unavailable ({error}); replaying the simulator instead")
+
+
+def column_mapping(config: FreshrecConfig) -> ColumnMapping | None:
+    """`source.columns` as the reader's `ColumnMapping` (keeping `features.target` beside the events)."""
+    columns = config.source.columns
+    if columns is None:
+        return None
+    try:
+        return ColumnMapping(columns.user, columns.item, columns.time, columns.label, columns.categorical,
+                             columns.dense, columns.multi, columns.separator, columns.delimiter,
+                             config.features.target)
+    except ValueError as error:
+        raise ConfigError([f"source.columns: {error}"]) from None
+
+
+def simulator_config(config: FreshrecConfig, chunk_rows: int | None = None) -> SimulatorConfig:
+    """The simulator of `source.format: simulator`: seeded by `model.seed`, `source.limit` events."""
+    limit = config.source.limit
+    return SimulatorConfig(seed=config.model.seed, batch_size=chunk_rows or config.source.chunk_rows,
+                           total_events=limit if limit is not None else SIMULATED_EVENTS)
+
+
+def open_stream(config: FreshrecConfig, dead_letters: DeadLetterSink, chunk_rows: int | None = None) -> Source:
+    """The source of `config.source` (data resolved, see `resolve_data`), cut at `source.limit`; a
+    Kafka consumer of events of that shape for `source.kind: kafka`."""
+    s = config.source
+    rows = chunk_rows or s.chunk_rows
+    source = open_source(s.format, s.data, dead_letters, batch_size=rows, mapping=column_mapping(config),
+                         simulator=simulator_config(config, rows))
+    if s.kind == "kafka":
+        return kafka_source(s.kafka, source.fields)
+    return LimitedSource(source, s.limit) if s.limit is not None else source
+
+
+def kafka_source(kafka: KafkaSection, fields, dead_letters: DeadLetterSink | None = None) -> Source:
+    """A consumer of the topic (created if missing); bad messages go to `<topic>.dead`."""
+    from freshrec.events.kafka import KafkaDeadLetters, KafkaSink, KafkaSource, create_topic
+
+    settings = dict(kafka.settings)
+    create_topic(kafka.bootstrap, kafka.topic, KAFKA_PARTITIONS, settings)
+    if dead_letters is None:
+        create_topic(kafka.bootstrap, f"{kafka.topic}.dead", 1, settings)
+        dead_letters = KafkaDeadLetters(KafkaSink(kafka.bootstrap, f"{kafka.topic}.dead", settings))
+    has_ids = {"user_id", "item_id"} <= {f.name for f in fields}   # Criteo-like data sets have neither
+    return KafkaSource(kafka.bootstrap, kafka.topic, kafka.group, fields, dead_letters, settings,
+                       idle_timeout=kafka.idle_timeout, require_ids=has_ids)
+
+
+def feature_specs(config: FreshrecConfig, fields: Sequence[Field]) -> list[FeatureSpec]:
+    """One spec per field the model learns from (not the join key or `kind`), with `model.dim` and
+    the tables of `features.fields`; `ConfigError` for an override naming no field of the stream."""
+    join = join_config(config)
+    skip = {*(join.key_columns if join else ()), "kind"}
+    specs = [s for s in default_specs(fields, dim=config.model.dim) if s.name not in skip]
+    unknown = set(config.features.fields) - {s.name for s in specs}
+    if unknown:
+        raise ConfigError([f"features.fields.{name}: no such field in the stream (fields: "
+                           f"{', '.join(s.name for s in specs)})" for name in sorted(unknown)])
+    tables = {name: override.table for name, override in config.features.fields.items()}
+    return [replace(s, table=tables[s.name]) if s.name in tables else s for s in specs]
+
+
+def engine_config(config: FreshrecConfig, publish: bool = True) -> EngineConfig:
+    """The `DataFlowEngine`'s settings: `training`, `sync`, `log`, `features.target`, `model.seed`."""
+    t = config.training
+    return EngineConfig(batch_size=t.online_batch_size, checkpoint_events=t.checkpoint_events, publish=publish,
+                        retrain_events=t.offline_events, retrain_seconds=t.offline_interval,
+                        sync=SyncConfig(sync_interval=config.sync.sync_interval,
+                                        full_interval=config.sync.full_interval),
+                        trainer=TrainerConfig(seed=config.model.seed), log_roll_bytes=config.log.roll_bytes,
+                        log_roll_seconds=config.log.roll_seconds, target=config.features.target)
+
+
+def offline_config(config: FreshrecConfig) -> OfflineConfig:
+    """Offline retraining: `training.epochs`, `holdout_fraction`, `patience`, `warm_start`."""
+    t = config.training
+    return OfflineConfig(epochs=t.epochs, holdout_fraction=t.holdout_fraction, patience=t.patience,
+                         warm_start=t.warm_start, seed=config.model.seed)
+
+
+def fusion_config(config: FreshrecConfig) -> FusionConfig:
+    """`fusion`: the strategy and the Hedge settings."""
+    f = config.fusion
+    return FusionConfig(strategy=f.strategy, window=f.window_events, eta=f.eta)
+
+
+def join_config(config: FreshrecConfig) -> JoinConfig | None:
+    """The joiner's settings, None when `join.window` is null (no join)."""
+    j = config.join
+    if j.window is None:
+        return None
+    return JoinConfig(window=j.window, allowed_lateness=j.allowed_lateness, key=j.key)
+
+
+def serve_config(config: FreshrecConfig) -> ServeConfig:
+    """The HTTP app's limits and the admin token (read from `serve.admin_token_env`)."""
+    s = config.serve
+    return ServeConfig(max_candidates=s.max_candidates, max_body_bytes=s.max_body_bytes,
+                       recommend_candidates=s.recommend_candidates, admin_token=s.admin_token())
+
+
+def gpu_note(config: FreshrecConfig, available: bool) -> str | None:
+    """What becomes of the `gpu` block: nothing yet (training runs on the CPU), said in one line."""
+    gpu = config.gpu
+    if gpu.count == 0 and gpu.type == "none" and not gpu.autoscale:
+        return None
+    why = "GPU training is not implemented yet" if available else "no GPU on this machine"
+    scaling = ", autoscale" if gpu.autoscale else ""
+    return f"gpu: {gpu.count} x {gpu.type}{scaling} asked for; {why}: training on the CPU"
