@@ -46,10 +46,14 @@ CANDIDATES = 100
 
 def _trainer(args: argparse.Namespace) -> None:
     """Learn the paced simulated stream and publish until killed."""
+    import threading
+
     import torch
 
+    from freshrec.engine.serving import learn_live
     from freshrec.engine.sync import Publisher, SyncConfig
     from freshrec.events.event import EventChunk
+    from freshrec.events.live import LiveQueue
     from freshrec.events.simulator import Simulator, SimulatorConfig
     from freshrec.features import FeaturePipeline, default_specs
     from freshrec.models import ModelConfig, build_model
@@ -66,14 +70,15 @@ def _trainer(args: argparse.Namespace) -> None:
     pipeline = FeaturePipeline(specs)
     publisher = Publisher(ModelRegistry(args.registry), trainer.model, sim.fields,
                           SyncConfig(sync_interval=args.sync_interval, full_interval=args.full_interval))
-    next_tick = time.monotonic()
-    for chunk in sim:
-        chunk = EventChunk(chunk.table, chunk.positions, chunk.source, chunk.kind, entered=time.time())
-        trainer.learn(pipeline.build(chunk))
-        publisher.observe(chunk)
-        publisher.maybe_publish()
-        next_tick += tick
-        time.sleep(max(0.0, next_tick - time.monotonic()))
+
+    def paced():
+        """The simulator's chunks at `events_per_s`, each stamped with the time it entered."""
+        next_tick = time.monotonic()
+        for chunk in sim:
+            yield EventChunk(chunk.table, chunk.positions, chunk.source, chunk.kind, entered=time.time())
+            next_tick += tick
+            time.sleep(max(0.0, next_tick - time.monotonic()))
+    learn_live(paced(), LiveQueue(sim.fields), pipeline, trainer, publisher, threading.Event(), follow=False)
 
 
 class Connection:

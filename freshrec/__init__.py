@@ -38,16 +38,16 @@ _EXPORTS = {
 __all__ = [*sorted(_EXPORTS), "__version__"]
 
 if TYPE_CHECKING:
-    from freshrec.batch import Batch, SparseFeatures
-    from freshrec.config import FreshrecConfig, load_config
-    from freshrec.engine.dataflow import DataFlowEngine, EngineConfig
-    from freshrec.events import Event, EventChunk, MemoryDeadLetters, SimulatorConfig, Source
-    from freshrec.events.datasets import open_source
-    from freshrec.features import FeaturePipeline, FeatureSpec, default_specs
-    from freshrec.models import ModelConfig, build_model
-    from freshrec.serve import ModelService, create_app
-    from freshrec.snapshot import ModelRegistry, Snapshot
-    from freshrec.train import OnlineTrainer, TrainerConfig
+    from freshrec.batch import Batch, SparseFeatures  # noqa: F401 (for type checkers)
+    from freshrec.config import FreshrecConfig, load_config  # noqa: F401 (for type checkers)
+    from freshrec.engine.dataflow import DataFlowEngine, EngineConfig  # noqa: F401 (for type checkers)
+    from freshrec.events import Event, EventChunk, MemoryDeadLetters, SimulatorConfig, Source  # noqa: F401 (for type checkers)
+    from freshrec.events.datasets import open_source  # noqa: F401 (for type checkers)
+    from freshrec.features import FeaturePipeline, FeatureSpec, default_specs  # noqa: F401 (for type checkers)
+    from freshrec.models import ModelConfig, build_model  # noqa: F401 (for type checkers)
+    from freshrec.serve import ModelService, create_app  # noqa: F401 (for type checkers)
+    from freshrec.snapshot import ModelRegistry, Snapshot  # noqa: F401 (for type checkers)
+    from freshrec.train import OnlineTrainer, TrainerConfig  # noqa: F401 (for type checkers)
 
 
 def __getattr__(name: str) -> object:

@@ -26,8 +26,8 @@ from typing import Annotated, Any
 
 import typer
 
-from freshrec.config import FORMATS, ConfigError, FreshrecConfig, load_config, with_overrides
 from freshrec.cli.errors import UsageError, with_parameters
+from freshrec.config import FORMATS, ConfigError, FreshrecConfig, load_config, with_overrides
 
 __all__ = ["ENGINE", "MODEL", "OFFLINE", "PUBLISH", "SERVING", "SOURCE", "Flag", "build_config", "overriding"]
 

@@ -10,9 +10,9 @@ Traceback (most recent call last):
 freshrec.config.errors.ConfigError: training.offline_interval: expected a non-negative duration like 30s, ...
 """
 
+from freshrec.config.columns import ColumnsSection, LabelRule, parse_label
 from freshrec.config.durations import DURATION_HELP, Duration, format_duration, parse_duration
 from freshrec.config.errors import ConfigError
-from freshrec.config.columns import ColumnsSection, LabelRule, parse_label
 from freshrec.config.load import load_config, parse_config, show_config, with_overrides
 from freshrec.config.paths import cache_dir, data_root
 from freshrec.config.schema import FreshrecConfig

@@ -34,10 +34,9 @@ import numpy as np
 
 from freshrec.batch import Batch
 from freshrec.engine.checkpoint import Checkpoint, CheckpointStore
-from freshrec.engine.summary import IngestSummary
 from freshrec.engine.loop import Cut, Stages, Work, dead_letter_failures, run_loop
+from freshrec.engine.summary import IngestSummary
 from freshrec.engine.sync import Publisher, SyncConfig
-from freshrec.events.event import EventChunk
 from freshrec.events.source import Source
 from freshrec.features import FeaturePipeline, FeatureSpec
 from freshrec.join import Joiner

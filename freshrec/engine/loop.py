@@ -30,8 +30,8 @@ import queue
 import threading
 import time
 from collections import Counter
-from concurrent.futures import Future
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from freshrec.events.datasets.avazu import AVAZU_COLUMNS, open_avazu
 from freshrec.config.sections import FORMATS
+from freshrec.events.datasets.avazu import AVAZU_COLUMNS, open_avazu
 from freshrec.events.datasets.criteo import CriteoReplay
 from freshrec.events.datasets.delimited import MappingError
 from freshrec.events.datasets.movielens import FILES as MOVIELENS_FILES

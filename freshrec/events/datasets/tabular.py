@@ -35,6 +35,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from freshrec.config.columns import LabelRule, parse_label
 from freshrec.events.datasets.delimited import (
     blank_to_null,
     existing_file,
@@ -43,7 +44,6 @@ from freshrec.events.datasets.delimited import (
     require_columns,
     valid_replay,
 )
-from freshrec.config.columns import LabelRule, parse_label
 from freshrec.events.deadletter import DeadLetterSink
 from freshrec.events.event import (
     ITEM,
