@@ -37,6 +37,7 @@ True
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import threading
@@ -57,6 +58,7 @@ log = logging.getLogger(__name__)
 
 FLUSH_ROWS = 4096
 LOOKAHEAD_BATCHES = 32
+LOOKAHEAD_MIN_ROWS = 64   # smaller batches learn faster in one thread than handed between two
 DENSE_OPTIMIZERS = {"adagrad": torch.optim.Adagrad, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}
 
 
@@ -177,10 +179,17 @@ class OnlineTrainer:
         """Learn every batch of every unit in order; after a unit's last batch yield (unit, its steps,
         held). While the caller holds a `held` unit (a unit with `hold`, or after `hold()`), the model
         has seen exactly the units so far. A batch that fails gets a step with `error` (and
-        `predictions` None), counted in `failed_batches`; an error of `units` itself is raised."""
+        `predictions` None), counted in `failed_batches`; an error of `units` itself is raised.
+        The lookahead thread is used for the fused FM when the first unit's batches average at least
+        `LOOKAHEAD_MIN_ROWS` rows (handing tiny batches between threads costs more than it saves)."""
         if self.batches == 0 and self._optimizer is None:
             self.start()
-        if self._fused is None:
+        units = iter(units)
+        if (first := next(units, None)) is None:
+            return
+        units = itertools.chain([first], units)
+        rows = sum(len(b) for b in first.batches) / max(len(first.batches), 1)
+        if self._fused is None or rows < LOOKAHEAD_MIN_ROWS:   # one thread: no lookahead
             for unit in units:
                 yield unit, [self._learn_safely(batch) for batch in unit.batches], True
             return

@@ -128,3 +128,16 @@ def test_the_module_path_takes_the_same_stream():
     out = list(trainer.learn_stream(iter(units)))
     assert [u for u, _, _ in out] == units and all(held for _, _, held in out)
     assert trainer.batches == 9 and not trainer.fused
+
+
+def test_tiny_batches_learn_in_one_thread():
+    """Below `LOOKAHEAD_MIN_ROWS` a row the fused step runs inline: every unit held, no worker."""
+    rng = np.random.default_rng(10)
+    units = [Unit([batch_of(rng, u, rows=4) for _ in range(3)]) for u in range(4)]
+    trainer, alone = fm_trainer(), fm_trainer()
+    expected = [alone.learn(b)["predictions"] for unit in units for b in unit.batches]
+    seen = []
+    for _, steps, held in trainer.learn_stream(iter(units)):
+        seen.append((held, lookahead_threads()))
+        assert all(torch.equal(s["predictions"], expected.pop(0)) for s in steps)
+    assert seen == [(True, [])] * 4 and expected == []
