@@ -58,7 +58,7 @@ def _ab_config(settings: FreshrecConfig, arms: str, day: str, offline_window: st
     """The experiment's `ABConfig` from the configuration and the A/B options (`UsageError` if bad)."""
     from dataclasses import replace
 
-    from freshrec.engine.build import offline_config
+    from freshrec.engine.build import model_config, offline_config
     from freshrec.evaluate import ABConfig
 
     interval = settings.training.offline_interval
@@ -66,7 +66,7 @@ def _ab_config(settings: FreshrecConfig, arms: str, day: str, offline_window: st
         if interval is None:
             raise ValueError("--offline-interval: the hybrid arm needs one")
         return ABConfig(arms=tuple(a.strip() for a in arms.split(",") if a.strip()), model=settings.model.name,
-                        model_config=settings.to_model_config(), day=parse_duration(day),
+                        model_config=model_config(settings), day=parse_duration(day),
                         offline_interval=interval,
                         offline_window=None if offline_window == "all" else parse_duration(offline_window),
                         offline=replace(offline_config(settings), batch_size=OFFLINE_BATCH),

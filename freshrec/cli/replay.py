@@ -68,7 +68,7 @@ def _replay(settings: FreshrecConfig, learn: bool, speed: float | None, dead_let
 
     from freshrec.cli.output import err
     from freshrec.engine import ingest, train_online
-    from freshrec.engine.build import feature_specs, open_stream
+    from freshrec.engine.build import feature_specs, model_config, open_stream
     from freshrec.events.deadletter import JsonlDeadLetters
     from freshrec.events.source import paced
     from freshrec.features import FeaturePipeline
@@ -84,7 +84,7 @@ def _replay(settings: FreshrecConfig, learn: bool, speed: float | None, dead_let
         specs = feature_specs(settings, source.fields)
         pipeline = FeaturePipeline(specs, settings.features.target)
         chunks = paced(source, speed) if speed is not None else source
-        trainer = OnlineTrainer(build_model(settings.model.name, specs, settings.to_model_config()),
+        trainer = OnlineTrainer(build_model(settings.model.name, specs, model_config(settings)),
                                 TrainerConfig(seed=settings.model.seed)) if learn else None
         with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[status]}"),
                       TimeElapsedColumn(), console=err, disable=quiet, transient=True) as bar:

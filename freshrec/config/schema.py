@@ -8,17 +8,12 @@ refuses what `freshrec run` would.
 ...                                          "training": {"online_batch_size": 512, "offline_interval": "6h"}})
 >>> config.training.offline_interval, config.gpu.count, config.model.name
 (21600.0, 8, 'fm')
->>> config.to_model_config()
-FMConfig(dim=16, lr=0.05, init_std=0.01, seed=0, admit_after=1, ttl_seconds=None, capacity=None, loss='bce', \
-initial_accumulator=0.0, ordinal_levels=(), linear_lr=None)
 >>> FreshrecConfig.model_validate({"embedding": {"optimizer": "ftrl"}}).problems()
 ["embedding.optimizer: model 'fm' supports adagrad, got 'ftrl'"]
 """
 
 from __future__ import annotations
 
-import dataclasses
-from typing import TYPE_CHECKING
 
 from pydantic import Field
 
@@ -37,9 +32,6 @@ from freshrec.config.sections import (
     SyncSection,
     TrainingSection,
 )
-
-if TYPE_CHECKING:
-    from freshrec.models import ModelConfig
 
 __all__ = ["FreshrecConfig"]
 
@@ -79,19 +71,3 @@ class FreshrecConfig(Section):
         if source.kind == "kafka" and source.limit is not None:
             lines.append("source.limit: replay only (a kafka run ends on source.kafka.idle_timeout or a signal)")
         return lines
-
-    def to_model_config(self) -> ModelConfig:
-        """The `ModelConfig` subclass of `model.name` (e.g. `FMConfig`) from the `model` and `embedding`
-        sections (call it on a config without `problems()`)."""
-        from freshrec.models import MODELS  # the model modules load only when needed
-
-        model, embedding = self.model, self.embedding
-        config_class = MODELS[model.name][1]
-        names = {f.name for f in dataclasses.fields(config_class)}
-        extra = {"ftrl": True} if embedding.optimizer == "ftrl" else {}
-        if "linear_lr" in names:
-            extra["linear_lr"] = embedding.linear_lr
-        return config_class(dim=model.dim, lr=model.lr, seed=model.seed, admit_after=model.admit_after,
-                            ttl_seconds=model.ttl, capacity=model.capacity, loss=model.loss,
-                            initial_accumulator=embedding.initial_accumulator,
-                            ordinal_levels=model.ordinal_levels, **extra)

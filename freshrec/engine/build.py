@@ -16,6 +16,7 @@ and `freshrec evaluate ab` all build through here).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -31,6 +32,7 @@ from freshrec.events.source import LimitedSource, Source
 from freshrec.features import FeatureSpec, default_specs
 from freshrec.fusion import FusionConfig
 from freshrec.join import JoinConfig
+from freshrec.models import MODELS, ModelConfig
 from freshrec.serve import ServeConfig
 from freshrec.train import TrainerConfig
 from freshrec.train.offline import OfflineConfig
@@ -118,6 +120,26 @@ def feature_specs(config: FreshrecConfig, fields: Sequence[Field]) -> list[Featu
                            f"{', '.join(s.name for s in specs)})" for name in sorted(unknown)])
     tables = {name: override.table for name, override in config.features.fields.items()}
     return [replace(s, table=tables[s.name]) if s.name in tables else s for s in specs]
+
+
+def model_config(config: FreshrecConfig) -> ModelConfig:
+    """The `ModelConfig` subclass of `model.name` (e.g. `FMConfig`) from the `model` and `embedding`
+    sections (of a config without `problems()`).
+
+    >>> model_config(FreshrecConfig())
+    FMConfig(dim=16, lr=0.05, init_std=0.01, seed=0, admit_after=1, ttl_seconds=None, capacity=None, loss='bce', \
+initial_accumulator=0.0, ordinal_levels=(), linear_lr=None)
+    """
+    model, embedding = config.model, config.embedding
+    config_class = MODELS[model.name][1]
+    names = {f.name for f in dataclasses.fields(config_class)}
+    extra = {"ftrl": True} if embedding.optimizer == "ftrl" else {}
+    if "linear_lr" in names:
+        extra["linear_lr"] = embedding.linear_lr
+    return config_class(dim=model.dim, lr=model.lr, seed=model.seed, admit_after=model.admit_after,
+                        ttl_seconds=model.ttl, capacity=model.capacity, loss=model.loss,
+                        initial_accumulator=embedding.initial_accumulator,
+                        ordinal_levels=model.ordinal_levels, **extra)
 
 
 def engine_config(config: FreshrecConfig, publish: bool = True) -> EngineConfig:

@@ -14,7 +14,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from freshrec.config import FreshrecConfig
-from freshrec.engine.build import engine_config, feature_specs, fusion_config, join_config, offline_config
+from freshrec.engine.build import (
+    engine_config,
+    feature_specs,
+    fusion_config,
+    join_config,
+    model_config,
+    offline_config,
+)
 from freshrec.engine.dataflow import DataFlowEngine
 from freshrec.engine.hybrid import OfflineSchedule
 from freshrec.events.source import Source
@@ -30,8 +37,8 @@ def build_engine(source: Source, config: FreshrecConfig, state: Path, publish: b
     as `engine.retrain`."""
     specs = feature_specs(config, source.fields)
     join = join_config(config)
-    model_config = config.to_model_config()
-    engine = DataFlowEngine(source, specs, lambda: build_model(config.model.name, specs, model_config), state,
+    model = model_config(config)
+    engine = DataFlowEngine(source, specs, lambda: build_model(config.model.name, specs, model), state,
                             engine_config(config, publish), Joiner(join) if join is not None else None)
     engine.restore()
     t = config.training

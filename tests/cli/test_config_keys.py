@@ -126,7 +126,7 @@ def recorded(monkeypatch: pytest.MonkeyPatch) -> dict:
         return Simulator(SimulatorConfig(n_users=20, n_items=10, batch_size=50, total_events=100))
 
     class Server:
-        def __init__(self, registry, port, host, offline, config):
+        def __init__(self, registry, port, host, offline, config, sink):
             seen["server"] = (port, host, str(offline), config)
 
         def stop(self):

@@ -9,6 +9,7 @@ import typing
 import pytest
 from pydantic import BaseModel, ValidationError
 
+from freshrec.engine.build import model_config
 from freshrec.config import ConfigError, FreshrecConfig, parse_config
 from freshrec.config.errors import _unwrap
 from freshrec.engine.dataflow import EngineConfig
@@ -109,16 +110,16 @@ def test_kafka_settings_take_numbers_as_strings():
 def test_model_config_of_each_model():
     config = parse_config({"model": {"name": "fm", "dim": 8, "lr": 0.08, "ttl": "1d", "capacity": 1000},
                            "embedding": {"initial_accumulator": 0.01, "linear_lr": 0.3}})
-    fm = config.to_model_config()
+    fm = model_config(config)
     assert isinstance(fm, FMConfig)
     assert (fm.dim, fm.lr, fm.ttl_seconds, fm.capacity, fm.initial_accumulator, fm.linear_lr) == \
         (8, 0.08, 86400.0, 1000, 0.01, 0.3)
     for name, (_, config_class) in MODELS.items():
-        built = parse_config({"model": {"name": name}}).to_model_config()
+        built = model_config(parse_config({"model": {"name": name}}))
         assert type(built) is config_class
         shared = {f.name for f in dataclasses.fields(ModelConfig)} - {"init_std"}
         assert {n: getattr(built, n) for n in shared} == {n: getattr(ModelConfig(), n) for n in shared}
-    lr = parse_config({"model": {"name": "lr"}, "embedding": {"optimizer": "ftrl"}}).to_model_config()
+    lr = model_config(parse_config({"model": {"name": "lr"}, "embedding": {"optimizer": "ftrl"}}))
     assert isinstance(lr, LRConfig) and lr.ftrl
 
 
