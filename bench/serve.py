@@ -50,7 +50,7 @@ def _trainer(args: argparse.Namespace) -> None:
 
     import torch
 
-    from freshrec.engine.serving import learn_live
+    from freshrec.engine.train_serve import learn_live
     from freshrec.engine.sync import Publisher, SyncConfig
     from freshrec.events.event import EventChunk
     from freshrec.events.live import LiveQueue

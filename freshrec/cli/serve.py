@@ -40,7 +40,7 @@ def serve_command(
 
     from freshrec.cli.output import note
     from freshrec.engine.build import serve_config
-    from freshrec.engine.serving import serve_until_signal
+    from freshrec.engine.train_serve import serve_until_signal
     from freshrec.serve import ModelService, create_app
     from freshrec.snapshot import ModelRegistry
 
