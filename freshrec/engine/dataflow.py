@@ -34,7 +34,7 @@ import numpy as np
 
 from freshrec.batch import Batch
 from freshrec.engine.checkpoint import Checkpoint, CheckpointStore
-from freshrec.engine.loop import Cut, Stages, Work, dead_letter_failures, run_loop
+from freshrec.engine.loop import Cut, Stages, Work, dead_letter_failures, publish_when_held, run_loop
 from freshrec.engine.summary import IngestSummary
 from freshrec.engine.sync import Publisher, SyncConfig
 from freshrec.events.source import Source
@@ -132,12 +132,10 @@ class DataFlowEngine:
 
         def after(work: Work, steps: list[dict], held: bool) -> None:
             self._after(work, steps, held, stages)
-            if work.whole is not None:
-                summary.add(work.whole, len(work.batches))
             if on_chunk is not None:
                 on_chunk(self, summary)
         started = time.perf_counter()
-        seconds = run_loop(stages, stop, after).seconds
+        seconds = run_loop(stages, stop, after, summary).seconds
         if self.publisher is not None:
             self.publisher.try_publish("full")
         self.log.close()
@@ -161,11 +159,8 @@ class DataFlowEngine:
             self.learned += len(work.examples)
             if self.publisher is not None:
                 self.publisher.observe(work.examples)
-        if self.publisher is not None and self.publisher.due():
-            if held:
-                self.publisher.maybe_publish()
-            else:
-                self.trainer.hold()
+        if self.publisher is not None:
+            publish_when_held(self.publisher, self.trainer, held)
         published = clock()
         stages.times["publish"] += published - started
         if work.cut is not None:

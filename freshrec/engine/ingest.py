@@ -43,12 +43,10 @@ def ingest(chunks: Iterable[EventChunk], pipeline: FeaturePipeline, batch_size: 
     summary = IngestSummary()
 
     def after(work: Work, steps: list[dict], held: bool) -> None:
-        if work.whole is not None:
-            summary.add(work.whole, len(work.batches))
         dead_letter_failures(work, steps, dead_letters)
         for batch in work.batches if on_batch is not None else ():
             on_batch(batch, summary)
-    summary.seconds = run_loop(Stages(chunks, pipeline, trainer, batch_size), after=after).seconds
+    run_loop(Stages(chunks, pipeline, trainer, batch_size), after=after, summary=summary)
     if dead_letters is not None:
         summary.dead_letters = dead_letters.total
         summary.dead_letter_reasons = dict(dead_letters.counts)

@@ -40,6 +40,7 @@ import pyarrow.compute as pc
 
 from freshrec.batch import Batch
 from freshrec.engine.summary import IngestSummary
+from freshrec.engine.sync import Publisher
 from freshrec.events.deadletter import DeadLetter, DeadLetterSink
 from freshrec.events.event import TS, EventChunk
 from freshrec.features import FeaturePipeline
@@ -47,7 +48,7 @@ from freshrec.join import Joiner
 from freshrec.log import EventLog, LogWriteError
 from freshrec.train import OnlineTrainer
 
-__all__ = ["Cut", "Stages", "Work", "dead_letter_failures", "micro_batches", "run_loop"]
+__all__ = ["Cut", "Stages", "Work", "dead_letter_failures", "micro_batches", "publish_when_held", "run_loop"]
 
 READER_NAME, LOG_WRITER_NAME = "freshrec-reader", "freshrec-log-writer"
 logger = logging.getLogger(__name__)
@@ -316,13 +317,15 @@ def _learned(stages: Stages, works: Iterable[Work]) -> Iterator[tuple[Work, list
 
 
 def run_loop(stages: Stages, stop: threading.Event | None = None,
-             after: Callable[[Work, list[dict], bool], None] | None = None) -> IngestSummary:
+             after: Callable[[Work, list[dict], bool], None] | None = None,
+             summary: IngestSummary | None = None) -> IngestSummary:
     """Run the stages until the source ends or `stop` is set (then
     the chunks already read are learned too); `after(work, steps, held)` runs on each chunk once
     it is learned (`steps`: the trainer's figures per micro-batch; `held`: nothing of a later chunk
-    has touched the model). Returns the figures, `stages.times` holding seconds per stage."""
+    has touched the model), once `summary` (a new one if None) counts it. Returns the summary, with
+    `seconds`; `stages.times` holds seconds per stage."""
     stop = stop or threading.Event()
-    summary, started, clock = IngestSummary(), time.perf_counter(), time.perf_counter
+    summary, started, clock = summary or IngestSummary(), time.perf_counter(), time.perf_counter
     gone = threading.Event()
     writer = _LogWriter(stages.log, stages.times, 2 * stages.read_ahead, gone) if stages.log is not None else None
     reading = _ahead(_Reader(stages, stop, gone, writer), stages.read_ahead, gone)
@@ -346,6 +349,15 @@ def run_loop(stages: Stages, stop: threading.Event | None = None,
             writer.close()
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def publish_when_held(publisher: Publisher, trainer: OnlineTrainer, held: bool) -> None:
+    """Publish what is due where the trainer holds; elsewhere ask it to hold at its next chunk."""
+    if publisher.due():
+        if held:
+            publisher.maybe_publish()
+        else:
+            trainer.hold()
 
 
 def dead_letter_failures(work: Work, steps: list[dict], sink: DeadLetterSink | None) -> int:

@@ -24,7 +24,7 @@ import threading
 from collections.abc import Callable, Iterable
 
 from freshrec.batch import Batch
-from freshrec.engine.loop import Stages, Work, dead_letter_failures, run_loop
+from freshrec.engine.loop import Stages, Work, dead_letter_failures, publish_when_held, run_loop
 from freshrec.engine.summary import IngestSummary
 from freshrec.engine.sync import Publisher
 from freshrec.events.deadletter import DeadLetterSink
@@ -49,18 +49,13 @@ def learn_live(stream: Iterable[EventChunk] | None, live: LiveQueue, pipeline: F
 
     def after(work: Work, steps: list[dict], held: bool) -> None:
         dead_letter_failures(work, steps, dead_letters)
-        if work.whole is not None:
-            summary.add(work.whole, len(work.batches))
+        if work.examples is not None:
             publisher.observe(work.examples)
-        if publisher.due():
-            if held:
-                publisher.maybe_publish()
-            else:
-                trainer.hold()
+        publish_when_held(publisher, trainer, held)
         for batch in work.batches if on_batch is not None else ():
             on_batch(batch, summary)
     stages = Stages(source, pipeline, trainer, batch_size)
-    summary.seconds = run_loop(stages, stop, after).seconds
+    run_loop(stages, stop, after, summary)
     publisher.try_publish("full")
     return summary
 
