@@ -32,7 +32,8 @@ import numpy as np
 import pyarrow as pa
 from safetensors.numpy import load_file, save_file
 
-from freshrec.engine.trainer_state import base_of, load_trainer, save_trainer, table_versions
+from freshrec._durable import WriteBehind
+from freshrec.engine.trainer_state import base_of, capture_increment, load_trainer, save_trainer, table_versions
 from freshrec.events.source import Position
 from freshrec.snapshot.files import CorruptVersion, publish_dir, verify_dir
 from freshrec.train import OnlineTrainer
@@ -58,7 +59,24 @@ class Checkpoint:
     def save(self, directory: Path, since: tuple[int, dict[str, int]] | None = None) -> None:
         """Write it to `directory`; with `since` (a checkpoint's step and table versions), the tables
         as the changes after that checkpoint (`save_trainer`)."""
-        save_trainer(self.trainer, directory, since)
+        if since is None:
+            save_trainer(self.trainer, directory)
+        else:
+            capture_increment(self.trainer, since)(directory)
+        self._save_rest(directory)
+
+    def capture(self, since: tuple[int, dict[str, int]]) -> Callable[[Path], None]:
+        """What `save(directory, since)` writes, copied now (`capture_increment`); the returned
+        function writes it into a directory later, from any thread."""
+        trainer = capture_increment(self.trainer, since)
+
+        def write(directory: Path) -> None:
+            trainer(directory)
+            self._save_rest(directory)
+        return write
+
+    def _save_rest(self, directory: Path) -> None:
+        """The joiner's state (taken by the reader at the cut: already a copy) and the record."""
         tables, text = [], {}
         if self.joiner is not None:
             arrays = {k: np.ascontiguousarray(v) for k, v in self.joiner.items()
@@ -100,6 +118,7 @@ class CheckpointStore:
         self.root, self.full_every = Path(root), full_every
         self._last: tuple[int, dict[str, int]] | None = None   # the newest checkpoint's step and table versions
         self._chain = 0
+        self._dropped = False   # set by the writer's thread: a checkpoint was dropped (see `save_behind`)
 
     def steps(self) -> list[int]:
         if not self.root.is_dir():
@@ -112,15 +131,55 @@ class CheckpointStore:
     def save(self, checkpoint: Checkpoint) -> Path:
         """Write `checkpoint` atomically (whole, or the changes since the newest one), then drop
         the chains older than the newest two."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        since = self._last if self._last is not None and self._chain < self.full_every - 1 else None
-        path = publish_dir(self.root, f"ckpt-{checkpoint.step:012d}", lambda d: checkpoint.save(d, since))
+        since = self._since()
+        path = self._write(checkpoint.step, lambda d: checkpoint.save(d, since))
+        self._saved(checkpoint, since)
+        return path
+
+    def save_behind(self, checkpoint: Checkpoint, writes: WriteBehind, ready: Callable[[], bool],
+                    done: Callable[[], object]) -> None:
+        """`save` with the files written by `writes`, behind the caller: an increment is captured now
+        (`Checkpoint.capture`) and written on the writer's thread while the trainer goes on; a whole
+        checkpoint is written at once, after the writes queued before it. On the thread that writes
+        it, `ready()` comes first (False: the checkpoint is dropped, with the increments queued on
+        it, and the next one is whole) and `done()` once it is durable."""
+        if self._dropped:
+            self._dropped, self._last = False, None
+        since = self._since()
+        if since is None:
+            writes.drain()
+            if ready():
+                self._write(checkpoint.step, lambda d: checkpoint.save(d, None))
+                self._saved(checkpoint, None)
+                done()
+            return
+        write = checkpoint.capture(since)
+        self._saved(checkpoint, since)
+
+        def job() -> None:
+            if self._dropped or not ready():
+                self._dropped = True
+                return
+            self._write(checkpoint.step, write)
+            done()
+        writes.submit(job)
+
+    def _since(self) -> tuple[int, dict[str, int]] | None:
+        """What the next checkpoint builds on (None: it is whole)."""
+        return self._last if self._last is not None and self._chain < self.full_every - 1 else None
+
+    def _saved(self, checkpoint: Checkpoint, since: tuple[int, dict[str, int]] | None) -> None:
         self._chain = 0 if since is None else self._chain + 1
         self._last = (checkpoint.step, table_versions(checkpoint.trainer.model))
-        whole = [step for step in self.steps() if base_of(self.path(step)) is None]
-        for step in self.steps():
-            if len(whole) > 2 and step < whole[-2]:
-                shutil.rmtree(self.path(step), ignore_errors=True)
+
+    def _write(self, step: int, write: Callable[[Path], None]) -> Path:
+        """Publish checkpoint `step` atomically, then drop the chains older than the newest two."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        path = publish_dir(self.root, f"ckpt-{step:012d}", write)
+        whole = [old for old in self.steps() if base_of(self.path(old)) is None]
+        for old in self.steps():
+            if len(whole) > 2 and old < whole[-2]:
+                shutil.rmtree(self.path(old), ignore_errors=True)
         return path
 
     def latest(self) -> Checkpoint | None:

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from freshrec._durable import WriteBehind
 from freshrec.batch import Batch
 from freshrec.engine.checkpoint import Checkpoint, CheckpointStore
 from freshrec.engine.loop import Cut, Stages, Work, dead_letter_failures, publish_when_held, run_loop
@@ -95,6 +96,7 @@ class DataFlowEngine:
         self.step = self.events = self.logged = self.learned = 0
         self.restored_from: int | None = None
         self.publisher: Publisher | None = None
+        self.writes: WriteBehind | None = None   # checkpoints and deltas written behind the trainer, in run()
 
     def restore(self) -> int | None:
         """Continue from the newest checkpoint, or start afresh (the log emptied: nothing in it was
@@ -125,8 +127,10 @@ class DataFlowEngine:
         """Process the source until it ends or `stop` is set; checkpoint; return the figures
         (`stage_us_per_row`: each stage's time per row, per thread)."""
         stop = stop or threading.Event()
+        self.writes = WriteBehind()
         if self.config.publish:
-            self.publisher = Publisher(self.registry, self.trainer.model, self.source.fields, self.config.sync)
+            self.publisher = Publisher(self.registry, self.trainer.model, self.source.fields, self.config.sync,
+                                       writes=self.writes)
             self.publisher.meta_source = self.publish_meta
         stages, summary = self.stages(), IngestSummary()
 
@@ -135,9 +139,12 @@ class DataFlowEngine:
             if on_chunk is not None:
                 on_chunk(self, summary)
         started = time.perf_counter()
-        seconds = run_loop(stages, stop, after, summary).seconds
-        if self.publisher is not None:
-            self.publisher.try_publish("full")
+        try:
+            seconds = run_loop(stages, stop, after, summary).seconds
+            if self.publisher is not None:
+                self.publisher.close()
+        finally:
+            self.writes.close()
         self.log.close()
         summary.seconds = time.perf_counter() - started
         rows = max(summary.rows, 1)
@@ -164,7 +171,7 @@ class DataFlowEngine:
         published = clock()
         stages.times["publish"] += published - started
         if work.cut is not None:
-            self.checkpoint(work.cut, work.log_mark())
+            self.checkpoint(work.cut, work.log_mark)
             stages.times["checkpoint"] += clock() - published
         if work.retrain:
             work.log_mark()   # the offline trainer reads every event learned so far from the log
@@ -178,13 +185,17 @@ class DataFlowEngine:
             if step["predictions"] is not None:
                 self.on_batch(batch, step["predictions"].numpy())
 
-    def checkpoint(self, cut: Cut, log_mark: int | None) -> None:
+    def checkpoint(self, cut: Cut, log_mark: Callable[[], int | None]) -> None:
         """The trainer (which has learned exactly the chunks up to `cut`), the joiner's state and the
-        source position at the cut in one atomic checkpoint, then the position committed; none when
-        the log could not be made durable up to the cut (`log_mark` None)."""
-        if log_mark is None:
-            return
+        source position at the cut in one atomic checkpoint, written behind the trainer (`writes`),
+        then the position committed; dropped when the log could not be made durable up to the cut
+        (`log_mark()` None: the writer waits for it)."""
         self.step += 1
-        meta = {"log": log_mark, "events": self.events, "logged": self.logged, "learned": self.learned}
-        self.checkpoints.save(Checkpoint(self.step, cut.position, self.trainer, meta, cut.joiner))
-        self.source.commit(cut.position)
+        meta = {"events": self.events, "logged": self.logged, "learned": self.learned}
+
+        def ready() -> bool:
+            mark = log_mark()
+            meta["log"] = mark
+            return mark is not None
+        self.checkpoints.save_behind(Checkpoint(self.step, cut.position, self.trainer, meta, cut.joiner),
+                                     self.writes, ready, lambda: self.source.commit(cut.position))

@@ -14,6 +14,12 @@ written and carries every row changed since, with every interaction learned sinc
 write have landed after all (the rename done, its fsync failed), the registry holds a version the
 publisher did not count and the retry is a full snapshot, which servers load whatever they hold.
 
+With `writes` (a `WriteBehind`), a delta is captured in the caller's thread and written behind it,
+so the trainer does not wait for the files; a full snapshot is written at once, after the queued
+writes. A delta whose write fails breaks the chain: the deltas queued after it are dropped, the
+failure is counted at the next `due`/`maybe_publish`, and the next publish (after the backoff) is a
+full snapshot, which carries every row and the most recent `keep_interactions` interactions.
+
 >>> import tempfile
 >>> from freshrec.events.simulator import Simulator, SimulatorConfig
 >>> from freshrec.features import FeaturePipeline, default_specs
@@ -45,7 +51,7 @@ from dataclasses import asdict, dataclass
 
 import pyarrow as pa
 
-from freshrec._durable import WRITE_FAILURES, Backoff
+from freshrec._durable import WRITE_FAILURES, Backoff, WriteBehind
 from freshrec.events.event import EventChunk, Field
 from freshrec.events.live import conform
 from freshrec.models.base import OnlineModel
@@ -79,8 +85,10 @@ class Publisher:
     """Publishes `model` (trained by the caller, in the caller's thread) to `registry`."""
 
     def __init__(self, registry: ModelRegistry, model: OnlineModel, fields: Sequence[Field],
-                 config: SyncConfig | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+                 config: SyncConfig | None = None, clock: Callable[[], float] = time.monotonic,
+                 writes: WriteBehind | None = None) -> None:
         self.registry = registry
+        self.writes = writes
         self.model = model
         self.fields = tuple(f for f in fields if f.owner in ("user", "item"))
         self.config = config or SyncConfig()
@@ -98,6 +106,8 @@ class Publisher:
         self._entered = (math.inf, -math.inf, 0)
         self.events = 0
         self.meta_source: Callable[[], dict] | None = None  # more JSON for each version (fusion weights)
+        self._behind_failures: deque[OSError] = deque()   # filled by the writer's thread
+        self._epoch = 0   # moved on by a failed write behind: the deltas queued after it are dropped
 
     def observe(self, chunk: EventChunk) -> None:
         """Note a chunk the model has just learned."""
@@ -117,6 +127,7 @@ class Publisher:
     def due(self) -> str | None:
         """What `maybe_publish` would publish now: "full", "delta" or None (nothing due, or waiting
         to retry a failed write)."""
+        self._collect()
         now = self.clock()
         return self._due(now) if self._backoff.ready(now) else None
 
@@ -138,18 +149,50 @@ class Publisher:
     def try_publish(self, kind: str) -> bool:
         """Publish a "full" snapshot or a "delta" now; False when the write failed, which is logged,
         counted and retried by `maybe_publish` after the backoff (no state is lost)."""
+        self._collect()
         try:
             self.publish_full() if kind == "full" else self.publish_delta()
         except OSError as error:
-            wait = self._backoff.failed(self.clock())
-            self.failed[kind] += 1
-            self.last_error = f"{type(error).__name__}: {error}"
-            WRITE_FAILURES.labels("registry").inc()
-            log.warning("could not publish a %s version to %s (%s); retrying in %.3g s",
-                        kind, self.registry.root, self.last_error, wait)
+            self._count_failure(kind, error)
             return False
         self._backoff.succeeded()
         return True
+
+    def close(self) -> None:
+        """Publish what servers do not have yet (a delta, or a full snapshot where none was written
+        or the chain broke) and wait for the writes behind; later publishes write at once."""
+        self._collect()
+        kind = "full" if self._table_since is None else "delta" if self._entered[2] else None
+        if kind is not None:
+            self.try_publish(kind)
+        if self.writes is not None:
+            self.writes.drain()
+            self._collect()
+            self.writes = None
+
+    def _count_failure(self, kind: str, error: OSError) -> None:
+        wait = self._backoff.failed(self.clock())
+        self.failed[kind] += 1
+        self.last_error = f"{type(error).__name__}: {error}"
+        WRITE_FAILURES.labels("registry").inc()
+        log.warning("could not publish a %s version to %s (%s); retrying in %.3g s",
+                    kind, self.registry.root, self.last_error, wait)
+
+    def _collect(self) -> None:
+        """Count the failed writes behind; the next publish is then a full snapshot."""
+        while self._behind_failures:
+            self._count_failure("delta", self._behind_failures.popleft())
+            self._table_since = None
+
+    def _write_behind(self, delta: Delta, epoch: int) -> None:
+        """On the writer's thread: write `delta` unless a write before it failed."""
+        if epoch != self._epoch:
+            return
+        try:
+            self.registry.publish(delta)
+        except OSError as error:
+            self._epoch += 1
+            self._behind_failures.append(error)
 
     def _next_version(self) -> int:
         """After the newest of ours and the registry's (whichever a failed write left behind)."""
@@ -173,6 +216,9 @@ class Publisher:
         registry cannot be written (nothing is lost: a later publish carries it all)."""
         if self._table_since is not None:
             self.publish_delta()
+        if self.writes is not None:
+            self.writes.drain()
+            self._collect()
         version = self.version if self._table_since is not None else self._next_version()
         meta = {**self._meta(), "fields": [{**asdict(f), "kind": f.kind.value} for f in self.fields]}
         interactions = pa.concat_tables(self._recent) if self._recent else conform(pa.table({}), self.fields)
@@ -188,7 +234,10 @@ class Publisher:
         version = self._next_version()
         interactions = pa.concat_tables(self._new) if self._new else None
         delta = Delta.capture(self.model, self.version, version, self._table_since, self._meta(), interactions)
-        self.registry.publish(delta)
+        if self.writes is None:
+            self.registry.publish(delta)
+        else:
+            self.writes.submit(lambda epoch=self._epoch: self._write_behind(delta, epoch))
         self._written(version)
         self._table_since = {name: d.version for name, d in delta.tables.items()}
         self._last_delta = self.clock()

@@ -7,7 +7,8 @@ No pickle anywhere.
 Incremental: `save_trainer(trainer, directory, since=versions)` writes the tables as a `Delta` since
 the table versions `versions` of an earlier save (every row written or sighted since, the ids
 deleted) plus each table's resume state (sketch, generator, counters); `load_trainer(directory,
-base)` loads the earlier save from `base(step)` and applies it.
+base)` loads the earlier save from `base(step)` and applies it. `capture_increment` copies what an
+incremental save writes, so that the files can be written on another thread while the trainer learns.
 
 >>> import tempfile
 >>> from freshrec.events.simulator import Simulator, SimulatorConfig
@@ -48,7 +49,7 @@ from safetensors.torch import load_file, save_file
 from freshrec.snapshot import Delta, Snapshot, table_versions
 from freshrec.train.online import OnlineTrainer, TrainerConfig
 
-__all__ = ["load_trainer", "save_trainer", "table_versions"]
+__all__ = ["capture_increment", "load_trainer", "save_trainer", "table_versions"]
 
 TRAINER, OPTIMIZER, RNG = "trainer.json", "optimizer.safetensors", "rng.safetensors"
 RESUME = "tables_resume.safetensors"
@@ -77,24 +78,45 @@ def _optimizer_state(tensors: dict[str, torch.Tensor], rest: dict) -> dict:
 def save_trainer(trainer: OnlineTrainer, directory: str | Path,
                  since: tuple[int, dict[str, int]] | None = None) -> None:
     """Write everything `load_trainer` needs into `directory` (flat files); with `since` (the step
-    and `table_versions` of an earlier save), only what changed after it."""
-    directory = Path(directory)
-    if since is None:
-        Snapshot(trainer.model, version=trainer.batches).save(directory)
-    else:
-        Delta.capture(trainer.model, 0, trainer.batches, since[1]).save(directory)
-        save_numpy({f"{name}/{key}": value for name, table in trainer.model.tables.items()
-                    for key, value in table.resume_state().items()}, str(directory / RESUME))
+    and `table_versions` of an earlier save), only what changed after it (`capture_increment`)."""
+    if since is not None:
+        capture_increment(trainer, since)(Path(directory))
+        return
+    Snapshot(trainer.model, version=trainer.batches).save(Path(directory))
+    _capture_rest(trainer, None)(Path(directory))
+
+
+def capture_increment(trainer: OnlineTrainer, since: tuple[int, dict[str, int]]) -> Callable[[Path], None]:
+    """What `save_trainer(trainer, directory, since)` writes, copied now: the returned function
+    writes it into a directory later, from any thread, while the trainer goes on learning."""
+    delta = Delta.capture(trainer.model, 0, trainer.batches, since[1])
+    resume = {f"{name}/{key}": value.copy() for name, table in trainer.model.tables.items()
+              for key, value in table.resume_state().items()}
+    rest = _capture_rest(trainer, since[0])
+
+    def write(directory: Path) -> None:
+        delta.save(directory)
+        save_numpy(resume, str(directory / RESUME))
+        rest(directory)
+    return write
+
+
+def _capture_rest(trainer: OnlineTrainer, base: int | None) -> Callable[[Path], None]:
+    """The dense optimizer's state, torch's random state and the trainer's record, copied now."""
     optimizer = trainer.optimizer
     tensors, rest = _optimizer_tensors(optimizer.state_dict()) if optimizer else ({}, None)
-    save_file(tensors, str(directory / OPTIMIZER))
-    save_file({"torch": torch.get_rng_state()}, str(directory / RNG))
+    rng = torch.get_rng_state()
     counters = {"batches": trainer.batches, "skipped_batches": trainer.skipped_batches,
                 "skipped_rows": trainer.skipped_rows, "squared_error": trainer.squared_error,
                 "failed_batches": trainer.failed_batches}
-    (directory / TRAINER).write_text(json.dumps({"config": dataclasses.asdict(trainer.config),
-                                                 "counters": counters, "optimizer": rest,
-                                                 "base": since[0] if since is not None else None}))
+    record = json.dumps({"config": dataclasses.asdict(trainer.config), "counters": counters, "optimizer": rest,
+                         "base": base})
+
+    def write(directory: Path) -> None:
+        save_file(tensors, str(directory / OPTIMIZER))
+        save_file({"torch": rng}, str(directory / RNG))
+        (directory / TRAINER).write_text(record)
+    return write
 
 
 def base_of(directory: str | Path) -> int | None:
