@@ -177,7 +177,7 @@ class LiveJournal:
                 raise JournalError(f"the live journal {self.folder} failed earlier ({self._broken}); restart")
             if self._file is None:
                 raise JournalError(f"the live journal {self.folder} is closed")
-            if self._size >= self.segment_bytes:
+            if self._size >= self.segment_bytes and self._size > len(self._header):   # full, not empty
                 self._roll()
             start = self._size
             try:
