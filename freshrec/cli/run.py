@@ -35,7 +35,8 @@ __all__ = ["run_command"]
 def run_command(
     config: Annotated[Path | None, typer.Option(help="YAML configuration (see `freshrec config show`); "
                                                      "each flag given overrides its key.")] = None,
-    state: Annotated[Path, typer.Option(help="Log, checkpoints and registry; a rerun continues here.")]
+    state: Annotated[Path, typer.Option(help="Log, checkpoints, registry and the journal of posted events; "
+                                             "a rerun continues here.")]
     = Path("out/state"),
     print_config: Annotated[bool, typer.Option("--print-config", help="Print the configuration the run would "
                                                                       "use, then exit.")] = False,
