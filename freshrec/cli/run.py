@@ -8,7 +8,10 @@ and says so when the state already holds N events.
 
 While it serves (`serve.enabled`, the default) it says which requests to try; `POST /events` feeds
 the same loop between the stream's chunks (`WithLive`), and when the stream ends the server and the
-live learning go on until SIGINT/SIGTERM (`--exit-at-end`: stop at the stream's end instead).
+live learning go on until SIGINT/SIGTERM (`--exit-at-end`: stop at the stream's end instead). The
+posted events are durable before they are acknowledged (the live journal, `STATE/live`); checkpoints
+hold the journal row learned up to, so a rerun after a crash learns the events no checkpoint
+covered, once.
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ __all__ = ["run_command"]
 def run_command(
     config: Annotated[Path | None, typer.Option(help="YAML configuration (see `freshrec config show`); "
                                                      "each flag given overrides its key.")] = None,
-    state: Annotated[Path, typer.Option(help="Log, checkpoints and registry; a rerun continues here.")]
+    state: Annotated[Path, typer.Option(help="Log, checkpoints, registry and the journal of posted events; "
+                                             "a rerun continues here.")]
     = Path("out/state"),
     print_config: Annotated[bool, typer.Option("--print-config", help="Print the configuration the run would "
                                                                       "use, then exit.")] = False,
@@ -89,8 +93,9 @@ def _run(settings: FreshrecConfig, state: Path, quiet: bool, exit_at_end: bool) 
     source, server, s = stream, None, settings.serve
     if s.enabled:
         offline = state / "offline-registry" if settings.fusion.strategy == "hedge" else None
-        live = LiveQueue(stream.fields)
-        sink = live if settings.join.window is None else None   # the joiner keeps the stream's column types
+        joined = settings.join.window is not None   # the joiner keeps the stream's column types: no sink
+        live = LiveQueue(stream.fields, journal=None if joined else state / "live")
+        sink = None if joined else live
         server = BackgroundServer(state / "registry", s.port, s.host, offline=offline, config=serve_config(settings),
                                   sink=sink)
         url = f"http://{s.host}:{s.port}"

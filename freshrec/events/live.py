@@ -32,6 +32,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -48,6 +49,7 @@ from freshrec.events.event import (
     Field,
     FieldKind,
 )
+from freshrec.events.journal import LiveJournal
 from freshrec.events.source import Position, Source
 from freshrec.events.validate import LIVE_MAX_AHEAD, time_problem
 
@@ -56,6 +58,8 @@ __all__ = ["BadEvent", "LiveQueue", "QueueFull", "WithLive", "arrow_type", "chec
 
 _TYPES = {FieldKind.CATEGORICAL: pa.string(), FieldKind.MULTI_CATEGORICAL: pa.list_(pa.string()),
           FieldKind.DENSE: pa.float64()}
+LIVE_KEY = "live"
+"""The key of the live queue's row in a `WithLive` position (beside the stream's own keys)."""
 _STANDARD = {TS: pa.float64(), USER: pa.string(), ITEM: pa.string(), LABEL: pa.float32()}
 
 
@@ -188,13 +192,21 @@ class LiveQueue:
     """A bounded in-process source of live events; `put` from any thread, read by one consumer.
 
     Positions count the rows handed out; `entered` of each chunk is the time it was put.
+
+    In memory (the default), a chunk is gone once handed out: `seek` refuses to move. With
+    `journal` (a folder, `freshrec.events.journal.LiveJournal`), `put` returns only once the events
+    are durable there, and positions are journal rows: on opening, the queue hands out the rows
+    after the journal's committed row; `seek` hands out the rows from any row still there again;
+    `commit` lets the journal delete what lies before the committed row. So a process killed after
+    a `put` learns its events again when it restarts and seeks to its last checkpoint.
     """
 
     has_event_time = True
 
     def __init__(self, fields: Sequence[Field], name: str = "live", capacity: int = 100_000,
-                 max_ahead: float = LIVE_MAX_AHEAD) -> None:
-        """`max_ahead`: seconds an event's `ts` may lie after the wall clock (see `check_event`)."""
+                 max_ahead: float = LIVE_MAX_AHEAD, journal: str | Path | None = None) -> None:
+        """`max_ahead`: seconds an event's `ts` may lie after the wall clock (see `check_event`);
+        `journal`: the folder of the durable journal (opened here; None: in memory only)."""
         self.name = name
         self.fields = tuple(f for f in fields if f.name not in STANDARD_COLUMNS)
         self.capacity = capacity
@@ -203,11 +215,21 @@ class LiveQueue:
         self._chunks: deque[EventChunk] = deque()
         self._pending = self._handed_out = self._committed = 0
         self._ready = threading.Condition()
+        self._putting = threading.Lock()   # puts one at a time: the capacity check holds
         self._closed = False
+        self.journal = None if journal is None else LiveJournal.open(journal, self.empty().table.schema)
+        if self.journal is not None:
+            self._handed_out = self._committed = self.journal.committed
+
+    @property
+    def durable(self) -> bool:
+        """Whether `put` makes its events durable (a journal) and `seek` can go back."""
+        return self.journal is not None
 
     def put(self, events: Sequence[Event]) -> int:
         """Queue the events as one chunk (all or none); returns how many. `BadEvent` names the
-        first bad event and field; QueueFull when the queue is at capacity."""
+        first bad event and field; QueueFull when the queue is at capacity; with a journal, the
+        events are durable when it returns (`JournalError`: they could not be made so)."""
         if not events:
             return 0
         now = time.time()
@@ -217,36 +239,56 @@ class LiveQueue:
             except BadEvent as error:
                 raise error.within(f"event {i} ({event.event_id}): ") from None
         table = events_table(events, self._kinds)
-        with self._ready:
-            if self._closed:
-                raise QueueFull("the live queue is closed")
-            if self._pending + len(events) > self.capacity:
-                raise QueueFull(f"{self._pending} events are waiting (capacity {self.capacity}); retry later")
-            start = self._handed_out + self._pending
-            positions = np.arange(start, start + len(events), dtype=np.int64)
-            self._chunks.append(EventChunk(table, positions, self.name, events[0].kind, entered=time.time()))
-            self._pending += len(events)
-            self._ready.notify()
+        with self._putting:
+            with self._ready:
+                if self._closed:
+                    raise QueueFull("the live queue is closed")
+                if len(self) + len(events) > self.capacity:
+                    raise QueueFull(f"{len(self)} events are waiting (capacity {self.capacity}); retry later")
+            entered = time.time()
+            if self.journal is not None:
+                self.journal.append(table, events[0].kind, entered)
+            with self._ready:
+                if self.journal is None:
+                    start = self._handed_out + self._pending
+                    positions = np.arange(start, start + len(events), dtype=np.int64)
+                    self._chunks.append(EventChunk(table, positions, self.name, events[0].kind, entered=entered))
+                    self._pending += len(events)
+                self._ready.notify()
         return len(events)
 
     def poll(self, timeout: float | None = None) -> EventChunk | None:
         """The oldest waiting chunk, waiting up to `timeout` seconds (None: until one comes or
         the queue closes); None if there is none."""
         with self._ready:
-            if not self._ready.wait_for(lambda: self._chunks or self._closed, timeout):
+            if not self._ready.wait_for(lambda: len(self) or self._closed, timeout):
                 return None
-            if not self._chunks:
+            if not len(self):
                 return None
+            if self.journal is not None:
+                return self._from_journal()
             chunk = self._chunks.popleft()
             self._pending -= len(chunk)
             self._handed_out += len(chunk)
             return chunk
+
+    def _from_journal(self) -> EventChunk:
+        """The journal's batch at the next row (the caller holds `_ready`)."""
+        start = self._handed_out
+        batch = self.journal.batch_at(start)
+        n = batch.table.num_rows
+        self._handed_out += n
+        return EventChunk(batch.table, np.arange(start, start + n, dtype=np.int64), self.name, batch.kind,
+                          batch.entered)
 
     def close(self) -> None:
         """No more puts; iteration ends once the waiting chunks are handed out."""
         with self._ready:
             self._closed = True
             self._ready.notify_all()
+        if self.journal is not None:
+            with self._putting:
+                self.journal.close()
 
     def empty(self) -> EventChunk:
         """A chunk of no events, in the live schema."""
@@ -262,6 +304,9 @@ class LiveQueue:
             yield chunk
 
     def __len__(self) -> int:
+        """Rows waiting to be handed out."""
+        if self.journal is not None:
+            return self.journal.rows - self._handed_out
         return self._pending
 
     def position(self) -> Position:
@@ -269,13 +314,25 @@ class LiveQueue:
 
     def commit(self, position: Position) -> None:
         self._committed = position["row"]
+        if self.journal is not None:
+            self.journal.commit(self._committed)
 
     def committed(self) -> Position:
         return {"row": self._committed}
 
     def seek(self, position: Position) -> None:
-        if position["row"] != self._handed_out:
-            raise ValueError("a live queue cannot seek: its events are gone once handed out")
+        """Hand out the rows from `position` on (next); only with a journal, within its rows."""
+        row = position["row"]
+        if self.journal is None:
+            if row != self._handed_out:
+                raise ValueError("a live queue without a journal cannot seek: its events are gone once handed out")
+            return
+        if not self.journal.first <= row <= self.journal.rows:
+            raise ValueError(f"live position {row:,} is outside the journal's rows "
+                             f"{self.journal.first:,}..{self.journal.rows:,} in {self.journal.folder}")
+        with self._ready:
+            self._handed_out = row
+            self._ready.notify_all()
 
 
 class WithLive:
@@ -285,7 +342,11 @@ class WithLive:
     the consumer can publish what is due and see a stop request); without it, the queue is closed
     and the chunks already waiting are handed out.
 
-    Positions are `source`'s: live events cannot be replayed, so `seek` moves `source` only.
+    Positions are `source`'s; with a durable `live` queue (a journal) they also hold the live
+    queue's row as `"live"`: the rows handed out so far, so a checkpoint's position says which live
+    events its model has learned, and `seek` goes back to it in both (a position without `"live"`,
+    e.g. from a run that did not serve, resumes the live queue at its committed row). Without a
+    journal, live events cannot be replayed: `seek` moves `source` only.
 
     >>> import numpy as np, pyarrow as pa
     >>> from freshrec.events.source import TableReplay
@@ -306,8 +367,11 @@ class WithLive:
         self.has_event_time = getattr(source, "has_event_time", True)
 
     def __iter__(self) -> Iterator[EventChunk]:
-        for chunk in self.source:
+        chunks = iter(self.source)
+        while True:   # the live chunks before the next stream chunk is read: positions stay exact
             yield from self._waiting()
+            if (chunk := next(chunks, None)) is None:
+                break
             yield chunk
         if self.on_end is not None:
             self.on_end()
@@ -329,13 +393,27 @@ class WithLive:
             close()
 
     def position(self) -> Position:
-        return self.source.position()
+        position = dict(self.source.position())
+        if self.live.durable:
+            position[LIVE_KEY] = self.live.position()["row"]
+        return position
 
     def commit(self, position: Position) -> None:
-        self.source.commit(position)
+        self.source.commit(_without_live(position))
+        if self.live.durable and LIVE_KEY in position:
+            self.live.commit({"row": position[LIVE_KEY]})
 
     def committed(self) -> Position:
-        return self.source.committed()
+        committed = dict(self.source.committed())
+        if self.live.durable:
+            committed[LIVE_KEY] = self.live.committed()["row"]
+        return committed
 
     def seek(self, position: Position) -> None:
-        self.source.seek(position)
+        self.source.seek(_without_live(position))
+        if self.live.durable:
+            self.live.seek({"row": position[LIVE_KEY]} if LIVE_KEY in position else self.live.committed())
+
+
+def _without_live(position: Position) -> Position:
+    return {k: v for k, v in position.items() if k != LIVE_KEY}

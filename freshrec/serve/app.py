@@ -2,7 +2,8 @@
 
 - `POST /predict` {user, context?, candidates: [id | {item, fields}]} -> {version, items, scores}
 - `POST /recommend` {user, context?, k?} -> {version, items, scores}
-- `POST /events` {events: [...]} or one event -> {accepted}
+- `POST /events` {events: [...]} or one event -> 202 {accepted}: handed to the live sink (durable first
+  where the sink has a journal, as `freshrec run`'s has; 503 when it is full or cannot write)
 - `GET /healthz`, `GET /metrics` (Prometheus), `GET /model`
 - `POST /admin/swap` {version?}, `POST /admin/rollback`: bearer token required (401 without)
 
@@ -35,6 +36,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
 
 from freshrec.events.event import Event
+from freshrec.events.journal import JournalError
 from freshrec.events.live import QueueFull
 from freshrec.metrics.prometheus import ServingMetrics
 from freshrec.serve.service import ModelService
@@ -218,7 +220,7 @@ def create_app(service: ModelService, config: ServeConfig | None = None) -> Fast
                                        for i, e in enumerate(batch)])
         except ValueError as error:
             raise HTTPException(422, str(error)) from None
-        except QueueFull as error:
+        except (QueueFull, JournalError) as error:   # full, or its journal could not make them durable
             raise HTTPException(503, str(error), headers={"Retry-After": "1"}) from None
         except LookupError as error:
             raise HTTPException(503, str(error)) from None

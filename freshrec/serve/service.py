@@ -290,7 +290,8 @@ class ModelService:
         return check(context), {item: check(fields) for item, fields in own.items()}
 
     def accept(self, events: Sequence[Event]) -> int:
-        """Hand events to the live source (ValueError for a bad event, QueueFull when full)."""
+        """Hand events to the live source (ValueError for a bad event, QueueFull when full; with a
+        journal, durable when this returns, `JournalError` when they could not be made so)."""
         if self.sink is None:
             raise LookupError("this server has no event sink: run `freshrec replay ... --serve` to train "
                               "and serve in one process")
