@@ -50,8 +50,8 @@ def _trainer(args: argparse.Namespace) -> None:
 
     import torch
 
-    from freshrec.engine.train_serve import learn_live
     from freshrec.engine.sync import Publisher, SyncConfig
+    from freshrec.engine.train_serve import learn_live
     from freshrec.events.event import EventChunk
     from freshrec.events.live import LiveQueue
     from freshrec.events.simulator import Simulator, SimulatorConfig

@@ -108,8 +108,8 @@ def _serve(settings: FreshrecConfig, registry_path: Path, chunks, fields, pipeli
     """`replay --serve`: train in a thread, serve over HTTP in the main one (POST /events feeds the trainer)."""
     from freshrec.cli.output import note
     from freshrec.engine.build import engine_config, serve_config
-    from freshrec.engine.train_serve import train_and_serve
     from freshrec.engine.sync import Publisher
+    from freshrec.engine.train_serve import train_and_serve
     from freshrec.events.live import LiveQueue
     from freshrec.serve import ModelService, create_app
     from freshrec.snapshot import ModelRegistry

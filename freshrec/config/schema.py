@@ -14,7 +14,6 @@ refuses what `freshrec run` would.
 
 from __future__ import annotations
 
-
 from pydantic import Field
 
 from freshrec.config.section import Section

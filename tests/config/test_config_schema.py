@@ -9,9 +9,9 @@ import typing
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from freshrec.engine.build import model_config
 from freshrec.config import ConfigError, FreshrecConfig, parse_config
 from freshrec.config.errors import _unwrap
+from freshrec.engine.build import model_config
 from freshrec.engine.dataflow import EngineConfig
 from freshrec.engine.sync import SyncConfig
 from freshrec.events.datasets import FORMATS
