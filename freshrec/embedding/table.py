@@ -94,7 +94,8 @@ class TableConfig:
 @dataclass(frozen=True)
 class TableDelta:
     """What changed between versions `since` and `version`: the live rows written since (their
-    ids, values, optimizer state and bookkeeping) and the ids deleted since."""
+    ids, values, optimizer state and bookkeeping) and the ids deleted since. `state` is empty in a
+    delta for servers (`delta_since(..., optimizer_state=False)`): they score, they do not train."""
 
     since: int
     version: int
@@ -326,24 +327,27 @@ class DynamicEmbedding:
             s.deleted.append((s.version + 1, ids))
         s.evicted += len(ids)
 
-    def delta_since(self, version: int) -> TableDelta:
+    def delta_since(self, version: int, optimizer_state: bool = True) -> TableDelta:
         """The live rows written and the ids deleted after `version` (changes made since the last
-        `apply_gradients` are included, so nothing falls between two deltas)."""
+        `apply_gradients` are included, so nothing falls between two deltas); without
+        `optimizer_state`, the rows' optimizer state stays out (a delta for servers)."""
         s = self._s
         high = s.storage.high
         rows = np.flatnonzero((s.book.ids[:high] != 0) & (s.book.dirty[:high] > version))
         deleted = [ids for tag, ids in s.deleted if tag > version]
-        return TableDelta(version, s.version, **self._export(rows),
+        return TableDelta(version, s.version, **self._export(rows, optimizer_state),
                           deleted=np.concatenate(deleted) if deleted else np.zeros(0, np.int64))
 
-    def _export(self, rows: np.ndarray) -> dict:
+    def _export(self, rows: np.ndarray, optimizer_state: bool = True) -> dict:
         s = self._s
+        names = s.storage.state_names if optimizer_state else ()
         return {"ids": s.book.ids[rows], "rows": s.storage.gather(rows).cpu().numpy(),
-                "state": {name: s.storage.gather(rows, name).numpy() for name in s.storage.state_names},
+                "state": {name: s.storage.gather(rows, name).numpy() for name in names},
                 "counts": s.book.counts[rows], "last_seen": s.book.last_seen[rows]}
 
     def apply_delta(self, delta: TableDelta) -> None:
-        """Bring this table (a replica at a version >= `delta.since`) to `delta.version`."""
+        """Bring this table (a replica at a version >= `delta.since`) to `delta.version` (a delta
+        without optimizer state leaves the rows' state as it was: a server's replica)."""
         s = self._s
         if not delta.since <= s.version <= delta.version:
             raise ValueError(f"a delta from version {delta.since} to {delta.version} does not apply "
@@ -361,8 +365,8 @@ class DynamicEmbedding:
         if new.any():
             rows[new] = self._allocate(ids[new], 0.0, initialize=False)
         s.storage.scatter(rows, values)
-        for name in s.storage.state_names:
-            s.storage.scatter(rows, state[name], name)
+        for name, values in state.items():
+            s.storage.scatter(rows, values, name)
         s.book.counts[rows] = counts
         s.book.last_seen[rows] = last_seen
         s.book.dirty[rows] = s.version

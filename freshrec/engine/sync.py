@@ -1,5 +1,7 @@
 """Parameter sync, trainer side: `Publisher` puts a `Delta` into the `ModelRegistry` every
 `sync_interval` seconds and a full `Snapshot` every `full_interval` (the first publish is full).
+A delta carries the rows' weights without their optimizer state (servers score, they do not train:
+half the bytes); a full snapshot carries everything.
 
 Between publishes it remembers when the events it learned entered the system (for freshness)
 and the interactions themselves (for the server's candidates): each delta carries the ones since
@@ -233,7 +235,8 @@ class Publisher:
         """A delta from the last version written; OSError when the registry cannot be written."""
         version = self._next_version()
         interactions = pa.concat_tables(self._new) if self._new else None
-        delta = Delta.capture(self.model, self.version, version, self._table_since, self._meta(), interactions)
+        delta = Delta.capture(self.model, self.version, version, self._table_since, self._meta(), interactions,
+                              optimizer_state=False)   # servers score, they do not train
         if self.writes is None:
             self.registry.publish(delta)
         else:

@@ -164,9 +164,11 @@ class Delta:
 
     @classmethod
     def capture(cls, model: OnlineModel, since: int, version: int, table_since: dict[str, int],
-                meta: dict[str, Any] | None = None, interactions: pa.Table | None = None) -> Delta:
-        """What `model` changed after the table versions in `table_since` (from `table_versions`)."""
-        tables = {name: table.delta_since(table_since[name]) for name, table in model.tables.items()}
+                meta: dict[str, Any] | None = None, interactions: pa.Table | None = None,
+                optimizer_state: bool = True) -> Delta:
+        """What `model` changed after the table versions in `table_since` (from `table_versions`);
+        without `optimizer_state`, the rows' optimizer state stays out (what servers need)."""
+        tables = {name: table.delta_since(table_since[name], optimizer_state) for name, table in model.tables.items()}
         dense = {k: v.detach().clone() for k, v in model.state_dict().items()}
         return cls(since, version, tables, dense, {"created_at": time.time(), **(meta or {})}, interactions)
 
