@@ -21,10 +21,10 @@ import dataclasses
 import json
 from os import PathLike
 
-import numpy as np
 from safetensors import safe_open
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load_file
 
+from freshrec._tensorfile import save_arrays
 from freshrec.embedding.optimizers import optimizer_from_name
 from freshrec.embedding.table import DynamicEmbedding, TableConfig, TableDelta
 
@@ -63,7 +63,7 @@ def _metadata(path: str | PathLike[str], expected: str) -> dict[str, str]:
 def save_table(table: DynamicEmbedding, path: str | PathLike[str]) -> None:
     """Write the whole table (`state_dict()`) and its config to one safetensors file."""
     metadata = {"format": TABLE_FORMAT, "config": config_to_json(table.config)}
-    save_file(table.state_dict(), path, metadata=metadata)
+    save_arrays(table.state_dict(), path, metadata)
 
 
 def load_table(path: str | PathLike[str]) -> DynamicEmbedding:
@@ -77,8 +77,7 @@ def save_delta(delta: TableDelta, path: str | PathLike[str]) -> None:
     """Write a `TableDelta` to one safetensors file."""
     arrays = {"ids": delta.ids, "rows": delta.rows, "counts": delta.counts, "last_seen": delta.last_seen,
               "deleted": delta.deleted, **{f"state.{k}": v for k, v in delta.state.items()}}
-    save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, path,
-              metadata={"format": DELTA_FORMAT, "since": str(delta.since), "version": str(delta.version)})
+    save_arrays(arrays, path, {"format": DELTA_FORMAT, "since": str(delta.since), "version": str(delta.version)})
 
 
 def load_delta(path: str | PathLike[str]) -> TableDelta:

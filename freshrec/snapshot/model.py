@@ -42,6 +42,7 @@ import torch
 from safetensors.numpy import load_file as load_numpy
 from safetensors.torch import load_file, save_file
 
+from freshrec._tensorfile import save_arrays
 from freshrec.embedding.snapshot import config_to_json, load_delta, save_delta
 from freshrec.embedding.table import TableDelta
 from freshrec.events.event import FieldKind
@@ -130,8 +131,7 @@ class Snapshot:
         (directory / CONFIG).write_text(json.dumps(config, indent=1))
         _save_dense(self.model, directory / DENSE)
         for name, table in self.model.tables.items():
-            save_file({k: torch.from_numpy(v.copy()) for k, v in table.state_dict().items()},
-                      str(directory / _table_file(name)))
+            save_arrays(table.state_dict(), directory / _table_file(name))
         _write_interactions(self.interactions, directory / INTERACTIONS)
 
     @classmethod
