@@ -72,7 +72,10 @@ class EngineConfig:
 
 
 class DataFlowEngine:
-    """The whole loop in one process; state under `root`: `log/`, `checkpoints/`, `registry/`."""
+    """The whole loop in one process; state under `root`: `log/`, `checkpoints/`, `registry/`.
+
+    The constructor builds nothing: `restore()` (or `run()`, which restores first when it was not)
+    builds the trainer or loads it from the newest checkpoint, and takes the log's writer lock."""
 
     def __init__(self, source: Source, specs: Sequence[FeatureSpec], build: Callable[[], OnlineModel],
                  root: str | Path, config: EngineConfig | None = None, joiner: Joiner | None = None) -> None:
@@ -88,21 +91,21 @@ class DataFlowEngine:
         self.config = config or EngineConfig()
         self.joiner = joiner
         self.pipeline = FeaturePipeline(self.specs, self.config.target)
-        self.log = EventLog.open(self.root / "log", source.fields, self.config.log_roll_bytes,
-                                 self.config.log_roll_seconds)
+        self.log = EventLog(self.root / "log", source.fields, self.config.log_roll_bytes, self.config.log_roll_seconds)
         self.checkpoints = CheckpointStore(self.root / "checkpoints")
         self.registry = ModelRegistry(self.root / "registry")
-        self.trainer = OnlineTrainer(build(), self.config.trainer)
+        self.trainer: OnlineTrainer | None = None   # by restore()
         self.step = self.events = self.logged = self.learned = 0
         self.restored_from: int | None = None
         self.publisher: Publisher | None = None
         self.writes: WriteBehind | None = None   # checkpoints and deltas written behind the trainer, in run()
 
     def restore(self) -> int | None:
-        """Continue from the newest checkpoint, or start afresh (the log emptied: nothing in it was
-        committed); returns the checkpoint's step or None."""
+        """Continue from the newest checkpoint, or start afresh with a new trainer (the log emptied:
+        nothing in it was committed); returns the checkpoint's step or None."""
         checkpoint = self.checkpoints.latest()
         if checkpoint is None:  # nothing is committed: segments closed before a crash go too
+            self.trainer = OnlineTrainer(self.build(), self.config.trainer)
             self.log.rollback(0)
             return None
         self.trainer = checkpoint.trainer
@@ -124,9 +127,12 @@ class DataFlowEngine:
 
     def run(self, stop: threading.Event | None = None,
             on_chunk: Callable[[DataFlowEngine, IngestSummary], None] | None = None) -> dict:
-        """Process the source until it ends or `stop` is set; checkpoint; return the figures
-        (`stage_us_per_row`: each stage's time per row, per thread)."""
+        """Process the source until it ends or `stop` is set (restoring first, where `restore` was
+        not called); checkpoint; return the figures (`stage_us_per_row`: each stage's time per row,
+        per thread)."""
         stop = stop or threading.Event()
+        if self.trainer is None:
+            self.restore()
         self.writes = WriteBehind()
         if self.config.publish:
             self.publisher = Publisher(self.registry, self.trainer.model, self.source.fields, self.config.sync,
