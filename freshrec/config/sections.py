@@ -92,8 +92,10 @@ class ModelSection(Section):
     seed: int = Field(0, description="Seed of the initial weights (and of the simulator)")
     loss: Literal["bce", "mse"] = Field("bce", description="bce (0/1 labels) or mse (ratings)")
     admit_after: int = Field(1, ge=1, description="Sightings of an id before it gets an embedding row")
-    ttl: Duration | None = Field(None, description="Evict ids unseen for this long, in event time (null: never)")
-    capacity: int | None = Field(None, ge=1, description="Most rows per table, least used evicted (null: no limit)")
+    ttl: Duration | None = Field(None, description="Evict ids unseen for this long, in event time, checked every "
+                                 "100,000 events learned (null: never)")
+    capacity: int | None = Field(None, ge=1, description="Most rows per table: the least used are evicted every "
+                                 "100,000 events learned (null: no limit)")
     ordinal_levels: tuple[float, ...] = Field((), description=(
         "Other levels of features.target learned beside the label, e.g. [2, 3, 5] for rating>=4"))
 

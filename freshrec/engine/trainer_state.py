@@ -108,7 +108,8 @@ def _capture_rest(trainer: OnlineTrainer, base: int | None) -> Callable[[Path], 
     rng = torch.get_rng_state()
     counters = {"batches": trainer.batches, "skipped_batches": trainer.skipped_batches,
                 "skipped_rows": trainer.skipped_rows, "squared_error": trainer.squared_error,
-                "failed_batches": trainer.failed_batches}
+                "failed_batches": trainer.failed_batches, "rows_since_evict": trainer.rows_since_evict,
+                "newest_ts": trainer.newest_ts}
     record = json.dumps({"config": dataclasses.asdict(trainer.config), "counters": counters, "optimizer": rest,
                          "base": base})
 

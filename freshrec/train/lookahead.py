@@ -5,9 +5,10 @@ A unit is anything with `batches` (a sequence of `Batch`) and `hold` (bool): a c
 cut into micro-batches. The generator yields `Prepared(batch, value, error)` for each batch in
 order (`value = prepare(batch)`, or the exception `prepare` raised for that batch alone), then
 `UnitEnd(unit, held)` after the unit's last batch. `held` is True when the worker stopped after
-this unit (the unit's `hold`, or `hold_request` set meanwhile) and waits until the caller asks for
-the next item: between the two, nothing of a later unit has been prepared, so the caller may
-checkpoint or publish a model that has seen exactly the units up to this one.
+this unit (the unit's `hold`, `hold_at(unit)` True, or `hold_request` set meanwhile) and waits
+until the caller asks for the next item: between the two, nothing of a later unit has been
+prepared, so the caller may checkpoint, publish or evict on a model that has seen exactly the units
+up to this one.
 
 >>> from types import SimpleNamespace
 >>> units = [SimpleNamespace(batches=[1, 2], hold=False), SimpleNamespace(batches=[3], hold=True)]
@@ -45,8 +46,9 @@ class UnitEnd(NamedTuple):
 class _Worker:
     """The worker thread's side: prepares and offers items until the stream ends or the caller leaves."""
 
-    def __init__(self, prepare: Callable, ahead: int, hold_request: threading.Event | None) -> None:
-        self.prepare, self.hold_request = prepare, hold_request
+    def __init__(self, prepare: Callable, ahead: int, hold_request: threading.Event | None,
+                 hold_at: Callable[[Any], bool] | None) -> None:
+        self.prepare, self.hold_request, self.hold_at = prepare, hold_request, hold_at
         self.ready: queue.Queue = queue.Queue(maxsize=ahead)
         self.stop, self.resume = threading.Event(), threading.Event()
 
@@ -77,7 +79,8 @@ class _Worker:
                         item = Prepared(batch, None, error)
                     if not self.offer(item):
                         return
-                held = bool(unit.hold) or (self.hold_request is not None and self.hold_request.is_set())
+                due = self.hold_at is not None and self.hold_at(unit)   # called for every unit: it counts
+                held = due or bool(unit.hold) or (self.hold_request is not None and self.hold_request.is_set())
                 if held and self.hold_request is not None:
                     self.hold_request.clear()
                 if not self.offer(UnitEnd(unit, held)) or (held and not self.wait_resume()):
@@ -88,11 +91,13 @@ class _Worker:
 
 
 def lookahead(units: Iterable, prepare: Callable[[Any], Any], ahead: int = 32,
-              hold_request: threading.Event | None = None) -> Iterator[Prepared | UnitEnd]:
+              hold_request: threading.Event | None = None,
+              hold_at: Callable[[Any], bool] | None = None) -> Iterator[Prepared | UnitEnd]:
     """Yield `Prepared` items and `UnitEnd` markers for `units`, preparing up to `ahead` items in a
-    worker thread. An error raised by `units` is raised here; closing the generator stops the
-    worker (once `units` yields its next unit)."""
-    worker = _Worker(prepare, ahead, hold_request)
+    worker thread (`hold_at(unit)`, called in it after each unit: whether to hold there). An error
+    raised by `units` is raised here; closing the generator stops the worker (once `units` yields
+    its next unit)."""
+    worker = _Worker(prepare, ahead, hold_request, hold_at)
     thread = threading.Thread(target=worker.run, args=(units,), name=WORKER_NAME, daemon=True)
     thread.start()
     try:

@@ -41,7 +41,7 @@ import itertools
 import logging
 import math
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -69,7 +69,10 @@ class TrainerConfig:
     - `seed`: torch's global seed, set at the first `learn` (dropout and the like);
     - `fused`: train an `OnlineFM` (BCE, dense Adagrad) with the fused numba step
       (`freshrec.train.fm_fast.FastFM`: the same step as the module's, several times faster);
-    - `bins`, `window_events`, `window_seconds`: the `PrequentialMetrics` settings."""
+    - `bins`, `window_events`, `window_seconds`: the `PrequentialMetrics` settings;
+    - `evict_every`: rows learned between two evictions from the tables that have a TTL or a
+      capacity (`learn_stream`, at the end of the unit that reaches it: a point fixed by the stream,
+      so a restored trainer evicts where an uninterrupted one does)."""
 
     dense_optimizer: str = "adagrad"
     dense_lr: float | None = None
@@ -78,8 +81,11 @@ class TrainerConfig:
     bins: int = 4096
     window_events: int | None = 100_000
     window_seconds: float | None = None
+    evict_every: int = 100_000
 
     def __post_init__(self) -> None:
+        if self.evict_every < 1:
+            raise ValueError(f"evict_every must be >= 1, not {self.evict_every}")
         if self.dense_optimizer not in DENSE_OPTIMIZERS:
             raise ValueError(f"dense_optimizer {self.dense_optimizer!r} is not one of {tuple(DENSE_OPTIMIZERS)}")
         if self.dense_lr is not None and not self.dense_lr > 0:
@@ -106,6 +112,8 @@ class OnlineTrainer:
         self._metrics: PrequentialMetrics | None = None
         self.batches = self.skipped_batches = self.skipped_rows = self.failed_batches = 0
         self._hold: threading.Event | None = None
+        self.rows_since_evict = 0                # rows learned by learn_stream since the last eviction
+        self.newest_ts: float | None = None      # the newest event time learned by learn_stream
         self.squared_error = 0.0
         self._pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         self._pending_rows = 0
@@ -191,7 +199,9 @@ class OnlineTrainer:
         rows = sum(len(b) for b in first.batches) / max(len(first.batches), 1)
         if self._fused is None or rows < LOOKAHEAD_MIN_ROWS:   # one thread: no lookahead
             for unit in units:
-                yield unit, [self._learn_safely(batch) for batch in unit.batches], True
+                steps = [self._learn_safely(batch) for batch in unit.batches]
+                self._evict_when_due(unit)
+                yield unit, steps, True
             return
         self._hold = threading.Event()
         resolve, steps = self._fused.resolver(), []
@@ -200,14 +210,50 @@ class OnlineTrainer:
             self.check(batch)
             return resolve(batch)
         try:
-            for item in lookahead(units, prepare, ahead, self._hold):
+            for item in lookahead(units, prepare, ahead, self._hold, hold_at=self._eviction_clock()):
                 if isinstance(item, UnitEnd):
+                    self._evict_when_due(item.unit)   # where the worker holds
                     yield item.unit, steps, item.held
                     steps = []
                 else:
                     steps.append(self._learn_prepared(item))
         finally:
             self._hold = None
+
+    def _evicts(self) -> bool:
+        return any(t.config.ttl_seconds is not None or t.config.capacity is not None
+                   for t in self.model.tables.values())
+
+    def _eviction_clock(self) -> Callable[[Unit], bool] | None:
+        """For the lookahead worker: True at the end of each unit where `_evict_when_due` evicts
+        (the same count, from the same start), so that the worker holds there."""
+        if not self._evicts():
+            return None
+        rows = self.rows_since_evict
+
+        def due(unit: Unit) -> bool:
+            nonlocal rows
+            rows += sum(len(b) for b in unit.batches)
+            if rows < self.config.evict_every:
+                return False
+            rows = 0
+            return True
+        return due
+
+    def _evict_when_due(self, unit: Unit) -> None:
+        """After a unit: every `evict_every` rows, evict from each table with a TTL or a capacity,
+        as of the newest event time learned."""
+        if not self._evicts():
+            return
+        for batch in unit.batches:
+            if len(batch):
+                newest = float(batch.ts.max())
+                self.newest_ts = newest if self.newest_ts is None else max(self.newest_ts, newest)
+        self.rows_since_evict += sum(len(b) for b in unit.batches)
+        if self.rows_since_evict >= self.config.evict_every and self.newest_ts is not None:
+            self.rows_since_evict = 0
+            freed = sum(table.evict(self.newest_ts) for table in self.model.tables.values())
+            log.info("evicted %d rows (event time %s)", freed, self.newest_ts)
 
     def _learn_prepared(self, item: Prepared) -> dict:
         if item.error is not None:
@@ -297,7 +343,8 @@ class OnlineTrainer:
         return {**summary, "auc_window": metrics.window()["auc"],
                 "auc_last20": tail["auc"], "logloss_last20": tail["logloss"],
                 "skipped_batches": self.skipped_batches, "failed_batches": self.failed_batches,
-                "live_ids": self.model.live_ids}
+                "live_ids": self.model.live_ids,
+                "evicted_ids": sum(table.evicted for table in self.model.tables.values())}
 
 
 def fused_step(model: OnlineModel, optimizer: torch.optim.Optimizer | None) -> FastFM | None:
