@@ -16,7 +16,8 @@ batch before learning from it (prequential); AUC is over all those scores (`fres
   hashed `nn.EmbeddingBag` (2^22 buckets, `sparse=True`, sparse Adagrad; dense Adagrad), the same
   learning rate, initial scale and MLP.
 
-Prints one JSON line: per model rows/s, CPU time per row (all threads) and AUC, the ratios to the baselines, the load average
+Prints one JSON line: per model rows/s, CPU time per row (all threads) and AUC, the ratios to the
+baselines, the load average
 before and after. `bench/engine.py` imports `timed` to compare the engine with these figures.
 
     .venv/bin/python bench/train.py [--rows 1000000] [--models fm,torch_fm,lr,deepfm,torch_deepfm]

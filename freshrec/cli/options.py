@@ -124,7 +124,8 @@ ENGINE = (
     Flag("--checkpoint-events", "training.checkpoint_events", int, "Events between checkpoints."),
     Flag("--serve/--no-serve", "serve.enabled", bool, "Serve the model over HTTP while it learns."),
 )
-FLAGS = {flag.key: flag.decl.split("/")[0] for group in (SOURCE, MODEL, OFFLINE, SERVING, PUBLISH, ENGINE) for flag in group}
+FLAGS = {flag.key: flag.decl.split("/")[0]
+         for group in (SOURCE, MODEL, OFFLINE, SERVING, PUBLISH, ENGINE) for flag in group}
 
 
 def overriding(*groups: tuple[Flag, ...]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:

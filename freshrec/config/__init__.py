@@ -33,8 +33,8 @@ from freshrec.config.sections import (
     TrainingSection,
 )
 
-__all__ = ["DURATION_HELP", "FORMATS", "ColumnsSection", "ConfigError", "Duration", "EmbeddingSection", "FeatureOverride",
-           "FeaturesSection", "FreshrecConfig", "FusionSection", "GpuSection", "JoinSection", "KafkaSection",
-           "LabelRule", "LogSection", "ModelSection", "ServeSection", "SourceSection", "SyncSection",
+__all__ = ["DURATION_HELP", "FORMATS", "ColumnsSection", "ConfigError", "Duration", "EmbeddingSection",
+           "FeatureOverride", "FeaturesSection", "FreshrecConfig", "FusionSection", "GpuSection", "JoinSection",
+           "KafkaSection", "LabelRule", "LogSection", "ModelSection", "ServeSection", "SourceSection", "SyncSection",
            "TrainingSection", "cache_dir", "data_root", "format_duration", "load_config", "parse_config",
            "parse_duration", "parse_label", "show_config", "with_overrides"]

@@ -42,7 +42,8 @@ class FreshrecConfig(Section):
     join: JoinSection = Field(default_factory=JoinSection, description="Impressions joined with later actions (labels)")
     features: FeaturesSection = Field(default_factory=FeaturesSection, description="How events become model inputs")
     model: ModelSection = Field(default_factory=ModelSection, description="The online model")
-    embedding: EmbeddingSection = Field(default_factory=EmbeddingSection, description="The embedding tables' row-wise optimizer")
+    embedding: EmbeddingSection = Field(default_factory=EmbeddingSection,
+                                        description="The embedding tables' row-wise optimizer")
     training: TrainingSection = Field(default_factory=TrainingSection, description="Online and offline training")
     sync: SyncSection = Field(default_factory=SyncSection, description="Publishing the trained model to the servers")
     serve: ServeSection = Field(default_factory=ServeSection, description="The HTTP server")

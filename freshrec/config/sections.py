@@ -56,7 +56,8 @@ class SourceSection(Section):
     fallback: Literal["simulator"] | None = Field(
         None, description="simulator: replay it when MovieLens-100k can be neither found nor fetched")
     chunk_rows: int = Field(4096, ge=1, description="Rows read at a time (checkpoints fall between chunks)")
-    kafka: KafkaSection = Field(default_factory=KafkaSection, description="Kafka consumer settings (source.kind: kafka)")
+    kafka: KafkaSection = Field(default_factory=KafkaSection,
+                                description="Kafka consumer settings (source.kind: kafka)")
 
 
 class JoinSection(Section):

@@ -140,7 +140,7 @@ def check_event(event: Event, kinds: dict[str, FieldKind], require_ids: bool = T
     >>> check_event(Event("e", 1e300, "u", "i"), {}, now=1_700_000_000.0)
     Traceback (most recent call last):
     ...
-    freshrec.events.live.BadEvent: ts=1e+300 is more than 300 s after the clock of this host (1700000000): far in the future
+    freshrec.events.live.BadEvent: ts=1e+300 is more than 300 s after the clock of this host (1700000000): ...
     """
     if unknown := sorted(set(event.fields) - set(kinds)):
         raise BadEvent(f"unknown field {unknown[0]!r}; this source has: {', '.join(sorted(kinds))}",

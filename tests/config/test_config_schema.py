@@ -131,7 +131,8 @@ def test_an_optimizer_the_model_cannot_use_is_refused_when_parsed(name):
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_optimizers_no_model_uses_are_not_offered(optimizer):
-    with pytest.raises(ConfigError, match=f"embedding.optimizer: expected one of 'adagrad' or 'ftrl', got '{optimizer}'"):
+    expected = f"embedding.optimizer: expected one of 'adagrad' or 'ftrl', got '{optimizer}'"
+    with pytest.raises(ConfigError, match=expected):
         parse_config({"model": {"name": "lr"}, "embedding": {"optimizer": optimizer}})
 
 

@@ -41,7 +41,7 @@ def test_capacity_holds_at_every_eviction_and_runs_agree(model: str) -> None:
     units = _units()
     trainer = _trainer(model, capacity=300)
     live, held = [], []
-    for unit, _, was_held in trainer.learn_stream(units):
+    for _unit, _, was_held in trainer.learn_stream(units):
         live.append(trainer.model.table.live)
         held.append(was_held)
     evictions = [2, 5, 8, 11]     # units of 600 rows: the count reaches 1,500 at every third, then starts over
