@@ -83,7 +83,8 @@ def _run(settings: FreshrecConfig, state: Path, quiet: bool, exit_at_end: bool) 
     from freshrec.engine.build import open_stream, serve_config
     from freshrec.engine.run import run as run_engine
     from freshrec.events.deadletter import JsonlDeadLetters
-    from freshrec.events.live import LiveQueue, WithLive
+    from freshrec.events.live import LiveQueue
+    from freshrec.events.with_live import WithLive
     from freshrec.serve.background import BackgroundServer
 
     quiet = quiet or not err.is_terminal   # a bar only on a terminal

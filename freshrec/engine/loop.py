@@ -1,6 +1,6 @@
 """The one loop: source -> (join) -> log -> features -> learn -> (publish, checkpoint), in stages.
 
-A reader thread takes chunks from the source (`freshrec.events.live.WithLive` adds the events
+A reader thread takes chunks from the source (`freshrec.events.with_live.WithLive` adds the events
 posted to a server), joins them, appends them to the event log and featurises them into micro-batches, up to
 `read_ahead` chunks ahead; the caller's thread learns them (`OnlineTrainer.learn_stream`, where the
 fused FM resolves the ids of later batches in a third thread) and runs `after` on each chunk. Every

@@ -29,7 +29,8 @@ from freshrec.engine.summary import IngestSummary
 from freshrec.engine.sync import Publisher
 from freshrec.events.deadletter import DeadLetterSink
 from freshrec.events.event import EventChunk
-from freshrec.events.live import LiveQueue, WithLive
+from freshrec.events.live import LiveQueue
+from freshrec.events.with_live import WithLive
 from freshrec.features import FeaturePipeline
 from freshrec.train import OnlineTrainer
 

@@ -13,8 +13,9 @@ import pytest
 
 from freshrec.events.event import Event, Field, FieldKind
 from freshrec.events.journal import JournalError, LiveJournal
-from freshrec.events.live import LiveQueue, WithLive
+from freshrec.events.live import LiveQueue
 from freshrec.events.source import LimitedSource, TableReplay
+from freshrec.events.with_live import WithLive
 
 FIELDS = (Field("age", FieldKind.CATEGORICAL, "user"), Field("price", FieldKind.DENSE, "item"))
 SCHEMA = pa.schema([("ts", pa.float64()), ("user_id", pa.string())])

@@ -9,8 +9,9 @@ import pyarrow as pa
 import pytest
 
 from freshrec.events.event import Event, Field, FieldKind
-from freshrec.events.live import BadEvent, LiveQueue, QueueFull, WithLive, check_event, conform
+from freshrec.events.live import BadEvent, LiveQueue, QueueFull, check_event, conform
 from freshrec.events.source import TableReplay
+from freshrec.events.with_live import WithLive
 
 FIELDS = (Field("genres", FieldKind.MULTI_CATEGORICAL, "item"), Field("age", FieldKind.CATEGORICAL, "user"),
           Field("price", FieldKind.DENSE, "item"))
