@@ -39,7 +39,7 @@ from freshrec.fusion import HedgeFusion, rebase
 from freshrec.log import EventLog
 from freshrec.models.base import OnlineModel, probabilities
 from freshrec.snapshot import ModelRegistry, Snapshot
-from freshrec.train.offline import OfflineConfig, OfflineResult, OfflineRunner, OfflineTrainer
+from freshrec.train.offline import OfflineCancelled, OfflineConfig, OfflineResult, OfflineRunner, OfflineTrainer
 
 __all__ = ["OfflineSchedule"]
 
@@ -58,7 +58,7 @@ class OfflineSchedule:
         self.runner = OfflineRunner(trainer)
         self.reader = EventLog(engine.root / "log", engine.source.fields)  # the worker's own reader
         self.pending: Future[OfflineResult] | None = None
-        self.published = self.skipped = self.rebased = 0
+        self.published = self.skipped = self.rebased = self.cancelled = 0
         self.model: OnlineModel | None = None          # the newest offline model (hedge)
         self.version: int | None = None
         self.hedge = HedgeFusion(window, eta) if fusion == "hedge" else None
@@ -97,7 +97,13 @@ class OfflineSchedule:
         return {"fusion": {"strategy": "hedge", "w_online": self.hedge.weights["online"],
                            "offline_version": self.version}}
 
-    def close(self, engine: DataFlowEngine) -> None:
-        """Wait for the retraining in progress and publish it (the engine has stopped: no rebase)."""
-        self.runner.close(wait=True)
+    def close(self, engine: DataFlowEngine, cancel: bool = False) -> None:
+        """Wait for the retraining in progress and publish it (the engine has stopped: no rebase);
+        with `cancel` (a stop request: exit promptly), stop it at its next micro-batch instead and
+        publish nothing."""
+        self.runner.close(wait=True, cancel=cancel)
+        pending = self.pending
+        if pending is not None and (pending.cancelled() or isinstance(pending.exception(), OfflineCancelled)):
+            self.pending, self.cancelled = None, self.cancelled + 1
+            return
         self.poll(engine, apply=False)

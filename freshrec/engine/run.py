@@ -3,7 +3,9 @@
 The source is a data set replayed in time order (`--format`, the embedded default) or a Kafka
 topic carrying events of that data set's shape (`--source kafka`; `produce` fills one). State lives
 under `--state`: a run that finds checkpoints there continues from the newest one. SIGINT or
-SIGTERM: the engine stops reading, learns the chunks already read, checkpoints and exits 0.
+SIGTERM: the engine stops reading, learns the chunks already read, checkpoints, stops an offline
+retraining in progress (at its next micro-batch: nothing of it is published) and exits 0; at the
+stream's end a retraining in progress is waited for and published.
 """
 
 from __future__ import annotations
@@ -63,8 +65,10 @@ def run(source: Source, config: FreshrecConfig, state: str | Path, on_chunk: Cal
             on_chunk(engine, summary)
     stop = threading.Event()
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+    failed = True
     try:
         figures = engine.run(stop, after_chunk)
+        failed = False
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
@@ -72,10 +76,10 @@ def run(source: Source, config: FreshrecConfig, state: str | Path, on_chunk: Cal
         if close is not None:
             close()
         if schedule is not None:
-            schedule.close(engine)
+            schedule.close(engine, cancel=failed or stop.is_set())   # exit now, not after the retraining
     if schedule is not None:
         figures["offline"] = {"published": schedule.published, "skipped": schedule.skipped,
-                              "rebased": schedule.rebased}
+                              "rebased": schedule.rebased, "cancelled": schedule.cancelled}
     figures["stopped_by_signal"] = stop.is_set()
     figures["state"] = str(state)
     return figures

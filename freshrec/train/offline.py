@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     from freshrec.features import FeaturePipeline
     from freshrec.log import EventLog
 
-__all__ = ["OfflineConfig", "OfflineResult", "OfflineRunner", "OfflineTrainer", "copy_model"]
+__all__ = ["OfflineCancelled", "OfflineConfig", "OfflineResult", "OfflineRunner", "OfflineTrainer", "copy_model"]
 
 
 @dataclass(frozen=True)
@@ -161,18 +161,24 @@ def _holdout_rows(rows: int, fraction: float) -> int:
     return min(math.ceil(rows * fraction), rows - 1)
 
 
+class OfflineCancelled(RuntimeError):
+    """A retraining stopped by `OfflineTrainer.cancel` before it finished."""
+
+
 class OfflineTrainer:
     """Retrains a model built by `build` over a range of batches; see the module docstring.
 
     `build` must make the same kind of model as the online one (same tables), freshly seeded:
     e.g. `lambda: build_model(name, specs, config)`. `trainer` configures the `OnlineTrainer`
-    that takes the steps (dense optimizer and lr, torch's seed)."""
+    that takes the steps (dense optimizer and lr, torch's seed). Setting `cancel` (from any thread)
+    stops a retraining in progress at its next micro-batch: it raises `OfflineCancelled`."""
 
     def __init__(self, build: Callable[[], OnlineModel], config: OfflineConfig | None = None,
                  trainer: TrainerConfig | None = None) -> None:
         self.build = build
         self.config = config or OfflineConfig()
         self.trainer = trainer or TrainerConfig()
+        self.cancel = threading.Event()
 
     def learn(self, batches: Sequence[Batch], warm_from: OnlineModel | None = None) -> OfflineResult:
         """Retrain over `batches` (in time order), starting from a copy of `warm_from` when given
@@ -228,6 +234,8 @@ class OfflineTrainer:
             train = _take(train, np.random.default_rng([self.config.seed, epoch]).permutation(len(train)))
         trainer.model.train()
         for batch in train.split(self.config.batch_size):
+            if self.cancel.is_set():
+                raise OfflineCancelled(f"retraining cancelled in epoch {epoch}")
             trainer.learn(batch)
 
     def _score(self, model: OnlineModel, holdout: Batch) -> tuple[float, float]:
@@ -297,12 +305,15 @@ class OfflineRunner:
             self.on_done(result)
         return result
 
-    def close(self, wait: bool = True) -> None:
-        """Stop the worker after the jobs submitted (`wait`: until they are done)."""
+    def close(self, wait: bool = True, cancel: bool = False) -> None:
+        """Stop the worker after the jobs submitted (`wait`: until they are done; `cancel`: the one
+        running stops at its next micro-batch with `OfflineCancelled`, the others do not start)."""
+        if cancel:
+            self.trainer.cancel.set()
         with self._lock:
             pool, self._pool = self._pool, None
         if pool is not None:
-            pool.shutdown(wait=wait)
+            pool.shutdown(wait=wait, cancel_futures=cancel)
 
     def __enter__(self) -> OfflineRunner:
         return self

@@ -21,7 +21,7 @@ from freshrec.train import (
     OnlineTrainer,
     copy_model,
 )
-from freshrec.train.offline import _concat, _take
+from freshrec.train.offline import OfflineCancelled, _concat, _take
 
 STATIONARY = SimulatorConfig(n_users=300, n_items=100, batch_size=500, total_events=4000, drift=0.0,
                              new_user_rate=0.0, new_item_rate=0.0, seed=3)
@@ -171,6 +171,17 @@ def test_the_runner_trains_in_another_thread_while_the_caller_keeps_learning() -
         result = future.result(timeout=60)
     assert done == [(done[0][0], 1)] and done[0][0].startswith("freshrec-offline")
     assert result.rows == 3000 and not runner.busy and online.batches == 8
+
+
+def test_closing_the_runner_with_cancel_stops_the_retraining_and_drops_the_queued_ones() -> None:
+    batches = _batches()
+    endless = OfflineConfig(epochs=100_000, patience=100_000)   # would run for hours
+    runner = OfflineRunner(OfflineTrainer(_fm, endless))
+    running, queued = runner.submit(batches), runner.submit(batches)
+    runner.close(wait=False, cancel=True)
+    assert queued.cancelled()
+    assert running.cancelled() or isinstance(running.exception(timeout=300), OfflineCancelled)   # not hours
+    assert not runner.busy
 
 
 def test_bad_offline_config() -> None:
