@@ -2,6 +2,7 @@
 config as JSON in the file header.
 
 >>> import tempfile
+>>> import numpy as np
 >>> from freshrec.embedding.optimizers import SGD
 >>> table = DynamicEmbedding(TableConfig(dim=3, optimizer=SGD(lr=0.1), seed=4))
 >>> slots = table.slots(np.array([10, 20]), now=0.0)
