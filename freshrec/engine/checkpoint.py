@@ -59,10 +59,10 @@ class Checkpoint:
     def save(self, directory: Path, since: tuple[int, dict[str, int]] | None = None) -> None:
         """Write it to `directory`; with `since` (a checkpoint's step and table versions), the tables
         as the changes after that checkpoint (`save_trainer`)."""
-        if since is None:
-            save_trainer(self.trainer, directory)
-        else:
-            capture_increment(self.trainer, since)(directory)
+        if since is not None:
+            self.capture(since)(directory)
+            return
+        save_trainer(self.trainer, directory)
         self._save_rest(directory)
 
     def capture(self, since: tuple[int, dict[str, int]]) -> Callable[[Path], None]:

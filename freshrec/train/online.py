@@ -233,12 +233,14 @@ class OnlineTrainer:
 
         def due(unit: Unit) -> bool:
             nonlocal rows
-            rows += sum(len(b) for b in unit.batches)
-            if rows < self.config.evict_every:
-                return False
-            rows = 0
-            return True
+            rows, evict = self._count_towards_eviction(rows, unit)
+            return evict
         return due
+
+    def _count_towards_eviction(self, rows: int, unit: Unit) -> tuple[int, bool]:
+        """The rows counted after `unit`, and whether an eviction is due there (the count restarts)."""
+        rows += sum(len(b) for b in unit.batches)
+        return (0, True) if rows >= self.config.evict_every else (rows, False)
 
     def _evict_when_due(self, unit: Unit) -> None:
         """After a unit: every `evict_every` rows, evict from each table with a TTL or a capacity,
@@ -249,9 +251,8 @@ class OnlineTrainer:
             if len(batch):
                 newest = float(batch.ts.max())
                 self.newest_ts = newest if self.newest_ts is None else max(self.newest_ts, newest)
-        self.rows_since_evict += sum(len(b) for b in unit.batches)
-        if self.rows_since_evict >= self.config.evict_every and self.newest_ts is not None:
-            self.rows_since_evict = 0
+        self.rows_since_evict, due = self._count_towards_eviction(self.rows_since_evict, unit)
+        if due and self.newest_ts is not None:
             freed = sum(table.evict(self.newest_ts) for table in self.model.tables.values())
             log.info("evicted %d rows (event time %s)", freed, self.newest_ts)
 

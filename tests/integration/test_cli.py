@@ -171,12 +171,6 @@ def test_readme_quick_start_commands_run(tmp_path: Path, command: str) -> None:
     assert done.returncode == 0, done.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.parametrize("args", [["run", "--format", "simulator", "--limit", "10"],
                                   ["replay", "--format", "simulator", "--limit", "10", "--model", "lr", "--serve"]])
 def test_a_busy_port_is_a_usage_error_before_serving(tmp_path: Path, args: list[str]) -> None:

@@ -10,13 +10,12 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import need_real_data
+from conftest import free_port, need_real_data
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -45,12 +44,6 @@ def _run(command: list[str], cwd: Path, env: dict[str, str], timeout: float) -> 
     return subprocess.CompletedProcess(command, process.returncode, out, errors)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def clone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """The committed HEAD cloned into a new folder (nothing beside it) and set up with `make setup`."""
@@ -64,7 +57,7 @@ def clone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 def test_make_run_works_without_data_or_network(clone: Path, tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     env = _new_user_env(FRESHREC_CACHE=str(tmp_path / "cache"), **OFFLINE)
     done = _run(["make", "run", f"RUN_ARGS=--exit-at-end --limit 5000 --port {port} --quiet --json"], clone, env,
                 timeout=600)

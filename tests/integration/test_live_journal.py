@@ -7,17 +7,15 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pyarrow as pa
 import pytest
+from conftest import free_port, wait_until
 
 from freshrec.engine.checkpoint import CheckpointStore
 from freshrec.log import EventLog
@@ -27,27 +25,10 @@ FRESHREC = [sys.executable, "-m", "freshrec.cli"]
 STREAM, POSTED = 3_000, 5
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _command(state: Path, port: int, *extra: str) -> list[str]:
     return FRESHREC + ["run", "--format", "simulator", "--limit", str(STREAM), "--chunk", "1000",
                        "--checkpoint-events", "1000", "--state", str(state), "--port", str(port), "--quiet",
                        "--json", *extra]
-
-
-def _wait_until(condition: Callable[[], bool], what: str, process: subprocess.Popen,
-                timeout: float = 240.0) -> None:
-    """Poll `condition` until it holds; fail naming `what` after a generous `timeout` or if the
-    process ended."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert process.poll() is None, f"{what}: the run ended: {process.communicate()}"
-        assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
-        time.sleep(0.05)
 
 
 def _answers(url: str, path: str) -> dict | None:
@@ -79,26 +60,26 @@ def _journal_rows(state: Path) -> int:
 
 def _finish(state: Path) -> dict:
     """Rerun on `state` to the stream's end (serving, so the live journal is read); its figures."""
-    done = subprocess.run(_command(state, _free_port(), "--exit-at-end"), capture_output=True, text=True,
+    done = subprocess.run(_command(state, free_port(), "--exit-at-end"), capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def test_posted_events_survive_sigkill_and_are_learned_once_after_the_restart(tmp_path: Path) -> None:
-    state, port = tmp_path / "state", _free_port()
+    state, port = tmp_path / "state", free_port()
     url = f"http://127.0.0.1:{port}"
     process = subprocess.Popen(_command(state, port), cwd=tmp_path, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
     try:
-        _wait_until(lambda: _learned(url) == STREAM, "the stream served", process)
-        _wait_until(lambda: _checkpointed_events(state) == STREAM, "the stream checkpointed", process)
+        wait_until(lambda: _learned(url) == STREAM, "the stream served", process)
+        wait_until(lambda: _checkpointed_events(state) == STREAM, "the stream checkpointed", process)
         clicks = [{"user": f"journal-u{n}", "item": "i1", "label": 1} for n in range(POSTED)]
         assert httpx.post(f"{url}/events", json={"events": clicks}).status_code == 202
         bad = httpx.post(f"{url}/events", json={"user": "journal-bad", "item": "i1", "label": -1})
         assert bad.status_code == 422 and "label must be 0 or 1" in bad.json()["detail"]
         assert _journal_rows(state) == POSTED              # durable before the 202
-        _wait_until(lambda: _learned(url) == STREAM + POSTED, "the posted events served", process)
+        wait_until(lambda: _learned(url) == STREAM + POSTED, "the posted events served", process)
         assert _checkpointed_events(state) == STREAM        # learned, but no checkpoint covers them
     finally:
         process.send_signal(signal.SIGKILL)

@@ -4,25 +4,19 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from conftest import free_port, wait_until
 
 pytestmark = pytest.mark.integration
 FRESHREC = [sys.executable, "-m", "freshrec.cli"]
 SYNC_INTERVAL = 1.0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait_ready(url: str, process: subprocess.Popen, timeout: float = 60.0) -> None:
@@ -50,7 +44,7 @@ def _stop(process: subprocess.Popen, sig: int) -> tuple[int, str]:
 
 @pytest.fixture
 def train_and_serve(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen]]:
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         FRESHREC + ["replay", "--format", "simulator", "--limit", "20000", "--model", "fm", "--dim", "8",
                     "--serve", "--registry", str(tmp_path / "registry"), "--port", str(port),
@@ -62,14 +56,6 @@ def train_and_serve(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen]]:
         if process.poll() is None:
             process.kill()
             process.communicate()
-
-
-def _wait_until(condition: Callable[[], bool], what: str, timeout: float = 120.0) -> None:
-    """Poll `condition` until it holds; fail naming `what` after a generous `timeout`."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
-        time.sleep(0.05)
 
 
 def _learned(client: httpx.Client) -> int:
@@ -84,11 +70,11 @@ def test_clicks_on_a_new_item_raise_its_served_score(train_and_serve) -> None:
         def score() -> float:
             return client.post("/predict", json={"user": "u1", "candidates": ["brand-new"]}).json()["scores"][0]
 
-        _wait_until(lambda: _learned(client) == 20_000, "the replay served")  # now only our clicks change it
+        wait_until(lambda: _learned(client) == 20_000, "the replay served")  # now only our clicks change it
         before = score()
         clicks = [{"user": f"u{n}", "item": "brand-new", "label": 1.0} for n in range(30)]
         assert client.post("/events", json={"events": clicks}).status_code == 202
-        _wait_until(lambda: _learned(client) == 20_030, "the clicks served")
+        wait_until(lambda: _learned(client) == 20_030, "the clicks served")
         after = score()
         model = client.get("/model").json()
     assert after > before + 0.02, (before, after)
@@ -122,7 +108,7 @@ def test_bad_events_are_refused_and_the_trainer_and_server_go_on(train_and_serve
 def test_run_serves_and_learns_posted_events_after_the_stream_until_sigterm(tmp_path: Path) -> None:
     """`freshrec run` (what `make run` does) outlives its stream: it says what to try, keeps serving
     and learns the events posted to it, until SIGTERM; then it checkpoints and exits 0."""
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         FRESHREC + ["run", "--format", "simulator", "--limit", "3000", "--chunk", "1000", "--state",
                     str(tmp_path / "state"), "--port", str(port), "--quiet", "--json"],
@@ -131,10 +117,10 @@ def test_run_serves_and_learns_posted_events_after_the_stream_until_sigterm(tmp_
     try:
         _wait_ready(url, process)
         with httpx.Client(base_url=url) as client:
-            _wait_until(lambda: _learned(client) == 3_000, "the stream served")
+            wait_until(lambda: _learned(client) == 3_000, "the stream served")
             clicks = [{"user": f"u{n}", "item": "i1", "label": 1.0} for n in range(5)]
             assert client.post("/events", json={"events": clicks}).status_code == 202
-            _wait_until(lambda: _learned(client) == 3_005, "the posted events served")
+            wait_until(lambda: _learned(client) == 3_005, "the posted events served")
         process.send_signal(signal.SIGTERM)
         out, errors = process.communicate(timeout=60)
     finally:
@@ -166,7 +152,7 @@ def test_a_server_alone_follows_the_registry_and_stops_on_sigterm(tmp_path: Path
     trainer.learn(pipeline.build(chunk := next(chunks)))
     publisher.observe(chunk)
     publisher.maybe_publish()
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(FRESHREC + ["serve", "--registry", str(tmp_path), "--port", str(port)],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -177,7 +163,7 @@ def test_a_server_alone_follows_the_registry_and_stops_on_sigterm(tmp_path: Path
             trainer.learn(pipeline.build(chunk))
             publisher.observe(chunk)
             publisher.maybe_publish()
-        _wait_until(lambda: httpx.get(f"{url}/model").json()["version"] == 3, "version 3 served")
+        wait_until(lambda: httpx.get(f"{url}/model").json()["version"] == 3, "version 3 served")
         events = httpx.post(f"{url}/events", json={"user": "u", "item": "i"})
         assert events.status_code == 503 and "no event sink" in events.json()["detail"]
     finally:
