@@ -3,7 +3,9 @@ them in a consumer group as `EventChunk`s (a `Source`), malformed messages to a 
 
 A message is one event as JSON, the shape `POST /events` takes:
 `{"user": .., "item": .., "ts": epoch s, "kind": "click", "label": 1, "fields": {..}, "event_id": ..}`
-(`ts` defaults to the message timestamp). Offsets are never committed automatically: the engine
+(`ts` defaults to the message timestamp). The source takes up to `max_messages` messages at a
+time and decodes them together, column-wise (`freshrec.events.messages.MessageDecoder`, which
+also lists the dead-letter reasons). Offsets are never committed automatically: the engine
 calls `commit(position)` after the checkpoint that holds the effect of everything before it, and
 `seek(position)` on restore, so a restart neither loses nor repeats an event. A row's position
 is `partition * 2**40 + offset`. `settings` pass through to librdkafka (SASL, TLS: e.g.
@@ -26,11 +28,10 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from freshrec.events.deadletter import CountingDeadLetters, DeadLetter, DeadLetterSink
 from freshrec.events.event import Event, EventChunk, Field
-from freshrec.events.live import BadEvent, check_event, events_table
+from freshrec.events.messages import MessageDecoder
 from freshrec.events.source import Position
 
-__all__ = ["KafkaDeadLetters", "KafkaSink", "KafkaSource", "create_topic", "decode_event", "encode_event",
-           "local_broker"]
+__all__ = ["KafkaDeadLetters", "KafkaSink", "KafkaSource", "create_topic", "encode_event", "local_broker"]
 
 PARTITION_SHIFT = 40
 FAST_GROUP = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 500}  # joins in ~3 s, not ~23 s
@@ -40,23 +41,6 @@ def encode_event(event: Event) -> bytes:
     """The JSON message of one event."""
     return orjson.dumps({"event_id": event.event_id, "ts": event.ts, "user": event.user_id, "item": event.item_id,
                          "kind": event.kind, "label": event.label, "fields": event.fields})
-
-
-def decode_event(value: bytes, default_ts: float, position: str) -> Event:
-    """The event of a message; ValueError (with a reason code before ':') when it is malformed."""
-    try:
-        body = orjson.loads(value)
-    except orjson.JSONDecodeError as error:
-        raise ValueError(f"not_json: {error}") from None
-    if not isinstance(body, dict):
-        raise ValueError(f"not_json: a message must be a JSON object, not {type(body).__name__}")
-    if unknown := sorted(set(body) - {"event_id", "ts", "user", "item", "kind", "label", "fields"}):
-        raise ValueError(f"unknown_key: {unknown[0]!r}")
-    fields = body.get("fields") or {}
-    if not isinstance(fields, dict):
-        raise ValueError("bad_field: 'fields' must be an object")
-    return Event(str(body.get("event_id") or position), body.get("ts", default_ts), body.get("user"),
-                 body.get("item"), str(body.get("kind") or "event"), fields, body.get("label"))
 
 
 @contextmanager
@@ -159,8 +143,7 @@ class KafkaSource:
         self.fields = tuple(fields)
         self.dead_letters = dead_letters
         self.max_messages, self.idle_timeout = max_messages, idle_timeout
-        self._kinds = {f.name: f.kind for f in self.fields if f.name not in ("ts", "user_id", "item_id", "label")}
-        self.require_ids = require_ids
+        self._decoder = MessageDecoder(self.fields, require_ids)
         self._config = {"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False,
                         "auto.offset.reset": "earliest", **FAST_GROUP, **(settings or {})}
         self._consumer: Consumer | None = None
@@ -195,33 +178,24 @@ class KafkaSource:
                 return
 
     def _chunk(self, messages: list) -> EventChunk | None:
-        events, positions = [], []
-        for message in messages:
-            if message.error():
-                if message.error().code() != KafkaError._PARTITION_EOF:
+        """The chunk of a batch of messages (decoded together, `MessageDecoder`); bad ones to the dead letters."""
+        if any(message.error() for message in messages):
+            for message in messages:
+                if message.error() and message.error().code() != KafkaError._PARTITION_EOF:
                     raise RuntimeError(f"kafka: {message.error()}")
-                continue
-            partition, offset = message.partition(), message.offset()
-            self._next[partition] = offset + 1
-            position = (partition << PARTITION_SHIFT) + offset
-            try:
-                event = decode_event(message.value(), message.timestamp()[1] / 1000.0, f"{partition}:{offset}")
-                check_event(event, self._kinds, self.require_ids)
-            except ValueError as error:
-                reason, _, detail = str(error).partition(": ")  # decode_event: "reason: detail"
-                if isinstance(error, BadEvent):
-                    reason, detail = error.reason, str(error)
-                elif not detail:
-                    reason, detail = "bad_event", str(error)
-                raw = message.value().decode("utf-8", "replace") if message.value() else None
-                self.dead_letters.put(DeadLetter(self.name, position, reason, detail, raw))
-                continue
-            events.append(event)
-            positions.append(position)
-        if not events:
+            messages = [message for message in messages if not message.error()]
+        if not messages:
             return None
-        return EventChunk(events_table(events, self._kinds), np.array(positions, np.int64), self.name,
-                          events[0].kind, entered=time.time())
+        partitions = np.array([message.partition() for message in messages], np.int64)
+        offsets = np.array([message.offset() for message in messages], np.int64)
+        for partition in np.unique(partitions).tolist():   # a partition's offsets grow within a batch
+            self._next[partition] = int(offsets[partitions == partition].max()) + 1
+        default_ts = np.array([message.timestamp()[1] for message in messages], np.float64) / 1000.0
+        chunk, letters = self._decoder.decode([message.value() for message in messages], default_ts,
+                                              (partitions << PARTITION_SHIFT) + offsets, self.name)
+        if letters:
+            self.dead_letters.put_many(letters)
+        return chunk
 
     def position(self) -> Position:
         """partition -> the next offset to hand out (as strings: Position keys)."""

@@ -1,0 +1,158 @@
+"""`MessageDecoder`: JSON event messages (Kafka values, one event each) decoded a batch at a time
+into the live schema, with no Python object per field and no Python check per value.
+
+A message is the shape `POST /events` takes:
+`{"user": .., "item": .., "ts": epoch s, "kind": "click", "label": 1, "fields": {..}, "event_id": ..}`.
+msgspec decodes each message into a struct typed from the source's fields (JSON syntax, unknown
+keys and value types are checked there, in C); the structs' values are gathered column by column
+in one transpose; then the rules of `freshrec.events.live.check_event` are applied to whole columns
+(`RowChecks`). A missing or null `ts` is the message's own timestamp. Each bad message becomes one
+`DeadLetter` with its position, its first reason and its text:
+
+| reason | what |
+|---|---|
+| `not_json` | not JSON, not an object, or empty |
+| `unknown_key` / `unknown_field` | a key the message shape lacks / a field the source lacks |
+| `bad_time` | `ts` not a number, negative, or more than `max_ahead` s after the wall clock |
+| `bad_label` | a label other than 0, 1 or null |
+| `missing_id` / `bad_id` | a required user or item id null or blank / not a string or an integer |
+| `bad_field` | a field's value of the wrong type (`fields` itself not an object) |
+
+>>> from freshrec.events.event import Field, FieldKind
+>>> decoder = MessageDecoder([Field("price", FieldKind.DENSE)])
+>>> values = [b'{"user": 7, "item": "i1", "label": 1, "fields": {"price": 3}}', b'{"user": "u", "item": "i2"',
+...           b'{"user": "u", "item": "i3", "label": 7}']
+>>> chunk, letters = decoder.decode(values, np.array([5.0, 6.0, 7.0]), np.array([10, 11, 12]), "kafka:demo")
+>>> chunk.table.to_pylist(), chunk.positions.tolist()
+([{'ts': 5.0, 'user_id': '7', 'item_id': 'i1', 'label': 1.0, 'price': 3.0}], [10])
+>>> [(letter.position, letter.reason) for letter in letters]
+[(11, 'not_json'), (12, 'bad_label')]
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+import numpy as np
+import pyarrow as pa
+
+from freshrec.events.deadletter import DeadLetter
+from freshrec.events.event import ITEM, LABEL, STANDARD_COLUMNS, TS, USER, EventChunk, Field, FieldKind
+from freshrec.events.live import arrow_type
+from freshrec.events.validate import LIVE_MAX_AHEAD, RowChecks, blank_mask
+
+__all__ = ["MessageDecoder"]
+
+_VALUE_TYPES = {FieldKind.CATEGORICAL: str | int | None, FieldKind.DENSE: float | None,
+                FieldKind.MULTI_CATEGORICAL: list[str | int] | None}
+_REASON_AT = {"$.ts": "bad_time", "$.label": "bad_label", "$.user": "bad_id", "$.item": "bad_id"}
+_AT = re.compile(r" - at `([^`]*)`$")
+
+
+class MessageDecoder:
+    """Decodes batches of JSON event messages for a source with `fields` (a user and an item id are
+    required unless `require_ids` is False, e.g. for a Criteo-like stream); `ts` may lie at most
+    `max_ahead` seconds after the wall clock."""
+
+    def __init__(self, fields: Sequence[Field], require_ids: bool = True, max_ahead: float = LIVE_MAX_AHEAD) -> None:
+        self.kinds = {f.name: f.kind for f in fields if f.name not in STANDARD_COLUMNS}
+        self.require_ids, self.max_ahead = require_ids, max_ahead
+        names = {f"f{i}": name for i, name in enumerate(self.kinds)}   # any field name, even "class"
+        slots = [(slot, _VALUE_TYPES[self.kinds[name]], None) for slot, name in names.items()]
+        values = msgspec.defstruct("Fields", slots, rename=names, forbid_unknown_fields=True)
+        message = msgspec.defstruct("Message", [("event_id", Any, None), ("ts", float | None, None),
+                                                ("user", str | int | None, None), ("item", str | int | None, None),
+                                                ("kind", Any, None), ("label", float | None, None),
+                                                ("fields", values | None, None)], forbid_unknown_fields=True)
+        self._decoder = msgspec.json.Decoder(message)
+        self._no_fields = (None,) * len(self.kinds)
+
+    def decode(self, values: Sequence[bytes | None], default_ts: np.ndarray, positions: np.ndarray, source: str,
+               now: float | None = None) -> tuple[EventChunk | None, list[DeadLetter]]:
+        """The chunk of the good messages (None if none is good) and a dead letter per bad one;
+        `default_ts` and `positions` hold each message's own timestamp (epoch s) and position."""
+        decoded, kept, letters = self._decoded(values, positions, source)
+        if not decoded:
+            return None, letters
+        table, checks = self._columns(decoded, np.asarray(default_ts, np.float64)[kept],
+                                      time.time() if now is None else now)
+        letters += checks.letters(source, positions[kept], lambda r: _text(values[kept[r]]))
+        letters.sort(key=lambda letter: letter.position)
+        good = ~checks.bad
+        if not good.any():
+            return None, letters
+        first = decoded[int(np.argmax(good))]
+        return EventChunk(table.filter(pa.array(good)), np.asarray(positions)[kept][good], source,
+                          str(first.kind or "event"), entered=time.time()), letters
+
+    def _decoded(self, values: Sequence[bytes | None], positions: np.ndarray,
+                 source: str) -> tuple[list, np.ndarray, list[DeadLetter]]:
+        """The decoded messages, their places in `values`, and a dead letter per message msgspec refused."""
+        decode = self._decoder.decode
+        try:
+            return [decode(value) for value in values], np.arange(len(values)), []
+        except (msgspec.DecodeError, TypeError):   # a bad one among them (None: TypeError): one at a time
+            pass
+        decoded, kept, letters = [], [], []
+        for i, value in enumerate(values):
+            try:
+                decoded.append(decode(value or b""))
+                kept.append(i)
+            except msgspec.DecodeError as error:   # a ValidationError too
+                letters.append(DeadLetter(source, int(positions[i]), *self._reason(error), _text(value)))
+        return decoded, np.asarray(kept, np.int64), letters
+
+    def _columns(self, decoded: list, default_ts: np.ndarray, now: float) -> tuple[pa.Table, RowChecks]:
+        """The live-schema table of decoded messages, and the rows that break the rules."""
+        checks = RowChecks(len(decoded))
+        ts = np.array([m.ts for m in decoded], np.float64)    # None: NaN
+        ts = np.where(np.isnan(ts), default_ts, ts)
+        checks.out_of_range(pa.array(ts), TS, now, self.max_ahead)
+        label = np.array([m.label for m in decoded], np.float64)
+        checks.reject(~np.isnan(label) & (label != 0.0) & (label != 1.0), "bad_label",
+                      lambda r: f"{LABEL} must be 0 or 1 (null: unlabelled), not {float(label[r])!r}")
+        columns = {TS: pa.array(ts), USER: _strings([m.user for m in decoded]),
+                   ITEM: _strings([m.item for m in decoded]),
+                   LABEL: pa.array(label, pa.float32(), from_pandas=True)}
+        for name in (USER, ITEM):
+            missing = columns[name].is_null().to_numpy(zero_copy_only=False)
+            if self.require_ids:
+                checks.reject(missing, "missing_id", lambda r, name=name: f"{name} is missing")
+            checks.reject(blank_mask(columns[name]) & ~missing, "missing_id", lambda r, name=name: f"{name} is empty")
+        rows = [self._no_fields if m.fields is None else msgspec.structs.astuple(m.fields) for m in decoded]
+        for (name, kind), column in zip(self.kinds.items(), zip(*rows, strict=True) if self.kinds else ()):
+            columns[name] = _strings(column, kind) if kind is not FieldKind.DENSE else pa.array(column, pa.float64())
+        return pa.table(columns), checks
+
+    def _reason(self, error: msgspec.DecodeError) -> tuple[str, str]:
+        """The dead-letter reason and detail of a message msgspec refused."""
+        text = str(error)
+        match = _AT.search(text)
+        at = match.group(1) if match else "$"
+        if not isinstance(error, msgspec.ValidationError) or (at == "$" and text.startswith("Expected")):
+            return "not_json", text if isinstance(error, msgspec.ValidationError) else f"not JSON: {text}"
+        if text.startswith("Object contains unknown field"):
+            if at == "$.fields":
+                return "unknown_field", f"{text}; this source has: {', '.join(sorted(self.kinds))}"
+            return "unknown_key", f"{text}; a message has: event_id, ts, user, item, kind, label, fields"
+        return _REASON_AT.get(at, "bad_field" if at.startswith("$.fields") else "not_json"), text
+
+
+def _strings(values: Sequence[Any], kind: FieldKind = FieldKind.CATEGORICAL) -> pa.Array:
+    """Ids or categorical values (strings or integers; 42 and "42" are the same id) as Arrow strings,
+    lists of them for a multi-categorical field; the integers are converted only where there are some."""
+    target = arrow_type(kind)
+    try:
+        return pa.array(values, target)
+    except (pa.ArrowTypeError, pa.ArrowInvalid):
+        if kind is FieldKind.MULTI_CATEGORICAL:
+            return pa.array([None if v is None else [str(x) for x in v] for v in values], target)
+        return pa.array([v if v is None or type(v) is str else str(v) for v in values], target)
+
+
+def _text(value: bytes | None) -> str | None:
+    return None if value is None else value.decode("utf-8", "replace")
