@@ -14,7 +14,9 @@ two cores (as `bench/train.py`).
   for the FM;
 - `kafka`: the first `--kafka-rows` events produced as JSON messages to a Tansu broker on
   127.0.0.1 (4 partitions; produce time reported apart), then the engine consuming them in a
-  consumer group; its events/s counts from the first message to the last.
+  consumer group; its events/s counts from the first message to the last; `kafka_batch` the same
+  with batch messages (Arrow IPC, `KafkaSink.send_table`); each also as a ratio to the FM engine
+  from the file (`kafka_vs_file`, `kafka_batch_vs_file`; targets 0.6 and 0.9, issue 15).
 
     .venv/bin/python bench/engine.py [--rows 1000000] [--kafka-rows 100000] [--models fm,deepfm]
 """
@@ -65,13 +67,17 @@ def replay(path: Path, rows: int) -> LimitedSource:
     return LimitedSource(CriteoReplay(path, MemoryDeadLetters(), batch_size=CHUNK), rows)
 
 
-def kafka(path: Path, rows: int, root: Path) -> dict:
+def kafka(path: Path, rows: int, root: Path, batch: bool = False) -> dict:
+    """The engine fed by a Tansu broker: JSON messages (one event each), or batch messages (`batch`)."""
     with local_broker() as bootstrap:
         create_topic(bootstrap, "criteo", 4)
         sink = KafkaSink(bootstrap, "criteo")
         start = time.perf_counter()
         for chunk in replay(path, rows):
-            sink.send(list(chunk.events()))
+            if batch:
+                sink.send_table(chunk.table, chunk.kind)
+            else:
+                sink.send(list(chunk.events()))
         sink.flush()
         produce = time.perf_counter() - start
         source = KafkaSource(bootstrap, "criteo", "bench", FIELDS, MemoryDeadLetters(), idle_timeout=3.0,
@@ -111,12 +117,18 @@ def main() -> None:
     load_before = os.getloadavg()
     figures = {"benchmark": "engine", "rows": args.rows, "dim": 16, "batch": 512, "chunk": CHUNK,
                "threads": THREADS, "targets": {"fm_engine_vs_train_bench": 0.8, "fm_engine_events_per_s": 400_000,
-                                               "deepfm_engine_vs_train_bench": 0.8}}
+                                               "deepfm_engine_vs_train_bench": 0.8, "kafka_vs_file": 0.6,
+                                               "kafka_batch_vs_file": 0.9}}
     for model in args.models.split(","):
         figures[model] = compare(model, path, args.rows, args.repeats)
     if args.kafka_rows:
         with tempfile.TemporaryDirectory() as tmp:
             figures["kafka"] = kafka(path, args.kafka_rows, Path(tmp) / "kafka")
+            figures["kafka_batch"] = kafka(path, args.kafka_rows, Path(tmp) / "kafka_batch", batch=True)
+        if "fm" in figures:
+            file_rate = figures["fm"]["engine"]["events_per_s"]
+            for name in ("kafka", "kafka_batch"):
+                figures[f"{name}_vs_file"] = round(figures[name]["events_per_s"] / file_rate, 3)
     figures.update({"load_avg_before": load_before[0], "load_avg_after": os.getloadavg()[0]})
     print(json.dumps(figures))
 

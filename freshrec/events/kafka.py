@@ -3,12 +3,16 @@ them in a consumer group as `EventChunk`s (a `Source`), malformed messages to a 
 
 A message is one event as JSON, the shape `POST /events` takes:
 `{"user": .., "item": .., "ts": epoch s, "kind": "click", "label": 1, "fields": {..}, "event_id": ..}`
-(`ts` defaults to the message timestamp). The source takes up to `max_messages` messages at a
-time and decodes them together, column-wise (`freshrec.events.messages.MessageDecoder`, which
-also lists the dead-letter reasons). Offsets are never committed automatically: the engine
-calls `commit(position)` after the checkpoint that holds the effect of everything before it, and
-`seek(position)` on restore, so a restart neither loses nor repeats an event. A row's position
-is `partition * 2**40 + offset`. `settings` pass through to librdkafka (SASL, TLS: e.g.
+(`ts` defaults to the message timestamp). The source takes up to `max_events` events at a time
+(fewer messages when they are batch messages) and decodes them together, column-wise
+(`freshrec.events.messages.MessageDecoder`, which also lists the dead-letter reasons). A
+producer of many events a second may send batch messages instead (`KafkaSink.send_table`: Arrow
+IPC, `freshrec.events.batch_messages`); a topic may mix both.
+
+Offsets are never committed automatically: the engine calls `commit(position)` after the
+checkpoint that holds the effect of everything before it, and `seek(position)` on restore, so a
+restart neither loses nor repeats an event. A row's position is `partition * 2**40 + offset`
+(the rows of a batch message share it). `settings` pass through to librdkafka (SASL, TLS: e.g.
 `{"security.protocol": "SASL_SSL", "sasl.mechanism": "PLAIN", ...}`).
 """
 
@@ -23,9 +27,11 @@ from dataclasses import asdict
 
 import numpy as np
 import orjson
+import pyarrow as pa
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from freshrec.events.batch_messages import CONTENT_TYPE, MESSAGE_BYTES, decode_batch, encode_batch, is_batch
 from freshrec.events.deadletter import CountingDeadLetters, DeadLetter, DeadLetterSink
 from freshrec.events.event import Event, EventChunk, Field
 from freshrec.events.messages import MessageDecoder
@@ -102,10 +108,21 @@ class KafkaSink:
         for event in events:
             self.send_raw(encode_event(event), None if event.user_id is None else str(event.user_id))
 
-    def send_raw(self, value: bytes, key: str | None = None) -> None:
+    def send_table(self, table: pa.Table, kind: str = "event", key: str | None = None) -> int:
+        """`table`'s rows (live-schema column names) as batch messages of at most about
+        `MESSAGE_BYTES` each (`freshrec.events.batch_messages`); returns how many messages.
+        Keyed by `key` (None: spread over the partitions), so a user's events keep their order only
+        when the producer sends each user's events with one key."""
+        rows = max(1, int(table.num_rows * MESSAGE_BYTES / max(table.nbytes, 1)))
+        starts = range(0, table.num_rows, rows)
+        for start in starts:
+            self.send_raw(encode_batch(table.slice(start, rows), kind), key, [("content-type", CONTENT_TYPE.encode())])
+        return len(starts)
+
+    def send_raw(self, value: bytes, key: str | None = None, headers: list[tuple[str, bytes]] | None = None) -> None:
         while True:
             try:
-                self._producer.produce(self.topic, value=value, key=key)
+                self._producer.produce(self.topic, value=value, key=key, headers=headers)
                 return
             except BufferError:  # the local queue is full: let it drain
                 self._producer.poll(0.1)
@@ -113,6 +130,13 @@ class KafkaSink:
     def flush(self, timeout: float = 30.0) -> None:
         if self._producer.flush(timeout):
             raise TimeoutError(f"messages to {self.topic} not delivered within {timeout} s")
+
+
+def _runs(batch: np.ndarray) -> list[tuple[int, int]]:
+    """`(start, stop)` of each batch message alone and of each run of JSON messages between them."""
+    cuts = np.flatnonzero(batch[1:] | batch[:-1] | (batch[1:] != batch[:-1])) + 1
+    bounds = [0, *cuts.tolist(), len(batch)]
+    return list(zip(bounds[:-1], bounds[1:]))
 
 
 class KafkaDeadLetters(CountingDeadLetters):
@@ -138,11 +162,12 @@ class KafkaSource:
 
     def __init__(self, bootstrap: str, topic: str, group: str, fields: Sequence[Field],
                  dead_letters: DeadLetterSink, settings: Mapping[str, str] | None = None,
-                 max_messages: int = 10_000, idle_timeout: float | None = None, require_ids: bool = True) -> None:
+                 max_events: int = 10_000, idle_timeout: float | None = None, require_ids: bool = True) -> None:
         self.name, self.topic = f"kafka:{topic}", topic
         self.fields = tuple(fields)
         self.dead_letters = dead_letters
-        self.max_messages, self.idle_timeout = max_messages, idle_timeout
+        self.max_events, self.idle_timeout = max_events, idle_timeout
+        self._rows_per_message = 1.0    # of the last chunk: batch messages hold many
         self._decoder = MessageDecoder(self.fields, require_ids)
         self._config = {"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False,
                         "auto.offset.reset": "earliest", **FAST_GROUP, **(settings or {})}
@@ -168,7 +193,7 @@ class KafkaSource:
         consumer = self._consumer_ready()
         idle_since = time.monotonic()
         while True:
-            messages = consumer.consume(self.max_messages, timeout=0.2)
+            messages = consumer.consume(max(1, int(self.max_events / self._rows_per_message)), timeout=0.2)
             chunk = self._chunk(messages)
             if chunk is not None or not consumer.assignment():  # joining the group is not idling
                 idle_since = time.monotonic()
@@ -178,7 +203,8 @@ class KafkaSource:
                 return
 
     def _chunk(self, messages: list) -> EventChunk | None:
-        """The chunk of a batch of messages (decoded together, `MessageDecoder`); bad ones to the dead letters."""
+        """The chunk of a batch of messages, bad ones to the dead letters: runs of JSON messages
+        decoded together (`MessageDecoder`), batch messages one by one (`decode_batch`), in order."""
         if any(message.error() for message in messages):
             for message in messages:
                 if message.error() and message.error().code() != KafkaError._PARTITION_EOF:
@@ -191,11 +217,26 @@ class KafkaSource:
         for partition in np.unique(partitions).tolist():   # a partition's offsets grow within a batch
             self._next[partition] = int(offsets[partitions == partition].max()) + 1
         default_ts = np.array([message.timestamp()[1] for message in messages], np.float64) / 1000.0
-        chunk, letters = self._decoder.decode([message.value() for message in messages], default_ts,
-                                              (partitions << PARTITION_SHIFT) + offsets, self.name)
+        positions = (partitions << PARTITION_SHIFT) + offsets
+        batch = np.array([is_batch(message.headers()) for message in messages])
+        parts, letters = [], []
+        for start, stop in _runs(batch):
+            if batch[start]:
+                part, bad = decode_batch(self._decoder, messages[start].value(), float(default_ts[start]),
+                                         int(positions[start]), self.name)
+            else:
+                part, bad = self._decoder.decode([message.value() for message in messages[start:stop]],
+                                                 default_ts[start:stop], positions[start:stop], self.name)
+            parts += [part] if part is not None else []
+            letters += bad
         if letters:
             self.dead_letters.put_many(letters)
-        return chunk
+        self._rows_per_message = max(1.0, sum(len(part) for part in parts) / len(messages))
+        if len(parts) < 2:
+            return parts[0] if parts else None
+        return EventChunk(pa.concat_tables([part.table for part in parts]),
+                          np.concatenate([part.positions for part in parts]), self.name, parts[0].kind,
+                          entered=parts[0].entered)
 
     def position(self) -> Position:
         """partition -> the next offset to hand out (as strings: Position keys)."""

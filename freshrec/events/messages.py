@@ -59,7 +59,8 @@ class MessageDecoder:
     `max_ahead` seconds after the wall clock."""
 
     def __init__(self, fields: Sequence[Field], require_ids: bool = True, max_ahead: float = LIVE_MAX_AHEAD) -> None:
-        self.kinds = {f.name: f.kind for f in fields if f.name not in STANDARD_COLUMNS}
+        self.fields = tuple(f for f in fields if f.name not in STANDARD_COLUMNS)
+        self.kinds = {f.name: f.kind for f in self.fields}
         self.require_ids, self.max_ahead = require_ids, max_ahead
         names = {f"f{i}": name for i, name in enumerate(self.kinds)}   # any field name, even "class"
         slots = [(slot, _VALUE_TYPES[self.kinds[name]], None) for slot, name in names.items()]
@@ -108,25 +109,31 @@ class MessageDecoder:
 
     def _columns(self, decoded: list, default_ts: np.ndarray, now: float) -> tuple[pa.Table, RowChecks]:
         """The live-schema table of decoded messages, and the rows that break the rules."""
-        checks = RowChecks(len(decoded))
         ts = np.array([m.ts for m in decoded], np.float64)    # None: NaN
-        ts = np.where(np.isnan(ts), default_ts, ts)
-        checks.out_of_range(pa.array(ts), TS, now, self.max_ahead)
         label = np.array([m.label for m in decoded], np.float64)
-        checks.reject(~np.isnan(label) & (label != 0.0) & (label != 1.0), "bad_label",
-                      lambda r: f"{LABEL} must be 0 or 1 (null: unlabelled), not {float(label[r])!r}")
-        columns = {TS: pa.array(ts), USER: _strings([m.user for m in decoded]),
-                   ITEM: _strings([m.item for m in decoded]),
-                   LABEL: pa.array(label, pa.float32(), from_pandas=True)}
-        for name in (USER, ITEM):
-            missing = columns[name].is_null().to_numpy(zero_copy_only=False)
-            if self.require_ids:
-                checks.reject(missing, "missing_id", lambda r, name=name: f"{name} is missing")
-            checks.reject(blank_mask(columns[name]) & ~missing, "missing_id", lambda r, name=name: f"{name} is empty")
+        columns = {TS: pa.array(np.where(np.isnan(ts), default_ts, ts)), USER: _strings([m.user for m in decoded]),
+                   ITEM: _strings([m.item for m in decoded]), LABEL: pa.array(label, pa.float32(), from_pandas=True)}
         rows = [self._no_fields if m.fields is None else msgspec.structs.astuple(m.fields) for m in decoded]
         for (name, kind), column in zip(self.kinds.items(), zip(*rows, strict=True) if self.kinds else ()):
             columns[name] = _strings(column, kind) if kind is not FieldKind.DENSE else pa.array(column, pa.float64())
-        return pa.table(columns), checks
+        table = pa.table(columns)
+        return table, self.checks(table, now)
+
+    def checks(self, table: pa.Table, now: float) -> RowChecks:
+        """The rows of a live-schema table (`ts` filled in) that break the rules of `check_event`
+        other than types: `ts` out of range, a label not 0, 1 or null, a required id missing or blank."""
+        checks = RowChecks(table.num_rows)
+        checks.out_of_range(table.column(TS), TS, now, self.max_ahead)
+        label = table.column(LABEL).to_numpy(zero_copy_only=False).astype(np.float64)   # null: NaN
+        checks.reject(~np.isnan(label) & (label != 0.0) & (label != 1.0), "bad_label",
+                      lambda r: f"{LABEL} must be 0 or 1 (null: unlabelled), not {float(label[r])!r}")
+        for name in (USER, ITEM):
+            ids = table.column(name).combine_chunks()
+            missing = ids.is_null().to_numpy(zero_copy_only=False)
+            if self.require_ids:
+                checks.reject(missing, "missing_id", lambda r, name=name: f"{name} is missing")
+            checks.reject(blank_mask(ids) & ~missing, "missing_id", lambda r, name=name: f"{name} is empty")
+        return checks
 
     def _reason(self, error: msgspec.DecodeError) -> tuple[str, str]:
         """The dead-letter reason and detail of a message msgspec refused."""

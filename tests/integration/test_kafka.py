@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import orjson
+import pyarrow as pa
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
@@ -64,7 +65,7 @@ def test_commit_and_seek_resume_without_loss_or_repeats(broker) -> None:
     sink = KafkaSink(broker, "resume")
     sink.send(_events(3000))
     sink.flush()
-    first = KafkaSource(broker, "resume", "group", FIELDS, MemoryDeadLetters(), max_messages=500)
+    first = KafkaSource(broker, "resume", "group", FIELDS, MemoryDeadLetters(), max_events=500)
     chunks = _drain(first, 1200)
     checkpoint = first.position()
     seen = [int(p) for c in chunks for p in c.positions]
@@ -79,3 +80,28 @@ def test_commit_and_seek_resume_without_loss_or_repeats(broker) -> None:
     replay.seek(checkpoint)
     assert sorted(int(p) for c in replay for p in c.positions) == sorted(rest)
     replay.close()
+
+
+def test_batch_messages_and_json_messages_mix_in_one_topic_in_order(broker) -> None:
+    create_topic(broker, "mixed", 1)
+    create_topic(broker, "mixed.dead", 1)
+    sink = KafkaSink(broker, "mixed")
+    rows = 3000
+    table = pa.table({"ts": [2000.0 + i for i in range(rows)], "user_id": [f"u{i % 7}" for i in range(rows)],
+                      "item_id": [str(i % 50) for i in range(rows)], "label": [float(i % 2) for i in range(rows)],
+                      "genre": ["g"] * rows, "price": [0.5] * rows, "note": ["x" * 400] * rows})
+    sink.send(_events(10))
+    messages = sink.send_table(table.drop_columns("note"), "click")
+    sink.send_table(table.slice(0, 2), "click")                       # a column the source lacks: dead whole
+    sink.send_table(table.drop_columns("note").slice(0, 3).set_column(3, "label", pa.array([0.0, 9.0, 1.0])))
+    sink.send(_events(5))
+    sink.flush()
+    assert messages == 1   # about 100 bytes a row: one message; 400 bytes more a row take several
+    assert KafkaSink(broker, "mixed.big").send_table(table) == 3
+    dead = KafkaDeadLetters(KafkaSink(broker, "mixed.dead"))
+    source = KafkaSource(broker, "mixed", "trainer", FIELDS, dead, idle_timeout=2.0)
+    got = [row for chunk in source for row in chunk.table.to_pylist()]
+    source.close()
+    assert [r["ts"] for r in got] == ([1000.0 + i for i in range(10)] + [2000.0 + i for i in range(rows)]
+                                      + [2000.0, 2002.0] + [1000.0 + i for i in range(5)])
+    assert dict(dead.counts) == {"unknown_field": 1, "bad_label": 1}
