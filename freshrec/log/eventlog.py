@@ -51,7 +51,7 @@ import pyarrow as pa
 from freshrec._durable import WRITE_FAILURES, Backoff
 from freshrec.events.event import TS, EventChunk, Field
 from freshrec.events.live import conform
-from freshrec.log import layout
+from freshrec.log import compact, layout
 from freshrec.log.read import read_segments
 from freshrec.log.segment import (
     POSITION,
@@ -95,20 +95,24 @@ class LogRetry:
 @dataclass(frozen=True)
 class Recovery:
     """What the writer found when it took the log: open segments a crash left (`discarded`:
-    deleted, their rows come again from the source) and torn closed segments (`quarantined`:
-    their new paths under `_quarantine/`)."""
+    deleted, their rows come again from the source), torn closed segments (`quarantined`: their
+    new paths under `_quarantine/`) and segments a merge had put in another but not yet deleted
+    (`replaced`: deleted now; `freshrec.log.compact`)."""
 
     discarded: tuple[Path, ...] = ()
     quarantined: tuple[Path, ...] = ()
+    replaced: tuple[Path, ...] = ()
 
 
 @dataclass
 class _State:
     schema: pa.Schema
     index: dict[Path, SegmentInfo] = field(default_factory=dict)
+    stamps: dict[Path, tuple[int, int]] = field(default_factory=dict)   # inode and mtime of each indexed file
     open: dict[str, SegmentWriter] = field(default_factory=dict)
     lock: int | None = None
     next_seq: int = 0
+    touched: set[str] = field(default_factory=set)   # hours appended to since the last flush
     recovered: Recovery = Recovery()
 
 
@@ -173,28 +177,38 @@ class EventLog:
             state.lock = layout.lock(self.root)
             discarded = layout.discard_open(self.root)
             quarantined = self._refresh(state)
-            state.next_seq = layout.top_seq(self.root) + 1
-            state.recovered = Recovery(discarded, quarantined)
+            parts = [seq for info in state.index.values() for seq, _ in info.parts]
+            state.next_seq = max(layout.top_seq(self.root), *parts, -1) + 1   # a merge keeps no file of its parts
+            state.recovered = Recovery(discarded, quarantined, self._drop_replaced(state))
             if discarded:
                 logger.warning("%s: discarded %d open segments left by a crash (appended after the "
                                "last flush)", self.root, len(discarded))
         return state
 
     def _refresh(self, state: _State) -> tuple[Path, ...]:
-        """Bring the index in line with the closed segments on disk; the writer moves torn ones
-        to quarantine, a reader skips them. Returns the quarantined paths."""
+        """Bring the index in line with the closed segments on disk (a file a merge replaced is read
+        again); the writer moves torn ones to quarantine, a reader skips them. Returns the
+        quarantined paths."""
         paths = layout.closed_segments(self.root) if self.root.is_dir() else []
         for gone in set(state.index) - set(paths):
             del state.index[gone]
         moved = []
         for path in paths:
-            if path in state.index:
+            try:
+                stat = path.stat()
+            except FileNotFoundError:   # deleted by a merge or a rollback since the listing
+                state.index.pop(path, None)
+                continue
+            stamp = (stat.st_ino, stat.st_mtime_ns)
+            if path in state.index and state.stamps.get(path) == stamp:
                 continue
             try:
-                state.index[path] = SegmentInfo.read(path)
+                state.index[path], state.stamps[path] = SegmentInfo.read(path), stamp
             except CorruptSegment as error:
                 if state.lock is None:
-                    logger.warning("%s; skipped (its writer will quarantine it)", error)
+                    if path.exists():   # else a merge deleted it since the listing
+                        logger.warning("%s; skipped (its writer will quarantine it)", error)
+                    state.index.pop(path, None)
                     continue
                 moved.append(layout.quarantine(self.root, path))
                 logger.warning("%s; moved to %s", error, moved[-1])
@@ -223,7 +237,18 @@ class EventLog:
     def _closed(self) -> list[SegmentInfo]:
         state = self._st()
         self._refresh(state)
-        return sorted(state.index.values(), key=lambda s: s.seq)
+        return compact.visible(sorted(state.index.values(), key=lambda s: s.seq))
+
+    def _drop_replaced(self, state: _State) -> tuple[Path, ...]:
+        """Delete the segments a merge put in another but did not delete (it crashed); their paths."""
+        gone = compact.replaced(state.index.values())
+        doomed = [path for path, info in state.index.items() if info.seq in gone]
+        for path in doomed:
+            path.unlink()
+            del state.index[path]
+        for parent in {path.parent for path in doomed}:
+            layout.fsync_dir(parent)
+        return tuple(doomed)
 
     def _conform(self, chunk: EventChunk) -> pa.Table:
         """The chunk's rows in the log schema; ValueError naming what is wrong with them."""
@@ -255,6 +280,7 @@ class EventLog:
                 state.open[hour].write(rows)     # the rows are the segment's even when this fails
             except OSError:
                 state.open[hour].broken = True
+        state.touched.update(hour for hour, _ in parts)
         self._retrying(lambda: self._settle(state), "write its segments", held=True)
         return table.num_rows
 
@@ -326,33 +352,79 @@ class EventLog:
         """Close every open segment, so everything appended so far is durable and readable.
         Returns the log's offset: the number of the next segment; every segment below it is
         closed. A checkpoint stores it to `rollback` to after a restore. `LogWriteError` (rows
-        held) when a segment cannot be closed: take no checkpoint then."""
+        held) when a segment cannot be closed: take no checkpoint then. Then the segments of each
+        hour appended to before the last flush but not since are merged (`freshrec.log.compact`)."""
         state = self._writer()
         self._retrying(lambda: [self._roll(state, hour) for hour in list(state.open)],
                        "close its segments", held=True)
+        self._compact(state, quiet_only=True)
+        state.touched = set()
         return state.next_seq
 
+    def _compact(self, state: _State, quiet_only: bool, wait: float = 0.0) -> None:
+        """Merge each hour's closed segments into one (only the hours not appended to since the last
+        flush if `quiet_only`); skipped if a reader reads after `wait` seconds, counted and left as
+        they are on an error."""
+        hours: dict[str, list[SegmentInfo]] = {}
+        for info in state.index.values():
+            if not (quiet_only and info.hour in state.touched):
+                hours.setdefault(info.hour, []).append(info)
+        due = [segments for segments in hours.values() if len(segments) > 1]
+        if not due:
+            return
+        with compact.merging(self.root, wait) as free:
+            if not free:
+                logger.info("%s: a reader is reading; merging later", self.root)
+            for segments in due if free else ():
+                try:
+                    merged = compact.merge(segments, state.schema)
+                except (OSError, pa.ArrowException) as error:   # the segments stay as they were
+                    WRITE_FAILURES.labels("log").inc()
+                    logger.warning("%s: could not merge %d segments of %s (%s)", self.root, len(segments),
+                                   segments[0].hour, error)
+                    continue
+                self._replace(state, segments, merged)
+
+    @staticmethod
+    def _replace(state: _State, old: Sequence[SegmentInfo], new: SegmentInfo | None) -> None:
+        for info in old:
+            state.index.pop(info.path, None)
+            state.stamps.pop(info.path, None)
+        if new is not None:
+            state.index[new.path] = new
+
     def rollback(self, offset: int) -> int:
-        """Delete the closed segments numbered `offset` or above (those closed after the flush
-        that returned `offset`), before appending again after a restore; the source delivers
-        their rows again. Returns the number of rows deleted."""
+        """Delete the rows of the segments numbered `offset` or above (those closed after the flush
+        that returned `offset`; a merged segment is cut back to its parts below it), before
+        appending again after a restore; the source delivers those rows again. Returns the
+        number of rows deleted."""
         state = self._writer()
         if state.open:
             raise RuntimeError("rollback() goes before any append: this log has open segments")
-        doomed = [info for info in self._closed() if info.seq >= offset]
-        for info in doomed:
-            info.path.unlink()
-            del state.index[info.path]
-        for parent in {info.path.parent for info in doomed}:
-            layout.fsync_dir(parent)
-        if doomed:
-            logger.warning("%s: rolled back %d segments from %d on", self.root, len(doomed), offset)
-        return sum(info.rows for info in doomed)
+        deleted = 0
+        with compact.merging(self.root, wait=None):
+            for info in self._closed():
+                if info.seq >= offset:
+                    info.path.unlink()
+                    self._replace(state, [info], None)
+                    deleted += info.rows
+                elif any(seq >= offset for seq, _ in info.parts):
+                    kept = compact.cut(info, offset, state.schema)
+                    self._replace(state, [info], kept)
+                    deleted += info.rows - kept.rows
+                else:
+                    continue
+                layout.fsync_dir(info.path.parent)
+        if deleted:
+            logger.warning("%s: rolled back %d rows of segments from %d on", self.root, deleted, offset)
+        return deleted
 
-    def close(self) -> None:
-        """Flush and give up the writer lock (a reader just forgets its index)."""
+    def close(self, wait: float = 60.0) -> None:
+        """Flush, merge every hour's segments (waiting up to `wait` seconds for the readers to finish;
+        else the next writer merges them), give up the writer lock (a reader just forgets its index)."""
         if self._state is not None and self._state.lock is not None:
             self.flush()
+            self._compact(self._state, quiet_only=False, wait=wait)
             os.close(self._state.lock)
         self._state = None
 
@@ -369,7 +441,8 @@ class EventLog:
         return self._read(start, end, READ_ROWS)
 
     def _read(self, start: float | None, end: float | None, rows: int) -> Iterator[EventChunk]:
-        yield from read_segments(self.root, self._closed(), self.schema, start, end, rows)
+        with compact.reading(self.root):   # no merge while this reads
+            yield from read_segments(self.root, self._closed(), self.schema, start, end, rows)
 
     def batches(self, pipeline: FeaturePipeline, start: float | None = None, end: float | None = None,
                 batch_size: int = 512) -> Iterator[Batch]:

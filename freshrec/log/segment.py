@@ -12,6 +12,7 @@ holds the figures, read back from the footer alone:
 | `freshrec.rows` | row count |
 | `freshrec.ts_min`, `freshrec.ts_max` | smallest and largest `ts` (repr of the float: exact) |
 | `freshrec.positions` | JSON `{source: [min position, max position]}` |
+| `freshrec.parts` | JSON `[[segment, rows], ...]`: the segments a merge put in this one, in order (`log.compact`) |
 
 >>> import tempfile
 >>> schema = log_schema([])
@@ -37,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from freshrec.events.event import TS, Field
@@ -51,7 +53,8 @@ ROW_GROUP_ROWS = 65_536
 COMPRESSION = "lz4"   # with plain encoding: 1.6x cheaper to write than zstd + dictionaries, files 2x larger
 # Column statistics only where a reader prunes by them (time ranges, positions): min/max of every
 # string column cost more than the encoding and compression together.
-_ROWS, _TS_MIN, _TS_MAX, _POSITIONS = (f"freshrec.{k}" for k in ("rows", "ts_min", "ts_max", "positions"))
+_ROWS, _TS_MIN, _TS_MAX, _POSITIONS, _PARTS = (f"freshrec.{k}" for k in ("rows", "ts_min", "ts_max", "positions",
+                                                                          "parts"))
 
 
 class CorruptSegment(ValueError):
@@ -74,14 +77,16 @@ def log_schema(fields: Sequence[Field]) -> pa.Schema:
 
 @dataclass(frozen=True)
 class SegmentInfo:
-    """The figures of a closed segment: where it is, its rows, its `ts` range and, per source,
-    the range of source positions it holds."""
+    """The figures of a closed segment: where it is, its rows, its `ts` range, per source the range
+    of source positions it holds, and the segments a merge put in it (`parts`: number and row count
+    of each, in order, its own number first; empty if it was written whole)."""
 
     path: Path
     rows: int
     ts_min: float
     ts_max: float
     positions: dict[str, tuple[int, int]]
+    parts: tuple[tuple[int, int], ...] = ()
 
     @property
     def seq(self) -> int:
@@ -97,8 +102,9 @@ class SegmentInfo:
 
     def metadata(self) -> dict[str, str]:
         """The figures as Parquet key-value metadata."""
-        return {_ROWS: str(self.rows), _TS_MIN: repr(self.ts_min), _TS_MAX: repr(self.ts_max),
-                _POSITIONS: json.dumps({s: list(r) for s, r in sorted(self.positions.items())})}
+        figures = {_ROWS: str(self.rows), _TS_MIN: repr(self.ts_min), _TS_MAX: repr(self.ts_max),
+                   _POSITIONS: json.dumps({s: list(r) for s, r in sorted(self.positions.items())})}
+        return {**figures, _PARTS: json.dumps([list(part) for part in self.parts])} if self.parts else figures
 
     @classmethod
     def read(cls, path: Path) -> SegmentInfo:
@@ -111,7 +117,8 @@ class SegmentInfo:
         if missing := [k for k in (_ROWS, _TS_MIN, _TS_MAX, _POSITIONS) if k not in kv]:
             raise CorruptSegment(f"{path}: no {missing[0]} in its footer (not a freshrec segment)")
         positions = {s: (int(lo), int(hi)) for s, (lo, hi) in json.loads(kv[_POSITIONS]).items()}
-        return cls(path, int(kv[_ROWS]), float(kv[_TS_MIN]), float(kv[_TS_MAX]), positions)
+        parts = tuple((int(seq), int(rows)) for seq, rows in json.loads(kv.get(_PARTS, "[]")))
+        return cls(path, int(kv[_ROWS]), float(kv[_TS_MIN]), float(kv[_TS_MAX]), positions, parts)
 
 
 class SegmentWriter:
@@ -129,6 +136,7 @@ class SegmentWriter:
         self.opened = opened
         self.broken = False
         self.closed: SegmentInfo | None = None
+        self.parts: tuple[tuple[int, int], ...] = ()   # set by a merge (`freshrec.log.compact`)
         self._buffer: list[pa.Table] = []
         self._buffered = [0, 0]   # rows and bytes in `_buffer`
         self._kept: list[pa.Table] = []
@@ -163,12 +171,16 @@ class SegmentWriter:
         return self.sink.tell() + self._buffered[1]
 
     def write(self, table: pa.Table) -> None:
-        """Take rows (log schema, one source); they are the segment's from here on, even if writing
-        out a full row group then fails (OSError)."""
+        """Take rows (log schema, at least one row); they are the segment's from here on, even if
+        writing out a full row group then fails (OSError)."""
         ts = table.column(TS).to_numpy()
         positions = table.column(POSITION).to_numpy()
-        self._stats.append((table.num_rows, float(ts.min()), float(ts.max()),
-                            table.column(SOURCE)[0].as_py(), int(positions.min()), int(positions.max())))
+        sources = pc.unique(table.column(SOURCE)).to_pylist()   # one, but in a merge (`freshrec.log.compact`)
+        for k, source in enumerate(sources):
+            mine = positions if len(sources) == 1 else positions[pc.equal(table.column(SOURCE), source).to_numpy(
+                zero_copy_only=False)]
+            self._stats.append((table.num_rows if k == 0 else 0, float(ts.min()), float(ts.max()), source,
+                                int(mine.min()), int(mine.max())))
         self._kept.append(table)
         self._buffer.append(table)
         self._buffered = [self._buffered[0] + table.num_rows, self._buffered[1] + table.nbytes]
@@ -205,7 +217,7 @@ class SegmentWriter:
         for source, low, high in zip(sources, lows, highs, strict=True):
             old = positions.get(source, (low, high))
             positions[source] = (min(old[0], low), max(old[1], high))
-        return SegmentInfo(path, sum(rows), min(ts_min), max(ts_max), positions)
+        return SegmentInfo(path, sum(rows), min(ts_min), max(ts_max), positions, self.parts)
 
     def close(self) -> SegmentInfo:
         """Finish the file, make it durable and give it its closed name; returns its figures."""

@@ -85,6 +85,9 @@ def test_sigkill_at_five_points_gives_the_uninterrupted_model_bit_for_bit(tmp_pa
     positions = _positions(tmp_path / "crashed")
     assert len(positions) == len(set(positions)) == EVENTS
     assert sorted(positions) == sorted(_positions(tmp_path / "straight"))
+    for run in ("straight", "crashed"):   # compacted: one segment per event hour that holds events
+        hours = [p.parent.name for p in (tmp_path / run / "log").glob("event_hour=*/segment-*.parquet")]
+        assert len(hours) == len(set(hours)) > 100
 
 
 def test_through_kafka_nothing_is_lost_or_trained_twice(tmp_path: Path, broker: str) -> None:
