@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -108,3 +109,15 @@ def test_no_merge_while_a_reader_reads(tmp_path) -> None:
     log.flush()
     assert len(segments(tmp_path)) == 1 and pq.read_table(tmp_path / HOUR / segments(tmp_path)[0]).num_rows == 20
     log.close()
+
+
+def test_duckdb_reads_the_compacted_log_as_a_hive_partitioned_dataset(tmp_path) -> None:
+    with EventLog(tmp_path, []) as log:
+        for first in range(0, 30, 10):
+            log.append(chunk(first, 10))
+            log.append(chunk(first, 10, ts0=T0 + 3600, source="other"))
+            log.flush()
+    rows = duckdb.sql(f"SELECT event_hour, count(*), min(position), max(position) FROM read_parquet("
+                      f"'{tmp_path}/*/*.parquet', hive_partitioning = true) GROUP BY event_hour ORDER BY 1").fetchall()
+    assert rows == [("2023-11-14T22", 30, 0, 29), ("2023-11-14T23", 30, 0, 29)]
+    assert len(segments(tmp_path)) == len(segments(tmp_path, "event_hour=2023-11-14T23")) == 1
