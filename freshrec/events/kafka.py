@@ -14,6 +14,12 @@ checkpoint that holds the effect of everything before it, and `seek(position)` o
 restart neither loses nor repeats an event. A row's position is `partition * 2**40 + offset`
 (the rows of a batch message share it). `settings` pass through to librdkafka (SASL, TLS: e.g.
 `{"security.protocol": "SASL_SSL", "sasl.mechanism": "PLAIN", ...}`).
+
+The source consumes only when the loop asks for its next chunk, so a trainer slower than the topic
+holds the stream back and drops nothing; librdkafka prefetches at most `queued.max.messages.kbytes`
+(64 MiB by default) meanwhile. Consumer lag per partition (librdkafka's statistics, every
+`statistics.interval.ms`, 5 s) and the events taken or dead-lettered by reason are Prometheus
+metrics (`freshrec.metrics.sources`, on the server's /metrics).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import time
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -36,6 +43,7 @@ from freshrec.events.deadletter import CountingDeadLetters, DeadLetter, DeadLett
 from freshrec.events.event import Event, EventChunk, Field
 from freshrec.events.messages import MessageDecoder
 from freshrec.events.source import Position
+from freshrec.metrics.sources import KAFKA_EVENTS, kafka_statistics
 
 __all__ = ["KafkaDeadLetters", "KafkaSink", "KafkaSource", "create_topic", "encode_event", "local_broker"]
 
@@ -170,7 +178,8 @@ class KafkaSource:
         self._rows_per_message = 1.0    # of the last chunk: batch messages hold many
         self._decoder = MessageDecoder(self.fields, require_ids)
         self._config = {"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False,
-                        "auto.offset.reset": "earliest", **FAST_GROUP, **(settings or {})}
+                        "auto.offset.reset": "earliest", "statistics.interval.ms": 5000, "stats_cb": kafka_statistics,
+                        **FAST_GROUP, **(settings or {})}
         self._consumer: Consumer | None = None
         self._next: dict[int, int] = {}       # partition -> next offset to hand out
         self._seek_to: dict[int, int] = {}
@@ -231,6 +240,9 @@ class KafkaSource:
             letters += bad
         if letters:
             self.dead_letters.put_many(letters)
+            for reason, count in Counter(letter.reason for letter in letters).items():
+                KAFKA_EVENTS.labels(self.topic, reason).inc(count)
+        KAFKA_EVENTS.labels(self.topic, "taken").inc(sum(len(part) for part in parts))
         self._rows_per_message = max(1.0, sum(len(part) for part in parts) / len(messages))
         if len(parts) < 2:
             return parts[0] if parts else None

@@ -1,6 +1,7 @@
 """`ServingMetrics`: the server's Prometheus metrics, on a registry of its own (so several servers
 in one process, as in tests, do not collide), exposed with the process's failed durable writes
-(`freshrec_write_failures_total{target="registry"|"log"}`, see `freshrec._durable`).
+(`freshrec_write_failures_total{target="registry"|"log"}`, see `freshrec._durable`) and its
+sources' figures (Kafka consumer lag and events by outcome, see `freshrec.metrics.sources`).
 
 >>> metrics = ServingMetrics()
 >>> metrics.latency.labels("/predict").observe(0.004)
@@ -20,6 +21,7 @@ from prometheus_client import (
 )
 
 from freshrec._durable import WRITE_FAULTS
+from freshrec.metrics.sources import SOURCE_METRICS
 
 __all__ = ["ServingMetrics"]
 
@@ -55,4 +57,4 @@ class ServingMetrics:
 
     def exposition(self) -> bytes:
         """The text format Prometheus scrapes."""
-        return generate_latest(self.registry) + generate_latest(WRITE_FAULTS)
+        return generate_latest(self.registry) + generate_latest(WRITE_FAULTS) + generate_latest(SOURCE_METRICS)

@@ -10,6 +10,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from freshrec.events.deadletter import MemoryDeadLetters
 from freshrec.events.event import Event, Field, FieldKind
 from freshrec.events.kafka import KafkaDeadLetters, KafkaSink, KafkaSource, create_topic
+from freshrec.metrics.sources import KAFKA_EVENTS, KAFKA_LAG
 
 pytestmark = pytest.mark.integration
 FIELDS = (Field("genre", FieldKind.CATEGORICAL, "item"), Field("price", FieldKind.DENSE, "item"))
@@ -99,9 +100,15 @@ def test_batch_messages_and_json_messages_mix_in_one_topic_in_order(broker) -> N
     assert messages == 1   # about 100 bytes a row: one message; 400 bytes more a row take several
     assert KafkaSink(broker, "mixed.big").send_table(table) == 3
     dead = KafkaDeadLetters(KafkaSink(broker, "mixed.dead"))
-    source = KafkaSource(broker, "mixed", "trainer", FIELDS, dead, idle_timeout=2.0)
+    source = KafkaSource(broker, "mixed", "trainer", FIELDS, dead, idle_timeout=2.0,
+                         settings={"statistics.interval.ms": 100})
+    KAFKA_LAG.labels("mixed", "0").set(-7)
+    before = {o: KAFKA_EVENTS.labels("mixed", o)._value.get() for o in ("taken", "unknown_field", "bad_label")}
     got = [row for chunk in source for row in chunk.table.to_pylist()]
     source.close()
+    assert {o: KAFKA_EVENTS.labels("mixed", o)._value.get() - n for o, n in before.items()} == {
+        "taken": 10 + rows + 2 + 5, "unknown_field": 1, "bad_label": 1}
+    assert KAFKA_LAG.labels("mixed", "0")._value.get() == 0   # from librdkafka's statistics, all consumed
     assert [r["ts"] for r in got] == ([1000.0 + i for i in range(10)] + [2000.0 + i for i in range(rows)]
                                       + [2000.0, 2002.0] + [1000.0 + i for i in range(5)])
     assert dict(dead.counts) == {"unknown_field": 1, "bad_label": 1}
