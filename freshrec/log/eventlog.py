@@ -11,6 +11,8 @@ segments. Rows appended since are in open `.inprogress` segments, which a crash 
 and the next writer deletes: the source delivers those rows again after the restore. Segments
 rolled by size or age between two checkpoints are closed too; a checkpoint that stores the
 number `flush()` returned can `rollback()` them after a restore, so that nothing is logged twice.
+An hour's closed segments are merged into one once the hour took no rows for a whole flush
+interval, and at `close()` (`freshrec.log.compact`: crash-safe, and cut back by a rollback).
 
 A write that fails (disk full, read-only or missing directory: any OSError) is retried with a
 doubling backoff, `LogRetry.attempts` times in all (about a second by default), then reported as
