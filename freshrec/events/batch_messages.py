@@ -8,9 +8,10 @@ fields, by name; missing columns are null; the event kind is the schema's `fresh
 metadata. Every row of a message has the message's position (partition * 2**40 + offset): a
 message is learned whole, and a restart resumes after the last message a checkpoint holds.
 
-A message that is not Arrow IPC (`not_arrow`), has a column the source lacks (`unknown_field`) or
-a column that does not cast to its field's type (`bad_field`) is dead-lettered whole; a row that
-breaks a rule of `MessageDecoder.checks` is dead-lettered alone (its detail starts `row N:`).
+A message that is not valid Arrow IPC (`not_arrow`), has a column the source lacks (`unknown_field`),
+a column twice or a column that does not cast to its field's type (`bad_field`) is dead-lettered
+whole; a row that breaks a rule of `MessageDecoder.checks` is dead-lettered alone (its detail starts
+`row N:`).
 
 >>> import numpy as np
 >>> from freshrec.events.event import Field, FieldKind
@@ -67,11 +68,15 @@ def decode_batch(decoder: MessageDecoder, value: bytes | None, default_ts: float
 
     try:
         table = pa.ipc.open_stream(value or b"").read_all()
-    except (pa.ArrowException, OSError) as error:
+        table.validate(full=True)   # offsets in bounds, text UTF-8: damaged bytes may pass the reader
+        names = table.column_names
+    except (pa.ArrowException, OSError, UnicodeDecodeError) as error:   # (a column name not UTF-8)
         return whole("not_arrow", f"not an Arrow IPC stream: {error}")
-    if unknown := sorted(set(table.column_names) - set(STANDARD_COLUMNS) - set(decoder.kinds)):
+    if unknown := sorted(set(names) - set(STANDARD_COLUMNS) - set(decoder.kinds)):
         has = ", ".join(sorted(decoder.kinds))
         return whole("unknown_field", f"unknown column {unknown[0]!r}; this source has: {has}")
+    if twice := sorted({name for name in names if names.count(name) > 1}):
+        return whole("bad_field", f"column {twice[0]!r} appears more than once")
     try:
         live = conform(table, decoder.fields)
     except (pa.ArrowException, ValueError) as error:
@@ -88,6 +93,6 @@ def decode_batch(decoder: MessageDecoder, value: bytes | None, default_ts: float
     good = ~checks.bad
     if not good.any():
         return None, letters
-    kind = (table.schema.metadata or {}).get(_KIND, b"event").decode()
+    kind = (table.schema.metadata or {}).get(_KIND, b"event").decode("utf-8", "replace")
     return EventChunk(live.filter(pa.array(good)), np.full(int(good.sum()), position, np.int64), source, kind,
                       entered=time.time()), letters

@@ -2,7 +2,7 @@
 
 A reader never stops for a bad record: it hands it to a `DeadLetterSink` and goes on.
 Reasons are short codes (`column_count`, `not_a_number`, `missing_id`, `bad_time`,
-`bad_label`) with a human-readable `detail`; `counts` tallies them.
+`bad_label`, `bad_encoding`) with a human-readable `detail`; `counts` tallies them.
 
 >>> sink = MemoryDeadLetters()
 >>> sink.put(DeadLetter("criteo", 7, "bad_label", "label '2' is not 0 or 1", "2\\t1\\t..."))

@@ -11,7 +11,7 @@ in one transpose; then the rules of `freshrec.events.live.check_event` are appli
 
 | reason | what |
 |---|---|
-| `not_json` | not JSON, not an object, or empty |
+| `not_json` | not JSON, not an object, empty, or nested too deeply |
 | `unknown_key` / `unknown_field` | a key the message shape lacks / a field the source lacks |
 | `bad_time` | `ts` not a number, negative, or more than `max_ahead` s after the wall clock |
 | `bad_label` | a label other than 0, 1 or null |
@@ -96,7 +96,7 @@ class MessageDecoder:
         decode = self._decoder.decode
         try:
             return [decode(value) for value in values], np.arange(len(values)), []
-        except (msgspec.DecodeError, TypeError):   # a bad one among them (None: TypeError): one at a time
+        except (msgspec.DecodeError, TypeError, RecursionError):   # a bad one among them (None: TypeError)
             pass
         decoded, kept, letters = [], [], []
         for i, value in enumerate(values):
@@ -105,6 +105,9 @@ class MessageDecoder:
                 kept.append(i)
             except msgspec.DecodeError as error:   # a ValidationError too
                 letters.append(DeadLetter(source, int(positions[i]), *self._reason(error), _text(value)))
+            except RecursionError:
+                letters.append(DeadLetter(source, int(positions[i]), "not_json", "not JSON: nested too deeply",
+                                          _text(value)))
         return decoded, np.asarray(kept, np.int64), letters
 
     def _columns(self, decoded: list, default_ts: np.ndarray, now: float) -> tuple[pa.Table, RowChecks]:

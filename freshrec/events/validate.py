@@ -73,15 +73,35 @@ def blank_mask(values: pa.Array) -> np.ndarray:
 def _cast_checked(values: pa.Array, target: pa.DataType, pattern: str) -> tuple[pa.Array, np.ndarray]:
     """Cast strings to `target`; empty -> null; returns (array, mask of unparseable non-empty values)."""
     if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
-        return values.cast(target), np.zeros(len(values), dtype=bool)
+        rounds = pa.types.is_integer(values.type) and pa.types.is_floating(target)   # past 2**53: the nearest
+        return values.cast(target, safe=not rounds), np.zeros(len(values), dtype=bool)
     empty = blank_mask(values)
     cleaned = pc.if_else(pa.array(empty), pa.scalar(None, values.type), values)
     try:
         return pc.cast(pc.utf8_trim_whitespace(cleaned), target), np.zeros(len(values), dtype=bool)
     except pa.ArrowInvalid:
         ok = pc.fill_null(pc.match_substring_regex(cleaned, pattern), True).to_numpy(zero_copy_only=False)
-        masked = pc.if_else(pa.array(ok), cleaned, pa.scalar(None, values.type))
-        return pc.cast(pc.utf8_trim_whitespace(masked), target), ~ok
+        text = pc.utf8_trim_whitespace(pc.if_else(pa.array(ok), cleaned, pa.scalar(None, values.type)))
+        if pa.types.is_integer(target):   # Arrow takes no '+' and no digits past the type's range
+            text = pc.replace_substring_regex(text, r"^\+", "")
+            ok &= _fits(text, target)
+            text = pc.if_else(pa.array(ok), text, pa.scalar(None, values.type))
+        return pc.cast(text, target), ~ok
+
+
+def _fits(text: pa.Array, target: pa.DataType) -> np.ndarray:
+    """Whether each integer text (or null) is in the range of the integer type `target` (a Python
+    check only for the texts long enough to be out of range)."""
+    info = np.iinfo(target.to_pandas_dtype())
+    long = np.flatnonzero(pc.fill_null(pc.greater(pc.utf8_length(text), len(str(info.max)) - 1), False))
+    fits = np.ones(len(text), dtype=bool)
+    fits[long] = [_in_range(text[int(r)].as_py(), info.min, info.max) for r in long]
+    return fits
+
+
+def _in_range(text: str, low: int, high: int) -> bool:
+    digits = text.lstrip("-").lstrip("0") or "0"
+    return len(digits) <= len(str(high)) and low <= int(text[0] + digits if text[0] == "-" else digits) <= high
 
 
 class RowChecks:
@@ -135,7 +155,7 @@ class RowChecks:
         if pa.types.is_timestamp(values.type):
             seconds = _timestamp_seconds(values)
         elif not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
-            seconds = pc.cast(values, pa.float64())
+            seconds = pc.cast(values, pa.float64(), safe=not pa.types.is_integer(values.type))
         else:
             numeric = pc.fill_null(pc.match_substring_regex(values, _FLOAT_PATTERN), False)
             epoch = pc.cast(pc.utf8_trim_whitespace(
@@ -170,9 +190,13 @@ class RowChecks:
 _ZONED = r"(Z|[+-][0-9]{2}:?[0-9]{2})$"
 
 
+_TICKS_PER_SECOND = {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9}
+
+
 def _timestamp_seconds(values: pa.Array) -> pa.Array:
-    micros = pc.cast(pc.cast(values, pa.timestamp("us", tz=values.type.tz)), pa.int64())
-    return pc.divide(pc.cast(micros, pa.float64()), 1e6)
+    """Timestamps of any unit as float64 epoch seconds (never out of range: the ticks go to float64)."""
+    ticks = pc.cast(pc.cast(values, pa.int64()), pa.float64(), safe=False)
+    return pc.divide(ticks, _TICKS_PER_SECOND[values.type.unit])
 
 
 def _cast_time_or_null(values: pa.Array, target: pa.DataType) -> pa.Array:

@@ -38,15 +38,31 @@ def test_bad_rows_are_dead_lettered_alone_with_their_row_and_text() -> None:
     assert '"user_id":"v"' in letters[0].raw
 
 
+def _not_utf8(value: bytes) -> bytes:
+    """`value` with each UTF-8 'é' turned into two bytes that are not UTF-8."""
+    return value.replace("\u00e9".encode(), b"\xa9\xc3")
+
+
 @pytest.mark.parametrize(("value", "reason", "says"), [
     (b"{}", "not_arrow", "not an Arrow IPC stream"),
     (None, "not_arrow", "not an Arrow IPC stream"),
     (encode_batch(pa.table({"user_id": ["u"], "item_id": ["i"], "colour": ["red"]})), "unknown_field", "'colour'"),
     (encode_batch(pa.table({"user_id": ["u"], "item_id": ["i"], "price": ["cheap"]})), "bad_field", "cheap"),
+    # found by fuzzing: a KeyError; text and a column name that are not UTF-8 (a value delivered, a UnicodeDecodeError)
+    (encode_batch(pa.Table.from_arrays([pa.array(["u"]), pa.array(["v"])], names=["user_id", "user_id"])),
+     "bad_field", "'user_id' appears more than once"),
+    (_not_utf8(encode_batch(pa.table({"user_id": ["u\u00e9"], "item_id": ["i"]}))), "not_arrow", "Invalid UTF8"),
+    (_not_utf8(encode_batch(pa.table({"user_id": ["u"], "item_id": ["i"], "g\u00e9": ["x"]}))), "not_arrow", "utf-8"),
 ])
 def test_a_message_that_does_not_fit_is_dead_lettered_whole(value, reason, says) -> None:
     chunk, [letter] = _decode(value)
     assert chunk is None and (letter.position, letter.reason) == (77, reason) and says in letter.detail
+
+
+def test_a_kind_that_is_not_utf8_is_read_with_replacement_characters() -> None:
+    value = encode_batch(pa.table({"user_id": ["u"], "item_id": ["i"]}), "click\u00e9")
+    chunk, letters = _decode(_not_utf8(value))   # found by fuzzing: a UnicodeDecodeError
+    assert letters == [] and chunk.kind == "click\ufffd\ufffd"
 
 
 def test_an_empty_batch_is_nothing_and_the_header_says_what_a_message_is() -> None:

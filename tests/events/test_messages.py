@@ -60,6 +60,8 @@ def test_good_messages_become_one_live_schema_chunk_with_ids_as_strings() -> Non
     (b'{"user": "u", "item": "i", "ts": -1}', "bad_time", "negative"),
     (b'{"user": "u", "item": "i", "ts": "yesterday"}', "bad_time", "$.ts"),
     (b'{"user": "u", "item": "i", "ts": 1e400}', "bad_time", "out of range"),
+    # found by fuzzing: msgspec's RecursionError stopped the batch
+    (b'{"user": "u", "event_id": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "not_json", "nested too deeply"),
 ])
 def test_each_bad_message_is_dead_lettered_with_its_reason_and_text(value, reason, says) -> None:
     good = orjson.dumps({"user": "u", "item": "i", "label": 0})

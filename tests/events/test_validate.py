@@ -66,3 +66,21 @@ def test_time_problem_for_live_events() -> None:
     assert "far in the future" in time_problem(now + 301, now, LIVE_MAX_AHEAD)
     assert time_problem(True, now, LIVE_MAX_AHEAD) == "is not a number of epoch seconds"
     assert time_problem(float("nan"), now, LIVE_MAX_AHEAD) == "is not finite"
+
+
+def test_a_plus_sign_and_integers_past_int64_parse_or_are_not_numbers_never_an_error() -> None:
+    checks = RowChecks(5)    # found by fuzzing: Arrow's cast refused both and the whole read failed
+    ints = checks.integers(pa.array(["+5", "9" * 30, "9223372036854775807", "9223372036854775808", "12" * 3000]), "I")
+    assert ints.to_pylist() == [5, None, 2**63 - 1, None, None]
+    assert checks.bad.tolist() == [False, True, False, True, True]
+
+
+def test_times_of_any_timestamp_unit_and_integers_past_two_to_the_53_never_fail_to_convert() -> None:
+    checks = RowChecks(2)    # found by fuzzing Parquet logs: ns -> us lost data, int64 -> float64 lost digits
+    ns = checks.times(pa.array([1_000_000_001, 2**62], pa.timestamp("ns")), "t", now=5e9)
+    assert ns.to_pylist() == [1.000000001, 2**62 / 1e9] and checks.bad.tolist() == [False, False]
+    far = RowChecks(2)
+    assert far.times(pa.array([9_007_199_255, 1], pa.timestamp("s")), "t", now=2e9).to_pylist()[1] == 1.0
+    assert far.times(pa.array([2**60, 5], pa.int64()), "t", now=2e9).to_pylist() == [2.0**60, 5.0]
+    assert far.bad.tolist() == [True, False]
+    assert RowChecks(1).floats(pa.array([2**60 + 1]), "price").to_pylist() == [2.0**60]

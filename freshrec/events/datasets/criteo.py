@@ -4,8 +4,8 @@ Each line: `label, I1..I13, C1..C26` (tab-separated; the test file has no label)
 may be negative or empty; categoricals are 8-hex-digit strings or empty. The file carries no
 timestamp: `ts` is the line number ("sequence time"), so pacing by event time does not apply.
 
-Bad lines (wrong column count, a non-integer I value, a label outside {0,1}) go to the
-dead-letter sink with their line number; the stream goes on.
+Bad lines (wrong column count, a non-integer I value, a label outside {0,1}; `bad_encoding`:
+text that is not UTF-8) go to the dead-letter sink with their line number; the stream goes on.
 
 >>> import tempfile, pathlib
 >>> from freshrec.events.deadletter import MemoryDeadLetters
@@ -32,7 +32,9 @@ from freshrec.events.datasets.tsv_kernel import (
     COLUMN_COUNT,
     REASONS,
     ParsedTsv,
+    is_ascii,
     parse_tsv,
+    utf8_lines,
 )
 from freshrec.events.deadletter import DeadLetter, DeadLetterSink
 from freshrec.events.event import LABEL, TS, EventChunk, Field, FieldKind
@@ -102,7 +104,16 @@ class CriteoReplay:
             columns[name] = pa.array(parsed.ints[:, j], mask=~parsed.int_valid[:, j])
         for j, name in enumerate(CATEGORICAL_COLUMNS):
             columns[name] = _text_column(parsed.text_offsets[j], parsed.text_data[j])
-        return EventChunk(pa.table(columns), lines, self.name, self.kind)
+        table = pa.table(columns)
+        if not is_ascii(buf):   # the kernel copies text as bytes: a line that is not UTF-8 is dead-lettered
+            utf8 = utf8_lines(buf, parsed.lines)
+            if not utf8.all():
+                ends = np.flatnonzero(buf == 10)
+                self.dead_letters.put_many(DeadLetter(self.name, first_line + int(line), "bad_encoding",
+                                                      "not UTF-8 text", _line_text(buf, ends, int(line)))
+                                           for line in parsed.lines[~utf8])
+                table, lines = table.filter(pa.array(utf8)), lines[utf8]
+        return EventChunk(table, lines, self.name, self.kind)
 
     def _letters(self, buf: np.ndarray, parsed: ParsedTsv, first_line: int,
                  labelled: bool) -> list[DeadLetter]:
@@ -146,6 +157,14 @@ def _skip_lines(f: BinaryIO, lines: int) -> None:
             f.seek(start + int(newlines[lines - 1]) + 1)
             return
         lines -= len(newlines)
+
+
+def _line_text(buf: np.ndarray, ends: np.ndarray, line: int) -> str:
+    """The text of line `line` (0-based) of `buf` whose newlines are at `ends`, bytes that are not
+    UTF-8 replaced."""
+    start = int(ends[line - 1]) + 1 if line else 0
+    end = int(ends[line]) if line < len(ends) else len(buf)
+    return bytes(buf[start:end]).decode("utf-8", "replace").removesuffix("\r")
 
 
 def _text_column(offsets: np.ndarray, data: np.ndarray) -> pa.Array:

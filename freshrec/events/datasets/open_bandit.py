@@ -124,9 +124,10 @@ def read_item_context(path: Path) -> pa.Table:
     types.update({n: pa.string() for n in ITEM_CATEGORICAL})
     try:
         table = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(column_types=types))
-    except pa.ArrowInvalid as error:
+        names = table.column_names
+    except (pa.ArrowInvalid, UnicodeDecodeError) as error:   # (column names that are not UTF-8)
         raise ValueError(f"{path}: malformed item context: {error}") from error
-    require_columns(table.column_names, tuple(types), path)
+    require_columns(names, tuple(types), path)
     return table.select(list(types))
 
 

@@ -150,7 +150,7 @@ def open_table_log(path: Path, mapping: ColumnMapping, dead_letters: DeadLetterS
     elif fmt == "parquet":
         table = _read_parquet(existing_file(path), mapping)
         positions = np.arange(1, table.num_rows + 1, dtype=np.int64)
-        raw = lambda r: json.dumps(table.slice(r, 1).to_pylist()[0], default=str)
+        raw = lambda r: _row_text(table, r)
     else:
         raise ValueError(f"fmt must be 'csv' or 'parquet', got {fmt!r}")
     checks = RowChecks(table.num_rows)
@@ -161,10 +161,17 @@ def open_table_log(path: Path, mapping: ColumnMapping, dead_letters: DeadLetterS
 
 
 def _read_parquet(path: Path, mapping: ColumnMapping) -> pa.Table:
-    """The mapped columns of a Parquet file; ids must be integers or strings."""
-    schema = pq.read_schema(path)
+    """The mapped columns of a Parquet file; ids must be integers or strings. A file that is not
+    Parquet, or is cut short, is a ValueError naming it."""
+    try:
+        schema = pq.read_schema(path)
+    except (pa.ArrowException, OSError) as error:
+        raise ValueError(f"{path}: not a readable Parquet file: {error}") from None
     require_columns(schema.names, mapping.columns(), path)
-    table = pq.read_table(path, columns=mapping.columns())
+    try:
+        table = pq.read_table(path, columns=mapping.columns())
+    except (pa.ArrowException, OSError) as error:
+        raise ValueError(f"{path}: not a readable Parquet file: {error}") from None
     for role in ("user", "item"):
         column = getattr(mapping, role)
         kind = table.schema.field(column).type
@@ -173,6 +180,16 @@ def _read_parquet(path: Path, mapping: ColumnMapping) -> pa.Table:
             raise ValueError(f"{path}: {role} column {column!r} has type {kind}; ids must be integers "
                              "or strings (never floats: large ids lose digits in a float)")
     return table
+
+
+def _row_text(table: pa.Table, row: int) -> str:
+    """A Parquet row as JSON text; a time past the range of Python's datetime as Arrow writes it."""
+    values = table.slice(row, 1)
+    try:
+        return json.dumps(values.to_pylist()[0], default=str)
+    except (OverflowError, ValueError):
+        return json.dumps({name: (pc.cast(column, pa.string()) if pa.types.is_temporal(column.type) else column)
+                           .to_pylist()[0] for name, column in zip(values.column_names, values.columns)}, default=str)
 
 
 def _array(table: pa.Table, name: str) -> pa.Array:

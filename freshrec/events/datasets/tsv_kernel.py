@@ -298,6 +298,63 @@ def _count_newlines(buf):
     return n
 
 
+@numba.njit(nogil=True, cache=True)
+def is_ascii(buf):
+    """Whether every byte of `buf` is below 0x80 (8 bytes at a time): then every line is UTF-8."""
+    seen, whole = np.uint64(0), len(buf) // 8 * 8
+    for i in range(0, whole, 8):
+        seen |= load8(buf, i)
+    for i in range(whole, len(buf)):
+        seen |= np.uint64(buf[i])
+    return (seen & _HIGHS) == 0
+
+
+@numba.njit(nogil=True, cache=True)
+def valid_utf8(buf, start, end):
+    """Whether `buf[start:end]` is UTF-8 text as Arrow and Python take it (no overlong forms, no
+    surrogates, nothing past U+10FFFF)."""
+    i = start
+    while i < end:
+        c = buf[i]
+        if c < 0x80:
+            i += 1
+            continue
+        low, high = 0x80, 0xBF
+        if 0xC2 <= c <= 0xDF:
+            n = 1
+        elif 0xE0 <= c <= 0xEF:
+            n = 2
+            low, high = (0xA0, 0xBF) if c == 0xE0 else (0x80, 0x9F) if c == 0xED else (0x80, 0xBF)
+        elif 0xF0 <= c <= 0xF4:
+            n = 3
+            low, high = (0x90, 0xBF) if c == 0xF0 else (0x80, 0x8F) if c == 0xF4 else (0x80, 0xBF)
+        else:
+            return False
+        if i + n >= end or not low <= buf[i + 1] <= high:
+            return False
+        for k in range(2, n + 1):
+            if not 0x80 <= buf[i + k] <= 0xBF:
+                return False
+        i += n + 1
+    return True
+
+
+@numba.njit(nogil=True, cache=True)
+def utf8_lines(buf, lines):
+    """Whether each of the lines numbered `lines` (0-based, ascending) of `buf` is UTF-8 text."""
+    ok = np.ones(len(lines), np.bool_)
+    line, pos, k = 0, 0, 0
+    while k < len(lines) and pos < len(buf):
+        stop = pos
+        while stop < len(buf) and buf[stop] != _NL:
+            stop += 1
+        if line == lines[k]:
+            ok[k] = valid_utf8(buf, pos, stop)
+            k += 1
+        line, pos = line + 1, stop + 1
+    return ok
+
+
 def parse_tsv(buf: np.ndarray, n_int: int, n_text: int, labelled: bool) -> ParsedTsv:
     """Parse every line of `buf` (whole lines; a last line without newline counts)."""
     buf = np.ascontiguousarray(buf)

@@ -146,3 +146,17 @@ def test_lines_longer_than_the_read_block_and_no_final_newline(tmp_path: Path) -
     table = pa.concat_tables([c.table for c in chunks])
     assert np.concatenate([c.positions for c in chunks]).tolist() == [1, 2, 3, 4]
     assert table.column("C26").to_pylist() == ["cd", "ab" * 200, "cd", "ab" * 200]
+
+
+@pytest.mark.parametrize("batch_size", [1, 65_536])
+def test_text_that_is_not_utf8_is_dead_lettered_as_bad_encoding(tmp_path: Path, batch_size: int) -> None:
+    good = ["1"] + ["5"] * 13 + ["68fd1e64"] * 26
+    lines = [good, good[:14] + ["\udc80"] + good[15:], good[:20] + ["caf\u00e9"] + good[21:]]   # line 2: byte 0x80
+    path = tmp_path / "day.txt"
+    path.write_bytes(b"".join("\t".join(line).encode("utf-8", "surrogateescape") + b"\n" for line in lines))
+    sink = MemoryDeadLetters()   # found by fuzzing: the kernel copied the bytes into an invalid Arrow string column
+    table = _replay_all(CriteoReplay(path, sink, batch_size=batch_size))
+    table.validate(full=True)
+    assert table.column("line").to_pylist() == [1, 3] and table.column("C7").to_pylist() == ["68fd1e64", "caf\u00e9"]
+    [letter] = sink.letters
+    assert (letter.position, letter.reason) == (2, "bad_encoding") and letter.raw.split("\t")[14] == "\ufffd"

@@ -116,3 +116,10 @@ def test_bad_item_context_is_an_error(tmp_path: Path) -> None:
     (folder / "item_context.csv").write_text(CONTEXT + "2,two,0.1,a,b,c\n")
     with pytest.raises(ValueError, match="malformed item context"):
         open_open_bandit(folder, MemoryDeadLetters())
+
+
+def test_item_context_whose_header_is_not_utf8_is_an_error(tmp_path: Path) -> None:
+    folder = _campaign(tmp_path, [_row(0)])
+    (folder / "item_context.csv").write_bytes(b"\x80\r")   # found by fuzzing: a UnicodeDecodeError
+    with pytest.raises(ValueError, match="malformed item context"):
+        open_open_bandit(folder, MemoryDeadLetters())

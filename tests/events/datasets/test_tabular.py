@@ -203,3 +203,20 @@ def test_real_movielens_100k_u_data() -> None:
     assert np.all(np.diff(ts) >= 0)  # u.data is not in time order; the replay sorts it
     labels = np.concatenate([c.table.column("label").to_numpy() for c in chunks])
     assert labels.sum() == 55_375  # ratings 4 and 5 in ml-100k
+
+
+def test_parquet_times_past_pythons_datetime_are_bad_times_with_their_row_as_text(tmp_path: Path) -> None:
+    table = pa.table({"u": ["a", "b", "c"], "i": ["x", "y", "z"],
+                      "t": pa.array([-86_399_999_913_601, 1_000, 2**62 // 1000], pa.timestamp("s"))})
+    pq.write_table(table, tmp_path / "log.parquet")
+    dead = MemoryDeadLetters()   # found by fuzzing: the dead letter's text raised OverflowError
+    replay = open_table_log(tmp_path / "log.parquet", ColumnMapping("u", "i", "t"), dead, fmt="parquet")
+    assert [(l.position, l.reason) for l in dead.letters] == [(1, "bad_time"), (3, "bad_time")]
+    assert '"u": "a"' in dead.letters[0].raw and next(iter(replay)).positions.tolist() == [2]
+
+
+@pytest.mark.parametrize("data", [b"", b"PAR1", b"not parquet at all"])
+def test_a_file_that_is_not_parquet_is_a_value_error_naming_it(tmp_path: Path, data: bytes) -> None:
+    (tmp_path / "log.parquet").write_bytes(data)
+    with pytest.raises(ValueError, match="log.parquet: not a readable Parquet file"):
+        open_table_log(tmp_path / "log.parquet", ColumnMapping("u", "i", "t"), MemoryDeadLetters(), fmt="parquet")
