@@ -17,7 +17,7 @@ from pathlib import Path
 import orjson
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
-from conftest import need_real_data
+from conftest import need_real_data, wait_until
 
 from freshrec.engine.checkpoint import CheckpointStore
 from freshrec.events.datasets import open_source
@@ -61,10 +61,7 @@ class _Producer(threading.Thread):
 def _wait_for_checkpoints(process: subprocess.Popen, state: Path, count: int) -> None:
     store = CheckpointStore(state / "checkpoints")
     target = max(store.steps(), default=0) + count
-    deadline = time.monotonic() + 300.0
-    while max(store.steps(), default=0) < target and process.poll() is None:
-        assert time.monotonic() < deadline, f"no checkpoint {target} in {state}"
-        time.sleep(0.05)
+    wait_until(lambda: max(store.steps(), default=0) >= target, f"checkpoint {target} in {state}", process)
 
 
 def test_a_stream_with_malformed_messages_survives_two_sigkills_exactly_once(tmp_path: Path, broker: str) -> None:
