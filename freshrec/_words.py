@@ -1,5 +1,5 @@
-"""Unaligned 8-byte loads and stores for numba kernels (one machine instruction each), and a
-64-byte compare that gives a bitmask (a few vector instructions).
+"""Unaligned 8-byte loads and stores and a cache-line prefetch for numba kernels (one machine
+instruction each), and a 64-byte compare that gives a bitmask (a few vector instructions).
 
 Little-endian on the machines we run on (x86-64, aarch64): byte k of the word is byte `at + k`.
 
@@ -18,11 +18,17 @@ Little-endian on the machines we run on (x86-64, aarch64): byte k of the word is
 
 from __future__ import annotations
 
+from llvmlite import binding as llvm
 from llvmlite import ir
 from numba import types
+from numba.core import cgutils
 from numba.extending import intrinsic
 
-__all__ = ["load8", "match64", "store8"]
+__all__ = ["AHEAD", "load8", "match64", "prefetch", "store8"]
+
+AHEAD = 16  # items between a prefetch and its use
+# LLVM names the intrinsic by its pointer type: opaque since LLVM 17, i8* before
+_PREFETCH = "llvm.prefetch.p0" if llvm.llvm_version_info >= (17,) else "llvm.prefetch.p0i8"
 
 
 def _word_ptr(builder, ary, at):
@@ -61,3 +67,17 @@ def match64(typingctx, buf, at, byte):
         hits = builder.icmp_unsigned("==", builder.load(ptr, align=1), splat)
         return builder.bitcast(hits, ir.IntType(64))
     return types.uint64(buf, at, byte), codegen
+
+
+@intrinsic
+def prefetch(typingctx, address):
+    """Hint the cache line at the int64 `address` into cache for writing; changes no values.
+    Kernels that visit memory in random order call it `AHEAD` items early, so misses overlap."""
+    def codegen(context, builder, sig, args):
+        i32 = ir.IntType(32)
+        pointer = builder.inttoptr(args[0], ir.IntType(8).as_pointer())
+        signature = ir.FunctionType(ir.VoidType(), [pointer.type, i32, i32, i32])
+        hint = cgutils.get_or_insert_function(builder.module, signature, _PREFETCH)
+        builder.call(hint, [pointer, i32(1), i32(3), i32(1)])  # write, keep in all levels, data
+        return context.get_dummy_value()
+    return types.void(address), codegen

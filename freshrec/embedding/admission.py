@@ -23,7 +23,7 @@ from typing import Protocol
 import numba
 import numpy as np
 
-from freshrec.features.hashing import fmix64
+from freshrec._hashing import fmix64
 
 __all__ = ["Admission", "CountAdmission", "CountMinSketch", "ProbabilisticAdmission"]
 

@@ -1,6 +1,6 @@
 """`IdIndex`: a 64-bit id -> row hash index (open addressing, linear probing) built on numba.
 
-Ids are positive int64 (as `freshrec.features.hashing` makes them), so a key of 0 marks an
+Ids are positive int64 (as `freshrec._hashing` makes them), so a key of 0 marks an
 empty slot and -1 a deleted one (a tombstone). Each slot is two int64 words side by side, key
 then row, so a probe touches one cache line. Every operation is one numba call over a whole
 array of ids, with the GIL released.
@@ -32,7 +32,7 @@ import numpy as np
 from numba import types
 from numba.extending import intrinsic
 
-from freshrec.embedding.storage import AHEAD, prefetch
+from freshrec._words import AHEAD, prefetch
 
 __all__ = ["IdIndex", "IndexState"]
 

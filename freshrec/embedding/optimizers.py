@@ -34,14 +34,8 @@ from typing import Protocol
 import numba
 import numpy as np
 
-from freshrec.embedding.storage import (
-    AHEAD,
-    ROWS,
-    locate,
-    prefetch,
-    prefetch_row,
-    row_view,
-)
+from freshrec._words import AHEAD, prefetch
+from freshrec.embedding.storage import ROWS, locate, prefetch_row, row_view
 
 __all__ = ["FTRL", "SGD", "Adagrad", "Adam", "RowOptimizer", "SlotCoalescer", "coalesce",
            "optimizer_from_name"]

@@ -32,19 +32,16 @@ from collections.abc import Mapping
 import numba
 import numpy as np
 import torch
-from llvmlite import binding as llvm
 from llvmlite import ir
 from numba import types
-from numba.core import cgutils
 from numba.extending import intrinsic
 
-__all__ = ["AHEAD", "INITIALIZERS", "RowStorage", "locate", "prefetch", "prefetch_row", "row_view"]
+from freshrec._words import AHEAD, prefetch
+
+__all__ = ["INITIALIZERS", "RowStorage", "locate", "prefetch_row", "row_view"]
 
 INITIALIZERS = ("normal", "uniform", "zeros")
 ROWS = "rows"
-AHEAD = 16  # rows between a prefetch and its use
-# LLVM names the intrinsic by its pointer type: opaque since LLVM 17, i8* before
-_PREFETCH = "llvm.prefetch.p0" if llvm.llvm_version_info >= (17,) else "llvm.prefetch.p0i8"
 
 
 @intrinsic
@@ -53,20 +50,6 @@ def _f32_at(typingctx, address):
     def codegen(context, builder, sig, args):
         return builder.inttoptr(args[0], ir.FloatType().as_pointer())
     return types.CPointer(types.float32)(address), codegen
-
-
-@intrinsic
-def prefetch(typingctx, address):
-    """Hint the cache line at the int64 `address` into cache for writing; changes no values.
-    Kernels that visit memory in random order call it `AHEAD` items early, so misses overlap."""
-    def codegen(context, builder, sig, args):
-        i32 = ir.IntType(32)
-        pointer = builder.inttoptr(args[0], ir.IntType(8).as_pointer())
-        signature = ir.FunctionType(ir.VoidType(), [pointer.type, i32, i32, i32])
-        hint = cgutils.get_or_insert_function(builder.module, signature, _PREFETCH)
-        builder.call(hint, [pointer, i32(1), i32(3), i32(1)])  # write, keep in all levels, data
-        return context.get_dummy_value()
-    return types.void(address), codegen
 
 
 @numba.njit(nogil=True, cache=True, inline="always")

@@ -1,6 +1,6 @@
 """`DynamicEmbedding`: a collisionless embedding table that grows as new ids arrive.
 
-Each id (a positive int64 from `freshrec.features.hashing`) gets its own row once admitted
+Each id (a positive int64 from `freshrec._hashing`) gets its own row once admitted
 (`admission.py`); until then, and for ids never seen, its slot is -1, which reads as the zero row
 and takes no update. Rows live in `RowStorage`, found through an `IdIndex`. Eviction frees rows
 by event-time TTL and by capacity (least frequently or least recently used), and every change
@@ -235,7 +235,7 @@ class DynamicEmbedding:
         if len(missing):
             candidates = ids[missing]  # an id <= 0 is never in the index, so it is among these
             if candidates.min() <= 0:
-                raise ValueError("ids must be positive int64 (see freshrec.features.hashing)")
+                raise ValueError("ids must be positive int64 (see freshrec._hashing)")
             if s.admission is not None:
                 admit = s.admission.admit(candidates)
                 missing, candidates = missing[admit], candidates[admit]

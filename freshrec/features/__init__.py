@@ -1,6 +1,6 @@
 """Features: `FeatureSpec` per field, hashing of raw values to 64-bit ids, `FeaturePipeline`."""
 
-from freshrec.features.hashing import field_salt, hash_values, missing_id
+from freshrec._hashing import field_salt, hash_values, missing_id
 from freshrec.features.pipeline import FeaturePipeline
 from freshrec.features.spec import FeatureSpec, default_specs
 

@@ -20,15 +20,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
-from freshrec.batch import Batch, SparseFeatures
-from freshrec.events.event import LABEL, TS, EventChunk, FieldKind
-from freshrec.features.hashing import (
+from freshrec._hashing import (
     field_salt,
     hash_values,
     is_valid,
     missing_id,
     validity_bitmap,
 )
+from freshrec.batch import Batch, SparseFeatures
+from freshrec.events.event import LABEL, TS, EventChunk, FieldKind
 from freshrec.features.spec import FeatureSpec
 
 

@@ -56,8 +56,9 @@ import numba
 import numpy as np
 import torch
 
+from freshrec._words import AHEAD, prefetch
 from freshrec.batch import Batch
-from freshrec.embedding.storage import AHEAD, locate, prefetch, prefetch_row, row_view
+from freshrec.embedding.storage import locate, prefetch_row, row_view
 from freshrec.embedding.table import DynamicEmbedding
 
 __all__ = ["FMWeights", "FastFM", "Resolved", "plain_adagrad"]

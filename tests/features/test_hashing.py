@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from freshrec.features.hashing import field_salt, hash_values, missing_id
+from freshrec._hashing import field_salt, hash_values, missing_id
 
 USER = field_salt("user_id")
 ITEM = field_salt("item_id")

@@ -1,4 +1,5 @@
-"""Raw values -> 64-bit ids, salted by field, vectorised over Arrow arrays with numba.
+"""Raw values -> 64-bit ids, salted by field, vectorised over Arrow arrays with numba (features
+hash ids with it, the joiner its keys).
 
 Every raw value is hashed through its text: an integer 42 and the string "42" give the same
 id, so the same user arriving from a CSV file and from a JSON event gets one row. Floats are
