@@ -47,6 +47,7 @@ bench: venv
 	$(BIN)/python bench/train.py
 	$(BIN)/python bench/serve.py
 	$(BIN)/python bench/engine.py
+	$(BIN)/python bench/join.py
 
 clean:
 	rm -rf $(VENV) out *.egg-info

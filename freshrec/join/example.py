@@ -44,19 +44,26 @@ class Example:
     action: str | None = None
 
 
-def _put(table: pa.Table, name: str, values: pa.Array) -> pa.Table:
+def _put(table: pa.Table, name: str, values: pa.Array | pa.ChunkedArray) -> pa.Table:
     if name in table.column_names:
         return table.set_column(table.column_names.index(name), name, values)
     return table.append_column(name, values)
 
 
+def _array(values: Sequence | np.ndarray | pa.Array | pa.ChunkedArray, kind: pa.DataType) -> pa.Array:
+    if isinstance(values, pa.Array | pa.ChunkedArray):
+        return values.cast(kind)
+    return pa.array(values, kind)
+
+
 def example_chunk(rows: pa.Table, positions: Sequence[int], sources: Sequence[str], labels: Sequence[float],
                   label_ts: Sequence[float], actions: Sequence[str | None], name: str) -> EventChunk:
-    """Impression `rows` with their join outcome, as a chunk of examples from source `name`."""
-    table = _put(rows, LABEL, pa.array(labels, pa.float32()))
-    table = _put(table, LABEL_TS, pa.array(label_ts, pa.float64()))
-    table = _put(table, ACTION_KIND, pa.array(actions, pa.string()))
-    table = _put(table, IMPRESSION_SOURCE, pa.array(sources, pa.string()))
+    """Impression `rows` with their join outcome, as a chunk of examples from source `name` (the
+    outcome columns as sequences, numpy or Arrow arrays)."""
+    table = _put(rows, LABEL, _array(labels, pa.float32()))
+    table = _put(table, LABEL_TS, _array(label_ts, pa.float64()))
+    table = _put(table, ACTION_KIND, _array(actions, pa.string()))
+    table = _put(table, IMPRESSION_SOURCE, _array(sources, pa.string()))
     return EventChunk(table, np.asarray(positions, np.int64), name, EXAMPLE_KIND)
 
 

@@ -1,6 +1,7 @@
 """`Joiner`: impressions and their delayed actions, joined online into labelled examples.
 
-Rows are taken one by one in arrival order (the chunk-level plumbing is Arrow). Each row first
+Rows are taken one by one in arrival order by a numba kernel (`freshrec.join.kernel`; the
+chunk-level plumbing is Arrow, keys are 64-bit hashes: `freshrec.join.rows`). Each row first
 moves the watermark (largest ts seen minus `allowed_lateness`): windows whose end it reaches close
 as negatives (label_ts = the window's end) and early actions it passes become orphans. Then:
 
@@ -33,21 +34,23 @@ kind capped at `max_pending`.
 
 from __future__ import annotations
 
-import heapq
 import math
-from collections.abc import Hashable
 from typing import Any
 
 import numpy as np
 
 from freshrec.events.deadletter import DeadLetter, DeadLetterSink
 from freshrec.events.event import EventChunk
+from freshrec.join import kernel
 from freshrec.join.config import JoinConfig, JoinStats
 from freshrec.join.example import example_chunk
-from freshrec.join.rows import ACTION, IMPRESSION, POSITION, SOURCE, decode
-from freshrec.join.state import Action, Impression, JoinState, hold, load_state, save_state, wait
+from freshrec.join.rows import POSITION, SOURCE, Names, decode
+from freshrec.join.state import Held, load_state, save_state
 
 __all__ = ["Joiner"]
+
+_REASONS = {kernel.BAD_TIME: "bad_time", kernel.MISSING_ID: "missing_id", kernel.LATE_IMPRESSION: "late_event",
+            kernel.LATE_ACTION: "late_event", kernel.ORPHAN_ACTION: "orphan_action"}
 
 
 class Joiner:
@@ -57,60 +60,53 @@ class Joiner:
     def __init__(self, config: JoinConfig | None = None, dead_letters: DeadLetterSink | None = None) -> None:
         self.config = config or JoinConfig()
         self.dead_letters = dead_letters
-        self.stats = JoinStats()
-        self._s = JoinState()
+        self._names = Names()
+        self._held = Held()
+
+    @property
+    def stats(self) -> JoinStats:
+        """What became of every row so far (a copy)."""
+        return JoinStats(*self._held.stats.tolist())
 
     @property
     def watermark(self) -> float:
         """Events with a ts below this are late."""
-        return self._s.watermark
+        return float(self._held.clock[kernel.WATERMARK])
 
     @property
     def pending(self) -> int:
         """Impressions held with no label yet."""
-        return self._s.pending
+        return int(self._held.count[kernel.PENDING])
 
     @property
     def buffered(self) -> int:
         """Early actions waiting for their impression."""
-        return self._s.buffered
+        return int(self._held.count[kernel.BUFFERED])
 
     @property
     def memory(self) -> dict[str, int]:
         """What is held: impressions (labelled or not), stored rows, early actions."""
-        s = self._s
-        return {"impressions": s.held, "rows": len(s.rows), "actions": s.buffered}
+        h = self._held
+        return {"impressions": int(h.count[kernel.HELD]), "rows": len(h.rows), "actions": self.buffered}
 
     def process(self, chunk: EventChunk) -> EventChunk | None:
         """Take the rows of `chunk`; the examples that became final with them, or None."""
-        rows, s = decode(chunk, self.config), self._s
-        positions = chunk.positions.tolist()
-        kept: list[int] = []
-        rids: list[int] = []
-        for i, (code, ts, key) in enumerate(zip(rows.codes, rows.ts, rows.keys, strict=True)):
-            if ts is None or key is None:
-                self._invalid(code == IMPRESSION, ts is None, chunk.source, positions[i])
-                continue
-            if ts > s.max_ts:
-                s.max_ts = ts
-                self._advance(ts - self.config.allowed_lateness)
-            elif ts < s.max_ts:
-                self.stats.out_of_order += 1
-            if code == IMPRESSION:
-                if (rid := self._impression(ts, key, chunk.source, positions[i])) >= 0:
-                    kept.append(i)
-                    rids.append(rid)
-            else:
-                self._action(code, ts, key, rows.kinds[i], chunk.source, positions[i])
-        s.rows.append(chunk, kept, rids)
-        return self._emit()
+        rows, h, c = decode(chunk, self.config, self._names), self._held, self.config
+        h.reserve(len(chunk))
+        kernel.process(rows.codes, rows.ts, rows.keys, rows.kinds, rows.invalid, chunk.positions,
+                       self._names.source(chunk.source), c.window, c.allowed_lateness, c.skew, c.max_pending,
+                       *h.arrays())
+        kept = h.kept[:h.count[kernel.KEPT]]
+        h.rows.append(chunk, kept[:, 0], kept[:, 1])
+        return self._finish()
 
     def advance(self, watermark: float) -> EventChunk | None:
         """Move the watermark up to `watermark` (never back): the examples that became final."""
         if math.isnan(watermark):
             raise ValueError("the watermark is NaN")
-        self._advance(watermark)
-        return self._emit()
+        self._held.reserve(0)
+        kernel.advance(float(watermark), *self._held.arrays())
+        return self._finish()
 
     def flush(self) -> EventChunk | None:
         """End of stream: close every window (as `advance(inf)`; later rows are all late)."""
@@ -118,154 +114,44 @@ class Joiner:
 
     def state_dict(self) -> dict[str, Any]:
         """A checkpoint as numpy arrays and Arrow tables (see `freshrec.join.state`)."""
-        return save_state(self._s, self.stats, self.config)
+        return save_state(self._held, self._names, self.config)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from `state_dict()` of a joiner with the same config, exactly as it would have."""
-        self._s, self.stats = load_state(state, self.config)
+        names = Names()
+        self._held, self._names = load_state(state, self.config, names), names
 
-    def _invalid(self, impression: bool, bad_time: bool, source: str, position: int) -> None:
-        self.stats.impressions += impression
-        self.stats.actions += not impression
-        self.stats.invalid_impressions += impression
-        self.stats.invalid_actions += not impression
-        if bad_time:
-            self._dead(source, position, "bad_time", "ts is missing or not finite")
-        else:
-            self._dead(source, position, "missing_id", f"no {' or '.join(self.config.key_columns)}")
-
-    def _dead(self, source: str, position: int, reason: str, detail: str) -> None:
-        if self.dead_letters is not None:
-            self.dead_letters.put(DeadLetter(source, position, reason, detail))
-
-    def _advance(self, watermark: float) -> None:
-        s = self._s
-        if watermark <= s.watermark:
-            return
-        s.watermark = watermark
-        while s.closing and s.closing[0][0] <= watermark:
-            end, _, impression = heapq.heappop(s.closing)
-            self._close(impression, end)
-        while s.expiring and s.expiring[0][0] < watermark:
-            _, _, action = heapq.heappop(s.expiring)
-            if action.alive:
-                self._orphan(action)
-
-    def _close(self, impression: Impression, label_ts: float) -> None:
-        s = self._s
-        group = s.impressions[impression.key]
-        group.remove(impression)
-        if not group:
-            del s.impressions[impression.key]
-        s.held -= 1
-        if not impression.positive:
-            s.pending -= 1
-            self.stats.negatives += 1
-            s.out.append((impression.rid, 0.0, label_ts, None))
-
-    def _orphan(self, action: Action) -> None:
-        self._unwait(action)
-        self.stats.orphan_actions += 1
-        self._dead(action.source, action.position, "orphan_action",
-                   f"no impression of {action.key!r} claimed this {action.kind} at ts={action.ts}")
-
-    def _unwait(self, action: Action) -> None:
-        s = self._s
-        action.alive = False
-        group = s.early[action.key]
-        group.remove(action)
-        if not group:
-            del s.early[action.key]
-        s.buffered -= 1
-
-    def _impression(self, ts: float, key: Hashable, source: str, position: int) -> int:
-        """Hold a new impression; its row id, or -1 when it is dropped."""
-        s, window = self._s, self.config.window
-        self.stats.impressions += 1
-        if ts < s.watermark:
-            self.stats.late_impressions += 1
-            self._dead(source, position, "late_event", f"impression at ts={ts} is below the watermark {s.watermark}")
-            return -1
-        group = s.impressions.get(key)
-        if group and any(abs(held.ts - ts) < window for held in group):
-            self.stats.duplicate_impressions += 1
-            return -1
-        impression = Impression(ts, s.seq, key, s.rid)
-        s.seq += 1
-        s.rid += 1
-        hold(s, impression, window)
-        if key in s.early:
-            self._claim(impression)
-        while s.held > self.config.max_pending:
-            end, _, oldest = heapq.heappop(s.closing)
-            self.stats.evicted_impressions += not oldest.positive
-            self._close(oldest, min(max(s.max_ts, oldest.ts), end))
-        return impression.rid
-
-    def _claim(self, impression: Impression) -> None:
-        """The new `impression` takes the early actions of its key that fall in its window."""
-        start, end = impression.ts - self.config.skew, impression.ts + self.config.window
-        waiting = self._s.early[impression.key]
-        claimed = sorted((a for a in waiting if start <= a.ts < end), key=lambda a: (a.ts, a.seq))
-        for n, action in enumerate(claimed):
-            self._unwait(action)
-            if n == 0:
-                self.stats.early_actions += 1
-                self._positive(impression, action.ts, action.kind)
-            else:
-                self.stats.duplicate_actions += 1
-
-    def _positive(self, impression: Impression, ts: float, kind: str) -> None:
-        s = self._s
-        self.stats.positives += 1
-        self.stats.skewed_actions += ts < impression.ts
-        s.out.append((impression.rid, 1.0, max(ts, impression.ts), kind))
-        impression.positive = True
-        s.pending -= 1
-
-    def _match(self, key: Hashable, ts: float) -> Impression | None:
-        """The held impression of `key` whose window holds `ts`; windows of one key never overlap,
-        and `skew < window`, so there is at most one with ts in [start, start + window) and at
-        most one with ts in [start - skew, start)."""
-        window, skew, skewed = self.config.window, self.config.skew, None
-        for impression in self._s.impressions.get(key, ()):
-            if impression.ts <= ts < impression.ts + window:
-                return impression
-            if impression.ts - skew <= ts < impression.ts:
-                skewed = impression
-        return skewed
-
-    def _action(self, code: int, ts: float, key: Hashable, kind: str, source: str, position: int) -> None:
-        s, stats = self._s, self.stats
-        stats.actions += 1
-        if code != ACTION:
-            stats.ignored_actions += 1
-        elif (impression := self._match(key, ts)) is not None:
-            if impression.positive:
-                stats.duplicate_actions += 1
-            else:
-                self._positive(impression, ts, kind)
-        elif ts + self.config.skew < s.watermark:
-            stats.late_actions += 1
-            self._dead(source, position, "late_event", f"{kind} at ts={ts} is below the watermark {s.watermark}"
-                       " and no impression is open for it")
-        else:
-            wait(s, Action(ts, s.seq, key, kind, position, source), self.config.skew)
-            s.seq += 1
-            while s.buffered > self.config.max_pending:
-                _, _, oldest = heapq.heappop(s.expiring)
-                if oldest.alive:
-                    stats.evicted_actions += 1
-                    self._orphan(oldest)
-
-    def _emit(self) -> EventChunk | None:
-        s = self._s
-        if not s.out:
+    def _finish(self) -> EventChunk | None:
+        """Dead-letter what the last kernel call rejected; the examples it made final, or None."""
+        h = self._held
+        if self.dead_letters is not None and h.count[kernel.DEAD]:
+            self.dead_letters.put_many(self._letters(h.dead[:h.count[kernel.DEAD]]))
+        out = h.out[:h.count[kernel.OUT]]
+        if not len(out):
             return None
-        rids, labels, label_ts, actions = zip(*s.out, strict=True)
-        s.out = []
-        rows = s.rows.take(np.array(rids, np.int64))
+        rows = h.rows.take(out["rid"])
         positions = rows.column(POSITION).to_numpy()
-        sources = rows.column(SOURCE).to_pylist()
+        sources = rows.column(SOURCE)
         rows = rows.drop_columns([POSITION, SOURCE])
-        return example_chunk(rows, positions, sources, labels, label_ts, actions, self.config.name)
+        return example_chunk(rows, positions, sources, out["label"].astype(np.float32), out["label_ts"],
+                             self._names.kind_names(out["kind"]), self.config.name)
+
+    def _letters(self, dead: np.ndarray) -> list[DeadLetter]:
+        sources = self._names.source_names(dead["source"]).to_pylist()
+        kinds = self._names.kind_names(dead["kind"]).to_pylist()
+        keys = " or ".join(self.config.key_columns)
+        letters = []
+        for letter, source, kind in zip(dead.tolist(), sources, kinds, strict=True):
+            reason, position, _, _, ts, watermark = letter
+            if reason == kernel.BAD_TIME:
+                detail = "ts is missing or not finite"
+            elif reason == kernel.MISSING_ID:
+                detail = f"no {keys}"
+            elif reason == kernel.LATE_IMPRESSION:
+                detail = f"impression at ts={ts} is below the watermark {watermark}"
+            elif reason == kernel.LATE_ACTION:
+                detail = f"{kind} at ts={ts} is below the watermark {watermark} and no impression is open for it"
+            else:
+                detail = f"no impression of its {keys} claimed this {kind} at ts={ts}"
+            letters.append(DeadLetter(source, position, _REASONS[reason], detail))
+        return letters

@@ -1,147 +1,145 @@
-"""What a `Joiner` holds between rows (`JoinState`), and its checkpoint as plain data.
+"""What a `Joiner` holds between rows (`Held`: the kernel's arrays), and its checkpoint as plain data.
 
-`save_state` gives numpy arrays and Arrow tables only (no pickle): the held impressions and early
-actions as tables of their key columns, ts, sequence numbers and flags, the rows of impressions
-awaiting their label, the clock, the counters and the config it was made under. `load_state`
-rebuilds the same state, heaps included (their order follows (deadline, sequence number), so it
-is the same whatever the heaps' layout).
+`Held.reserve(n)` grows the arrays (doubling) so that a kernel call over `n` rows cannot run out of
+room. `save_state` gives numpy arrays and Arrow tables only (no pickle): the held impressions and
+early actions as tables (key hash, ts, sequence number, ...; kinds and sources by name), the rows
+of impressions awaiting their label, the clock, the counters and the config it was made under.
+`load_state` holds them again in sequence order, so the heaps pop in the same (deadline, sequence
+number) order as before, whatever their layout.
 
 >>> from freshrec.join.config import JoinConfig
->>> config = JoinConfig(key="impression_id")
->>> state = JoinState(max_ts=9.0, watermark=3.0)
->>> hold(state, Impression(8.0, 0, "r1", 0), config.window)
->>> saved = save_state(state, JoinStats(impressions=1), config)
+>>> from freshrec.join.rows import Names
+>>> config, names = JoinConfig(key="impression_id"), Names()
+>>> held = Held()
+>>> held.reserve(1)
+>>> rows = (np.array([kernel.IMPRESSION]), np.array([8.0]), np.array([42]), np.array([0]),
+...         np.zeros(1, np.int64), np.array([3]))
+>>> kernel.process(*rows, names.source("log"), config.window, 0.0, 0.0, 10, *held.arrays())
+>>> saved = save_state(held, names, config)
 >>> sorted(saved)
 ['actions', 'clock', 'config', 'counters', 'impressions', 'rows', 'stats']
 >>> saved["impressions"].to_pylist()
-[{'key.impression_id': 'r1', 'ts': 8.0, 'seq': 0, 'rid': 0, 'positive': False}]
->>> state, stats = load_state(saved, config)
->>> state.closing[0][:2], state.pending, stats.impressions
-((1808.0, 0), 1, 1)
+[{'key': 42, 'ts': 8.0, 'seq': 0, 'rid': 0, 'positive': False}]
+>>> again = load_state(saved, config, Names())
+>>> again.closing[0].tolist(), int(again.count[kernel.PENDING]), int(again.stats[kernel.IMPRESSIONS])
+((1808.0, 0, 0), 1, 1)
 """
 
 from __future__ import annotations
 
-import heapq
-import math
-from collections.abc import Hashable
-from dataclasses import astuple, dataclass, field
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from freshrec.join.config import JoinConfig, JoinStats
-from freshrec.join.rows import RowStore
+from freshrec.join import kernel
+from freshrec.join.config import JoinConfig
+from freshrec.join.rows import Names, RowStore
 
-__all__ = ["Action", "Impression", "JoinState", "hold", "load_state", "save_state", "wait"]
+__all__ = ["Held", "load_state", "save_state"]
 
-
-class Impression:
-    """A held impression: its ts, sequence number, key, row id in the store, and whether it is
-    positive already (then its row is gone and it stays only to catch duplicates)."""
-
-    __slots__ = ("ts", "seq", "key", "rid", "positive")
-
-    def __init__(self, ts: float, seq: int, key: Hashable, rid: int, positive: bool = False) -> None:
-        self.ts, self.seq, self.key, self.rid, self.positive = ts, seq, key, rid, positive
+_STATS = 17
 
 
-class Action:
-    """An early action waiting for its impression; `alive` until claimed or expired."""
+class Held:
+    """The kernel's arrays (see `freshrec.join.kernel`) and the rows of unlabelled impressions."""
 
-    __slots__ = ("ts", "seq", "key", "kind", "position", "source", "alive")
+    def __init__(self) -> None:
+        self.imps = np.zeros(0, kernel.IMPRESSION_SLOT)
+        self.acts = np.zeros(0, kernel.ACTION_SLOT)
+        self.table = np.zeros(16, kernel.KEY_ENTRY)
+        self.closing = np.zeros(0, kernel.HEAP)
+        self.expiring = np.zeros(0, kernel.HEAP)
+        self.out = np.zeros(0, kernel.EXAMPLE)
+        self.dead = np.zeros(0, kernel.DEAD_LETTER)
+        self.kept = np.zeros((0, 2), np.int64)
+        self.clock = np.array([-np.inf, -np.inf])
+        self.count = np.zeros(kernel.N_COUNTS, np.int64)
+        self.count[kernel.ACT_FREE] = -1
+        self.stats = np.zeros(_STATS, np.int64)
+        self.rows = RowStore()
 
-    def __init__(self, ts: float, seq: int, key: Hashable, kind: str, position: int, source: str) -> None:
-        self.ts, self.seq, self.key, self.kind = ts, seq, key, kind
-        self.position, self.source, self.alive = position, source, True
+    def arrays(self) -> tuple[np.ndarray, ...]:
+        """The state arguments of `kernel.process` and `kernel.advance`, in order."""
+        return (self.imps, self.acts, self.table, self.closing, self.expiring, self.out, self.dead,
+                self.kept, self.clock, self.count, self.stats)
 
-
-@dataclass
-class JoinState:
-    """Everything a joiner holds between rows. `held` counts the impressions held (`pending`
-    of them still unlabelled), `buffered` the early actions alive."""
-
-    impressions: dict[Hashable, list[Impression]] = field(default_factory=dict)
-    closing: list = field(default_factory=list)  # heap of (window end, seq, Impression)
-    early: dict[Hashable, list[Action]] = field(default_factory=dict)
-    expiring: list = field(default_factory=list)  # heap of (ts + skew, seq, Action)
-    rows: RowStore = field(default_factory=RowStore)
-    max_ts: float = -math.inf
-    watermark: float = -math.inf
-    seq: int = 0
-    rid: int = 0
-    held: int = 0
-    pending: int = 0
-    buffered: int = 0
-    out: list = field(default_factory=list)  # (rid, label, label_ts, action kind) in emission order
-
-
-def hold(state: JoinState, impression: Impression, window: float) -> None:
-    """Hold `impression` until its window (of `window` seconds) closes."""
-    state.impressions.setdefault(impression.key, []).append(impression)
-    heapq.heappush(state.closing, (impression.ts + window, impression.seq, impression))
-    state.held += 1
-    state.pending += not impression.positive
-
-
-def wait(state: JoinState, action: Action, skew: float) -> None:
-    """Buffer an early `action` until an impression claims it or the watermark passes it."""
-    state.early.setdefault(action.key, []).append(action)
-    heapq.heappush(state.expiring, (action.ts + skew, action.seq, action))
-    state.buffered += 1
-
-
-def _keys(keys: list, columns: tuple[str, ...]) -> dict[str, pa.Array]:
-    if len(columns) == 1:
-        return {f"key.{columns[0]}": pa.array(keys)}
-    return {f"key.{c}": pa.array([key[j] for key in keys]) for j, c in enumerate(columns)}
+    def reserve(self, rows: int) -> None:
+        """Room for a call over `rows` rows; clears what the last call produced."""
+        c = self.count
+        c[[kernel.OUT, kernel.DEAD, kernel.KEPT]] = 0
+        if len(self.imps) < 2 * (c[kernel.HELD] + rows):   # the ring at most half full
+            size = len(self.imps)
+            self.imps = _room(self.imps, 2 * (c[kernel.HELD] + rows))
+            self.imps["seq"][size:] = -1
+        self.acts = _room(self.acts, c[kernel.ACT_TOP] + rows)
+        self.closing = _room(self.closing, c[kernel.CLOSING] + rows)
+        self.expiring = _room(self.expiring, c[kernel.EXPIRING] + rows)
+        self.out = _room(self.out, c[kernel.HELD] + rows)
+        self.dead = _room(self.dead, c[kernel.BUFFERED] + rows)
+        if len(self.kept) < rows:
+            self.kept = np.zeros((_grown(len(self.kept), rows), 2), np.int64)
+        if 2 * (c[kernel.KEYS] + rows) > len(self.table):
+            table = np.zeros(_grown(len(self.table), 2 * (c[kernel.KEYS] + rows)), kernel.KEY_ENTRY)
+            kernel.rehash(self.table, table)
+            self.table = table
 
 
-def _unkeys(table: pa.Table, columns: tuple[str, ...]) -> list:
-    parts = [table.column(f"key.{c}").to_pylist() for c in columns]
-    return parts[0] if len(columns) == 1 else list(zip(*parts, strict=True))
+def _grown(size: int, need: int) -> int:
+    """The power of two at least 16, `need` and twice `size`."""
+    return 1 << (max(16, int(need), 2 * size) - 1).bit_length()
 
 
-def save_state(state: JoinState, stats: JoinStats, config: JoinConfig) -> dict[str, Any]:
-    """The checkpoint of `state` (between chunks) as numpy arrays and Arrow tables."""
-    held = sorted((i for group in state.impressions.values() for i in group), key=lambda i: i.seq)
-    early = sorted((a for group in state.early.values() for a in group), key=lambda a: a.seq)
-    columns = config.key_columns
-    impressions = {**_keys([i.key for i in held], columns),
-                   "ts": pa.array([i.ts for i in held], pa.float64()),
-                   "seq": pa.array([i.seq for i in held], pa.int64()),
-                   "rid": pa.array([i.rid for i in held], pa.int64()),
-                   "positive": pa.array([i.positive for i in held], pa.bool_())}
-    actions = {**_keys([a.key for a in early], columns),
-               "ts": pa.array([a.ts for a in early], pa.float64()),
-               "seq": pa.array([a.seq for a in early], pa.int64()),
-               "kind": pa.array([a.kind for a in early], pa.string()),
-               "position": pa.array([a.position for a in early], pa.int64()),
-               "source": pa.array([a.source for a in early], pa.string())}
+def _room(array: np.ndarray, need: int) -> np.ndarray:
+    if len(array) >= need:
+        return array
+    grown = np.zeros(_grown(len(array), need), array.dtype)
+    grown[:len(array)] = array
+    return grown
+
+
+def _living(slots: np.ndarray, top: int) -> np.ndarray:
+    """The slots in use (seq >= 0) below `top`, in sequence order."""
+    used = slots[:top][slots["seq"][:top] >= 0]
+    return used[np.argsort(used["seq"], kind="stable")]
+
+
+def save_state(held: Held, names: Names, config: JoinConfig) -> dict[str, Any]:
+    """The checkpoint of `held` (between chunks) as numpy arrays and Arrow tables."""
+    imps = _living(held.imps, len(held.imps))
+    acts = _living(held.acts, int(held.count[kernel.ACT_TOP]))
+    impressions = pa.table({"key": imps["key"], "ts": imps["ts"], "seq": imps["seq"], "rid": imps["rid"],
+                            "positive": imps["positive"]})
+    actions = pa.table({"key": acts["key"], "ts": acts["ts"], "seq": acts["seq"],
+                        "kind": names.kind_names(acts["kind"]), "position": acts["position"],
+                        "source": names.source_names(acts["source"])})
     return {"config": np.array(repr(config)),
-            "clock": np.array([state.max_ts, state.watermark], np.float64),
-            "counters": np.array([state.seq, state.rid], np.int64),
-            "stats": np.array(astuple(stats), np.int64),
-            "impressions": pa.table(impressions), "actions": pa.table(actions), "rows": state.rows.state()}
+            "clock": held.clock.copy(),
+            "counters": held.count[[kernel.SEQ, kernel.RID]].copy(),
+            "stats": held.stats.copy(),
+            "impressions": impressions, "actions": actions, "rows": held.rows.state()}
 
 
-def load_state(saved: dict[str, Any], config: JoinConfig) -> tuple[JoinState, JoinStats]:
-    """The state and counters that `save_state` saved under the same `config`."""
+def load_state(saved: dict[str, Any], config: JoinConfig, names: Names) -> Held:
+    """What `save_state` saved under the same `config` (kind and source names into `names`)."""
     if str(saved["config"]) != repr(config):
         raise ValueError(f"the state was saved under {saved['config']}, not {config!r}")
-    state = JoinState()
-    state.max_ts, state.watermark = (float(x) for x in saved["clock"])
-    state.seq, state.rid = (int(x) for x in saved["counters"])
+    held = Held()
+    held.clock[:] = saved["clock"]
+    held.count[[kernel.SEQ, kernel.RID]] = saved["counters"]
+    held.stats[:] = saved["stats"]
     table = saved["impressions"]
-    for row in zip(table.column("ts").to_pylist(), table.column("seq").to_pylist(),
-                   _unkeys(table, config.key_columns), table.column("rid").to_pylist(),
-                   table.column("positive").to_pylist(), strict=True):
-        hold(state, Impression(*row), config.window)
+    imps = np.zeros(table.num_rows, kernel.IMPRESSION_SLOT)
+    for name in ("key", "ts", "seq", "rid", "positive"):
+        imps[name] = table.column(name).to_numpy()
     table = saved["actions"]
-    for row in zip(table.column("ts").to_pylist(), table.column("seq").to_pylist(),
-                   _unkeys(table, config.key_columns), table.column("kind").to_pylist(),
-                   table.column("position").to_pylist(), table.column("source").to_pylist(), strict=True):
-        wait(state, Action(*row), config.skew)
-    state.rows.load(saved["rows"])
-    return state, JoinStats(*(int(x) for x in saved["stats"]))
+    acts = np.zeros(table.num_rows, kernel.ACTION_SLOT)
+    for name in ("key", "ts", "seq", "position"):
+        acts[name] = table.column(name).to_numpy()
+    acts["kind"] = names.kinds(table.column("kind"))
+    acts["source"] = [names.source(s) for s in table.column("source").to_pylist()]
+    held.reserve(len(imps) + len(acts))
+    kernel.restore(imps, acts, config.window, config.skew, held.imps, held.acts, held.table, held.closing,
+                   held.expiring, held.count)
+    held.rows.load(saved["rows"])
+    return held

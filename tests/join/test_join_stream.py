@@ -14,33 +14,14 @@ import pytest
 from freshrec.events.deadletter import MemoryDeadLetters
 from freshrec.events.event import EventChunk
 from freshrec.join import JoinConfig, Joiner, JoinStats
+from freshrec.join.simulated import impression_stream
 
 WINDOW, LATENESS = 60.0, 5.0
 
 
 def stream(n: int, seed: int = 0, rate: float = 100.0, late: float = 0.0) -> EventChunk:
-    """About `n` impressions at `rate` per second, each clicked with p 0.3 after an exponential
-    delay (mean 20 s, so some fall past the window), 5 % of clicks doubled, 1 % of impressions
-    re-delivered, some orphan clicks; rows arrive with up to 4 s of disorder, and a fraction
-    `late` of them 100 s late."""
-    rng = np.random.default_rng(seed)
-    ts = np.cumsum(rng.exponential(1.0 / rate, n))
-    ids = np.arange(n)
-    clicked = ids[rng.random(n) < 0.3]
-    click_ts = ts[clicked] + rng.exponential(20.0, len(clicked))
-    twice = rng.random(len(clicked)) < 0.05
-    again = ids[rng.random(n) < 0.01]
-    orphans = rng.random(n // 50) * ts[-1]
-    all_ts = np.concatenate([ts, ts[again], click_ts, click_ts[twice] + 1.0, orphans])
-    all_ids = np.concatenate([ids, again, clicked, clicked[twice], -1 - np.arange(len(orphans))])
-    kinds = ["impression"] * (n + len(again)) + ["click"] * (len(all_ts) - n - len(again))
-    arrival = all_ts + rng.uniform(0.0, 4.0, len(all_ts)) + 100.0 * (rng.random(len(all_ts)) < late)
-    order = np.argsort(arrival, kind="stable")
-    table = pa.table({"ts": all_ts[order], "user_id": (all_ids[order] % 997).astype(np.int64),
-                      "item_id": (all_ids[order] % 101).astype(np.int64),
-                      "kind": pa.array(np.array(kinds, dtype=object)[order], pa.string()),
-                      "impression_id": all_ids[order].astype(np.int64)})
-    return EventChunk(table, np.arange(len(all_ts), dtype=np.int64), "sim")
+    """Clicks with p 0.3 after a mean 20 s (some past the window), up to 4 s of disorder."""
+    return impression_stream(n, seed, rate, ctr=0.3, late=late)
 
 
 def config(**options) -> JoinConfig:

@@ -91,6 +91,16 @@ def test_a_click_before_its_impression_waits_for_it() -> None:
     assert joiner.stats.out_of_order == 2
 
 
+def test_an_impression_claims_the_first_early_action_by_time_then_arrival() -> None:
+    joiner = by_id()
+    rows = [(5.0, "purchase", "a"), (5.0, "click", "a"), (4.0, "impression", "a")]
+    assert run(joiner, chunk(rows), flush=False) == [("a", 1.0, 5.0, "purchase")]  # ts tie: the earlier arrival
+    joiner = by_id(lateness=12.0)
+    rows = [(14.0, "click", "a"), (13.9, "click", "a"), (4.0, "impression", "a")]   # the window is [4, 14)
+    assert run(joiner, chunk(rows), flush=False) == [("a", 1.0, 13.9, "click")]
+    assert joiner.buffered == 1 and joiner.stats.early_actions == 1
+
+
 def test_an_early_click_whose_impression_never_comes_is_an_orphan() -> None:
     joiner = by_id()
     joiner.process(chunk([(5.0, "click", "x")]))
