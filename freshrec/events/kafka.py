@@ -29,32 +29,34 @@ import subprocess
 import time
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
 from dataclasses import asdict
+from itertools import groupby, repeat
+from zlib import crc32
 
 import numpy as np
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from freshrec.events.batch_messages import CONTENT_TYPE, MESSAGE_BYTES, decode_batch, encode_batch, is_batch
 from freshrec.events.deadletter import CountingDeadLetters, DeadLetter, DeadLetterSink
-from freshrec.events.event import Event, EventChunk, Field
-from freshrec.events.messages import MessageDecoder
+from freshrec.events.event import USER, Event, EventChunk, Field
+from freshrec.events.messages import MessageDecoder, encode_messages
 from freshrec.events.source import Position
 from freshrec.metrics.sources import KAFKA_EVENTS, kafka_statistics
 
-__all__ = ["KafkaDeadLetters", "KafkaSink", "KafkaSource", "create_topic", "encode_event", "local_broker"]
+__all__ = ["PRODUCER", "KafkaDeadLetters", "KafkaSink", "KafkaSource", "create_topic", "local_broker"]
 
 PARTITION_SHIFT = 40
 FAST_GROUP = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 500}  # joins in ~3 s, not ~23 s
-
-
-def encode_event(event: Event) -> bytes:
-    """The JSON message of one event."""
-    return orjson.dumps({"event_id": event.event_id, "ts": event.ts, "user": event.user_id, "item": event.item_id,
-                         "kind": event.kind, "label": event.label, "fields": event.fields})
+PRODUCER = {"linger.ms": 20, "batch.num.messages": 10_000, "compression.type": "lz4",
+            "partitioner": "consistent_random"}
+"""The sink's producer settings: batches of up to 10,000 messages (and librdkafka's `batch.size`,
+1 MB), LZ4-compressed, sent after at most 20 ms (`bench/produce.py` measures them)."""
 
 
 @contextmanager
@@ -100,44 +102,93 @@ def create_topic(bootstrap: str, topic: str, partitions: int, settings: Mapping[
     for future in admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)]).values():
         try:
             future.result(timeout=30)
+        except FutureTimeout:
+            raise TimeoutError(f"kafka: no broker at {bootstrap} created topic {topic} within 30 s") from None
         except Exception as error:  # the admin API reports "exists" as an exception
             if "TOPIC_ALREADY_EXISTS" not in str(error):
                 raise
 
 
 class KafkaSink:
-    """Produces events to `topic`, keyed by user id (a user's events stay in order, in one partition)."""
+    """Produces events to `topic`: as JSON messages, one per event (`send`, `send_table`), keyed by
+    user id; or as batch messages (`send_table(..., as_json=False)`), each holding the rows of the
+    users of one partition. Either way a user's events stay in order, in one partition (librdkafka's
+    `consistent_random` partitioner: CRC-32 of the key; a table without user ids spreads over the
+    partitions). Messages are batched by `PRODUCER`'s settings (`settings` override them); `flush`
+    waits for delivery and raises if any message was refused."""
 
     def __init__(self, bootstrap: str, topic: str, settings: Mapping[str, str] | None = None) -> None:
         self.topic = topic
-        self._producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, **(settings or {})})
+        failures: list[KafkaError] = []   # librdkafka reports the failed deliveries only (no cycle to self)
+        self._failures = failures
+        self._producer = Producer({"bootstrap.servers": bootstrap, **PRODUCER, **(settings or {}),
+                                   "delivery.report.only.error": True,
+                                   "on_delivery": lambda error, _: failures.append(error)})
+        self._partitions: int | None = None
 
-    def send(self, events: Sequence[Event]) -> None:
-        for event in events:
-            self.send_raw(encode_event(event), None if event.user_id is None else str(event.user_id))
+    def send(self, events: Sequence[Event]) -> int:
+        """`events` as JSON messages (`send_table` of their table, one run of a kind at a time); the
+        messages hold no `event_id` (a consumer names an event by its position). Returns how many."""
+        runs = [list(run) for _, run in groupby(events, key=lambda event: event.kind)]
+        return sum(self.send_table(EventChunk.from_events(run, self.topic).table, run[0].kind, as_json=True)
+                   for run in runs)
 
-    def send_table(self, table: pa.Table, kind: str = "event", key: str | None = None) -> int:
-        """`table`'s rows (live-schema column names) as batch messages of at most about
-        `MESSAGE_BYTES` each (`freshrec.events.batch_messages`); returns how many messages.
-        Keyed by `key` (None: spread over the partitions), so a user's events keep their order only
-        when the producer sends each user's events with one key."""
-        rows = max(1, int(table.num_rows * MESSAGE_BYTES / max(table.nbytes, 1)))
-        starts = range(0, table.num_rows, rows)
-        for start in starts:
-            self.send_raw(encode_batch(table.slice(start, rows), kind), key, [("content-type", CONTENT_TYPE.encode())])
-        return len(starts)
+    def send_table(self, table: pa.Table, kind: str = "event", as_json: bool = False) -> int:
+        """`table`'s rows (live-schema column names), returns how many messages: with `as_json`, one
+        JSON message a row (`freshrec.events.messages.encode_messages`); else batch messages of at most
+        about `MESSAGE_BYTES` each (`freshrec.events.batch_messages`)."""
+        keys = pc.cast(table.column(USER), pa.string()).to_pylist() if USER in table.column_names else None
+        if as_json:
+            for value, key in zip(encode_messages(table, kind).to_pylist(), keys or repeat(None)):
+                self._produce(value, key)
+            self._producer.poll(0)
+            return table.num_rows
+        sent, headers = 0, [("content-type", CONTENT_TYPE.encode())]
+        for partition, rows in self._by_partition(table, keys):
+            step = max(1, int(rows.num_rows * MESSAGE_BYTES / max(rows.nbytes, 1)))
+            for start in range(0, rows.num_rows, step):
+                self._produce(encode_batch(rows.slice(start, step), kind), None, headers, partition)
+                sent += 1
+        return sent
 
     def send_raw(self, value: bytes, key: str | None = None, headers: list[tuple[str, bytes]] | None = None) -> None:
-        while True:
-            try:
-                self._producer.produce(self.topic, value=value, key=key, headers=headers)
-                return
-            except BufferError:  # the local queue is full: let it drain
-                self._producer.poll(0.1)
+        self._produce(value, key, headers)
+
+    def partitions(self) -> int:
+        """The topic's number of partitions (asked once)."""
+        if self._partitions is None:
+            metadata = self._producer.list_topics(self.topic, timeout=30).topics[self.topic]
+            if metadata.error is not None:
+                raise RuntimeError(f"kafka: topic {self.topic}: {metadata.error.str()}")
+            self._partitions = len(metadata.partitions)
+        return self._partitions
 
     def flush(self, timeout: float = 30.0) -> None:
         if self._producer.flush(timeout):
             raise TimeoutError(f"messages to {self.topic} not delivered within {timeout} s")
+        if self._failures:
+            count, first = len(self._failures), self._failures[0]
+            self._failures.clear()
+            raise RuntimeError(f"kafka: {count} messages to {self.topic} not delivered: {first.str()}")
+
+    def _by_partition(self, table: pa.Table, keys: list[str | None] | None) -> Iterator[tuple[int, pa.Table]]:
+        """The rows of each partition's users, in order (partition -1: any, for rows without a user)."""
+        if keys is None:
+            yield -1, table
+            return
+        count = self.partitions()
+        partitions = np.array([-1 if key is None else crc32(key.encode()) % count for key in keys])
+        for partition in np.unique(partitions).tolist():
+            yield partition, table.filter(pa.array(partitions == partition))
+
+    def _produce(self, value: bytes, key: str | None, headers: list[tuple[str, bytes]] | None = None,
+                 partition: int = -1) -> None:
+        while True:
+            try:
+                self._producer.produce(self.topic, value, key, partition, headers=headers)
+                return
+            except BufferError:  # the local queue is full: let it drain
+                self._producer.poll(0.1)
 
 
 def _runs(batch: np.ndarray) -> list[tuple[int, int]]:

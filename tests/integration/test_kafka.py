@@ -98,6 +98,7 @@ def test_batch_messages_and_json_messages_mix_in_one_topic_in_order(broker) -> N
     sink.send(_events(5))
     sink.flush()
     assert messages == 1   # about 100 bytes a row: one message; 400 bytes more a row take several
+    create_topic(broker, "mixed.big", 1)
     assert KafkaSink(broker, "mixed.big").send_table(table) == 3
     dead = KafkaDeadLetters(KafkaSink(broker, "mixed.dead"))
     source = KafkaSource(broker, "mixed", "trainer", FIELDS, dead, idle_timeout=2.0,
