@@ -16,10 +16,17 @@ restart neither loses nor repeats an event. A row's position is `partition * 2**
 `{"security.protocol": "SASL_SSL", "sasl.mechanism": "PLAIN", ...}`).
 
 The source consumes only when the loop asks for its next chunk, so a trainer slower than the topic
-holds the stream back and drops nothing; librdkafka prefetches at most `queued.max.messages.kbytes`
-(64 MiB by default) meanwhile. Consumer lag per partition (librdkafka's statistics, every
-`statistics.interval.ms`, 5 s) and the events taken or dead-lettered by reason are Prometheus
-metrics (`freshrec.metrics.sources`, on the server's /metrics).
+holds the stream back and drops nothing. While the loop cannot take a chunk, its reader calls
+`KafkaSource.keep_alive`: the partitions are paused and the consumer polled, so it stays in its group
+however long the trainer takes (no rebalance) and fetches nothing more; librdkafka's prefetch is
+bounded (`PREFETCH`: 16 MiB). Consumer lag per partition (librdkafka's statistics, every
+`statistics.interval.ms`, 5 s), the events taken or dead-lettered by reason and the partition
+assignments (one each at the start; more are rebalances) are Prometheus metrics
+(`freshrec.metrics.sources`, on the server's /metrics).
+
+The sink (`KafkaSink`) batches: JSON messages are encoded a table at a time, column-wise
+(`freshrec.events.messages.encode_messages`), and librdkafka sends them in compressed batches
+(`PRODUCER`); `freshrec produce` sends a data set with it.
 """
 
 from __future__ import annotations
@@ -47,12 +54,16 @@ from freshrec.events.deadletter import CountingDeadLetters, DeadLetter, DeadLett
 from freshrec.events.event import USER, Event, EventChunk, Field
 from freshrec.events.messages import MessageDecoder, encode_messages
 from freshrec.events.source import Position
-from freshrec.metrics.sources import KAFKA_EVENTS, kafka_statistics
+from freshrec.metrics.sources import KAFKA_ASSIGNMENTS, KAFKA_EVENTS, kafka_statistics
 
-__all__ = ["PRODUCER", "KafkaDeadLetters", "KafkaSink", "KafkaSource", "create_topic", "local_broker"]
+__all__ = ["PREFETCH", "PRODUCER", "KafkaDeadLetters", "KafkaSink", "KafkaSource", "create_topic", "local_broker"]
 
 PARTITION_SHIFT = 40
 FAST_GROUP = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 500}  # joins in ~3 s, not ~23 s
+PREFETCH = {"queued.min.messages": 10_000, "queued.max.messages.kbytes": 16_384}
+"""The consumer's prefetch: librdkafka fetches ahead up to 10,000 messages a partition (a chunk's
+worth; its default is 100,000) and at most 16 MiB in all (64 MiB by default; it may overshoot by one
+fetch, `fetch.message.max.bytes`, 1 MiB a partition)."""
 PRODUCER = {"linger.ms": 20, "batch.num.messages": 10_000, "compression.type": "lz4",
             "partitioner": "consistent_random"}
 """The sink's producer settings: batches of up to 10,000 messages (and librdkafka's `batch.size`,
@@ -230,10 +241,12 @@ class KafkaSource:
         self._decoder = MessageDecoder(self.fields, require_ids)
         self._config = {"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False,
                         "auto.offset.reset": "earliest", "statistics.interval.ms": 5000, "stats_cb": kafka_statistics,
-                        **FAST_GROUP, **(settings or {})}
+                        **PREFETCH, **FAST_GROUP, **(settings or {})}
         self._consumer: Consumer | None = None
         self._next: dict[int, int] = {}       # partition -> next offset to hand out
         self._seek_to: dict[int, int] = {}
+        self._paused = False                  # by keep_alive, until the next chunk is asked for
+        self._held: list = []                 # messages a keep_alive poll returned (none while paused)
 
     def _consumer_ready(self) -> Consumer:
         if self._consumer is None:
@@ -248,19 +261,47 @@ class KafkaSource:
             elif tp.partition in self._next:
                 tp.offset = self._next[tp.partition]
         consumer.assign(partitions)
+        if self._paused:   # a rebalance while the loop is busy: the new partitions wait too
+            consumer.pause(partitions)
+        KAFKA_ASSIGNMENTS.labels(self.topic).inc()
 
     def __iter__(self) -> Iterator[EventChunk]:
         consumer = self._consumer_ready()
         idle_since = time.monotonic()
         while True:
-            messages = consumer.consume(max(1, int(self.max_events / self._rows_per_message)), timeout=0.2)
-            chunk = self._chunk(messages)
+            chunk = self._chunk(self._take(consumer))
             if chunk is not None or not consumer.assignment():  # joining the group is not idling
                 idle_since = time.monotonic()
             if chunk is not None:
                 yield chunk
             elif self.idle_timeout is not None and time.monotonic() - idle_since > self.idle_timeout:
                 return
+
+    def keep_alive(self) -> None:
+        """Stay in the group without fetching, while the loop cannot take a chunk (its queue is full:
+        the engine's reader calls this instead of waiting idle). librdkafka drops a consumer that has
+        not polled for `max.poll.interval.ms` (300 s by default) from its group: a rebalance, and the
+        chunks not committed yet are read again. So the first call pauses the assigned partitions
+        (nothing more is fetched, what was fetched stays queued) and every call polls (the group's
+        heartbeats and rebalances are served; a paused partition gives no message, and any message
+        a poll returns is kept for the next chunk). Asking for the next chunk resumes them."""
+        consumer = self._consumer
+        if consumer is None:
+            return
+        if not self._paused:
+            consumer.pause(consumer.assignment())
+            self._paused = True
+        self._held += consumer.consume(self.max_events, timeout=0)
+
+    def _take(self, consumer: Consumer) -> list:
+        """The next messages (partitions paused by `keep_alive` resumed; the messages it kept first)."""
+        if self._paused:
+            consumer.resume(consumer.assignment())
+            self._paused = False
+        if self._held:
+            held, self._held = self._held, []
+            return held
+        return consumer.consume(max(1, int(self.max_events / self._rows_per_message)), timeout=0.2)
 
     def _chunk(self, messages: list) -> EventChunk | None:
         """The chunk of a batch of messages, bad ones to the dead letters: runs of JSON messages
