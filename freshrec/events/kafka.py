@@ -270,10 +270,10 @@ class KafkaSource:
         idle_since = time.monotonic()
         while True:
             chunk = self._chunk(self._take(consumer))
-            if chunk is not None or not consumer.assignment():  # joining the group is not idling
-                idle_since = time.monotonic()
             if chunk is not None:
                 yield chunk
+            if chunk is not None or not consumer.assignment():  # the loop holding a chunk, or joining, is not idling
+                idle_since = time.monotonic()
             elif self.idle_timeout is not None and time.monotonic() - idle_since > self.idle_timeout:
                 return
 
