@@ -74,10 +74,7 @@ def kafka(path: Path, rows: int, root: Path, batch: bool = False) -> dict:
         sink = KafkaSink(bootstrap, "criteo")
         start = time.perf_counter()
         for chunk in replay(path, rows):
-            if batch:
-                sink.send_table(chunk.table, chunk.kind)
-            else:
-                sink.send(list(chunk.events()))
+            sink.send_table(chunk.table, chunk.kind, as_json=not batch)
         sink.flush()
         produce = time.perf_counter() - start
         source = KafkaSource(bootstrap, "criteo", "bench", FIELDS, MemoryDeadLetters(), idle_timeout=3.0,

@@ -7,6 +7,7 @@
     freshrec run --config freshrec.yaml --print-config                       # what a run would use
     freshrec run --format movielens-100k --state out/state                   # the whole loop + server
     freshrec serve --registry out/state/registry --port 8001                 # a server alone
+    freshrec produce --format movielens-100k --bootstrap 127.0.0.1:9092 --topic ratings  # a data set to Kafka
     freshrec config show | check FILE
     freshrec evaluate ab --format simulator --limit 6000 --report ab-report
 
@@ -24,6 +25,7 @@ import typer
 from freshrec.cli.config import config_app
 from freshrec.cli.datasets import datasets_command
 from freshrec.cli.evaluate import evaluate_app
+from freshrec.cli.produce import produce_command
 from freshrec.cli.replay import replay_command
 from freshrec.cli.run import run_command
 from freshrec.cli.serve import serve_command
@@ -36,6 +38,7 @@ app.command("datasets")(datasets_command)
 app.command("replay")(replay_command)
 app.command("run")(run_command)
 app.command("serve")(serve_command)
+app.command("produce")(produce_command)
 app.add_typer(config_app, name="config")
 app.add_typer(evaluate_app, name="evaluate")
 

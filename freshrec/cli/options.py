@@ -2,9 +2,10 @@
 
 Each `Flag` names the config key it sets; a flag left out is "not given" (None), so the config's
 defaults are the only defaults. `overriding(*groups)` gives a sub-command the flags of the groups
-(`SOURCE`: every command that reads a stream; `MODEL`, `OFFLINE`, `SERVING`, `PUBLISH`, `ENGINE`) and hands it
-the given ones as `overrides` (key path -> value); `build_config` applies them to the `--config`
-file or the defaults, naming the flag of a bad value.
+(`SOURCE`: every command that reads a stream; `KAFKA`: the topic, for `run` and `produce`; `MODEL`,
+`OFFLINE`, `SERVING`, `PUBLISH`, `ENGINE`) and hands it the given ones as `overrides` (key path ->
+value); `build_config` applies them to the `--config` file or the defaults, naming the flag of a bad
+value.
 
 >>> config = build_config(None, {"training.online_batch_size": 64, "source.limit": 10})
 >>> config.training.online_batch_size, config.source.limit
@@ -29,7 +30,7 @@ import typer
 from freshrec.cli.errors import UsageError, with_parameters
 from freshrec.config import FORMATS, ConfigError, FreshrecConfig, load_config, with_overrides
 
-__all__ = ["ENGINE", "MODEL", "OFFLINE", "PUBLISH", "SERVING", "SOURCE", "Flag", "build_config", "overriding"]
+__all__ = ["ENGINE", "KAFKA", "MODEL", "OFFLINE", "PUBLISH", "SERVING", "SOURCE", "Flag", "build_config", "overriding"]
 
 _DEFAULTS = FreshrecConfig().model_dump(mode="json")
 
@@ -109,12 +110,15 @@ SERVING = (
     Flag("--port", "serve.port", int, "Port to listen on."),
 )
 PUBLISH = (Flag("--sync-interval", "sync.sync_interval", str, "Time between published deltas (e.g. 1s)."),)
-ENGINE = (
-    Flag("--source", "source.kind", str, "replay (the data set, in time order) or kafka."),
+KAFKA = (
     Flag("--bootstrap", "source.kafka.bootstrap", str, "kafka: bootstrap servers."),
     Flag("--topic", "source.kafka.topic", str, "kafka: the events topic (dead letters: TOPIC.dead)."),
     Flag("--kafka-setting", "source.kafka.settings", list[str], "kafka: a librdkafka KEY=VALUE (repeatable).",
          _settings),
+)
+ENGINE = (
+    Flag("--source", "source.kind", str, "replay (the data set, in time order) or kafka."),
+    *KAFKA,
     Flag("--idle-timeout", "source.kafka.idle_timeout", str, "kafka: stop after this long without a message."),
     Flag("--join-window", "join.window", str, "Join impressions (kind column) with later actions within this "
          "much event time."),

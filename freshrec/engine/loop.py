@@ -2,7 +2,8 @@
 
 A reader thread takes chunks from the source (`freshrec.events.with_live.WithLive` adds the events
 posted to a server), joins them, appends them to the event log and featurises them into micro-batches, up to
-`read_ahead` chunks ahead; the caller's thread learns them (`OnlineTrainer.learn_stream`, where the
+`read_ahead` chunks ahead (while it waits for room, it calls the source's `keep_alive`, where it has one:
+a Kafka consumer stays in its group); the caller's thread learns them (`OnlineTrainer.learn_stream`, where the
 fused FM resolves the ids of later batches in a third thread) and runs `after` on each chunk. Every
 `checkpoint_events` source events (at a chunk boundary, so concurrency never changes what is learned)
 the reader cuts the stream: it makes the log durable and notes the source position and the joiner's
@@ -120,10 +121,12 @@ class _LogWriter:
     """The log stage: appends chunks to the event log in its own thread, in the order given (the
     Parquet encoding releases the GIL, so it runs beside reading and featurising). A refused append
     (disk full, folder gone) is tried again with backoff until it succeeds or the loop stops: the
-    stream waits, nothing is lost. `flush()` returns a future of the log's mark."""
+    stream waits (the reader calls `waiting` meanwhile), nothing is lost. `flush()` returns a future
+    of the log's mark."""
 
-    def __init__(self, log: EventLog, times: Counter, depth: int, gone: threading.Event) -> None:
-        self.log, self.times, self.gone = log, times, gone
+    def __init__(self, log: EventLog, times: Counter, depth: int, gone: threading.Event,
+                 waiting: Callable[[], None]) -> None:
+        self.log, self.times, self.gone, self.waiting = log, times, gone, waiting
         self.queue: queue.Queue = queue.Queue(maxsize=depth)
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name=LOG_WRITER_NAME, daemon=True)
@@ -152,7 +155,7 @@ class _LogWriter:
                 self.queue.put(item, timeout=0.1)
                 return
             except queue.Full:
-                continue
+                self.waiting()
 
     def _run(self) -> None:
         try:
@@ -266,9 +269,10 @@ class _Reader:
         return True
 
 
-def _ahead(items: Iterable, depth: int, gone: threading.Event) -> Iterator:
-    """`items` produced in a reader thread, at most `depth` ahead; its error is raised here. When
-    the consumer leaves, `gone` is set (the producer stops offering) and the thread joined."""
+def _ahead(items: Iterable, depth: int, gone: threading.Event, waiting: Callable[[], None]) -> Iterator:
+    """`items` produced in a reader thread, at most `depth` ahead; its error is raised here. While
+    the queue is full the reader calls `waiting` every 0.1 s. When the consumer leaves, `gone` is
+    set (the producer stops offering) and the thread joined."""
     ready: queue.Queue = queue.Queue(maxsize=depth)
     end = object()
 
@@ -278,7 +282,7 @@ def _ahead(items: Iterable, depth: int, gone: threading.Event) -> Iterator:
                 ready.put(item, timeout=0.1)
                 return True
             except queue.Full:
-                continue
+                waiting()
         return False
 
     def work() -> None:
@@ -310,6 +314,12 @@ def _ahead(items: Iterable, depth: int, gone: threading.Event) -> Iterator:
         thread.join()
 
 
+def _keep_alive(source: Iterable[EventChunk]) -> Callable[[], None]:
+    """What the reader calls while a stage ahead has no room for its work: the source's
+    `keep_alive` (a Kafka consumer stays in its group without fetching), or nothing."""
+    return getattr(source, "keep_alive", None) or (lambda: None)
+
+
 def _learned(stages: Stages, works: Iterable[Work]) -> Iterator[tuple[Work, list[dict], bool]]:
     if stages.trainer is None:
         return ((work, [], True) for work in works)
@@ -326,9 +336,10 @@ def run_loop(stages: Stages, stop: threading.Event | None = None,
     `seconds`; `stages.times` holds seconds per stage."""
     stop = stop or threading.Event()
     summary, started, clock = summary or IngestSummary(), time.perf_counter(), time.perf_counter
-    gone = threading.Event()
-    writer = _LogWriter(stages.log, stages.times, 2 * stages.read_ahead, gone) if stages.log is not None else None
-    reading = _ahead(_Reader(stages, stop, gone, writer), stages.read_ahead, gone)
+    gone, waiting = threading.Event(), _keep_alive(stages.source)
+    writer = (_LogWriter(stages.log, stages.times, 2 * stages.read_ahead, gone, waiting)
+              if stages.log is not None else None)
+    reading = _ahead(_Reader(stages, stop, gone, writer), stages.read_ahead, gone, waiting)
     stream = _learned(stages, reading)
     mark = clock()
     try:
@@ -381,5 +392,5 @@ def micro_batches(source: Iterable[EventChunk], pipeline: FeaturePipeline, batch
     thread ahead of the caller (for consumers that are not an `OnlineTrainer`, e.g. `evaluate ab`)."""
     stages = Stages(source, pipeline, batch_size=batch_size, read_ahead=read_ahead)
     gone = threading.Event()
-    for work in _ahead(_Reader(stages, threading.Event(), gone, None), read_ahead, gone):
+    for work in _ahead(_Reader(stages, threading.Event(), gone, None), read_ahead, gone, _keep_alive(source)):
         yield from work.batches

@@ -16,10 +16,17 @@ restart neither loses nor repeats an event. A row's position is `partition * 2**
 `{"security.protocol": "SASL_SSL", "sasl.mechanism": "PLAIN", ...}`).
 
 The source consumes only when the loop asks for its next chunk, so a trainer slower than the topic
-holds the stream back and drops nothing; librdkafka prefetches at most `queued.max.messages.kbytes`
-(64 MiB by default) meanwhile. Consumer lag per partition (librdkafka's statistics, every
-`statistics.interval.ms`, 5 s) and the events taken or dead-lettered by reason are Prometheus
-metrics (`freshrec.metrics.sources`, on the server's /metrics).
+holds the stream back and drops nothing. While the loop cannot take a chunk, its reader calls
+`KafkaSource.keep_alive`: the partitions are paused and the consumer polled, so it stays in its group
+however long the trainer takes (no rebalance) and fetches nothing more; librdkafka's prefetch is
+bounded (`PREFETCH`: 16 MiB). Consumer lag per partition (librdkafka's statistics, every
+`statistics.interval.ms`, 5 s), the events taken or dead-lettered by reason and the partition
+assignments (one each at the start; more are rebalances) are Prometheus metrics
+(`freshrec.metrics.sources`, on the server's /metrics).
+
+The sink (`KafkaSink`) batches: JSON messages are encoded a table at a time, column-wise
+(`freshrec.events.messages.encode_messages`), and librdkafka sends them in compressed batches
+(`PRODUCER`); `freshrec produce` sends a data set with it.
 """
 
 from __future__ import annotations
@@ -29,32 +36,38 @@ import subprocess
 import time
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
 from dataclasses import asdict
+from itertools import groupby, repeat
+from zlib import crc32
 
 import numpy as np
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from freshrec.events.batch_messages import CONTENT_TYPE, MESSAGE_BYTES, decode_batch, encode_batch, is_batch
 from freshrec.events.deadletter import CountingDeadLetters, DeadLetter, DeadLetterSink
-from freshrec.events.event import Event, EventChunk, Field
-from freshrec.events.messages import MessageDecoder
+from freshrec.events.event import USER, Event, EventChunk, Field
+from freshrec.events.messages import MessageDecoder, encode_messages
 from freshrec.events.source import Position
-from freshrec.metrics.sources import KAFKA_EVENTS, kafka_statistics
+from freshrec.metrics.sources import KAFKA_ASSIGNMENTS, KAFKA_EVENTS, kafka_statistics
 
-__all__ = ["KafkaDeadLetters", "KafkaSink", "KafkaSource", "create_topic", "encode_event", "local_broker"]
+__all__ = ["PREFETCH", "PRODUCER", "KafkaDeadLetters", "KafkaSink", "KafkaSource", "create_topic", "local_broker"]
 
 PARTITION_SHIFT = 40
 FAST_GROUP = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 500}  # joins in ~3 s, not ~23 s
-
-
-def encode_event(event: Event) -> bytes:
-    """The JSON message of one event."""
-    return orjson.dumps({"event_id": event.event_id, "ts": event.ts, "user": event.user_id, "item": event.item_id,
-                         "kind": event.kind, "label": event.label, "fields": event.fields})
+PREFETCH = {"queued.min.messages": 10_000, "queued.max.messages.kbytes": 16_384}
+"""The consumer's prefetch: librdkafka fetches ahead up to 10,000 messages a partition (a chunk's
+worth; its default is 100,000) and at most 16 MiB in all (64 MiB by default; it may overshoot by one
+fetch, `fetch.message.max.bytes`, 1 MiB a partition)."""
+PRODUCER = {"linger.ms": 20, "batch.num.messages": 10_000, "compression.type": "lz4",
+            "partitioner": "consistent_random"}
+"""The sink's producer settings: batches of up to 10,000 messages (and librdkafka's `batch.size`,
+1 MB), LZ4-compressed, sent after at most 20 ms (`bench/produce.py` measures them)."""
 
 
 @contextmanager
@@ -100,44 +113,93 @@ def create_topic(bootstrap: str, topic: str, partitions: int, settings: Mapping[
     for future in admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)]).values():
         try:
             future.result(timeout=30)
+        except FutureTimeout:
+            raise TimeoutError(f"kafka: no broker at {bootstrap} created topic {topic} within 30 s") from None
         except Exception as error:  # the admin API reports "exists" as an exception
             if "TOPIC_ALREADY_EXISTS" not in str(error):
                 raise
 
 
 class KafkaSink:
-    """Produces events to `topic`, keyed by user id (a user's events stay in order, in one partition)."""
+    """Produces events to `topic`: as JSON messages, one per event (`send`, `send_table`), keyed by
+    user id; or as batch messages (`send_table(..., as_json=False)`), each holding the rows of the
+    users of one partition. Either way a user's events stay in order, in one partition (librdkafka's
+    `consistent_random` partitioner: CRC-32 of the key; a table without user ids spreads over the
+    partitions). Messages are batched by `PRODUCER`'s settings (`settings` override them); `flush`
+    waits for delivery and raises if any message was refused."""
 
     def __init__(self, bootstrap: str, topic: str, settings: Mapping[str, str] | None = None) -> None:
         self.topic = topic
-        self._producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, **(settings or {})})
+        failures: list[KafkaError] = []   # librdkafka reports the failed deliveries only (no cycle to self)
+        self._failures = failures
+        self._producer = Producer({"bootstrap.servers": bootstrap, **PRODUCER, **(settings or {}),
+                                   "delivery.report.only.error": True,
+                                   "on_delivery": lambda error, _: failures.append(error)})
+        self._partitions: int | None = None
 
-    def send(self, events: Sequence[Event]) -> None:
-        for event in events:
-            self.send_raw(encode_event(event), None if event.user_id is None else str(event.user_id))
+    def send(self, events: Sequence[Event]) -> int:
+        """`events` as JSON messages (`send_table` of their table, one run of a kind at a time); the
+        messages hold no `event_id` (a consumer names an event by its position). Returns how many."""
+        runs = [list(run) for _, run in groupby(events, key=lambda event: event.kind)]
+        return sum(self.send_table(EventChunk.from_events(run, self.topic).table, run[0].kind, as_json=True)
+                   for run in runs)
 
-    def send_table(self, table: pa.Table, kind: str = "event", key: str | None = None) -> int:
-        """`table`'s rows (live-schema column names) as batch messages of at most about
-        `MESSAGE_BYTES` each (`freshrec.events.batch_messages`); returns how many messages.
-        Keyed by `key` (None: spread over the partitions), so a user's events keep their order only
-        when the producer sends each user's events with one key."""
-        rows = max(1, int(table.num_rows * MESSAGE_BYTES / max(table.nbytes, 1)))
-        starts = range(0, table.num_rows, rows)
-        for start in starts:
-            self.send_raw(encode_batch(table.slice(start, rows), kind), key, [("content-type", CONTENT_TYPE.encode())])
-        return len(starts)
+    def send_table(self, table: pa.Table, kind: str = "event", as_json: bool = False) -> int:
+        """`table`'s rows (live-schema column names), returns how many messages: with `as_json`, one
+        JSON message a row (`freshrec.events.messages.encode_messages`); else batch messages of at most
+        about `MESSAGE_BYTES` each (`freshrec.events.batch_messages`)."""
+        keys = pc.cast(table.column(USER), pa.string()).to_pylist() if USER in table.column_names else None
+        if as_json:
+            for value, key in zip(encode_messages(table, kind).to_pylist(), keys or repeat(None)):
+                self._produce(value, key)
+            self._producer.poll(0)
+            return table.num_rows
+        sent, headers = 0, [("content-type", CONTENT_TYPE.encode())]
+        for partition, rows in self._by_partition(table, keys):
+            step = max(1, int(rows.num_rows * MESSAGE_BYTES / max(rows.nbytes, 1)))
+            for start in range(0, rows.num_rows, step):
+                self._produce(encode_batch(rows.slice(start, step), kind), None, headers, partition)
+                sent += 1
+        return sent
 
     def send_raw(self, value: bytes, key: str | None = None, headers: list[tuple[str, bytes]] | None = None) -> None:
-        while True:
-            try:
-                self._producer.produce(self.topic, value=value, key=key, headers=headers)
-                return
-            except BufferError:  # the local queue is full: let it drain
-                self._producer.poll(0.1)
+        self._produce(value, key, headers)
+
+    def partitions(self) -> int:
+        """The topic's number of partitions (asked once)."""
+        if self._partitions is None:
+            metadata = self._producer.list_topics(self.topic, timeout=30).topics[self.topic]
+            if metadata.error is not None:
+                raise RuntimeError(f"kafka: topic {self.topic}: {metadata.error.str()}")
+            self._partitions = len(metadata.partitions)
+        return self._partitions
 
     def flush(self, timeout: float = 30.0) -> None:
         if self._producer.flush(timeout):
             raise TimeoutError(f"messages to {self.topic} not delivered within {timeout} s")
+        if self._failures:
+            count, first = len(self._failures), self._failures[0]
+            self._failures.clear()
+            raise RuntimeError(f"kafka: {count} messages to {self.topic} not delivered: {first.str()}")
+
+    def _by_partition(self, table: pa.Table, keys: list[str | None] | None) -> Iterator[tuple[int, pa.Table]]:
+        """The rows of each partition's users, in order (partition -1: any, for rows without a user)."""
+        if keys is None:
+            yield -1, table
+            return
+        count = self.partitions()
+        partitions = np.array([-1 if key is None else crc32(key.encode()) % count for key in keys])
+        for partition in np.unique(partitions).tolist():
+            yield partition, table.filter(pa.array(partitions == partition))
+
+    def _produce(self, value: bytes, key: str | None, headers: list[tuple[str, bytes]] | None = None,
+                 partition: int = -1) -> None:
+        while True:
+            try:
+                self._producer.produce(self.topic, value, key, partition, headers=headers)
+                return
+            except BufferError:  # the local queue is full: let it drain
+                self._producer.poll(0.1)
 
 
 def _runs(batch: np.ndarray) -> list[tuple[int, int]]:
@@ -179,10 +241,12 @@ class KafkaSource:
         self._decoder = MessageDecoder(self.fields, require_ids)
         self._config = {"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False,
                         "auto.offset.reset": "earliest", "statistics.interval.ms": 5000, "stats_cb": kafka_statistics,
-                        **FAST_GROUP, **(settings or {})}
+                        **PREFETCH, **FAST_GROUP, **(settings or {})}
         self._consumer: Consumer | None = None
         self._next: dict[int, int] = {}       # partition -> next offset to hand out
         self._seek_to: dict[int, int] = {}
+        self._paused = False                  # by keep_alive, until the next chunk is asked for
+        self._held: list = []                 # messages a keep_alive poll returned (none while paused)
 
     def _consumer_ready(self) -> Consumer:
         if self._consumer is None:
@@ -197,19 +261,47 @@ class KafkaSource:
             elif tp.partition in self._next:
                 tp.offset = self._next[tp.partition]
         consumer.assign(partitions)
+        if self._paused:   # a rebalance while the loop is busy: the new partitions wait too
+            consumer.pause(partitions)
+        KAFKA_ASSIGNMENTS.labels(self.topic).inc()
 
     def __iter__(self) -> Iterator[EventChunk]:
         consumer = self._consumer_ready()
         idle_since = time.monotonic()
         while True:
-            messages = consumer.consume(max(1, int(self.max_events / self._rows_per_message)), timeout=0.2)
-            chunk = self._chunk(messages)
-            if chunk is not None or not consumer.assignment():  # joining the group is not idling
-                idle_since = time.monotonic()
+            chunk = self._chunk(self._take(consumer))
             if chunk is not None:
                 yield chunk
+            if chunk is not None or not consumer.assignment():  # the loop holding a chunk, or joining, is not idling
+                idle_since = time.monotonic()
             elif self.idle_timeout is not None and time.monotonic() - idle_since > self.idle_timeout:
                 return
+
+    def keep_alive(self) -> None:
+        """Stay in the group without fetching, while the loop cannot take a chunk (its queue is full:
+        the engine's reader calls this instead of waiting idle). librdkafka drops a consumer that has
+        not polled for `max.poll.interval.ms` (300 s by default) from its group: a rebalance, and the
+        chunks not committed yet are read again. So the first call pauses the assigned partitions
+        (nothing more is fetched, what was fetched stays queued) and every call polls (the group's
+        heartbeats and rebalances are served; a paused partition gives no message, and any message
+        a poll returns is kept for the next chunk). Asking for the next chunk resumes them."""
+        consumer = self._consumer
+        if consumer is None:
+            return
+        if not self._paused:
+            consumer.pause(consumer.assignment())
+            self._paused = True
+        self._held += consumer.consume(self.max_events, timeout=0)
+
+    def _take(self, consumer: Consumer) -> list:
+        """The next messages (partitions paused by `keep_alive` resumed; the messages it kept first)."""
+        if self._paused:
+            consumer.resume(consumer.assignment())
+            self._paused = False
+        if self._held:
+            held, self._held = self._held, []
+            return held
+        return consumer.consume(max(1, int(self.max_events / self._rows_per_message)), timeout=0.2)
 
     def _chunk(self, messages: list) -> EventChunk | None:
         """The chunk of a batch of messages, bad ones to the dead letters: runs of JSON messages

@@ -3,7 +3,8 @@
 A source hands out `EventChunk`s in event-time order, reports the position after the last
 chunk it handed out (`position()`), remembers a committed position (`commit()`), and can
 resume from one (`seek()`). Positions are dicts of partition -> offset so that files
-(one partition) and Kafka (many) share the type.
+(one partition) and Kafka (many) share the type. A source may also have `keep_alive()`, which the
+loop calls while it has no room for a chunk (a Kafka consumer stays in its group meanwhile).
 
 >>> import numpy as np, pyarrow as pa
 >>> table = pa.table({"ts": [3.0, 1.0, 2.0], "user_id": [1, 2, 3], "item_id": [7, 8, 9],

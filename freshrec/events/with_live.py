@@ -68,6 +68,12 @@ class WithLive:
         while (chunk := self.live.poll(timeout=0.0)) is not None:
             yield chunk
 
+    def keep_alive(self) -> None:
+        """`source`'s `keep_alive`, where it has one (a Kafka consumer's: the loop is busy)."""
+        keep_alive = getattr(self.source, "keep_alive", None)
+        if keep_alive is not None:
+            keep_alive()
+
     def close(self) -> None:
         """Close the live queue (no more posts) and `source`, where it has a `close`."""
         self.live.close()

@@ -2,7 +2,8 @@
 /metrics includes: consumer lag per Kafka partition, from librdkafka's statistics (`kafka_statistics`
 is the consumer's `stats_cb`; the lag is to the offsets handed to the source, `consumer_lag_stored`:
 librdkafka's `consumer_lag` counts from the committed offsets, which the engine commits only at
-checkpoints), and the events a Kafka source took or dead-lettered, by reason.
+checkpoints), the events a Kafka source took or dead-lettered, by reason, and the partition
+assignments its consumer received (one at the start; each more is a rebalance).
 
 >>> kafka_statistics('{"topics": {"t": {"partitions": {"0": {"consumer_lag_stored": 12}, "-1": {}}}}}')
 >>> KAFKA_LAG.labels("t", "0")._value.get()
@@ -18,13 +19,15 @@ import json
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
-__all__ = ["KAFKA_EVENTS", "KAFKA_LAG", "SOURCE_METRICS", "generate_latest", "kafka_statistics"]
+__all__ = ["KAFKA_ASSIGNMENTS", "KAFKA_EVENTS", "KAFKA_LAG", "SOURCE_METRICS", "generate_latest", "kafka_statistics"]
 
 SOURCE_METRICS = CollectorRegistry()
 KAFKA_LAG = Gauge("freshrec_kafka_consumer_lag", "Messages on a partition not handed to the source yet",
                   ["topic", "partition"], registry=SOURCE_METRICS)
 KAFKA_EVENTS = Counter("freshrec_kafka_events", "Events a Kafka source took (outcome=taken) or dead-lettered (outcome: "
                        "the reason; a whole bad message counts once)", ["topic", "outcome"], registry=SOURCE_METRICS)
+KAFKA_ASSIGNMENTS = Counter("freshrec_kafka_assignments", "Partition assignments a Kafka source's consumer received "
+                            "(one at the start; each more is a rebalance)", ["topic"], registry=SOURCE_METRICS)
 
 
 def kafka_statistics(text: str) -> None:

@@ -1,17 +1,20 @@
 """MessageDecoder: JSON event messages decoded a batch at a time, each bad one dead-lettered with its reason,
-and the same verdict as `check_event` gives one event at a time."""
+and the same verdict as `check_event` gives one event at a time; encode_messages writes what it reads."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import orjson
+import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from freshrec.events.event import Event, Field, FieldKind
 from freshrec.events.live import BadEvent, check_event, events_table
-from freshrec.events.messages import MessageDecoder
+from freshrec.events.messages import MessageDecoder, encode_messages
 
 FIELDS = (Field("genre", FieldKind.CATEGORICAL, "item"), Field("price", FieldKind.DENSE, "item"),
           Field("tags", FieldKind.MULTI_CATEGORICAL, "item"), Field("class", FieldKind.CATEGORICAL, "user"))
@@ -117,3 +120,45 @@ def test_the_batch_takes_exactly_the_messages_check_event_takes(bodies) -> None:
     taken = [] if chunk is None else chunk.positions.tolist()
     assert taken == [100 + i for i, body in enumerate(bodies) if _one_at_a_time(body)]
     assert len(taken) + len(letters) == len(bodies)
+
+
+_texts = st.text(st.characters(codec="utf-8"), max_size=6)   # quotes, backslashes, control characters
+_tables = st.integers(1, 6).flatmap(lambda n: st.fixed_dictionaries({
+    "ts": st.lists(st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True)), min_size=n, max_size=n),
+    "user_id": st.lists(st.one_of(st.none(), st.integers(-2**63, 2**63 - 1)), min_size=n, max_size=n),
+    "item_id": st.lists(st.one_of(st.none(), _texts), min_size=n, max_size=n),
+    "label": st.lists(st.one_of(st.none(), st.sampled_from([0.0, 1.0])), min_size=n, max_size=n),
+    "tags": st.lists(st.one_of(st.none(), st.lists(_texts, max_size=3)), min_size=n, max_size=n),
+    "price": st.lists(st.one_of(st.none(), st.floats(width=32)), min_size=n, max_size=n)}))
+
+
+@settings(max_examples=200, deadline=None)
+@given(_tables, st.integers(0, 2), _texts)
+def test_encoded_messages_are_the_rows_as_json(columns: dict, start: int, kind: str) -> None:
+    table = pa.table({**columns, "price": pa.array(columns["price"], pa.float32())}).slice(start)   # offsets too
+    messages = encode_messages(table, kind).to_pylist()
+    assert len(messages) == table.num_rows
+    for message, row in zip(messages, table.to_pylist()):
+        def number(value: float | None) -> float | None:   # JSON has no NaN or infinity: null
+            return value if value is not None and math.isfinite(value) else None
+        assert orjson.loads(message) == {"kind": kind, "ts": number(row["ts"]), "user": row["user_id"],
+                                         "item": row["item_id"], "label": row["label"],
+                                         "fields": {"tags": row["tags"], "price": number(row["price"])}}
+
+
+def test_encoded_messages_decode_to_the_table_they_came_from() -> None:
+    table = pa.table({"ts": [NOW - 3, NOW - 2], "user_id": [7, 8], "item_id": ["i\"1", "i\n2"],
+                      "label": pa.array([1.0, None], pa.float32()), "genre": pa.array(["a", "b"]).dictionary_encode(),
+                      "price": [0.1, None], "tags": [["x", "y\\"], []], "class": [None, "c"]})
+    chunk, letters = _decode(encode_messages(table, "click").to_pylist())
+    assert letters == [] and chunk.kind == "click"
+    assert chunk.table.to_pylist() == [
+        {"ts": NOW - 3, "user_id": "7", "item_id": 'i"1', "label": 1.0, "genre": "a", "price": 0.1,
+         "tags": ["x", "y\\"], "class": None},
+        {"ts": NOW - 2, "user_id": "8", "item_id": "i\n2", "label": None, "genre": "b", "price": None, "tags": [],
+         "class": "c"}]
+
+
+def test_a_column_of_a_type_json_does_not_hold_is_refused() -> None:
+    with pytest.raises(TypeError, match="no JSON message form"):
+        encode_messages(pa.table({"ts": [1.0], "flag": [True]}))

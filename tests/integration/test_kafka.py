@@ -1,16 +1,24 @@
-"""Kafka source and sink against a real broker: order per user, dead letters, commit and seek."""
+"""Kafka source and sink against a real broker: order per user, dead letters, commit and seek, a
+user's JSON and batch messages in one partition, and a held loop that keeps its consumer in the group."""
 
 from __future__ import annotations
+
+import threading
+import time
+from zlib import crc32
 
 import orjson
 import pyarrow as pa
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from conftest import wait_until
 
+from freshrec.engine.loop import Stages, run_loop
 from freshrec.events.deadletter import MemoryDeadLetters
-from freshrec.events.event import Event, Field, FieldKind
-from freshrec.events.kafka import KafkaDeadLetters, KafkaSink, KafkaSource, create_topic
-from freshrec.metrics.sources import KAFKA_EVENTS, KAFKA_LAG
+from freshrec.events.event import Event, EventChunk, Field, FieldKind
+from freshrec.events.kafka import FAST_GROUP, KafkaDeadLetters, KafkaSink, KafkaSource, create_topic
+from freshrec.features import FeaturePipeline, default_specs
+from freshrec.metrics.sources import KAFKA_ASSIGNMENTS, KAFKA_EVENTS, KAFKA_LAG
 
 pytestmark = pytest.mark.integration
 FIELDS = (Field("genre", FieldKind.CATEGORICAL, "item"), Field("price", FieldKind.DENSE, "item"))
@@ -98,6 +106,7 @@ def test_batch_messages_and_json_messages_mix_in_one_topic_in_order(broker) -> N
     sink.send(_events(5))
     sink.flush()
     assert messages == 1   # about 100 bytes a row: one message; 400 bytes more a row take several
+    create_topic(broker, "mixed.big", 1)
     assert KafkaSink(broker, "mixed.big").send_table(table) == 3
     dead = KafkaDeadLetters(KafkaSink(broker, "mixed.dead"))
     source = KafkaSource(broker, "mixed", "trainer", FIELDS, dead, idle_timeout=2.0,
@@ -112,3 +121,73 @@ def test_batch_messages_and_json_messages_mix_in_one_topic_in_order(broker) -> N
     assert [r["ts"] for r in got] == ([1000.0 + i for i in range(10)] + [2000.0 + i for i in range(rows)]
                                       + [2000.0, 2002.0] + [1000.0 + i for i in range(5)])
     assert dict(dead.counts) == {"unknown_field": 1, "bad_label": 1}
+
+
+def test_a_users_json_and_batch_messages_go_to_one_partition_in_order(broker) -> None:
+    create_topic(broker, "placed", 3)
+    sink = KafkaSink(broker, "placed")
+    events = _events(700)
+    sink.send(events[:300])
+    users = {e.user_id for e in events}   # 7, over 2 of the 3 partitions (CRC-32 of the key, as librdkafka)
+    sent = sink.send_table(EventChunk.from_events(events[300:], "t").table, "click")
+    assert sent == len({crc32(user.encode()) % 3 for user in users}) == 2   # a message per partition of users
+    sink.flush()
+    source = KafkaSource(broker, "placed", "trainer", FIELDS, MemoryDeadLetters(), idle_timeout=2.0)
+    chunks = list(source)
+    source.close()
+    partitions: dict[str, set[int]] = {}
+    for chunk in chunks:
+        for user, position in zip(chunk.table.column("user_id").to_pylist(), chunk.positions.tolist()):
+            partitions.setdefault(user, set()).add(position >> 40)
+    assert set(partitions) == users and all(len(p) == 1 for p in partitions.values())
+    rows = [row for chunk in chunks for row in chunk.table.to_pylist()]
+    for user in partitions:
+        assert [r["ts"] for r in rows if r["user_id"] == user] == [e.ts for e in events if e.user_id == user]
+
+
+@pytest.mark.parametrize("keep_alive", [True, False], ids=["keep-alive", "idle-reader"])
+def test_a_held_loop_keeps_its_partitions_and_takes_every_message_once(broker, keep_alive: bool) -> None:
+    """The trainer holds its first chunk while the reader's queue is full, for 2.5 x
+    `max.poll.interval.ms` (a precondition timed by the clock; the assertions are on what happened).
+    With the source's `keep_alive` the consumer keeps its partitions and every message arrives once;
+    a reader that waits idle (a plain iterator hides `keep_alive`) is dropped from the group."""
+    topic = f"held-{keep_alive}"
+    create_topic(broker, topic, 2)
+    sink = KafkaSink(broker, topic)
+    sink.send(_events(3000))
+    sink.flush()
+    interval = FAST_GROUP["session.timeout.ms"] / 1000   # the least max.poll.interval.ms librdkafka takes
+    source = KafkaSource(broker, topic, "trainer", FIELDS, MemoryDeadLetters(), max_events=100, idle_timeout=3.0,
+                         settings={"max.poll.interval.ms": int(interval * 1000)})
+    assigned = KAFKA_ASSIGNMENTS.labels(topic)._value.get()
+    held, release, positions, errors = threading.Event(), threading.Event(), [], []
+
+    def after(work, steps, done) -> None:
+        positions.extend(work.examples.positions.tolist() if work.examples is not None else [])
+        held.set()
+        release.wait()
+
+    def run() -> None:
+        stream = source if keep_alive else (chunk for chunk in source)
+        try:
+            run_loop(Stages(stream, FeaturePipeline(default_specs(FIELDS)), read_ahead=1), after=after)
+        except RuntimeError as error:
+            errors.append(error)
+
+    loop = threading.Thread(target=run)
+    loop.start()
+    try:
+        wait_until(held.is_set, "the first chunk at the trainer")
+        since = time.monotonic()
+        wait_until(lambda: time.monotonic() - since > 2.5 * interval, "the hold")
+        handed_out = sum(source.position().values())   # next offsets, from 0: messages handed to the loop
+        assert handed_out <= 4 * 100   # what the trainer, the queue and the reader hold: nothing read unboundedly
+    finally:
+        release.set()
+        loop.join()
+        source.close()
+    if keep_alive:
+        assert errors == [] and KAFKA_ASSIGNMENTS.labels(topic)._value.get() - assigned == 1   # no rebalance
+        assert len(positions) == len(set(positions)) == 3000
+    else:
+        assert len(errors) == 1 and "maximum poll interval" in str(errors[0])
