@@ -48,6 +48,7 @@ bench: venv
 	$(BIN)/python bench/serve.py
 	$(BIN)/python bench/engine.py
 	$(BIN)/python bench/join.py
+	$(BIN)/python bench/produce.py
 
 clean:
 	rm -rf $(VENV) out *.egg-info
