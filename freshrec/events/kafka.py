@@ -19,7 +19,7 @@ The source consumes only when the loop asks for its next chunk, so a trainer slo
 holds the stream back and drops nothing. While the loop cannot take a chunk, its reader calls
 `KafkaSource.keep_alive`: the partitions are paused and the consumer polled, so it stays in its group
 however long the trainer takes (no rebalance) and fetches nothing more; librdkafka's prefetch is
-bounded (`PREFETCH`: 16 MiB). Consumer lag per partition (librdkafka's statistics, every
+bounded (`PREFETCH`: 64 MiB). Consumer lag per partition (librdkafka's statistics, every
 `statistics.interval.ms`, 5 s), the events taken or dead-lettered by reason and the partition
 assignments (one each at the start; more are rebalances) are Prometheus metrics
 (`freshrec.metrics.sources`, on the server's /metrics).
@@ -60,10 +60,11 @@ __all__ = ["PREFETCH", "PRODUCER", "KafkaDeadLetters", "KafkaSink", "KafkaSource
 
 PARTITION_SHIFT = 40
 FAST_GROUP = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 500}  # joins in ~3 s, not ~23 s
-PREFETCH = {"queued.min.messages": 10_000, "queued.max.messages.kbytes": 16_384}
-"""The consumer's prefetch: librdkafka fetches ahead up to 10,000 messages a partition (a chunk's
-worth; its default is 100,000) and at most 16 MiB in all (64 MiB by default; it may overshoot by one
-fetch, `fetch.message.max.bytes`, 1 MiB a partition)."""
+PREFETCH = {"queued.min.messages": 100_000, "queued.max.messages.kbytes": 65_536}
+"""The consumer's prefetch, bounded: librdkafka fetches ahead up to 100,000 messages a partition and
+at most 64 MiB in all (it may overshoot by one fetch, `fetch.message.max.bytes`, 1 MiB a partition).
+These are librdkafka's defaults, named here because they bound memory; a smaller queue starves the
+engine (10,000 a partition halved the events/s of `bench/engine.py`'s Kafka run here)."""
 PRODUCER = {"linger.ms": 20, "batch.num.messages": 10_000, "compression.type": "lz4",
             "partitioner": "consistent_random"}
 """The sink's producer settings: batches of up to 10,000 messages (and librdkafka's `batch.size`,
