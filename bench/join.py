@@ -49,11 +49,6 @@ class _Count(CountingDeadLetters):
         pass
 
 
-def held_bytes(joiner: Joiner) -> int:
-    held = joiner._held
-    return sum(a.nbytes for a in held.arrays()) + sum(part.nbytes for part in held.rows.parts)
-
-
 def run(events, config: JoinConfig, chunk: int) -> dict:
     joiner = Joiner(config, letters := _Count())
     pieces = [events.slice(i, i + chunk) for i in range(0, len(events), chunk)]
@@ -66,7 +61,7 @@ def run(events, config: JoinConfig, chunk: int) -> dict:
         out = joiner.process(piece)
         emitted += len(out) if out is not None else 0
         if joiner.memory["impressions"] > peak["impressions"]:
-            peak = {**{k: joiner.memory[k] for k in ("impressions", "rows")}, "bytes": held_bytes(joiner)}
+            peak = {**{k: joiner.memory[k] for k in ("impressions", "rows")}, "bytes": joiner.nbytes}
     steady = (sum(len(p) for p in pieces[half:])) / (time.perf_counter() - second_half)
     out = joiner.flush()
     seconds = time.perf_counter() - started

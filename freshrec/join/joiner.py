@@ -89,6 +89,12 @@ class Joiner:
         h = self._held
         return {"impressions": int(h.count[kernel.HELD]), "rows": len(h.rows), "actions": self.buffered}
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes held: the kernel's arrays and the rows awaiting their label."""
+        h = self._held
+        return sum(a.nbytes for a in h.arrays()) + sum(part.nbytes for part in h.rows.parts)
+
     def process(self, chunk: EventChunk) -> EventChunk | None:
         """Take the rows of `chunk`; the examples that became final with them, or None."""
         rows, h, c = decode(chunk, self.config, self._names), self._held, self.config

@@ -212,30 +212,15 @@ def _release(slots, count, free, slot):
 
 
 @numba.njit(inline="always")
-def _unlink_impression(imps, table, slot):
-    """Take `slot` off its key's list; the key's entry."""
-    e = _find(table, imps[slot].key)
-    prev, cur = -1, table[e].imps
-    while cur != slot:
-        prev, cur = cur, imps[cur].next
-    if prev < 0:
-        table[e].imps = imps[slot].next
-    else:
-        imps[prev].next = imps[slot].next
-    return e
-
-
-@numba.njit(inline="always")
-def _unlink_action(acts, table, slot):
-    e = _find(table, acts[slot].key)
-    prev, cur = -1, table[e].acts
-    while cur != slot:
-        prev, cur = cur, acts[cur].next
-    if prev < 0:
-        table[e].acts = acts[slot].next
-    else:
-        acts[prev].next = acts[slot].next
-    return e
+def _unlinked(slots, head, slot):
+    """The list from `head` (linked through `next`) without `slot`: its new head."""
+    if head == slot:
+        return slots[slot].next
+    prev = head
+    while slots[prev].next != slot:
+        prev = slots[prev].next
+    slots[prev].next = slots[slot].next
+    return head
 
 
 # ---- outcomes
@@ -259,7 +244,9 @@ def _letter(dead, count, reason, position, source, kind, ts, watermark):
 @numba.njit(inline="always")
 def _close(imps, table, out, count, stats, slot, label_ts):
     """The impression's window closed (or the cap closed it): a negative unless positive already."""
-    _drop_if_empty(table, count, _unlink_impression(imps, table, slot))
+    e = _find(table, imps[slot].key)
+    table[e].imps = _unlinked(imps, table[e].imps, slot)
+    _drop_if_empty(table, count, e)
     count[HELD] -= 1
     if not imps[slot].positive:
         count[PENDING] -= 1
@@ -270,7 +257,9 @@ def _close(imps, table, out, count, stats, slot, label_ts):
 
 @numba.njit(inline="always")
 def _unwait(acts, table, count, slot):
-    _drop_if_empty(table, count, _unlink_action(acts, table, slot))
+    e = _find(table, acts[slot].key)
+    table[e].acts = _unlinked(acts, table[e].acts, slot)
+    _drop_if_empty(table, count, e)
     count[BUFFERED] -= 1
     _release(acts, count, ACT_FREE, slot)
 

@@ -122,11 +122,13 @@ def test_memory_stays_bounded_on_a_long_stream() -> None:
     events = stream(n, seed=3, rate=rate, late=0.001)
     joiner = Joiner(config())
     highest = dict.fromkeys(("impressions", "rows", "actions"), 0)
+    most_bytes = 0
     emitted = 0
     for piece in pieces(events, size):
         out = joiner.process(piece)
         emitted += len(out) if out is not None else 0
         highest = {k: max(v, joiner.memory[k]) for k, v in highest.items()}
+        most_bytes = max(most_bytes, joiner.nbytes)
     out = joiner.flush()
     emitted += len(out) if out is not None else 0
     # held: impressions of the last window + lateness + disorder (about rate x 69 s), plus
@@ -135,6 +137,7 @@ def test_memory_stays_bounded_on_a_long_stream() -> None:
     assert highest["impressions"] < 1.2 * held
     assert highest["rows"] < 2.2 * held + size
     assert highest["actions"] < 0.1 * held
+    assert most_bytes < 1_000 * held + 500 * size   # arrays at most a few times what they hold
     s = joiner.stats
     assert emitted == s.positives + s.negatives
     assert s.impressions == emitted + s.duplicate_impressions + s.late_impressions
