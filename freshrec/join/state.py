@@ -124,6 +124,9 @@ def load_state(saved: dict[str, Any], config: JoinConfig, names: Names) -> Held:
     """What `save_state` saved under the same `config` (kind and source names into `names`)."""
     if str(saved["config"]) != repr(config):
         raise ValueError(f"the state was saved under {saved['config']}, not {config!r}")
+    if "key" not in saved["impressions"].column_names:
+        raise ValueError("the state holds raw join keys (a joiner before key hashing): it cannot be continued; "
+                         "start the join from an empty state")
     held = Held()
     held.clock[:] = saved["clock"]
     held.count[[kernel.SEQ, kernel.RID]] = saved["counters"]

@@ -115,6 +115,9 @@ def test_restoring_a_checkpoint_mid_stream_gives_the_uninterrupted_output(key: s
     assert first_dead.letters + second_dead.letters == whole_dead.letters
     with pytest.raises(ValueError, match="saved under"):
         Joiner(config(key=key, window=30.0)).load_state_dict(first.state_dict())
+    old = {**first.state_dict(), "impressions": pa.table({"key.impression_id": ["r1"], "ts": [1.0]})}
+    with pytest.raises(ValueError, match="raw join keys"):   # a checkpoint of the joiner before key hashing
+        Joiner(config(key=key, skew=1.0)).load_state_dict(old)
 
 
 def test_memory_stays_bounded_on_a_long_stream() -> None:
