@@ -7,7 +7,7 @@ of impressions awaiting their label, the clock, the counters and the config it w
 `load_state` holds them again in sequence order, so the heaps pop in the same (deadline, sequence
 number) order as before, whatever their layout.
 
->>> from freshrec.join.config import JoinConfig
+>>> from freshrec.join.config import JoinConfig, JoinStats
 >>> from freshrec.join.rows import Names
 >>> config, names = JoinConfig(key="impression_id"), Names()
 >>> held = Held()
@@ -27,18 +27,19 @@ number) order as before, whatever their layout.
 
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from freshrec.join import kernel
-from freshrec.join.config import JoinConfig
+from freshrec.join.config import JoinConfig, JoinStats
 from freshrec.join.rows import Names, RowStore
 
 __all__ = ["Held", "load_state", "save_state"]
 
-_STATS = 17
+_STATS = len(fields(JoinStats))   # the kernel counts them in this order
 
 
 class Held:
