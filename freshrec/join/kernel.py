@@ -118,32 +118,30 @@ def _pop(heap, count, which):
 
 
 @numba.njit(inline="always")
-def _find(table, key):
+def _probe(table, key):
+    """The entry holding `key`, or the empty one where its probe run ends."""
     mask = len(table) - 1
     i = key & mask
-    while True:
-        k = table[i].key
-        if k == key:
-            return i
-        if k == 0:
-            return -1
+    while table[i].key != key and table[i].key != 0:
         i = (i + 1) & mask
+    return i
+
+
+@numba.njit(inline="always")
+def _find(table, key):
+    """The entry of `key`, or -1."""
+    i = _probe(table, key)
+    return i if table[i].key == key else -1
 
 
 @numba.njit(inline="always")
 def _entry(table, count, key):
     """The entry of `key`, made (with empty lists) when it has none."""
-    mask = len(table) - 1
-    i = key & mask
-    while True:
-        k = table[i].key
-        if k == key:
-            return i
-        if k == 0:
-            table[i].key, table[i].imps, table[i].acts = key, -1, -1
-            count[KEYS] += 1
-            return i
-        i = (i + 1) & mask
+    i = _probe(table, key)
+    if table[i].key == 0:
+        table[i].key, table[i].imps, table[i].acts = key, -1, -1
+        count[KEYS] += 1
+    return i
 
 
 @numba.njit(inline="always")
@@ -169,12 +167,9 @@ def _drop_if_empty(table, count, i):
 @numba.njit(nogil=True, cache=True)
 def rehash(old, new):
     """Insert the entries of table `old` into the empty table `new`."""
-    mask = len(new) - 1
     for entry in old:
         if entry.key != 0:
-            i = entry.key & mask
-            while new[i].key != 0:
-                i = (i + 1) & mask
+            i = _probe(new, entry.key)
             new[i].key, new[i].imps, new[i].acts = entry.key, entry.imps, entry.acts
 
 
