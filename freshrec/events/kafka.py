@@ -16,10 +16,13 @@ restart neither loses nor repeats an event. A row's position is `partition * 2**
 `{"security.protocol": "SASL_SSL", "sasl.mechanism": "PLAIN", ...}`).
 
 The source consumes only when the loop asks for its next chunk, so a trainer slower than the topic
-holds the stream back and drops nothing. While the loop cannot take a chunk, its reader calls
-`KafkaSource.keep_alive`: the partitions are paused and the consumer polled, so it stays in its group
-however long the trainer takes (no rebalance) and fetches nothing more; librdkafka's prefetch is
-bounded (`PREFETCH`: 64 MiB). Consumer lag per partition (librdkafka's statistics, every
+holds the stream back and drops nothing; librdkafka's prefetch is bounded (`PREFETCH`: 64 MiB).
+While the loop cannot take a chunk, its reader calls `KafkaSource.keep_alive`: once the consumer has
+not polled for a quarter of `max.poll.interval.ms`, the partitions are paused and the consumer polled,
+so it stays in its group however long the trainer takes (no rebalance) and fetches nothing more.
+Not sooner: a pause drops what librdkafka has fetched ahead, and the resume fetches it again.
+
+Consumer lag per partition (librdkafka's statistics, every
 `statistics.interval.ms`, 5 s), the events taken or dead-lettered by reason and the partition
 assignments (one each at the start; more are rebalances) are Prometheus metrics
 (`freshrec.metrics.sources`, on the server's /metrics).
@@ -248,6 +251,8 @@ class KafkaSource:
         self._seek_to: dict[int, int] = {}
         self._paused = False                  # by keep_alive, until the next chunk is asked for
         self._held: list = []                 # messages a keep_alive poll returned (none while paused)
+        self._polled = time.monotonic()       # the last consume
+        self._pause_after = int(self._config.get("max.poll.interval.ms", 300_000)) / 4000
 
     def _consumer_ready(self) -> Consumer:
         if self._consumer is None:
@@ -282,17 +287,20 @@ class KafkaSource:
         """Stay in the group without fetching, while the loop cannot take a chunk (its queue is full:
         the engine's reader calls this instead of waiting idle). librdkafka drops a consumer that has
         not polled for `max.poll.interval.ms` (300 s by default) from its group: a rebalance, and the
-        chunks not committed yet are read again. So the first call pauses the assigned partitions
-        (nothing more is fetched, what was fetched stays queued) and every call polls (the group's
-        heartbeats and rebalances are served; a paused partition gives no message, and any message
-        a poll returns is kept for the next chunk). Asking for the next chunk resumes them."""
+        chunks not committed yet are read again. So once it has not polled for a quarter of that, a
+        call pauses the assigned partitions (nothing more is fetched) and every call polls (the
+        group's rebalances are served; a paused partition gives no message, and any message a poll
+        returns is kept for the next chunk). Asking for the next chunk resumes them. A shorter wait
+        does nothing: librdkafka drops a paused partition's prefetched messages and fetches them
+        again on resume, which would cost a busy loop every wait for room."""
         consumer = self._consumer
-        if consumer is None:
+        if consumer is None or (not self._paused and time.monotonic() - self._polled < self._pause_after):
             return
         if not self._paused:
             consumer.pause(consumer.assignment())
             self._paused = True
         self._held += consumer.consume(self.max_events, timeout=0)
+        self._polled = time.monotonic()
 
     def _take(self, consumer: Consumer) -> list:
         """The next messages (partitions paused by `keep_alive` resumed; the messages it kept first)."""
@@ -302,7 +310,9 @@ class KafkaSource:
         if self._held:
             held, self._held = self._held, []
             return held
-        return consumer.consume(max(1, int(self.max_events / self._rows_per_message)), timeout=0.2)
+        messages = consumer.consume(max(1, int(self.max_events / self._rows_per_message)), timeout=0.2)
+        self._polled = time.monotonic()
+        return messages
 
     def _chunk(self, messages: list) -> EventChunk | None:
         """The chunk of a batch of messages, bad ones to the dead letters: runs of JSON messages

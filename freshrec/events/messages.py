@@ -4,10 +4,13 @@ compute; `MessageDecoder` reads messages into the live schema with no Python che
 
 A message is the shape `POST /events` takes:
 `{"user": .., "item": .., "ts": epoch s, "kind": "click", "label": 1, "fields": {..}, "event_id": ..}`.
-msgspec decodes each message into a struct typed from the source's fields (JSON syntax, unknown
-keys and value types are checked there, in C); the structs' values are gathered column by column
-in one transpose; then the rules of `freshrec.events.live.check_event` are applied to whole columns
-(`RowChecks`). A missing or null `ts` is the message's own timestamp. Each bad message becomes one
+A numba kernel (`freshrec.events.json_kernel`) reads the messages of the common form straight into
+columns: a known key once each, plain ASCII strings, numbers exact in one float operation, no
+multi-categorical field in the source. msgspec reads the others (`MessageDecoder`'s careful path):
+it decodes each into a struct typed from the source's fields (JSON syntax, unknown keys and value
+types are checked there, in C), and the structs' values are gathered column by column; a
+differential test holds the kernel to it. Then the rules of `freshrec.events.live.check_event`
+are applied to whole columns (`RowChecks`). A missing or null `ts` is the message's own timestamp. Each bad message becomes one
 `DeadLetter` with its position, its first reason and its text:
 
 | reason | what |
@@ -45,6 +48,7 @@ import pyarrow.compute as pc
 
 from freshrec.events.deadletter import DeadLetter
 from freshrec.events.event import ITEM, LABEL, STANDARD_COLUMNS, TS, USER, EventChunk, Field, FieldKind
+from freshrec.events.json_kernel import NUMBER, STRING, TOP, Keys, scan, strings
 from freshrec.events.live import arrow_type
 from freshrec.events.validate import LIVE_MAX_AHEAD, RowChecks, blank_mask
 
@@ -142,24 +146,72 @@ class MessageDecoder:
                                                 ("fields", values | None, None)], forbid_unknown_fields=True)
         self._decoder = msgspec.json.Decoder(message)
         self._no_fields = (None,) * len(self.kinds)
+        multi = FieldKind.MULTI_CATEGORICAL in self.kinds.values()
+        self._keys = None if multi else Keys.of(list(self.kinds), [NUMBER if kind is FieldKind.DENSE else STRING
+                                                                     for kind in self.kinds.values()])
 
     def decode(self, values: Sequence[bytes | None], default_ts: np.ndarray, positions: np.ndarray, source: str,
                now: float | None = None) -> tuple[EventChunk | None, list[DeadLetter]]:
         """The chunk of the good messages (None if none is good) and a dead letter per bad one;
-        `default_ts` and `positions` hold each message's own timestamp (epoch s) and position."""
-        decoded, kept, letters = self._decoded(values, positions, source)
-        if not decoded:
+        `default_ts` and `positions` hold each message's own timestamp (epoch s) and position.
+        The kernel (`freshrec.events.json_kernel`) reads the messages of the common form; msgspec the others."""
+        default_ts, positions = np.asarray(default_ts, np.float64), np.asarray(positions)
+        fast, read, kind_of = self._scan(values, default_ts)
+        slow = np.flatnonzero(~fast)
+        decoded, kept, letters = self._decoded([values[i] for i in slow], positions[slow], source)
+        parts = [read] if read is not None else []
+        if decoded:
+            rows = slow[kept]
+            parts.append((rows, self._table(decoded, default_ts[rows])))
+            kind_of.update(zip(rows.tolist(), (m.kind for m in decoded)))
+        if not parts:
             return None, letters
-        table, checks = self._columns(decoded, np.asarray(default_ts, np.float64)[kept],
-                                      time.time() if now is None else now)
-        letters += checks.letters(source, positions[kept], lambda r: _text(values[kept[r]]))
+        rows = np.concatenate([part[0] for part in parts])
+        table = pa.concat_tables([part[1] for part in parts])
+        if len(parts) > 1:   # back in message order
+            order = np.argsort(rows, kind="stable")
+            rows, table = rows[order], table.take(pa.array(order))
+        checks = self.checks(table, time.time() if now is None else now)
+        letters += checks.letters(source, positions[rows], lambda r: _text(values[rows[r]]))
         letters.sort(key=lambda letter: letter.position)
         good = ~checks.bad
         if not good.any():
             return None, letters
-        first = decoded[int(np.argmax(good))]
-        return EventChunk(table.filter(pa.array(good)), np.asarray(positions)[kept][good], source,
-                          str(first.kind or "event"), entered=time.time()), letters
+        kind = kind_of[int(rows[int(np.argmax(good))])]
+        return EventChunk(table.filter(pa.array(good)), positions[rows][good], source, str(kind or "event"),
+                          entered=time.time()), letters
+
+    def _scan(self, values: Sequence[bytes | None],
+              default_ts: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, pa.Table] | None, _Kinds]:
+        """The messages the kernel read (a mask), their rows and live-schema table (None if none),
+        and their kinds by message number."""
+        if self._keys is None:
+            return np.zeros(len(values), np.bool_), None, _Kinds()
+        data = np.frombuffer(b"".join(value or b"" for value in values), np.uint8)
+        bounds = np.zeros(len(values) + 1, np.int64)
+        np.cumsum([len(value or b"") for value in values], out=bounds[1:])
+        scanned = scan(data, bounds, self._keys)
+        rows = np.flatnonzero(scanned.fast)
+        if not len(rows):
+            return scanned.fast, None, _Kinds()
+        numbers, starts = scanned.numbers[rows], scanned.starts[rows]
+        gathered = strings(data, starts, scanned.ends[rows])
+
+        def text(column: int) -> pa.Array:
+            offsets, chars = gathered[column]
+            valid = starts[:, column] >= 0
+            nulls = len(valid) - int(valid.sum())
+            bitmap = pa.py_buffer(np.packbits(valid, bitorder="little")) if nulls else None
+            return pa.Array.from_buffers(pa.string(), len(valid), [bitmap, pa.py_buffer(offsets), pa.py_buffer(chars)],
+                                         nulls)
+        ts = numbers[:, 0]
+        columns = {TS: pa.array(np.where(np.isnan(ts), default_ts[rows], ts)), USER: text(0), ITEM: text(1),
+                   LABEL: pa.array(numbers[:, 1], pa.float32(), from_pandas=True)}
+        for k, (name, kind) in enumerate(self.kinds.items()):
+            at = int(self._keys.column[len(TOP) + k])
+            columns[name] = text(at) if kind is not FieldKind.DENSE else pa.array(numbers[:, at], mask=np.isnan(
+                numbers[:, at]))
+        return scanned.fast, (rows, pa.table(columns)), _Kinds(data, scanned.starts[:, 2], scanned.ends[:, 2])
 
     def _decoded(self, values: Sequence[bytes | None], positions: np.ndarray,
                  source: str) -> tuple[list, np.ndarray, list[DeadLetter]]:
@@ -181,8 +233,8 @@ class MessageDecoder:
                                           _text(value)))
         return decoded, np.asarray(kept, np.int64), letters
 
-    def _columns(self, decoded: list, default_ts: np.ndarray, now: float) -> tuple[pa.Table, RowChecks]:
-        """The live-schema table of decoded messages, and the rows that break the rules."""
+    def _table(self, decoded: list, default_ts: np.ndarray) -> pa.Table:
+        """The live-schema table of messages msgspec decoded."""
         ts = np.array([m.ts for m in decoded], np.float64)    # None: NaN
         label = np.array([m.label for m in decoded], np.float64)
         columns = {TS: pa.array(np.where(np.isnan(ts), default_ts, ts)), USER: _strings([m.user for m in decoded]),
@@ -190,8 +242,7 @@ class MessageDecoder:
         rows = [self._no_fields if m.fields is None else msgspec.structs.astuple(m.fields) for m in decoded]
         for (name, kind), column in zip(self.kinds.items(), zip(*rows, strict=True) if self.kinds else ()):
             columns[name] = _strings(column, kind) if kind is not FieldKind.DENSE else pa.array(column, pa.float64())
-        table = pa.table(columns)
-        return table, self.checks(table, now)
+        return pa.table(columns)
 
     def checks(self, table: pa.Table, now: float) -> RowChecks:
         """The rows of a live-schema table (`ts` filled in) that break the rules of `check_event`
@@ -221,6 +272,20 @@ class MessageDecoder:
                 return "unknown_field", f"{text}; this source has: {', '.join(sorted(self.kinds))}"
             return "unknown_key", f"{text}; a message has: event_id, ts, user, item, kind, label, fields"
         return _REASON_AT.get(at, "bad_field" if at.startswith("$.fields") else "not_json"), text
+
+
+class _Kinds(dict):
+    """Each message's `kind` by its number: those msgspec decoded as set, the kernel's read from
+    their byte spans when asked."""
+
+    def __init__(self, data: np.ndarray | None = None, starts: np.ndarray | None = None,
+                 ends: np.ndarray | None = None) -> None:
+        super().__init__()
+        self.data, self.starts, self.ends = data, starts, ends
+
+    def __missing__(self, message: int) -> str | None:
+        start, end = int(self.starts[message]), int(self.ends[message])
+        return bytes(self.data[start:end]).decode() if start >= 0 else None
 
 
 def _strings(values: Sequence[Any], kind: FieldKind = FieldKind.CATEGORICAL) -> pa.Array:
