@@ -10,8 +10,8 @@ multi-categorical field in the source. msgspec reads the others (`MessageDecoder
 it decodes each into a struct typed from the source's fields (JSON syntax, unknown keys and value
 types are checked there, in C), and the structs' values are gathered column by column; a
 differential test holds the kernel to it. Then the rules of `freshrec.events.live.check_event`
-are applied to whole columns (`RowChecks`). A missing or null `ts` is the message's own timestamp. Each bad message becomes one
-`DeadLetter` with its position, its first reason and its text:
+are applied to whole columns (`RowChecks`). A missing or null `ts` is the message's own timestamp.
+Each bad message becomes one `DeadLetter` with its position, its first reason and its text:
 
 | reason | what |
 |---|---|
