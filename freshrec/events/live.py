@@ -87,13 +87,20 @@ def conform(table: pa.Table, fields: Sequence[Field]) -> pa.Table:
     """`table` with exactly the standard columns and `fields` (in that order), each cast to the
     live type of its kind (ids as strings: the hashing treats 42 and "42" alike); missing columns
     become nulls."""
-    kinds = {f.name: arrow_type(f.kind) for f in fields if f.name not in _STANDARD}
+    types = {**_STANDARD, **{f.name: arrow_type(f.kind) for f in fields if f.name not in _STANDARD}}
+    if table.column_names == list(types) and all(t == types[n] for n, t in zip(table.column_names, table.schema.types)):
+        return table   # already conformed (a Kafka source's chunks, a log's own rows)
+    index: dict[str, int | str] = {}
+    for i, name in enumerate(table.column_names):
+        index[name] = name if name in index else i   # a repeated name: Arrow's error when it is asked for
     columns = {}
-    for name, kind in {**_STANDARD, **kinds}.items():
-        if name in table.column_names:
-            columns[name] = pc.cast(table.column(name), kind)
-        else:
+    for name, kind in types.items():
+        if name not in index:
             columns[name] = pa.nulls(table.num_rows, kind)
+        elif (column := table.column(index[name])).type == kind:
+            columns[name] = column
+        else:
+            columns[name] = pc.cast(column, kind)
     return pa.table(columns)
 
 
