@@ -50,6 +50,7 @@ __all__ = ["COMPRESSION", "POSITION", "ROW_GROUP_ROWS", "SOURCE", "CorruptSegmen
 
 POSITION, SOURCE = "position", "source"
 ROW_GROUP_ROWS = 65_536
+WRITE_BUFFER = 1 << 20
 COMPRESSION = "lz4"   # with plain encoding: 1.6x cheaper to write than zstd + dictionaries, files 2x larger
 # Column statistics only where a reader prunes by them (time ranges, positions): min/max of every
 # string column cost more than the encoding and compression together.
@@ -129,8 +130,10 @@ class SegmentWriter:
     after the rename (`closed` is set) only has the folder's fsync left to do when called again.
     """
 
-    def __init__(self, path: Path, sink: pa.NativeFile, writer: pq.ParquetWriter, opened: float) -> None:
+    def __init__(self, path: Path, file: pa.OSFile, sink: pa.BufferedOutputStream, writer: pq.ParquetWriter,
+                 opened: float) -> None:
         self.path = path
+        self.file = file   # the segment's file, under `sink`
         self.sink = sink
         self.writer = writer
         self.opened = opened
@@ -150,7 +153,8 @@ class SegmentWriter:
             folder.mkdir(parents=True)
             fsync_dir(folder.parent)
         path = folder / open_name(seq)
-        sink = pa.OSFile(str(path), "wb")
+        file = pa.OSFile(str(path), "wb")
+        sink = pa.BufferedOutputStream(file, WRITE_BUFFER)   # the writer's many small writes, one syscall a MiB
         try:
             writer = pq.ParquetWriter(sink, schema, compression=COMPRESSION, use_dictionary=False,
                                       write_statistics=[TS, POSITION], write_page_checksum=True)
@@ -158,7 +162,7 @@ class SegmentWriter:
             sink.close()
             path.unlink(missing_ok=True)
             raise
-        return cls(path, sink, writer, opened)
+        return cls(path, file, sink, writer, opened)
 
     @property
     def rows(self) -> int:
@@ -226,7 +230,8 @@ class SegmentWriter:
             info = self._info(self.path.with_name(closed_name(seq_of(self.path))))
             self.writer.add_key_value_metadata(info.metadata())
             self.writer.close()
-            os.fsync(self.sink.fileno())
+            self.sink.flush()
+            os.fsync(self.file.fileno())
             self.sink.close()
             os.replace(self.path, info.path)
             self.closed, self._kept = info, []

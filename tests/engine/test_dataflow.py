@@ -4,6 +4,7 @@ learned; a stop and restore mid-stream ends exactly like an uninterrupted run.""
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ import pytest
 import torch
 
 from freshrec.engine.dataflow import DataFlowEngine, EngineConfig
-from freshrec.events.event import Field, FieldKind
+from freshrec.events.event import EventChunk, Field, FieldKind
 from freshrec.events.simulator import FIELDS, Simulator, SimulatorConfig
 from freshrec.events.source import TableReplay
 from freshrec.features import FeaturePipeline, default_specs
@@ -40,10 +41,26 @@ def _impressions_and_clicks(events: int = 6000) -> TableReplay:
     return TableReplay(stream, np.arange(stream.num_rows), "sim", fields, batch_size=1000)
 
 
-def _engine(root: Path) -> DataFlowEngine:
+class _StopAfter(TableReplay):
+    """The replay that sets `stop` as it hands out chunk number `chunks` (from 1): the reader
+    then stops after that chunk, however far ahead of the trainer it is."""
+
+    def __init__(self, replay: TableReplay, stop: threading.Event, chunks: int) -> None:
+        self.__dict__.update(replay.__dict__)
+        self.stop, self.chunks = stop, chunks
+
+    def __iter__(self) -> Iterator[EventChunk]:
+        for number, chunk in enumerate(super().__iter__(), 1):
+            if number == self.chunks:
+                self.stop.set()
+            yield chunk
+
+
+def _engine(root: Path, source: TableReplay | None = None) -> DataFlowEngine:
     joiner = Joiner(JoinConfig(window=30.0, allowed_lateness=0.0, key=("impression_id",)))
-    return DataFlowEngine(_impressions_and_clicks(), SPECS, lambda: build_model("fm", SPECS, ModelConfig(dim=4)),
-                          root, EngineConfig(checkpoint_events=2000, publish=False), joiner)
+    return DataFlowEngine(source or _impressions_and_clicks(), SPECS,
+                          lambda: build_model("fm", SPECS, ModelConfig(dim=4)), root,
+                          EngineConfig(checkpoint_events=2000, publish=False), joiner)
 
 
 def test_joined_examples_are_logged_and_learned(tmp_path: Path) -> None:
@@ -59,11 +76,11 @@ def test_joined_examples_are_logged_and_learned(tmp_path: Path) -> None:
 def test_stop_and_restore_mid_stream_matches_an_uninterrupted_run(tmp_path: Path) -> None:
     straight = _engine(tmp_path / "straight")
     straight.run()
-    first = _engine(tmp_path / "resumed")
     stop = threading.Event()
-    first.run(stop, on_chunk=lambda engine, _: stop.set() if engine.events >= 3000 else None)
-    second = _engine(tmp_path / "resumed")   # the stop cut falls after the chunks already read
-    assert second.restore() == first.step and 3000 <= second.events == first.events < straight.events
+    first = _engine(tmp_path / "resumed", _StopAfter(_impressions_and_clicks(), stop, chunks=3))
+    first.run(stop)
+    second = _engine(tmp_path / "resumed")   # the stop cut falls after the third chunk
+    assert second.restore() == first.step and second.events == first.events == 3000 < straight.events
     figures = second.run()
     assert figures["learned"] == 6000 and second.joiner.stats == straight.joiner.stats
     probe = FeaturePipeline(SPECS).build(next(iter(Simulator(SimulatorConfig(total_events=500, seed=9)))))
