@@ -15,6 +15,8 @@ and `train_online` (the same, each micro-batch learned by an `OnlineTrainer`).
 ...                        trainer, batch_size=512)
 >>> figures["rows"], figures["batches"], figures["model"], 0.0 < figures["auc"] < 1.0
 (3000, 6, 'OnlineFM', True)
+>>> 0.5 < figures["baseline_auc"] < 1.0     # the items' running click rates, on the same rows
+True
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from freshrec.events.deadletter import DeadLetterSink
 from freshrec.events.event import EventChunk
 from freshrec.features import FeaturePipeline
 from freshrec.train import OnlineTrainer
+from freshrec.train.baseline import ItemRateBaseline
 
 __all__ = ["IngestSummary", "ingest", "train_online"]
 
@@ -57,6 +60,16 @@ def train_online(chunks: Iterable[EventChunk], pipeline: FeaturePipeline, traine
                  batch_size: int = 512, on_batch: Callable[[Batch, IngestSummary], None] | None = None,
                  dead_letters: DeadLetterSink | None = None) -> dict:
     """Learn from every micro-batch of the stream in order (each scored before it is learned).
-    Returns the ingestion figures merged with `trainer.report()` and the model's name."""
-    summary = ingest(chunks, pipeline, batch_size, on_batch, dead_letters, trainer)
-    return {**summary.as_dict(), **trainer.report(), "model": type(trainer.model).__name__}
+    Returns the ingestion figures merged with `trainer.report()`, the model's name and, for a
+    click model (BCE) on a stream with items, the figures of the trivial baseline on the same rows
+    (`ItemRateBaseline`: `baseline_auc`, `baseline_logloss`)."""
+    baseline = ItemRateBaseline() if trainer.model.config.loss == "bce" else None
+
+    def each(batch: Batch, summary: IngestSummary) -> None:
+        if baseline is not None:
+            baseline.learn_batch(batch)
+        if on_batch is not None:
+            on_batch(batch, summary)
+    summary = ingest(chunks, pipeline, batch_size, each, dead_letters, trainer)
+    figures = {**summary.as_dict(), **trainer.report(), "model": type(trainer.model).__name__}
+    return {**figures, **baseline.report()} if baseline is not None else figures

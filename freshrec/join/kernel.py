@@ -281,8 +281,13 @@ def _advance(watermark, imps, acts, table, closing, expiring, out, dead, clock, 
     if not watermark > clock[WATERMARK]:
         return
     clock[WATERMARK] = watermark
+    base, mask, ring = table.ctypes.data, len(table) - 1, len(imps)
     while count[CLOSING] > 0 and closing[0].at <= watermark:
         end, slot = closing[0].at, closing[0].slot
+        # impressions close about in ring order: the key entry of one a little further on
+        ahead = imps[slot + AHEAD if slot + AHEAD < ring else slot + AHEAD - ring]
+        if ahead.seq >= 0:
+            prefetch(base + _ENTRY_BYTES * (ahead.key & mask))
         _pop(closing, count, CLOSING)
         _close(imps, table, out, count, stats, slot, end)
     while count[EXPIRING] > 0 and expiring[0].at < watermark:
