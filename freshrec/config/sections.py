@@ -158,7 +158,9 @@ class FusionSection(Section):
         "hedge", description="hedge (weights follow each model's recent loss), rebase (the online model takes "
                              "over each new offline model's weights) or none (online model only)")
     window_events: int = Field(2000, ge=1, description="hedge: recent labelled events whose log loss sets the weights")
-    eta: float = Field(2.0, ge=0, description="hedge: how sharply the weights follow the loss (0: equal weights)")
+    eta: float | None = Field(None, ge=0, description="hedge: how sharply the weights follow the summed loss of the "
+                                                     "window, per event (0: equal weights; unset: "
+                                                     "sqrt(8 ln 2 / window_events))")
 
 
 class LogSection(Section):

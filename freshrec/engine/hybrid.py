@@ -49,7 +49,7 @@ class OfflineSchedule:
     a finished result: publish to `STATE/offline-registry`, and rebase the online model if asked."""
 
     def __init__(self, engine: DataFlowEngine, config: OfflineConfig | None = None, fusion: str = "none",
-                 window: int = 2000, eta: float = 2.0) -> None:
+                 window: int = 2000, eta: float | None = None) -> None:
         if fusion not in ("none", "rebase", "hedge"):
             raise ValueError(f"fusion {fusion!r} is not none, rebase or hedge")
         self.fusion = fusion

@@ -27,16 +27,17 @@ STRATEGIES = ("hedge", "rebase", "none")
 
 @dataclass(frozen=True)
 class FusionConfig:
-    """`strategy` (one of `STRATEGIES`); `window` and `eta`: the Hedge settings (see `HedgeFusion`)."""
+    """`strategy` (one of `STRATEGIES`); `window` and `eta`: the Hedge settings (see `HedgeFusion`;
+    `eta` None: Hedge's rate for the window)."""
 
     strategy: str = "hedge"
     window: int = 2000
-    eta: float = 2.0
+    eta: float | None = None
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
             raise ValueError(f"fusion strategy {self.strategy!r} is not one of {STRATEGIES}")
-        if self.window < 1 or not self.eta >= 0:
+        if self.window < 1 or not (self.eta is None or self.eta >= 0):
             raise ValueError(f"window must be >= 1 and eta >= 0, not {self.window} and {self.eta}")
 
     def hedge(self) -> HedgeFusion:

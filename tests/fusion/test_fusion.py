@@ -36,16 +36,44 @@ def test_hedge_moves_weight_to_the_better_model_within_a_window_and_back() -> No
     assert w["online"] + w["offline"] == pytest.approx(1.0, abs=1e-12) and 0 < w["online"] < 1
 
 
+def _close_models(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Click labels and two models as close as two good click models are: the true rates with a
+    little and with more noise in logit (log loss apart by about 0.015)."""
+    logit = rng.normal(-1.5, 1.0, n)
+    labels = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(np.float64)
+
+    def model(noise: float) -> np.ndarray:
+        return 1 / (1 + np.exp(-(logit + rng.normal(0, noise, n))))
+    return model(0.2), model(0.5), labels
+
+
+def test_default_hedge_follows_models_close_in_log_loss_both_ways() -> None:
+    """The offline model is the better one for a while, then the worse: with the default settings
+    the online weight crosses 0.5 down, then up (with the mean-loss weights it sat near 0.5)."""
+    rng, fusion = np.random.default_rng(5), FusionConfig().hedge()
+    path = []
+    for better_offline in (True, False):
+        for _ in range(30):
+            better, worse, y = _close_models(rng, 200)
+            online, offline = (worse, better) if better_offline else (better, worse)
+            fusion.learn(online, offline, y)
+            path.append(fusion.weights["online"])
+    assert max(path[15:30]) < 0.35 and min(path[45:]) > 0.6, path
+    assert np.mean(path[15:30]) < 0.25 and np.mean(path[45:]) > 0.75, path
+    crossings = np.flatnonzero(np.diff(np.sign(np.array(path) - 0.5)))
+    assert len(crossings) == 1 and 30 <= crossings[0] < 40, path   # down from the start, up within a window
+
+
 def test_hedge_weights_are_the_exponentiated_window_losses() -> None:
     rng = np.random.default_rng(1)
     good, poor, y = _stream(rng, 300)
-    fusion = HedgeFusion(window=200, eta=3.0)
+    fusion = HedgeFusion(window=200, eta=0.003)
     fusion.learn(good, poor, y)
 
     def loss(p: np.ndarray) -> float:
         return float(-np.where(y[-200:] == 1, np.log(p[-200:]), np.log1p(-p[-200:])).mean())
 
-    expected = 1 / (1 + np.exp(-3.0 * (loss(poor) - loss(good))))
+    expected = 1 / (1 + np.exp(-0.003 * 200 * (loss(poor) - loss(good))))   # summed over the window
     assert fusion.weights["online"] == pytest.approx(expected, rel=1e-12)
     blended = fusion.predict(good, poor)
     assert np.allclose(blended, expected * good + (1 - expected) * poor, rtol=0, atol=1e-15)

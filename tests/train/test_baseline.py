@@ -55,8 +55,8 @@ def test_a_popular_item_outranks_an_unpopular_one() -> None:
 
 def _batch(keys: list[str], values: list[int], lengths: list[int], labels: list[float]) -> Batch:
     rows = len(labels)
-    return Batch(SparseFeatures(keys, torch.tensor(values, dtype=torch.int64), torch.tensor(lengths, dtype=torch.int32)),
-                 torch.zeros(rows, 0), torch.tensor(labels), torch.zeros(rows, dtype=torch.float64))
+    sparse = SparseFeatures(keys, torch.tensor(values, dtype=torch.int64), torch.tensor(lengths, dtype=torch.int32))
+    return Batch(sparse, torch.zeros(rows, 0), torch.tensor(labels), torch.zeros(rows, dtype=torch.float64))
 
 
 def test_a_batch_is_read_by_its_item_feature_and_rows_without_an_item_share_one_counter() -> None:
