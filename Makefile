@@ -49,6 +49,7 @@ bench: venv
 	$(BIN)/python bench/engine.py
 	$(BIN)/python bench/join.py
 	$(BIN)/python bench/produce.py
+	$(BIN)/python bench/quality.py
 
 clean:
 	rm -rf $(VENV) out *.egg-info
