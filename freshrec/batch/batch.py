@@ -13,9 +13,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
+import numpy as np
 import torch
 
 from freshrec.batch.sparse import SparseFeatures, pin
+
+
+@numba.njit(nogil=True, cache=True)
+def _event_time_parts(ts, size, window):
+    """Rows per micro-batch: one starts at the first row `size` rows, or at least `window` of
+    event time, after the first row of the one before."""
+    sizes, n, start = np.empty(len(ts), np.int64), 0, 0
+    for i in range(1, len(ts)):
+        if i - start >= size or ts[i] - ts[start] >= window:
+            sizes[n], n, start = i - start, n + 1, i
+    if len(ts):
+        sizes[n], n = len(ts) - start, n + 1
+    return sizes[:n]
 
 
 @dataclass(frozen=True)
@@ -49,12 +64,23 @@ class Batch:
     def __len__(self) -> int:
         return self.labels.shape[0]
 
-    def split(self, size: int) -> list[Batch]:
-        """Consecutive micro-batches of at most `size` rows (views where possible)."""
-        labels = torch.split(self.labels, size)
-        sparse = self.sparse.split(size) if self.sparse.keys() else [self.sparse] * len(labels)
-        targets = [None] * len(labels) if self.targets is None else torch.split(self.targets, size)
-        parts = zip(sparse, torch.split(self.dense, size), labels, torch.split(self.ts, size), targets)
+    def split(self, size: int, window: float | None = None) -> list[Batch]:
+        """Consecutive micro-batches of at most `size` rows (views where possible); with `window`,
+        each also ends before its first row at least `window` of event time after its own first
+        row, so a slow stream learns in small micro-batches and a fast one in full ones (the cuts
+        are a function of the rows alone).
+
+        >>> import torch
+        >>> batch = Batch(SparseFeatures([], torch.zeros(0, dtype=torch.int64), torch.zeros(0, dtype=torch.int32)),
+        ...               torch.zeros(6, 0), torch.zeros(6), torch.tensor([0.0, 1, 2, 30, 31, 90], dtype=torch.float64))
+        >>> [len(part) for part in batch.split(4)], [len(part) for part in batch.split(2, window=10.0)]
+        ([4, 2], [2, 1, 2, 1])
+        """
+        sizes = size if window is None else _event_time_parts(self.ts.cpu().numpy(), size, window).tolist()
+        labels = torch.split(self.labels, sizes)
+        sparse = self.sparse.split(sizes) if self.sparse.keys() else [self.sparse] * len(labels)
+        targets = [None] * len(labels) if self.targets is None else torch.split(self.targets, sizes)
+        parts = zip(sparse, torch.split(self.dense, sizes), labels, torch.split(self.ts, sizes), targets)
         return [Batch(sparse, dense, labels, ts, self.dense_keys, targets)
                 for sparse, dense, labels, ts, targets in parts]
 

@@ -46,11 +46,11 @@ def pin(tensor: torch.Tensor) -> torch.Tensor:
 
 
 @numba.njit(nogil=True, cache=True)
-def _part_major(values, lengths, size, out_values, out_lengths):
-    """Reorder key-major ids (`lengths` is keys x rows) into row groups of `size` rows, each
-    key-major; returns the ids per group."""
+def _part_major(values, lengths, starts, out_values, out_lengths):
+    """Reorder key-major ids (`lengths` is keys x rows) into row groups (group p: rows `starts[p]`
+    to `starts[p + 1]`), each key-major; returns the ids per group."""
     keys, rows = lengths.shape
-    src, part_ids = np.empty(keys, np.int64), np.zeros(-(-rows // size), np.int64)
+    src, part_ids = np.empty(keys, np.int64), np.zeros(len(starts) - 1, np.int64)
     if keys:
         src[1:] = np.cumsum(lengths.sum(axis=1))[:-1]
         src[0] = 0
@@ -58,7 +58,7 @@ def _part_major(values, lengths, size, out_values, out_lengths):
     for p in range(len(part_ids)):
         for k in range(keys):
             n = 0
-            for r in range(p * size, min(rows, (p + 1) * size)):
+            for r in range(starts[p], starts[p + 1]):
                 n += lengths[k, r]
                 out_lengths[at] = lengths[k, r]
                 at += 1
@@ -138,19 +138,25 @@ class SparseFeatures:
         values = torch.split(self._values, lengths.sum(dim=1).tolist())
         return {key: JaggedTensor(values[k], lengths[k]) for k, key in enumerate(self._keys)}
 
-    def split(self, size: int) -> list[SparseFeatures]:
-        """Consecutive row groups of at most `size` rows, reordered in one numba pass over the ids.
+    def split(self, size: int | Sequence[int]) -> list[SparseFeatures]:
+        """Consecutive row groups of `size` rows (the last may hold fewer), or of the sizes listed
+        (as `torch.split`), reordered in one numba pass over the ids.
 
         >>> sf = SparseFeatures(["a", "b"], torch.tensor([1, 2, 3, 4, 5, 6]),
         ...                     torch.tensor([1, 1, 1, 0, 2, 1], dtype=torch.int32))
         >>> [(part["a"].to_list(), part["b"].to_list()) for part in sf.split(2)]
         [([[1], [2]], [[], [4, 5]]), ([[3]], [[6]])]
+        >>> [part["b"].to_list() for part in sf.split([1, 2])]
+        [[[]], [[4, 5], [6]]]
         """
         keys, rows = len(self._keys), self.stride()
+        part_rows = [min(size, rows - start) for start in range(0, rows, size)] if isinstance(size, int) else list(size)
+        if sum(part_rows) != rows:
+            raise ValueError(f"parts of {sum(part_rows)} rows for {rows} rows")
+        starts = np.concatenate([[0], np.cumsum(part_rows, dtype=np.int64)])
         values, lengths = self._values.cpu().numpy(), self._lengths.cpu().numpy()
         out_values, out_lengths = np.empty_like(values), np.empty_like(lengths)
-        part_ids = _part_major(values, lengths.reshape(keys, rows), size, out_values, out_lengths)
-        part_rows = [min(size, rows - start) for start in range(0, rows, size)]
+        part_ids = _part_major(values, lengths.reshape(keys, rows), starts, out_values, out_lengths)
         device = self._values.device
         return [SparseFeatures(self._keys, part_values, part_lengths, check=False)
                 for part_values, part_lengths in zip(

@@ -88,7 +88,7 @@ def _replay_ab(settings: FreshrecConfig, config, report: Path | None):
     specs = feature_specs(settings, source.fields)
     pipeline = FeaturePipeline(specs, settings.features.target)
     size = settings.training.online_batch_size
-    batches = list(micro_batches(source, pipeline, size))   # the loop's reading stages
+    batches = list(micro_batches(source, pipeline, size, batch_window=settings.training.online_batch_window))
     if not batches:
         raise RuntimeError(f"the stream is empty ({letters.total:,} records rejected)")
     result = replay_ab(batches, specs, config)

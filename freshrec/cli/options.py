@@ -98,6 +98,8 @@ MODEL = (
     Flag("--lr", "model.lr", float, "Learning rate (row-wise and dense Adagrad)."),
     Flag("--seed", "model.seed", int, "Seed of the model and of the simulator."),
     Flag("--batch-size", "training.online_batch_size", int, "Rows per micro-batch."),
+    Flag("--batch-window", "training.online_batch_window", str,
+         "A micro-batch also ends before an event this much event time after its first (e.g. 10s)."),
 )
 OFFLINE = (
     Flag("--offline-interval", "training.offline_interval", str,

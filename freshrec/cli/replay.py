@@ -76,6 +76,7 @@ def _replay(settings: FreshrecConfig, learn: bool, speed: float | None, dead_let
     from freshrec.train import OnlineTrainer, TrainerConfig
 
     started, batch_size = time.perf_counter(), settings.training.online_batch_size
+    window = settings.training.online_batch_window
     quiet = quiet or not err.is_terminal   # a bar only on a terminal
     with JsonlDeadLetters(dead_letter_path) as letters:
         source = open_stream(settings, letters, READ_ROWS)
@@ -94,9 +95,11 @@ def _replay(settings: FreshrecConfig, learn: bool, speed: float | None, dead_let
             if registry is not None:
                 figures = _serve(settings, registry, chunks, source.fields, pipeline, trainer, show, letters)
             elif trainer is None:
-                figures = ingest(chunks, pipeline, batch_size, on_batch=show, dead_letters=letters).as_dict()
+                figures = ingest(chunks, pipeline, batch_size, on_batch=show, dead_letters=letters,
+                                 batch_window=window).as_dict()
             else:
-                figures = train_online(chunks, pipeline, trainer, batch_size, on_batch=show, dead_letters=letters)
+                figures = train_online(chunks, pipeline, trainer, batch_size, on_batch=show, dead_letters=letters,
+                                       batch_window=window)
         figures["seconds"] = time.perf_counter() - started
         figures["rows_per_s"] = figures["rows"] / figures["seconds"] if figures["seconds"] > 0 else 0.0
         figures["dead_letters"] = letters.total
@@ -121,7 +124,8 @@ def _serve(settings: FreshrecConfig, registry_path: Path, chunks, fields, pipeli
     host, port = settings.serve.host, settings.serve.port
     note(f"serving on http://{host}:{port} (registry {registry_path}); Ctrl-C stops")
     summary = train_and_serve(chunks, live, pipeline, trainer, publisher, app, host, port,
-                              settings.training.online_batch_size, show, letters)
+                              settings.training.online_batch_size, show, letters,
+                              settings.training.online_batch_window)
     return {**summary.as_dict(), **trainer.report(), "model": type(trainer.model).__name__,
             "versions_published": publisher.published, "served_version": service.version}
 

@@ -9,7 +9,7 @@ Traceback (most recent call last):
 freshrec.config.errors.ConfigError: ...freshrec.yaml: training.offline_interval: expected a non-negative duration ...
 ...freshrec.yaml: training.epochs: expected a number >= 1, got 0
 >>> _ = path.write_text("training: {offline_interval: 90m}\\n")
->>> print(show_config(load_config(path)).split("training:")[1].split("\\n")[2])
+>>> print(show_config(load_config(path)).split("training:")[1].split("\\n")[3])
   offline_interval: 90m  # Event time between offline retrainings (null: by offline_events only, or never)
 >>> with_overrides(load_config(path), {"model.dim": 8, "source.columns.user": "u"})  # doctest: +ELLIPSIS
 Traceback (most recent call last):

@@ -114,6 +114,8 @@ class TrainingSection(Section):
     """Online and offline training (the article's `online_batch_size` and `offline_interval`)."""
 
     online_batch_size: int = Field(512, ge=1, description="Rows per online micro-batch")
+    online_batch_window: Duration | None = Field(None, description=(
+        "A micro-batch also ends before an event this much event time after its first (null: by size only)"))
     offline_interval: Duration | None = Field(21600.0, description=(
         "Event time between offline retrainings (null: by offline_events only, or never)"))
     offline_events: int | None = Field(None, ge=1,

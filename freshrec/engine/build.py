@@ -145,7 +145,8 @@ initial_accumulator=0.0, ordinal_levels=(), linear_lr=None)
 def engine_config(config: FreshrecConfig, publish: bool = True) -> EngineConfig:
     """The `DataFlowEngine`'s settings: `training`, `sync`, `log`, `features.target`, `model.seed`."""
     t = config.training
-    return EngineConfig(batch_size=t.online_batch_size, checkpoint_events=t.checkpoint_events, publish=publish,
+    return EngineConfig(batch_size=t.online_batch_size, batch_window=t.online_batch_window,
+                        checkpoint_events=t.checkpoint_events, publish=publish,
                         retrain_events=t.offline_events, retrain_seconds=t.offline_interval,
                         sync=SyncConfig(sync_interval=config.sync.sync_interval,
                                         full_interval=config.sync.full_interval),

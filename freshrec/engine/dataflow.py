@@ -51,7 +51,8 @@ __all__ = ["DataFlowEngine", "EngineConfig"]
 
 @dataclass(frozen=True)
 class EngineConfig:
-    """- `batch_size`: micro-batch rows; `checkpoint_events`: source events between checkpoints;
+    """- `batch_size`: micro-batch rows; `batch_window`: the event time a micro-batch may span (None:
+      any); `checkpoint_events`: source events between checkpoints;
     - `sync`: delta and snapshot publishing (`publish=False`: none, e.g. without servers);
     - `trainer`: the online trainer's settings;
     - `retrain_events` / `retrain_seconds` (event time): how often the `retrain` hook is called
@@ -60,6 +61,7 @@ class EngineConfig:
     - `target`: the graded column featurised as `Batch.targets` (ordinal levels; None: none)."""
 
     batch_size: int = 512
+    batch_window: float | None = None
     checkpoint_events: int = 50_000
     publish: bool = True
     retrain_events: int | None = None
@@ -123,7 +125,7 @@ class DataFlowEngine:
         c = self.config
         return Stages(self.source, self.pipeline, self.trainer, c.batch_size, self.joiner, self.log,
                       c.checkpoint_events, c.retrain_events if self.retrain else None,
-                      c.retrain_seconds if self.retrain else None)
+                      c.retrain_seconds if self.retrain else None, batch_window=c.batch_window)
 
     def run(self, stop: threading.Event | None = None,
             on_chunk: Callable[[DataFlowEngine, IngestSummary], None] | None = None) -> dict:

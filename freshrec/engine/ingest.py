@@ -37,9 +37,11 @@ __all__ = ["IngestSummary", "ingest", "train_online"]
 
 def ingest(chunks: Iterable[EventChunk], pipeline: FeaturePipeline, batch_size: int = 512,
            on_batch: Callable[[Batch, IngestSummary], None] | None = None,
-           dead_letters: DeadLetterSink | None = None, trainer: OnlineTrainer | None = None) -> IngestSummary:
-    """Build (and with `trainer`, learn) every micro-batch of the stream; `on_batch` sees each batch
-    once its chunk is done (progress bars), with a summary that counts that chunk.
+           dead_letters: DeadLetterSink | None = None, trainer: OnlineTrainer | None = None,
+           batch_window: float | None = None) -> IngestSummary:
+    """Build (and with `trainer`, learn) every micro-batch of the stream (`batch_size` rows at most,
+    spanning less than `batch_window` of event time if given); `on_batch` sees each batch once its
+    chunk is done (progress bars), with a summary that counts that chunk.
 
     The source validates as it reads; pass its `dead_letters` sink to have the rejected records
     counted in the summary (and a trainer's failed batches sent there)."""
@@ -49,7 +51,7 @@ def ingest(chunks: Iterable[EventChunk], pipeline: FeaturePipeline, batch_size: 
         dead_letter_failures(work, steps, dead_letters)
         for batch in work.batches if on_batch is not None else ():
             on_batch(batch, summary)
-    run_loop(Stages(chunks, pipeline, trainer, batch_size), after=after, summary=summary)
+    run_loop(Stages(chunks, pipeline, trainer, batch_size, batch_window=batch_window), after=after, summary=summary)
     if dead_letters is not None:
         summary.dead_letters = dead_letters.total
         summary.dead_letter_reasons = dict(dead_letters.counts)
@@ -58,7 +60,7 @@ def ingest(chunks: Iterable[EventChunk], pipeline: FeaturePipeline, batch_size: 
 
 def train_online(chunks: Iterable[EventChunk], pipeline: FeaturePipeline, trainer: OnlineTrainer,
                  batch_size: int = 512, on_batch: Callable[[Batch, IngestSummary], None] | None = None,
-                 dead_letters: DeadLetterSink | None = None) -> dict:
+                 dead_letters: DeadLetterSink | None = None, batch_window: float | None = None) -> dict:
     """Learn from every micro-batch of the stream in order (each scored before it is learned).
     Returns the ingestion figures merged with `trainer.report()`, the model's name and, for a
     click model (BCE) on a stream with items, the figures of the trivial baseline on the same rows
@@ -70,6 +72,6 @@ def train_online(chunks: Iterable[EventChunk], pipeline: FeaturePipeline, traine
             baseline.learn_batch(batch)
         if on_batch is not None:
             on_batch(batch, summary)
-    summary = ingest(chunks, pipeline, batch_size, each, dead_letters, trainer)
+    summary = ingest(chunks, pipeline, batch_size, each, dead_letters, trainer, batch_window)
     figures = {**summary.as_dict(), **trainer.report(), "model": type(trainer.model).__name__}
     return {**figures, **baseline.report()} if baseline is not None else figures

@@ -102,7 +102,9 @@ class Stages:
     - `checkpoint_events`: source events between cuts, and one at the end (None: no cuts);
     - `retrain_events` / `retrain_seconds` (event time): how often `Work.retrain` is set (after a
       log flush, so an offline trainer reading the log sees every event learned so far);
-    - `read_ahead`: chunks the reader may be ahead of the trainer."""
+    - `read_ahead`: chunks the reader may be ahead of the trainer;
+    - `batch_window`: a micro-batch also ends before a row this much event time after its first
+      (`Batch.split`; None: by `batch_size` alone)."""
 
     source: Iterable[EventChunk]
     pipeline: FeaturePipeline
@@ -115,6 +117,7 @@ class Stages:
     retrain_seconds: float | None = None
     read_ahead: int = 4
     times: Counter = field(default_factory=Counter)   # seconds per stage, for the figures
+    batch_window: float | None = None
 
 
 class _LogWriter:
@@ -240,7 +243,7 @@ class _Reader:
         if self.log is not None:
             self.log.append(examples)
         whole = s.pipeline.build(examples)
-        batches = whole.split(s.batch_size)
+        batches = whole.split(s.batch_size, s.batch_window)
         s.times["features"] += clock() - started
         return Work(events, examples, whole, batches, len(examples) if self.log is not None else 0)
 
@@ -387,10 +390,10 @@ def dead_letter_failures(work: Work, steps: list[dict], sink: DeadLetterSink | N
 
 
 def micro_batches(source: Iterable[EventChunk], pipeline: FeaturePipeline, batch_size: int = 512,
-                  read_ahead: int = 4) -> Iterator[Batch]:
+                  read_ahead: int = 4, batch_window: float | None = None) -> Iterator[Batch]:
     """The loop's reading stages alone: every micro-batch of the stream, featurised in the reader
     thread ahead of the caller (for consumers that are not an `OnlineTrainer`, e.g. `evaluate ab`)."""
-    stages = Stages(source, pipeline, batch_size=batch_size, read_ahead=read_ahead)
+    stages = Stages(source, pipeline, batch_size=batch_size, read_ahead=read_ahead, batch_window=batch_window)
     gone = threading.Event()
     for work in _ahead(_Reader(stages, threading.Event(), gone, None), read_ahead, gone, _keep_alive(source)):
         yield from work.batches

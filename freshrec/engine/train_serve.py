@@ -40,7 +40,7 @@ __all__ = ["Publisher", "learn_live", "serve_until_signal", "train_and_serve"]
 def learn_live(stream: Iterable[EventChunk] | None, live: LiveQueue, pipeline: FeaturePipeline,
                trainer: OnlineTrainer, publisher: Publisher, stop: threading.Event, batch_size: int = 512,
                on_batch: Callable[[Batch, IngestSummary], None] | None = None, follow: bool = True,
-               dead_letters: DeadLetterSink | None = None) -> IngestSummary:
+               dead_letters: DeadLetterSink | None = None, batch_window: float | None = None) -> IngestSummary:
     """Learn from `stream` (optional, finite) and the `live` queue (waiting events first) until
     `stop` is set (without `follow`: or the stream ends), publishing what is due after the chunks
     where the trainer holds; then publish a last full snapshot (with its delta, for the servers
@@ -55,7 +55,7 @@ def learn_live(stream: Iterable[EventChunk] | None, live: LiveQueue, pipeline: F
         publish_when_held(publisher, trainer, held)
         for batch in work.batches if on_batch is not None else ():
             on_batch(batch, summary)
-    stages = Stages(source, pipeline, trainer, batch_size)
+    stages = Stages(source, pipeline, trainer, batch_size, batch_window=batch_window)
     run_loop(stages, stop, after, summary)
     publisher.try_publish("full")
     return summary
@@ -75,7 +75,8 @@ def serve_until_signal(server) -> None:
 
 def train_and_serve(stream: Iterable[EventChunk] | None, live: LiveQueue, pipeline: FeaturePipeline,
                     trainer: OnlineTrainer, publisher: Publisher, app, host: str, port: int,
-                    batch_size: int = 512, on_batch=None, dead_letters: DeadLetterSink | None = None) -> IngestSummary:
+                    batch_size: int = 512, on_batch=None, dead_letters: DeadLetterSink | None = None,
+                    batch_window: float | None = None) -> IngestSummary:
     """Run the trainer thread and serve `app` on host:port until SIGINT/SIGTERM; then the trainer
     learns the chunks already read, publishes a last snapshot, and the figures are returned."""
     import uvicorn
@@ -87,7 +88,7 @@ def train_and_serve(stream: Iterable[EventChunk] | None, live: LiveQueue, pipeli
     def train() -> None:
         try:
             result.append(learn_live(stream, live, pipeline, trainer, publisher, stop, batch_size, on_batch,
-                                     dead_letters=dead_letters))
+                                     dead_letters=dead_letters, batch_window=batch_window))
         except BaseException as error:  # reported by the main thread; the server stops too
             result.append(error)
             server.should_exit = True

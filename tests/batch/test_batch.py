@@ -88,7 +88,36 @@ def test_split_consistent_with_whole(rows, size):
 
 
 def test_split_empty_batch():
-    assert _batch(0).split(4) == []
+    assert _batch(0).split(4) == [] and _batch(0).split(4, window=1.0) == []
+
+
+def _time_cuts(ts: list[float], size: int, window: float) -> list[int]:
+    """The rule written plainly: a micro-batch starts at a row `size` rows or `window` of event
+    time after the first row of the current one."""
+    sizes, start = [], 0
+    for i in range(1, len(ts)):
+        if i - start >= size or ts[i] - ts[start] >= window:
+            sizes.append(i - start)
+            start = i
+    return sizes + [len(ts) - start] if ts else []
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("size, window", [(4, 3.0), (1, 3.0), (50, 0.5), (50, 1e9), (3, 0.0)])
+def test_split_by_event_time_follows_the_rule_and_keeps_every_row_in_order(seed, size, window):
+    rows = 40
+    torch.manual_seed(seed)
+    gaps = torch.distributions.Exponential(1.0).sample((rows,)) if seed else torch.ones(rows)
+    ts = (torch.cumsum(gaps, 0) + torch.randn(rows) * 0.5).double()   # bursts, gaps and some disorder
+    base = _batch(rows)
+    batch = Batch(base.sparse, base.dense, base.labels, ts, base.dense_keys)
+    parts = batch.split(size, window=window)
+    assert [len(p) for p in parts] == _time_cuts(ts.tolist(), size, window)
+    assert torch.equal(torch.cat([p.ts for p in parts]), ts) and torch.equal(torch.cat([p.dense for p in parts]),
+                                                                           batch.dense)
+    for key in batch.sparse.keys():
+        assert [row for p in parts for row in p.sparse[key].to_list()] == batch.sparse[key].to_list()
+    assert all(p.ts[1:].max() - p.ts[0] < window for p in parts if len(p) > 1)
 
 
 def test_to_cpu_preserves_values():

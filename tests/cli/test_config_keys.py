@@ -65,7 +65,8 @@ CHANGES: dict[str, tuple[dict[str, Any], Any]] = {
     "embedding.linear_lr": ({}, 0.3),
     "training": ({}, {"epochs": 1}),
     **{f"training.{key}": ({}, value) for key, value in [
-        ("online_batch_size", 64), ("offline_interval", None), ("offline_events", 1000), ("checkpoint_events", 10),
+        ("online_batch_size", 64), ("online_batch_window", "10s"), ("offline_interval", None), ("offline_events", 1000),
+        ("checkpoint_events", 10),
         ("epochs", 1), ("holdout_fraction", 0.2), ("patience", 2), ("warm_start", False)]},
     "sync": ({}, {"full_interval": "1m"}),
     "sync.sync_interval": ({}, "5s"),
@@ -127,7 +128,7 @@ def recorded(monkeypatch: pytest.MonkeyPatch) -> dict:
 
     class Server:
         def __init__(self, registry, port, host, offline, config, sink):
-            seen["server"] = (port, host, str(offline), config)
+            seen["server"] = (port, host, offline and Path(offline).name, config)   # not the state folder (by run)
 
         def stop(self):
             return None

@@ -70,12 +70,15 @@ def _positions(state: Path) -> list[tuple[str, int]]:
 
 
 def test_sigkill_at_five_points_gives_the_uninterrupted_model_bit_for_bit(tmp_path: Path) -> None:
+    """With micro-batches cut by event time too (an hour at most: MovieLens' sessions), so the
+    batch boundaries after a restore must fall where they fell in the uninterrupted run."""
     data = need_real_data("movielens-100k")
-    args = ("--data", str(data), "--limit", str(EVENTS))
+    args = ("--data", str(data), "--limit", str(EVENTS), "--batch-window", "1h")
     straight = subprocess.run(_command(tmp_path / "straight", *args), capture_output=True, text=True, timeout=300)
     assert straight.returncode == 0, straight.stderr
     figures = _crash_then_finish(_command(tmp_path / "crashed", *args), tmp_path / "crashed", kills=5, seed=7)
     assert figures["events"] == figures["learned"] == EVENTS and figures["restored_from"] is not None
+    assert json.loads(straight.stdout.strip().splitlines()[-1])["batches"] > 4 * EVENTS // 512   # cut by time
     source = open_source("movielens-100k", data, MemoryDeadLetters(), batch_size=2000)
     probe = FeaturePipeline(default_specs(source.fields)).build(next(iter(source)))
     models = [CheckpointStore(tmp_path / run / "checkpoints").latest().trainer.model.eval()
