@@ -125,6 +125,9 @@ def test_replay_learns_the_ratings_other_levels_from_the_cli(tmp_path: Path) -> 
      "error: --ordinal-levels '2,x': expected numbers separated by commas, e.g. 2,3,5"),
     (["--model", "fm", "--ordinal-levels", "2,2", "--target", "r"],
      "error: --ordinal-levels (model.ordinal_levels): expected distinct levels, got [2.0, 2.0]"),
+    (["--model", "fm", "--batch-window", "soon"],
+     "error: --batch-window (training.online_batch_window): expected a non-negative duration like 30s, 5m, 6h, "
+     "1d (units ms, s, m, h, d; a plain number is seconds), got 'soon'"),
 ])
 def test_bad_model_options_exit_2_with_one_line(tmp_path: Path, args: list[str], message: str) -> None:
     done = _run(["replay", "--format", "simulator", "--limit", "10", *args], tmp_path)
