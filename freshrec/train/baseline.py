@@ -64,8 +64,8 @@ class ItemRateBaseline:
         return scores
 
     def learn_batch(self, batch: Batch) -> np.ndarray | None:
-        """`learn` a micro-batch by its `item_id` feature (a row without one counts under a shared
-        "no item" id); None, nothing learned, for a batch without that feature."""
+        """`learn` a micro-batch by its `item_id` feature (a row without exactly one item id counts
+        under the shared id `NO_ITEM`); None, nothing learned, for a batch without that feature."""
         if ITEM not in batch.sparse.keys():
             return None
         ids = batch.sparse[ITEM]
