@@ -44,7 +44,6 @@ class ItemRateBaseline:
         self._rows = IdIndex()
         self._clicks = np.zeros(1024)
         self._impressions = np.zeros(1024)
-        self._items = 0
         self._total = np.array([1.0, 2.0])   # clicks, impressions: the running rate starts at 1/2
 
     def learn(self, items: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -70,8 +69,8 @@ class ItemRateBaseline:
             return None
         ids = batch.sparse[ITEM]
         items = np.full(len(batch), NO_ITEM, np.int64)
-        one = (ids.lengths == 1).numpy()
-        items[one] = ids.values[ids.offsets[:-1][ids.lengths == 1]].numpy()
+        one = ids.lengths == 1
+        items[one.numpy()] = ids.values[ids.offsets[:-1][one]].numpy()
         return self.learn(items, batch.labels.numpy())
 
     def report(self) -> dict:
@@ -87,11 +86,10 @@ class ItemRateBaseline:
         unique, inverse = np.unique(items, return_inverse=True)
         rows = self._rows.lookup(unique)
         if (new := rows < 0).any():
-            rows[new] = self._items + np.arange(int(new.sum()))
+            rows[new] = len(self._rows) + np.arange(int(new.sum()))   # rows are never freed: 0 .. items - 1
             self._rows.insert(unique[new], rows[new])
-            self._items += int(new.sum())
-            if self._items > len(self._clicks):
-                more = np.zeros((1 << (self._items - 1).bit_length()) - len(self._clicks))
+            if (items := len(self._rows)) > len(self._clicks):
+                more = np.zeros((1 << (items - 1).bit_length()) - len(self._clicks))
                 self._clicks = np.concatenate([self._clicks, more])
                 self._impressions = np.concatenate([self._impressions, more])
         return rows[inverse]
