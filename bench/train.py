@@ -1,5 +1,6 @@
 """Online training benchmark: rows/s (prediction + learning, featurisation included) and
-prequential AUC of LR, FM and DeepFM on a simulated Criteo stream, against plain PyTorch.
+prequential AUC of LR, FM and DeepFM on a simulated Criteo stream, against plain PyTorch, with
+micro-batches of 512 rows and, for the FM and LR, of 16 and of 1 (learning event by event).
 
 Stream: a simulated Criteo-format file (`write_criteo_tsv`, cached) read in file order by
 `CriteoReplay` -> `FeaturePipeline` (13 dense + 26 categorical, dim 16) -> micro-batches of 512,
@@ -10,8 +11,10 @@ batch before learning from it (prequential); AUC is over all those scores (`fres
 
 - `fm`, `lr`, `deepfm`: `OnlineFM`, `LogisticRegression` and `DeepFM` trained by `OnlineTrainer`
   through the loop (`run_loop`, what `freshrec replay --model` runs, without log or checkpoints);
-  the FM takes the fused numba step (`freshrec.train.fm_fast.FastFM`; the next batches' ids are
-  resolved in a worker thread while one learns);
+  the FM and LR take the fused numba step (`freshrec.train.fused.FusedStep`: a chunk of
+  micro-batches per call; the next chunks' ids are resolved in a worker thread while one learns);
+  `fm@16`, `fm@1`, `lr@16`, `lr@1`: the same with micro-batches of 16 rows and of 1 (targets:
+  300k rows/s at 1, and at 16 0.8x the speed at 512: `fm_b16_vs_b512`, `lr_b16_vs_b512`);
 - `torch_fm`, `torch_deepfm` (the baselines): the same models written plainly in PyTorch on a
   hashed `nn.EmbeddingBag` (2^22 buckets, `sparse=True`, sparse Adagrad; dense Adagrad), the same
   learning rate, initial scale and MLP.
@@ -20,7 +23,7 @@ Prints one JSON line: per model rows/s, CPU time per row (all threads) and AUC, 
 baselines, the load average
 before and after. `bench/engine.py` imports `timed` to compare the engine with these figures.
 
-    .venv/bin/python bench/train.py [--rows 1000000] [--models fm,torch_fm,lr,deepfm,torch_deepfm]
+    .venv/bin/python bench/train.py [--rows 1000000] [--models fm,fm@16,fm@1,torch_fm,lr,lr@16,lr@1,deepfm,torch_deepfm]
 """
 
 from __future__ import annotations
@@ -111,21 +114,28 @@ def torch_learner(hidden: tuple[int, ...]) -> Learner:
     return lambda path, limit: ((b, learn(b)) for b in micro_batches(source(path, limit), FeaturePipeline(SPECS)))
 
 
-def trainer_learner(name: str) -> Learner:
-    """`OnlineTrainer` through the loop (the fused step for the FM); yields each batch and its scores."""
+def trainer_learner(name: str, batch: int = BATCH) -> Learner:
+    """`OnlineTrainer` through the loop (the fused step for the FM and LR) in micro-batches of
+    `batch` rows; yields each chunk and its scores."""
     trainer = OnlineTrainer(build_model(name, SPECS, ModelConfig(dim=DIM, lr=LR, init_std=INIT_STD)))
+
+    def scores(steps: list[dict]) -> torch.Tensor:
+        return torch.cat([s["predictions"] if s["predictions"] is not None else torch.full((s["rows"],), torch.nan)
+                          for s in steps])
 
     def learn(path: Path, limit: int | None) -> Iterator[tuple[Batch, torch.Tensor | None]]:
         scored: list[tuple[Batch, torch.Tensor | None]] = []
-        run_loop(Stages(source(path, limit), FeaturePipeline(SPECS), trainer, BATCH),
-                 after=lambda work, steps, _: scored.extend((b, s["predictions"]) for b, s in zip(work.batches, steps)))
+        run_loop(Stages(source(path, limit), FeaturePipeline(SPECS), trainer, batch),
+                 after=lambda work, steps, _: scored.append((work.whole, scores(steps))) if steps else None)
         return iter(scored)
     return learn
 
 
 LEARNERS: dict[str, Callable[[], Learner]] = {
-    "fm": lambda: trainer_learner("fm"), "torch_fm": lambda: torch_learner(()),
-    "lr": lambda: trainer_learner("lr"), "deepfm": lambda: trainer_learner("deepfm"),
+    "fm": lambda: trainer_learner("fm"), "fm@16": lambda: trainer_learner("fm", 16),
+    "fm@1": lambda: trainer_learner("fm", 1), "torch_fm": lambda: torch_learner(()),
+    "lr": lambda: trainer_learner("lr"), "lr@16": lambda: trainer_learner("lr", 16),
+    "lr@1": lambda: trainer_learner("lr", 1), "deepfm": lambda: trainer_learner("deepfm"),
     "torch_deepfm": lambda: torch_learner(HIDDEN)}
 
 
@@ -136,10 +146,10 @@ def timed(name: str, path: Path, rows: int) -> dict:
     learn, probs, labels, at = LEARNERS[name](), np.empty(rows, np.float32), np.empty(rows, np.float32), 0
     started, cpu = time.perf_counter(), time.process_time()
     for batch, scores in learn(path, rows):
-        n = len(batch)
-        if scores is not None:
-            probs[at:at + n], labels[at:at + n] = scores.numpy(), batch.labels.numpy()
-            at += n
+        kept = ~torch.isnan(scores)   # rows of skipped micro-batches are not scored
+        n = int(kept.sum())
+        probs[at:at + n], labels[at:at + n] = scores[kept].numpy(), batch.labels[kept].numpy()
+        at += n
     seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     return {"rows_per_s": round(rows / seconds), "cpu_us_per_row": round(cpu / rows * 1e6, 3),
             "auc": round(auc(probs[:at], labels[:at]), 4)}
@@ -174,6 +184,11 @@ def main() -> None:
         if ours in figures and base in figures:
             figures[f"{ours}_speedup_vs_{base}"] = round(figures[ours]["rows_per_s"] / figures[base]["rows_per_s"], 2)
             figures[f"{ours}_auc_minus_{base}"] = round(figures[ours]["auc"] - figures[base]["auc"], 4)
+    for model in ("fm", "lr"):
+        for small in (16, 1):
+            if model in figures and f"{model}@{small}" in figures:
+                figures[f"{model}_b{small}_vs_b512"] = round(
+                    figures[f"{model}@{small}"]["rows_per_s"] / figures[model]["rows_per_s"], 2)
     figures.update({"load_avg_before": load_before, "load_avg_after": os.getloadavg()[0]})
     print(json.dumps(figures))
 

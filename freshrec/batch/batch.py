@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numba
@@ -64,8 +65,8 @@ class Batch:
     def __len__(self) -> int:
         return self.labels.shape[0]
 
-    def split(self, size: int, window: float | None = None) -> list[Batch]:
-        """Consecutive micro-batches of at most `size` rows (views where possible); with `window`,
+    def sizes(self, size: int, window: float | None = None) -> np.ndarray:
+        """Rows per micro-batch: consecutive micro-batches of at most `size` rows; with `window`,
         each also ends before its first row at least `window` of event time after its own first
         row, so a slow stream learns in small micro-batches and a fast one in full ones (the cuts
         are a function of the rows alone).
@@ -73,10 +74,29 @@ class Batch:
         >>> import torch
         >>> batch = Batch(SparseFeatures([], torch.zeros(0, dtype=torch.int64), torch.zeros(0, dtype=torch.int32)),
         ...               torch.zeros(6, 0), torch.zeros(6), torch.tensor([0.0, 1, 2, 30, 31, 90], dtype=torch.float64))
-        >>> [len(part) for part in batch.split(4)], [len(part) for part in batch.split(2, window=10.0)]
+        >>> batch.sizes(4).tolist(), batch.sizes(2, window=10.0).tolist()
         ([4, 2], [2, 1, 2, 1])
         """
-        sizes = size if window is None else _event_time_parts(self.ts.cpu().numpy(), size, window).tolist()
+        if size < 1:
+            raise ValueError(f"micro-batches must hold at least one row, not {size}")
+        if window is None:
+            rows = len(self)
+            return np.minimum(size, rows - np.arange(0, rows, size, dtype=np.int64))
+        return _event_time_parts(self.ts.cpu().numpy(), size, window)
+
+    def split(self, size: int | Sequence[int], window: float | None = None) -> list[Batch]:
+        """The micro-batches of `sizes(size, window)`, or of the row counts listed (views where
+        possible).
+
+        >>> import torch
+        >>> batch = Batch(SparseFeatures([], torch.zeros(0, dtype=torch.int64), torch.zeros(0, dtype=torch.int32)),
+        ...               torch.zeros(3, 0), torch.zeros(3), torch.zeros(3, dtype=torch.float64))
+        >>> [len(part) for part in batch.split(2)], [len(part) for part in batch.split([1, 2])]
+        ([2, 1], [1, 2])
+        """
+        sizes = self.sizes(size, window).tolist() if isinstance(size, int) else list(size)
+        if not sizes:
+            return []
         labels = torch.split(self.labels, sizes)
         sparse = self.sparse.split(sizes) if self.sparse.keys() else [self.sparse] * len(labels)
         targets = [None] * len(labels) if self.targets is None else torch.split(self.targets, sizes)

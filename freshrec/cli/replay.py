@@ -95,10 +95,10 @@ def _replay(settings: FreshrecConfig, learn: bool, speed: float | None, dead_let
             if registry is not None:
                 figures = _serve(settings, registry, chunks, source.fields, pipeline, trainer, show, letters)
             elif trainer is None:
-                figures = ingest(chunks, pipeline, batch_size, on_batch=show, dead_letters=letters,
+                figures = ingest(chunks, pipeline, batch_size, on_chunk=show, dead_letters=letters,
                                  batch_window=window).as_dict()
             else:
-                figures = train_online(chunks, pipeline, trainer, batch_size, on_batch=show, dead_letters=letters,
+                figures = train_online(chunks, pipeline, trainer, batch_size, on_chunk=show, dead_letters=letters,
                                        batch_window=window)
         figures["seconds"] = time.perf_counter() - started
         figures["rows_per_s"] = figures["rows"] / figures["seconds"] if figures["seconds"] > 0 else 0.0
@@ -134,12 +134,12 @@ def _progress(update: Callable[[int, str], None], trainer) -> Callable:
     """The progress callback: rows, rows/s and, when training, the AUC over the recent window."""
     shown, started = [0], time.monotonic()
 
-    def show(batch, summary) -> None:
+    def show(chunk, summary) -> None:
         status = f"{summary.rows:,} rows  {summary.rows / max(time.monotonic() - started, 1e-9):,.0f} rows/s"
         if trainer is not None and trainer.batches - shown[0] >= 50:  # the window costs a flush
             shown[0] = trainer.batches
             window_auc = trainer.metrics.window()["auc"]
             status += f"  AUC(window) {window_auc:.4f}" if window_auc is not None else ""
-        update(len(batch), status)
+        update(len(chunk), status)
 
     return show

@@ -34,7 +34,7 @@ from numba.extending import intrinsic
 
 from freshrec._words import AHEAD, prefetch
 
-__all__ = ["IdIndex", "IndexState"]
+__all__ = ["IdIndex", "IndexState", "first_occurrences"]
 
 EMPTY = 0
 TOMBSTONE = -1
@@ -66,6 +66,36 @@ def _store_release(typingctx, table, at, value):
 def _home(key, bits):
     """Fibonacci hashing: the top `bits` bits of key * 2^64/phi."""
     return np.int64((np.uint64(key) * _FIB) >> np.uint64(64 - bits))
+
+
+@numba.njit(nogil=True, cache=True)
+def _first_occurrences(ids, bits, keys, numbers, unique, inverse):
+    n = 0
+    mask = (1 << bits) - 1
+    for i in range(len(ids)):
+        at = _home(ids[i], bits)
+        while keys[at] != 0 and keys[at] != ids[i]:
+            at = (at + 1) & mask
+        if keys[at] == 0:
+            keys[at], numbers[at], unique[n] = ids[i], n, ids[i]
+            n += 1
+        inverse[i] = numbers[at]
+    return n
+
+
+def first_occurrences(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(the distinct ids in order of first occurrence, each id's position among them): what
+    `np.unique(ids, return_inverse=True)` gives, unsorted, in one hashed pass. Ids must be > 0.
+
+    >>> unique, inverse = first_occurrences(np.array([9, 4, 9, 7, 4]))
+    >>> unique.tolist(), inverse.tolist()
+    ([9, 4, 7], [0, 1, 0, 2, 1])
+    """
+    ids = np.ascontiguousarray(ids, np.int64)
+    bits = _bits_for(2 * len(ids))
+    unique, inverse = np.empty(len(ids), np.int64), np.empty(len(ids), np.int64)
+    n = _first_occurrences(ids, bits, np.zeros(1 << bits, np.int64), np.empty(1 << bits, np.int64), unique, inverse)
+    return unique[:n], inverse
 
 
 @numba.njit(nogil=True, cache=True)

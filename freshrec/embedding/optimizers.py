@@ -38,7 +38,7 @@ from freshrec._words import AHEAD, prefetch
 from freshrec.embedding.storage import ROWS, locate, prefetch_row, row_view
 
 __all__ = ["FTRL", "SGD", "Adagrad", "Adam", "RowOptimizer", "SlotCoalescer", "coalesce",
-           "optimizer_from_name"]
+           "optimizer_from_name", "row_step"]
 
 
 class RowOptimizer(Protocol):
@@ -48,8 +48,12 @@ class RowOptimizer(Protocol):
     unique id, each state array float32 `[n, width]` for the widths `state_widths(dim)` names,
     its rows initialised to `initial_state(dim)` when the table creates a row. `step_at`
     updates the rows `at` of host float32 `RowStorage` arrays where they lie, given their chunk
-    addresses (`RowStorage.addresses()`), with the same arithmetic.
+    addresses (`RowStorage.addresses()`), with the same arithmetic. Fused kernels call
+    `row_step(kind, ..., hyper_array)` themselves, with the `stacked_state` addresses.
     """
+
+    kind: int
+    hyper_array: np.ndarray
 
     def state_widths(self, dim: int) -> dict[str, int]: ...
 
@@ -60,19 +64,33 @@ class RowOptimizer(Protocol):
     def step_at(self, addresses: Mapping[str, np.ndarray], chunk_rows: int, at: np.ndarray,
                 grads: np.ndarray) -> None: ...
 
+    def stacked_state(self, addresses: Mapping[str, np.ndarray]) -> np.ndarray: ...
+
 
 @dataclass(frozen=True)
 class _RowKernel:
     """A `RowOptimizer`: a numba kernel, its hyperparameters and its named state.
 
     `state` holds `(name, width, initial value)`; width 0 means the embedding dim. The kernel
-    takes `(chunk_rows, at, grads, row addresses, *state addresses, *hyper)` and updates row
-    `at[i]` with `grads[i]`; `step` hands it the gathered arrays as single chunks.
+    takes `(chunk_rows, at, grads, row addresses, state addresses, *hyper)` - the state's chunk
+    addresses stacked, int64 `[len(state), chunks]` - and updates row `at[i]` with `grads[i]`;
+    `step` hands it the gathered arrays as single chunks. Fused kernels call it through `row_step`
+    with `kind` and `hyper_array` (a numba function as an argument would defeat numba's cache).
     """
 
     kernel: Callable[..., None]
     hyper: tuple[np.floating, ...]
     state: tuple[tuple[str, int, float], ...] = ()
+
+    @property
+    def kind(self) -> int:
+        """The kernel's number for `row_step`."""
+        return _KERNELS.index(self.kernel)
+
+    @property
+    def hyper_array(self) -> np.ndarray:
+        """The hyperparameters as float64 (each kernel's float32 ones convert back exactly)."""
+        return np.array(self.hyper, np.float64)
 
     def state_widths(self, dim: int) -> dict[str, int]:
         return {name: width or dim for name, width, _ in self.state}
@@ -94,8 +112,12 @@ class _RowKernel:
 
     def step_at(self, addresses: Mapping[str, np.ndarray], chunk_rows: int, at: np.ndarray,
                 grads: np.ndarray) -> None:
-        self.kernel(chunk_rows, at, grads, addresses[ROWS],
-                    *(addresses[name] for name, _, _ in self.state), *self.hyper)
+        self.kernel(chunk_rows, at, grads, addresses[ROWS], self.stacked_state(addresses), *self.hyper)
+
+    def stacked_state(self, addresses: Mapping[str, np.ndarray]) -> np.ndarray:
+        """The state's chunk addresses as the kernel takes them: int64 `[len(state), chunks]`."""
+        chunks = len(addresses[ROWS])
+        return np.array([addresses[name] for name, _, _ in self.state], np.int64).reshape(len(self.state), chunks)
 
 
 def _check_float32(array: np.ndarray, what: str, shape: tuple[int, ...]) -> None:
@@ -111,7 +133,7 @@ def _require(ok: bool, message: str) -> None:
 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")
-def _sgd_step(chunk_rows, at, grads, rows, lr):
+def _sgd_step(chunk_rows, at, grads, rows, state, lr):
     dim = grads.shape[1]
     for i in range(len(at)):
         if i + AHEAD < len(at):
@@ -124,10 +146,10 @@ def _sgd_step(chunk_rows, at, grads, rows, lr):
 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")
-def _adagrad_step(chunk_rows, at, grads, rows, accum, lr, eps, first_lr):
+def _adagrad_step(chunk_rows, at, grads, rows, state, lr, eps, first_lr):
     """torch sparse Adagrad: accum += g^2; w -= lr * g / (sqrt(accum) + eps), column 0 with
     `first_lr` instead of `lr`."""
-    dim = grads.shape[1]
+    dim, accum = grads.shape[1], state[0]
     for i in range(len(at)):
         if i + AHEAD < len(at):
             c, r = locate(chunk_rows, at[i + AHEAD])
@@ -147,8 +169,9 @@ def _adagrad_step(chunk_rows, at, grads, rows, accum, lr, eps, first_lr):
 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")
-def _adam_step(chunk_rows, at, grads, rows, m, v, step, lr, beta1, beta2, eps):
+def _adam_step(chunk_rows, at, grads, rows, state, lr, beta1, beta2, eps):
     """torch SparseAdam's update, bias-corrected with each row's own step count."""
+    m, v, step = state[0], state[1], state[2]
     one_minus_beta1 = np.float32(1.0 - beta1)
     one_minus_beta2 = np.float32(1.0 - beta2)
     dim = grads.shape[1]
@@ -175,8 +198,9 @@ def _adam_step(chunk_rows, at, grads, rows, m, v, step, lr, beta1, beta2, eps):
 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")
-def _ftrl_step(chunk_rows, at, grads, rows, z, n, alpha, beta, l1, l2):
+def _ftrl_step(chunk_rows, at, grads, rows, state, alpha, beta, l1, l2):
     """FTRL-Proximal per coordinate (McMahan et al. 2013, algorithm 1); rows hold w."""
+    z, n = state[0], state[1]
     dim = grads.shape[1]
     for i in range(len(at)):
         if i + AHEAD < len(at):
@@ -198,6 +222,24 @@ def _ftrl_step(chunk_rows, at, grads, rows, z, n, alpha, beta, l1, l2):
             else:
                 shrunk = zz - l1 if zz > 0 else zz + l1
                 w[j] = -shrunk / ((beta + np.sqrt(after)) / alpha + l2)
+
+
+_KERNELS = (_sgd_step, _adagrad_step, _adam_step, _ftrl_step)
+
+
+@numba.njit(nogil=True, cache=True)
+def row_step(kind, chunk_rows, at, grads, rows, state, hyper):
+    """The step of kernel number `kind` (`_RowKernel.kind`) with its `hyper_array`."""
+    if kind == 0:
+        _sgd_step(chunk_rows, at, grads, rows, state, np.float32(hyper[0]))
+    elif kind == 1:
+        _adagrad_step(chunk_rows, at, grads, rows, state, np.float32(hyper[0]), np.float32(hyper[1]),
+                      np.float32(hyper[2]))
+    elif kind == 2:
+        _adam_step(chunk_rows, at, grads, rows, state, hyper[0], hyper[1], hyper[2], np.float32(hyper[3]))
+    else:
+        _ftrl_step(chunk_rows, at, grads, rows, state, np.float32(hyper[0]), np.float32(hyper[1]),
+                   np.float32(hyper[2]), np.float32(hyper[3]))
 
 
 @dataclass(frozen=True)

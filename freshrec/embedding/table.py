@@ -10,8 +10,8 @@ lacks.
 >>> from freshrec.embedding.optimizers import SGD
 >>> table = DynamicEmbedding(TableConfig(dim=2, initializer="zeros", optimizer=SGD(lr=1.0)))
 >>> slots = table.slots(np.array([42, 7, 42]), now=0.0)
->>> slots.tolist()                  # new ids get rows in id order
-[1, 0, 1]
+>>> slots.tolist()                  # new ids get rows in order of first sight
+[0, 1, 0]
 >>> table.apply_gradients(slots, torch.ones(3, 2))          # 42's two gradients are summed
 >>> table.gather(table.slots(np.array([42, 5]), now=1.0, train=False)).tolist()
 [[-2.0, -2.0], [0.0, 0.0]]
@@ -26,6 +26,8 @@ for what they see). A reader may see a row half-way through an update.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numba
@@ -37,7 +39,7 @@ from freshrec.embedding.admission import (
     CountAdmission,
     ProbabilisticAdmission,
 )
-from freshrec.embedding.index import IdIndex
+from freshrec.embedding.index import IdIndex, first_occurrences
 from freshrec.embedding.optimizers import (
     FTRL,
     SGD,
@@ -89,6 +91,15 @@ class TableConfig:
             raise ValueError(f"admit_probability must be in [0, 1], not {self.admit_probability}")
         if self.capacity is not None and self.capacity < 0:
             raise ValueError(f"capacity must be >= 0, not {self.capacity}")
+
+
+@dataclass
+class InPlaceSteps:
+    """What `DynamicEmbedding.in_place_steps` hands a fused kernel."""
+
+    dirty: np.ndarray
+    version: int
+    steps: int = 0
 
 
 @dataclass(frozen=True)
@@ -209,6 +220,11 @@ class DynamicEmbedding:
         return self._s.storage
 
     @property
+    def row_optimizer(self) -> RowOptimizer:
+        """The built row-wise optimizer, for fused kernels that call its kernel themselves."""
+        return self._s.optimizer
+
+    @property
     def index_capacity(self) -> int:
         """Slots in the hash index (it doubles when the load would pass 0.6)."""
         return self._s.index.capacity
@@ -240,7 +256,7 @@ class DynamicEmbedding:
                 admit = s.admission.admit(candidates)
                 missing, candidates = missing[admit], candidates[admit]
             if len(candidates):
-                new_ids, inverse = np.unique(candidates, return_inverse=True)
+                new_ids, inverse = first_occurrences(candidates)
                 rows[missing] = self._allocate(new_ids, now, initialize=True)[inverse]
         _touch(rows, s.book.counts, s.book.last_seen, s.book.dirty, float(now), s.version + 1)
         return rows
@@ -286,9 +302,21 @@ class DynamicEmbedding:
             s.storage.scatter(rows, values)
             for name, array in state.items():
                 s.storage.scatter(rows, array, name)
-        with s.book.lock:  # a lookahead thread may be growing the book (`FastFM.learn_stream`)
+        with s.book.lock:  # a lookahead thread may be growing the book
             s.book.dirty[rows] = s.version + 1
         s.version += 1
+
+    @contextmanager
+    def in_place_steps(self) -> Iterator[InPlaceSteps]:
+        """For a fused kernel that steps rows in place with `row_optimizer`'s kernel: holds the book
+        (a lookahead thread that must grow it waits) and gives its `dirty` array, where the kernel
+        raises each row it steps to the version after that step (`version` + steps so far); the
+        steps it reports (`steps`) are added to the version at the end."""
+        s = self._s
+        with s.book.lock:
+            place = InPlaceSteps(s.book.dirty, s.version)
+            yield place
+        s.version += place.steps
 
     def evict(self, now: float) -> int:
         """Free the rows not seen for `ttl_seconds` before `now`, then the least valuable rows

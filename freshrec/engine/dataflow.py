@@ -35,7 +35,7 @@ import numpy as np
 from freshrec._durable import WriteBehind
 from freshrec.batch import Batch
 from freshrec.engine.checkpoint import Checkpoint, CheckpointStore
-from freshrec.engine.loop import Cut, Stages, Work, dead_letter_failures, publish_when_held, run_loop
+from freshrec.engine.loop import Cut, Stages, Work, dead_letter_failures, publish_when_held, run_loop, scored_batches
 from freshrec.engine.summary import IngestSummary
 from freshrec.engine.sync import Publisher, SyncConfig
 from freshrec.events.source import Source
@@ -189,9 +189,9 @@ class DataFlowEngine:
     def _after_steps(self, work: Work, steps: list[dict]) -> None:
         """The hybrid hook on each scored batch; a failed batch's rows to the source's dead letters."""
         dead_letter_failures(work, steps, getattr(self.source, "dead_letters", None))
-        for batch, step in zip(work.batches, steps) if self.on_batch is not None else ():
-            if step["predictions"] is not None:
-                self.on_batch(batch, step["predictions"].numpy())
+        for batch, scores in scored_batches(work, steps) if self.on_batch is not None else ():
+            if scores is not None:
+                self.on_batch(batch, scores)
 
     def checkpoint(self, cut: Cut, log_mark: Callable[[], int | None]) -> None:
         """The trainer (which has learned exactly the chunks up to `cut`), the joiner's state and the

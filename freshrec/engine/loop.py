@@ -36,6 +36,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import orjson
 import pyarrow.compute as pc
 
@@ -48,10 +49,13 @@ from freshrec.features import FeaturePipeline
 from freshrec.join import Joiner
 from freshrec.log import EventLog, LogWriteError
 from freshrec.train import OnlineTrainer
+from freshrec.train.online import MicroBatched
 
-__all__ = ["Cut", "Stages", "Work", "dead_letter_failures", "micro_batches", "publish_when_held", "run_loop"]
+__all__ = ["Cut", "Stages", "Work", "dead_letter_failures", "micro_batches", "publish_when_held", "run_loop",
+           "scored_batches"]
 
 READER_NAME, LOG_WRITER_NAME = "freshrec-reader", "freshrec-log-writer"
+NO_ROWS = np.zeros(0, np.int64)
 logger = logging.getLogger(__name__)
 
 
@@ -65,10 +69,10 @@ class Cut:
 
 
 @dataclass
-class Work:
+class Work(MicroBatched):
     """One chunk through the stages (an `OnlineTrainer` unit): `events` source events read,
     `examples` what is learned (after the joiner; `logged` rows of it appended to the log), `whole`
-    featurised and cut into `batches`; `cut` at checkpoint boundaries; `retrain` when an offline
+    featurised and cut into micro-batches of `sizes` rows; `cut` at checkpoint boundaries; `retrain` when an offline
     retraining is due; `flushed` (with either) the future of the log's mark once every segment up
     to this chunk is durable (None in it: the log could not be made durable now); `idle` for an
     empty chunk (a quiet live source's tick: time to publish)."""
@@ -76,7 +80,7 @@ class Work:
     events: int
     examples: EventChunk | None
     whole: Batch | None
-    batches: list[Batch]
+    sizes: np.ndarray
     logged: int = 0
     cut: Cut | None = None
     retrain: bool = False
@@ -213,7 +217,7 @@ class _Reader:
             started = clock()
             s.times["read"] += started - mark
             if not len(chunk):
-                yield Work(0, None, None, [], idle=True)
+                yield Work(0, None, None, NO_ROWS, idle=True)
             else:
                 examples = s.joiner.process(chunk) if s.joiner is not None else chunk
                 s.times["join"] += clock() - started
@@ -231,21 +235,21 @@ class _Reader:
             if s.joiner is not None and (rest := s.joiner.flush()) is not None and len(rest):
                 yield self.work(None, rest)
         if s.checkpoint_events is not None:
-            yield Work(0, None, None, [], cut=self.cut(), flushed=self.log.flush() if self.log is not None else None)
+            yield Work(0, None, None, NO_ROWS, cut=self.cut(), flushed=self.log.flush() if self.log is not None else None)
 
     def work(self, chunk: EventChunk | None, examples: EventChunk | None) -> Work:
         """Log and featurise `examples` (from `chunk`, None for the joiner's last examples)."""
         s, clock, events = self.s, time.perf_counter, len(chunk) if chunk is not None else 0
         self.since_cut += events
         if examples is None or not len(examples):
-            return Work(events, None, None, [])
+            return Work(events, None, None, NO_ROWS)
         started = clock()
         if self.log is not None:
             self.log.append(examples)
         whole = s.pipeline.build(examples)
-        batches = whole.split(s.batch_size, s.batch_window)
+        sizes = whole.sizes(s.batch_size, s.batch_window)
         s.times["features"] += clock() - started
-        return Work(events, examples, whole, batches, len(examples) if self.log is not None else 0)
+        return Work(events, examples, whole, sizes, len(examples) if self.log is not None else 0)
 
     def cut(self) -> Cut:
         """The cut after the last chunk read."""
@@ -350,7 +354,7 @@ def run_loop(stages: Stages, stop: threading.Event | None = None,
             learned = clock()
             stages.times["learn"] += learned - mark
             if work.whole is not None:
-                summary.add(work.whole, len(work.batches))
+                summary.add(work.whole, len(work.sizes))
             if after is not None:
                 after(work, steps, held)
             mark = clock()
@@ -374,18 +378,31 @@ def publish_when_held(publisher: Publisher, trainer: OnlineTrainer, held: bool) 
             trainer.hold()
 
 
+def scored_batches(work: Work, steps: list[dict]) -> Iterator[tuple[Batch, np.ndarray | None]]:
+    """Each micro-batch of a learned chunk with its scores from before it was learned (None where
+    it was not learned; NaN in the rows of a skipped micro-batch that shares a step with others)."""
+    batches = iter(work.batches)
+    for step in steps:
+        predictions = step["predictions"]
+        start = 0
+        for _ in range(step.get("batches", 1)):
+            batch = next(batches)
+            yield batch, None if predictions is None else predictions.numpy()[start:start + len(batch)]
+            start += len(batch)
+
+
 def dead_letter_failures(work: Work, steps: list[dict], sink: DeadLetterSink | None) -> int:
     """Send the rows of the work's batches that the trainer could not learn to `sink`, one letter
     per row (reason `not_learned`, the error as detail, the row as JSON); returns how many rows."""
     start, failed = 0, 0
-    for batch, step in zip(work.batches, steps):
+    for step in steps:
         if step.get("error") is not None and work.examples is not None:
-            rows = work.examples.slice(start, start + len(batch))
+            rows = work.examples.slice(start, start + step["rows"])
             failed += len(rows)
             if sink is not None:
                 sink.put_many(DeadLetter(rows.source, int(p), "not_learned", step["error"], orjson.dumps(row).decode())
                               for p, row in zip(rows.positions, rows.table.to_pylist()))
-        start += len(batch)
+        start += step["rows"]
     return failed
 
 

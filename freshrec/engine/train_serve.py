@@ -9,7 +9,7 @@ events posted to the server, publishing deltas; the server (uvicorn, main thread
 >>> from freshrec.train import OnlineTrainer
 >>> sim = Simulator(SimulatorConfig(batch_size=500, total_events=1000))
 >>> specs = default_specs(sim.fields, dim=4)
->>> trainer = OnlineTrainer(build_model("lr", specs))   # publishes at every chunk (the fused FM: where it holds)
+>>> trainer = OnlineTrainer(build_model("deepfm", specs))   # publishes at every chunk (fused FM, LR: where they hold)
 >>> publisher = Publisher(ModelRegistry(tempfile.mkdtemp()), trainer.model, sim.fields)
 >>> summary = learn_live(sim, LiveQueue(sim.fields), FeaturePipeline(specs), trainer, publisher, threading.Event(),
 ...                      follow=False)                # stop once the replay is done
@@ -39,7 +39,7 @@ __all__ = ["Publisher", "learn_live", "serve_until_signal", "train_and_serve"]
 
 def learn_live(stream: Iterable[EventChunk] | None, live: LiveQueue, pipeline: FeaturePipeline,
                trainer: OnlineTrainer, publisher: Publisher, stop: threading.Event, batch_size: int = 512,
-               on_batch: Callable[[Batch, IngestSummary], None] | None = None, follow: bool = True,
+               on_chunk: Callable[[Batch, IngestSummary], None] | None = None, follow: bool = True,
                dead_letters: DeadLetterSink | None = None, batch_window: float | None = None) -> IngestSummary:
     """Learn from `stream` (optional, finite) and the `live` queue (waiting events first) until
     `stop` is set (without `follow`: or the stream ends), publishing what is due after the chunks
@@ -53,8 +53,8 @@ def learn_live(stream: Iterable[EventChunk] | None, live: LiveQueue, pipeline: F
         if work.examples is not None:
             publisher.observe(work.examples)
         publish_when_held(publisher, trainer, held)
-        for batch in work.batches if on_batch is not None else ():
-            on_batch(batch, summary)
+        if on_chunk is not None and work.whole is not None:
+            on_chunk(work.whole, summary)
     stages = Stages(source, pipeline, trainer, batch_size, batch_window=batch_window)
     run_loop(stages, stop, after, summary)
     publisher.try_publish("full")
@@ -75,7 +75,7 @@ def serve_until_signal(server) -> None:
 
 def train_and_serve(stream: Iterable[EventChunk] | None, live: LiveQueue, pipeline: FeaturePipeline,
                     trainer: OnlineTrainer, publisher: Publisher, app, host: str, port: int,
-                    batch_size: int = 512, on_batch=None, dead_letters: DeadLetterSink | None = None,
+                    batch_size: int = 512, on_chunk=None, dead_letters: DeadLetterSink | None = None,
                     batch_window: float | None = None) -> IngestSummary:
     """Run the trainer thread and serve `app` on host:port until SIGINT/SIGTERM; then the trainer
     learns the chunks already read, publishes a last snapshot, and the figures are returned."""
@@ -87,7 +87,7 @@ def train_and_serve(stream: Iterable[EventChunk] | None, live: LiveQueue, pipeli
 
     def train() -> None:
         try:
-            result.append(learn_live(stream, live, pipeline, trainer, publisher, stop, batch_size, on_batch,
+            result.append(learn_live(stream, live, pipeline, trainer, publisher, stop, batch_size, on_chunk,
                                      dead_letters=dead_letters, batch_window=batch_window))
         except BaseException as error:  # reported by the main thread; the server stops too
             result.append(error)

@@ -1,4 +1,5 @@
-"""`LogisticRegression`: one weight per id (tables of width 1, one per field) plus dense weights.
+"""`LogisticRegression`: one weight per id (one table "lr" of width 1 for every field: the ids come
+salted by their field's table name, as the FM's) plus dense weights.
 
 logit = bias + dense_w . x + sum over the sparse fields of the sum of their ids' weights. The
 id weights learn with row-wise Adagrad, or with FTRL-Proximal (`LRConfig(ftrl=True)`, alpha =
@@ -12,7 +13,7 @@ id weights learn with row-wise Adagrad, or with FTRL-Proximal (`LRConfig(ftrl=Tr
 >>> batch = Batch(SparseFeatures(["user_id"], torch.tensor([1, 2]), torch.ones(2, dtype=torch.int32)),
 ...               dense=torch.zeros(2, 0), labels=torch.tensor([1.0, 0.0]),
 ...               ts=torch.zeros(2, dtype=torch.float64))
->>> model(batch, train=True).tolist(), model.tables["user_id"].config.optimizer
+>>> model(batch, train=True).tolist(), model.tables["lr"].config.optimizer
 ([0.0, 0.0], FTRL(alpha=0.05, beta=1.0, l1=1.0, l2=0.0))
 """
 
@@ -30,6 +31,8 @@ from freshrec.embedding.optimizers import FTRL
 from freshrec.features import FeatureSpec
 from freshrec.models.base import ModelConfig, OnlineModel, zero_linear
 
+TABLE = "lr"
+
 
 @dataclass(frozen=True)
 class LRConfig(ModelConfig):
@@ -43,7 +46,7 @@ class LRConfig(ModelConfig):
 
 
 class LogisticRegression(OnlineModel):
-    """Per-field id weights (tables named after the fields' tables) + `dense` linear + `bias`."""
+    """Id weights (the shared table "lr") + `dense` linear + `bias`."""
 
     def __init__(self, specs: Sequence[FeatureSpec], config: LRConfig | None = None) -> None:
         config = config or LRConfig()
@@ -52,7 +55,7 @@ class LogisticRegression(OnlineModel):
         table = config.table(1, optimizer)
         if config.ftrl:
             table = replace(table, initializer="zeros")
-        self.embeddings = EmbeddingCollection([replace(s, dim=1) for s in self.sparse_specs], table)
+        self.embeddings = EmbeddingCollection([replace(s, table=TABLE, dim=1) for s in self.sparse_specs], table)
         self.dense = zero_linear(len(self.dense_specs))
         self.bias = nn.Parameter(torch.zeros(1))
 

@@ -1,19 +1,18 @@
-"""`lookahead`: prepare the batches of later units in a worker thread while the caller consumes
-earlier ones, pausing at the units where the caller needs the model to itself.
+"""`lookahead`: prepare later units in a worker thread while the caller consumes earlier ones,
+pausing at the units where the caller needs the model to itself.
 
-A unit is anything with `batches` (a sequence of `Batch`) and `hold` (bool): a chunk of the stream
-cut into micro-batches. The generator yields `Prepared(batch, value, error)` for each batch in
-order (`value = prepare(batch)`, or the exception `prepare` raised for that batch alone), then
-`UnitEnd(unit, held)` after the unit's last batch. `held` is True when the worker stopped after
+A unit is anything with `hold` (bool): a chunk of the stream. The generator yields
+`Prepared(unit, value, held)` for each unit in order (`value = prepare(unit)`; an error of
+`prepare` or of `units` is raised in the caller). `held` is True when the worker stopped after
 this unit (the unit's `hold`, `hold_at(unit)` True, or `hold_request` set meanwhile) and waits
 until the caller asks for the next item: between the two, nothing of a later unit has been
 prepared, so the caller may checkpoint, publish or evict on a model that has seen exactly the units
 up to this one.
 
 >>> from types import SimpleNamespace
->>> units = [SimpleNamespace(batches=[1, 2], hold=False), SimpleNamespace(batches=[3], hold=True)]
->>> [(type(i).__name__, i.value if hasattr(i, "value") else i.held) for i in lookahead(units, lambda b: 10 * b)]
-[('Prepared', 10), ('Prepared', 20), ('UnitEnd', False), ('Prepared', 30), ('UnitEnd', True)]
+>>> units = [SimpleNamespace(rows=[1, 2], hold=False), SimpleNamespace(rows=[3], hold=True)]
+>>> [(item.value, item.held) for item in lookahead(units, lambda unit: sum(unit.rows))]
+[(3, False), (3, True)]
 """
 
 from __future__ import annotations
@@ -23,23 +22,16 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NamedTuple
 
-__all__ = ["Prepared", "UnitEnd", "lookahead"]
+__all__ = ["Prepared", "lookahead"]
 
 WORKER_NAME = "freshrec-lookahead"
 
 
 class Prepared(NamedTuple):
-    """A batch and what `prepare` made of it, or the error it raised (then `value` is None)."""
-
-    batch: Any
-    value: Any
-    error: Exception | None
-
-
-class UnitEnd(NamedTuple):
-    """The last batch of `unit` has been yielded; `held`: the worker waits for the caller."""
+    """A unit, what `prepare` made of it, and whether the worker holds after it."""
 
     unit: Any
+    value: Any
     held: bool
 
 
@@ -72,31 +64,25 @@ class _Worker:
     def run(self, units: Iterable) -> None:
         try:
             for unit in units:
-                for batch in unit.batches:
-                    try:
-                        item = Prepared(batch, self.prepare(batch), None)
-                    except Exception as error:  # this batch alone fails; the caller decides
-                        item = Prepared(batch, None, error)
-                    if not self.offer(item):
-                        return
+                value = self.prepare(unit)
                 due = self.hold_at is not None and self.hold_at(unit)   # called for every unit: it counts
                 held = due or bool(unit.hold) or (self.hold_request is not None and self.hold_request.is_set())
                 if held and self.hold_request is not None:
                     self.hold_request.clear()
-                if not self.offer(UnitEnd(unit, held)) or (held and not self.wait_resume()):
+                if not self.offer(Prepared(unit, value, held)) or (held and not self.wait_resume()):
                     return
             self.offer(None)
-        except BaseException as error:  # the units' own failure: raised again in the caller's thread
+        except BaseException as error:  # raised again in the caller's thread
             self.offer(error)
 
 
-def lookahead(units: Iterable, prepare: Callable[[Any], Any], ahead: int = 32,
+def lookahead(units: Iterable, prepare: Callable[[Any], Any], ahead: int = 2,
               hold_request: threading.Event | None = None,
-              hold_at: Callable[[Any], bool] | None = None) -> Iterator[Prepared | UnitEnd]:
-    """Yield `Prepared` items and `UnitEnd` markers for `units`, preparing up to `ahead` items in a
-    worker thread (`hold_at(unit)`, called in it after each unit: whether to hold there). An error
-    raised by `units` is raised here; closing the generator stops the worker (once `units` yields
-    its next unit)."""
+              hold_at: Callable[[Any], bool] | None = None) -> Iterator[Prepared]:
+    """Yield a `Prepared` item for each of `units`, preparing up to `ahead` units in a worker thread
+    (`hold_at(unit)`, called in it after each unit: whether to hold there). An error raised by
+    `units` or `prepare` is raised here; closing the generator stops the worker (once `units`
+    yields its next unit)."""
     worker = _Worker(prepare, ahead, hold_request, hold_at)
     thread = threading.Thread(target=worker.run, args=(units,), name=WORKER_NAME, daemon=True)
     thread.start()
@@ -105,7 +91,7 @@ def lookahead(units: Iterable, prepare: Callable[[Any], Any], ahead: int = 32,
             if isinstance(item, BaseException):
                 raise item
             yield item
-            if isinstance(item, UnitEnd) and item.held:
+            if item.held:
                 worker.resume.set()
     finally:
         worker.stop.set()

@@ -10,8 +10,10 @@ row changes (ids first seen in it keep the fresh rows admission gave them), it i
 
 `learn_stream(units)` learns a stream of units (chunks cut into micro-batches) and survives bad
 batches: one that fails its check or raises while learning is counted in `failed_batches`, logged
-and reported in its step (`error`), and the stream goes on. For the fused FM it resolves the ids
-of later batches in a worker thread meanwhile (`freshrec.train.lookahead`).
+and reported in its step (`error`), and the stream goes on. The fused step (FM, LR:
+`freshrec.train.fused`) learns each unit in one call, micro-batch by micro-batch, while a worker
+thread resolves the ids of the next units (`freshrec.train.lookahead`); a step then covers all the
+micro-batches of a unit (`batches`), the rows of skipped ones scored NaN.
 
 >>> import torch
 >>> from freshrec.batch import Batch, SparseFeatures
@@ -24,13 +26,13 @@ of later batches in a worker thread meanwhile (`freshrec.train.lookahead`).
 ...               ts=torch.zeros(2, dtype=torch.float64))
 >>> step = trainer.learn(batch)
 >>> step["rows"], step["skipped"], trainer.metrics.summary()["rows"]
-(2, False, 2)
+(2, 0, 2)
 >>> p = trainer.predict(batch); bool(p[0] > p[1])
 True
 >>> bad = Batch(batch.sparse, batch.dense, torch.tensor([1.0, 7.0]), batch.ts)
->>> unit = Unit([bad, batch])
+>>> unit = Unit(bad, [1, 1])                  # a chunk of two micro-batches, the second one bad
 >>> [step.get("error") for _, steps, _ in trainer.learn_stream([unit]) for step in steps]
-['labels must be 0, 1 or NaN for the bce loss, not 7.0', None]
+[None, 'labels must be 0, 1 or NaN for the bce loss, not 7.0']
 >>> trainer.failed_batches
 1
 """
@@ -43,6 +45,8 @@ import math
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import cached_property
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -50,15 +54,13 @@ import torch
 from freshrec.batch import Batch
 from freshrec.metrics import PrequentialMetrics, logloss
 from freshrec.models.base import OnlineModel, training_loss
-from freshrec.models.fm import OnlineFM
-from freshrec.train.fm_fast import FastFM, Resolved, plain_adagrad
-from freshrec.train.lookahead import Prepared, UnitEnd, lookahead
+from freshrec.train.fused import NOT_FINITE, FusedStep, ResolvedChunk, fused_model, plain_adagrad
+from freshrec.train.lookahead import lookahead
 
 log = logging.getLogger(__name__)
 
 FLUSH_ROWS = 4096
-LOOKAHEAD_BATCHES = 32
-LOOKAHEAD_MIN_ROWS = 64   # smaller batches learn faster in one thread than handed between two
+LOOKAHEAD_UNITS = 2
 DENSE_OPTIMIZERS = {"adagrad": torch.optim.Adagrad, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}
 
 
@@ -67,8 +69,9 @@ class TrainerConfig:
     """- `dense_optimizer`: "adagrad", "adam" or "sgd", for the model's torch parameters;
     - `dense_lr`: its learning rate (None: the model config's `lr`);
     - `seed`: torch's global seed, set at the first `learn` (dropout and the like);
-    - `fused`: train an `OnlineFM` (BCE, dense Adagrad) with the fused numba step
-      (`freshrec.train.fm_fast.FastFM`: the same step as the module's, several times faster);
+    - `fused`: train an `OnlineFM` or a `LogisticRegression` (BCE, dense Adagrad) with the fused
+      numba step (`freshrec.train.fused.FusedStep`: the same steps as the module's, a chunk of
+      micro-batches per call);
     - `bins`, `window_events`, `window_seconds`: the `PrequentialMetrics` settings;
     - `evict_every`: rows learned between two evictions from the tables that have a TTL or a
       capacity (`learn_stream`, at the end of the unit that reaches it: a point fixed by the stream,
@@ -92,13 +95,40 @@ class TrainerConfig:
             raise ValueError(f"dense_lr must be > 0, not {self.dense_lr}")
 
 
-@dataclass
-class Unit:
-    """Micro-batches learned together (a chunk of the stream); `hold`: `learn_stream` yields it with
-    nothing of a later unit touched yet (a checkpoint or a publish may follow)."""
+class MicroBatched:
+    """A chunk of the stream, `whole` (None: nothing to learn), cut into micro-batches of `sizes`
+    rows; `batches` cuts it (once, when asked: the fused step learns `whole` as it is)."""
 
-    batches: Sequence[Batch]
+    whole: Batch | None
+    sizes: Sequence[int]
+
+    @cached_property
+    def batches(self) -> list[Batch]:
+        return [] if self.whole is None else self.whole.split(list(self.sizes))
+
+
+@dataclass
+class Unit(MicroBatched):
+    """Micro-batches learned together; `hold`: `learn_stream` yields it with nothing of a later unit
+    touched yet (a checkpoint or a publish may follow). `Unit.of(batch, 512)` cuts by size."""
+
+    whole: Batch | None
+    sizes: Sequence[int]
     hold: bool = False
+
+    @classmethod
+    def of(cls, whole: Batch, size: int, window: float | None = None, hold: bool = False) -> Unit:
+        """`whole` cut into micro-batches of `size` rows, or spanning less than `window` of event time."""
+        return cls(whole, whole.sizes(size, window), hold)
+
+
+class _Part(NamedTuple):
+    """Rows of a unit learned in one fused call (`resolved`), or a micro-batch that failed (`error`)."""
+
+    batch: Batch
+    sizes: Sequence[int]
+    resolved: ResolvedChunk | None
+    error: Exception | None
 
 
 class OnlineTrainer:
@@ -108,7 +138,7 @@ class OnlineTrainer:
         self.model = model
         self.config = config or TrainerConfig()
         self._optimizer: torch.optim.Optimizer | None = None
-        self._fused: FastFM | None = None
+        self._fused: FusedStep | None = None
         self._metrics: PrequentialMetrics | None = None
         self.batches = self.skipped_batches = self.skipped_rows = self.failed_batches = 0
         self._hold: threading.Event | None = None
@@ -152,7 +182,7 @@ class OnlineTrainer:
 
     @property
     def fused(self) -> bool:
-        """Whether `learn` takes the fused FM step (see `TrainerConfig.fused`)."""
+        """Whether `learn` takes the fused step (see `TrainerConfig.fused`)."""
         return self._fused is not None
 
     def learn(self, batch: Batch) -> dict:
@@ -162,9 +192,9 @@ class OnlineTrainer:
         if self.batches == 0 and self._optimizer is None:
             self.start()
         self.check(batch)
-        self.batches += 1
         if self._fused is not None:
-            return self._learn_fused(batch)
+            return self._learn_fused(self._fused.resolve(batch), [len(batch)])
+        self.batches += 1
         return self._learn_module(batch)
 
     def check(self, batch: Batch) -> None:
@@ -182,43 +212,48 @@ class OnlineTrainer:
         if self._hold is not None:
             self._hold.set()
 
-    def learn_stream(self, units: Iterable[Unit], ahead: int = LOOKAHEAD_BATCHES
-                     ) -> Iterator[tuple[Unit, list[dict], bool]]:
-        """Learn every batch of every unit in order; after a unit's last batch yield (unit, its steps,
-        held). While the caller holds a `held` unit (a unit with `hold`, or after `hold()`), the model
-        has seen exactly the units so far. A batch that fails gets a step with `error` (and
-        `predictions` None), counted in `failed_batches`; an error of `units` itself is raised.
-        The lookahead thread is used for the fused FM when the first unit's batches average at least
-        `LOOKAHEAD_MIN_ROWS` rows (handing tiny batches between threads costs more than it saves)."""
+    def learn_stream(self, units: Iterable[MicroBatched], ahead: int = LOOKAHEAD_UNITS
+                     ) -> Iterator[tuple[MicroBatched, list[dict], bool]]:
+        """Learn every micro-batch of every unit (a `Unit`, or anything with `whole`, `sizes`,
+        `batches` and `hold`) in order; after a unit yield (unit, its steps, held). While the caller
+        holds a `held` unit (a unit with `hold`, or after `hold()`), the model has seen exactly the
+        units so far. A micro-batch that fails gets a step of its own with `error` (and
+        `predictions` None), counted in `failed_batches`; an error of `units` itself is raised. The
+        fused step resolves up to `ahead` units in a worker thread."""
         if self.batches == 0 and self._optimizer is None:
             self.start()
-        units = iter(units)
-        if (first := next(units, None)) is None:
-            return
-        units = itertools.chain([first], units)
-        rows = sum(len(b) for b in first.batches) / max(len(first.batches), 1)
-        if self._fused is None or rows < LOOKAHEAD_MIN_ROWS:   # one thread: no lookahead
+        if self._fused is None:   # one thread, one micro-batch at a time
             for unit in units:
                 steps = [self._learn_safely(batch) for batch in unit.batches]
                 self._evict_when_due(unit)
                 yield unit, steps, True
             return
         self._hold = threading.Event()
-        resolve, steps = self._fused.resolver(), []
-
-        def prepare(batch: Batch) -> Resolved:
-            self.check(batch)
-            return resolve(batch)
         try:
-            for item in lookahead(units, prepare, ahead, self._hold, hold_at=self._eviction_clock()):
-                if isinstance(item, UnitEnd):
-                    self._evict_when_due(item.unit)   # where the worker holds
-                    yield item.unit, steps, item.held
-                    steps = []
-                else:
-                    steps.append(self._learn_prepared(item))
+            for item in lookahead(units, self._prepare, ahead, self._hold, hold_at=self._eviction_clock()):
+                steps = [self._learn_part(part) for part in item.value]
+                self._evict_when_due(item.unit)   # where the worker holds
+                yield item.unit, steps, item.held
         finally:
             self._hold = None
+
+    def _prepare(self, unit: MicroBatched) -> list[_Part]:
+        """The fused parts of a unit (in the lookahead thread): the whole chunk resolved, or, when
+        it fails its check, each micro-batch on its own (those that fail with their error)."""
+        if unit.whole is None or not len(unit.whole):
+            return []
+        try:
+            self.check(unit.whole)
+            return [_Part(unit.whole, unit.sizes, self._fused.resolve(unit.whole), None)]
+        except Exception:   # find the micro-batches at fault
+            parts = []
+            for batch in unit.batches:
+                try:
+                    self.check(batch)
+                    parts.append(_Part(batch, [len(batch)], self._fused.resolve(batch), None))
+                except Exception as error:
+                    parts.append(_Part(batch, [len(batch)], None, error))
+            return parts
 
     def _evicts(self) -> bool:
         return any(t.config.ttl_seconds is not None or t.config.capacity is not None
@@ -239,7 +274,7 @@ class OnlineTrainer:
 
     def _count_towards_eviction(self, rows: int, unit: Unit) -> tuple[int, bool]:
         """The rows counted after `unit`, and whether an eviction is due there (the count restarts)."""
-        rows += sum(len(b) for b in unit.batches)
+        rows += len(unit.whole) if unit.whole is not None else 0
         return (0, True) if rows >= self.config.evict_every else (rows, False)
 
     def _evict_when_due(self, unit: Unit) -> None:
@@ -247,23 +282,22 @@ class OnlineTrainer:
         as of the newest event time learned."""
         if not self._evicts():
             return
-        for batch in unit.batches:
-            if len(batch):
-                newest = float(batch.ts.max())
-                self.newest_ts = newest if self.newest_ts is None else max(self.newest_ts, newest)
+        if unit.whole is not None and len(unit.whole):
+            newest = float(unit.whole.ts.max())
+            self.newest_ts = newest if self.newest_ts is None else max(self.newest_ts, newest)
         self.rows_since_evict, due = self._count_towards_eviction(self.rows_since_evict, unit)
         if due and self.newest_ts is not None:
             freed = sum(table.evict(self.newest_ts) for table in self.model.tables.values())
             log.info("evicted %d rows (event time %s)", freed, self.newest_ts)
 
-    def _learn_prepared(self, item: Prepared) -> dict:
-        if item.error is not None:
-            return self._fail(item.batch, item.error)
-        self.batches += 1
+    def _learn_part(self, part: _Part) -> dict:
+        if part.error is not None:
+            self.batches += 1
+            return self._fail(part.batch, part.error)
         try:
-            return self._learn_fused(item.batch, item.value)
+            return self._learn_fused(part.resolved, part.sizes)
         except Exception as error:
-            return self._fail(item.batch, error)
+            return self._fail(part.batch, error)
 
     def _learn_safely(self, batch: Batch) -> dict:
         try:
@@ -276,7 +310,8 @@ class OnlineTrainer:
     def _fail(self, batch: Batch, error: Exception) -> dict:
         self.failed_batches += 1
         log.warning("batch of %d rows not learned: %s", len(batch), error)
-        return {"rows": len(batch), "loss": math.nan, "skipped": True, "predictions": None, "error": str(error)}
+        return {"rows": len(batch), "batches": 1, "loss": math.nan, "skipped": 1, "predictions": None,
+                "error": str(error)}
 
     def _learn_module(self, batch: Batch) -> dict:
         self.model.zero_grad(set_to_none=True)
@@ -289,18 +324,31 @@ class OnlineTrainer:
             self._optimizer.step()
         self.model.apply_gradients()
         predictions = self._score(output.detach())
-        self._record(predictions, batch)
-        return {"rows": len(batch), "loss": float(value.detach()), "skipped": False, "predictions": predictions}
+        self._record(predictions.numpy(), batch.labels.numpy(), batch.ts.numpy())
+        return {"rows": len(batch), "batches": 1, "loss": float(value.detach()), "skipped": 0,
+                "predictions": predictions}
 
-    def _learn_fused(self, batch: Batch, resolved: Resolved | None = None) -> dict:
-        """The fused step on `batch` (already `resolved` by `learn_stream`'s worker, or not)."""
-        skipped = self._fused.skipped
-        probabilities = self._fused.learn(batch) if resolved is None else self._fused.learn_resolved(resolved)
-        value = logloss(probabilities.numpy(), batch.labels.numpy())  # the labels' term, NaN without any
-        if self._fused.skipped > skipped:
-            return self._skip(batch, value)
-        self._record(probabilities, batch)
-        return {"rows": len(batch), "loss": value, "skipped": False, "predictions": probabilities}
+    def _learn_fused(self, resolved: ResolvedChunk, sizes: Sequence[int]) -> dict:
+        """The fused step on a resolved chunk cut into micro-batches of `sizes` rows: one step for
+        them all (`predictions` NaN in the rows of skipped micro-batches; None if all were)."""
+        batch = resolved.batch
+        probabilities, outcome = self._fused.learn_resolved(resolved, sizes)
+        self.batches += len(outcome)
+        skipped = outcome == NOT_FINITE
+        labels, kept = batch.labels.numpy(), np.repeat(~skipped, sizes)
+        if skipped.any():
+            self.skipped_batches += int(skipped.sum())
+            self.skipped_rows += int((~kept).sum())
+            log.warning("skipped %d of %d micro-batches (%d rows) up to batch %d: a gradient is not finite",
+                        skipped.sum(), len(outcome), (~kept).sum(), self.batches)
+            probabilities[~kept] = np.nan
+        value = logloss(probabilities[kept], labels[kept])   # the labels' term, NaN without any
+        step = {"rows": len(batch), "batches": len(outcome), "loss": value, "skipped": int(skipped.sum()),
+                "predictions": None}
+        if kept.any():
+            step["predictions"] = torch.from_numpy(probabilities)
+            self._record(probabilities[kept], labels[kept], batch.ts.numpy()[kept])
+        return step
 
     def _gradients_finite(self) -> bool:
         grads = [p.grad for p in self.model.parameters() if p.grad is not None]
@@ -315,21 +363,20 @@ class OnlineTrainer:
         self.skipped_rows += len(batch)
         log.warning("skipped batch %d (%d rows): loss %s or a gradient is not finite",
                     self.batches, len(batch), value)
-        return {"rows": len(batch), "loss": value, "skipped": True, "predictions": None}
+        return {"rows": len(batch), "batches": 1, "loss": value, "skipped": 1, "predictions": None}
 
     def _score(self, output: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(output) if self.model.config.loss == "bce" else output
 
-    def _record(self, predictions: torch.Tensor, batch: Batch) -> None:
-        labels = batch.labels.numpy()
+    def _record(self, predictions: np.ndarray, labels: np.ndarray, ts: np.ndarray) -> None:
         if self.model.config.loss == "bce":
-            self._pending.append((predictions.numpy(), labels, batch.ts.numpy()))
+            self._pending.append((predictions, labels, ts))
             self._pending_rows += len(labels)
             if self._pending_rows >= FLUSH_ROWS:
                 self._flush()
         else:
             known = ~np.isnan(labels)
-            self.squared_error += float(((predictions.numpy()[known] - labels[known]) ** 2).sum())
+            self.squared_error += float(((predictions[known] - labels[known]) ** 2).sum())
 
     @torch.no_grad()
     def predict(self, batch: Batch) -> torch.Tensor:
@@ -348,10 +395,9 @@ class OnlineTrainer:
                 "evicted_ids": sum(table.evicted for table in self.model.tables.values())}
 
 
-def fused_step(model: OnlineModel, optimizer: torch.optim.Optimizer | None) -> FastFM | None:
-    """A `FastFM` over `model`'s weights when its step is the fused one's (an `OnlineFM` itself,
-    not a subclass, with the BCE loss, whose dense parameters use plain Adagrad), else None."""
-    if type(model) is not OnlineFM or model.config.loss != "bce" or not plain_adagrad(optimizer):
+def fused_step(model: OnlineModel, optimizer: torch.optim.Optimizer | None) -> FusedStep | None:
+    """A `FusedStep` over `model`'s weights when its step is the fused one's (`fused_model`, whose
+    dense parameters use plain Adagrad), else None."""
+    if not fused_model(model) or not plain_adagrad(optimizer):
         return None
-    return FastFM(model, optimizer)
-
+    return FusedStep(model, optimizer)

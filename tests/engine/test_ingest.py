@@ -25,11 +25,11 @@ def _pipeline() -> FeaturePipeline:
 
 def test_ingest_counts(stream):
     seen = []
-    summary = ingest(stream, _pipeline(), batch_size=512, on_batch=lambda b, s: seen.append((len(b), s.batches)))
+    summary = ingest(stream, _pipeline(), batch_size=512, on_chunk=lambda b, s: seen.append((len(b), s.batches)))
     assert [len(c) for c in stream] == [1000, 1000, 500]
     assert summary.rows == 2500
     assert summary.batches == 5  # 1000 -> 512 + 488, 1000 -> 512 + 488, 500 -> 500
-    assert seen == [(512, 2), (488, 2), (512, 4), (488, 4), (500, 5)]  # counted chunk by chunk
+    assert seen == [(1000, 2), (1000, 4), (500, 5)]  # counted chunk by chunk
     labels = np.concatenate([c.column("label").to_numpy(zero_copy_only=False) for c in stream])
     assert summary.labelled == 2500
     assert summary.positives == int((labels > 0.5).sum()) == int(labels.sum())
@@ -44,16 +44,16 @@ def test_ingest_counts(stream):
     assert {"seconds", "rows_per_s"} <= summary.as_dict().keys()   # figures for the benches; not asserted on
 
 
-def test_on_batch_sees_each_batch_and_running_summary(stream):
+def test_on_chunk_sees_each_chunk_and_running_summary(stream):
     calls = []
 
-    def on_batch(batch, summary):
+    def on_chunk(chunk, summary):
         assert isinstance(summary, IngestSummary)
-        calls.append((batch, summary.rows))
+        calls.append((chunk, summary.rows))
 
-    final = ingest(stream, _pipeline(), batch_size=512, on_batch=on_batch)
-    assert len(calls) == final.batches == 5
-    assert [rows for _, rows in calls] == [1000, 1000, 2000, 2000, 2500]  # chunk by chunk
+    final = ingest(stream, _pipeline(), batch_size=512, on_chunk=on_chunk)
+    assert len(calls) == 3 and final.batches == 5
+    assert [rows for _, rows in calls] == [1000, 2000, 2500]
     ts = np.concatenate([b.ts.numpy() for b, _ in calls])
     expected = np.concatenate([c.column("ts").to_numpy() for c in stream])
     np.testing.assert_array_equal(ts, expected)

@@ -90,9 +90,9 @@ def test_same_seed_same_initial_weights() -> None:
 
 def test_lr_tables_and_ftrl() -> None:
     model = LogisticRegression(SPECS, LRConfig(ftrl=True, lr=0.1, l1=0.5))
-    assert sorted(model.tables) == ["genres", "user_id"]
-    assert model.tables["user_id"].config.dim == 1
-    assert model.tables["user_id"].config.optimizer.alpha == 0.1
+    assert list(model.tables) == ["lr"]   # one table for every field: ids are salted by field
+    assert model.tables["lr"].config.dim == 1
+    assert model.tables["lr"].config.optimizer.alpha == 0.1
     logits = model(_batch(), train=True)
     assert torch.equal(logits, torch.zeros(3))  # FTRL rows start at zero, dense weights too
 

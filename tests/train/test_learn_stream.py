@@ -1,6 +1,6 @@
-"""`OnlineTrainer.learn_stream`: the fused FM resolves later batches' ids in a worker thread, yet
-learns exactly what `learn` batch after batch learns; held units see nothing of later ones; bad
-batches are counted and the stream goes on."""
+"""`OnlineTrainer.learn_stream`: the fused step resolves later units' ids in a worker thread, yet
+learns exactly what the fused step learns unit after unit alone; held units see nothing of later
+ones; bad micro-batches are counted and the stream goes on."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from freshrec.events.event import FieldKind
 from freshrec.features import FeatureSpec
 from freshrec.models import FMConfig, OnlineFM, build_model
 from freshrec.train import OnlineTrainer, TrainerConfig, Unit
+from freshrec.train.fused import FusedStep
 from freshrec.train.lookahead import WORKER_NAME
 
 SPECS = [FeatureSpec("user", FieldKind.CATEGORICAL, dim=4), FeatureSpec("item", FieldKind.CATEGORICAL, dim=4),
@@ -33,8 +34,9 @@ def batch_of(rng: np.random.Generator, step: int, rows: int = 64) -> Batch:
 
 
 def units_of(seed: int, count: int = 12, per_unit: int = 3) -> list[Unit]:
+    """Units of `per_unit` micro-batches of 64 rows; every fourth unit held."""
     rng = np.random.default_rng(seed)
-    return [Unit([batch_of(rng, u * per_unit + b) for b in range(per_unit)], hold=u % 4 == 3) for u in range(count)]
+    return [Unit.of(batch_of(rng, u, rows=64 * per_unit), 64, hold=u % 4 == 3) for u in range(count)]
 
 
 def fm_trainer() -> OnlineTrainer:
@@ -48,18 +50,20 @@ def table_state(trainer: OnlineTrainer) -> dict:
 
 
 @pytest.mark.parametrize("ahead", [1, 5])
-def test_the_stream_learns_what_learn_does_batch_after_batch(ahead):
-    """Scores, rows, sightings and dense weights are bitwise those of `learn` called batch by batch."""
+def test_the_stream_learns_what_the_fused_step_learns_unit_after_unit(ahead):
+    """Scores, rows, sightings and dense weights are bitwise those of the fused step called on each
+    unit in turn in one thread."""
     units = units_of(3)
     alone, streamed = fm_trainer(), fm_trainer()
-    expected = [alone.learn(b)["predictions"] for unit in units for b in unit.batches]
-    got = [step["predictions"] for _, steps, _ in streamed.learn_stream(iter(units), ahead=ahead) for step in steps]
-    assert len(got) == len(expected) == 36
-    assert all(torch.equal(g, e) for g, e in zip(got, expected))
+    alone.start()
+    step = FusedStep(alone.model, alone.optimizer)
+    expected = [step.learn(unit.whole, unit.sizes)[0] for unit in units]
+    got = [s["predictions"].numpy() for _, steps, _ in streamed.learn_stream(iter(units), ahead=ahead) for s in steps]
+    assert len(got) == len(expected) == 12 and streamed.batches == 36
+    assert all(np.array_equal(g, e) for g, e in zip(got, expected))
     a, b = table_state(alone), table_state(streamed)
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
     assert torch.equal(alone.model.dense_weight, streamed.model.dense_weight)
-    assert alone.report()["auc"] == streamed.report()["auc"]
 
 
 def test_a_held_unit_sees_a_model_that_has_seen_exactly_the_units_so_far():
@@ -67,9 +71,8 @@ def test_a_held_unit_sees_a_model_that_has_seen_exactly_the_units_so_far():
     units = units_of(4)
     trainer = fm_trainer()
     seen, held_at = set(), []
-    # ahead=2: the worker is at most 3 items (less than a unit of 4) past the unit just yielded
-    for index, (unit, _, held) in enumerate(trainer.learn_stream(iter(units), ahead=2)):
-        seen |= {int(i) for b in unit.batches for i in b.sparse.values()}
+    for index, (unit, _, held) in enumerate(trainer.learn_stream(iter(units), ahead=1)):
+        seen |= {int(i) for i in unit.whole.sparse.values()}
         if index == 5:
             trainer.hold()   # a publish is due: the worker stops at the end of the unit it is on
         if held:
@@ -77,22 +80,28 @@ def test_a_held_unit_sees_a_model_that_has_seen_exactly_the_units_so_far():
             table = trainer.model.table
             live = set(table.state_dict()["ids"][table.state_dict()["ids"] > 0].tolist())
             assert live == seen
-    assert held_at == [3, 6, 7, 11]
+    # asked after unit 5, the worker (ahead=1) holds after the unit it is on or the next one that
+    # it finishes: 6, 7 (held anyway: its `hold`) or, when it was already waiting at 7, 8
+    assert held_at in ([3, 6, 7, 11], [3, 7, 11], [3, 7, 8, 11])
 
 
 def test_bad_batches_are_counted_and_the_stream_goes_on():
-    """A batch with a label of 7 or other dense columns fails alone: counted, reported, not learned."""
+    """A micro-batch with a label of 7, or a chunk with other dense columns, fails alone: counted,
+    reported, not learned; the other micro-batches of its unit learn."""
     units = units_of(5, count=2)
-    good = units[0].batches[0]
-    wrong = Batch(good.sparse, good.dense, torch.full((len(good),), 7.0), good.ts, good.dense_keys)
+    good = units[0].whole
+    labels = good.labels.clone()
+    labels[70] = 7.0                        # in the second micro-batch of 64
+    wrong = Batch(good.sparse, good.dense, labels, good.ts, good.dense_keys)
     other = Batch(good.sparse, good.dense, good.labels, good.ts, ("x9",))
     for trainer in (fm_trainer(), OnlineTrainer(build_model("deepfm", SPECS))):
-        stream = [Unit([wrong, other]), *units]
+        stream = [Unit(wrong, units[0].sizes), Unit.of(other, 192), *units]
         steps = [s for _, unit_steps, _ in trainer.learn_stream(iter(stream)) for s in unit_steps]
-        assert [s.get("error") is not None for s in steps[:2]] == [True, True]
-        assert "labels must be 0, 1 or NaN" in steps[0]["error"] and "dense columns" in steps[1]["error"]
-        assert all(s.get("error") is None for s in steps[2:]) and trainer.failed_batches == 2
-        assert trainer.report()["scored_rows"] == sum(len(b) for u in units for b in u.batches)
+        errors = [s.get("error") for s in steps[:4]]
+        assert [e is not None for e in errors] == [False, True, False, True]
+        assert "labels must be 0, 1 or NaN" in errors[1] and "dense columns" in errors[3]
+        assert all(s.get("error") is None for s in steps[4:]) and trainer.failed_batches == 2
+        assert trainer.report()["scored_rows"] == 128 + sum(len(u.whole) for u in units)
 
 
 def lookahead_threads() -> list[threading.Thread]:
@@ -130,14 +139,18 @@ def test_the_module_path_takes_the_same_stream():
     assert trainer.batches == 9 and not trainer.fused
 
 
-def test_tiny_batches_learn_in_one_thread():
-    """Below `LOOKAHEAD_MIN_ROWS` a row the fused step runs inline: every unit held, no worker."""
-    rng = np.random.default_rng(10)
-    units = [Unit([batch_of(rng, u, rows=4) for _ in range(3)]) for u in range(4)]
-    trainer, alone = fm_trainer(), fm_trainer()
-    expected = [alone.learn(b)["predictions"] for unit in units for b in unit.batches]
-    seen = []
-    for _, steps, held in trainer.learn_stream(iter(units)):
-        seen.append((held, lookahead_threads()))
-        assert all(torch.equal(s["predictions"], expected.pop(0)) for s in steps)
-    assert seen == [(True, [])] * 4 and expected == []
+def test_a_fused_step_covers_its_units_micro_batches_and_skips_the_non_finite_ones():
+    """One step per unit for the fused path; a micro-batch whose gradients are not finite changes
+    nothing, its rows score NaN and are not counted in the metrics."""
+    units = units_of(10, count=2)
+    dense = units[1].whole.dense.clone()
+    dense[130, 0] = float("inf")            # in the third micro-batch of 64
+    whole = units[1].whole
+    units[1] = Unit(Batch(whole.sparse, dense, whole.labels, whole.ts, whole.dense_keys), [64, 64, 64])
+    trainer = fm_trainer()
+    steps = [s for _, unit_steps, _ in trainer.learn_stream(iter(units)) for s in unit_steps]
+    assert [(s["batches"], s["skipped"]) for s in steps] == [(3, 0), (3, 1)]
+    scores = steps[1]["predictions"].numpy()
+    assert np.isnan(scores[128:]).all() and not np.isnan(scores[:128]).any()
+    assert trainer.skipped_batches == 1 and trainer.skipped_rows == 64
+    assert trainer.report()["scored_rows"] == 320 and trainer.batches == 6

@@ -105,10 +105,11 @@ def test_a_non_finite_batch_changes_nothing(caplog: pytest.LogCaptureFixture, na
 
 
 def test_the_fused_fm_step_is_the_module_step() -> None:
-    """`TrainerConfig.fused` changes the speed of an FM's step, not its result."""
+    """`TrainerConfig.fused` changes the speed of an FM's step, not its result (chunks of one
+    micro-batch: the fused step admits a chunk's new ids at once, the module a micro-batch's)."""
     runs = {}
     for fused in (True, False):
-        sim = Simulator(SimulatorConfig(batch_size=2_000, total_events=6_000, seed=1))
+        sim = Simulator(SimulatorConfig(batch_size=256, total_events=6_144, seed=1))
         specs = default_specs(sim.fields, dim=8)
         trainer = OnlineTrainer(build_model("fm", specs, FMConfig(dim=8, lr=0.1)), TrainerConfig(fused=fused))
         figures = train_online(sim, FeaturePipeline(specs), trainer, batch_size=256)

@@ -23,7 +23,7 @@ SPECS = default_specs(Simulator.fields, dim=4)
 def _units(count: int = 12) -> list[Unit]:
     sim = Simulator(SimulatorConfig(batch_size=600, total_events=600 * count, seed=7))
     pipeline = FeaturePipeline(SPECS)
-    return [Unit(pipeline.build(chunk).split(200)) for chunk in sim]   # batches of 200: the lookahead path
+    return [Unit.of(pipeline.build(chunk), 200) for chunk in sim]   # micro-batches of 200
 
 
 def _trainer(model: str, **table) -> OnlineTrainer:

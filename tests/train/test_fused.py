@@ -1,4 +1,5 @@
-"""The fused FM path (`FastFM`) against the `OnlineFM` module and against the formula itself."""
+"""The fused step (`FusedStep`) against the `OnlineFM` and `LogisticRegression` modules, against the
+formula itself, and a chunk of micro-batches against the same micro-batches learned one by one."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from freshrec.embedding.optimizers import Adagrad
 from freshrec.embedding.table import DynamicEmbedding, TableConfig
 from freshrec.events.event import FieldKind
 from freshrec.features import FeatureSpec
-from freshrec.train.fm_fast import FastFM
+from freshrec.models.lr import LogisticRegression, LRConfig
+from freshrec.train.fused import LEARNED, NO_LABELS, NOT_FINITE, FusedStep, fused_model
 
 SPARSE = ("user", "item", "tags")
 SPECS = [FeatureSpec("user", FieldKind.CATEGORICAL, dim=4), FeatureSpec("item", FieldKind.CATEGORICAL, dim=4),
@@ -63,10 +65,15 @@ def all_ids() -> np.ndarray:
     return np.arange(101, 425, dtype=np.int64)
 
 
+def scores(step: FusedStep, batch: Batch, sizes=None) -> torch.Tensor:
+    probabilities, _ = step.learn(batch, sizes)
+    return torch.from_numpy(probabilities)
+
+
 def test_predictions_agree_with_the_module_on_the_same_weights():
     rng = np.random.default_rng(0)
     model, optimizer = online_fm(admit_after=2)  # some ids stay without a row: slot -1
-    fast = FastFM(model, optimizer)
+    fast = FusedStep(model, optimizer)
     for _ in range(6):
         fast.learn(make_batch(rng, 64))
     batch = make_batch(rng, 64)
@@ -74,7 +81,7 @@ def test_predictions_agree_with_the_module_on_the_same_weights():
     with torch.no_grad():
         expected = torch.sigmoid(model(batch))
     assert (model.table.slots(batch.sparse.values().numpy(), 0.0, train=False) < 0).any()
-    torch.testing.assert_close(fast.predict(batch), expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(scores(fast, batch), expected, atol=1e-5, rtol=0)
     assert float(model.bias.detach().abs()) > 0 and float(model.dense_weight.detach().abs().sum()) > 0
 
 
@@ -83,19 +90,21 @@ def test_a_learning_step_equals_module_backward_and_the_same_optimizers(admit_af
     rng = np.random.default_rng(1)
     model, optimizer = online_fm(admit_after)
     twin, twin_optimizer = online_fm(admit_after)
-    fast = FastFM(model, optimizer)
+    fast = FusedStep(model, optimizer)
     for step in range(5):
         labels = rng.integers(0, 2, 48).astype(np.float32)
         if step == 3:
             labels[::3] = np.nan  # unlabelled rows are scored but not learned from
         batch = make_batch(rng, 48, labels)
-        torch.testing.assert_close(fast.learn(batch), module_step(twin, twin_optimizer, batch), atol=1e-5, rtol=0)
+        torch.testing.assert_close(scores(fast, batch), module_step(twin, twin_optimizer, batch), atol=1e-5, rtol=0)
         assert model.table.live == twin.table.live
         torch.testing.assert_close(table_rows(model.table, all_ids()), table_rows(twin.table, all_ids()),
                                    atol=1e-5, rtol=0)
         torch.testing.assert_close(model.dense_weight, twin.dense_weight, atol=1e-5, rtol=0)
         torch.testing.assert_close(model.bias, twin.bias, atol=1e-5, rtol=0)
     assert model.table.version == twin.table.version == 5
+    changed, twin_changed = model.table.delta_since(3), twin.table.delta_since(3)
+    assert sorted(changed.ids.tolist()) == sorted(twin_changed.ids.tolist())
 
 
 def test_only_the_models_features_are_read_in_its_order_whatever_the_batch_holds():
@@ -103,9 +112,81 @@ def test_only_the_models_features_are_read_in_its_order_whatever_the_batch_holds
     model, optimizer = online_fm()
     twin, twin_optimizer = online_fm()
     batch = make_batch(rng, 32, keys=("tags", "extra", "item", "user"))
-    torch.testing.assert_close(FastFM(model, optimizer).learn(batch), module_step(twin, twin_optimizer, batch))
+    torch.testing.assert_close(scores(FusedStep(model, optimizer), batch), module_step(twin, twin_optimizer, batch))
     torch.testing.assert_close(table_rows(model.table, all_ids()), table_rows(twin.table, all_ids()),
                                atol=1e-5, rtol=0)
+
+
+def warmed_twins(build, rng):
+    """Two equal models whose tables hold a row for every id `make_batch` draws (so that resolving
+    a chunk at once or micro-batch by micro-batch admits nothing and the rows start equal)."""
+    pair = []
+    for _ in range(2):
+        model, optimizer = build()
+        fast = FusedStep(model, optimizer)
+        every = make_batch(np.random.default_rng(99), 400)
+        fast.learn(every)
+        pair.append((model, fast))
+    return pair
+
+
+@pytest.mark.parametrize("sizes", [[1] * 40, [3, 1, 16, 1, 1, 18], [40]])
+def test_a_chunk_of_micro_batches_learns_as_the_micro_batches_one_by_one(sizes):
+    rng = np.random.default_rng(6)
+    (model, fast), (twin, twin_fast) = warmed_twins(online_fm, rng)
+    labels = rng.integers(0, 2, 40).astype(np.float32)
+    labels[5:8] = np.nan        # a micro-batch of size 1 at row 5..7 has no label: scored only
+    chunk = make_batch(rng, 40, labels)
+    together, outcome = fast.learn(chunk, sizes)
+    one_by_one = np.concatenate([twin_fast.learn(part)[0] for part in chunk.split(sizes)])
+    np.testing.assert_allclose(together, one_by_one, atol=1e-6, rtol=0)
+    torch.testing.assert_close(table_rows(model.table, all_ids()), table_rows(twin.table, all_ids()),
+                               atol=1e-6, rtol=0)
+    torch.testing.assert_close(model.bias, twin.bias, atol=1e-6, rtol=0)
+    assert model.table.version == twin.table.version
+    assert (outcome == NO_LABELS).sum() == (3 if sizes[0] == 1 else 0)
+    if len(sizes) > 1:   # learning event by event moved the scores within the chunk
+        assert not np.allclose(together, fast_scores_of_one_batch(chunk), atol=1e-4)
+
+
+def fast_scores_of_one_batch(chunk: Batch) -> np.ndarray:
+    (_, fast), _ = warmed_twins(online_fm, None)
+    return fast.learn(chunk)[0]
+
+
+@pytest.mark.parametrize("ftrl", [False, True])
+def test_logistic_regression_takes_the_modules_step(ftrl):
+    """Rows start at zero: the chunk's ids are admitted at once, the module's micro-batch by micro-batch."""
+    rng = np.random.default_rng(7)
+
+    def build():
+        model = LogisticRegression(SPECS, LRConfig(lr=0.1, init_std=0.0, ftrl=ftrl, l1=0.01 if ftrl else 0.0))
+        return model, torch.optim.Adagrad(list(model.parameters()), lr=0.1)
+    (model, optimizer), (twin, twin_optimizer) = build(), build()
+    assert fused_model(model)
+    fast = FusedStep(model, optimizer)
+    for _ in range(4):
+        batch = make_batch(rng, 24)
+        torch.testing.assert_close(scores(fast, batch, [8, 1, 15]), torch.cat(
+            [module_step(twin, twin_optimizer, part) for part in batch.split([8, 1, 15])]), atol=1e-5, rtol=0)
+    for name, table in model.tables.items():
+        torch.testing.assert_close(table_rows(table, all_ids()), table_rows(twin.tables[name], all_ids()),
+                                   atol=1e-5, rtol=0)
+        assert table.version == twin.tables[name].version == 12
+
+
+def test_models_the_step_does_not_learn_are_refused():
+    from freshrec.models import build_model
+    from freshrec.models.fm import FMConfig, OnlineFM
+
+    deep = build_model("deepfm", SPECS)
+    mse = OnlineFM(SPECS, FMConfig(dim=4, loss="mse"))
+    assert not fused_model(deep) and not fused_model(mse)
+    with pytest.raises(ValueError, match="does not learn OnlineFM"):
+        FusedStep(mse, torch.optim.Adagrad(list(mse.parameters()), lr=0.1))
+    model, optimizer = online_fm()
+    with pytest.raises(ValueError, match=r"micro-batches of \[3, 3\] rows for a chunk of 5"):
+        FusedStep(model, optimizer).learn(make_batch(np.random.default_rng(0), 5), [3, 3])
 
 
 def reference_logits(table: DynamicEmbedding, weight: torch.Tensor, bias: torch.Tensor, batch: Batch) -> torch.Tensor:
@@ -122,32 +203,33 @@ def reference_logits(table: DynamicEmbedding, weight: torch.Tensor, bias: torch.
     return torch.tensor(out)
 
 
-@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_predictions_follow_the_formula(dtype):
-    """Host float32 rows are read in place; other storage through a gathered copy."""
+def test_predictions_follow_the_formula():
     rng = np.random.default_rng(3)
-    table = DynamicEmbedding(TableConfig(dim=5, dtype=dtype, init_std=0.3, optimizer=Adagrad(lr=0.1)))
-    weights = SimpleNamespace(table=table, dense_weight=torch.zeros(1, 2, requires_grad=True),
-                              bias=torch.zeros(1, requires_grad=True))
-    fast = FastFM(weights, torch.optim.Adagrad([weights.dense_weight, weights.bias], lr=0.1))
+    model, optimizer = online_fm()
+    fast = FusedStep(model, optimizer)
     for _ in range(3):
         fast.learn(make_batch(rng, 40))
     batch = make_batch(rng, 40)
-    expected = torch.sigmoid(reference_logits(table, weights.dense_weight.detach()[0], weights.bias.detach(), batch))
-    torch.testing.assert_close(fast.predict(batch).double(), expected, atol=1e-5, rtol=0)
+    fast.learn(make_batch(np.random.default_rng(3), 0))   # an empty chunk learns nothing
+    expected = torch.sigmoid(reference_logits(model.table, model.dense_weight.detach()[0], model.bias.detach(), batch))
+    torch.testing.assert_close(scores(fast, batch).double(), expected, atol=1e-5, rtol=0)
 
 
-def test_a_non_finite_batch_changes_nothing_and_is_counted():
+def test_a_non_finite_micro_batch_changes_nothing_and_is_counted_the_others_learn():
     rng = np.random.default_rng(4)
     model, optimizer = online_fm()
-    fast = FastFM(model, optimizer)
+    fast = FusedStep(model, optimizer)
     fast.learn(make_batch(rng, 32))
     slots = model.table.slots(all_ids(), 0.0, train=False)
     before = (model.table.gather(slots), model.dense_weight.detach().clone(), model.bias.detach().clone())
     bad = make_batch(rng, 32)
     bad.dense[5, 0] = float("inf")
-    fast.learn(bad)
-    assert fast.skipped == 1
+    assert fast.learn(bad, [8, 24])[1].tolist() == [NOT_FINITE, LEARNED]
+    assert fast.skipped == 1 and model.table.version == 2
+    assert not torch.equal(model.table.gather(slots), before[0])   # the second micro-batch learned
+    bad.dense[9, 0] = float("nan")
+    before = (model.table.gather(slots), model.dense_weight.detach().clone(), model.bias.detach().clone())
+    assert fast.learn(bad)[1].tolist() == [NOT_FINITE]
     assert torch.equal(model.table.gather(slots), before[0])
     assert torch.equal(model.dense_weight.detach(), before[1]) and torch.equal(model.bias.detach(), before[2])
 
@@ -155,7 +237,7 @@ def test_a_non_finite_batch_changes_nothing_and_is_counted():
 def test_new_ids_mid_stream_get_rows_and_move_toward_their_rate():
     rng = np.random.default_rng(5)
     model, optimizer = online_fm()
-    fast = FastFM(model, optimizer)
+    fast = FusedStep(model, optimizer)
     for _ in range(5):
         fast.learn(make_batch(rng, 64))
     newcomer = make_batch(rng, 64, np.ones(64, np.float32))
@@ -163,11 +245,12 @@ def test_new_ids_mid_stream_get_rows_and_move_toward_their_rate():
     values[:64] = 999  # every row's user is a new id, always clicked
     newcomer = Batch(SparseFeatures(list(SPARSE), values, newcomer.sparse.lengths()), newcomer.dense,
                      newcomer.labels, newcomer.ts, newcomer.dense_keys)
-    first = fast.learn(newcomer).mean()
+    first = scores(fast, newcomer).mean()
     for _ in range(10):
         fast.learn(newcomer)
     assert model.table.slots(np.array([999]), 0.0, train=False)[0] >= 0
-    assert fast.predict(newcomer).mean() > first + 0.2
+    with torch.no_grad():
+        assert torch.sigmoid(model(newcomer)).mean() > first + 0.2
 
 
 def test_ordinal_levels_take_the_module_step():
@@ -182,20 +265,20 @@ def test_ordinal_levels_take_the_module_step():
 
     rng = np.random.default_rng(9)
     (model, optimizer), (twin, twin_optimizer) = build(), build()
-    fast = FastFM(model, optimizer)
+    fast = FusedStep(model, optimizer)
     for step in range(6):
         plain = make_batch(rng, 40)
         targets = rng.integers(1, 6, 40).astype(np.float32)
         targets[::5] = np.nan
         batch = Batch(plain.sparse, plain.dense, torch.from_numpy((targets >= 4).astype(np.float32)), plain.ts,
                       plain.dense_keys, None if step == 4 else torch.from_numpy(targets))
-        scores = fast.learn(batch)
+        got = scores(fast, batch)
         logits = twin(batch, train=True)
         twin_optimizer.zero_grad()
         training_loss(twin, logits, batch).backward()
         twin.apply_gradients()
         twin_optimizer.step()
-        torch.testing.assert_close(scores, torch.sigmoid(logits.detach()), atol=1e-5, rtol=0)
+        torch.testing.assert_close(got, torch.sigmoid(logits.detach()), atol=1e-5, rtol=0)
         torch.testing.assert_close(model.ordinal_offsets, twin.ordinal_offsets, atol=1e-5, rtol=0)
         torch.testing.assert_close(table_rows(model.table, all_ids()), table_rows(twin.table, all_ids()),
                                    atol=1e-5, rtol=0)
