@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from freshrec.embedding.index import IdIndex
+from freshrec.embedding.index import IdIndex, first_occurrences
 
 
 def test_lookup_insert_delete():
@@ -117,3 +117,13 @@ def test_readers_never_see_a_wrong_row_while_the_writer_grows():
     assert errors == []
     assert len(capacities) >= 6 and min(reads) > 10       # the readers lived through many resizes
     assert (index.lookup(ids) == rows).all()
+
+
+@pytest.mark.parametrize("count", [0, 1, 7, 5_000])
+def test_first_occurrences_is_np_unique_in_order_of_first_sight(count):
+    rng = np.random.default_rng(count)
+    ids = rng.integers(1, max(count // 3, 2), count).astype(np.int64) * 0x9E3779B1   # repeats, large values
+    unique, inverse = first_occurrences(ids)
+    assert np.array_equal(unique[inverse], ids)
+    sorted_ids, first = np.unique(ids, return_index=True)
+    assert np.array_equal(unique, ids[np.sort(first)]) and len(unique) == len(sorted_ids)
