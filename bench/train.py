@@ -15,6 +15,8 @@ batch before learning from it (prequential); AUC is over all those scores (`fres
   micro-batches per call; the next chunks' ids are resolved in a worker thread while one learns);
   `fm@16`, `fm@1`, `lr@16`, `lr@1`: the same with micro-batches of 16 rows and of 1 (targets:
   300k rows/s at 1, and at 16 0.8x the speed at 512: `fm_b16_vs_b512`, `lr_b16_vs_b512`);
+  `deepfm@16`: DeepFM's module step with micro-batches of 16 (a forward and backward per micro-
+  batch: `deepfm_b16_vs_b512` measures what that costs);
 - `torch_fm`, `torch_deepfm` (the baselines): the same models written plainly in PyTorch on a
   hashed `nn.EmbeddingBag` (2^22 buckets, `sparse=True`, sparse Adagrad; dense Adagrad), the same
   learning rate, initial scale and MLP.
@@ -23,7 +25,7 @@ Prints one JSON line: per model rows/s, CPU time per row (all threads) and AUC, 
 baselines, the load average
 before and after. `bench/engine.py` imports `timed` to compare the engine with these figures.
 
-    .venv/bin/python bench/train.py [--rows 1000000] [--models fm,fm@16,fm@1,torch_fm,lr,lr@16,lr@1,deepfm,torch_deepfm]
+    .venv/bin/python bench/train.py [--rows 1000000] [--models fm,fm@16,fm@1,torch_fm,lr,...]
 """
 
 from __future__ import annotations
@@ -136,7 +138,7 @@ LEARNERS: dict[str, Callable[[], Learner]] = {
     "fm@1": lambda: trainer_learner("fm", 1), "torch_fm": lambda: torch_learner(()),
     "lr": lambda: trainer_learner("lr"), "lr@16": lambda: trainer_learner("lr", 16),
     "lr@1": lambda: trainer_learner("lr", 1), "deepfm": lambda: trainer_learner("deepfm"),
-    "torch_deepfm": lambda: torch_learner(HIDDEN)}
+    "deepfm@16": lambda: trainer_learner("deepfm", 16), "torch_deepfm": lambda: torch_learner(HIDDEN)}
 
 
 def timed(name: str, path: Path, rows: int) -> dict:
@@ -184,7 +186,7 @@ def main() -> None:
         if ours in figures and base in figures:
             figures[f"{ours}_speedup_vs_{base}"] = round(figures[ours]["rows_per_s"] / figures[base]["rows_per_s"], 2)
             figures[f"{ours}_auc_minus_{base}"] = round(figures[ours]["auc"] - figures[base]["auc"], 4)
-    for model in ("fm", "lr"):
+    for model in ("fm", "lr", "deepfm"):
         for small in (16, 1):
             if model in figures and f"{model}@{small}" in figures:
                 figures[f"{model}_b{small}_vs_b512"] = round(

@@ -134,12 +134,12 @@ def _progress(update: Callable[[int, str], None], trainer) -> Callable:
     """The progress callback: rows, rows/s and, when training, the AUC over the recent window."""
     shown, started = [0], time.monotonic()
 
-    def show(chunk, summary) -> None:
+    def show(work, summary) -> None:
         status = f"{summary.rows:,} rows  {summary.rows / max(time.monotonic() - started, 1e-9):,.0f} rows/s"
         if trainer is not None and trainer.batches - shown[0] >= 50:  # the window costs a flush
             shown[0] = trainer.batches
             window_auc = trainer.metrics.window()["auc"]
             status += f"  AUC(window) {window_auc:.4f}" if window_auc is not None else ""
-        update(len(chunk), status)
+        update(len(work.whole), status)
 
     return show

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from freshrec.batch import Batch
 from freshrec.engine.loop import Stages, Work, dead_letter_failures, run_loop
 from freshrec.engine.summary import IngestSummary
 from freshrec.events.deadletter import DeadLetterSink
@@ -36,12 +35,13 @@ __all__ = ["IngestSummary", "ingest", "train_online"]
 
 
 def ingest(chunks: Iterable[EventChunk], pipeline: FeaturePipeline, batch_size: int = 512,
-           on_chunk: Callable[[Batch, IngestSummary], None] | None = None,
+           on_chunk: Callable[[Work, IngestSummary], None] | None = None,
            dead_letters: DeadLetterSink | None = None, trainer: OnlineTrainer | None = None,
            batch_window: float | None = None) -> IngestSummary:
     """Build (and with `trainer`, learn) every micro-batch of the stream (`batch_size` rows at most,
-    spanning less than `batch_window` of event time if given); `on_chunk` sees each chunk (all its
-    micro-batches, as one `Batch`) once it is done (progress bars), with a summary that counts it.
+    spanning less than `batch_window` of event time if given); `on_chunk` sees each chunk's `Work`
+    (its batch `whole`, cut into micro-batches of `sizes` rows) once it is done (progress bars),
+    with a summary that counts it.
 
     The source validates as it reads; pass its `dead_letters` sink to have the rejected records
     counted in the summary (and a trainer's failed batches sent there)."""
@@ -50,7 +50,7 @@ def ingest(chunks: Iterable[EventChunk], pipeline: FeaturePipeline, batch_size: 
     def after(work: Work, steps: list[dict], held: bool) -> None:
         dead_letter_failures(work, steps, dead_letters)
         if on_chunk is not None and work.whole is not None:
-            on_chunk(work.whole, summary)
+            on_chunk(work, summary)
     run_loop(Stages(chunks, pipeline, trainer, batch_size, batch_window=batch_window), after=after, summary=summary)
     if dead_letters is not None:
         summary.dead_letters = dead_letters.total
@@ -59,7 +59,7 @@ def ingest(chunks: Iterable[EventChunk], pipeline: FeaturePipeline, batch_size: 
 
 
 def train_online(chunks: Iterable[EventChunk], pipeline: FeaturePipeline, trainer: OnlineTrainer,
-                 batch_size: int = 512, on_chunk: Callable[[Batch, IngestSummary], None] | None = None,
+                 batch_size: int = 512, on_chunk: Callable[[Work, IngestSummary], None] | None = None,
                  dead_letters: DeadLetterSink | None = None, batch_window: float | None = None) -> dict:
     """Learn from every micro-batch of the stream in order (each scored before it is learned).
     Returns the ingestion figures merged with `trainer.report()`, the model's name and, for a
@@ -67,11 +67,11 @@ def train_online(chunks: Iterable[EventChunk], pipeline: FeaturePipeline, traine
     (`ItemRateBaseline`: `baseline_auc`, `baseline_logloss`)."""
     baseline = ItemRateBaseline() if trainer.model.config.loss == "bce" else None
 
-    def each(chunk: Batch, summary: IngestSummary) -> None:
+    def each(work: Work, summary: IngestSummary) -> None:
         if baseline is not None:
-            baseline.learn_batch(chunk)   # row by row: a chunk at once is its micro-batches in turn
+            baseline.learn_batch(work.whole, work.sizes)
         if on_chunk is not None:
-            on_chunk(chunk, summary)
+            on_chunk(work, summary)
     summary = ingest(chunks, pipeline, batch_size, each, dead_letters, trainer, batch_window)
     figures = {**summary.as_dict(), **trainer.report(), "model": type(trainer.model).__name__}
     return {**figures, **baseline.report()} if baseline is not None else figures

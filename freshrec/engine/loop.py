@@ -235,7 +235,8 @@ class _Reader:
             if s.joiner is not None and (rest := s.joiner.flush()) is not None and len(rest):
                 yield self.work(None, rest)
         if s.checkpoint_events is not None:
-            yield Work(0, None, None, NO_ROWS, cut=self.cut(), flushed=self.log.flush() if self.log is not None else None)
+            flushed = self.log.flush() if self.log is not None else None
+            yield Work(0, None, None, NO_ROWS, cut=self.cut(), flushed=flushed)
 
     def work(self, chunk: EventChunk | None, examples: EventChunk | None) -> Work:
         """Log and featurise `examples` (from `chunk`, None for the joiner's last examples)."""

@@ -23,7 +23,6 @@ import signal
 import threading
 from collections.abc import Callable, Iterable
 
-from freshrec.batch import Batch
 from freshrec.engine.loop import Stages, Work, dead_letter_failures, publish_when_held, run_loop
 from freshrec.engine.summary import IngestSummary
 from freshrec.engine.sync import Publisher
@@ -39,7 +38,7 @@ __all__ = ["Publisher", "learn_live", "serve_until_signal", "train_and_serve"]
 
 def learn_live(stream: Iterable[EventChunk] | None, live: LiveQueue, pipeline: FeaturePipeline,
                trainer: OnlineTrainer, publisher: Publisher, stop: threading.Event, batch_size: int = 512,
-               on_chunk: Callable[[Batch, IngestSummary], None] | None = None, follow: bool = True,
+               on_chunk: Callable[[Work, IngestSummary], None] | None = None, follow: bool = True,
                dead_letters: DeadLetterSink | None = None, batch_window: float | None = None) -> IngestSummary:
     """Learn from `stream` (optional, finite) and the `live` queue (waiting events first) until
     `stop` is set (without `follow`: or the stream ends), publishing what is due after the chunks
@@ -54,7 +53,7 @@ def learn_live(stream: Iterable[EventChunk] | None, live: LiveQueue, pipeline: F
             publisher.observe(work.examples)
         publish_when_held(publisher, trainer, held)
         if on_chunk is not None and work.whole is not None:
-            on_chunk(work.whole, summary)
+            on_chunk(work, summary)
     stages = Stages(source, pipeline, trainer, batch_size, batch_window=batch_window)
     run_loop(stages, stop, after, summary)
     publisher.try_publish("full")

@@ -1,9 +1,9 @@
 """`FusedStep`: predict-then-learn of a factorization machine or a logistic regression over a
 whole chunk of the stream in one numba call, micro-batch by micro-batch (down to one event each).
 
-The model's weights (`OnlineFM`: one shared table of width k + 1; `LogisticRegression`: a table
-of width 1 per field): tables whose row holds column 0 the linear weight w and columns 1..k the
-factors v (k = 0 for LR), `dense.weight` [1, D] and `bias`. For each row of a micro-batch
+The model's weights (`OnlineFM`: a table of width k + 1; `LogisticRegression`: a table of width
+1), each row holding column 0 the linear weight w and columns 1..k the factors v (k = 0 for LR),
+`dense.weight` [1, D] and `bias`. For each row of a micro-batch
 
     logit = bias + dense_weight . x + sum_i w_i + 0.5 * sum_d [(sum_i v_id)^2 - sum_i v_id^2]
 
@@ -13,10 +13,10 @@ then takes one step on the mean BCE over its labelled rows: per occurrence dL/dw
 dL/dv_i = g * (S - v_i), with S = sum_i v_i of its row and g = (p - y) / n. A model with
 `ordinal_levels` (and a batch with `targets`) adds to g, per row with a target, sum_l
 (sigmoid(logit - offset_l) - [target >= l]) / (rows with a target), and steps the offsets
-(`freshrec.models.base.training_loss`). The rows take their table's row-wise optimizer (its own
-numba kernel, `RowOptimizer.kernel`), the dense weights torch's Adagrad step on the
-`torch.optim.Adagrad` state: the module + autograd + the same optimizers move the same weights
-the same way. A micro-batch whose gradients are not finite changes nothing.
+(`freshrec.models.base.training_loss`). The rows take their table's row-wise optimizer (its numba
+kernel, through `freshrec.embedding.optimizers.row_step`), the dense weights torch's Adagrad step
+on the `torch.optim.Adagrad` state: the module + autograd + the same optimizers move the same
+weights the same way. A micro-batch whose gradients are not finite changes nothing.
 
 The work is split by what it depends on:
 
@@ -25,9 +25,10 @@ The work is split by what it depends on:
   that depends on the rows' values, so `OnlineTrainer.learn_stream` resolves the next chunk in a
   worker thread while this one learns;
 - learning (`learn_resolved`): one call of `_learn_chunk`, which releases the GIL and loops over
-  the micro-batches: distinct rows (in order of first occurrence), score, gradients, row-wise
-  step, dense step; it returns each micro-batch's outcome and the rows it stepped, which the
-  tables then mark as changed (for deltas) and count as one version per step.
+  the micro-batches: distinct rows (in order of first occurrence, through a small local hash),
+  score, gradients, row-wise step, dense step, while the rows of the next few events are
+  prefetched; each row stepped is marked changed at that step's version (for deltas:
+  `DynamicEmbedding.in_place_steps`), and it returns each micro-batch's outcome.
 
 >>> import torch
 >>> from freshrec.batch import Batch, SparseFeatures
@@ -368,8 +369,8 @@ class FusedStep:
             versions = np.array([p.version for p in places], np.int64)
             _learn_chunk(sizes, chunk.slots, chunk.lengths, self.key_table, _dense(batch), labels, targets,
                          views.levels if graded else views.levels[:0], (chunk_rows, row_bases, state_bases, *dirty),
-                         optimizer.kind, optimizer.hyper_array, versions, views.state, np.float32(group["lr"]), np.float32(group["eps"]),
-                         most, self.tables[0].config.dim, probs, outcome)
+                         optimizer.kind, optimizer.hyper_array, versions, views.state, np.float32(group["lr"]),
+                         np.float32(group["eps"]), most, self.tables[0].config.dim, probs, outcome)
             for place, version in zip(places, versions):
                 place.steps = int(version) - place.version
         self.skipped += int((outcome == NOT_FINITE).sum())

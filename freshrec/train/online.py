@@ -39,7 +39,6 @@ True
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
 import threading

@@ -25,7 +25,7 @@ def _pipeline() -> FeaturePipeline:
 
 def test_ingest_counts(stream):
     seen = []
-    summary = ingest(stream, _pipeline(), batch_size=512, on_chunk=lambda b, s: seen.append((len(b), s.batches)))
+    summary = ingest(stream, _pipeline(), batch_size=512, on_chunk=lambda w, s: seen.append((len(w.whole), s.batches)))
     assert [len(c) for c in stream] == [1000, 1000, 500]
     assert summary.rows == 2500
     assert summary.batches == 5  # 1000 -> 512 + 488, 1000 -> 512 + 488, 500 -> 500
@@ -47,9 +47,9 @@ def test_ingest_counts(stream):
 def test_on_chunk_sees_each_chunk_and_running_summary(stream):
     calls = []
 
-    def on_chunk(chunk, summary):
+    def on_chunk(work, summary):
         assert isinstance(summary, IngestSummary)
-        calls.append((chunk, summary.rows))
+        calls.append((work.whole, summary.rows))
 
     final = ingest(stream, _pipeline(), batch_size=512, on_chunk=on_chunk)
     assert len(calls) == 3 and final.batches == 5

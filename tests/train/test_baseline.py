@@ -79,3 +79,18 @@ def test_a_batch_is_read_by_its_item_feature_and_rows_without_an_item_share_one_
 def test_bad_arguments_are_named(call, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_a_chunk_with_sizes_scores_as_its_micro_batches_one_by_one() -> None:
+    rng = np.random.default_rng(3)
+    items = rng.integers(1, 40, 300) * 104_729
+    labels = (rng.random(300) < 0.3).astype(np.float64)
+    sizes = [1] * 50 + [7, 100, 1, 42] + [25] * 4
+    together = ItemRateBaseline().learn(items, labels, sizes)
+    alone, parts, start = ItemRateBaseline(), [], 0
+    for size in sizes:
+        parts.append(alone.learn(items[start:start + size], labels[start:start + size]))
+        start += size
+    np.testing.assert_array_equal(together, np.concatenate(parts))
+    with pytest.raises(ValueError, match="micro-batches of 3 rows for 300 items"):
+        ItemRateBaseline().learn(items, labels, [1, 2])

@@ -3,15 +3,12 @@ formula itself, and a chunk of micro-batches against the same micro-batches lear
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import numpy as np
 import pytest
 import torch
 
 from freshrec.batch import Batch, SparseFeatures
-from freshrec.embedding.optimizers import Adagrad
-from freshrec.embedding.table import DynamicEmbedding, TableConfig
+from freshrec.embedding.table import DynamicEmbedding
 from freshrec.events.event import FieldKind
 from freshrec.features import FeatureSpec
 from freshrec.models.lr import LogisticRegression, LRConfig

@@ -1,0 +1,57 @@
+"""What the loop does with a trainer's steps: a micro-batch that could not be learned goes to the
+dead letters row by row (the others of its chunk are learned); `scored_batches` gives each
+micro-batch its scores, whether a step covers one micro-batch (the module path) or a whole chunk
+(the fused step)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from freshrec.batch import Batch
+from freshrec.engine.loop import Work, dead_letter_failures, scored_batches
+from freshrec.events.deadletter import MemoryDeadLetters
+from freshrec.events.simulator import Simulator, SimulatorConfig
+from freshrec.features import FeaturePipeline, default_specs
+from freshrec.models import ModelConfig, build_model
+from freshrec.train import OnlineTrainer
+
+SPECS = default_specs(Simulator.fields, dim=4)
+
+
+def chunk_work(bad_row: int | None = None) -> Work:
+    """A simulated chunk of 300 events in micro-batches of 100; `bad_row` gets the label 7."""
+    examples = next(iter(Simulator(SimulatorConfig(batch_size=300, total_events=300, seed=3))))
+    whole = FeaturePipeline(SPECS).build(examples)
+    if bad_row is not None:
+        labels = whole.labels.clone()
+        labels[bad_row] = 7.0
+        whole = Batch(whole.sparse, whole.dense, labels, whole.ts, whole.dense_keys)
+    return Work(len(examples), examples, whole, whole.sizes(100))
+
+
+@pytest.mark.parametrize("model", ["fm", "lr", "deepfm"])   # fused, fused, module
+def test_a_micro_batch_not_learned_goes_to_the_dead_letters_and_the_others_learn(model):
+    trainer = OnlineTrainer(build_model(model, SPECS, ModelConfig(dim=4)))
+    work = chunk_work(bad_row=150)
+    ((_, steps, _),) = list(trainer.learn_stream([work]))
+    sink = MemoryDeadLetters()
+    assert dead_letter_failures(work, steps, sink) == 100
+    assert {letter.reason for letter in sink.letters} == {"not_learned"}
+    assert [letter.position for letter in sink.letters] == work.examples.positions[100:200].tolist()
+    assert "labels must be 0, 1 or NaN" in sink.letters[0].detail
+    assert trainer.failed_batches == 1 and trainer.report()["scored_rows"] == 200
+
+
+@pytest.mark.parametrize("model", ["fm", "deepfm"])
+def test_scored_batches_gives_each_micro_batch_its_scores(model):
+    trainer = OnlineTrainer(build_model(model, SPECS, ModelConfig(dim=4)))
+    work = chunk_work()
+    ((_, steps, _),) = list(trainer.learn_stream([work]))
+    pairs = list(scored_batches(work, steps))
+    assert [len(batch) for batch, _ in pairs] == [100, 100, 100]
+    assert all(len(scores) == 100 and np.isfinite(scores).all() for _, scores in pairs)
+    together = np.concatenate([s["predictions"].numpy() for s in steps])
+    assert np.array_equal(np.concatenate([scores for _, scores in pairs]), together)
+    assert torch.equal(pairs[1][0].labels, work.whole.labels[100:200])
