@@ -38,7 +38,7 @@ from numba.extending import intrinsic
 
 from freshrec._words import AHEAD, prefetch
 
-__all__ = ["INITIALIZERS", "RowStorage", "int64_view", "locate", "prefetch_row", "row_view"]
+__all__ = ["INITIALIZERS", "RowStorage", "locate", "prefetch_row", "row_view"]
 
 INITIALIZERS = ("normal", "uniform", "zeros")
 ROWS = "rows"
@@ -50,21 +50,6 @@ def _f32_at(typingctx, address):
     def codegen(context, builder, sig, args):
         return builder.inttoptr(args[0], ir.FloatType().as_pointer())
     return types.CPointer(types.float32)(address), codegen
-
-
-@intrinsic
-def _i64_at(typingctx, address):
-    """The int64 `address` as an int64 pointer."""
-    def codegen(context, builder, sig, args):
-        return builder.inttoptr(args[0], ir.IntType(64).as_pointer())
-    return types.CPointer(types.int64)(address), codegen
-
-
-@numba.njit(nogil=True, cache=True, inline="always")
-def int64_view(address, n):
-    """The `n` int64 values at `address` (a numpy array's `ctypes.data`) as a writable array, for
-    numba kernels handed arrays of several lengths by address."""
-    return numba.carray(_i64_at(address), n)
 
 
 @numba.njit(nogil=True, cache=True, inline="always")

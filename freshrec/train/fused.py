@@ -51,7 +51,6 @@ from __future__ import annotations
 import math
 import operator
 from collections.abc import Sequence
-from contextlib import ExitStack
 from typing import NamedTuple
 
 import numba
@@ -60,9 +59,8 @@ import torch
 
 from freshrec._words import AHEAD, prefetch
 from freshrec.batch import Batch
-from freshrec.embedding.optimizers import RowOptimizer, row_step
-from freshrec.embedding.storage import ROWS, int64_view, locate, prefetch_row, row_view
-from freshrec.embedding.table import DynamicEmbedding
+from freshrec.embedding.optimizers import row_step
+from freshrec.embedding.storage import ROWS, locate, prefetch_row, row_view
 from freshrec.models.base import OnlineModel
 from freshrec.models.fm import OnlineFM
 from freshrec.models.lr import LogisticRegression
@@ -79,54 +77,47 @@ def _sigmoid(x):
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
-def _prefetch_rows(first, last, rows, key_table, starts, slots, tables, width):
+def _prefetch_rows(first, last, rows, starts, slots, table, width):
     """Prefetch the row, first state row and `dirty` entry of every id of rows first..last-1."""
-    chunk_rows, row_bases, state_bases, dirty, _ = tables
-    for key in range(len(key_table)):
-        t = key_table[key]
+    chunk_rows, row_bases, state_bases, dirty = table
+    for key in range(len(starts) // rows):
         for r in range(first, last):
             bag = key * rows + r
             for j in range(starts[bag], starts[bag + 1]):
                 if slots[j] >= 0:
-                    c, at = locate(chunk_rows[t], slots[j])
-                    prefetch_row(row_bases[t], c, at, width)
-                    if state_bases.shape[1]:
-                        prefetch_row(state_bases[t, 0], c, at, width)
-                    prefetch(dirty[t] + 8 * slots[j])
-
-
-@numba.njit(nogil=True, cache=True, inline="always")
-def _hash(t, slot, mask):
-    return ((np.uint64(t) << np.uint64(40) | np.uint64(slot)) * np.uint64(0x9E3779B97F4A7C15) >> np.uint64(24)) & mask
+                    c, at = locate(chunk_rows, slots[j])
+                    prefetch_row(row_bases, c, at, width)
+                    if len(state_bases):
+                        prefetch_row(state_bases[0], c, at, width)
+                    prefetch(dirty.ctypes.data + 8 * slots[j])
 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")
-def _learn_chunk(sizes, slots, lengths, key_table, dense, labels, targets, levels,  # noqa: PLR0913
-                 tables, kind, hyper, versions, dense_state, lr, eps, most, width, probs, outcome):
-    """Score then learn each micro-batch of `sizes` rows of a chunk, in order.
+def _learn_chunk(sizes, slots, lengths, dense, labels, targets, levels,  # noqa: PLR0913
+                 table, kind, hyper, version, dense_state, lr, eps, most, width, probs, outcome):
+    """Score then learn each micro-batch of `sizes` rows of a chunk, in order; returns the steps taken.
 
-    `slots` and `lengths` [keys * rows] are key-major, the keys grouped by table (`key_table`:
-    each key's table, non-decreasing); `tables` = (chunk_rows [T], row addresses [T, chunks],
-    state addresses [T, S, chunks] of host float32 storage of rows of `width`, the addresses and
-    lengths of the tables' `dirty` arrays [T]); `kind` and `hyper` the tables' row-wise optimizer
-    (`row_step`), `versions` [T] their versions (raised by the steps taken).
+    `slots` and `lengths` [keys * rows] are key-major; `table` = (chunk_rows, row addresses
+    [chunks], state addresses [S, chunks]) of host float32 storage of rows of `width`, and its
+    `dirty` array; `kind` and `hyper` its row-wise optimizer (`row_step`), `version` its version.
     `dense_state` = (dense weight, bias, their Adagrad sums, their step counters, ordinal offsets,
     their sum, their step counter). `most`: the most id occurrences of one micro-batch. Writes
     `probs` [rows] and `outcome` per micro-batch (LEARNED, NOT_FINITE or NO_LABELS); each row
-    stepped gets dirty[slot] = its table's version after the step."""
-    chunk_rows, row_bases, state_bases, dirty, dirty_len = tables
+    stepped gets dirty[slot] = the table's version after the step."""
+    chunk_rows, row_bases, state_bases, dirty = table
     weight, bias, weight_sum, bias_sum, weight_step, bias_step, offsets, offset_sum, offset_step = dense_state
-    rows, k, keys, count = len(labels), width - 1, len(key_table), len(chunk_rows)
+    rows, k = len(labels), width - 1
+    keys = len(lengths) // rows
     starts = np.empty(len(lengths) + 1, np.int64)
     starts[0] = 0
     for bag in range(len(lengths)):
         starts[bag + 1] = starts[bag] + lengths[bag]
-    size = 16   # the distinct rows of a micro-batch: open addressing on (table, slot), at most half full
+    size = 16   # the distinct rows of a micro-batch: open addressing on the slot, at most half full
     while size < 2 * most:
         size *= 2
     mask = np.uint64(size - 1)
-    hash_key, hash_u = np.empty(size, np.int64), np.full(size, -1, np.int32)
-    unique, unique_table, unique_at = np.empty(most, np.int64), np.empty(most, np.int64), np.empty(most, np.int64)
+    hash_slot, hash_u = np.empty(size, np.int64), np.full(size, -1, np.int32)
+    unique, unique_at = np.empty(most, np.int64), np.empty(most, np.int64)
     occurrence, local, summed = np.empty(most, np.int32), np.empty((most, width), np.float32), \
         np.empty((most, width), np.float32)
     batch_rows = sizes.max() if len(sizes) else 0
@@ -135,45 +126,37 @@ def _learn_chunk(sizes, slots, lengths, key_table, dense, labels, targets, level
         np.empty((batch_rows, k), np.float32)
     weight_grad, one, offset_grads = np.empty(len(weight), np.float32), np.empty(1, np.float32), \
         np.empty(len(levels), np.float32)
-    table_end = np.empty(count, np.int64)
     stepped, first, fetched = 0, 0, 0
     for part in range(len(sizes)):
         last = first + sizes[part]
         if fetched < min(last + PREFETCH_ROWS, rows):   # the next few rows, each once
-            _prefetch_rows(max(fetched, last), min(last + PREFETCH_ROWS, rows), rows, key_table, starts, slots,
-                           tables, width)
+            _prefetch_rows(max(fetched, last), min(last + PREFETCH_ROWS, rows), rows, starts, slots, table, width)
             fetched = min(last + PREFETCH_ROWS, rows)
-        # the distinct rows of the micro-batch (in order of first occurrence), table by table
+        # the distinct rows of the micro-batch, in order of first occurrence
         n, at = 0, 0
-        table_end[:] = 0
         for key in range(keys):
-            t = key_table[key]
             for r in range(first, last):
                 bag = key * rows + r
                 for j in range(starts[bag], starts[bag + 1]):
                     slot, u = slots[j], -1
                     if slot >= 0:
-                        tagged = (t << 40) | slot
-                        h = _hash(t, slot, mask)
-                        while hash_u[h] >= 0 and hash_key[h] != tagged:
+                        h = (np.uint64(slot) * np.uint64(0x9E3779B97F4A7C15) >> np.uint64(24)) & mask
+                        while hash_u[h] >= 0 and hash_slot[h] != slot:
                             h = (h + np.uint64(1)) & mask
                         u = hash_u[h]
                         if u < 0:
-                            u, hash_u[h], hash_key[h] = n, n, tagged
-                            unique[n], unique_table[n], unique_at[n] = slot, t, h
+                            u, hash_u[h], hash_slot[h] = n, n, slot
+                            unique[n], unique_at[n] = slot, h
                             n += 1
                     occurrence[at] = u
                     at += 1
-            table_end[t] = n
-        for t in range(1, count):   # a table without ids here ends where the one before does
-            table_end[t] = max(table_end[t], table_end[t - 1])
         for u in range(n):
             hash_u[unique_at[u]] = -1
             if u + AHEAD < n:
-                c, r = locate(chunk_rows[unique_table[u + AHEAD]], unique[u + AHEAD])
-                prefetch_row(row_bases[unique_table[u + AHEAD]], c, r, width)
-            c, r = locate(chunk_rows[unique_table[u]], unique[u])
-            local[u, :] = row_view(row_bases[unique_table[u]], c, r, width)
+                c, r = locate(chunk_rows, unique[u + AHEAD])
+                prefetch_row(row_bases, c, r, width)
+            c, r = locate(chunk_rows, unique[u])
+            local[u, :] = row_view(row_bases, c, r, width)
         # score: logit = bias + w.x + sum of linear weights + 0.5 * sum_d (S_d^2 - sum of squares)
         b_rows = last - first
         linear[:b_rows] = 0.0
@@ -248,15 +231,10 @@ def _learn_chunk(sizes, slots, lengths, key_table, dense, labels, targets, level
                     for d in range(k):
                         summed[u, d + 1] += g * (sums[b, d] - local[u, d + 1])
         stepped += 1
-        begin = 0
-        for t in range(count):
-            if table_end[t] > begin:
-                row_step(kind, chunk_rows[t], unique[begin:table_end[t]], summed[begin:table_end[t]], row_bases[t],
-                         state_bases[t], hyper)
-                marks = int64_view(dirty[t], dirty_len[t])
-                for u in range(begin, table_end[t]):
-                    marks[unique[u]] = max(marks[unique[u]], versions[t] + stepped)
-            begin = table_end[t]
+        if n:
+            row_step(kind, chunk_rows, unique[:n], summed[:n], row_bases, state_bases, hyper)
+        for u in range(n):
+            dirty[unique[u]] = max(dirty[unique[u]], version + stepped)
         # dense Adagrad (torch.optim.Adagrad's step) on the weights, the bias and the offsets
         one[0] = 0.0
         for b in range(b_rows):
@@ -266,7 +244,7 @@ def _learn_chunk(sizes, slots, lengths, key_table, dense, labels, targets, level
         if graded:
             _adagrad(offsets, offset_grads, offset_sum, offset_step, lr, eps)
         first = last
-    versions += stepped
+    return stepped
 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")
@@ -308,35 +286,25 @@ class FusedStep:
         if not fused_model(model):
             raise ValueError(f"the fused step does not learn {type(model).__name__} with these tables")
         self.model, self.optimizer = model, optimizer
-        names = list(model.tables)
-        self.tables: list[DynamicEmbedding] = [model.tables[name] for name in names]
-        by_table = {name: [s.name for s in model.embeddings.specs if s.table_name == name] for name in names}
-        self.keys = [key for name in names for key in by_table[name]]
-        self.key_table = np.array([t for t, name in enumerate(names) for _ in by_table[name]], np.int64)
+        (self.table,) = model.tables.values()
+        self.keys = [s.name for s in model.embeddings.specs]
         self.skipped = 0
         self._views: _DenseViews | None = None
 
     def resolve(self, batch: Batch) -> ResolvedChunk:
         """Resolve a chunk for learning (admitting new ids, as of its latest event time). Chunks
         must be resolved in the order they are learned; while a resolved chunk waits, nothing else
-        may insert into, evict from or take a delta of the tables (`OnlineTrainer.learn_stream`
+        may insert into, evict from or take a delta of the table (`OnlineTrainer.learn_stream`
         does this with `freshrec.train.lookahead`)."""
         now = float(batch.ts.max()) if len(batch) else 0.0
-        now = 0.0 if math.isnan(now) else now
         sparse = batch.sparse
         if sparse.keys() == self.keys:
             values, lengths = sparse.values().numpy(), sparse.lengths().numpy()
-        elif self.keys:
+        else:
             parts = [sparse[key] for key in self.keys]
             values = torch.cat([p.values for p in parts]).numpy()
             lengths = torch.cat([p.lengths for p in parts]).numpy()
-        else:
-            values, lengths = np.zeros(0, np.int64), np.zeros(0, np.int32)
-        counts = np.bincount(self.key_table, minlength=len(self.tables)) * len(batch)
-        ends = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])[np.cumsum(counts)]
-        slots = np.concatenate([np.zeros(0, np.int64)] + [
-            table.slots(values[start:end], now, train=True)
-            for table, start, end in zip(self.tables, np.concatenate([[0], ends[:-1]]), ends)])
+        slots = self.table.slots(values, 0.0 if math.isnan(now) else now, train=True)
         return ResolvedChunk(batch, slots, np.ascontiguousarray(lengths, np.int32))
 
     def learn(self, batch: Batch, sizes: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -361,37 +329,17 @@ class FusedStep:
         graded = batch.targets is not None
         targets = np.ascontiguousarray(batch.targets.numpy(), np.float32) if graded else labels
         views, group = self._dense_views(), self.optimizer.param_groups[0]
-        with ExitStack() as stack:
-            places = [stack.enter_context(table.in_place_steps()) for table in self.tables]
-            (chunk_rows, row_bases, state_bases), optimizer = self._table_args()
-            dirty = (np.array([p.dirty.ctypes.data for p in places], np.int64),
-                     np.array([len(p.dirty) for p in places], np.int64))
-            versions = np.array([p.version for p in places], np.int64)
-            _learn_chunk(sizes, chunk.slots, chunk.lengths, self.key_table, _dense(batch), labels, targets,
-                         views.levels if graded else views.levels[:0], (chunk_rows, row_bases, state_bases, *dirty),
-                         optimizer.kind, optimizer.hyper_array, versions, views.state, np.float32(group["lr"]),
-                         np.float32(group["eps"]), most, self.tables[0].config.dim, probs, outcome)
-            for place, version in zip(places, versions):
-                place.steps = int(version) - place.version
+        table, optimizer = self.table, self.table.row_optimizer
+        with table.in_place_steps() as place:
+            addresses = table.storage.addresses()
+            place.steps = _learn_chunk(
+                sizes, chunk.slots, chunk.lengths, _dense(batch), labels, targets,
+                views.levels if graded else views.levels[:0],
+                (table.storage.chunk_rows, addresses[ROWS], optimizer.stacked_state(addresses), place.dirty),
+                optimizer.kind, optimizer.hyper_array, place.version, views.state, np.float32(group["lr"]),
+                np.float32(group["eps"]), max(most, 1), table.config.dim, probs, outcome)
         self.skipped += int((outcome == NOT_FINITE).sum())
         return probs, outcome
-
-    def _table_args(self) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], RowOptimizer]:
-        """(chunk rows, row addresses, state addresses) of every table, padded to the same
-        number of chunks, and their row-wise optimizer."""
-        addresses = [table.storage.addresses() for table in self.tables]
-        chunks = max((len(a[ROWS]) for a in addresses), default=0)
-        optimizer = self.tables[0].row_optimizer if self.tables else None
-
-        def padded(array: np.ndarray) -> np.ndarray:
-            out = np.zeros(array.shape[:-1] + (chunks,), np.int64)
-            out[..., : array.shape[-1]] = array
-            return out
-        row_bases = np.stack([padded(a[ROWS]) for a in addresses]) if addresses else np.zeros((0, 0), np.int64)
-        state = [padded(optimizer.stacked_state(a)) for a in addresses]
-        state_bases = np.stack(state) if state else np.zeros((0, 0, 0), np.int64)
-        chunk_rows = np.array([table.storage.chunk_rows for table in self.tables], np.int64)
-        return (chunk_rows, row_bases, state_bases), optimizer
 
     def _dense_views(self) -> _DenseViews:
         model, state = self.model, self.optimizer.state
@@ -416,12 +364,11 @@ class FusedStep:
 def fused_model(model: OnlineModel) -> bool:
     """Whether `FusedStep` learns `model` as its module would: an `OnlineFM` or a
     `LogisticRegression` (the classes themselves, not subclasses) with the BCE loss and sparse
-    features, whose tables keep host float32 rows of one width and share one row-wise optimizer."""
-    if type(model) not in (OnlineFM, LogisticRegression) or model.config.loss != "bce" or not model.tables:
+    features, whose table keeps host float32 rows."""
+    if type(model) not in (OnlineFM, LogisticRegression) or model.config.loss != "bce" or len(model.tables) != 1:
         return False
-    configs = [table.config for table in model.tables.values()]
-    return all(c.dtype == "float32" and torch.device(c.device).type == "cpu" and c.dim == configs[0].dim
-               and c.optimizer == configs[0].optimizer for c in configs)
+    (table,) = model.tables.values()
+    return table.config.dtype == "float32" and torch.device(table.config.device).type == "cpu"
 
 
 def plain_adagrad(optimizer: torch.optim.Optimizer | None) -> bool:
