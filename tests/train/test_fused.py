@@ -62,6 +62,15 @@ def all_ids() -> np.ndarray:
     return np.arange(101, 425, dtype=np.int64)
 
 
+def learned_fm(rng: np.random.Generator, batches: int, rows: int, admit_after: int = 1):
+    """An FM and its fused step after `batches` batches of `rows` rows."""
+    model, optimizer = online_fm(admit_after)
+    fast = FusedStep(model, optimizer)
+    for _ in range(batches):
+        fast.learn(make_batch(rng, rows))
+    return model, fast
+
+
 def scores(step: FusedStep, batch: Batch, sizes=None) -> torch.Tensor:
     probabilities, _ = step.learn(batch, sizes)
     return torch.from_numpy(probabilities)
@@ -69,10 +78,7 @@ def scores(step: FusedStep, batch: Batch, sizes=None) -> torch.Tensor:
 
 def test_predictions_agree_with_the_module_on_the_same_weights():
     rng = np.random.default_rng(0)
-    model, optimizer = online_fm(admit_after=2)  # some ids stay without a row: slot -1
-    fast = FusedStep(model, optimizer)
-    for _ in range(6):
-        fast.learn(make_batch(rng, 64))
+    model, fast = learned_fm(rng, 6, 64, admit_after=2)  # some ids stay without a row: slot -1
     batch = make_batch(rng, 64)
     batch.sparse.values()[:5] = torch.arange(5000, 5005)  # never seen: no row, read as zeros
     with torch.no_grad():
@@ -114,23 +120,16 @@ def test_only_the_models_features_are_read_in_its_order_whatever_the_batch_holds
                                atol=1e-5, rtol=0)
 
 
-def warmed_twins(build, rng):
-    """Two equal models whose tables hold a row for every id `make_batch` draws (so that resolving
-    a chunk at once or micro-batch by micro-batch admits nothing and the rows start equal)."""
-    pair = []
-    for _ in range(2):
-        model, optimizer = build()
-        fast = FusedStep(model, optimizer)
-        every = make_batch(np.random.default_rng(99), 400)
-        fast.learn(every)
-        pair.append((model, fast))
-    return pair
+def warmed_fm():
+    """An FM whose table holds a row for every id `make_batch` draws (so that resolving a chunk at
+    once or micro-batch by micro-batch admits nothing), always the same one."""
+    return learned_fm(np.random.default_rng(99), 1, 400)
 
 
 @pytest.mark.parametrize("sizes", [[1] * 40, [3, 1, 16, 1, 1, 18], [40]])
 def test_a_chunk_of_micro_batches_learns_as_the_micro_batches_one_by_one(sizes):
     rng = np.random.default_rng(6)
-    (model, fast), (twin, twin_fast) = warmed_twins(online_fm, rng)
+    (model, fast), (twin, twin_fast) = warmed_fm(), warmed_fm()
     labels = rng.integers(0, 2, 40).astype(np.float32)
     labels[5:8] = np.nan        # a micro-batch of size 1 at row 5..7 has no label: scored only
     chunk = make_batch(rng, 40, labels)
@@ -143,12 +142,7 @@ def test_a_chunk_of_micro_batches_learns_as_the_micro_batches_one_by_one(sizes):
     assert model.table.version == twin.table.version
     assert (outcome == NO_LABELS).sum() == (3 if sizes[0] == 1 else 0)
     if len(sizes) > 1:   # learning event by event moved the scores within the chunk
-        assert not np.allclose(together, fast_scores_of_one_batch(chunk), atol=1e-4)
-
-
-def fast_scores_of_one_batch(chunk: Batch) -> np.ndarray:
-    (_, fast), _ = warmed_twins(online_fm, None)
-    return fast.learn(chunk)[0]
+        assert not np.allclose(together, warmed_fm()[1].learn(chunk)[0], atol=1e-4)
 
 
 @pytest.mark.parametrize("ftrl", [False, True])
@@ -202,10 +196,7 @@ def reference_logits(table: DynamicEmbedding, weight: torch.Tensor, bias: torch.
 
 def test_predictions_follow_the_formula():
     rng = np.random.default_rng(3)
-    model, optimizer = online_fm()
-    fast = FusedStep(model, optimizer)
-    for _ in range(3):
-        fast.learn(make_batch(rng, 40))
+    model, fast = learned_fm(rng, 3, 40)
     batch = make_batch(rng, 40)
     fast.learn(make_batch(np.random.default_rng(3), 0))   # an empty chunk learns nothing
     expected = torch.sigmoid(reference_logits(model.table, model.dense_weight.detach()[0], model.bias.detach(), batch))
@@ -214,9 +205,7 @@ def test_predictions_follow_the_formula():
 
 def test_a_non_finite_micro_batch_changes_nothing_and_is_counted_the_others_learn():
     rng = np.random.default_rng(4)
-    model, optimizer = online_fm()
-    fast = FusedStep(model, optimizer)
-    fast.learn(make_batch(rng, 32))
+    model, fast = learned_fm(rng, 1, 32)
     slots = model.table.slots(all_ids(), 0.0, train=False)
     before = (model.table.gather(slots), model.dense_weight.detach().clone(), model.bias.detach().clone())
     bad = make_batch(rng, 32)
@@ -233,10 +222,7 @@ def test_a_non_finite_micro_batch_changes_nothing_and_is_counted_the_others_lear
 
 def test_new_ids_mid_stream_get_rows_and_move_toward_their_rate():
     rng = np.random.default_rng(5)
-    model, optimizer = online_fm()
-    fast = FusedStep(model, optimizer)
-    for _ in range(5):
-        fast.learn(make_batch(rng, 64))
+    model, fast = learned_fm(rng, 5, 64)
     newcomer = make_batch(rng, 64, np.ones(64, np.float32))
     values = newcomer.sparse.values().clone()
     values[:64] = 999  # every row's user is a new id, always clicked
