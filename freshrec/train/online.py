@@ -290,13 +290,14 @@ class OnlineTrainer:
             log.info("evicted %d rows (event time %s)", freed, self.newest_ts)
 
     def _learn_part(self, part: _Part) -> dict:
-        if part.error is not None:
-            self.batches += 1
-            return self._fail(part.batch, part.error)
-        try:
-            return self._learn_fused(part.resolved, part.sizes)
-        except Exception as error:
-            return self._fail(part.batch, error)
+        """A fused part's step, or the failed step of its micro-batches."""
+        if part.error is None:
+            try:
+                return self._learn_fused(part.resolved, part.sizes)
+            except Exception as error:
+                part = part._replace(error=error)
+        self.batches += len(part.sizes)
+        return self._fail(part.batch, part.error, len(part.sizes))
 
     def _learn_safely(self, batch: Batch) -> dict:
         try:
@@ -306,10 +307,10 @@ class OnlineTrainer:
             self.model.zero_grad(set_to_none=True)
             return self._fail(batch, error)
 
-    def _fail(self, batch: Batch, error: Exception) -> dict:
-        self.failed_batches += 1
-        log.warning("batch of %d rows not learned: %s", len(batch), error)
-        return {"rows": len(batch), "batches": 1, "loss": math.nan, "skipped": 1, "predictions": None,
+    def _fail(self, batch: Batch, error: Exception, batches: int = 1) -> dict:
+        self.failed_batches += batches
+        log.warning("%d micro-batches (%d rows) not learned: %s", batches, len(batch), error)
+        return {"rows": len(batch), "batches": batches, "loss": math.nan, "skipped": batches, "predictions": None,
                 "error": str(error)}
 
     def _learn_module(self, batch: Batch) -> dict:

@@ -55,3 +55,21 @@ def test_scored_batches_gives_each_micro_batch_its_scores(model):
     together = np.concatenate([s["predictions"].numpy() for s in steps])
     assert np.array_equal(np.concatenate([scores for _, scores in pairs]), together)
     assert torch.equal(pairs[1][0].labels, work.whole.labels[100:200])
+
+
+def test_a_chunk_the_fused_step_fails_on_goes_to_the_dead_letters_whole(monkeypatch):
+    """An error inside the fused call fails all the micro-batches it covers, and they stay aligned
+    with the chunk's rows."""
+    from freshrec.train.fused import FusedStep
+
+    def broken(self, chunk, sizes=None):
+        raise RuntimeError("the kernel failed")
+    monkeypatch.setattr(FusedStep, "learn_resolved", broken)
+    trainer = OnlineTrainer(build_model("fm", SPECS, ModelConfig(dim=4)))
+    work = chunk_work()
+    ((_, steps, _),) = list(trainer.learn_stream([work]))
+    assert [(s["batches"], s["rows"], s["error"]) for s in steps] == [(3, 300, "the kernel failed")]
+    assert trainer.failed_batches == trainer.batches == 3
+    assert [scores for _, scores in scored_batches(work, steps)] == [None, None, None]
+    sink = MemoryDeadLetters()
+    assert dead_letter_failures(work, steps, sink) == 300 == len(sink.letters)
