@@ -35,7 +35,7 @@ import numpy as np
 from freshrec._durable import WriteBehind
 from freshrec.batch import Batch
 from freshrec.engine.checkpoint import Checkpoint, CheckpointStore
-from freshrec.engine.loop import Cut, Stages, Work, dead_letter_failures, publish_when_held, run_loop, scored_batches
+from freshrec.engine.loop import Cut, Stages, Work, chunk_scores, dead_letter_failures, publish_when_held, run_loop
 from freshrec.engine.summary import IngestSummary
 from freshrec.engine.sync import Publisher, SyncConfig
 from freshrec.events.source import Source
@@ -83,10 +83,11 @@ class DataFlowEngine:
                  root: str | Path, config: EngineConfig | None = None, joiner: Joiner | None = None) -> None:
         """`retrain` (set after construction) is called with the engine when a retrain is due: after
         the log is flushed, so an offline trainer reading the log sees every event learned so far.
-        `on_batch` sees each micro-batch with the online model's scores from before learning it."""
+        `on_scored` sees each chunk with the online model's scores from before learning each of its
+        micro-batches (NaN in rows not learned)."""
         self.source, self.specs, self.build = source, tuple(specs), build
         self.retrain: Callable[[DataFlowEngine], None] | None = None
-        self.on_batch: Callable[[Batch, np.ndarray], None] | None = None  # each batch, its pre-update scores
+        self.on_scored: Callable[[Batch, np.ndarray], None] | None = None  # each chunk, its pre-update scores
         self.publish_meta: Callable[[], dict] | None = None  # more JSON for each published version
         self.retrains = 0
         self.root = Path(root)
@@ -189,9 +190,8 @@ class DataFlowEngine:
     def _after_steps(self, work: Work, steps: list[dict]) -> None:
         """The hybrid hook on each scored batch; a failed batch's rows to the source's dead letters."""
         dead_letter_failures(work, steps, getattr(self.source, "dead_letters", None))
-        for batch, scores in scored_batches(work, steps) if self.on_batch is not None else ():
-            if scores is not None:
-                self.on_batch(batch, scores)
+        if self.on_scored is not None and work.whole is not None:
+            self.on_scored(work.whole, chunk_scores(steps))
 
     def checkpoint(self, cut: Cut, log_mark: Callable[[], int | None]) -> None:
         """The trainer (which has learned exactly the chunks up to `cut`), the joiner's state and the

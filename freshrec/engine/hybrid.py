@@ -85,10 +85,15 @@ class OfflineSchedule:
             rebase(engine.trainer.model, result.model)
             self.rebased += 1
 
-    def observe_batch(self, batch: Batch, online: np.ndarray) -> None:
-        """hedge: learn the weights from a labelled batch scored by both models before learning it."""
+    def observe(self, batch: Batch, online: np.ndarray) -> None:
+        """hedge: learn the weights from a batch (a chunk) scored by both models before the online
+        one learned it (`online` NaN: a row it did not learn, left out). The offline model does not
+        change within a chunk and Hedge's weights come from the rows' losses in its window, so a
+        chunk at once is its micro-batches in turn."""
         if self.hedge is not None and self.model is not None:
-            self.hedge.learn(online, probabilities(self.model, batch), batch.labels.numpy())
+            learned = ~np.isnan(online)
+            labels = np.where(learned, batch.labels.numpy(), np.nan)   # rows not learned: as unlabelled
+            self.hedge.learn(np.nan_to_num(online, nan=0.5), probabilities(self.model, batch), labels)
 
     def meta(self) -> dict:
         """What each published online version carries about fusion."""

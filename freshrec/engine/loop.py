@@ -51,8 +51,8 @@ from freshrec.log import EventLog, LogWriteError
 from freshrec.train import OnlineTrainer
 from freshrec.train.online import MicroBatched
 
-__all__ = ["Cut", "Stages", "Work", "dead_letter_failures", "micro_batches", "publish_when_held", "run_loop",
-           "scored_batches"]
+__all__ = ["Cut", "Stages", "Work", "chunk_scores", "dead_letter_failures", "micro_batches", "publish_when_held",
+           "run_loop"]
 
 READER_NAME, LOG_WRITER_NAME = "freshrec-reader", "freshrec-log-writer"
 NO_ROWS = np.zeros(0, np.int64)
@@ -379,17 +379,12 @@ def publish_when_held(publisher: Publisher, trainer: OnlineTrainer, held: bool) 
             trainer.hold()
 
 
-def scored_batches(work: Work, steps: list[dict]) -> Iterator[tuple[Batch, np.ndarray | None]]:
-    """Each micro-batch of a learned chunk with its scores from before it was learned (None where
-    it was not learned; NaN in the rows of a skipped micro-batch that shares a step with others)."""
-    batches = iter(work.batches)
-    for step in steps:
-        predictions = step["predictions"]
-        start = 0
-        for _ in range(step.get("batches", 1)):
-            batch = next(batches)
-            yield batch, None if predictions is None else predictions.numpy()[start:start + len(batch)]
-            start += len(batch)
+def chunk_scores(steps: list[dict]) -> np.ndarray:
+    """A learned chunk's scores from before each micro-batch was learned, in row order (float32;
+    NaN in the rows of micro-batches that were not learned: failed or skipped)."""
+    return np.concatenate([np.zeros(0, np.float32)] + [
+        step["predictions"].numpy() if step["predictions"] is not None else np.full(step["rows"], np.nan, np.float32)
+        for step in steps])
 
 
 def dead_letter_failures(work: Work, steps: list[dict], sink: DeadLetterSink | None) -> int:

@@ -48,7 +48,7 @@ def build_engine(source: Source, config: FreshrecConfig, state: Path, publish: b
         fusion = fusion_config(config)
         schedule = engine.retrain = OfflineSchedule(engine, offline_config(config), fusion.strategy,
                                                     fusion.window, fusion.eta)
-        engine.on_batch, engine.publish_meta = schedule.observe_batch, schedule.meta
+        engine.on_scored, engine.publish_meta = schedule.observe, schedule.meta
     return engine
 
 

@@ -141,12 +141,12 @@ def test_hedge_weights_travel_with_the_versions_and_the_server_blends(tmp_path: 
     engine = DataFlowEngine(sim, SPECS, lambda: build_model("fm", SPECS, ModelConfig(dim=4)), tmp_path,
                             EngineConfig(retrain_events=2000))
     schedule = OfflineSchedule(engine, OfflineConfig(epochs=1), fusion="hedge", window=500)
-    engine.retrain, engine.on_batch, engine.publish_meta = schedule, schedule.observe_batch, schedule.meta
+    engine.retrain, engine.on_scored, engine.publish_meta = schedule, schedule.observe, schedule.meta
     engine.run(on_chunk=schedule.poll)
     schedule.close(engine)               # waits for the retraining in progress: an offline model exists
     for batch in FeaturePipeline(SPECS).build(next(iter(Simulator(SimulatorConfig(total_events=1000, seed=5))))
                                              ).split(250):
-        schedule.observe_batch(batch, probabilities(engine.trainer.model, batch))
+        schedule.observe(batch, probabilities(engine.trainer.model, batch))
     engine.publisher.publish_delta()     # weights for the newest offline model travel with this version
     service = ModelService(engine.registry, offline=ModelRegistry(tmp_path / "offline-registry"))
     service.sync()

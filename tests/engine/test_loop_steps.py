@@ -1,16 +1,15 @@
 """What the loop does with a trainer's steps: a micro-batch that could not be learned goes to the
-dead letters row by row (the others of its chunk are learned); `scored_batches` gives each
-micro-batch its scores, whether a step covers one micro-batch (the module path) or a whole chunk
+dead letters row by row (the others of its chunk are learned); `chunk_scores` gives the chunk's
+scores in row order, whether a step covers one micro-batch (the module path) or a whole chunk
 (the fused step)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from freshrec.batch import Batch
-from freshrec.engine.loop import Work, dead_letter_failures, scored_batches
+from freshrec.engine.loop import Work, chunk_scores, dead_letter_failures
 from freshrec.events.deadletter import MemoryDeadLetters
 from freshrec.events.simulator import Simulator, SimulatorConfig
 from freshrec.features import FeaturePipeline, default_specs
@@ -45,16 +44,16 @@ def test_a_micro_batch_not_learned_goes_to_the_dead_letters_and_the_others_learn
 
 
 @pytest.mark.parametrize("model", ["fm", "deepfm"])
-def test_scored_batches_gives_each_micro_batch_its_scores(model):
+def test_chunk_scores_are_the_scores_of_each_micro_batch_in_row_order(model):
     trainer = OnlineTrainer(build_model(model, SPECS, ModelConfig(dim=4)))
-    work = chunk_work()
+    work = chunk_work(bad_row=150)
     ((_, steps, _),) = list(trainer.learn_stream([work]))
-    pairs = list(scored_batches(work, steps))
-    assert [len(batch) for batch, _ in pairs] == [100, 100, 100]
-    assert all(len(scores) == 100 and np.isfinite(scores).all() for _, scores in pairs)
-    together = np.concatenate([s["predictions"].numpy() for s in steps])
-    assert np.array_equal(np.concatenate([scores for _, scores in pairs]), together)
-    assert torch.equal(pairs[1][0].labels, work.whole.labels[100:200])
+    scores = chunk_scores(steps)
+    assert len(scores) == 300 and np.isnan(scores[100:200]).all()   # the micro-batch not learned
+    assert np.isfinite(scores[:100]).all() and np.isfinite(scores[200:]).all()
+    twin = OnlineTrainer(build_model(model, SPECS, ModelConfig(dim=4)))
+    first = twin.learn(work.batches[0])["predictions"].numpy()
+    np.testing.assert_allclose(scores[:100], first, atol=1e-6)   # scored before it was learned
 
 
 def test_a_chunk_the_fused_step_fails_on_goes_to_the_dead_letters_whole(monkeypatch):
@@ -70,6 +69,6 @@ def test_a_chunk_the_fused_step_fails_on_goes_to_the_dead_letters_whole(monkeypa
     ((_, steps, _),) = list(trainer.learn_stream([work]))
     assert [(s["batches"], s["rows"], s["error"]) for s in steps] == [(3, 300, "the kernel failed")]
     assert trainer.failed_batches == trainer.batches == 3
-    assert [scores for _, scores in scored_batches(work, steps)] == [None, None, None]
+    assert np.isnan(chunk_scores(steps)).all()
     sink = MemoryDeadLetters()
     assert dead_letter_failures(work, steps, sink) == 300 == len(sink.letters)
