@@ -46,7 +46,7 @@ from ingest import criteo_file  # bench/ is on sys.path when run as a script
 from torch import nn
 
 from freshrec.batch import Batch
-from freshrec.engine.loop import Stages, micro_batches, run_loop
+from freshrec.engine.loop import Stages, chunk_scores, micro_batches, run_loop
 from freshrec.events.datasets.criteo import FIELDS, CriteoReplay
 from freshrec.events.deadletter import MemoryDeadLetters
 from freshrec.events.source import LimitedSource
@@ -121,14 +121,11 @@ def trainer_learner(name: str, batch: int = BATCH) -> Learner:
     `batch` rows; yields each chunk and its scores."""
     trainer = OnlineTrainer(build_model(name, SPECS, ModelConfig(dim=DIM, lr=LR, init_std=INIT_STD)))
 
-    def scores(steps: list[dict]) -> torch.Tensor:
-        return torch.cat([s["predictions"] if s["predictions"] is not None else torch.full((s["rows"],), torch.nan)
-                          for s in steps])
-
     def learn(path: Path, limit: int | None) -> Iterator[tuple[Batch, torch.Tensor | None]]:
         scored: list[tuple[Batch, torch.Tensor | None]] = []
         run_loop(Stages(source(path, limit), FeaturePipeline(SPECS), trainer, batch),
-                 after=lambda work, steps, _: scored.append((work.whole, scores(steps))) if steps else None)
+                 after=lambda work, steps, _: scored.append((work.whole, torch.from_numpy(chunk_scores(steps))))
+                 if steps else None)
         return iter(scored)
     return learn
 

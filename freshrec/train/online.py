@@ -335,19 +335,20 @@ class OnlineTrainer:
         probabilities, outcome = self._fused.learn_resolved(resolved, sizes)
         self.batches += len(outcome)
         skipped = outcome == NOT_FINITE
-        labels, kept = batch.labels.numpy(), np.repeat(~skipped, sizes)
+        scored, labels, ts = probabilities, batch.labels.numpy(), batch.ts.numpy()   # the rows learned
         if skipped.any():
+            kept = np.repeat(~skipped, sizes)
             self.skipped_batches += int(skipped.sum())
             self.skipped_rows += int((~kept).sum())
             log.warning("skipped %d of %d micro-batches (%d rows) up to batch %d: a gradient is not finite",
                         skipped.sum(), len(outcome), (~kept).sum(), self.batches)
             probabilities[~kept] = np.nan
-        value = logloss(probabilities[kept], labels[kept])   # the labels' term, NaN without any
-        step = {"rows": len(batch), "batches": len(outcome), "loss": value, "skipped": int(skipped.sum()),
-                "predictions": None}
-        if kept.any():
+            scored, labels, ts = probabilities[kept], labels[kept], ts[kept]
+        step = {"rows": len(batch), "batches": len(outcome), "loss": logloss(scored, labels),  # NaN without labels
+                "skipped": int(skipped.sum()), "predictions": None}
+        if len(scored):
             step["predictions"] = torch.from_numpy(probabilities)
-            self._record(probabilities[kept], labels[kept], batch.ts.numpy()[kept])
+            self._record(scored, labels, ts)
         return step
 
     def _gradients_finite(self) -> bool:
