@@ -19,16 +19,35 @@ import numpy as np
 import torch
 
 from freshrec.batch.sparse import SparseFeatures, pin
+from freshrec.events.event import USER
 
 
 @numba.njit(nogil=True, cache=True)
-def _event_time_parts(ts, size, window):
+def _event_time_parts(ts, users, known, size, window):
     """Rows per micro-batch: one starts at the first row `size` rows, or at least `window` of
-    event time, after the first row of the one before."""
+    event time, after the first row of the one before, or whose user (`users[i]` where
+    `known[i]`) already has a row in the one before. The users of the open micro-batch are kept
+    in a small open-addressing set (`slots`, cleared through `used` when a micro-batch ends)."""
+    capacity = 1 << max(4, int(np.ceil(np.log2(2 * min(size, max(len(ts), 1))))))
+    slots, filled = np.zeros(capacity, np.int64), np.zeros(capacity, np.bool_)
+    used, n_used = np.empty(min(size, max(len(ts), 1)), np.int64), 0
     sizes, n, start = np.empty(len(ts), np.int64), 0, 0
-    for i in range(1, len(ts)):
-        if i - start >= size or ts[i] - ts[start] >= window:
+    for i in range(len(ts)):
+        slot = -1
+        if known[i]:
+            slot = (users[i] * 0x9E3779B97F4A7C15) & (capacity - 1)
+            while filled[slot] and slots[slot] != users[i]:
+                slot = (slot + 1) & (capacity - 1)
+        if i > start and (i - start >= size or ts[i] - ts[start] >= window or (slot >= 0 and filled[slot])):
             sizes[n], n, start = i - start, n + 1, i
+            for j in range(n_used):
+                filled[used[j]] = False
+            n_used = 0
+            if slot >= 0:
+                slot = (users[i] * 0x9E3779B97F4A7C15) & (capacity - 1)
+        if slot >= 0 and not filled[slot]:
+            slots[slot], filled[slot] = users[i], True
+            used[n_used], n_used = slot, n_used + 1
     if len(ts):
         sizes[n], n = len(ts) - start, n + 1
     return sizes[:n]
@@ -66,23 +85,42 @@ class Batch:
         return self.labels.shape[0]
 
     def sizes(self, size: int, window: float | None = None) -> np.ndarray:
-        """Rows per micro-batch: consecutive micro-batches of at most `size` rows; with `window`,
-        each also ends before its first row at least `window` of event time after its own first
-        row, so a slow stream learns in small micro-batches and a fast one in full ones (the cuts
-        are a function of the rows alone).
+        """Rows per micro-batch: consecutive micro-batches of at most `size` rows. With `window`
+        (cut by event time), each also ends before its first row at least `window` of event time
+        after its own first row, so a slow stream learns in small micro-batches and a fast one in
+        full ones, and before a row whose user (the `user_id` feature, where the batch has one)
+        already has a row in it, so each user's events are learned in order: the next event of a
+        user is scored by a model that has learned the one before, even when a burst of them
+        shares one timestamp. The cuts are a function of the rows alone.
 
         >>> import torch
         >>> batch = Batch(SparseFeatures([], torch.zeros(0, dtype=torch.int64), torch.zeros(0, dtype=torch.int32)),
         ...               torch.zeros(6, 0), torch.zeros(6), torch.tensor([0.0, 1, 2, 30, 31, 90], dtype=torch.float64))
         >>> batch.sizes(4).tolist(), batch.sizes(2, window=10.0).tolist()
         ([4, 2], [2, 1, 2, 1])
+        >>> users = SparseFeatures([USER], torch.tensor([7, 8, 7, 9]), torch.ones(4, dtype=torch.int32))
+        >>> Batch(users, torch.zeros(4, 0), torch.zeros(4), torch.zeros(4, dtype=torch.float64)).sizes(4, 1.0).tolist()
+        [2, 2]
         """
         if size < 1:
             raise ValueError(f"micro-batches must hold at least one row, not {size}")
         if window is None:
             rows = len(self)
             return np.minimum(size, rows - np.arange(0, rows, size, dtype=np.int64))
-        return _event_time_parts(self.ts.cpu().numpy(), size, window)
+        users, known = self._users()
+        return _event_time_parts(self.ts.cpu().numpy(), users, known, size, window)
+
+    def _users(self) -> tuple[np.ndarray, np.ndarray]:
+        """Each row's first `user_id` id and whether it has one (none known without the feature)."""
+        rows = len(self)
+        if USER not in self.sparse.keys():
+            return np.zeros(rows, np.int64), np.zeros(rows, np.bool_)
+        jagged = self.sparse[USER]
+        lengths, starts = jagged.lengths.cpu().numpy(), jagged.offsets[:-1].cpu().numpy()
+        known = lengths > 0
+        users = np.zeros(rows, np.int64)
+        users[known] = jagged.values.cpu().numpy()[starts[known]]
+        return users, known
 
     def split(self, size: int | Sequence[int], window: float | None = None) -> list[Batch]:
         """The micro-batches of `sizes(size, window)`, or of the row counts listed (views where

@@ -89,7 +89,9 @@ class ModelSection(Section):
 
     name: Literal[MODEL_NAMES] = Field("fm", description="lr, fm (factorization machine), deepfm or dcn")
     dim: int = Field(16, ge=1, description="Embedding width (FM factors)")
-    lr: float = Field(0.05, gt=0, description="Learning rate of the embedding rows (and the dense parameters)")
+    lr: float | None = Field(None, gt=0, description=(
+        "Learning rate of the embedding rows (and the dense parameters); null: 0.5 / the number of "
+        "sparse fields (2 / fields for lr's weights)"))
     seed: int = Field(0, description="Seed of the initial weights (and of the simulator)")
     loss: Literal["bce", "mse"] = Field("bce", description="bce (0/1 labels) or mse (ratings)")
     admit_after: int = Field(1, ge=1, description="Sightings of an id before it gets an embedding row")
@@ -105,17 +107,20 @@ class EmbeddingSection(Section):
     """The row-wise optimizer of the embedding tables."""
 
     optimizer: Literal["adagrad", "ftrl"] = Field("adagrad", description="adagrad, or ftrl (model lr only)")
-    initial_accumulator: float = Field(0.0, ge=0, description="Adagrad: the accumulators' starting value")
-    linear_lr: float | None = Field(None, gt=0,
-                                    description="FM models: learning rate of the linear weights (null: model.lr)")
+    initial_accumulator: float = Field(0.1, ge=0, description="Adagrad: the accumulators' starting value")
+    linear_lr: float | None = Field(None, gt=0, description=(
+        "FM models: learning rate of the linear weights (null: 2 / the number of sparse fields, or "
+        "model.lr when that is set)"))
 
 
 class TrainingSection(Section):
     """Online and offline training (the article's `online_batch_size` and `offline_interval`)."""
 
-    online_batch_size: int = Field(512, ge=1, description="Rows per online micro-batch")
-    online_batch_window: Duration | None = Field(None, description=(
-        "A micro-batch also ends before an event this much event time after its first (null: by size only)"))
+    online_batch_size: int = Field(512, ge=1, description="Most rows per online micro-batch")
+    online_batch_window: Duration | None = Field(0.001, description=(
+        "A micro-batch also ends before an event this much event time after its first, or whose user "
+        "already has an event in it (null: by size only). The default 1ms: a stream slower than about "
+        "1,000 events/s learns event by event, a stream of 500,000 events/s in full micro-batches"))
     offline_interval: Duration | None = Field(21600.0, description=(
         "Event time between offline retrainings (null: by offline_events only, or never)"))
     offline_events: int | None = Field(None, ge=1,

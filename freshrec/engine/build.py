@@ -127,8 +127,8 @@ def model_config(config: FreshrecConfig) -> ModelConfig:
     sections (of a config without `problems()`).
 
     >>> model_config(FreshrecConfig())
-    FMConfig(dim=16, lr=0.05, init_std=0.01, seed=0, admit_after=1, ttl_seconds=None, capacity=None, loss='bce', \
-initial_accumulator=0.0, ordinal_levels=(), linear_lr=None)
+    FMConfig(dim=16, lr=None, init_std=0.01, seed=0, admit_after=1, ttl_seconds=None, capacity=None, loss='bce', \
+initial_accumulator=0.1, ordinal_levels=(), linear_lr=None)
     """
     model, embedding = config.model, config.embedding
     config_class = MODELS[model.name][1]

@@ -51,8 +51,8 @@ __all__ = ["DataFlowEngine", "EngineConfig"]
 
 @dataclass(frozen=True)
 class EngineConfig:
-    """- `batch_size`: micro-batch rows; `batch_window`: the event time a micro-batch may span (None:
-      any); `checkpoint_events`: source events between checkpoints;
+    """- `batch_size`: most micro-batch rows; `batch_window`: the event time a micro-batch may span,
+      its users each appearing once (`Batch.sizes`; None: by size alone); `checkpoint_events`: source events between checkpoints;
     - `sync`: delta and snapshot publishing (`publish=False`: none, e.g. without servers);
     - `trainer`: the online trainer's settings;
     - `retrain_events` / `retrain_seconds` (event time): how often the `retrain` hook is called
@@ -61,7 +61,7 @@ class EngineConfig:
     - `target`: the graded column featurised as `Batch.targets` (ordinal levels; None: none)."""
 
     batch_size: int = 512
-    batch_window: float | None = None
+    batch_window: float | None = 0.001
     checkpoint_events: int = 50_000
     publish: bool = True
     retrain_events: int | None = None

@@ -70,8 +70,8 @@ class DCNv2(OnlineModel):
     """Cross network + deep MLP over per-field embeddings (one table per `spec.table_name`)."""
 
     def __init__(self, specs: Sequence[FeatureSpec], config: DCNConfig | None = None) -> None:
-        config = config or DCNConfig()
-        super().__init__(specs, config)
+        super().__init__(specs, config or DCNConfig())
+        config = self.config
         self.embeddings = EmbeddingCollection([replace(s, dim=config.dim) for s in self.sparse_specs],
                                               config.table(config.dim), pooling=config.pooling)
         width = len(self.sparse_specs) * config.dim + len(self.dense_specs)

@@ -51,8 +51,8 @@ class DeepFM(OnlineFM):
     scalar head."""
 
     def __init__(self, specs: Sequence[FeatureSpec], config: DeepFMConfig | None = None) -> None:
-        config = config or DeepFMConfig()
-        super().__init__(specs, config)
+        super().__init__(specs, config or DeepFMConfig())
+        config = self.config
         width = len(self.sparse_specs) * config.dim + len(self.dense_specs)
         with seeded(config.seed + 1):
             self.deep = nn.Sequential(mlp(width, config.hidden, config.dropout),

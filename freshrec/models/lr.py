@@ -13,8 +13,8 @@ id weights learn with row-wise Adagrad, or with FTRL-Proximal (`LRConfig(ftrl=Tr
 >>> batch = Batch(SparseFeatures(["user_id"], torch.tensor([1, 2]), torch.ones(2, dtype=torch.int32)),
 ...               dense=torch.zeros(2, 0), labels=torch.tensor([1.0, 0.0]),
 ...               ts=torch.zeros(2, dtype=torch.float64))
->>> model(batch, train=True).tolist(), model.tables["lr"].config.optimizer
-([0.0, 0.0], FTRL(alpha=0.05, beta=1.0, l1=1.0, l2=0.0))
+>>> model(batch, train=True).tolist(), model.tables["lr"].config.optimizer   # alpha: 2 / fields
+([0.0, 0.0], FTRL(alpha=2.0, beta=1.0, l1=1.0, l2=0.0))
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from freshrec.batch import Batch
 from freshrec.embedding import EmbeddingCollection
 from freshrec.embedding.optimizers import FTRL
 from freshrec.features import FeatureSpec
-from freshrec.models.base import ModelConfig, OnlineModel, zero_linear
+from freshrec.models.base import LINEAR_STEP, ModelConfig, OnlineModel, zero_linear
 
 TABLE = "lr"
 
@@ -37,20 +37,28 @@ TABLE = "lr"
 @dataclass(frozen=True)
 class LRConfig(ModelConfig):
     """`ModelConfig` (`dim` unused: id weights are scalars) plus the FTRL option: `ftrl`, and its
-    `beta`, `l1`, `l2`. With FTRL the rows start at zero, as FTRL's weights do."""
+    `beta`, `l1`, `l2`. With FTRL the rows start at zero, as FTRL's weights do. The rows are
+    linear weights: `lr` None is `LINEAR_STEP / fields` (the FM's `linear_lr` default).
+
+    >>> LRConfig().for_fields(4).lr
+    0.5
+    """
 
     ftrl: bool = False
     beta: float = 1.0
     l1: float = 0.0
     l2: float = 0.0
 
+    def for_fields(self, fields: int) -> LRConfig:
+        return self if self.lr is not None else replace(self, lr=LINEAR_STEP / max(fields, 1))
+
 
 class LogisticRegression(OnlineModel):
     """Id weights (the shared table "lr") + `dense` linear + `bias`."""
 
     def __init__(self, specs: Sequence[FeatureSpec], config: LRConfig | None = None) -> None:
-        config = config or LRConfig()
-        super().__init__(specs, config)
+        super().__init__(specs, config or LRConfig())
+        config = self.config
         optimizer = FTRL(alpha=config.lr, beta=config.beta, l1=config.l1, l2=config.l2) if config.ftrl else None
         table = config.table(1, optimizer)
         if config.ftrl:

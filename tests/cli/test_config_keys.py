@@ -59,9 +59,9 @@ CHANGES: dict[str, tuple[dict[str, Any], Any]] = {
         ("name", "lr"), ("dim", 8), ("lr", 0.1), ("seed", 3), ("loss", "mse"), ("admit_after", 2), ("ttl", "1d"),
         ("capacity", 1000)]},
     "model.ordinal_levels": (LEVELS, [3.0]),
-    "embedding": ({}, {"initial_accumulator": 0.1}),
+    "embedding": ({}, {"initial_accumulator": 0.5}),
     "embedding.optimizer": (LR, "ftrl"),
-    "embedding.initial_accumulator": ({}, 0.1),
+    "embedding.initial_accumulator": ({}, 0.5),
     "embedding.linear_lr": ({}, 0.3),
     "training": ({}, {"epochs": 1}),
     **{f"training.{key}": ({}, value) for key, value in [

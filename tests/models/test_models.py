@@ -145,7 +145,7 @@ def test_fm_linear_lr_steps_column_0_only() -> None:
         FMConfig(linear_lr=0.0)
     moved = {}
     for linear_lr in (None, 0.5):
-        model = OnlineFM(SPECS, FMConfig(dim=4, lr=0.1, linear_lr=linear_lr, init_std=0.01))
+        model = OnlineFM(SPECS, FMConfig(dim=4, lr=0.1, linear_lr=linear_lr, init_std=0.01, initial_accumulator=0.0))
         batch = _batch()
         output = model(batch, train=True)
         row = model.table.slots(np.array([11]), 0.0, train=False)

@@ -55,7 +55,7 @@ def test_another_seed_gives_another_run() -> None:
 
 def test_new_ids_mid_stream_get_rows_and_move_toward_their_rate() -> None:
     rng = np.random.default_rng(0)
-    trainer = OnlineTrainer(OnlineFM(SPECS, FMConfig(dim=4, lr=0.1)))
+    trainer = OnlineTrainer(OnlineFM(SPECS, FMConfig(dim=4)))
     for step in range(30):  # an established stream: users 1..50, items 100..109, rate 0.5
         users, items = rng.integers(1, 51, 64).tolist(), rng.integers(100, 110, 64).tolist()
         trainer.learn(_batch(users, items, rng.integers(0, 2, 64).astype(float).tolist(), ts=step))

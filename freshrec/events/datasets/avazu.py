@@ -1,7 +1,10 @@
 """Avazu CTR logs (Kaggle 2014 `train.csv`, plain or gzip) as a replay of click events.
 
-Event time is `hour` (`YYMMDDHH`, UTC) as epoch seconds; the label is `click`; `id`
-(an unsigned 64-bit integer) is kept as a string column.
+Event time is `hour` (`YYMMDDHH`, UTC) as epoch seconds, with the rows of one hour spread
+evenly over it in file order (`spread_over_hours`: the file is in time order, the time within
+the hour is not recorded, and a whole hour at one instant would make the stream look like one
+burst to anything cut by event time); the label is `click`; `id` (an unsigned 64-bit integer)
+is kept as a string column.
 
 Ids. Avazu has no user id; `device_id` is the usual proxy, but most rows carry the
 anonymous device id `a99f214a`, and for those the user is `device_ip + "-" + device_model`
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -47,7 +51,7 @@ from freshrec.events.event import ITEM, LABEL, TS, USER, Field, FieldKind
 from freshrec.events.source import TableReplay
 from freshrec.events.validate import RowChecks, blank_mask
 
-__all__ = ["ANONYMOUS_DEVICE", "AVAZU_COLUMNS", "open_avazu"]
+__all__ = ["ANONYMOUS_DEVICE", "AVAZU_COLUMNS", "open_avazu", "spread_over_hours"]
 
 AVAZU_COLUMNS = (
     "id", "click", "hour", "C1", "banner_pos", "site_id", "site_domain", "site_category", "app_id",
@@ -79,7 +83,7 @@ def open_avazu(path: Path, dead_letters: DeadLetterSink, batch_size: int = 65_53
     item = checks.integers(column(ITEM_COLUMN), ITEM_COLUMN, required=True)
     features = {n: checks.integers(column(n), n) if n in _INTEGER_FIELDS else blank_to_null(column(n))
                 for n in _FIELD_NAMES}
-    ts = hour_seconds(column("hour"), checks)
+    ts = spread_over_hours(hour_seconds(column("hour"), checks))
     label = checks.binary_label(column("click"), "click")
     columns = {TS: ts, USER: user, ITEM: item, LABEL: label, "id": column("id")}
     columns.update(features)
@@ -96,6 +100,24 @@ def _user_ids(device: pa.Array, ip: pa.Array, model: pa.Array, checks: RowChecks
                   lambda r: "device_id is missing" if blank_mask(device[r:r + 1])[0]
                   else "anonymous device_id and device_ip or device_model is missing")
     return pc.if_else(anonymous, proxy, device)
+
+
+def spread_over_hours(seconds: pa.Array) -> pa.Array:
+    """Hour starts (epoch seconds, null where invalid) -> the k-th of an hour's n rows at
+    `hour + 3600 * k / n`, in the order given.
+
+    >>> spread_over_hours(pa.array([7200.0, 7200.0, None, 7200.0, 10800.0])).to_pylist()
+    [7200.0, 8400.0, None, 9600.0, 10800.0]
+    """
+    values = seconds.to_numpy(zero_copy_only=False).astype(np.float64)
+    valid = ~np.isnan(values)
+    hours = values[valid]
+    _, group, counts = np.unique(hours, return_inverse=True, return_counts=True)
+    order = np.argsort(group, kind="stable")
+    rank = np.empty(len(hours), np.int64)
+    rank[order] = np.arange(len(hours)) - np.repeat(np.cumsum(counts) - counts, counts)
+    values[valid] = hours + 3600.0 * rank / counts[group]
+    return pa.array(values, mask=~valid)
 
 
 def hour_seconds(hour: pa.Array, checks: RowChecks) -> pa.Array:
