@@ -11,7 +11,9 @@ in its field's namespace, each dense field its signed log1p value), one event at
 - `ftrl`: `--loss_function logistic --ftrl` (FTRL-Proximal);
 - `fm`: `--loss_function logistic` and `--lrq` of every namespace pair at rank 8 (VW's
   factorization machine).
-`vw_best` names the best of the four by AUC. Streams (`$FRESHREC_DATA`, default ../shared/data):
+`vw_best` names the best of the four by AUC. `--held-out PATH` adds a CSV log none of the
+defaults were chosen on (columns user, item, ts, label, and categorical ones; `--held-out-multi
+COL` for a multi-valued one, '|'-separated). Streams (`$FRESHREC_DATA`, default ../shared/data):
 MovieLens-100k, the Criteo and Avazu heads, the six Open Bandit logs (two policies x three
 campaigns) and the built-in simulator (100,000 events). An Open Bandit log holds 38-69 clicks in
 10,000 impressions, so its AUC has a standard error of about 0.04: `open_bandit_mean_auc` is the
@@ -21,7 +23,8 @@ Prints one JSON line: per stream {freshrec: {auc, logloss, events_per_s}, vw_def
 vw_logistic, vw_ftrl, vw_fm: {auc, logloss}, vw_best, margin_over_best, margin_over_defaults}, with
 the load average.
 
-    .venv/bin/pip install vowpalwabbit && .venv/bin/python bench/versus_vw.py [--streams ml,criteo]
+    .venv/bin/pip install vowpalwabbit && .venv/bin/python bench/versus_vw.py [--streams criteo,avazu]
+        [--held-out log.csv --held-out-multi genres]
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ import numpy as np
 
 from freshrec.engine.loop import micro_batches
 from freshrec.events.datasets import open_source
+from freshrec.events.datasets.tabular import ColumnMapping
 from freshrec.events.deadletter import MemoryDeadLetters
 from freshrec.features import FeaturePipeline, default_specs
 from freshrec.metrics import auc
@@ -53,6 +57,7 @@ STREAMS = {"movielens-100k": ("movielens-100k", "movielens-100k"),
            **{f"open-bandit-{p}-{c}": ("open-bandit", f"{OPEN_BANDIT}/{p}/{c}")
               for p in ("bts", "random") for c in ("all", "men", "women")},
            "simulator": ("simulator", None)}
+MAPPINGS: dict[str, ColumnMapping] = {}   # the column mappings of the held-out CSV logs
 SIMULATED_EVENTS = 100_000
 VW_CONFIGS = {"defaults": "", "logistic": "--loss_function logistic", "ftrl": "--loss_function logistic --ftrl"}
 
@@ -61,10 +66,25 @@ def _data() -> Path:
     return Path(os.environ.get("FRESHREC_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
 
 
+def held_out(path: Path, multi: tuple[str, ...]) -> ColumnMapping:
+    """The mapping of a held-out CSV log: columns user, item, ts (epoch s) and label (0/1); of
+    the others, those in `multi` multi-valued ('|'), the rest categorical."""
+    with path.open() as f:
+        header = f.readline().strip().split(",")
+    others = tuple(c for c in header if c not in ("user", "item", "ts", "label"))
+    return ColumnMapping("user", "item", "ts", label="label", multi=tuple(c for c in others if c in multi),
+                         categorical=tuple(c for c in others if c not in multi))
+
+
 def _args(stream: str) -> list[str]:
     fmt, path = STREAMS[stream]
     args = ["--format", fmt]
     args += ["--limit", str(SIMULATED_EVENTS)] if path is None else ["--data", str(_data() / path)]
+    if fmt == "csv":
+        mapping = MAPPINGS[stream]
+        args += ["--user", mapping.user, "--item", mapping.item, "--time", mapping.time, "--label", mapping.label]
+        args += [a for c in mapping.categorical for a in ("--cat", c)]
+        args += [a for c in mapping.multi for a in ("--multi", c)] + (["--sep", "|"] if mapping.multi else [])
     return args
 
 
@@ -81,7 +101,8 @@ def freshrec_defaults(stream: str) -> dict:
 def vw_lines(stream: str) -> tuple[list[str], np.ndarray]:
     """The stream as VW examples (label -1/1): one namespace per field, freshrec's own features."""
     fmt, path = STREAMS[stream]
-    source = open_source(fmt, None if path is None else _data() / path, MemoryDeadLetters())
+    source = open_source(fmt, None if path is None else _data() / path, MemoryDeadLetters(),
+                         mapping=MAPPINGS.get(stream))
     specs = default_specs(source.fields)
     lines, labels = [], []
     for batch in micro_batches(source, FeaturePipeline(specs), 4096):
@@ -130,9 +151,17 @@ def _lrq(lines: list[str]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--streams", default=",".join(STREAMS))
+    parser.add_argument("--held-out", type=Path, action="append", default=[],
+                        help="also a CSV log no default was chosen on (columns user, item, ts, label, ...)")
+    parser.add_argument("--held-out-multi", action="append", default=[], help="its multi-valued columns")
     args = parser.parse_args()
+    streams = args.streams.split(",") if args.streams else []
+    for path in args.held_out:
+        STREAMS[path.stem] = ("csv", str(path.resolve()))
+        MAPPINGS[path.stem] = held_out(path, tuple(args.held_out_multi))
+        streams.append(path.stem)
     load_before, report = os.getloadavg()[0], {}
-    for stream in args.streams.split(","):
+    for stream in streams:
         lines, labels = vw_lines(stream)
         row = {"freshrec": freshrec_defaults(stream)}
         for name, options in {**VW_CONFIGS, "fm": f"--loss_function logistic {_lrq(lines)}"}.items():

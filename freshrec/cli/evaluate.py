@@ -76,9 +76,10 @@ def _ab_config(settings: FreshrecConfig, arms: str, day: str, offline_window: st
 
 
 def _replay_ab(settings: FreshrecConfig, config, report: Path | None):
-    """Read the stream into micro-batches and replay the arms over them; (result, report page or None)."""
+    """Read the stream into chunks cut into micro-batches and replay the arms over them; (result,
+    report page or None)."""
     from freshrec.engine.build import feature_specs, open_stream
-    from freshrec.engine.loop import micro_batches
+    from freshrec.engine.loop import featurised
     from freshrec.evaluate import replay_ab, write_report
     from freshrec.events.deadletter import MemoryDeadLetters
     from freshrec.features import FeaturePipeline
@@ -88,9 +89,9 @@ def _replay_ab(settings: FreshrecConfig, config, report: Path | None):
     specs = feature_specs(settings, source.fields)
     pipeline = FeaturePipeline(specs, settings.features.target)
     size = settings.training.online_batch_size
-    batches = list(micro_batches(source, pipeline, size, batch_window=settings.training.online_batch_window))
-    if not batches:
+    units = list(featurised(source, pipeline, size, batch_window=settings.training.online_batch_window))
+    if not units:
         raise RuntimeError(f"the stream is empty ({letters.total:,} records rejected)")
-    result = replay_ab(batches, specs, config)
+    result = replay_ab(units, specs, config)
     title = f"Replay A/B: {settings.source.format}"
     return result, write_report(result, report, title=title) if report is not None else None

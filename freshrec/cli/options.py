@@ -95,11 +95,12 @@ SOURCE = (
 MODEL = (
     Flag("--model", "model.name", str, "The model: lr, fm, deepfm or dcn."),
     Flag("--dim", "model.dim", int, "Embedding width (FM factors)."),
-    Flag("--lr", "model.lr", float, "Learning rate (row-wise and dense Adagrad)."),
+    Flag("--lr", "model.lr", float, "Learning rate (row-wise and dense Adagrad; default 0.5 / sparse fields)."),
     Flag("--seed", "model.seed", int, "Seed of the model and of the simulator."),
-    Flag("--batch-size", "training.online_batch_size", int, "Rows per micro-batch."),
+    Flag("--batch-size", "training.online_batch_size", int, "Most rows per micro-batch."),
     Flag("--batch-window", "training.online_batch_window", str,
-         "A micro-batch also ends before an event this much event time after its first (e.g. 10s)."),
+         "A micro-batch also ends before an event this much event time after its first, or whose user "
+         "already has one in it (default 1ms; off: by size only).", lambda v: None if v == "off" else v),
 )
 OFFLINE = (
     Flag("--offline-interval", "training.offline_interval", str,

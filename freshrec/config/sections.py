@@ -38,6 +38,9 @@ class KafkaSection(Section):
     group: str = Field("freshrec-trainer", min_length=1, description="Consumer group of the trainers")
     settings: dict[str, str] = Field({}, description="Extra librdkafka settings (SASL, TLS...), key: value")
     idle_timeout: Duration | None = Field(None, description="Stop after this long without a message (null: never)")
+    max_delay: Duration = Field(0.2, gt=0, description=(
+        "The longest the consumer waits to fill a chunk: on a slow topic an event waits at most this long "
+        "(plus the loop's own time) before the micro-batch that learns it is cut"))
 
 
 class SourceSection(Section):

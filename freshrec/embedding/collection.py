@@ -122,9 +122,10 @@ class EmbeddingCollection(nn.Module):
         """Forget the rows served by the last training forward without updating them."""
         self._served = []
 
-    def apply_gradients(self) -> None:
-        """Update the rows served by the last training forward with their gradients."""
+    def apply_gradients(self, events: int = 1) -> None:
+        """Update the rows served by the last training forward with their gradients (of a loss
+        averaged over `events` events: `DynamicEmbedding.apply_gradients`)."""
         for table, slots, rows in self._served:
             if rows.grad is not None:
-                table.apply_gradients(slots, rows.grad)
+                table.apply_gradients(slots, rows.grad, events=events)
         self._served = []

@@ -81,6 +81,7 @@ class _RowKernel:
     kernel: Callable[..., None]
     hyper: tuple[np.floating, ...]
     state: tuple[tuple[str, int, float], ...] = ()
+    per_event: bool = False   # takes a micro-batch's gradients times its events (see `Adagrad`)
 
     @property
     def kind(self) -> int:
@@ -260,6 +261,12 @@ class Adagrad:
     `first_column_lr` (None: `lr`) is the learning rate of column 0 only - the linear weight
     of an FM table (`FMConfig.linear_lr`), which wants bigger steps than the factors.
 
+    Per event: a table hands it a micro-batch's gradients (of the mean loss) times the events
+    they average (`DynamicEmbedding.apply_gradients(events=...)`), so the accumulators sum one
+    event's gradient scale whatever the micro-batch size and `initial_accumulator` damps the
+    first steps of a row as much at 512 events as at 1. Without an initial accumulator nothing
+    changes: Adagrad's steps do not depend on the gradients' scale.
+
     >>> import numpy as np
     >>> optimizer = Adagrad(lr=0.1, first_column_lr=0.5).build()
     >>> rows, state = np.zeros((1, 3), np.float32), {"accum": np.zeros((1, 3), np.float32)}
@@ -278,7 +285,7 @@ class Adagrad:
         _require(self.lr >= 0 and self.eps >= 0 and self.initial_accumulator >= 0 and first >= 0,
                  f"lr, eps, initial_accumulator and first_column_lr must be >= 0: {self}")
         return _RowKernel(_adagrad_step, (np.float32(self.lr), np.float32(self.eps), np.float32(first)),
-                          (("accum", 0, float(self.initial_accumulator)),))
+                          (("accum", 0, float(self.initial_accumulator)),), per_event=True)
 
 
 @dataclass(frozen=True)

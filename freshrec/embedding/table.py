@@ -279,10 +279,12 @@ class DynamicEmbedding:
         """float32 [len(slots), dim] on the table's device; slot -1 reads as zeros."""
         return self._s.storage.gather(slots)
 
-    def apply_gradients(self, slots: np.ndarray, grads: torch.Tensor, unique: bool = False) -> None:
+    def apply_gradients(self, slots: np.ndarray, grads: torch.Tensor, unique: bool = False,
+                        events: int = 1) -> None:
         """One optimizer step on the rows of `slots` (-1 dropped, repeats summed); version + 1.
         `unique=True` promises distinct non-negative slots (a fused kernel summed them already),
-        which skips the coalescing.
+        which skips the coalescing. `events`: how many events the gradients average (a per-event
+        optimizer, `Adagrad`, takes them times that).
 
         Host float32 rows and state are updated where they lie; others are gathered, stepped
         and scattered back."""
@@ -292,6 +294,8 @@ class DynamicEmbedding:
             rows, summed = np.ascontiguousarray(slots, np.int64), np.ascontiguousarray(grads, np.float32)
         else:
             rows, summed = s.coalescer(slots, grads, s.storage.high)
+        if s.optimizer.per_event and events != 1:
+            summed = summed * np.float32(events)
         addresses = s.storage.addresses()
         if addresses is not None:
             s.optimizer.step_at(addresses, s.storage.chunk_rows, rows, summed)

@@ -105,7 +105,7 @@ def kafka_source(kafka: KafkaSection, fields, dead_letters: DeadLetterSink | Non
         dead_letters = KafkaDeadLetters(KafkaSink(kafka.bootstrap, f"{kafka.topic}.dead", settings))
     has_ids = {"user_id", "item_id"} <= {f.name for f in fields}   # Criteo-like data sets have neither
     return KafkaSource(kafka.bootstrap, kafka.topic, kafka.group, fields, dead_letters, settings,
-                       idle_timeout=kafka.idle_timeout, require_ids=has_ids)
+                       idle_timeout=kafka.idle_timeout, require_ids=has_ids, max_delay=kafka.max_delay)
 
 
 def feature_specs(config: FreshrecConfig, fields: Sequence[Field]) -> list[FeatureSpec]:

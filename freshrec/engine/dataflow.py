@@ -52,7 +52,8 @@ __all__ = ["DataFlowEngine", "EngineConfig"]
 @dataclass(frozen=True)
 class EngineConfig:
     """- `batch_size`: most micro-batch rows; `batch_window`: the event time a micro-batch may span,
-      its users each appearing once (`Batch.sizes`; None: by size alone); `checkpoint_events`: source events between checkpoints;
+      its users each appearing once (`Batch.sizes`; None: by size alone); `checkpoint_events`:
+      source events between checkpoints;
     - `sync`: delta and snapshot publishing (`publish=False`: none, e.g. without servers);
     - `trainer`: the online trainer's settings;
     - `retrain_events` / `retrain_seconds` (event time): how often the `retrain` hook is called

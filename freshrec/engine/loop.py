@@ -51,8 +51,8 @@ from freshrec.log import EventLog, LogWriteError
 from freshrec.train import OnlineTrainer
 from freshrec.train.online import MicroBatched
 
-__all__ = ["Cut", "Stages", "Work", "chunk_scores", "dead_letter_failures", "micro_batches", "publish_when_held",
-           "run_loop"]
+__all__ = ["Cut", "Stages", "Work", "chunk_scores", "dead_letter_failures", "featurised", "micro_batches",
+           "publish_when_held", "run_loop"]
 
 READER_NAME, LOG_WRITER_NAME = "freshrec-reader", "freshrec-log-writer"
 NO_ROWS = np.zeros(0, np.int64)
@@ -402,11 +402,20 @@ def dead_letter_failures(work: Work, steps: list[dict], sink: DeadLetterSink | N
     return failed
 
 
-def micro_batches(source: Iterable[EventChunk], pipeline: FeaturePipeline, batch_size: int = 512,
-                  read_ahead: int = 4, batch_window: float | None = None) -> Iterator[Batch]:
-    """The loop's reading stages alone: every micro-batch of the stream, featurised in the reader
-    thread ahead of the caller (for consumers that are not an `OnlineTrainer`, e.g. `evaluate ab`)."""
+def featurised(source: Iterable[EventChunk], pipeline: FeaturePipeline, batch_size: int = 512,
+               read_ahead: int = 4, batch_window: float | None = None) -> Iterator[Work]:
+    """The loop's reading stages alone: the stream's chunks featurised and cut into micro-batches
+    (`Work.whole`, `Work.sizes`) in the reader thread ahead of the caller (for consumers that are
+    not the loop's trainer, e.g. `evaluate ab`)."""
     stages = Stages(source, pipeline, batch_size=batch_size, read_ahead=read_ahead, batch_window=batch_window)
     gone = threading.Event()
     for work in _ahead(_Reader(stages, threading.Event(), gone, None), read_ahead, gone, _keep_alive(source)):
+        if work.whole is not None:
+            yield work
+
+
+def micro_batches(source: Iterable[EventChunk], pipeline: FeaturePipeline, batch_size: int = 512,
+                  read_ahead: int = 4, batch_window: float | None = None) -> Iterator[Batch]:
+    """Every micro-batch of the stream, in order (`featurised`, cut)."""
+    for work in featurised(source, pipeline, batch_size, read_ahead, batch_window):
         yield from work.batches

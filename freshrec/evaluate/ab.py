@@ -15,11 +15,12 @@ compute (`cpu_seconds`, process time) is measured alone.
 
 >>> from freshrec.events.simulator import Simulator, SimulatorConfig
 >>> from freshrec.features import FeaturePipeline, default_specs
+>>> from freshrec.train import Unit
 >>> sim = Simulator(SimulatorConfig(total_events=3000, batch_size=1000))
 >>> specs = default_specs(sim.fields, dim=4)
 >>> pipeline = FeaturePipeline(specs)
->>> batches = [b for chunk in sim for b in pipeline.build(chunk).split(256)]
->>> result = replay_ab(batches, specs, ABConfig(arms=("hourly", "online"), day=1.0))
+>>> units = [Unit.of(pipeline.build(chunk), 256) for chunk in sim]   # chunks in micro-batches of 256
+>>> result = replay_ab(units, specs, ABConfig(arms=("hourly", "online"), day=1.0))
 >>> sorted(result.arms), result.arms["online"].rows
 (['hourly', 'online'], 3000)
 """
@@ -28,19 +29,21 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from freshrec.batch import Batch
+from freshrec.engine.loop import chunk_scores
 from freshrec.features import FeatureSpec
 from freshrec.fusion import HedgeFusion, rebase
 from freshrec.metrics.streaming import auc, logloss
 from freshrec.models import ModelConfig, build_model
 from freshrec.models.base import OnlineModel, probabilities
-from freshrec.train import OnlineTrainer, TrainerConfig
+from freshrec.train import OnlineTrainer, TrainerConfig, Unit
 from freshrec.train.offline import OfflineConfig, OfflineTrainer
+from freshrec.train.online import MicroBatched
 
 __all__ = ["ABConfig", "ABResult", "ArmResult", "replay_ab"]
 
@@ -112,28 +115,62 @@ class ABResult:
         return {name: arm.figures(self.config.day, self.first_day) for name, arm in self.arms.items()}
 
 
+class _Clock:
+    """When an arm acts (retrains): before the first micro-batch that starts at or after `next`,
+    which the micro-batch acted at moves on to `advance(its start)` (the first micro-batch sets it)."""
+
+    def __init__(self, advance: Callable[[float], float]) -> None:
+        self.advance, self.next = advance, None
+
+    def segments(self, unit: MicroBatched) -> Iterator[tuple[Unit, bool]]:
+        """`unit` in runs of whole micro-batches, each (run, whether the arm acts before it)."""
+        sizes = np.asarray(unit.sizes, np.int64)
+        offsets = np.concatenate([[0], np.cumsum(sizes)])
+        starts = unit.whole.ts.numpy()[offsets[:-1]]
+        cuts = []
+        for i, start in enumerate(starts.tolist()):
+            if self.next is None:
+                self.next = self.advance(start)
+            elif start >= self.next:
+                cuts.append(i)
+                self.next = self.advance(start)
+        bounds = [0, *[c for c in cuts if c > 0], len(sizes)]
+        for first, last in zip(bounds, bounds[1:]):
+            rows = slice(int(offsets[first]), int(offsets[last]))
+            yield Unit(_rows(unit.whole, rows), sizes[first:last].tolist()), first in cuts
+
+
+def _rows(batch: Batch, rows: slice) -> Batch:
+    """Rows `rows` of `batch` (the batch itself when that is all of it)."""
+    if rows.start == 0 and rows.stop == len(batch):
+        return batch
+    sizes = [rows.start, rows.stop - rows.start, len(batch) - rows.stop]
+    parts = batch.split([size for size in sizes if size])
+    return parts[1 if rows.start else 0]
+
+
 class _Retrained:
     """daily/hourly: retrain on everything before each period boundary, frozen in between."""
 
     def __init__(self, period: float, offline: OfflineTrainer) -> None:
-        self.period, self.offline = period, offline
+        self.offline = offline
+        self.clock = _Clock(lambda start: (math.floor(start / period) + 1) * period)
         self.model: OnlineModel | None = None
         self.past: list[Batch] = []
-        self.boundary: float | None = None
         self.cpu = 0.0
         self.retrains = 0
         self.positives = self.labelled = 0.0
 
-    def step(self, batch: Batch) -> np.ndarray:
-        start = float(batch.ts[0])
-        if self.boundary is None:
-            self.boundary = (math.floor(start / self.period) + 1) * self.period
-        if start >= self.boundary:
+    def step(self, unit: MicroBatched) -> np.ndarray:
+        return np.concatenate([self._run(run, acts) for run, acts in self.clock.segments(unit)])
+
+    def _run(self, run: Unit, retrain: bool) -> np.ndarray:
+        batch = run.whole
+        if retrain:
             began = time.process_time()
             self.model = self.offline.learn(self.past).model
             self.cpu += time.process_time() - began
             self.retrains += 1
-            self.boundary = (math.floor(start / self.period) + 1) * self.period
         if self.model is None:
             scores = np.full(len(batch), self.positives / self.labelled if self.labelled else 0.5, np.float32)
         else:
@@ -149,11 +186,12 @@ class _Online:
     def __init__(self, trainer: OnlineTrainer) -> None:
         self.trainer, self.cpu = trainer, 0.0
 
-    def step(self, batch: Batch) -> np.ndarray:
+    def step(self, unit: MicroBatched) -> np.ndarray:
+        """The unit's scores, each micro-batch's from before it was learned (0.5 where one was not)."""
         began = time.process_time()
-        scores = self.trainer.learn(batch)["predictions"]
+        ((_, steps, _),) = self.trainer.learn_stream([unit])
         self.cpu += time.process_time() - began
-        return scores.numpy() if scores is not None else np.full(len(batch), 0.5, np.float32)
+        return np.nan_to_num(chunk_scores(steps), nan=0.5)
 
 
 class _Hybrid(_Online):
@@ -162,20 +200,21 @@ class _Hybrid(_Online):
     def __init__(self, trainer: OnlineTrainer, offline: OfflineTrainer, config: ABConfig) -> None:
         super().__init__(trainer)
         self.offline, self.config = offline, config
+        self.clock = _Clock(lambda start: start + config.offline_interval)
         self.fusion = HedgeFusion() if config.fusion == "hedge" else None
         self.model: OnlineModel | None = None
         self.past: list[Batch] = []
-        self.next_retrain: float | None = None
         self.retrains = 0
 
-    def step(self, batch: Batch) -> np.ndarray:
-        start = float(batch.ts[0])
-        if self.next_retrain is None:
-            self.next_retrain = start + self.config.offline_interval
-        if start >= self.next_retrain and self.past:
-            self._retrain(start)
+    def step(self, unit: MicroBatched) -> np.ndarray:
+        return np.concatenate([self._run(run, acts) for run, acts in self.clock.segments(unit)])
+
+    def _run(self, run: Unit, retrain: bool) -> np.ndarray:
+        batch = run.whole
+        if retrain and self.past:
+            self._retrain(float(batch.ts[0]))
         offline = probabilities(self.model, batch) if self.model is not None and self.fusion else None
-        online = super().step(batch)
+        online = super().step(run)
         self.past.append(batch)
         if self.fusion is None:
             return online
@@ -192,13 +231,15 @@ class _Hybrid(_Online):
             rebase(self.trainer.model, self.model)
         self.cpu += time.process_time() - began
         self.retrains += 1
-        self.next_retrain = now + self.config.offline_interval
         self.past = [b for b in self.past if window is None or float(b.ts[-1]) >= now - window]
 
 
-def replay_ab(batches: Sequence[Batch], specs: Sequence[FeatureSpec], config: ABConfig | None = None) -> ABResult:
-    """Run every arm over `batches` (time-ordered micro-batches) and collect their scores."""
+def replay_ab(units: Sequence[MicroBatched], specs: Sequence[FeatureSpec], config: ABConfig | None = None) -> ABResult:
+    """Run every arm over `units` (the time-ordered stream in chunks cut into micro-batches, e.g.
+    `Unit.of(batch, 512)`) and collect their scores: the online models learn a chunk's
+    micro-batches in one call, the frozen models score the runs between two retrainings at once."""
     config = config or ABConfig()
+    units = [unit for unit in units if unit.whole is not None and len(unit.whole)]
 
     def build() -> OnlineModel:
         return build_model(config.model, specs, config.model_config)
@@ -213,10 +254,10 @@ def replay_ab(batches: Sequence[Batch], specs: Sequence[FeatureSpec], config: AB
                   "online": lambda: _Online(OnlineTrainer(build(), TrainerConfig(seed=config.model_config.seed))),
                   "hybrid": lambda: _Hybrid(OnlineTrainer(build(), TrainerConfig(seed=config.model_config.seed)),
                                             offline(), config)}[name]()
-        scores = np.concatenate([runner.step(batch) for batch in batches]).astype(np.float32)
+        scores = np.concatenate([runner.step(unit) for unit in units]).astype(np.float32)
         weights = list(runner.fusion.history) if isinstance(runner, _Hybrid) and runner.fusion else []
-        arms[name] = ArmResult(name, scores, np.concatenate([b.labels.numpy() for b in batches]),
-                               np.concatenate([b.ts.numpy() for b in batches]), runner.cpu,
+        arms[name] = ArmResult(name, scores, np.concatenate([u.whole.labels.numpy() for u in units]),
+                               np.concatenate([u.whole.ts.numpy() for u in units]), runner.cpu,
                                getattr(runner, "retrains", 0), weights)
-    first = float(batches[0].ts[0]) if batches else 0.0
+    first = float(units[0].whole.ts[0]) if units else 0.0
     return ABResult(arms, config, math.floor(first / config.day) * config.day)

@@ -230,17 +230,20 @@ class KafkaDeadLetters(CountingDeadLetters):
 class KafkaSource:
     """Consumes `topic` in consumer group `group`; a `Source` of live events (never ends by itself;
     `idle_timeout` ends iteration after that many seconds without a message once partitions are
-    assigned). `require_ids=False` accepts events without user or item (a Criteo-like stream)."""
+    assigned). `require_ids=False` accepts events without user or item (a Criteo-like stream).
+    `max_delay` (seconds): the longest one consume waits to fill a chunk (`max_events`): on a slow
+    topic the first message of a chunk waits at most this long before the chunk goes to the loop."""
 
     has_event_time = True
 
     def __init__(self, bootstrap: str, topic: str, group: str, fields: Sequence[Field],
                  dead_letters: DeadLetterSink, settings: Mapping[str, str] | None = None,
-                 max_events: int = 10_000, idle_timeout: float | None = None, require_ids: bool = True) -> None:
+                 max_events: int = 10_000, idle_timeout: float | None = None, require_ids: bool = True,
+                 max_delay: float = 0.2) -> None:
         self.name, self.topic = f"kafka:{topic}", topic
         self.fields = tuple(fields)
         self.dead_letters = dead_letters
-        self.max_events, self.idle_timeout = max_events, idle_timeout
+        self.max_events, self.idle_timeout, self.max_delay = max_events, idle_timeout, max_delay
         self._rows_per_message = 1.0    # of the last chunk: batch messages hold many
         self._decoder = MessageDecoder(self.fields, require_ids)
         self._config = {"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False,
@@ -310,7 +313,7 @@ class KafkaSource:
         if self._held:
             held, self._held = self._held, []
             return held
-        messages = consumer.consume(max(1, int(self.max_events / self._rows_per_message)), timeout=0.2)
+        messages = consumer.consume(max(1, int(self.max_events / self._rows_per_message)), timeout=self.max_delay)
         self._polled = time.monotonic()
         return messages
 

@@ -213,9 +213,10 @@ class OnlineModel(nn.Module):
         now = float(batch.ts.max())
         return now if now == now else 0.0
 
-    def apply_gradients(self) -> None:
-        """Row-wise optimizer step on the table rows served by the last training forward."""
-        self.embeddings.apply_gradients()
+    def apply_gradients(self, events: int = 1) -> None:
+        """Row-wise optimizer step on the table rows served by the last training forward, whose
+        loss averaged `events` events."""
+        self.embeddings.apply_gradients(events)
 
     def served_gradients(self) -> list[torch.Tensor | None]:
         return self.embeddings.served_gradients()

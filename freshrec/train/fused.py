@@ -94,12 +94,13 @@ def _prefetch_rows(first, last, rows, starts, slots, table, width):
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")
 def _learn_chunk(sizes, slots, lengths, dense, labels, targets, levels,  # noqa: PLR0913
-                 table, kind, hyper, version, dense_state, lr, eps, most, width, probs, outcome):
+                 table, kind, hyper, per_event, version, dense_state, lr, eps, most, width, probs, outcome):
     """Score then learn each micro-batch of `sizes` rows of a chunk, in order; returns the steps taken.
 
     `slots` and `lengths` [keys * rows] are key-major; `table` = (chunk_rows, row addresses
     [chunks], state addresses [S, chunks]) of host float32 storage of rows of `width`, and its
-    `dirty` array; `kind` and `hyper` its row-wise optimizer (`row_step`), `version` its version.
+    `dirty` array; `kind` and `hyper` its row-wise optimizer (`row_step`; `per_event`: it takes a
+    micro-batch's gradients times the events they average), `version` its version.
     `dense_state` = (dense weight, bias, their Adagrad sums, their step counters, ordinal offsets,
     their sum, their step counter). `most`: the most id occurrences of one micro-batch. Writes
     `probs` [rows] and `outcome` per micro-batch (LEARNED, NOT_FINITE or NO_LABELS); each row
@@ -231,6 +232,8 @@ def _learn_chunk(sizes, slots, lengths, dense, labels, targets, levels,  # noqa:
                     for d in range(k):
                         summed[u, d + 1] += g * (sums[b, d] - local[u, d + 1])
         stepped += 1
+        if per_event:
+            summed[:n] *= np.float32(labelled if labelled else graded)
         if n:
             row_step(kind, chunk_rows, unique[:n], summed[:n], row_bases, state_bases, hyper)
         for u in range(n):
@@ -336,7 +339,8 @@ class FusedStep:
                 sizes, chunk.slots, chunk.lengths, _dense(batch), labels, targets,
                 views.levels if graded else views.levels[:0],
                 (table.storage.chunk_rows, addresses[ROWS], optimizer.stacked_state(addresses), place.dirty),
-                optimizer.kind, optimizer.hyper_array, place.version, views.state, np.float32(group["lr"]),
+                optimizer.kind, optimizer.hyper_array, optimizer.per_event, place.version, views.state,
+                np.float32(group["lr"]),
                 np.float32(group["eps"]), max(most, 1), table.config.dim, probs, outcome)
         self.skipped += int((outcome == NOT_FINITE).sum())
         return probs, outcome

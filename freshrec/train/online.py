@@ -322,7 +322,7 @@ class OnlineTrainer:
             return self._skip(batch, float(value.detach()))
         if self._optimizer is not None:
             self._optimizer.step()
-        self.model.apply_gradients()
+        self.model.apply_gradients(_events(batch))
         predictions = self._score(output.detach())
         self._record(predictions.numpy(), batch.labels.numpy(), batch.ts.numpy())
         return {"rows": len(batch), "batches": 1, "loss": float(value.detach()), "skipped": 0,
@@ -394,6 +394,14 @@ class OnlineTrainer:
                 "skipped_batches": self.skipped_batches, "failed_batches": self.failed_batches,
                 "live_ids": self.model.live_ids,
                 "evicted_ids": sum(table.evicted for table in self.model.tables.values())}
+
+
+def _events(batch: Batch) -> int:
+    """The events the training loss averages: the labelled rows (the graded ones when none is)."""
+    labelled = int((~torch.isnan(batch.labels)).sum())
+    if labelled == 0 and batch.targets is not None:
+        labelled = int((~torch.isnan(batch.targets)).sum())
+    return max(labelled, 1)
 
 
 def fused_step(model: OnlineModel, optimizer: torch.optim.Optimizer | None) -> FusedStep | None:

@@ -46,7 +46,7 @@ CHANGES: dict[str, tuple[dict[str, Any], Any]] = {
     "source.kafka": (KAFKA, {"topic": "other"}),
     **{f"source.kafka.{key}": (KAFKA, value) for key, value in [
         ("bootstrap", "broker:9092"), ("topic", "other"), ("group", "g2"), ("settings", {"acks": "all"}),
-        ("idle_timeout", "5s")]},
+        ("idle_timeout", "5s"), ("max_delay", "50ms")]},
     "join": ({}, {"window": "30s"}),
     "join.window": ({}, "30s"),
     "join.allowed_lateness": (JOIN, "1s"),

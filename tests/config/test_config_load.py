@@ -50,7 +50,7 @@ def test_unknown_keys_at_top_level_and_nested(tmp_path):
         ["gpu.kind: unknown key 'kind' (allowed: type, count, autoscale)"]
     (line,) = problems_of(tmp_path, "source:\n  kafka:\n    brokers: x\n")
     assert line == ("source.kafka.brokers: unknown key 'brokers' "
-                    "(allowed: bootstrap, topic, group, settings, idle_timeout)")
+                    "(allowed: bootstrap, topic, group, settings, idle_timeout, max_delay)")
     (line,) = problems_of(tmp_path, "features:\n  fields:\n    user_id: {table: u, size: 8}\n")
     assert line == "features.fields.user_id.size: unknown key 'size' (allowed: table)"
 

@@ -12,6 +12,7 @@ from freshrec.evaluate import ABConfig, replay_ab, write_report
 from freshrec.events.simulator import Simulator, SimulatorConfig
 from freshrec.features import FeaturePipeline, default_specs
 from freshrec.models import ModelConfig
+from freshrec.train import Unit
 from freshrec.train.offline import OfflineConfig
 
 pytestmark = pytest.mark.integration
@@ -25,10 +26,10 @@ def test_the_report_renders_in_chromium(tmp_path: Path) -> None:
     sim = Simulator(SimulatorConfig(total_events=6000, batch_size=2000))
     specs = default_specs(sim.fields, dim=4)
     pipeline = FeaturePipeline(specs)
-    batches = [b for chunk in sim for b in pipeline.build(chunk).split(256)]
+    units = [Unit.of(pipeline.build(chunk), 256) for chunk in sim]
     config = ABConfig(arms=("daily", "online", "hybrid"), model_config=ModelConfig(dim=4), day=2.0,
                       offline_interval=1.0, offline_window=None, offline=OfflineConfig(epochs=1))
-    page_path = write_report(replay_ab(batches, specs, config), tmp_path)
+    page_path = write_report(replay_ab(units, specs, config), tmp_path)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=browser_path, args=["--no-sandbox"])
         page = browser.new_page()

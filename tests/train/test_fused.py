@@ -43,13 +43,14 @@ def online_fm(admit_after: int = 1):
 
 
 def module_step(model, optimizer, batch: Batch) -> torch.Tensor:
-    """The module's way: forward, mean BCE over labelled rows, backward, row-wise + dense Adagrad."""
+    """The module's way: forward, mean BCE over labelled rows, backward, row-wise (per event: the
+    mean's gradients times the labelled rows) + dense Adagrad."""
     logits = model(batch, train=True)
     known = ~torch.isnan(batch.labels)
     loss = torch.nn.functional.binary_cross_entropy_with_logits(logits[known], batch.labels[known])
     optimizer.zero_grad()
     loss.backward()
-    model.apply_gradients()
+    model.apply_gradients(int(known.sum()))
     optimizer.step()
     return torch.sigmoid(logits.detach())
 
@@ -259,7 +260,7 @@ def test_ordinal_levels_take_the_module_step():
         logits = twin(batch, train=True)
         twin_optimizer.zero_grad()
         training_loss(twin, logits, batch).backward()
-        twin.apply_gradients()
+        twin.apply_gradients(len(batch))   # every row labelled
         twin_optimizer.step()
         torch.testing.assert_close(got, torch.sigmoid(logits.detach()), atol=1e-5, rtol=0)
         torch.testing.assert_close(model.ordinal_offsets, twin.ordinal_offsets, atol=1e-5, rtol=0)

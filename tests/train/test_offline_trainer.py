@@ -33,7 +33,7 @@ def _batches(config: SimulatorConfig = STATIONARY) -> list[Batch]:
 
 
 def _fm() -> OnlineModel:
-    return build_model("fm", SPECS, ModelConfig(dim=4))
+    return build_model("fm", SPECS, ModelConfig(dim=4, lr=0.05))
 
 
 def _deepfm() -> OnlineModel:
