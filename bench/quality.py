@@ -12,8 +12,8 @@ AUC of the FM (each micro-batch scored before it is learned, the stream in file 
 
 Streams (`$FRESHREC_DATA`, default ../shared/data): MovieLens-100k (label rating >= 4; event time in
 seconds over 7 months), the Criteo head (10,000 rows; no event time in the file, so one second a
-row) and the Avazu head (9,999 rows, all in one hour: its event time has hour granularity, so
-every sync interval here leaves the server on the untrained model; it shows in table (a) only).
+row) and the Avazu head (9,999 rows, all in one hour: the reader spreads an hour's rows evenly over
+it, so an interval of an hour or more leaves the server on the untrained model).
 FM, dim 16, learning rate 0.05, micro-batches of `--batch-size` (32).
 
 Prints one JSON line: per stream `tables` {collisionless, 2^12 ... 2^22: AUC} and `sync`
