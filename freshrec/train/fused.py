@@ -217,12 +217,14 @@ def _learn_chunk(sizes, slots, lengths, dense, labels, targets, levels,  # noqa:
         if outcome[part] != LEARNED:
             first = last
             continue
-        # each distinct row's gradient, summed over its occurrences in batch order
+        # each distinct row's gradient, summed over its occurrences in batch order (per event: times
+        # the events the mean is over, for a `per_event` optimizer)
         summed[:n] = 0.0
+        scale = np.float32(labelled if labelled else graded) if per_event else np.float32(1.0)
         at = 0
         for key in range(keys):
             for b in range(b_rows):
-                bag, g = key * rows + first + b, grads[b]
+                bag, g = key * rows + first + b, grads[b] * scale
                 for _ in range(starts[bag], starts[bag + 1]):
                     u = occurrence[at]
                     at += 1
@@ -232,8 +234,6 @@ def _learn_chunk(sizes, slots, lengths, dense, labels, targets, levels,  # noqa:
                     for d in range(k):
                         summed[u, d + 1] += g * (sums[b, d] - local[u, d + 1])
         stepped += 1
-        if per_event:
-            summed[:n] *= np.float32(labelled if labelled else graded)
         if n:
             row_step(kind, chunk_rows, unique[:n], summed[:n], row_bases, state_bases, hyper)
         for u in range(n):
