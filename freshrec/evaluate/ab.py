@@ -171,14 +171,20 @@ class _Retrained:
             self.model = self.offline.learn(self.past).model
             self.cpu += time.process_time() - began
             self.retrains += 1
-        if self.model is None:
-            scores = np.full(len(batch), self.positives / self.labelled if self.labelled else 0.5, np.float32)
+        labels = batch.labels.numpy()
+        sizes = np.asarray(run.sizes, np.int64)
+        starts = np.cumsum(sizes) - sizes
+        positives = np.add.reduceat(np.nan_to_num(labels), starts)   # per micro-batch
+        labelled = np.add.reduceat((~np.isnan(labels)).astype(np.float64), starts)
+        if self.model is None:   # each micro-batch: the positive rate of the micro-batches before it
+            seen = self.labelled + np.cumsum(labelled) - labelled
+            rates = np.where(seen > 0, (self.positives + np.cumsum(positives) - positives) / np.maximum(seen, 1), 0.5)
+            scores = np.repeat(rates, sizes).astype(np.float32)
         else:
             scores = probabilities(self.model, batch)
         self.past.append(batch)
-        labels = batch.labels.numpy()
-        self.positives += float(np.nansum(labels))
-        self.labelled += float((~np.isnan(labels)).sum())
+        self.positives += float(positives.sum())
+        self.labelled += float(labelled.sum())
         return scores
 
 
