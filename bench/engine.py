@@ -7,8 +7,9 @@ CPU time per row (all threads; `cpu_us_per_row`) is reported beside each figure:
 the ratio of CPU times says what the ratio of rates would be on an idle one.
 
 Stream: a simulated Criteo-format file (13 dense + 26 categorical, cached; `bench/ingest.py`), read
-by `CriteoReplay` in chunks of 8,192 rows, featurised (dim 16) and learned in micro-batches of 512,
-two cores (as `bench/train.py`).
+by `CriteoReplay` in chunks of 8,192 rows, featurised (dim 16) and learned in micro-batches of 512
+cut by size (its event time is the line number: the default 1 ms window would cut every row), two
+cores (as `bench/train.py`).
 - `fm` / `deepfm`: `bench/train.py`'s figure (`timed`, best of `--repeats`) and `DataFlowEngine` on
   the same rows (best of `--repeats`); targets: the engine at least 0.8x of each, and 400k events/s
   for the FM;
@@ -53,7 +54,7 @@ def engine(source, root: Path, model: str = "fm") -> dict:
     """`DataFlowEngine` over `source`: figures, with events/s over the whole run (start, restore,
     final checkpoint and log close included) and `steady_events_per_s` from the first chunk learned
     to the last (a Kafka source's group join and its idle wait at the end left out)."""
-    config = EngineConfig(checkpoint_events=100_000)
+    config = EngineConfig(checkpoint_events=100_000, batch_window=None)   # by size, as bench/train.py
     run = DataFlowEngine(source, SPECS, lambda: build_model(model, SPECS, ModelConfig(dim=16)), root, config)
     marks: list[tuple[float, int]] = []   # (time, events) after the first chunk and the last that added events
 
