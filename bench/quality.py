@@ -55,13 +55,14 @@ SYNC = {"1s": 1.0, "1min": 60.0, "1h": 3600.0, "1d": 86400.0}
 DIM, LR = 16, 0.05
 
 
-def _data() -> Path:
+def data_folder() -> Path:
+    """`$FRESHREC_DATA`, else ../shared/data beside the repository."""
     return Path(os.environ.get("FRESHREC_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
 
 
 def _batches(stream: str, batch_size: int) -> tuple[list, list[Batch]]:
     """The stream's feature specs and every micro-batch, in order."""
-    source = open_source(stream, _data() / STREAMS[stream], MemoryDeadLetters())
+    source = open_source(stream, data_folder() / STREAMS[stream], MemoryDeadLetters())
     specs = default_specs(source.fields, dim=DIM)
     return specs, list(micro_batches(source, FeaturePipeline(specs), batch_size))
 

@@ -50,6 +50,8 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from quality import STREAMS as QUALITY_STREAMS  # bench/ is on sys.path when run as a script
+from quality import data_folder
 
 from freshrec.engine.loop import micro_batches
 from freshrec.events.datasets import open_source
@@ -59,9 +61,7 @@ from freshrec.features import FeaturePipeline, default_specs
 from freshrec.metrics import auc
 
 OPEN_BANDIT = "open-bandit-dataset-small"
-STREAMS = {"movielens-100k": ("movielens-100k", "movielens-100k"),
-           "criteo": ("criteo", "criteo-kaggle-dac-head/criteo_train_head10000.txt"),
-           "avazu": ("avazu", "avazu-head/avazu_train_head9999.csv"),
+STREAMS = {**{name: (name, path) for name, path in QUALITY_STREAMS.items()},   # format, path
            **{f"open-bandit-{p}-{c}": ("open-bandit", f"{OPEN_BANDIT}/{p}/{c}")
               for p in ("bts", "random") for c in ("all", "men", "women")},
            "simulator": ("simulator", None)}
@@ -69,10 +69,6 @@ HELD_OUT = "movielens-latest-small-2016"
 MAPPINGS: dict[str, ColumnMapping] = {}   # the column mappings of the held-out CSV logs
 SIMULATED_EVENTS = 100_000
 VW_CONFIGS = {"defaults": "", "logistic": "--loss_function logistic", "ftrl": "--loss_function logistic --ftrl"}
-
-
-def _data() -> Path:
-    return Path(os.environ.get("FRESHREC_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
 
 
 def movielens_latest_small(folder: Path) -> Path:
@@ -101,7 +97,7 @@ def held_out(path: Path, multi: tuple[str, ...]) -> ColumnMapping:
 def _args(stream: str) -> list[str]:
     fmt, path = STREAMS[stream]
     args = ["--format", fmt]
-    args += ["--limit", str(SIMULATED_EVENTS)] if path is None else ["--data", str(_data() / path)]
+    args += ["--limit", str(SIMULATED_EVENTS)] if path is None else ["--data", str(data_folder() / path)]
     if fmt == "csv":
         mapping = MAPPINGS[stream]
         args += ["--user", mapping.user, "--item", mapping.item, "--time", mapping.time, "--label", mapping.label]
@@ -123,7 +119,7 @@ def freshrec_defaults(stream: str) -> dict:
 def vw_lines(stream: str) -> tuple[list[str], np.ndarray]:
     """The stream as VW examples (label -1/1): one namespace per field, freshrec's own features."""
     fmt, path = STREAMS[stream]
-    source = open_source(fmt, None if path is None else _data() / path, MemoryDeadLetters(),
+    source = open_source(fmt, None if path is None else data_folder() / path, MemoryDeadLetters(),
                          mapping=MAPPINGS.get(stream))
     specs = default_specs(source.fields)
     lines, labels = [], []

@@ -122,6 +122,10 @@ class _Clock:
     def __init__(self, advance: Callable[[float], float]) -> None:
         self.advance, self.next = advance, None
 
+    def scores(self, unit: MicroBatched, run: Callable[[Unit, bool], np.ndarray]) -> np.ndarray:
+        """The unit's scores: `run(part, acts)` on each of its `segments`, in order."""
+        return np.concatenate([run(part, acts) for part, acts in self.segments(unit)])
+
     def segments(self, unit: MicroBatched) -> Iterator[tuple[Unit, bool]]:
         """`unit` in runs of whole micro-batches, each (run, whether the arm acts before it)."""
         sizes = np.asarray(unit.sizes, np.int64)
@@ -162,7 +166,7 @@ class _Retrained:
         self.positives = self.labelled = 0.0
 
     def step(self, unit: MicroBatched) -> np.ndarray:
-        return np.concatenate([self._run(run, acts) for run, acts in self.clock.segments(unit)])
+        return self.clock.scores(unit, self._run)
 
     def _run(self, run: Unit, retrain: bool) -> np.ndarray:
         batch = run.whole
@@ -213,7 +217,7 @@ class _Hybrid(_Online):
         self.retrains = 0
 
     def step(self, unit: MicroBatched) -> np.ndarray:
-        return np.concatenate([self._run(run, acts) for run, acts in self.clock.segments(unit)])
+        return self.clock.scores(unit, self._run)
 
     def _run(self, run: Unit, retrain: bool) -> np.ndarray:
         batch = run.whole
