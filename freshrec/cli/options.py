@@ -101,6 +101,8 @@ MODEL = (
     Flag("--batch-window", "training.online_batch_window", str,
          "A micro-batch also ends before an event this much event time after its first, or whose user "
          "already has one in it (default 1ms; off: by size only).", lambda v: None if v == "off" else v),
+    Flag("--device", "gpu.device", str, "Where the model learns: auto, cpu, cuda or cuda:N."),
+    Flag("--precision", "gpu.precision", str, "fp32, bf16 (CPU or GPU) or fp16 (GPU)."),
 )
 OFFLINE = (
     Flag("--offline-interval", "training.offline_interval", str,

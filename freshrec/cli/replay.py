@@ -68,12 +68,12 @@ def _replay(settings: FreshrecConfig, learn: bool, speed: float | None, dead_let
 
     from freshrec.cli.output import err
     from freshrec.engine import ingest, train_online
-    from freshrec.engine.build import feature_specs, model_config, open_stream
+    from freshrec.engine.build import feature_specs, model_config, open_stream, trainer_config
     from freshrec.events.deadletter import JsonlDeadLetters
     from freshrec.events.source import paced
     from freshrec.features import FeaturePipeline
     from freshrec.models import build_model
-    from freshrec.train import OnlineTrainer, TrainerConfig
+    from freshrec.train import OnlineTrainer
 
     started, batch_size = time.perf_counter(), settings.training.online_batch_size
     window = settings.training.online_batch_window
@@ -86,7 +86,7 @@ def _replay(settings: FreshrecConfig, learn: bool, speed: float | None, dead_let
         pipeline = FeaturePipeline(specs, settings.features.target)
         chunks = paced(source, speed) if speed is not None else source
         trainer = OnlineTrainer(build_model(settings.model.name, specs, model_config(settings)),
-                                TrainerConfig(seed=settings.model.seed)) if learn else None
+                                trainer_config(settings)) if learn else None
         with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[status]}"),
                       TimeElapsedColumn(), console=err, disable=quiet, transient=True) as bar:
             task = bar.add_task(f"replay {settings.source.format}", total=settings.source.limit, status="")

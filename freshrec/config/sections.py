@@ -104,6 +104,9 @@ class ModelSection(Section):
                                  "100,000 events learned (null: no limit)")
     ordinal_levels: tuple[float, ...] = Field((), description=(
         "Other levels of features.target learned beside the label, e.g. [2, 3, 5] for rating>=4"))
+    checkpoint_towers: bool = Field(False, description=(
+        "deepfm, dcn: recompute the deep layers' activations in backward instead of keeping them "
+        "(less memory, one more forward)"))
 
 
 class EmbeddingSection(Section):
@@ -111,6 +114,8 @@ class EmbeddingSection(Section):
 
     optimizer: Literal["adagrad", "ftrl"] = Field("adagrad", description="adagrad, or ftrl (model lr only)")
     initial_accumulator: float = Field(0.1, ge=0, description="Adagrad: the accumulators' starting value")
+    row_dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description=(
+        "How the rows are stored (their optimizer state stays float32)"))
     linear_lr: float | None = Field(None, gt=0, description=(
         "FM models: learning rate of the linear weights (null: 2 / the number of sparse fields, or "
         "model.lr when that is set)"))
@@ -181,8 +186,15 @@ class LogSection(Section):
 
 
 class GpuSection(Section):
-    """GPUs (the article's `gpu` block); accepted, reported by `freshrec run`, not used yet (CPU training)."""
+    """GPUs (the article's `gpu` block): with `count` >= 1 (or `device: cuda`) the online model learns on
+    a GPU, its rows and optimizer state in device memory, in `precision`. One GPU per trainer for now."""
 
     type: str = Field("none", min_length=1, description="GPU type, e.g. A100, H100, T4 (none: CPU only)")
-    count: int = Field(0, ge=0, description="Number of GPUs")
+    count: int = Field(0, ge=0, description="Number of GPUs (>= 1: train on a GPU when device is auto)")
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description=(
+        "Where the online model learns: auto (cuda when count >= 1 and torch sees a GPU, else cpu), cpu, "
+        "cuda or cuda:N"))
+    precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description=(
+        "The online model's forward: fp32, bf16 (autocast, CPU or GPU) or fp16 (autocast with a gradient "
+        "scaler, GPU only)"))
     autoscale: bool = Field(False, description="Scale the number of GPUs with load")

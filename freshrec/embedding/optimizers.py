@@ -2,7 +2,8 @@
 
 A table sums the gradients of duplicate ids (`SlotCoalescer`, or `coalesce` for any keys) and
 calls `step_at` once to update the unique rows and their optimizer state where they lie in
-host float32 storage, or gathers them into float32 arrays, calls `step` and scatters them
+host float32 storage; rows elsewhere (on a GPU, or stored in 16 bits) it gathers into float32
+tensors on their device, steps with `step_tensors` (the same formulas in torch ops) and scatters
 back. Untouched rows and their state are never read or written, so their moments do not
 decay (TorchRec's row-wise/lazy optimizers, `torch.optim.SparseAdam`).
 
@@ -33,6 +34,7 @@ from typing import Protocol
 
 import numba
 import numpy as np
+import torch
 
 from freshrec._words import AHEAD, prefetch
 from freshrec.embedding.storage import ROWS, locate, prefetch_row, row_view
@@ -65,6 +67,8 @@ class RowOptimizer(Protocol):
                 grads: np.ndarray) -> None: ...
 
     def stacked_state(self, addresses: Mapping[str, np.ndarray]) -> np.ndarray: ...
+
+    def step_tensors(self, rows: torch.Tensor, state: dict[str, torch.Tensor], grads: torch.Tensor) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -119,6 +123,13 @@ class _RowKernel:
         """The state's chunk addresses as the kernel takes them: int64 `[len(state), chunks]`."""
         chunks = len(addresses[ROWS])
         return np.array([addresses[name] for name, _, _ in self.state], np.int64).reshape(len(self.state), chunks)
+
+    def step_tensors(self, rows: torch.Tensor, state: dict[str, torch.Tensor], grads: torch.Tensor) -> None:
+        """`step` on float32 tensors of any device (gathered rows, their state, summed gradients),
+        in place, with torch ops: the same formulas, so a table on a GPU learns what one on the
+        host does (up to the order of float32 additions)."""
+        _TORCH_STEPS[self.kernel](rows, [state[name] for name, _, _ in self.state], grads,
+                                  *(float(h) for h in self.hyper))
 
 
 def _check_float32(array: np.ndarray, what: str, shape: tuple[int, ...]) -> None:
@@ -226,6 +237,42 @@ def _ftrl_step(chunk_rows, at, grads, rows, state, alpha, beta, l1, l2):
 
 
 _KERNELS = (_sgd_step, _adagrad_step, _adam_step, _ftrl_step)
+
+
+def _sgd_tensors(w, state, g, lr):
+    w.sub_(lr * g)
+
+
+def _adagrad_tensors(w, state, g, lr, eps, first_lr):
+    accum = state[0]
+    accum.addcmul_(g, g)
+    step = g / (accum.sqrt() + eps)
+    w[:, 1:].sub_(lr * step[:, 1:])
+    w[:, :1].sub_(first_lr * step[:, :1])
+
+
+def _adam_tensors(w, state, g, lr, beta1, beta2, eps):
+    m, v, count = state
+    count.add_(1.0)
+    t = count.double()
+    step_size = (lr * torch.sqrt(1.0 - beta2 ** t) / (1.0 - beta1 ** t)).float()
+    m.add_((g - m) * np.float32(1.0 - beta1))
+    v.add_((g * g - v) * np.float32(1.0 - beta2))
+    w.sub_(step_size * (m / (v.sqrt() + eps)))
+
+
+def _ftrl_tensors(w, state, g, alpha, beta, l1, l2):
+    z, n = state
+    after = n + g * g
+    sigma = (after.sqrt() - n.sqrt()) / alpha
+    z.add_(g - sigma * w)
+    n.copy_(after)
+    shrunk = z - torch.sign(z) * l1
+    w.copy_(torch.where(z.abs() <= l1, torch.zeros_like(w), -shrunk / ((beta + after.sqrt()) / alpha + l2)))
+
+
+_TORCH_STEPS = {_sgd_step: _sgd_tensors, _adagrad_step: _adagrad_tensors, _adam_step: _adam_tensors,
+                _ftrl_step: _ftrl_tensors}
 
 
 @numba.njit(nogil=True, cache=True)

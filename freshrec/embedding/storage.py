@@ -19,10 +19,11 @@ its initial value (0 unless `state_init` names another).
 [0, 3]
 
 Rows may live on another device (`device="cuda"`) or in float16/bfloat16; optimizer state is
-always float32 on the host. Host float32 arrays are read and written by numba kernels through
-each chunk's address (`row_view`; `addresses()` lends them to optimizer kernels that update rows
-in place); other arrays by torch indexing, one pass per chunk touched. `gather` always returns
-float32.
+float32, beside the rows (on the host for host rows, on the device for device rows). Host float32
+arrays are read and written by numba kernels through each chunk's address (`row_view`;
+`addresses()` lends them to optimizer kernels that update rows in place); other arrays by torch
+indexing, one pass per chunk touched (device tables want large chunks). `gather` always returns
+float32 on the storage's device; `to(device)` moves every array.
 """
 
 from __future__ import annotations
@@ -114,32 +115,53 @@ class _Chunked:
         self.chunks.append(torch.zeros(chunk_rows, self.width, dtype=self.dtype, device=self.device))
         self.bases = np.array([c.data_ptr() for c in self.chunks], np.int64)
 
-    def gather(self, rows: np.ndarray, chunk_rows: int) -> torch.Tensor:
+    def to(self, device: torch.device) -> None:
+        self.device = device
+        self.chunks = [c.to(device) for c in self.chunks]
+        self.bases = np.array([c.data_ptr() for c in self.chunks], np.int64)
+        self.fast = self.dtype == torch.float32 and device.type == "cpu"
+
+    def gather(self, rows: np.ndarray | torch.Tensor, chunk_rows: int) -> torch.Tensor:
         if self.fast:
+            rows = np.ascontiguousarray(rows, np.int64)
             out = np.empty((len(rows), self.width), np.float32)
             _gather(self.bases, chunk_rows, rows, out)
             return torch.from_numpy(out)
+        rows = _on(rows, self.device)
+        if len(self.chunks) == 1:   # one indexing pass; row -1 reads as zeros
+            out = self.chunks[0][rows.clamp(min=0)].float()
+            return out.masked_fill_((rows < 0).unsqueeze(1), 0.0)
         out = torch.zeros(len(rows), self.width, device=self.device)
-        chunks = self.chunks
-        for c, at, offset in _by_chunk(rows, chunk_rows, self.device):
-            out[at] = chunks[c][offset].float()
+        for c, at, offset in _by_chunk(rows, chunk_rows):
+            out[at] = self.chunks[c][offset].float()
         return out
 
-    def scatter(self, rows: np.ndarray, values: torch.Tensor | np.ndarray, chunk_rows: int) -> None:
+    def scatter(self, rows: np.ndarray | torch.Tensor, values: torch.Tensor | np.ndarray, chunk_rows: int) -> None:
         if self.fast:
-            _scatter(self.bases, chunk_rows, rows, np.ascontiguousarray(values, np.float32))
+            _scatter(self.bases, chunk_rows, np.ascontiguousarray(rows, np.int64),
+                     np.ascontiguousarray(values, np.float32))
             return
-        values = torch.as_tensor(values).to(self.device, self.dtype)
-        for c, at, offset in _by_chunk(rows, chunk_rows, self.device):
+        rows, values = _on(rows, self.device), torch.as_tensor(values).to(self.device, self.dtype)
+        if len(self.chunks) == 1:
+            self.chunks[0][rows] = values
+            return
+        for c, at, offset in _by_chunk(rows, chunk_rows):
             self.chunks[c][offset] = values[at]
 
 
-def _by_chunk(rows: np.ndarray, chunk_rows: int, device: torch.device):
+def _on(rows: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Row numbers as an int64 tensor on `device`."""
+    if isinstance(rows, np.ndarray):
+        rows = torch.from_numpy(np.ascontiguousarray(rows, np.int64))
+    return rows.to(device, torch.int64, non_blocking=True)
+
+
+def _by_chunk(rows: torch.Tensor, chunk_rows: int):
     """(chunk, positions in `rows`, offsets in the chunk) for each chunk that non-negative rows touch."""
-    chunk, offset = np.divmod(rows, chunk_rows)
-    for c in np.unique(chunk[rows >= 0]):
-        at = np.flatnonzero(chunk == c)
-        yield int(c), torch.from_numpy(at).to(device), torch.from_numpy(offset[at]).to(device)
+    chunk, offset = torch.div(rows, chunk_rows, rounding_mode="floor"), rows % chunk_rows
+    for c in torch.unique(chunk[rows >= 0]).tolist():
+        at = torch.nonzero(chunk == c).squeeze(1)
+        yield c, at, offset[at]
 
 
 class RowStorage:
@@ -163,7 +185,7 @@ class RowStorage:
         self.state_init = dict(state_init or {})
         self._arrays = {ROWS: _Chunked(dim, dtype, self.device)}
         for name, width in (state_widths or {}).items():
-            self._arrays[name] = _Chunked(width, torch.float32, torch.device("cpu"))
+            self._arrays[name] = _Chunked(width, torch.float32, self.device)
         self._next = 0
         self._free = np.zeros(0, np.int64)
         self._free_top = 0
@@ -238,10 +260,17 @@ class RowStorage:
             return None
         return {name: array.bases for name, array in self._arrays.items()}
 
-    def gather(self, rows: np.ndarray, name: str = ROWS) -> torch.Tensor:
-        """float32 [len(rows), width] copy of `name` at `rows`; row -1 gives zeros. Thread-safe."""
-        return self._arrays[name].gather(np.ascontiguousarray(rows, np.int64), self.chunk_rows)
+    def to(self, device: torch.device | str) -> None:
+        """Move every array (rows and state) to `device`; row numbers stay."""
+        self.device = torch.device(device)
+        for array in self._arrays.values():
+            array.to(self.device)
 
-    def scatter(self, rows: np.ndarray, values: torch.Tensor | np.ndarray, name: str = ROWS) -> None:
+    def gather(self, rows: np.ndarray | torch.Tensor, name: str = ROWS) -> torch.Tensor:
+        """float32 [len(rows), width] copy of `name` at `rows` (numpy, or a tensor of row numbers);
+        row -1 gives zeros. Thread-safe."""
+        return self._arrays[name].gather(rows, self.chunk_rows)
+
+    def scatter(self, rows: np.ndarray | torch.Tensor, values: torch.Tensor | np.ndarray, name: str = ROWS) -> None:
         """Write `values` [len(rows), width] into `name` at `rows` (all allocated, no -1)."""
-        self._arrays[name].scatter(np.ascontiguousarray(rows, np.int64), values, self.chunk_rows)
+        self._arrays[name].scatter(rows, values, self.chunk_rows)

@@ -28,7 +28,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numba
 import numpy as np
@@ -286,29 +286,53 @@ class DynamicEmbedding:
         which skips the coalescing. `events`: how many events the gradients average (a per-event
         optimizer, `Adagrad`, takes them times that).
 
-        Host float32 rows and state are updated where they lie; others are gathered, stepped
-        and scattered back."""
+        Host float32 rows and state are updated where they lie; others (a GPU's, 16-bit rows) are
+        summed, gathered, stepped and scattered back on their device, with torch ops."""
         s = self._s
-        grads = grads.detach().cpu().numpy()
-        if unique:
-            rows, summed = np.ascontiguousarray(slots, np.int64), np.ascontiguousarray(grads, np.float32)
+        if s.storage.addresses() is None:
+            rows = self._step_tensors(slots, grads, unique, events)
         else:
-            rows, summed = s.coalescer(slots, grads, s.storage.high)
-        if s.optimizer.per_event and events != 1:
-            summed = summed * np.float32(events)
-        addresses = s.storage.addresses()
-        if addresses is not None:
-            s.optimizer.step_at(addresses, s.storage.chunk_rows, rows, summed)
-        else:
-            values = np.ascontiguousarray(s.storage.gather(rows).cpu().numpy())
-            state = {name: s.storage.gather(rows, name).numpy() for name in s.storage.state_names}
-            s.optimizer.step(values, state, summed)
-            s.storage.scatter(rows, values)
-            for name, array in state.items():
-                s.storage.scatter(rows, array, name)
+            grads = grads.detach().cpu().numpy()
+            if unique:
+                rows, summed = np.ascontiguousarray(slots, np.int64), np.ascontiguousarray(grads, np.float32)
+            else:
+                rows, summed = s.coalescer(slots, grads, s.storage.high)
+            if s.optimizer.per_event and events != 1:
+                summed = summed * np.float32(events)
+            s.optimizer.step_at(s.storage.addresses(), s.storage.chunk_rows, rows, summed)
         with s.book.lock:  # a lookahead thread may be growing the book
             s.book.dirty[rows] = s.version + 1
         s.version += 1
+
+    def _step_tensors(self, slots: np.ndarray, grads: torch.Tensor, unique: bool, events: int) -> np.ndarray:
+        """`apply_gradients` where the rows lie in torch tensors: returns the rows stepped."""
+        s = self._s
+        device = s.storage.device
+        at = torch.from_numpy(np.ascontiguousarray(slots, np.int64)).to(device, non_blocking=True)
+        grads = grads.detach().to(device, torch.float32)
+        if unique:
+            rows, summed = at, grads
+        else:
+            keep = at >= 0
+            rows, inverse = torch.unique(at[keep], return_inverse=True)
+            summed = torch.zeros(len(rows), grads.shape[1], device=device).index_add_(0, inverse, grads[keep])
+        if s.optimizer.per_event and events != 1:
+            summed = summed * float(events)
+        values = s.storage.gather(rows)
+        state = {name: s.storage.gather(rows, name) for name in s.storage.state_names}
+        s.optimizer.step_tensors(values, state, summed)
+        s.storage.scatter(rows, values)
+        for name, array in state.items():
+            s.storage.scatter(rows, array, name)
+        return rows.cpu().numpy()
+
+    def place(self, device: torch.device | str) -> None:
+        """Keep the rows and their optimizer state on `device` from now on (moved if they exist);
+        the id index and the bookkeeping stay on the host."""
+        device = torch.device(device)
+        self.config = replace(self.config, device=str(device))
+        if self._built is not None:
+            self._built.storage.to(device)
 
     @contextmanager
     def in_place_steps(self) -> Iterator[InPlaceSteps]:
@@ -374,7 +398,7 @@ class DynamicEmbedding:
         s = self._s
         names = s.storage.state_names if optimizer_state else ()
         return {"ids": s.book.ids[rows], "rows": s.storage.gather(rows).cpu().numpy(),
-                "state": {name: s.storage.gather(rows, name).numpy() for name in names},
+                "state": {name: s.storage.gather(rows, name).cpu().numpy() for name in names},
                 "counts": s.book.counts[rows], "last_seen": s.book.last_seen[rows]}
 
     def apply_delta(self, delta: TableDelta) -> None:

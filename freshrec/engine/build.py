@@ -11,7 +11,7 @@ and `freshrec evaluate ab` all build through here).
 >>> serve_config(parse_config({"serve": {"max_candidates": 50}})).max_candidates
 50
 >>> gpu_note(parse_config({"gpu": {"type": "A100", "count": 8}}), available=False)
-'gpu: 8 x A100 asked for; no GPU on this machine: training on the CPU'
+'gpu: 8 x A100 asked for: no GPU on this machine: learning on the CPU, fp32'
 """
 
 from __future__ import annotations
@@ -20,7 +20,17 @@ import dataclasses
 from collections.abc import Sequence
 from dataclasses import replace
 
-from freshrec.config import ConfigError, FreshrecConfig, KafkaSection, cache_dir, data_root, with_overrides
+import torch
+
+from freshrec.config import (
+    ConfigError,
+    FreshrecConfig,
+    KafkaSection,
+    cache_dir,
+    data_root,
+    parse_config,
+    with_overrides,
+)
 from freshrec.engine.dataflow import EngineConfig
 from freshrec.engine.sync import SyncConfig
 from freshrec.events.datasets import ColumnMapping, open_source
@@ -38,7 +48,8 @@ from freshrec.train import TrainerConfig
 from freshrec.train.offline import OfflineConfig
 
 __all__ = ["column_mapping", "engine_config", "feature_specs", "fusion_config", "gpu_note", "join_config",
-           "kafka_source", "offline_config", "open_stream", "resolve_data", "serve_config", "simulator_config"]
+           "kafka_source", "offline_config", "open_stream", "resolve_data", "serve_config", "simulator_config",
+           "trainer_config", "training_device"]
 
 SIMULATED_EVENTS = 1_000_000
 """Events the simulator makes when `source.limit` is null."""
@@ -128,7 +139,7 @@ def model_config(config: FreshrecConfig) -> ModelConfig:
 
     >>> model_config(FreshrecConfig())
     FMConfig(dim=16, lr=None, init_std=0.01, seed=0, admit_after=1, ttl_seconds=None, capacity=None, loss='bce', \
-initial_accumulator=0.1, ordinal_levels=(), linear_lr=None)
+initial_accumulator=0.1, ordinal_levels=(), row_dtype='float32', linear_lr=None)
     """
     model, embedding = config.model, config.embedding
     config_class = MODELS[model.name][1]
@@ -136,10 +147,12 @@ initial_accumulator=0.1, ordinal_levels=(), linear_lr=None)
     extra = {"ftrl": True} if embedding.optimizer == "ftrl" else {}
     if "linear_lr" in names:
         extra["linear_lr"] = embedding.linear_lr
+    if "checkpoint_towers" in names:
+        extra["checkpoint_towers"] = model.checkpoint_towers
     return config_class(dim=model.dim, lr=model.lr, seed=model.seed, admit_after=model.admit_after,
                         ttl_seconds=model.ttl, capacity=model.capacity, loss=model.loss,
                         initial_accumulator=embedding.initial_accumulator,
-                        ordinal_levels=model.ordinal_levels, **extra)
+                        ordinal_levels=model.ordinal_levels, row_dtype=embedding.row_dtype, **extra)
 
 
 def engine_config(config: FreshrecConfig, publish: bool = True) -> EngineConfig:
@@ -150,7 +163,7 @@ def engine_config(config: FreshrecConfig, publish: bool = True) -> EngineConfig:
                         retrain_events=t.offline_events, retrain_seconds=t.offline_interval,
                         sync=SyncConfig(sync_interval=config.sync.sync_interval,
                                         full_interval=config.sync.full_interval),
-                        trainer=TrainerConfig(seed=config.model.seed), log_roll_bytes=config.log.roll_bytes,
+                        trainer=trainer_config(config), log_roll_bytes=config.log.roll_bytes,
                         log_roll_seconds=config.log.roll_seconds, target=config.features.target)
 
 
@@ -182,11 +195,46 @@ def serve_config(config: FreshrecConfig) -> ServeConfig:
                        recommend_candidates=s.recommend_candidates, admin_token=s.admin_token())
 
 
+def training_device(config: FreshrecConfig, available: bool) -> str:
+    """Where the online model learns (`gpu.device`; auto: cuda when `gpu.count` >= 1 and a GPU is
+    `available`); ConfigError when a GPU is named and none is available.
+
+    >>> training_device(parse_config({"gpu": {"type": "A100", "count": 8}}), available=True)
+    'cuda'
+    >>> training_device(parse_config({"gpu": {"count": 1}}), available=False)
+    'cpu'
+    """
+    device = config.gpu.device
+    if device == "auto":
+        return "cuda" if config.gpu.count >= 1 and available else "cpu"
+    if device.startswith("cuda") and not available:
+        raise ConfigError([f"gpu.device: {device} asked for (--device), but torch sees no CUDA device here"])
+    return device
+
+
+def trainer_config(config: FreshrecConfig, available: bool | None = None) -> TrainerConfig:
+    """The online trainer's settings: `model.seed`, the device and `gpu.precision` (`available`:
+    whether a GPU is, None: ask torch)."""
+    available = torch.cuda.is_available() if available is None else available
+    device = training_device(config, available)
+    precision = config.gpu.precision
+    if precision == "fp16" and device == "cpu":
+        raise ConfigError(["gpu.precision: fp16 needs a GPU (its gradient scaler); bf16 runs on the CPU too"])
+    return TrainerConfig(seed=config.model.seed, device=device, precision=precision)
+
+
 def gpu_note(config: FreshrecConfig, available: bool) -> str | None:
-    """What becomes of the `gpu` block: nothing yet (training runs on the CPU), said in one line."""
+    """Where the online model learns, in one line, when the `gpu` block asks for anything.
+
+    >>> gpu_note(parse_config({"gpu": {"type": "A100", "count": 8}}), available=True)
+    'gpu: 8 x A100 asked for: learning on cuda (one GPU per trainer), fp32'
+    """
     gpu = config.gpu
-    if gpu.count == 0 and gpu.type == "none" and not gpu.autoscale:
+    if gpu.count == 0 and gpu.type == "none" and not gpu.autoscale and gpu.device == "auto":
         return None
-    why = "GPU training is not implemented yet" if available else "no GPU on this machine"
+    device = training_device(config, available)
     scaling = ", autoscale" if gpu.autoscale else ""
-    return f"gpu: {gpu.count} x {gpu.type}{scaling} asked for; {why}: training on the CPU"
+    where = "no GPU on this machine: learning on the CPU" if device == "cpu" and gpu.count else f"learning on {device}"
+    if device != "cpu":
+        where += " (one GPU per trainer)"
+    return f"gpu: {gpu.count} x {gpu.type}{scaling} asked for: {where}, {gpu.precision}"

@@ -17,13 +17,14 @@ from __future__ import annotations
 import contextlib
 import math
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional
+from torch.utils.checkpoint import checkpoint
 
 from freshrec.batch import Batch
 from freshrec.embedding import (
@@ -56,6 +57,8 @@ class ModelConfig:
     - `initial_accumulator`: the tables' Adagrad accumulators start here (0: the first step of a
       row moves each coordinate by `lr`, whatever its gradient's size; the default 0.1 damps the
       first steps of rare ids: +0.01 AUC on the Criteo head against 0, with the default rates);
+    - `row_dtype`: how the tables store rows ("float32", "bfloat16", "float16"; the optimizer
+      state stays float32);
     - `ordinal_levels`: for a label that is one level of a graded outcome (`Batch.targets`, e.g.
       the label rating >= 4 of 1-5 stars), the other levels as auxiliary tasks: P(target >= l) =
       sigmoid(logit - offset_l), a learned offset per level (`ordinal_offsets`), trained beside
@@ -73,6 +76,7 @@ class ModelConfig:
     loss: str = "bce"
     initial_accumulator: float = 0.1
     ordinal_levels: tuple[float, ...] = ()
+    row_dtype: str = "float32"
 
     def __post_init__(self) -> None:
         if self.dim < 1:
@@ -98,7 +102,8 @@ class ModelConfig:
 
     def table(self, dim: int, optimizer: SGD | Adagrad | Adam | FTRL | None = None) -> TableConfig:
         """The template `TableConfig` of this model's tables (row-wise Adagrad by default)."""
-        return TableConfig(dim=dim, init_std=self.init_std, seed=self.seed, admit_after=self.admit_after,
+        return TableConfig(dim=dim, dtype=self.row_dtype, init_std=self.init_std, seed=self.seed,
+                           admit_after=self.admit_after,
                            ttl_seconds=self.ttl_seconds, capacity=self.capacity,
                            optimizer=optimizer or Adagrad(lr=self.lr, initial_accumulator=self.initial_accumulator))
 
@@ -138,8 +143,8 @@ def probabilities(model: OnlineModel, batch: Batch) -> np.ndarray:
     """The model's scores of `batch` as numpy (probabilities for "bce", predictions for "mse"),
     in eval mode, without admitting ids or learning."""
     model.eval()
-    output = model(batch, train=False)
-    return (torch.sigmoid(output) if model.config.loss == "bce" else output).numpy()
+    output = model(batch.to(model.device), train=False)
+    return (torch.sigmoid(output) if model.config.loss == "bce" else output).float().cpu().numpy()
 
 
 @contextlib.contextmanager
@@ -167,6 +172,22 @@ def mlp(width: int, hidden: Sequence[int], dropout: float = 0.0) -> nn.Sequentia
     return nn.Sequential(*layers)
 
 
+def tower(module: nn.Module | Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
+          checkpointed: bool) -> torch.Tensor:
+    """`module(x)`; `checkpointed` (while autograd records) keeps none of its activations for
+    backward but the input, and recomputes them there: less memory for one more forward, the same
+    gradients (`torch.utils.checkpoint`, non-reentrant; dropout's random draws are replayed).
+
+    >>> deep = mlp(4, (8, 8))
+    >>> x = torch.ones(2, 4)
+    >>> bool(torch.equal(tower(deep, x, checkpointed=True), deep(x)))
+    True
+    """
+    if checkpointed and torch.is_grad_enabled():
+        return checkpoint(module, x, use_reentrant=False)
+    return module(x)
+
+
 def zero_linear(width: int) -> nn.Linear:
     """`nn.Linear(width, 1, bias=False)` with a zero weight (also fine for `width` 0)."""
     with warnings.catch_warnings():
@@ -191,12 +212,34 @@ class OnlineModel(nn.Module):
         self.specs = tuple(specs)
         self.sparse_specs, self.dense_specs = split_specs(specs)
         self.dense_keys = tuple(s.name for s in self.dense_specs)
+        self._device = torch.device("cpu")
         if config.ordinal_levels:
             self.ordinal_offsets = nn.Parameter(torch.zeros(len(config.ordinal_levels)))
 
     @property
     def tables(self) -> dict[str, DynamicEmbedding]:
         return self.embeddings.tables
+
+    @property
+    def device(self) -> torch.device:
+        """Where the dense parameters and the tables' rows live (`place`); batches go there too."""
+        return self._device
+
+    def place(self, device: torch.device | str) -> OnlineModel:
+        """Move the dense parameters and the tables' rows and optimizer state to `device` (the
+        tables' id index stays on the host: a batch's ids are looked up there); returns self.
+
+        >>> from freshrec.events.event import FieldKind
+        >>> from freshrec.features import FeatureSpec
+        >>> from freshrec.models.fm import OnlineFM
+        >>> OnlineFM([FeatureSpec("user_id", FieldKind.CATEGORICAL)]).place("cpu").device
+        device(type='cpu')
+        """
+        self._device = torch.device(device)
+        self.to(self._device)
+        for table in self.tables.values():
+            table.place(self._device)
+        return self
 
     @property
     def live_ids(self) -> int:

@@ -29,7 +29,7 @@ from torch import nn
 from freshrec.batch import Batch
 from freshrec.embedding import EmbeddingCollection
 from freshrec.features import FeatureSpec
-from freshrec.models.base import ModelConfig, OnlineModel, mlp, seeded
+from freshrec.models.base import ModelConfig, OnlineModel, mlp, seeded, tower
 
 STRUCTURES = ("stacked", "parallel")
 
@@ -37,12 +37,15 @@ STRUCTURES = ("stacked", "parallel")
 @dataclass(frozen=True)
 class DCNConfig(ModelConfig):
     """`ModelConfig` plus `cross_layers`, the deep MLP's `hidden` widths, `structure`
-    ("stacked" or "parallel") and the `pooling` of multi-valued fields ("sum" or "mean")."""
+    ("stacked" or "parallel"), the `pooling` of multi-valued fields ("sum" or "mean") and
+    `checkpoint_towers` (recompute the cross and deep layers' activations in backward instead of
+    keeping them: `freshrec.models.base.tower`)."""
 
     cross_layers: int = 3
     hidden: tuple[int, ...] = (64, 32)
     structure: str = "stacked"
     pooling: str = "mean"
+    checkpoint_towers: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -87,8 +90,9 @@ class DCNv2(OnlineModel):
         now = self.check(batch)
         pooled = self.embeddings(batch.sparse, now, train) if self.sparse_specs else {}
         x0 = torch.cat([*pooled.values(), batch.dense], dim=1)
+        return self.head(tower(self._towers, x0, self.config.checkpoint_towers)).squeeze(1)
+
+    def _towers(self, x0: torch.Tensor) -> torch.Tensor:
         if self.config.structure == "stacked":
-            out = self.deep(self.cross(x0))
-        else:
-            out = torch.cat([self.cross(x0), self.deep(x0)], dim=1)
-        return self.head(out).squeeze(1)
+            return self.deep(self.cross(x0))
+        return torch.cat([self.cross(x0), self.deep(x0)], dim=1)

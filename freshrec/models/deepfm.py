@@ -28,17 +28,19 @@ from torch import nn
 
 from freshrec.batch import Batch
 from freshrec.features import FeatureSpec
-from freshrec.models.base import mlp, seeded
+from freshrec.models.base import mlp, seeded, tower
 from freshrec.models.fm import FMConfig, OnlineFM
 
 
 @dataclass(frozen=True)
 class DeepFMConfig(FMConfig):
-    """`FMConfig` plus the MLP: `hidden` layer widths and `dropout` (0 keeps training
-    deterministic without further seeding)."""
+    """`FMConfig` plus the MLP: `hidden` layer widths, `dropout` (0 keeps training deterministic
+    without further seeding) and `checkpoint_towers` (recompute the MLP's activations in backward
+    instead of keeping them: `freshrec.models.base.tower`)."""
 
     hidden: tuple[int, ...] = (64, 32)
     dropout: float = 0.0
+    checkpoint_towers: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -63,4 +65,5 @@ class DeepFM(OnlineFM):
         logits, sums = self.parts(batch, train)
         fields = sums[:, :, 1:].permute(1, 0, 2).reshape(len(batch), -1)
         self.deep.train(train)
-        return logits + self.deep(torch.cat([fields, batch.dense], dim=1)).squeeze(1)
+        deep = tower(self.deep, torch.cat([fields, batch.dense], dim=1), self.config.checkpoint_towers)
+        return logits + deep.squeeze(1)

@@ -143,7 +143,7 @@ class OnlineFM(OnlineModel):
         rows = len(batch)
         logits = self.bias + self.dense(batch.dense).squeeze(1)
         if not self.sparse_specs:
-            return logits, torch.zeros(0, rows, self.config.dim + 1)
+            return logits, logits.new_zeros(0, rows, self.config.dim + 1)
         sums, squares = field_sums(self.embeddings.lookup(batch.sparse, now, train), rows)
         return logits + fm_logit(sums, squares), sums
 

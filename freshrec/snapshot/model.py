@@ -104,7 +104,7 @@ def _read_interactions(path: Path) -> pa.Table | None:
 
 
 def _save_dense(model: OnlineModel, path: Path) -> None:
-    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(path))
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(path))
 
 
 def _load_dense(model: OnlineModel, path: Path) -> None:
@@ -169,7 +169,7 @@ class Delta:
         """What `model` changed after the table versions in `table_since` (from `table_versions`);
         without `optimizer_state`, the rows' optimizer state stays out (what servers need)."""
         tables = {name: table.delta_since(table_since[name], optimizer_state) for name, table in model.tables.items()}
-        dense = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        dense = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         return cls(since, version, tables, dense, {"created_at": time.time(), **(meta or {})}, interactions)
 
     @property

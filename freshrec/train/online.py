@@ -15,6 +15,11 @@ and reported in its step (`error`), and the stream goes on. The fused step (FM, 
 thread resolves the ids of the next units (`freshrec.train.lookahead`); a step then covers all the
 micro-batches of a unit (`batches`), the rows of skipped ones scored NaN.
 
+On a GPU (`TrainerConfig.device`) the model's dense parameters and table rows live there
+(`OnlineModel.place`), micro-batches are copied ahead on a side stream from reused page-locked
+buffers (`freshrec.train.staging`), and the forward may run in bf16 or fp16 (`precision`: torch
+autocast; fp16 with a gradient scaler, whose overflowing steps are skipped but scored).
+
 >>> import torch
 >>> from freshrec.batch import Batch, SparseFeatures
 >>> from freshrec.events.event import FieldKind
@@ -55,12 +60,14 @@ from freshrec.metrics import PrequentialMetrics, logloss
 from freshrec.models.base import OnlineModel, training_loss
 from freshrec.train.fused import NOT_FINITE, FusedStep, ResolvedChunk, fused_model, plain_adagrad
 from freshrec.train.lookahead import lookahead
+from freshrec.train.staging import DeviceFeed
 
 log = logging.getLogger(__name__)
 
 FLUSH_ROWS = 4096
 LOOKAHEAD_UNITS = 2
 DENSE_OPTIMIZERS = {"adagrad": torch.optim.Adagrad, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass(frozen=True)
@@ -74,7 +81,10 @@ class TrainerConfig:
     - `bins`, `window_events`, `window_seconds`: the `PrequentialMetrics` settings;
     - `evict_every`: rows learned between two evictions from the tables that have a TTL or a
       capacity (`learn_stream`, at the end of the unit that reaches it: a point fixed by the stream,
-      so a restored trainer evicts where an uninterrupted one does)."""
+      so a restored trainer evicts where an uninterrupted one does);
+    - `device`: where the model learns ("cpu", "cuda", "cuda:1"; the first `learn` places it);
+    - `precision`: "fp32", "bf16" (autocast, CPU or GPU) or "fp16" (autocast with a gradient
+      scaler, GPU only) for the forward; the fused step is fp32 on the CPU only."""
 
     dense_optimizer: str = "adagrad"
     dense_lr: float | None = None
@@ -84,8 +94,15 @@ class TrainerConfig:
     window_events: int | None = 100_000
     window_seconds: float | None = None
     evict_every: int = 100_000
+    device: str = "cpu"
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision {self.precision!r} is not one of {tuple(PRECISIONS)}")
+        device = torch.device(self.device)   # raises on a malformed name
+        if self.precision == "fp16" and device.type != "cuda":
+            raise ValueError("precision fp16 needs a CUDA device (its gradient scaler); bf16 runs on the CPU too")
         if self.evict_every < 1:
             raise ValueError(f"evict_every must be >= 1, not {self.evict_every}")
         if self.dense_optimizer not in DENSE_OPTIMIZERS:
@@ -146,6 +163,8 @@ class OnlineTrainer:
         self.squared_error = 0.0
         self._pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         self._pending_rows = 0
+        self._feed: DeviceFeed | None = None
+        self._scaler: torch.amp.GradScaler | None = None
 
     @property
     def metrics(self) -> PrequentialMetrics:
@@ -173,11 +192,20 @@ class OnlineTrainer:
         """Seed torch and build the dense optimizer (the first `learn` does it; a restored
         trainer calls it before loading the optimizer's state)."""
         torch.manual_seed(self.config.seed)
+        device = torch.device(self.config.device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError(f"device {self.config.device!r} asked for, but torch sees no CUDA device here")
+        if self.model.device != device:
+            self.model.place(device)
+        self._feed = DeviceFeed(device)
         params = [p for p in self.model.parameters() if p.requires_grad]
         lr = self.config.dense_lr or self.model.config.lr
         if params:
             self._optimizer = DENSE_OPTIMIZERS[self.config.dense_optimizer](params, lr=lr)
-        self._fused = fused_step(self.model, self._optimizer) if self.config.fused else None
+        if self.config.precision == "fp16" and self._optimizer is not None:
+            self._scaler = torch.amp.GradScaler(device.type)
+        lean = self.config.fused and self.config.precision == "fp32"
+        self._fused = fused_step(self.model, self._optimizer) if lean else None
 
     @property
     def fused(self) -> bool:
@@ -194,7 +222,7 @@ class OnlineTrainer:
         if self._fused is not None:
             return self._learn_fused(self._fused.resolve(batch), [len(batch)])
         self.batches += 1
-        return self._learn_module(batch)
+        return self._learn_module(batch, self._feed.one(batch))
 
     def check(self, batch: Batch) -> None:
         """ValueError for a batch this model cannot learn: other dense columns than the model's,
@@ -221,9 +249,9 @@ class OnlineTrainer:
         fused step resolves up to `ahead` units in a worker thread."""
         if self.batches == 0 and self._optimizer is None:
             self.start()
-        if self._fused is None:   # one thread, one micro-batch at a time
+        if self._fused is None:   # one thread, one micro-batch at a time (copied ahead to a GPU)
             for unit in units:
-                steps = [self._learn_safely(batch) for batch in unit.batches]
+                steps = [self._learn_safely(batch, moved) for batch, moved in self._feed(unit.batches)]
                 self._evict_when_due(unit)
                 yield unit, steps, True
             return
@@ -299,9 +327,11 @@ class OnlineTrainer:
         self.batches += len(part.sizes)
         return self._fail(part.batch, part.error, len(part.sizes))
 
-    def _learn_safely(self, batch: Batch) -> dict:
+    def _learn_safely(self, batch: Batch, moved: Batch) -> dict:
         try:
-            return self.learn(batch)
+            self.check(batch)
+            self.batches += 1
+            return self._learn_module(batch, moved)
         except Exception as error:
             self.model.discard_gradients()
             self.model.zero_grad(set_to_none=True)
@@ -313,20 +343,57 @@ class OnlineTrainer:
         return {"rows": len(batch), "batches": batches, "loss": math.nan, "skipped": batches, "predictions": None,
                 "error": str(error)}
 
-    def _learn_module(self, batch: Batch) -> dict:
+    def _learn_module(self, batch: Batch, moved: Batch) -> dict:
+        """One step on `moved` (the batch on the model's device; `batch` on the host)."""
         self.model.zero_grad(set_to_none=True)
-        output = self.model(batch, train=True)
-        value = training_loss(self.model, output, batch)
-        value.backward()
+        with self._autocast():
+            output = self.model(moved, train=True)
+            value = training_loss(self.model, output.float(), moved)
+        overflow = False
+        if self._scaler is None:
+            value.backward()
+        else:
+            overflow = self._scaled_backward(value)
         if not (math.isfinite(float(value.detach())) and self._gradients_finite()):
+            if self._scaler is not None:
+                self._scaler.update()
+            if overflow and math.isfinite(float(value.detach())):
+                return self._overflow(batch, output)
             return self._skip(batch, float(value.detach()))
         if self._optimizer is not None:
             self._optimizer.step()
+        if self._scaler is not None:
+            self._scaler.update()
         self.model.apply_gradients(_events(batch))
-        predictions = self._score(output.detach())
+        predictions = self._score(output.detach().float()).cpu()
         self._record(predictions.numpy(), batch.labels.numpy(), batch.ts.numpy())
         return {"rows": len(batch), "batches": 1, "loss": float(value.detach()), "skipped": 0,
                 "predictions": predictions}
+
+    def _autocast(self) -> torch.autocast:
+        dtype = PRECISIONS[self.config.precision]
+        return torch.autocast(self.model.device.type, dtype=dtype, enabled=dtype is not None)
+
+    def _scaled_backward(self, value: torch.Tensor) -> bool:
+        """fp16: backward of the scaled loss, then the dense and the rows' gradients unscaled;
+        True when a gradient overflowed."""
+        self._scaler.scale(value).backward()
+        self._scaler.unscale_(self._optimizer)
+        inverse = 1.0 / self._scaler.get_scale()
+        for grad in self.model.served_gradients():
+            if grad is not None:
+                grad.mul_(inverse)
+        return not self._gradients_finite()
+
+    def _overflow(self, batch: Batch, output: torch.Tensor) -> dict:
+        """An fp16 step whose scaled gradients overflowed: scored, not learned (the scaler shrinks)."""
+        self.model.discard_gradients()
+        self.model.zero_grad(set_to_none=True)
+        self.skipped_batches += 1
+        self.skipped_rows += len(batch)
+        predictions = self._score(output.detach().float()).cpu()
+        self._record(predictions.numpy(), batch.labels.numpy(), batch.ts.numpy())
+        return {"rows": len(batch), "batches": 1, "loss": math.nan, "skipped": 1, "predictions": predictions}
 
     def _learn_fused(self, resolved: ResolvedChunk, sizes: Sequence[int]) -> dict:
         """The fused step on a resolved chunk cut into micro-batches of `sizes` rows: one step for
@@ -381,8 +448,11 @@ class OnlineTrainer:
 
     @torch.no_grad()
     def predict(self, batch: Batch) -> torch.Tensor:
-        """Probabilities `[B]` (predictions for `loss="mse"`); no id is inserted, nothing learned."""
-        return self._score(self.model(batch, train=False))
+        """Probabilities `[B]` (predictions for `loss="mse"`) on the host; no id is inserted,
+        nothing learned."""
+        with self._autocast():
+            output = self.model(batch.to(self.model.device), train=False)
+        return self._score(output.float()).cpu()
 
     def report(self) -> dict:
         """Overall, window and last-20% figures, skipped batches, live ids and the model name."""

@@ -58,10 +58,12 @@ CHANGES: dict[str, tuple[dict[str, Any], Any]] = {
     **{f"model.{key}": ({}, value) for key, value in [
         ("name", "lr"), ("dim", 8), ("lr", 0.1), ("seed", 3), ("loss", "mse"), ("admit_after", 2), ("ttl", "1d"),
         ("capacity", 1000)]},
+    "model.checkpoint_towers": ({"model.name": "deepfm"}, True),
     "model.ordinal_levels": (LEVELS, [3.0]),
     "embedding": ({}, {"initial_accumulator": 0.5}),
     "embedding.optimizer": (LR, "ftrl"),
     "embedding.initial_accumulator": ({}, 0.5),
+    "embedding.row_dtype": ({}, "bfloat16"),
     "embedding.linear_lr": ({}, 0.3),
     "training": ({}, {"epochs": 1}),
     **{f"training.{key}": ({}, value) for key, value in [
@@ -86,6 +88,8 @@ CHANGES: dict[str, tuple[dict[str, Any], Any]] = {
     "gpu.type": ({}, "A100"),
     "gpu.count": ({}, 8),
     "gpu.autoscale": ({}, True),
+    "gpu.device": ({}, "cpu"),
+    "gpu.precision": ({}, "bf16"),
 }
 
 

@@ -47,7 +47,7 @@ def test_empty_file_gives_the_defaults(tmp_path, text):
 def test_unknown_keys_at_top_level_and_nested(tmp_path):
     assert problems_of(tmp_path, "gpus: 8\n") == [f"gpus: unknown key 'gpus' (allowed: {SECTIONS})"]
     assert problems_of(tmp_path, "gpu:\n  kind: A100\n") == \
-        ["gpu.kind: unknown key 'kind' (allowed: type, count, autoscale)"]
+        ["gpu.kind: unknown key 'kind' (allowed: type, count, device, precision, autoscale)"]
     (line,) = problems_of(tmp_path, "source:\n  kafka:\n    brokers: x\n")
     assert line == ("source.kafka.brokers: unknown key 'brokers' "
                     "(allowed: bootstrap, topic, group, settings, idle_timeout, max_delay)")
