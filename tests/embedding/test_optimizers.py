@@ -295,3 +295,24 @@ def test_build_refuses_bad_hyperparameters():
         Adam(beta1=1.0).build()
     with pytest.raises(ValueError, match="alpha"):
         FTRL(alpha=0.0).build()
+
+
+@pytest.mark.parametrize("optimizer", [SGD(lr=0.3), Adagrad(lr=0.2, initial_accumulator=0.1, first_column_lr=0.7),
+                                       Adam(lr=0.1), FTRL(alpha=0.5, l1=0.3, l2=0.1)])
+def test_torch_step_matches_the_numba_step(optimizer):
+    """`step_tensors` (rows on a GPU, 16-bit rows) computes what `step` does, within float32 rounding."""
+    optimizer = optimizer.build()
+    widths = optimizer.state_widths(DIM)
+    rng = np.random.default_rng(1)
+    rows = rng.normal(size=(9, DIM)).astype(np.float32)
+    state = {name: rng.uniform(0, 1, (9, width)).astype(np.float32) for name, width in widths.items()}
+    tensors = torch.from_numpy(rows.copy()), {name: torch.from_numpy(a.copy()) for name, a in state.items()}
+    for _ in range(4):
+        grads = rng.normal(size=(9, DIM)).astype(np.float32)
+        optimizer.step(rows, state, grads)
+        optimizer.step_tensors(*tensors, torch.from_numpy(grads))
+    np.testing.assert_allclose(tensors[0].numpy(), rows, rtol=1e-5, atol=1e-6)
+    for name in widths:
+        np.testing.assert_allclose(tensors[1][name].numpy(), state[name], rtol=1e-5, atol=1e-6)
+    if "z" in widths:
+        assert (rows == 0).any(), "l1 must zero some weights, or the test checks no branch of FTRL's"

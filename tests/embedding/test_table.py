@@ -189,6 +189,23 @@ def test_half_precision_rows(dtype):
     assert table.gather(slots).tolist() == [[-0.5] * 4] * 2
 
 
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_half_precision_rows_keep_float32_state_and_learn_as_float32_rows(dtype):
+    def learned(row_dtype):
+        table = DynamicEmbedding(TableConfig(dim=4, dtype=row_dtype, optimizer=Adagrad(lr=0.1, initial_accumulator=0.1)))
+        rng = np.random.default_rng(0)
+        for step in range(20):
+            ids = rng.integers(1, 30, 16)
+            table.apply_gradients(table.slots(ids, now=float(step)), torch.from_numpy(rng.normal(size=(16, 4))).float())
+        return table.state_dict()
+
+    full, half = learned("float32"), learned(dtype)
+    assert full["ids"].tolist() == half["ids"].tolist()
+    assert half["state.accum"].dtype == np.float32
+    np.testing.assert_allclose(half["state.accum"], full["state.accum"], rtol=1e-5)
+    np.testing.assert_allclose(half["rows"], full["rows"], atol=0.02)   # 16-bit rounding of each stored row
+
+
 def test_config_is_checked_and_state_is_lazy():
     with pytest.raises(ValueError, match="eviction"):
         TableConfig(eviction="fifo")
