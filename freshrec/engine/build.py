@@ -28,7 +28,6 @@ from freshrec.config import (
     KafkaSection,
     cache_dir,
     data_root,
-    parse_config,
     with_overrides,
 )
 from freshrec.engine.dataflow import EngineConfig
@@ -199,6 +198,7 @@ def training_device(config: FreshrecConfig, available: bool) -> str:
     """Where the online model learns (`gpu.device`; auto: cuda when `gpu.count` >= 1 and a GPU is
     `available`); ConfigError when a GPU is named and none is available.
 
+    >>> from freshrec.config import parse_config
     >>> training_device(parse_config({"gpu": {"type": "A100", "count": 8}}), available=True)
     'cuda'
     >>> training_device(parse_config({"gpu": {"count": 1}}), available=False)
@@ -226,6 +226,7 @@ def trainer_config(config: FreshrecConfig, available: bool | None = None) -> Tra
 def gpu_note(config: FreshrecConfig, available: bool) -> str | None:
     """Where the online model learns, in one line, when the `gpu` block asks for anything.
 
+    >>> from freshrec.config import parse_config
     >>> gpu_note(parse_config({"gpu": {"type": "A100", "count": 8}}), available=True)
     'gpu: 8 x A100 asked for: learning on cuda (one GPU per trainer), fp32'
     """
@@ -234,7 +235,8 @@ def gpu_note(config: FreshrecConfig, available: bool) -> str | None:
         return None
     device = training_device(config, available)
     scaling = ", autoscale" if gpu.autoscale else ""
+    asked = f"{gpu.count} x {gpu.type}{scaling} asked for: " if gpu.count or gpu.type != "none" else ""
     where = "no GPU on this machine: learning on the CPU" if device == "cpu" and gpu.count else f"learning on {device}"
     if device != "cpu":
         where += " (one GPU per trainer)"
-    return f"gpu: {gpu.count} x {gpu.type}{scaling} asked for: {where}, {gpu.precision}"
+    return f"gpu: {asked}{where}, {gpu.precision}"

@@ -81,7 +81,8 @@ class StagingPool:
         size = tensor.numel()
         buffer = slot.buffers.get(name)
         if buffer is None or buffer.dtype != tensor.dtype or buffer.numel() < size:
-            capacity = size if buffer is None or buffer.dtype != tensor.dtype else max(size, int(buffer.numel() * GROWTH))
+            grown = buffer is not None and buffer.dtype == tensor.dtype
+            capacity = max(size, int(buffer.numel() * GROWTH)) if grown else size
             buffer = torch.empty(max(capacity, 1), dtype=tensor.dtype, pin_memory=self.pin)
             slot.buffers[name] = buffer
             self.allocations += 1

@@ -192,7 +192,8 @@ def test_half_precision_rows(dtype):
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 def test_half_precision_rows_keep_float32_state_and_learn_as_float32_rows(dtype):
     def learned(row_dtype):
-        table = DynamicEmbedding(TableConfig(dim=4, dtype=row_dtype, optimizer=Adagrad(lr=0.1, initial_accumulator=0.1)))
+        optimizer = Adagrad(lr=0.1, initial_accumulator=0.1)
+        table = DynamicEmbedding(TableConfig(dim=4, dtype=row_dtype, optimizer=optimizer))
         rng = np.random.default_rng(0)
         for step in range(20):
             ids = rng.integers(1, 30, 16)

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from freshrec.models import build_model
+from freshrec.models.base import training_loss
 from freshrec.models.dcn import DCNConfig
 from freshrec.models.deepfm import DeepFMConfig
-from freshrec.models.base import training_loss
 from freshrec.testing.models import stream
 
 CONFIGS = {"deepfm": lambda on: DeepFMConfig(dim=8, hidden=(256, 256, 128), checkpoint_towers=on),

@@ -5,22 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import need_real_data
+from conftest import movielens_batches
 
-from freshrec.events.datasets.movielens import open_movielens
-from freshrec.events.deadletter import MemoryDeadLetters
-from freshrec.features import FeaturePipeline, default_specs
 from freshrec.models import ModelConfig, build_model
 from freshrec.train import OnlineTrainer, TrainerConfig
 
 SEEDS = (0, 1, 2)
-
-
-def movielens(batch_size: int = 256):
-    source = open_movielens(need_real_data("movielens-100k"), MemoryDeadLetters())
-    specs = default_specs(source.fields, dim=8)
-    pipeline = FeaturePipeline(specs)
-    return specs, [part for chunk in source for part in pipeline.build(chunk).split(batch_size)]
 
 
 def prequential_auc(name: str, precision: str, specs, batches, seed: int, dtypes: set | None = None) -> float:
@@ -37,7 +27,7 @@ def prequential_auc(name: str, precision: str, specs, batches, seed: int, dtypes
 def test_bf16_autocast_is_within_0_002_auc_of_fp32(name):
     """On MovieLens-100k, the mean over seeds (one run's AUC moves by ~0.001 with any change of its
     arithmetic, fp32 or not: the seeds average that out)."""
-    specs, batches = movielens()
+    specs, batches = movielens_batches()
     dtypes: set = set()
     fp32 = [prequential_auc(name, "fp32", specs, batches, seed) for seed in SEEDS]
     bf16 = [prequential_auc(name, "bf16", specs, batches, seed, dtypes) for seed in SEEDS]
