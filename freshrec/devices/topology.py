@@ -1,7 +1,8 @@
 """GPU inventory and topology from NVML: which GPUs a host has and how each pair is linked.
 
 `read_nvml()` asks NVML (the nvidia-ml-py package) and returns its answer as plain data (JSON-able:
-it can be recorded and parsed elsewhere); `Topology.from_answer` parses it. For each pair of GPUs
+it can be recorded and parsed elsewhere); `Topology.from_answer` parses it, and `Topology.from_smi`
+parses what `nvidia-smi topo -m` (NVML's command line) printed on a host. For each pair of GPUs
 the link is NVLink (with its number of active links) or the PCIe path between them, named as
 `nvidia-smi topo -m` names it: PIX (one PCIe switch), PXB (several switches), PHB (through the
 host bridge), NODE (across host bridges of one NUMA node), SYS (across NUMA nodes). `groups(size)`
@@ -21,6 +22,7 @@ is the machine's topology (empty where there is no NVML or no GPU).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -34,14 +36,14 @@ MAX_NVLINKS = 18   # NVML_NVLINK_MAX_LINKS
 
 @dataclass(frozen=True)
 class Gpu:
-    """One GPU as NVML describes it."""
+    """One GPU as NVML describes it (None: not in the recording, e.g. `nvidia-smi topo -m`'s)."""
 
     index: int
-    name: str
-    uuid: str
-    bus_id: str
-    memory_bytes: int
-    capability: tuple[int, int]
+    name: str | None = None
+    uuid: str | None = None
+    bus_id: str | None = None
+    memory_bytes: int | None = None
+    capability: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,46 @@ class Topology:
         if unknown:
             raise ValueError(f"pairs name GPUs {unknown} that the answer does not list")
         return cls(driver, gpus, {k: v[0] for k, v in pairs.items()}, {k: v[1] for k, v in pairs.items()})
+
+    @classmethod
+    def from_smi(cls, text: str) -> Topology:
+        """Parse the matrix `nvidia-smi topo -m` prints (tab-separated, a header row of GPU<n> and
+        other devices, then one row per device; NICs and the affinity columns are left out). It
+        names links only: the GPUs' names, memory and the like are None.
+
+        >>> text = "\\tGPU0\\tGPU1\\tCPU Affinity\\nGPU0\\t X \\tNV4\\t0-7\\nGPU1\\tNV4\\t X \\t0-7\\n"
+        >>> print(Topology.from_smi(text).matrix())
+              GPU0   GPU1
+        GPU0  X      NV4
+        GPU1  NV4    X
+        """
+        lines = [line.rstrip("\n") for line in text.splitlines() if line.strip()]
+        header = next((line for line in lines if line.split("\t")[0].strip() == "" and "GPU0" in line), None)
+        if header is None:
+            raise ValueError("no `nvidia-smi topo -m` matrix: a header row naming GPU0 is missing")
+        columns = [cell.strip() for cell in header.split("\t")]
+        gpu_columns = {k: int(name[3:]) for k, name in enumerate(columns) if re.fullmatch(r"GPU\d+", name)}
+        names = {value: level for level, value in LEVELS.items()}
+        levels, nvlinks, seen = {}, {}, []
+        for line in lines:
+            cells = [cell.strip() for cell in line.split("\t")]
+            if not re.fullmatch(r"GPU\d+", cells[0]):
+                continue
+            a = int(cells[0][3:])
+            seen.append(a)
+            for k, b in gpu_columns.items():
+                cell = cells[k] if k < len(cells) else ""
+                if b <= a:
+                    continue
+                if cell.startswith("NV") and cell[2:].isdigit():
+                    nvlinks[(a, b)] = int(cell[2:])
+                elif cell in names:
+                    levels[(a, b)], nvlinks[(a, b)] = names[cell], 0
+                else:
+                    raise ValueError(f"GPU{a}-GPU{b}: unknown link {cell!r} (expected NV<n>, {', '.join(names)})")
+        if sorted(seen) != sorted(gpu_columns.values()):
+            raise ValueError(f"the matrix has rows for GPUs {sorted(seen)} but columns {sorted(gpu_columns.values())}")
+        return cls("nvidia-smi", tuple(Gpu(i) for i in sorted(seen)), levels, nvlinks)
 
     def link(self, a: int, b: int) -> str:
         """How GPUs `a` and `b` are linked: "NV<n>" (n NVLinks), else the PCIe path (PIX .. SYS)."""
@@ -111,7 +153,7 @@ class Topology:
         indices = [g.index for g in self.gpus]
         rows = ["      " + "".join(f"GPU{i:<4}" for i in indices)]
         rows += [f"GPU{a:<3}" + "".join(f"{self.link(a, b):<7}" for b in indices) for a in indices]
-        return "\n".join(rows)
+        return "\n".join(row.rstrip() for row in rows)
 
 
 def _text(value: str | bytes) -> str:

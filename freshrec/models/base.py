@@ -132,7 +132,7 @@ def training_loss(model: OnlineModel, output: torch.Tensor, batch: Batch) -> tor
     if not bool(known.any()):
         return value
     targets = batch.targets[known].unsqueeze(1)
-    graded = (targets >= torch.tensor(levels, dtype=targets.dtype)).to(output.dtype)
+    graded = (targets >= torch.tensor(levels, dtype=targets.dtype, device=targets.device)).to(output.dtype)
     logits = output[known].unsqueeze(1) - model.ordinal_offsets
     aux = functional.binary_cross_entropy_with_logits(logits, graded, reduction="sum") / len(targets)
     return value + aux

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -47,13 +46,28 @@ def test_a_malformed_answer_is_refused_with_what_is_wrong():
         Topology.from_answer(answer)
 
 
-@pytest.mark.parametrize("path", sorted(RECORDED.glob("*.json")), ids=lambda p: p.stem)
-def test_a_recorded_nvml_answer_parses(path):
-    recorded = json.loads(path.read_text())
-    topology = Topology.from_answer(recorded["answer"])
-    assert [g.name for g in topology.gpus] == recorded["expect"]["names"]
-    assert topology.gpus[0].capability == tuple(recorded["expect"]["capability"])
-    assert topology.groups(1) == [(g.index,) for g in topology.gpus]
+def test_recorded_nvidia_smi_matrices_parse_and_group():
+    """`nvidia-smi topo -m` as printed on two hosts (public recordings): a DGX A100 (every pair
+    NV12; NICs and affinity columns beside) and a six-GPU PCIe host (switch pairs, two NUMA nodes)."""
+    dgx = Topology.from_smi((RECORDED / "dgx-a100.topo.txt").read_text())
+    assert [g.index for g in dgx.gpus] == list(range(8)) and dgx.gpus[0].name is None
+    assert {dgx.link(a, b) for a in range(8) for b in range(8) if a != b} == {"NV12"}
+    assert dgx.groups(4) == [(0, 1, 2, 3), (4, 5, 6, 7)]
+    pcie = Topology.from_smi((RECORDED / "pcie-6gpu.topo.txt").read_text())
+    assert (pcie.link(0, 1), pcie.link(1, 2), pcie.link(3, 4)) == ("PIX", "NODE", "SYS")
+    assert pcie.groups(2) == [(0, 1), (2, 3), (4, 5)]
+    assert pcie.groups(4) == [(0, 1, 2, 3), (4, 5)]
+    assert pcie.groups(3, among=[0, 2, 4, 5]) == [(0, 2, 4), (5,)]   # one node first, then the nearest
+
+
+def test_a_recorded_matrix_with_a_row_missing_or_an_unknown_link_is_refused():
+    lines = (RECORDED / "pcie-6gpu.topo.txt").read_text().splitlines()
+    with pytest.raises(ValueError, match=r"rows for GPUs \[0, 1, 2, 3, 4\] but columns"):
+        Topology.from_smi("\n".join(lines[:6]))
+    with pytest.raises(ValueError, match="GPU0-GPU1: unknown link 'NVX'"):
+        Topology.from_smi("\n".join([lines[0], lines[1].replace("PIX", "NVX"), *lines[2:]]))
+    with pytest.raises(ValueError, match="header row naming GPU0"):
+        Topology.from_smi("No devices were found")
 
 
 def test_the_inventory_matches_what_torch_sees():
