@@ -50,6 +50,7 @@ bench: venv
 	$(BIN)/python bench/join.py
 	$(BIN)/python bench/produce.py
 	$(BIN)/python bench/quality.py
+	$(BIN)/python bench/gpu_check.py
 	$(BIN)/python -m pip install -q -e ".[bench]"
 	$(BIN)/python bench/versus_vw.py
 

@@ -206,11 +206,12 @@ def test_flags_override_the_config_file_and_print_config_shows_the_result(tmp_pa
     assert done.returncode == 0, done.stderr
     shown = yaml.safe_load(done.stdout)
     assert shown["training"]["online_batch_size"] == 64 and shown["training"]["checkpoint_events"] == 1000
-    assert shown["gpu"] == {"type": "A100", "count": 8, "autoscale": False}
+    assert shown["gpu"] == {"type": "A100", "count": 8, "device": "auto", "precision": "fp32", "autoscale": False}
     run = CliRunner().invoke(app, ["run", "--config", str(tmp_path / "freshrec.yaml"), "--format", "simulator",
                                    "--limit", "2000", "--no-serve", "--state", str(tmp_path / "s"), "--json"])
     assert run.exit_code == 0, run.output
-    assert "gpu: 8 x A100 asked for; " in run.stderr and _last_json(run.stdout)["gpu"].startswith("gpu: 8 x A100")
+    note = "gpu: 8 x A100 asked for: no GPU on this machine: learning on the CPU, fp32"
+    assert note in run.stderr and _last_json(run.stdout)["gpu"] == note
 
 
 def _ratings_csv(path: Path, rows: int = 2_000) -> None:
