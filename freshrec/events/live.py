@@ -118,6 +118,23 @@ def check_value(value: object, kind: FieldKind, name: str | None = None) -> obje
         raise ValueError(f"{name} {error}") from None
 
 
+def check_ids(values: Sequence[object], name: str) -> list[str | None]:
+    """`check_value` of a column of categorical ids (strings or integers) at once: the live forms,
+    or the ValueError of the first bad one.
+
+    >>> check_ids([3, "b", None], "item_id")
+    ['3', 'b', None]
+    >>> check_ids([3, 2.5], "item_id")
+    Traceback (most recent call last):
+    ...
+    ValueError: item_id must be a string or an integer id, not 2.5
+    """
+    kinds = set(map(type, values))
+    if kinds <= {str, int}:
+        return list(map(str, values))
+    return [check_value(value, FieldKind.CATEGORICAL, name) for value in values]
+
+
 def _check(value: object, kind: FieldKind) -> object:
     if value is None:
         return None

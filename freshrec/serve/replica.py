@@ -27,10 +27,11 @@ import pyarrow as pa
 import torch
 
 from freshrec.events.event import ITEM, TS, USER, EventChunk, FieldKind
-from freshrec.events.live import arrow_type, check_value
+from freshrec.events.live import arrow_type, check_ids, check_value
 from freshrec.features import FeaturePipeline
 from freshrec.models.base import OnlineModel
 from freshrec.snapshot import Delta, Snapshot
+from freshrec.train.fused import fused_logits, fused_model
 
 __all__ = ["Replica"]
 
@@ -75,7 +76,8 @@ class Replica:
         columns: dict[str, pa.Array] = {TS: pa.array(np.full(n, time.time()))}
         for column, kind in self.columns.items():
             if column == ITEM:
-                values = [check_value(item, kind, column) for item in items]
+                values = check_ids(items, column) if kind is FieldKind.CATEGORICAL else \
+                    [check_value(item, kind, column) for item in items]
             elif column in item_columns:
                 values = [per_item(item, column) for item in items]
             else:
@@ -85,8 +87,14 @@ class Replica:
 
     @torch.no_grad()
     def score(self, rows: EventChunk) -> np.ndarray:
-        """Probabilities (predictions for a rating model) of the rows, float32."""
-        output = self.model(self.pipeline.build(rows), train=False)
+        """Probabilities (predictions for a rating model) of the rows, float32: an FM or LR in one
+        numba pass over the rows where they lie (`fused_logits`, the trainer's arithmetic), other
+        models by their forward without autograd."""
+        batch = self.pipeline.build(rows)
+        if fused_model(self.model):
+            logits = fused_logits(self.model, batch)
+            return (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
+        output = self.model(batch, train=False)
         if self.model.config.loss == "bce":
             output = torch.sigmoid(output)
         return output.numpy()

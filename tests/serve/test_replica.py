@@ -1,0 +1,32 @@
+"""A replica scores request rows as the model's forward does, an FM or LR in one numba pass."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from freshrec.models import ModelConfig, build_model
+from freshrec.serve.replica import Replica
+from freshrec.snapshot import Snapshot
+from freshrec.testing.models import stream
+from freshrec.train import OnlineTrainer
+from freshrec.train.fused import fused_model
+
+
+@pytest.mark.parametrize("name", ["lr", "fm", "deepfm"])
+def test_request_scores_equal_the_forwards_probabilities(name):
+    data = stream(rows=4096, batch_size=512)
+    trainer = OnlineTrainer(build_model(name, data.specs, ModelConfig(dim=8)))
+    for batch in data.batches:
+        trainer.learn(batch)
+    replica = Replica.from_snapshot(Snapshot(trainer.model, version=1))
+    assert fused_model(replica.model) == (name != "deepfm")
+    rng = np.random.default_rng(0)
+    items = [int(i) for i in rng.integers(0, 2000, 100)] + ["never-seen"]
+    rows = replica.rows(3, items, shared=lambda column: None, per_item=lambda item, column: None, item_columns=())
+    with torch.no_grad():
+        expected = torch.sigmoid(replica.model(replica.pipeline.build(rows), train=False)).numpy()
+    scores = replica.score(rows)
+    assert scores.dtype == np.float32 and len(set(scores.round(4).tolist())) > 10
+    np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-6)
