@@ -31,7 +31,7 @@ def test_config_check_show_and_errors(tmp_path: Path) -> None:
         done = _run(command, tmp_path)
         assert done.returncode == 2
         assert "training.offline_interval" in done.stderr and "'6x'" in done.stderr and "30s, 5m, 6h" in done.stderr
-        assert "gpu.kind: unknown key 'kind' (allowed: type, count, autoscale)" in done.stderr
+        assert "gpu.kind: unknown key 'kind' (allowed: type, count, device, precision, autoscale)" in done.stderr
 
 
 def test_run_with_the_articles_block_retrains_offline(tmp_path: Path) -> None:
