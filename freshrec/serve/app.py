@@ -184,7 +184,7 @@ def create_app(service: ModelService, config: ServeConfig | None = None) -> Fast
                                 + ("" if token else " and a server started with an admin token"),
                                 headers={"WWW-Authenticate": "Bearer"})
 
-    def serving() -> None:
+    async def serving() -> None:   # async: a plain def would run in a worker thread, per request
         if service.version is None:
             raise HTTPException(503, "no model version is loaded yet")
 
