@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 from typing import Annotated, Any
@@ -32,6 +33,9 @@ def serve_command(
     registry: Annotated[Path, typer.Option(help="Model registry directory to serve from.")],
     config: Annotated[Path | None, typer.Option(help="YAML configuration (its serve section); flags override it.")]
     = None,
+    workers: Annotated[int, typer.Option(min=1, help=(
+        "Server processes on the one port (uvicorn's pre-fork supervisor: a worker that dies is "
+        "replaced); each follows the registry."))] = 1,
     overrides: dict[str, Any] | None = None,
 ) -> None:
     """Serve the newest model in REGISTRY and follow its deltas (admin token: the variable named by
@@ -42,6 +46,7 @@ def serve_command(
     from freshrec.engine.build import serve_config
     from freshrec.engine.train_serve import serve_until_signal
     from freshrec.serve import ModelService, create_app
+    from freshrec.serve.workers import CONFIG_ENV, REGISTRY_ENV
     from freshrec.snapshot import ModelRegistry
 
     settings = build_config(config, overrides or {})
@@ -49,6 +54,13 @@ def serve_command(
     if not registry.is_dir():
         raise UsageError(f"--registry {registry} is not a directory")
     check_port(host, port)
+    if workers > 1:
+        os.environ[REGISTRY_ENV] = str(registry.resolve())
+        os.environ[CONFIG_ENV] = serve_config(settings).model_dump_json()
+        note(f"serving {registry} on http://{host}:{port} with {workers} workers")
+        uvicorn.run("freshrec.serve.workers:app", factory=True, host=host, port=port, workers=workers,
+                    log_level="warning")
+        return
     app = create_app(ModelService(ModelRegistry(registry)), serve_config(settings))
     note(f"serving {registry} on http://{host}:{port}")
     serve_until_signal(uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning")))

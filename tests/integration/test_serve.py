@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -169,3 +170,44 @@ def test_a_server_alone_follows_the_registry_and_stops_on_sigterm(tmp_path: Path
     finally:
         code, out = _stop(process, signal.SIGTERM)
     assert code == 0, out
+
+
+def _workers(parent: int) -> set[int]:
+    """The pids of the worker processes under `parent` (uvicorn's supervisor starts them with
+    multiprocessing's spawn)."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            command = (stat.parent / "cmdline").read_bytes()
+        except (OSError, ValueError, IndexError):
+            continue   # gone meanwhile
+        if ppid == parent and b"spawn_main" in command:
+            found.add(int(stat.parent.name))
+    return found
+
+
+def test_serve_workers_share_the_port_and_a_dead_worker_is_replaced(trained, tmp_path: Path) -> None:
+    trained.trainer.learn(trained.pipeline.build(trained.chunks[0]))
+    trained.publisher.observe(trained.chunks[0])
+    trained.publisher.maybe_publish()
+    port = free_port()
+    command = ["serve", "--registry", str(trained.registry.root), "--port", str(port), "--workers", "2"]
+    process = subprocess.Popen(FRESHREC + command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        _wait_ready(url, process)
+        wait_until(lambda: len(_workers(process.pid)) == 2, "two workers", process)
+        before = _workers(process.pid)
+        victim = min(before)
+        os.kill(victim, signal.SIGKILL)
+        wait_until(lambda: len(_workers(process.pid)) == 2 and victim not in _workers(process.pid),
+                   "a new worker in place of the killed one", process)
+        _wait_ready(url, process)
+        for _ in range(20):   # new connections: whichever worker takes them answers
+            answer = httpx.post(f"{url}/predict", json={"user": 1, "candidates": [1, 2, 3]})
+            assert answer.status_code == 200 and len(answer.json()["scores"]) == 3
+    finally:
+        code, out = _stop(process, signal.SIGTERM)
+    assert code == 0, out
+    assert not _workers(process.pid)
