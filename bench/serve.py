@@ -17,7 +17,13 @@ Prints one JSON line: p50/p99 latency per endpoint, achieved requests/s, failed 
 applied (delta and full), freshness p50/p99 (event entering the trainer's source -> first
 prediction served by a model that learned it; the oldest event of each delta), load average.
 
-    .venv/bin/python bench/serve.py [--seconds 35] [--rate 300]
+`--sweep 200,400,...` then drives the server at each /predict rate in turn (/recommend at a tenth of
+it, `--sweep-seconds` each) and reports `capacity_rps`, the highest rate whose /predict p99 stays
+under 10 ms with no failed request. The driver is measured alone first (`driver_alone`): the same
+load at the top rate against a server that answers every request at once with a constant (its own
+process, on the server's core), so its p99 is the driver's own share of every figure.
+
+    .venv/bin/python bench/serve.py [--seconds 35] [--rate 300] [--sweep 200,400,600,800,1000] [--workers 1]
 """
 
 from __future__ import annotations
@@ -144,6 +150,32 @@ async def _drive(port: int, seconds: float, rates: dict[str, float], bodies: dic
     return out
 
 
+class _Constant(asyncio.Protocol):
+    """A server that answers each HTTP/1.1 request (a body of Content-Length bytes) with a constant."""
+
+    ANSWER = b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 13\r\n\r\n{"version":0}'
+
+    def connection_made(self, transport) -> None:
+        self.transport, self.buffer = transport, b""
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        while (end := self.buffer.find(b"\r\n\r\n")) >= 0:
+            head = self.buffer[:end].lower()
+            length = int(head.split(b"content-length:")[1].split(b"\r\n")[0]) if b"content-length:" in head else 0
+            if len(self.buffer) < end + 4 + length:
+                return
+            self.buffer = self.buffer[end + 4 + length:]
+            self.transport.write(self.ANSWER)
+
+
+def _constant_server(port: int) -> None:
+    async def serve() -> None:
+        server = await asyncio.get_running_loop().create_server(_Constant, "127.0.0.1", port)
+        await server.serve_forever()
+    asyncio.run(serve())
+
+
 def _bodies(rng: np.random.Generator) -> dict[str, list[bytes]]:
     predict, recommend = [], []
     for _ in range(200):
@@ -178,6 +210,38 @@ def _wait_ready(port: int, process: subprocess.Popen, timeout: float = 120.0) ->
     raise TimeoutError("the server did not become ready")
 
 
+def _at_rate(port: int, rate: float, seconds: float, bodies: dict[str, list[bytes]]) -> dict:
+    """/predict at `rate` and /recommend at a tenth of it: the /predict figures."""
+    figures = asyncio.run(_drive(port, seconds, {"/predict": rate, "/recommend": rate / 10}, bodies))
+    predict = figures["predict"]
+    return {"rate": rate, "achieved": figures["requests_per_s"], "p50_ms": predict["p50_ms"],
+            "p99_ms": predict["p99_ms"], "failed": predict["failed"] + figures["recommend"]["failed"],
+            "recommend_p99_ms": figures["recommend"]["p99_ms"]}
+
+
+def _driver_alone(rate: float, seconds: float, bodies: dict[str, list[bytes]], env: dict, cores: set[int]) -> dict:
+    """The sweep's top rate against the constant server: what the driver itself costs."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    constant = subprocess.Popen([sys.executable, __file__, "--role", "constant", "--port", str(port)], env=env,
+                                preexec_fn=lambda: os.sched_setaffinity(0, cores))
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port)).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or constant.poll() is not None:
+                    raise RuntimeError("the constant server did not start") from None
+                time.sleep(0.05)
+        return _at_rate(port, rate, seconds, bodies)
+    finally:
+        constant.terminate()
+        constant.wait(timeout=20)
+
+
 def _counter(metrics: str, name: str, labels: str) -> float:
     match = re.search(rf"^{name}\{{{labels}\}} (\S+)$", metrics, re.M)
     return float(match.group(1)) if match else 0.0
@@ -185,7 +249,11 @@ def _counter(metrics: str, name: str, labels: str) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--role", choices=("driver", "trainer"), default="driver")
+    parser.add_argument("--role", choices=("driver", "trainer", "constant"), default="driver")
+    parser.add_argument("--port", type=int, help="--role constant: the port to answer on")
+    parser.add_argument("--sweep", help="comma-separated /predict rates to find the capacity at")
+    parser.add_argument("--sweep-seconds", type=float, default=10.0)
+    parser.add_argument("--workers", type=int, default=1, help="server processes (freshrec serve --workers)")
     parser.add_argument("--registry", type=Path)
     parser.add_argument("--seconds", type=float, default=35.0)
     parser.add_argument("--rate", type=float, default=300.0, help="/predict requests per second")
@@ -198,6 +266,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.role == "trainer":
         return _trainer(args)
+    if args.role == "constant":
+        return _constant_server(args.port)
     registry = Path(tempfile.mkdtemp(prefix="freshrec-bench-serve-"))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -211,17 +281,25 @@ def main() -> None:
                                 "--events-per-s", str(args.events_per_s), "--trainer-nice", str(args.trainer_nice),
                                 "--sync-interval",
                                 str(args.sync_interval), "--full-interval", str(args.full_interval)], env=env)
+    workers = ["--workers", str(args.workers)] if args.workers > 1 else []
     server = subprocess.Popen([sys.executable, "-m", "freshrec.cli", "serve", "--registry", str(registry),
-                               "--port", str(port)], env=env, stderr=subprocess.DEVNULL,
-                              preexec_fn=lambda: os.sched_setaffinity(0, server_cores))
+                               "--port", str(port), *workers], env=env,
+                              stderr=subprocess.DEVNULL, preexec_fn=lambda: os.sched_setaffinity(0, server_cores))
+    bodies = _bodies(np.random.default_rng(0))
+    sweep = sorted(float(rate) for rate in args.sweep.split(",")) if args.sweep else []
     try:
         _wait_ready(port, server)
         time.sleep(2.0)  # warm up: the first deltas, numba kernels
         before = _get(port, "/metrics").decode()
         figures = asyncio.run(_drive(port, args.seconds, {"/predict": args.rate, "/recommend": args.recommend_rate},
-                                     _bodies(np.random.default_rng(0))))
+                                     bodies))
         metrics = _get(port, "/metrics").decode()
         model = orjson.loads(_get(port, "/model"))
+        if sweep:
+            figures["sweep"] = [_at_rate(port, rate, args.sweep_seconds, bodies) for rate in sweep]
+            passed = [step["rate"] for step in figures["sweep"] if step["p99_ms"] <= 10.0 and not step["failed"]]
+            figures["capacity_rps"] = max(passed, default=0.0)
+            figures["driver_alone"] = _driver_alone(max(sweep), args.sweep_seconds, bodies, env, server_cores)
     finally:
         for process in (trainer, server):
             process.terminate()
@@ -238,7 +316,7 @@ def main() -> None:
         **figures, "failed": figures["predict"]["failed"] + figures["recommend"]["failed"],
         "swaps_during_load": swaps, "freshness_p50_s": fresh.get("p50"), "freshness_p99_s": fresh.get("p99"),
         "freshness_samples": fresh.get("n"), "trainer_events_per_s": args.events_per_s,
-        "sync_interval_s": args.sync_interval, "server_cores": sorted(server_cores),
+        "sync_interval_s": args.sync_interval, "workers": args.workers, "server_cores": sorted(server_cores),
         "trainer_driver_cores": sorted(other_cores), "load_before": load_before, "load_after": os.getloadavg(),
         "targets": {"predict_p99_ms": 10.0, "failed": 0, "swaps": 25, "freshness_p99_s": 2.0}}))
 
