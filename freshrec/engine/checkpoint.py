@@ -8,7 +8,7 @@ valid one and seeking the source to its position continues the run as if it had 
 >>> from freshrec.events.event import FieldKind
 >>> from freshrec.features import FeatureSpec
 >>> from freshrec.models import build_model
->>> from freshrec.train import OnlineTrainer
+>>> from freshrec.train import OnlineTrainer, TrainerConfig
 >>> store = CheckpointStore(tempfile.mkdtemp(), full_every=2)   # whole, increment, whole, ...
 >>> trainer = OnlineTrainer(build_model("lr", [FeatureSpec("user_id", FieldKind.CATEGORICAL)]))
 >>> for step in (1, 2, 3, 4, 5, 6):
@@ -36,7 +36,7 @@ from freshrec._durable import WriteBehind
 from freshrec.engine.trainer_state import base_of, capture_increment, load_trainer, save_trainer, table_versions
 from freshrec.events.source import Position
 from freshrec.snapshot.files import CorruptVersion, publish_dir, verify_dir
-from freshrec.train import OnlineTrainer
+from freshrec.train import OnlineTrainer, TrainerConfig
 
 __all__ = ["Checkpoint", "CheckpointStore"]
 
@@ -94,9 +94,11 @@ class Checkpoint:
                                                   "joiner_tables": tables, "joiner_text": text}))
 
     @classmethod
-    def load(cls, directory: Path, base: Callable[[int], Path] | None = None) -> Checkpoint:
+    def load(cls, directory: Path, base: Callable[[int], Path] | None = None,
+             placement: TrainerConfig | None = None) -> Checkpoint:
         """The checkpoint in `directory`; `base(step)`: the directory of an earlier checkpoint an
-        incremental one builds on."""
+        incremental one builds on; `placement`: the device and precision to continue with (this
+        run's, not the saving run's)."""
         saved = json.loads((directory / META).read_text())
         joiner = None
         if (directory / JOINER).exists():
@@ -105,7 +107,7 @@ class Checkpoint:
             for name in saved["joiner_tables"]:
                 with pa.memory_map(str(directory / f"joiner.{name}.arrow")) as source:
                     joiner[name] = pa.ipc.open_file(source).read_all()
-        return cls(saved["step"], saved["position"], load_trainer(directory, base), saved["meta"], joiner)
+        return cls(saved["step"], saved["position"], load_trainer(directory, base, placement), saved["meta"], joiner)
 
 
 class CheckpointStore:
@@ -182,12 +184,12 @@ class CheckpointStore:
                 shutil.rmtree(self.path(old), ignore_errors=True)
         return path
 
-    def latest(self) -> Checkpoint | None:
+    def latest(self, placement: TrainerConfig | None = None) -> Checkpoint | None:
         """The newest checkpoint that verifies, with every checkpoint it builds on (a torn one is
-        skipped with a warning, and so is one whose chain is broken)."""
+        skipped with a warning, and so is one whose chain is broken); `placement` as in `load`."""
         for step in reversed(self.steps()):
             try:
-                checkpoint = Checkpoint.load(self._verified(step), self._verified)
+                checkpoint = Checkpoint.load(self._verified(step), self._verified, placement)
             except (CorruptVersion, FileNotFoundError) as error:
                 log.warning("skipping checkpoint %s: %s", self.path(step), error)
                 continue

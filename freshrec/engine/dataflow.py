@@ -107,7 +107,7 @@ class DataFlowEngine:
     def restore(self) -> int | None:
         """Continue from the newest checkpoint, or start afresh with a new trainer (the log emptied:
         nothing in it was committed); returns the checkpoint's step or None."""
-        checkpoint = self.checkpoints.latest()
+        checkpoint = self.checkpoints.latest(self.config.trainer)
         if checkpoint is None:  # nothing is committed: segments closed before a crash go too
             self.trainer = OnlineTrainer(self.build(), self.config.trainer)
             self.log.rollback(0)

@@ -125,9 +125,11 @@ def base_of(directory: str | Path) -> int | None:
     return json.loads((Path(directory) / TRAINER).read_text()).get("base")
 
 
-def load_trainer(directory: str | Path, base: Callable[[int], Path] | None = None) -> OnlineTrainer:
+def load_trainer(directory: str | Path, base: Callable[[int], Path] | None = None,
+                 placement: TrainerConfig | None = None) -> OnlineTrainer:
     """The trainer `save_trainer` wrote, ready to learn the next batch (its metrics start empty);
-    `base(step)` is the directory of the earlier save an incremental one builds on."""
+    `base(step)` is the directory of the earlier save an incremental one builds on; `placement`
+    gives the device and precision to continue with (default: the saved ones)."""
     directory = Path(directory)
     saved = json.loads((directory / TRAINER).read_text())
     if saved.get("base") is None:
@@ -135,12 +137,15 @@ def load_trainer(directory: str | Path, base: Callable[[int], Path] | None = Non
     else:
         if base is None:
             raise ValueError(f"{directory} holds the changes since save {saved['base']}: pass `base`")
-        model = load_trainer(base(saved["base"]), base).model
+        model = load_trainer(base(saved["base"]), base, placement).model
         Delta.load(directory).apply(model)
         resume = load_numpy(str(directory / RESUME))
         for name, table in model.tables.items():
             table.load_resume_state({k.split("/", 1)[1]: v for k, v in resume.items() if k.startswith(f"{name}/")})
-    trainer = OnlineTrainer(model, TrainerConfig(**saved["config"]))
+    config = TrainerConfig(**saved["config"])
+    if placement is not None:
+        config = dataclasses.replace(config, device=placement.device, precision=placement.precision)
+    trainer = OnlineTrainer(model, config)
     for name, value in saved["counters"].items():
         setattr(trainer, name, value)
     if saved["optimizer"] is not None:
