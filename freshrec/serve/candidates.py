@@ -8,7 +8,14 @@ publishes. Three sources, all in event time:
 
 Items the user already interacted with (the last `consumed` per user) are filtered out. It also
 keeps the latest user- and item-owned fields (genres, age...) so candidates can be ranked with
-their features.
+their features. Users and items are known by their ids' live form, strings (an int64 column's 7
+is "7", as in a request).
+
+A server's follower thread calls `observe` for every delta while request threads rank: users and
+items get integer codes, and popularity, histories and co-occurrence live in arrays that one numba
+pass updates without the GIL (`_like_all`), so a delta of thousands of events holds request
+threads up for a few milliseconds; the Python left (codes, consumed items, the users' recency, the
+latest fields once per entity) works a slice of rows at a time and yields between slices.
 
 >>> import pyarrow as pa
 >>> index = CandidateIndex()
@@ -23,13 +30,15 @@ their features.
 from __future__ import annotations
 
 import heapq
-import math
 import time
-from collections import OrderedDict, defaultdict, deque
-from collections.abc import Iterable
+from collections import OrderedDict, defaultdict
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 
+import numba
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from freshrec.events.event import ITEM, LABEL, STANDARD_COLUMNS, TS, USER
 
@@ -52,38 +61,135 @@ class CandidateConfig:
     users: int = 1_000_000
 
 
+@numba.njit(nogil=True, cache=True, inline="always")
+def _bump(a, b, nb_item, nb_count, nb_len):
+    """Count one more co-occurrence of item b with item a (appended when new)."""
+    for j in range(nb_len[a]):
+        if nb_item[a, j] == b:
+            nb_count[a, j] += 1.0
+            return
+    nb_item[a, nb_len[a]] = b
+    nb_count[a, nb_len[a]] = 1.0
+    nb_len[a] += 1
+
+
+@numba.njit(nogil=True, cache=True)
+def _trim(a, keep, nb_item, nb_count, nb_len):
+    """Keep item a's `keep` strongest co-occurrences, strongest first (ties in their order)."""
+    n = nb_len[a]
+    order = np.argsort(-nb_count[a, :n], kind="mergesort")[:keep]
+    items, counts = nb_item[a, order].copy(), nb_count[a, order].copy()
+    nb_item[a, :len(order)] = items
+    nb_count[a, :len(order)] = counts
+    nb_len[a] = len(order)
+
+
+@numba.njit(nogil=True, cache=True)
+def _like_all(users, items, times, reset, clock, half_life, neighbours,  # noqa: PLR0913
+              popularity, history, history_len, nb_item, nb_count, nb_len):
+    """Each positive (user code, item code, event time, NaN: the clock) in order: popularity by
+    forward decay (`clock` = [origin (NaN before the first), latest time]), co-occurrence with the
+    user's recent positives (their counts trimmed to `neighbours` past twice that), then the item
+    joins the user's history; `reset[e]`: the user's code was given to a new user (empty history)."""
+    depth = history.shape[1]
+    for e in range(len(users)):
+        u, i = users[e], items[e]
+        if reset[e]:
+            history_len[u] = 0
+        ts = times[e]
+        if ts != ts:
+            ts = clock[1]
+        if clock[0] != clock[0]:
+            clock[0] = ts
+        clock[1] = max(clock[1], ts)
+        exponent = (ts - clock[0]) / half_life
+        if exponent > 512:   # move the origin before the weights could overflow
+            shift = 2.0 ** -exponent
+            for j in range(len(popularity)):
+                value = popularity[j] * shift
+                popularity[j] = value if value > 1e-300 else 0.0
+            clock[0], exponent = ts, 0.0
+        popularity[i] += 2.0 ** exponent
+        for h in range(history_len[u]):
+            other = history[u, h]
+            if other != i:
+                _bump(i, other, nb_item, nb_count, nb_len)
+                _bump(other, i, nb_item, nb_count, nb_len)
+                if nb_len[other] > 2 * neighbours:
+                    _trim(other, neighbours, nb_item, nb_count, nb_len)
+        if nb_len[i] > 2 * neighbours:
+            _trim(i, neighbours, nb_item, nb_count, nb_len)
+        if history_len[u] == depth:
+            history[u, :depth - 1] = history[u, 1:].copy()
+            history[u, depth - 1] = i
+        else:
+            history[u, history_len[u]] = i
+            history_len[u] += 1
+
+
+def _grown(array: np.ndarray, rows: int) -> np.ndarray:
+    """`array` with room for at least `rows` rows (geometric growth; new rows zero)."""
+    if rows <= len(array):
+        return array
+    out = np.zeros((max(rows, 2 * len(array), 64), *array.shape[1:]), array.dtype)
+    out[: len(array)] = array
+    return out
+
+
 class CandidateIndex:
     """Popularity, co-occurrence, recent and consumed items, and the latest entity fields."""
 
     def __init__(self, config: CandidateConfig | None = None, item_columns: Iterable[str] = ()) -> None:
-        self.config = config or CandidateConfig()
+        self.config = c = config or CandidateConfig()
         self.item_columns = frozenset(item_columns)  # extra columns describing the item; others the user
-        self._popularity: dict[str, float] = {}   # forward decay: weights relative to `self._origin`
-        self._origin: float | None = None
-        self._clock = 0.0
-        self._neighbours: dict[str, dict[str, float]] = defaultdict(dict)
-        self._recent: OrderedDict[str, deque[str]] = OrderedDict()
-        self._consumed: dict[str, dict[str, None]] = {}
-        self.user_fields: dict[str, dict] = {}
-        self.item_fields: dict[str, dict] = {}
+        self._items: list[Hashable] = []                     # item code -> item
+        self._item_codes: dict[Hashable, int] = {}
+        self._recent: OrderedDict[Hashable, int] = OrderedDict()   # user -> code, least recently active first
+        self._free_users: list[int] = []
+        self._clock = np.array([np.nan, 0.0])
+        width = 2 * c.neighbours + c.history + 1   # a row between two trims
+        self._popularity = np.zeros(0)
+        self._nb_item, self._nb_count = np.zeros((0, width), np.int32), np.zeros((0, width))
+        self._nb_len = np.zeros(0, np.int32)
+        self._history, self._history_len = np.zeros((0, c.history), np.int32), np.zeros(0, np.int32)
+        self._consumed: dict[Hashable, dict[Hashable, None]] = {}
+        self.user_fields: dict[Hashable, dict] = {}
+        self.item_fields: dict[Hashable, dict] = {}
         self.observed = 0
-        self._top: list[str] = []
+        self._top: list[Hashable] = []
 
-    def observe(self, interactions: pa.Table, slice_rows: int = 128) -> None:
-        """Learn from interactions (columns ts, user_id, item_id, label and entity fields);
-        a row is positive when its label is > 0 or missing. Works through `slice_rows` rows at a
-        time and yields the GIL between slices, so request threads are not held up for long."""
-        for start in range(0, interactions.num_rows, slice_rows):
-            self._observe(interactions.slice(start, slice_rows))
+    def observe(self, interactions: pa.Table, slice_rows: int = 512) -> None:
+        """Learn from interactions (columns ts, user_id, item_id, label and entity fields); a row is
+        positive when its label is > 0 or missing. The Python part works through `slice_rows` rows
+        at a time and yields the GIL between slices; the arrays' update releases it."""
+        users, items = (pc.cast(interactions.column(key), pa.string()).to_pylist() for key in (USER, ITEM))
+        n = len(users)
+        times = pc.fill_null(interactions.column(TS), np.nan).to_numpy().astype(np.float64) if n else np.zeros(0)
+        if LABEL in interactions.column_names:
+            labels = pc.fill_null(pc.cast(interactions.column(LABEL), pa.float64()), np.nan).to_numpy()
+            positive = np.isnan(labels) | (labels > 0)
+        else:
+            positive = np.ones(n, bool)
+        liked = []   # (row, user code, item code, code reused)
+        for start in range(0, n, slice_rows):
+            self._book(users, items, positive, start, min(start + slice_rows, n), liked)
             time.sleep(0)
+        if liked:
+            rows, user_codes, item_codes, reset = (np.array(column) for column in zip(*liked))
+            self._grow(len(self._items), len(self._recent) + len(self._free_users))
+            _like_all(user_codes.astype(np.int32), item_codes.astype(np.int32), times[rows], reset.astype(np.bool_),
+                      self._clock, float(self.config.half_life), self.config.neighbours, self._popularity,
+                      self._history, self._history_len, self._nb_item, self._nb_count, self._nb_len)
+        self._remember_fields(interactions, users, items)
+        self.observed += n
         self._top = self.popular(TOP)
 
-    def _observe(self, interactions: pa.Table) -> None:
-        rows = interactions.to_pydict()
-        users, items, times = rows[USER], rows[ITEM], rows[TS]
-        labels = rows.get(LABEL) or [None] * len(users)
-        consumed, limit = self._consumed, self.config.consumed
-        for user, item, ts, label in zip(users, items, times, labels):
+    def _book(self, users: list, items: list, positive: np.ndarray, start: int, stop: int, liked: list) -> None:
+        """Rows start..stop in Python: consumed items, codes, the users' recency (forgetting the
+        least recently active beyond `users`); the positives to `liked`."""
+        consumed, limit, recent, most = self._consumed, self.config.consumed, self._recent, self.config.users
+        for row in range(start, stop):
+            user, item = users[row], items[row]
             if user is None or item is None:
                 continue
             seen = consumed.get(user)
@@ -93,81 +199,86 @@ class CandidateIndex:
             seen[item] = None               # dicts keep insertion order: the oldest come first
             if len(seen) > limit:
                 del seen[next(iter(seen))]
-            if label is None or math.isnan(label) or label > 0:
-                self._like(user, item, self._clock if ts is None or math.isnan(ts) else ts)
-        self._remember_fields(rows)
-        self.observed += len(users)
+            if not positive[row]:
+                continue
+            code = self._item_codes.get(item)
+            if code is None:
+                code = self._item_codes[item] = len(self._items)
+                self._items.append(item)
+            user_code, reused = recent.pop(user, None), False
+            if user_code is None:
+                reused = bool(self._free_users)
+                user_code = self._free_users.pop() if reused else len(recent) + len(self._free_users)
+            recent[user] = user_code
+            liked.append((row, user_code, code, reused))
+            if len(recent) > most:
+                old, old_code = recent.popitem(last=False)
+                self._free_users.append(old_code)
+                consumed.pop(old, None)
+                self.user_fields.pop(old, None)
 
-    def _remember_fields(self, rows: dict[str, list]) -> None:
-        """Keep the latest non-null value of each extra column under the entity it describes."""
-        extra = [c for c in rows if c not in STANDARD_COLUMNS]
-        for key, columns, store in ((ITEM, [c for c in extra if c in self.item_columns], self.item_fields),
-                                    (USER, [c for c in extra if c not in self.item_columns], self.user_fields)):
+    def _grow(self, items: int, users: int) -> None:
+        self._popularity = _grown(self._popularity, items)
+        self._nb_item, self._nb_count = _grown(self._nb_item, items), _grown(self._nb_count, items)
+        self._nb_len = _grown(self._nb_len, items)
+        self._history, self._history_len = _grown(self._history, users), _grown(self._history_len, users)
+
+    def _remember_fields(self, interactions: pa.Table, users: list, items: list) -> None:
+        """Keep the latest non-null value of each extra column under the entity it describes: the
+        last row of each entity found with numpy, then one dict update per entity."""
+        extra = [c for c in interactions.column_names if c not in STANDARD_COLUMNS]
+        for key, entities, store in ((ITEM, items, self.item_fields), (USER, users, self.user_fields)):
+            columns = [c for c in extra if (c in self.item_columns) == (key == ITEM)]
+            if not columns:
+                continue
+            encoded = pc.dictionary_encode(interactions.column(key)).combine_chunks()
+            codes = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False)
             for column in columns:
-                latest = {e: v for e, v in zip(rows[key], rows[column]) if e is not None and v is not None}
-                for entity, value in latest.items():
+                values = interactions.column(column)
+                valid = (codes >= 0) & values.is_valid().to_numpy(zero_copy_only=False)
+                rows = np.flatnonzero(valid)[::-1]
+                _, last = np.unique(codes[rows], return_index=True)
+                rows = np.sort(rows[last])   # each entity's last row, in row order
+                for entity, value in zip((entities[r] for r in rows), values.take(rows).to_pylist()):
                     known = store.get(entity)
                     if known is None:
                         store[entity] = {column: value}
                     else:
                         known[column] = value
 
-    def _like(self, user: str, item: str, ts: float) -> None:
-        c = self.config
-        self._popularity[item] = self._popularity.get(item, 0.0) + self._weight(ts)
-        history = self._recent.pop(user, None) or deque(maxlen=c.history)
-        self._recent[user] = history
-        neighbours = self._neighbours
-        mine = neighbours[item]
-        for other in history:
-            if other != item:
-                mine[other] = mine.get(other, 0.0) + 1.0
-                theirs = neighbours[other]
-                theirs[item] = theirs.get(item, 0.0) + 1.0
-                if len(theirs) > 2 * c.neighbours:
-                    self._trim(other)
-        if len(mine) > 2 * c.neighbours:
-            self._trim(item)
-        history.append(item)
-        if len(self._recent) > c.users:
-            old, _ = self._recent.popitem(last=False)
-            self._consumed.pop(old, None)
-            self.user_fields.pop(old, None)
-
-    def _weight(self, ts: float) -> float:
-        """2^((ts - origin) / half_life): a later event weighs more, which ranks items exactly as
-        decaying every score would (forward decay), at O(1) per event. The origin moves (and the
-        scores are rescaled once) before the weights could overflow."""
-        if self._origin is None:
-            self._origin = ts
-        self._clock = max(self._clock, ts)
-        exponent = (ts - self._origin) / self.config.half_life
-        if exponent > 512:
-            shift = math.exp2(-exponent)
-            self._popularity = {k: v * shift for k, v in self._popularity.items() if v * shift > 1e-300}
-            self._origin, exponent = ts, 0.0
-        return math.exp2(exponent)
-
-    def _trim(self, item: str) -> None:
-        """Keep the item's `neighbours` strongest co-occurrences."""
-        row = self._neighbours[item]
-        self._neighbours[item] = dict(heapq.nlargest(self.config.neighbours, row.items(), key=lambda kv: kv[1]))
-
-    def popular(self, n: int) -> list[str]:
+    def popular(self, n: int) -> list[Hashable]:
         """The `n` most popular items now (ties by id)."""
-        return [k for k, _ in heapq.nsmallest(n, self._popularity.items(), key=lambda kv: (-kv[1], kv[0]))]
+        scores = self._popularity[: len(self._items)]
+        live = np.flatnonzero(scores > 0)
+        if len(live) > n > 0:
+            threshold = np.partition(scores[live], len(live) - n)[len(live) - n]
+            live = live[scores[live] >= threshold]
+        ranked = sorted(live.tolist(), key=lambda code: (-scores[code], self._items[code]))[:n]
+        return [self._items[code] for code in ranked]
 
-    def recent(self, user: str) -> list[str]:
+    def recent(self, user: Hashable) -> list[Hashable]:
         """The user's recent positives, newest last."""
-        return list(self._recent.get(user, ()))
+        code = self._recent.get(user)
+        if code is None:
+            return []
+        return [self._items[i] for i in self._history[code, : self._history_len[code]].tolist()]
 
-    def candidates(self, user: str, n: int) -> list[str]:
+    def neighbours(self, item: Hashable) -> dict[Hashable, float]:
+        """The items co-occurring with `item` and their counts."""
+        code = self._item_codes.get(item)
+        if code is None:
+            return {}
+        length = self._nb_len[code]
+        return {self._items[other]: float(count)
+                for other, count in zip(self._nb_item[code, :length].tolist(), self._nb_count[code, :length].tolist())}
+
+    def candidates(self, user: Hashable, n: int) -> list[Hashable]:
         """Up to `n` items for `user`: co-occurring with the user's recent positives first (by
         summed counts), then popular ones; none the user has interacted with."""
         consumed = self._consumed.get(user, {})
-        scores: dict[str, float] = defaultdict(float)
+        scores: dict[Hashable, float] = defaultdict(float)
         for seed in self.recent(user):
-            for item, count in self._neighbours.get(seed, {}).items():
+            for item, count in self.neighbours(seed).items():
                 if item not in consumed:
                     scores[item] += count
         ranked = [k for k, _ in heapq.nsmallest(n, scores.items(), key=lambda kv: (-kv[1], kv[0]))]

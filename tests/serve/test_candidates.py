@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pyarrow as pa
+from reference_candidates import ReferenceIndex
 
 from freshrec.serve import CandidateConfig, CandidateIndex
 
@@ -43,3 +45,38 @@ def test_latest_user_and_item_fields_are_kept() -> None:
     index.observe(table)
     assert index.item_fields == {"i": {"genres": ["a"]}, "j": {"genres": ["b", "c"]}}
     assert index.user_fields == {"u": {"age": "25"}}
+
+
+def test_the_arrays_agree_with_the_plain_python_reference() -> None:
+    """A stream that trims co-occurrence rows, forgets users, fills consumed sets, repeats items
+    and has negatives, missing labels and missing ids, in deltas of uneven size."""
+    rng = np.random.default_rng(7)
+    config = CandidateConfig(half_life=50.0, history=4, neighbours=3, consumed=10, users=30)
+    index, reference = CandidateIndex(config, ["genre"]), ReferenceIndex(config, ["genre"])
+    t = 0.0
+    for size in (1, 7, 300, 64, 1000, 5):
+        t += rng.exponential(20.0)
+        users = [None if rng.random() < 0.02 else f"u{rng.integers(0, 45)}" for _ in range(size)]
+        items = [f"i{i}" for i in rng.zipf(1.5, size) % 60]
+        labels = [None if rng.random() < 0.2 else float(rng.random() < 0.6) for _ in range(size)]
+        genres = [None if rng.random() < 0.3 else f"g{rng.integers(0, 5)}" for _ in range(size)]
+        table = pa.table({"ts": np.sort(t + rng.random(size) * 30), "user_id": users, "item_id": items,
+                          "label": pa.array(labels, pa.float64()), "genre": genres,
+                          "age": [str(rng.integers(18, 70)) for _ in range(size)]})
+        index.observe(table)
+        reference.observe(table)
+        assert index.popular(25) == reference.popular(25)
+    assert len(index._recent) == len(reference._recent) == 30
+    for user in [f"u{k}" for k in range(45)] + ["nobody"]:
+        assert index.recent(user) == reference.recent(user), user
+        assert index.candidates(user, 12) == reference.candidates(user, 12), user
+    assert index.item_fields == reference.item_fields and index.user_fields == reference.user_fields
+    assert index.observed == reference.observed
+
+
+def test_integer_ids_are_known_by_their_live_form() -> None:
+    index = CandidateIndex(item_columns=["price"])
+    index.observe(pa.table({"ts": [1.0, 2.0, 3.0], "user_id": [7, 7, 8], "item_id": [10, 11, 10],
+                            "label": [1.0, 1.0, 1.0], "price": [2.5, 3.0, None]}))
+    assert index.recent("7") == ["10", "11"] and index.candidates("8", 1) == ["11"]
+    assert index.item_fields == {"10": {"price": 2.5}, "11": {"price": 3.0}}
