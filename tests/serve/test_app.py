@@ -128,3 +128,10 @@ def test_no_model_yet_is_a_503_and_no_sink_is_a_503(tmp_path) -> None:
         answer = client.post("/events", json={"user": "u", "item": "i"})
         assert answer.status_code == 503 and "no event sink" in answer.json()["detail"]
         assert client.post("/admin/swap", headers=TOKEN).status_code == 401   # no token configured
+
+
+def test_the_openapi_document_describes_the_bodies_it_validates(client) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    for path, required in (("/predict", ["user", "candidates"]), ("/recommend", ["user"])):
+        schema = paths[path]["post"]["requestBody"]["content"]["application/json"]["schema"]
+        assert schema["required"] == required and "$ref" not in str(schema)
