@@ -9,10 +9,11 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, field_validator
 
 from freshrec.config.columns import ColumnsSection
 from freshrec.config.durations import Duration
@@ -191,10 +192,17 @@ class GpuSection(Section):
 
     type: str = Field("none", min_length=1, description="GPU type, e.g. A100, H100, T4 (none: CPU only)")
     count: int = Field(0, ge=0, description="Number of GPUs (>= 1: train on a GPU when device is auto)")
-    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description=(
+    device: str = Field("auto", description=(
         "Where the online model learns: auto (cuda when count >= 1 and torch sees a GPU, else cpu), cpu, "
         "cuda or cuda:N"))
     precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description=(
         "The online model's forward: fp32, bf16 (autocast, CPU or GPU) or fp16 (autocast with a gradient "
         "scaler, GPU only)"))
     autoscale: bool = Field(False, description="Scale the number of GPUs with load")
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, device: str) -> str:
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
+            raise ValueError(f"must be auto, cpu, cuda or cuda:N, not {device!r}")
+        return device
