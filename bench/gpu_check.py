@@ -36,7 +36,7 @@ from freshrec.models.base import training_loss
 from freshrec.models.deepfm import DeepFMConfig
 from freshrec.models.fm import FMConfig
 from freshrec.testing.models import stream
-from freshrec.train import OnlineTrainer, TrainerConfig
+from freshrec.train import OnlineTrainer, TrainerConfig, Unit
 from freshrec.train.staging import DeviceFeed
 
 HKV_A100 = {"find": 2.470e9, "find_or_insert": 1.478e9}   # keys/s, see the module docstring
@@ -74,7 +74,7 @@ def table_rates(rows: int) -> dict:
 def train_rate(name: str, data, device: str, precision: str, batch: int) -> float:
     config = (DeepFMConfig if name == "deepfm" else FMConfig)(dim=16)
     trainer = OnlineTrainer(build_model(name, data.specs, config), TrainerConfig(device=device, precision=precision))
-    units = [_Unit(whole, batch) for whole in data.batches]
+    units = [Unit.of(whole, batch) for whole in data.batches]
     for _ in trainer.learn_stream(units[:2]):   # warm-up: kernels, the pool, the tables' first rows
         pass
     started = time.perf_counter()
@@ -83,15 +83,6 @@ def train_rate(name: str, data, device: str, precision: str, batch: int) -> floa
     if device != "cpu":
         torch.cuda.synchronize()
     return sum(len(u.whole) for u in units[2:]) / (time.perf_counter() - started)
-
-
-class _Unit:
-    """A chunk cut into micro-batches of `size` (what the engine hands `learn_stream`)."""
-
-    def __init__(self, whole, size: int) -> None:
-        self.whole, self.hold = whole, False
-        self.batches = whole.split(size)
-        self.sizes = [len(b) for b in self.batches]
 
 
 def peak_bytes(checkpointed: bool) -> int:

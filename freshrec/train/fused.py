@@ -301,15 +301,9 @@ class FusedStep:
         may insert into, evict from or take a delta of the table (`OnlineTrainer.learn_stream`
         does this with `freshrec.train.lookahead`)."""
         now = float(batch.ts.max()) if len(batch) else 0.0
-        sparse = batch.sparse
-        if sparse.keys() == self.keys:
-            values, lengths = sparse.values().numpy(), sparse.lengths().numpy()
-        else:
-            parts = [sparse[key] for key in self.keys]
-            values = torch.cat([p.values for p in parts]).numpy()
-            lengths = torch.cat([p.lengths for p in parts]).numpy()
+        values, lengths = _keyed_ids(batch, self.keys)
         slots = self.table.slots(values, 0.0 if math.isnan(now) else now, train=True)
-        return ResolvedChunk(batch, slots, np.ascontiguousarray(lengths, np.int32))
+        return ResolvedChunk(batch, slots, lengths)
 
     def learn(self, batch: Batch, sizes: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """`learn_resolved(resolve(batch), sizes)`."""
@@ -419,19 +413,12 @@ def fused_logits(model: OnlineModel, batch: Batch) -> np.ndarray:
     True
     """
     (table,) = model.tables.values()
-    keys = [s.name for s in model.embeddings.specs]
-    sparse = batch.sparse
-    if sparse.keys() == keys:
-        values, lengths = sparse.values().numpy(), sparse.lengths().numpy()
-    else:
-        parts = [sparse[key] for key in keys]
-        values = torch.cat([p.values for p in parts]).numpy()
-        lengths = torch.cat([p.lengths for p in parts]).numpy()
+    values, lengths = _keyed_ids(batch, [s.name for s in model.embeddings.specs])
     slots = table.slots(values, 0.0, train=False)
     out = np.empty(len(batch), np.float32)
     storage = table.storage
     weight = model.dense.weight.detach().reshape(-1).numpy()
-    _score_rows(slots, np.ascontiguousarray(lengths, np.int32), _dense(batch), storage.chunk_rows,
+    _score_rows(slots, lengths, _dense(batch), storage.chunk_rows,
                 storage.addresses()[ROWS], table.config.dim, weight, np.float32(model.bias.item()), out)
     return out
 
@@ -453,6 +440,18 @@ def plain_adagrad(optimizer: torch.optim.Optimizer | None) -> bool:
         return False
     group = optimizer.param_groups[0]
     return not (group["lr_decay"] or group["weight_decay"] or group.get("maximize"))
+
+
+def _keyed_ids(batch: Batch, keys: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The batch's ids and int32 lengths, key-major in the order of `keys` (the model's)."""
+    sparse = batch.sparse
+    if sparse.keys() == list(keys):
+        values, lengths = sparse.values().numpy(), sparse.lengths().numpy()
+    else:
+        parts = [sparse[key] for key in keys]
+        values = torch.cat([p.values for p in parts]).numpy()
+        lengths = torch.cat([p.lengths for p in parts]).numpy()
+    return values, np.ascontiguousarray(lengths, np.int32)
 
 
 def _dense(batch: Batch) -> np.ndarray:

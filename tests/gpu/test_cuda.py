@@ -17,7 +17,7 @@ from conftest import movielens_batches
 from freshrec.embedding import FTRL, SGD, Adagrad, Adam, DynamicEmbedding, TableConfig
 from freshrec.models import ModelConfig, build_model
 from freshrec.testing.models import check_learn_keeps_its_batch, check_unseen_ids, stream
-from freshrec.train import OnlineTrainer, TrainerConfig
+from freshrec.train import OnlineTrainer, TrainerConfig, Unit
 from freshrec.train.staging import DeviceFeed
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -48,7 +48,7 @@ def test_a_model_learns_on_the_device_what_it_learns_on_the_host(name):
                                       TrainerConfig(device=device, fused=False))
                 for device in ("cpu", "cuda")}
     for trainer in trainers.values():
-        for _ in trainer.learn_stream([_Whole(batch) for batch in data.batches]):
+        for _ in trainer.learn_stream([Unit.of(batch, len(batch)) for batch in data.batches]):
             pass
     host, gpu = trainers["cpu"], trainers["cuda"]
     assert gpu.model.device.type == "cuda" and next(gpu.model.parameters()).is_cuda
@@ -57,13 +57,6 @@ def test_a_model_learns_on_the_device_what_it_learns_on_the_host(name):
     for table, other in zip(gpu.model.tables.values(), host.model.tables.values()):
         np.testing.assert_allclose(table.state_dict()["rows"], other.state_dict()["rows"], atol=2e-3)
     assert abs(gpu.metrics.summary()["auc"] - host.metrics.summary()["auc"]) < 0.002
-
-
-class _Whole:
-    """A unit of one micro-batch, for `learn_stream` (which copies ahead through the device feed)."""
-
-    def __init__(self, batch):
-        self.whole, self.sizes, self.batches, self.hold = batch, [len(batch)], [batch], False
 
 
 @pytest.mark.parametrize("check", [check_learn_keeps_its_batch, check_unseen_ids])
