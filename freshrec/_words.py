@@ -1,6 +1,10 @@
 """Unaligned 8-byte loads and stores and a cache-line prefetch for numba kernels (one machine
 instruction each), and a 64-byte compare that gives a bitmask (a few vector instructions).
 
+`load_acquire`/`store_release` (and their relaxed forms `load_word`/`store_word`) read and write an
+aligned int64 at an address atomically, and `fence_acquire`/`fence_release` order the plain loads and
+stores around them: the parts of a sequence lock (`freshrec.embedding.seqlock`) between processes.
+
 Little-endian on the machines we run on (x86-64, aarch64): byte k of the word is byte `at + k`.
 
 >>> import numba, numpy as np
@@ -24,7 +28,8 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-__all__ = ["AHEAD", "load8", "match64", "prefetch", "store8"]
+__all__ = ["AHEAD", "f32_at", "fence_acquire", "fence_release", "load8", "load_acquire", "load_word", "match64",
+           "prefetch", "store8", "store_release", "store_word"]
 
 AHEAD = 16  # items between a prefetch and its use
 # LLVM names the intrinsic by its pointer type: opaque since LLVM 17, i8* before
@@ -81,3 +86,67 @@ def prefetch(typingctx, address):
         builder.call(hint, [pointer, i32(1), i32(3), i32(1)])  # write, keep in all levels, data
         return context.get_dummy_value()
     return types.void(address), codegen
+
+
+def _int64_at(builder, address):
+    return builder.inttoptr(address, ir.IntType(64).as_pointer())
+
+
+@intrinsic
+def load_acquire(typingctx, address):
+    """The aligned int64 at `address`, loaded atomically; no later load or store moves before it."""
+    def codegen(context, builder, sig, args):
+        return builder.load_atomic(_int64_at(builder, args[0]), "acquire", 8)
+    return types.int64(address), codegen
+
+
+@intrinsic
+def load_word(typingctx, address):
+    """The aligned int64 at `address`, loaded atomically (no ordering: see the fences)."""
+    def codegen(context, builder, sig, args):
+        return builder.load_atomic(_int64_at(builder, args[0]), "monotonic", 8)
+    return types.int64(address), codegen
+
+
+@intrinsic
+def store_release(typingctx, address, value):
+    """Store the int64 `value` at the aligned `address` atomically, after every earlier store."""
+    def codegen(context, builder, sig, args):
+        builder.store_atomic(args[1], _int64_at(builder, args[0]), "release", 8)
+        return context.get_dummy_value()
+    return types.void(address, value), codegen
+
+
+@intrinsic
+def store_word(typingctx, address, value):
+    """Store the int64 `value` at the aligned `address` atomically (no ordering: see the fences)."""
+    def codegen(context, builder, sig, args):
+        builder.store_atomic(args[1], _int64_at(builder, args[0]), "monotonic", 8)
+        return context.get_dummy_value()
+    return types.void(address, value), codegen
+
+
+@intrinsic
+def fence_release(typingctx):
+    """Stores before it land before the stores after it (a store barrier)."""
+    def codegen(context, builder, sig, args):
+        builder.fence("release")
+        return context.get_dummy_value()
+    return types.void(), codegen
+
+
+@intrinsic
+def fence_acquire(typingctx):
+    """Loads before it complete before the loads after it (a load barrier)."""
+    def codegen(context, builder, sig, args):
+        builder.fence("acquire")
+        return context.get_dummy_value()
+    return types.void(), codegen
+
+
+@intrinsic
+def f32_at(typingctx, address):
+    """The int64 `address` as a float32 pointer (for `numba.carray`)."""
+    def codegen(context, builder, sig, args):
+        return builder.inttoptr(args[0], ir.FloatType().as_pointer())
+    return types.CPointer(types.float32)(address), codegen

@@ -114,7 +114,9 @@ SERVING = (
     Flag("--host", "serve.host", str, "Address to listen on."),
     Flag("--port", "serve.port", int, "Port to listen on."),
 )
-PUBLISH = (Flag("--sync-interval", "sync.sync_interval", str, "Time between published deltas (e.g. 1s)."),)
+PUBLISH = (Flag("--sync-interval", "sync.sync_interval", str, "Time between published deltas (e.g. 1s)."),
+           Flag("--share", "sync.share", str, "Share the tables in memory under this name (servers on this host: "
+                                              "`freshrec serve --attach NAME`)."))
 KAFKA = (
     Flag("--bootstrap", "source.kafka.bootstrap", str, "kafka: bootstrap servers."),
     Flag("--topic", "source.kafka.topic", str, "kafka: the events topic (dead letters: TOPIC.dead)."),

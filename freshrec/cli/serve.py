@@ -30,37 +30,60 @@ def check_port(host: str, port: int) -> None:
 @guarded
 @overriding(SERVING)
 def serve_command(
-    registry: Annotated[Path, typer.Option(help="Model registry directory to serve from.")],
+    registry: Annotated[Path | None, typer.Option(help=(
+        "Model registry directory to serve from (with --attach: where /recommend's candidates come "
+        "from)."))] = None,
+    attach: Annotated[str | None, typer.Option(help=(
+        "Score from the tables a trainer on this host shares under this name (`freshrec run --share "
+        "NAME`): no copy, no deltas, the rows as the trainer steps them."))] = None,
     config: Annotated[Path | None, typer.Option(help="YAML configuration (its serve section); flags override it.")]
     = None,
     workers: Annotated[int, typer.Option(min=1, help=(
         "Server processes on the one port (uvicorn's pre-fork supervisor: a worker that dies is "
-        "replaced); each follows the registry."))] = 1,
+        "replaced); each follows the registry, or maps the shared tables (--attach)."))] = 1,
     overrides: dict[str, Any] | None = None,
 ) -> None:
-    """Serve the newest model in REGISTRY and follow its deltas (admin token: the variable named by
-    serve.admin_token_env, $FRESHREC_ADMIN_TOKEN by default)."""
+    """Serve the newest model in REGISTRY and follow its deltas, or the tables a trainer shares
+    (--attach NAME) (admin token: the variable named by serve.admin_token_env, $FRESHREC_ADMIN_TOKEN
+    by default)."""
     import uvicorn
 
     from freshrec.cli.output import note
     from freshrec.engine.build import serve_config
     from freshrec.engine.train_serve import serve_until_signal
-    from freshrec.serve import ModelService, create_app
-    from freshrec.serve.workers import CONFIG_ENV, REGISTRY_ENV
-    from freshrec.snapshot import ModelRegistry
+    from freshrec.serve import create_app
+    from freshrec.serve.workers import ATTACH_ENV, CONFIG_ENV, REGISTRY_ENV, open_service
+    from freshrec.share import SharedArea
 
     settings = build_config(config, overrides or {})
     host, port = settings.serve.host, settings.serve.port
-    if not registry.is_dir():
+    if registry is None and attach is None:
+        raise UsageError("give --registry DIR (a registry to follow) or --attach NAME (a trainer's shared tables)")
+    if registry is not None and not registry.is_dir():
         raise UsageError(f"--registry {registry} is not a directory")
+    limits = serve_config(settings)
+    if attach is not None:
+        try:
+            area = SharedArea(attach)
+        except ValueError as error:
+            raise UsageError(f"--attach: {error}") from None
+        if area.read_manifest() is None:
+            note(f"no trainer shares {attach!r} yet ({area.path}): serving 503 until one does")
+        limits = limits.model_copy(update={"poll_interval": 0.005})
     check_port(host, port)
+    what = f"the tables shared as {attach!r}" if attach is not None else str(registry)
     if workers > 1:
-        os.environ[REGISTRY_ENV] = str(registry.resolve())
-        os.environ[CONFIG_ENV] = serve_config(settings).model_dump_json()
-        note(f"serving {registry} on http://{host}:{port} with {workers} workers")
+        os.environ.pop(REGISTRY_ENV, None)
+        os.environ.pop(ATTACH_ENV, None)
+        if registry is not None:
+            os.environ[REGISTRY_ENV] = str(registry.resolve())
+        if attach is not None:
+            os.environ[ATTACH_ENV] = attach
+        os.environ[CONFIG_ENV] = limits.model_dump_json()
+        note(f"serving {what} on http://{host}:{port} with {workers} workers")
         uvicorn.run("freshrec.serve.workers:app", factory=True, host=host, port=port, workers=workers,
                     log_level="warning")
         return
-    app = create_app(ModelService(ModelRegistry(registry)), serve_config(settings))
-    note(f"serving {registry} on http://{host}:{port}")
+    app = create_app(open_service(registry, attach), limits)
+    note(f"serving {what} on http://{host}:{port}")
     serve_until_signal(uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning")))

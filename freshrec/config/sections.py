@@ -148,6 +148,9 @@ class SyncSection(Section):
 
     sync_interval: Duration = Field(1.0, description="Time between deltas (the served model's staleness)")
     full_interval: Duration = Field(300.0, description="Time between full snapshots (servers bootstrap from one)")
+    share: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+                              description="Also share the tables in memory under this name: servers on this host "
+                                          "attach with `freshrec serve --attach NAME` (no copy, no deltas)")
 
 
 class ServeSection(Section):

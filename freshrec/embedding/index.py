@@ -19,8 +19,9 @@ immutable `IndexState`; `resize` builds a complete new state and publishes it wi
 assignment, so a reader that took a state sees a whole index (an old one at worst, never a
 half-rehashed one). An insert writes the row before it publishes the key (a release store; the
 reader loads the key with an acquire load), so a reader that finds an id also finds its row.
-A reader may miss ids inserted while it runs. The row it gets for an id that is being deleted
-at the same moment is unspecified: a table reuses freed rows.
+A reader may miss ids inserted while it runs. The row it gets for an id that is being deleted at
+the same moment is unspecified: a table reuses freed rows. Readers in other processes map a shared
+index's slots (`share`, `freshrec.share`) and follow its resizes through the area's manifest.
 """
 
 from __future__ import annotations
@@ -209,6 +210,17 @@ class IdIndex:
         self.state = IndexState(np.zeros(2 << _bits_for(capacity), np.int64), _bits_for(capacity))
         self._live = 0
         self._filled = 0
+        self._allocate = _zeros
+        self._resized = None
+
+    def share(self, allocate, resized=None) -> None:
+        """Keep the slots in arrays from `allocate(bits)` (int64, zeroed, 2 << bits words: memory other
+        processes map, see `freshrec.share`) from now on, copying the current ones; `resized()` is
+        called after each resize publishes its state."""
+        self._allocate, self._resized = allocate, resized
+        table = allocate(self.state.bits)
+        table[:] = self.state.table
+        self.state = IndexState(table, self.state.bits)
 
     def __len__(self) -> int:
         return self._live
@@ -254,7 +266,14 @@ class IdIndex:
         """Rehash into max(capacity, what the live ids need) slots, dropping tombstones, and publish
         the new state in one assignment."""
         bits = _bits_for(max(capacity, int(self._live / self.max_load) + 1))
-        table = np.zeros(2 << bits, np.int64)
+        table = self._allocate(bits)
         _rehash(self.state.table, table, bits)
         self.state = IndexState(table, bits)
         self._filled = self._live
+        if self._resized is not None:
+            self._resized()
+
+
+def _zeros(bits: int) -> np.ndarray:
+    """The default slot allocator: zeroed memory of this process."""
+    return np.zeros(2 << bits, np.int64)

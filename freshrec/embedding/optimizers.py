@@ -37,7 +37,8 @@ import numpy as np
 import torch
 
 from freshrec._words import AHEAD, prefetch
-from freshrec.embedding.storage import ROWS, locate, prefetch_row, row_view
+from freshrec.embedding.seqlock import NO_SEQ, write_begin, write_end
+from freshrec.embedding.storage import ROWS, SEQ, locate, prefetch_row, row_view
 
 __all__ = ["FTRL", "SGD", "Adagrad", "Adam", "RowOptimizer", "SlotCoalescer", "coalesce",
            "optimizer_from_name", "row_step"]
@@ -76,8 +77,9 @@ class _RowKernel:
     """A `RowOptimizer`: a numba kernel, its hyperparameters and its named state.
 
     `state` holds `(name, width, initial value)`; width 0 means the embedding dim. The kernel
-    takes `(chunk_rows, at, grads, row addresses, state addresses, *hyper)` - the state's chunk
-    addresses stacked, int64 `[len(state), chunks]` - and updates row `at[i]` with `grads[i]`;
+    takes `(chunk_rows, at, grads, row addresses, state addresses, counter addresses, *hyper)` - the
+    state's chunk addresses stacked, int64 `[len(state), chunks]`; the rows' `seqlock` counters,
+    empty unless shared - and updates row `at[i]` with `grads[i]`;
     `step` hands it the gathered arrays as single chunks. Fused kernels call it through `row_step`
     with `kind` and `hyper_array` (a numba function as an argument would defeat numba's cache).
     """
@@ -117,7 +119,8 @@ class _RowKernel:
 
     def step_at(self, addresses: Mapping[str, np.ndarray], chunk_rows: int, at: np.ndarray,
                 grads: np.ndarray) -> None:
-        self.kernel(chunk_rows, at, grads, addresses[ROWS], self.stacked_state(addresses), *self.hyper)
+        self.kernel(chunk_rows, at, grads, addresses[ROWS], self.stacked_state(addresses), addresses.get(SEQ, NO_SEQ),
+                    *self.hyper)
 
     def stacked_state(self, addresses: Mapping[str, np.ndarray]) -> np.ndarray:
         """The state's chunk addresses as the kernel takes them: int64 `[len(state), chunks]`."""
@@ -145,7 +148,7 @@ def _require(ok: bool, message: str) -> None:
 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")
-def _sgd_step(chunk_rows, at, grads, rows, state, lr):
+def _sgd_step(chunk_rows, at, grads, rows, state, seq, lr):
     dim = grads.shape[1]
     for i in range(len(at)):
         if i + AHEAD < len(at):
@@ -153,12 +156,14 @@ def _sgd_step(chunk_rows, at, grads, rows, state, lr):
             prefetch_row(rows, c, r, dim)
         c, r = locate(chunk_rows, at[i])
         w = row_view(rows, c, r, dim)
+        write_begin(seq, c, r)
         for j in range(dim):
             w[j] -= lr * grads[i, j]
+        write_end(seq, c, r)
 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")
-def _adagrad_step(chunk_rows, at, grads, rows, state, lr, eps, first_lr):
+def _adagrad_step(chunk_rows, at, grads, rows, state, seq, lr, eps, first_lr):
     """torch sparse Adagrad: accum += g^2; w -= lr * g / (sqrt(accum) + eps), column 0 with
     `first_lr` instead of `lr`."""
     dim, accum = grads.shape[1], state[0]
@@ -170,6 +175,7 @@ def _adagrad_step(chunk_rows, at, grads, rows, state, lr, eps, first_lr):
         c, r = locate(chunk_rows, at[i])
         w, a = row_view(rows, c, r, dim), row_view(accum, c, r, dim)
         g = grads[i, 0]
+        write_begin(seq, c, r)
         total = a[0] + g * g
         a[0] = total
         w[0] -= first_lr * (g / (np.sqrt(total) + eps))
@@ -178,10 +184,11 @@ def _adagrad_step(chunk_rows, at, grads, rows, state, lr, eps, first_lr):
             total = a[j] + g * g
             a[j] = total
             w[j] -= lr * (g / (np.sqrt(total) + eps))
+        write_end(seq, c, r)
 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")
-def _adam_step(chunk_rows, at, grads, rows, state, lr, beta1, beta2, eps):
+def _adam_step(chunk_rows, at, grads, rows, state, seq, lr, beta1, beta2, eps):
     """torch SparseAdam's update, bias-corrected with each row's own step count."""
     m, v, step = state[0], state[1], state[2]
     one_minus_beta1 = np.float32(1.0 - beta1)
@@ -200,6 +207,7 @@ def _adam_step(chunk_rows, at, grads, rows, state, lr, beta1, beta2, eps):
         correction1 = 1.0 - beta1 ** np.float64(t)
         correction2 = 1.0 - beta2 ** np.float64(t)
         step_size = np.float32(lr * np.sqrt(correction2) / correction1)
+        write_begin(seq, c, r)
         for j in range(dim):
             g = grads[i, j]
             first = mi[j] + (g - mi[j]) * one_minus_beta1
@@ -207,10 +215,11 @@ def _adam_step(chunk_rows, at, grads, rows, state, lr, beta1, beta2, eps):
             mi[j] = first
             vi[j] = second
             w[j] -= step_size * (first / (np.sqrt(second) + eps))
+        write_end(seq, c, r)
 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")
-def _ftrl_step(chunk_rows, at, grads, rows, state, alpha, beta, l1, l2):
+def _ftrl_step(chunk_rows, at, grads, rows, state, seq, alpha, beta, l1, l2):
     """FTRL-Proximal per coordinate (McMahan et al. 2013, algorithm 1); rows hold w."""
     z, n = state[0], state[1]
     dim = grads.shape[1]
@@ -221,6 +230,7 @@ def _ftrl_step(chunk_rows, at, grads, rows, state, alpha, beta, l1, l2):
                 prefetch_row(bases, c, r, dim)
         c, r = locate(chunk_rows, at[i])
         w, zi, ni = row_view(rows, c, r, dim), row_view(z, c, r, dim), row_view(n, c, r, dim)
+        write_begin(seq, c, r)
         for j in range(dim):
             g = grads[i, j]
             before = ni[j]
@@ -234,6 +244,7 @@ def _ftrl_step(chunk_rows, at, grads, rows, state, alpha, beta, l1, l2):
             else:
                 shrunk = zz - l1 if zz > 0 else zz + l1
                 w[j] = -shrunk / ((beta + np.sqrt(after)) / alpha + l2)
+        write_end(seq, c, r)
 
 
 _KERNELS = (_sgd_step, _adagrad_step, _adam_step, _ftrl_step)
@@ -276,17 +287,18 @@ _TORCH_STEPS = {_sgd_step: _sgd_tensors, _adagrad_step: _adagrad_tensors, _adam_
 
 
 @numba.njit(nogil=True, cache=True)
-def row_step(kind, chunk_rows, at, grads, rows, state, hyper):
-    """The step of kernel number `kind` (`_RowKernel.kind`) with its `hyper_array`."""
+def row_step(kind, chunk_rows, at, grads, rows, state, seq, hyper):
+    """The step of kernel number `kind` (`_RowKernel.kind`) with its `hyper_array`; `seq`: the rows'
+    counter addresses (`seqlock`; empty for a table that is not shared)."""
     if kind == 0:
-        _sgd_step(chunk_rows, at, grads, rows, state, np.float32(hyper[0]))
+        _sgd_step(chunk_rows, at, grads, rows, state, seq, np.float32(hyper[0]))
     elif kind == 1:
-        _adagrad_step(chunk_rows, at, grads, rows, state, np.float32(hyper[0]), np.float32(hyper[1]),
+        _adagrad_step(chunk_rows, at, grads, rows, state, seq, np.float32(hyper[0]), np.float32(hyper[1]),
                       np.float32(hyper[2]))
     elif kind == 2:
-        _adam_step(chunk_rows, at, grads, rows, state, hyper[0], hyper[1], hyper[2], np.float32(hyper[3]))
+        _adam_step(chunk_rows, at, grads, rows, state, seq, hyper[0], hyper[1], hyper[2], np.float32(hyper[3]))
     else:
-        _ftrl_step(chunk_rows, at, grads, rows, state, np.float32(hyper[0]), np.float32(hyper[1]),
+        _ftrl_step(chunk_rows, at, grads, rows, state, seq, np.float32(hyper[0]), np.float32(hyper[1]),
                    np.float32(hyper[2]), np.float32(hyper[3]))
 
 

@@ -24,6 +24,10 @@ arrays are read and written by numba kernels through each chunk's address (`row_
 `addresses()` lends them to optimizer kernels that update rows in place); other arrays by torch
 indexing, one pass per chunk touched (device tables want large chunks). `gather` always returns
 float32 on the storage's device; `to(device)` moves every array.
+
+`share(allocate)` puts host float32 arrays into memory other processes map (`freshrec.share`) and
+adds a sequence counter per row, so a reader there sees each row whole (`seqlock`); a `reader`
+storage maps such chunks (`extend`) to gather them.
 """
 
 from __future__ import annotations
@@ -33,24 +37,15 @@ from collections.abc import Mapping
 import numba
 import numpy as np
 import torch
-from llvmlite import ir
-from numba import types
-from numba.extending import intrinsic
 
-from freshrec._words import AHEAD, prefetch
+from freshrec._words import AHEAD, f32_at, prefetch
+from freshrec.embedding.seqlock import NO_SEQ, read_row, write_begin, write_end
 
-__all__ = ["INITIALIZERS", "RowStorage", "locate", "prefetch_row", "row_view"]
+__all__ = ["INITIALIZERS", "SEQ", "RowStorage", "locate", "prefetch_row", "row_view"]
 
 INITIALIZERS = ("normal", "uniform", "zeros")
 ROWS = "rows"
-
-
-@intrinsic
-def _f32_at(typingctx, address):
-    """The int64 `address` as a float32 pointer (the start of a chunk)."""
-    def codegen(context, builder, sig, args):
-        return builder.inttoptr(args[0], ir.FloatType().as_pointer())
-    return types.CPointer(types.float32)(address), codegen
+SEQ = "seq"   # the per-row sequence counters of a shared storage (`seqlock`)
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
@@ -63,7 +58,7 @@ def locate(chunk_rows, row):
 def row_view(bases, chunk, row, width):
     """Row `row` of chunk `chunk` of a host float32 chunked array with chunk addresses `bases`,
     as a writable view of `width` values; for numba kernels that read or update rows in place."""
-    return numba.carray(_f32_at(bases[chunk] + row * width * 4), width)
+    return numba.carray(f32_at(bases[chunk] + row * width * 4), width)
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
@@ -76,43 +71,56 @@ def prefetch_row(bases, chunk, row, width):
 
 
 @numba.njit(nogil=True, cache=True)
-def _gather(bases, chunk_rows, rows, out):
+def _gather(bases, seq, chunk_rows, rows, out):
+    """Rows `rows` into `out`; row -1, a row past the chunks mapped, or one that stays mid-write
+    (see `seqlock`) reads as zeros."""
     width = out.shape[1]
+    limit = len(bases) * chunk_rows
     for i in range(len(rows)):
-        if i + AHEAD < len(rows) and rows[i + AHEAD] >= 0:
+        if i + AHEAD < len(rows) and 0 <= rows[i + AHEAD] < limit:
             c, r = locate(chunk_rows, rows[i + AHEAD])
             prefetch_row(bases, c, r, width)
-        if rows[i] < 0:
+        if rows[i] < 0 or rows[i] >= limit:
             out[i, :] = 0.0
             continue
         c, r = locate(chunk_rows, rows[i])
-        src = row_view(bases, c, r, width)
-        for j in range(width):
-            out[i, j] = src[j]
+        if not read_row(bases, seq, c, r, width, out[i]):
+            out[i, :] = 0.0
 
 
 @numba.njit(nogil=True, cache=True)
-def _scatter(bases, chunk_rows, rows, values):
+def _scatter(bases, seq, chunk_rows, rows, values):
     width = values.shape[1]
     for i in range(len(rows)):
         c, r = locate(chunk_rows, rows[i])
         dst = row_view(bases, c, r, width)
+        write_begin(seq, c, r)
         for j in range(width):
             dst[j] = values[i, j]
+        write_end(seq, c, r)
+
+
+def _zeros(chunk: int, rows: int, width: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """The default chunk allocator: a zeroed tensor in this process's memory."""
+    return torch.zeros(rows, width, dtype=dtype, device=device)
 
 
 class _Chunked:
-    """One array of [rows, width] in chunks; `bases` (chunk addresses) is replaced, never mutated,
-    so a reader thread that took it sees chunks that exist."""
+    """One array of [rows, width] in chunks, each from `allocate(chunk number, rows, width, dtype,
+    device)`; `bases` (chunk addresses) is replaced, never mutated, so a reader thread that took it
+    sees chunks that exist."""
 
-    def __init__(self, width: int, dtype: torch.dtype, device: torch.device) -> None:
-        self.width, self.dtype, self.device = width, dtype, device
+    def __init__(self, width: int, dtype: torch.dtype, device: torch.device, allocate=_zeros) -> None:
+        self.width, self.dtype, self.device, self.allocate = width, dtype, device, allocate
         self.chunks: list[torch.Tensor] = []
         self.bases = np.zeros(0, np.int64)
         self.fast = dtype == torch.float32 and device.type == "cpu"
 
     def grow(self, chunk_rows: int) -> None:
-        self.chunks.append(torch.zeros(chunk_rows, self.width, dtype=self.dtype, device=self.device))
+        self.append(self.allocate(len(self.chunks), chunk_rows, self.width, self.dtype, self.device))
+
+    def append(self, chunk: torch.Tensor) -> None:
+        self.chunks.append(chunk)
         self.bases = np.array([c.data_ptr() for c in self.chunks], np.int64)
 
     def to(self, device: torch.device) -> None:
@@ -121,11 +129,19 @@ class _Chunked:
         self.bases = np.array([c.data_ptr() for c in self.chunks], np.int64)
         self.fast = self.dtype == torch.float32 and device.type == "cpu"
 
-    def gather(self, rows: np.ndarray | torch.Tensor, chunk_rows: int) -> torch.Tensor:
+    def move(self, allocate) -> None:
+        """Copy every chunk into one from `allocate`, which makes the chunks from now on."""
+        self.allocate = allocate
+        old, self.chunks = self.chunks, []
+        for number, chunk in enumerate(old):
+            self.append(allocate(number, len(chunk), self.width, self.dtype, self.device))
+            self.chunks[-1].copy_(chunk)
+
+    def gather(self, rows: np.ndarray | torch.Tensor, chunk_rows: int, seq: np.ndarray) -> torch.Tensor:
         if self.fast:
             rows = np.ascontiguousarray(rows, np.int64)
             out = np.empty((len(rows), self.width), np.float32)
-            _gather(self.bases, chunk_rows, rows, out)
+            _gather(self.bases, seq, chunk_rows, rows, out)
             return torch.from_numpy(out)
         rows = _on(rows, self.device)
         if len(self.chunks) == 1:   # one indexing pass; row -1 reads as zeros
@@ -136,9 +152,10 @@ class _Chunked:
             out[at] = self.chunks[c][offset].float()
         return out
 
-    def scatter(self, rows: np.ndarray | torch.Tensor, values: torch.Tensor | np.ndarray, chunk_rows: int) -> None:
+    def scatter(self, rows: np.ndarray | torch.Tensor, values: torch.Tensor | np.ndarray, chunk_rows: int,
+                seq: np.ndarray) -> None:
         if self.fast:
-            _scatter(self.bases, chunk_rows, np.ascontiguousarray(rows, np.int64),
+            _scatter(self.bases, seq, chunk_rows, np.ascontiguousarray(rows, np.int64),
                      np.ascontiguousarray(values, np.float32))
             return
         rows, values = _on(rows, self.device), torch.as_tensor(values).to(self.device, self.dtype)
@@ -186,9 +203,50 @@ class RowStorage:
         self._arrays = {ROWS: _Chunked(dim, dtype, self.device)}
         for name, width in (state_widths or {}).items():
             self._arrays[name] = _Chunked(width, torch.float32, self.device)
+        self._seq: _Chunked | None = None   # per-row counters, once shared
+        self._grown = None
         self._next = 0
         self._free = np.zeros(0, np.int64)
         self._free_top = 0
+
+    @classmethod
+    def reader(cls, dim: int, chunk_rows: int) -> RowStorage:
+        """An empty storage of rows another process writes, for `extend` to map its chunks into:
+        `gather` and `addresses` only (no allocation, no state)."""
+        storage = cls(dim, chunk_rows=chunk_rows, initializer="zeros")
+        storage._seq = _Chunked(1, torch.int64, storage.device)
+        return storage
+
+    def extend(self, rows: torch.Tensor, seq: torch.Tensor) -> None:
+        """Map one more chunk of a writer's rows [chunk_rows, dim] and their counters [chunk_rows, 1]
+        (a `reader`'s)."""
+        self._arrays[ROWS].append(rows)
+        self._seq.append(seq)
+
+    def share(self, allocate, grown=None) -> None:
+        """Keep every array in chunks from `allocate(array name, chunk number, rows, width, dtype,
+        device)` (memory other processes map: see `freshrec.share`) from now on, copying the chunks
+        there are, with per-row counters (`seqlock`) that make each row update atomic to readers;
+        `grown()` is called after each growth, before the new rows are handed out. Host float32
+        storage only."""
+        if self.addresses() is None:
+            raise ValueError("only host float32 rows can be shared (embedding.row_dtype float32, gpu.device cpu)")
+        for name, array in self._arrays.items():
+            array.move(lambda chunk, rows, width, dtype, device, name=name: allocate(name, chunk, rows, width, dtype,
+                                                                                     device))
+        self._seq = _Chunked(1, torch.int64, self.device,
+                             lambda chunk, rows, width, dtype, device: allocate(SEQ, chunk, rows, width, dtype, device))
+        for _ in range(self.chunks):
+            self._seq.grow(self.chunk_rows)
+        self._grown = grown
+
+    @property
+    def shared(self) -> bool:
+        return self._seq is not None
+
+    def seq_bases(self) -> np.ndarray:
+        """The chunk addresses of the per-row counters (empty unless shared)."""
+        return NO_SEQ if self._seq is None else self._seq.bases
 
     @property
     def state_names(self) -> list[str]:
@@ -221,8 +279,12 @@ class RowStorage:
         self._free_top -= reused
         fresh = n - reused
         while self._next + fresh > self.chunks * self.chunk_rows:
+            if self._seq is not None:   # counters first: a reader that maps a chunk finds them
+                self._seq.grow(self.chunk_rows)
             for array in self._arrays.values():
                 array.grow(self.chunk_rows)
+            if self._grown is not None:
+                self._grown()
         rows[reused:] = np.arange(self._next, self._next + fresh)
         self._next += fresh
         if initialize:
@@ -253,24 +315,27 @@ class RowStorage:
         self._free_top = need
 
     def addresses(self) -> dict[str, np.ndarray] | None:
-        """The chunk addresses of every array ("rows" and each state), for numba kernels that
-        update rows in place with `row_view`; None unless all are host float32. Valid until the
-        next `allocate`."""
+        """The chunk addresses of every array ("rows" and each state, and "seq": the counters, empty
+        unless shared), for numba kernels that update rows in place with `row_view` (inside
+        `write_begin`/`write_end`); None unless all are host float32. Valid until the next
+        `allocate`."""
         if not all(array.fast for array in self._arrays.values()):
             return None
-        return {name: array.bases for name, array in self._arrays.items()}
+        return {**{name: array.bases for name, array in self._arrays.items()}, SEQ: self.seq_bases()}
 
     def to(self, device: torch.device | str) -> None:
-        """Move every array (rows and state) to `device`; row numbers stay."""
+        """Move every array (rows and state) to `device`; row numbers stay. Not for shared storage."""
+        if self.shared and torch.device(device).type != "cpu":
+            raise ValueError("shared rows stay on the host")
         self.device = torch.device(device)
         for array in self._arrays.values():
             array.to(self.device)
 
     def gather(self, rows: np.ndarray | torch.Tensor, name: str = ROWS) -> torch.Tensor:
         """float32 [len(rows), width] copy of `name` at `rows` (numpy, or a tensor of row numbers);
-        row -1 gives zeros. Thread-safe."""
-        return self._arrays[name].gather(rows, self.chunk_rows)
+        row -1 gives zeros. Thread-safe; a row of shared storage is read whole (`seqlock`)."""
+        return self._arrays[name].gather(rows, self.chunk_rows, self.seq_bases() if name == ROWS else NO_SEQ)
 
     def scatter(self, rows: np.ndarray | torch.Tensor, values: torch.Tensor | np.ndarray, name: str = ROWS) -> None:
         """Write `values` [len(rows), width] into `name` at `rows` (all allocated, no -1)."""
-        self._arrays[name].scatter(rows, values, self.chunk_rows)
+        self._arrays[name].scatter(rows, values, self.chunk_rows, self.seq_bases() if name == ROWS else NO_SEQ)

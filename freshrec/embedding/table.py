@@ -20,7 +20,8 @@ lacks.
 
 One writer thread calls `slots(train=True)`, `apply_gradients`, `evict` and `apply_delta`; any
 number of reader threads may call `slots(train=False)` and `gather` meanwhile (see `index.py`
-for what they see). A reader may see a row half-way through an update.
+for what they see). A reader may see a row half-way through an update, unless the table is shared
+(`share`): readers in other processes (`attach`) see each row whole.
 """
 
 from __future__ import annotations
@@ -160,12 +161,12 @@ class _Book:
 
 
 class _State:
-    """A table's mutable parts, built on first use."""
+    """A table's mutable parts, built on first use (a reader's: around mapped `storage` and `index`)."""
 
-    def __init__(self, config: TableConfig) -> None:
+    def __init__(self, config: TableConfig, storage: RowStorage | None = None, index: IdIndex | None = None) -> None:
         self.optimizer: RowOptimizer = config.optimizer.build()
-        self.index = IdIndex()
-        self.storage = RowStorage(
+        self.index = IdIndex() if index is None else index
+        self.storage = storage if storage is not None else RowStorage(
             config.dim, self.optimizer.state_widths(config.dim), self.optimizer.initial_state(config.dim),
             dtype=DTYPES[config.dtype], chunk_rows=config.chunk_rows, initializer=config.initializer,
             init_std=config.init_std, seed=config.seed, device=config.device)
@@ -223,6 +224,11 @@ class DynamicEmbedding:
     def row_optimizer(self) -> RowOptimizer:
         """The built row-wise optimizer, for fused kernels that call its kernel themselves."""
         return self._s.optimizer
+
+    @property
+    def index_bits(self) -> int:
+        """log2 of the hash index's slots."""
+        return self._s.index.state.bits
 
     @property
     def index_capacity(self) -> int:
@@ -333,6 +339,19 @@ class DynamicEmbedding:
         self.config = replace(self.config, device=str(device))
         if self._built is not None:
             self._built.storage.to(device)
+
+    def share(self, allocate_rows, allocate_index, changed) -> None:
+        """Keep the rows, their state and the id index in memory other processes map (see
+        `RowStorage.share`, `IdIndex.share`; `freshrec.share` passes the allocators); `changed()`
+        after each growth or resize, before the new rows or slots are used."""
+        s = self._s
+        s.storage.share(allocate_rows, grown=changed)
+        s.index.share(allocate_index, resized=changed)
+
+    def attach(self, storage: RowStorage, index: IdIndex) -> None:
+        """Read rows another process writes: `storage` (a `RowStorage.reader`) and `index` (its slots
+        mapped) replace this table's; only `slots(train=False)` and `gather` are for such a table."""
+        self._built = _State(self.config, storage, index)
 
     @contextmanager
     def in_place_steps(self) -> Iterator[InPlaceSteps]:

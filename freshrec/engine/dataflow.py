@@ -43,6 +43,7 @@ from freshrec.features import FeaturePipeline, FeatureSpec
 from freshrec.join import Joiner
 from freshrec.log import EventLog
 from freshrec.models.base import OnlineModel
+from freshrec.share import SharedArea, ShareWriter
 from freshrec.snapshot import ModelRegistry
 from freshrec.train import OnlineTrainer, TrainerConfig
 
@@ -55,6 +56,8 @@ class EngineConfig:
       its users each appearing once (`Batch.sizes`; None: by size alone); `checkpoint_events`:
       source events between checkpoints;
     - `sync`: delta and snapshot publishing (`publish=False`: none, e.g. without servers);
+    - `share`: the name to share the tables under in memory (`freshrec.share`; servers on this host
+      attach to it), the dense weights written after every chunk learned (None: not shared);
     - `trainer`: the online trainer's settings;
     - `retrain_events` / `retrain_seconds` (event time): how often the `retrain` hook is called
       (the offline trainer's trigger; None: never);
@@ -72,6 +75,7 @@ class EngineConfig:
     log_roll_bytes: int = 64 << 20
     log_roll_seconds: float = 300.0
     target: str | None = None
+    share: str | None = None
 
 
 class DataFlowEngine:
@@ -102,6 +106,7 @@ class DataFlowEngine:
         self.step = self.events = self.logged = self.learned = 0
         self.restored_from: int | None = None
         self.publisher: Publisher | None = None
+        self.share: ShareWriter | None = None   # by run(), with `config.share`
         self.writes: WriteBehind | None = None   # checkpoints and deltas written behind the trainer, in run()
 
     def restore(self) -> int | None:
@@ -142,6 +147,8 @@ class DataFlowEngine:
             self.publisher = Publisher(self.registry, self.trainer.model, self.source.fields, self.config.sync,
                                        writes=self.writes)
             self.publisher.meta_source = self.publish_meta
+        if self.config.share is not None:
+            self.share = ShareWriter(SharedArea(self.config.share), self.trainer.model)
         stages, summary = self.stages(), IngestSummary()
 
         def after(work: Work, steps: list[dict], held: bool) -> None:
@@ -155,6 +162,8 @@ class DataFlowEngine:
                 self.publisher.close()
         finally:
             self.writes.close()
+            if self.share is not None:
+                self.share.close()
         self.log.close()
         summary.seconds = time.perf_counter() - started
         rows = max(summary.rows, 1)
@@ -178,6 +187,8 @@ class DataFlowEngine:
                 self.publisher.observe(work.examples)
         if self.publisher is not None:
             publish_when_held(self.publisher, self.trainer, held)
+        if self.share is not None and work.examples is not None:
+            self.share.publish(self.learned, work.examples.entered)
         published = clock()
         stages.times["publish"] += published - started
         if work.cut is not None:

@@ -31,6 +31,7 @@ from freshrec.events.event import EventChunk
 from freshrec.events.live import LiveQueue
 from freshrec.events.with_live import WithLive
 from freshrec.features import FeaturePipeline
+from freshrec.share import ShareWriter
 from freshrec.train import OnlineTrainer
 
 __all__ = ["Publisher", "learn_live", "serve_until_signal", "train_and_serve"]
@@ -39,18 +40,24 @@ __all__ = ["Publisher", "learn_live", "serve_until_signal", "train_and_serve"]
 def learn_live(stream: Iterable[EventChunk] | None, live: LiveQueue, pipeline: FeaturePipeline,
                trainer: OnlineTrainer, publisher: Publisher, stop: threading.Event, batch_size: int = 512,
                on_chunk: Callable[[Work, IngestSummary], None] | None = None, follow: bool = True,
-               dead_letters: DeadLetterSink | None = None, batch_window: float | None = None) -> IngestSummary:
+               dead_letters: DeadLetterSink | None = None, batch_window: float | None = None,
+               share: ShareWriter | None = None) -> IngestSummary:
     """Learn from `stream` (optional, finite) and the `live` queue (waiting events first) until
     `stop` is set (without `follow`: or the stream ends), publishing what is due after the chunks
-    where the trainer holds; then publish a last full snapshot (with its delta, for the servers
-    that follow). A batch the trainer cannot learn goes to `dead_letters` and the loop goes on."""
+    where the trainer holds (and the dense weights to `share` after every chunk, where the tables
+    are shared); then publish a last full snapshot (with its delta, for the servers that follow).
+    A batch the trainer cannot learn goes to `dead_letters` and the loop goes on."""
     source = WithLive(stream if stream is not None else (), live, follow)
     summary = IngestSummary()
+    learned = [0]
 
     def after(work: Work, steps: list[dict], held: bool) -> None:
         dead_letter_failures(work, steps, dead_letters)
         if work.examples is not None:
             publisher.observe(work.examples)
+            learned[0] += len(work.examples)
+            if share is not None:
+                share.publish(learned[0], work.examples.entered)
         publish_when_held(publisher, trainer, held)
         if on_chunk is not None and work.whole is not None:
             on_chunk(work, summary)

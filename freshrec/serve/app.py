@@ -282,6 +282,7 @@ def create_app(service: ModelService, config: ServeConfig | None = None) -> Fast
 
     @app.post("/admin/swap", dependencies=[Depends(admin)])
     def swap(body: SwapRequest | None = None) -> Response:
+        pinnable()
         version = body.version if body else None
         try:
             service.registry.promote(version) if version is not None else service.registry.unpin()
@@ -291,11 +292,17 @@ def create_app(service: ModelService, config: ServeConfig | None = None) -> Fast
 
     @app.post("/admin/rollback", dependencies=[Depends(admin)])
     def rollback() -> Response:
+        pinnable()
         try:
             pinned = service.registry.rollback()
         except LookupError as error:
             raise HTTPException(409, str(error)) from None
         return _json({"version": service.sync(), "pinned": pinned})
+
+    def pinnable() -> None:
+        if not service.pinnable:
+            raise HTTPException(409, "this server scores the trainer's shared tables (serve --attach): there are no "
+                                     "versions to pin; pin on a server that follows the registry")
 
     paths = frozenset(route.path for route in app.routes)  # metric labels: known paths only
     app.add_middleware(Guard, limit=config.max_body_bytes, metrics=metrics, paths=paths)

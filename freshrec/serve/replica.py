@@ -48,9 +48,15 @@ class Replica:
 
     @classmethod
     def from_snapshot(cls, snapshot: Snapshot) -> Replica:
-        snapshot.model.eval()
-        return cls(snapshot.model, snapshot.version, float(snapshot.meta.get("created_at", time.time())),
-                   FeaturePipeline(snapshot.model.specs), snapshot.meta.get("fusion"))
+        return cls.from_snapshot_parts(snapshot.model, snapshot.version,
+                                       float(snapshot.meta.get("created_at", time.time())), snapshot.meta.get("fusion"))
+
+    @classmethod
+    def from_snapshot_parts(cls, model: OnlineModel, version: int, created_at: float,
+                            fusion: dict | None = None) -> Replica:
+        """A replica of `model` (put in eval mode) at `version`."""
+        model.eval()
+        return cls(model, version, created_at, FeaturePipeline(model.specs), fusion)
 
     def advance(self, delta: Delta) -> None:
         """Apply `delta` (from this replica's version) in place."""

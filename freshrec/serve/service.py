@@ -54,7 +54,9 @@ log = logging.getLogger(__name__)
 class ModelService:
     """Serves the registry's model: sync, predict, recommend, and the live event sink."""
 
-    def __init__(self, registry: ModelRegistry, metrics: ServingMetrics | None = None,
+    pinnable = True   # /admin/swap and /admin/rollback pin the registry's versions
+
+    def __init__(self, registry: ModelRegistry | None, metrics: ServingMetrics | None = None,
                  sink: LiveQueue | None = None, candidates: CandidateConfig | None = None,
                  drain_timeout: float = 10.0, offline: ModelRegistry | None = None) -> None:
         """`offline`: the registry of offline snapshots; when the online versions carry Hedge weights

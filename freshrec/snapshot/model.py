@@ -50,7 +50,7 @@ from freshrec.features import FeatureSpec
 from freshrec.models.base import OnlineModel
 from freshrec.models.factory import MODELS, build_model
 
-__all__ = ["Delta", "Snapshot", "model_card", "model_from_card", "table_versions"]
+__all__ = ["Delta", "Snapshot", "model_card", "model_from_card", "read_interactions", "table_versions"]
 
 FORMAT = "freshrec.snapshot/1"
 CONFIG, DENSE, INTERACTIONS = "config.json", "dense.safetensors", "interactions.arrow"
@@ -94,6 +94,12 @@ def _write_interactions(table: pa.Table | None, path: Path) -> None:
     if table is not None:
         with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
             writer.write_table(table)
+
+
+def read_interactions(directory: Path, kind: str) -> tuple[dict[str, Any], pa.Table | None]:
+    """(the metadata, the interactions) of a snapshot ("snapshot") or delta ("delta") directory,
+    without its tensors (for a server that takes its model from elsewhere: `freshrec.share`)."""
+    return _read_config(Path(directory), kind)["meta"], _read_interactions(Path(directory) / INTERACTIONS)
 
 
 def _read_interactions(path: Path) -> pa.Table | None:

@@ -32,8 +32,10 @@ import re
 import shutil
 from pathlib import Path
 
+import pyarrow as pa
+
 from freshrec.snapshot.files import TMP_PREFIX, fsync_dir, publish_dir, verify_dir
-from freshrec.snapshot.model import Delta, Snapshot
+from freshrec.snapshot.model import Delta, Snapshot, read_interactions
 
 __all__ = ["ModelRegistry"]
 
@@ -100,6 +102,13 @@ class ModelRegistry:
         path = self.path(DELTA, version)
         verify_dir(path)
         return Delta.load(path)
+
+    def interactions(self, kind: str, version: int) -> tuple[dict, pa.Table | None]:
+        """(metadata, interactions) of the verified full ("full") or delta ("delta") `version`,
+        without loading its model."""
+        path = self.path(kind, version)
+        verify_dir(path)
+        return read_interactions(path, "snapshot" if kind == FULL else "delta")
 
     def deltas_after(self, version: int) -> list[int]:
         """Delta versions newer than `version`, in order."""

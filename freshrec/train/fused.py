@@ -60,7 +60,8 @@ import torch
 from freshrec._words import AHEAD, prefetch
 from freshrec.batch import Batch
 from freshrec.embedding.optimizers import row_step
-from freshrec.embedding.storage import ROWS, locate, prefetch_row, row_view
+from freshrec.embedding.seqlock import read_row
+from freshrec.embedding.storage import ROWS, SEQ, locate, prefetch_row, row_view
 from freshrec.models.base import OnlineModel
 from freshrec.models.fm import OnlineFM
 from freshrec.models.lr import LogisticRegression
@@ -80,7 +81,7 @@ def _sigmoid(x):
 @numba.njit(nogil=True, cache=True, inline="always")
 def _prefetch_rows(first, last, rows, starts, slots, table, width):
     """Prefetch the row, first state row and `dirty` entry of every id of rows first..last-1."""
-    chunk_rows, row_bases, state_bases, dirty = table
+    chunk_rows, row_bases, state_bases, seq_bases, dirty = table
     for key in range(len(starts) // rows):
         for r in range(first, last):
             bag = key * rows + r
@@ -99,14 +100,15 @@ def _learn_chunk(sizes, slots, lengths, dense, labels, targets, levels,  # noqa:
     """Score then learn each micro-batch of `sizes` rows of a chunk, in order; returns the steps taken.
 
     `slots` and `lengths` [keys * rows] are key-major; `table` = (chunk_rows, row addresses
-    [chunks], state addresses [S, chunks]) of host float32 storage of rows of `width`, and its
-    `dirty` array; `kind` and `hyper` its row-wise optimizer (`row_step`; `per_event`: it takes a
-    micro-batch's gradients times the events they average), `version` its version.
+    [chunks], state addresses [S, chunks], counter addresses (`seqlock`: empty unless shared)) of
+    host float32 storage of rows of `width`, and its `dirty` array; `kind` and `hyper` its
+    row-wise optimizer (`row_step`; `per_event`: it takes a micro-batch's gradients times the
+    events they average), `version` its version.
     `dense_state` = (dense weight, bias, their Adagrad sums, their step counters, ordinal offsets,
     their sum, their step counter). `most`: the most id occurrences of one micro-batch. Writes
     `probs` [rows] and `outcome` per micro-batch (LEARNED, NOT_FINITE or NO_LABELS); each row
     stepped gets dirty[slot] = the table's version after the step."""
-    chunk_rows, row_bases, state_bases, dirty = table
+    chunk_rows, row_bases, state_bases, seq_bases, dirty = table
     weight, bias, weight_sum, bias_sum, weight_step, bias_step, offsets, offset_sum, offset_step = dense_state
     rows, k = len(labels), width - 1
     keys = len(lengths) // rows
@@ -236,7 +238,7 @@ def _learn_chunk(sizes, slots, lengths, dense, labels, targets, levels,  # noqa:
                         summed[u, d + 1] += g * (sums[b, d] - local[u, d + 1])
         stepped += 1
         if n:
-            row_step(kind, chunk_rows, unique[:n], summed[:n], row_bases, state_bases, hyper)
+            row_step(kind, chunk_rows, unique[:n], summed[:n], row_bases, state_bases, seq_bases, hyper)
         for u in range(n):
             dirty[unique[u]] = max(dirty[unique[u]], version + stepped)
         # dense Adagrad (torch.optim.Adagrad's step) on the weights, the bias and the offsets
@@ -333,7 +335,8 @@ class FusedStep:
             place.steps = _learn_chunk(
                 sizes, chunk.slots, chunk.lengths, _dense(batch), labels, targets,
                 views.levels if graded else views.levels[:0],
-                (table.storage.chunk_rows, addresses[ROWS], optimizer.stacked_state(addresses), place.dirty),
+                (table.storage.chunk_rows, addresses[ROWS], optimizer.stacked_state(addresses), addresses[SEQ],
+                 place.dirty),
                 optimizer.kind, optimizer.hyper_array, optimizer.per_event, place.version, views.state,
                 np.float32(group["lr"]),
                 np.float32(group["eps"]), max(most, 1), table.config.dim, probs, outcome)
@@ -361,16 +364,18 @@ class FusedStep:
 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")
-def _score_rows(slots, lengths, dense, chunk_rows, row_bases, width, weight, bias, out):
-    """The logit of each row (see the module docstring), reading rows where they lie; no autograd,
-    no copy of a row."""
+def _score_rows(slots, lengths, dense, chunk_rows, row_bases, seq_bases, width, weight, bias, out):
+    """The logit of each row (see the module docstring), reading rows where they lie, each one whole
+    (`read_row`: a row another process is writing is read before or after, a row past the chunks
+    mapped or stuck mid-write as absent); no autograd."""
     rows, k = len(out), width - 1
     keys = len(lengths) // rows if rows else 0
     starts = np.empty(len(lengths) + 1, np.int64)
     starts[0] = 0
     for bag in range(len(lengths)):
         starts[bag + 1] = starts[bag] + lengths[bag]
-    sums = np.empty(k, np.float32)
+    sums, v = np.empty(k, np.float32), np.empty(width, np.float32)
+    limit = len(row_bases) * chunk_rows
     for r in range(rows):
         logit = bias
         for j in range(len(weight)):
@@ -383,8 +388,11 @@ def _score_rows(slots, lengths, dense, chunk_rows, row_bases, width, weight, bia
                 slot = slots[i]
                 if slot < 0:
                     continue
+                if slot >= limit:
+                    continue
                 c, at = locate(chunk_rows, slot)
-                v = row_view(row_bases, c, at, width)
+                if not read_row(row_bases, seq_bases, c, at, width, v):
+                    continue
                 logit += v[0]
                 for d in range(k):
                     x = v[d + 1]
@@ -418,8 +426,9 @@ def fused_logits(model: OnlineModel, batch: Batch) -> np.ndarray:
     out = np.empty(len(batch), np.float32)
     storage = table.storage
     weight = model.dense.weight.detach().reshape(-1).numpy()
-    _score_rows(slots, lengths, _dense(batch), storage.chunk_rows,
-                storage.addresses()[ROWS], table.config.dim, weight, np.float32(model.bias.item()), out)
+    addresses = storage.addresses()
+    _score_rows(slots, lengths, _dense(batch), storage.chunk_rows, addresses[ROWS], addresses[SEQ], table.config.dim,
+                weight, np.float32(model.bias.item()), out)
     return out
 
 

@@ -86,6 +86,7 @@ def test_addresses_are_lent_only_for_host_float32():
     storage = RowStorage(dim=2, state_widths={"accum": 2}, chunk_rows=4)
     storage.allocate(5)
     addresses = storage.addresses()
-    assert sorted(addresses) == ["accum", "rows"]
+    assert sorted(addresses) == ["accum", "rows", "seq"]
+    assert len(addresses["seq"]) == 0   # no counters: not shared
     assert addresses["rows"].tolist() == [c.data_ptr() for c in storage._arrays["rows"].chunks]
     assert RowStorage(dim=2, dtype=torch.float16).addresses() is None
