@@ -63,6 +63,7 @@ def _trainer(args: argparse.Namespace) -> None:
     from freshrec.events.simulator import Simulator, SimulatorConfig
     from freshrec.features import FeaturePipeline, default_specs
     from freshrec.models import ModelConfig, build_model
+    from freshrec.share import SharedArea, ShareWriter
     from freshrec.snapshot import ModelRegistry
     from freshrec.train import OnlineTrainer
 
@@ -73,6 +74,12 @@ def _trainer(args: argparse.Namespace) -> None:
     sim = Simulator(SimulatorConfig(batch_size=per_tick, total_events=10**9, seed=1))
     specs = default_specs(sim.fields, dim=16)
     trainer = OnlineTrainer(build_model("fm", specs, ModelConfig(dim=16)))
+    if args.table_ids:   # a production-sized table: ids the stream never sends (they take memory, not time)
+        (table,) = trainer.model.tables.values()
+        for start in range(0, args.table_ids, 1 << 20):
+            table.slots(np.arange(1 << 62, (1 << 62) + min(1 << 20, args.table_ids - start)) + start, now=0.0)
+    share = ShareWriter(SharedArea(args.share), trainer.model) if args.share else None
+    (Path(args.registry) / "trainer-ready").touch()
     pipeline = FeaturePipeline(specs)
     publisher = Publisher(ModelRegistry(args.registry), trainer.model, sim.fields,
                           SyncConfig(sync_interval=args.sync_interval, full_interval=args.full_interval))
@@ -84,7 +91,8 @@ def _trainer(args: argparse.Namespace) -> None:
             yield EventChunk(chunk.table, chunk.positions, chunk.source, chunk.kind, entered=time.time())
             next_tick += tick
             time.sleep(max(0.0, next_tick - time.monotonic()))
-    learn_live(paced(), LiveQueue(sim.fields), pipeline, trainer, publisher, threading.Event(), follow=False)
+    learn_live(paced(), LiveQueue(sim.fields), pipeline, trainer, publisher, threading.Event(), follow=False,
+               share=share)
 
 
 class Connection:
@@ -247,6 +255,96 @@ def _counter(metrics: str, name: str, labels: str) -> float:
     return float(match.group(1)) if match else 0.0
 
 
+def _memory(pid: int) -> dict[str, int]:
+    """Resident and proportional (shared pages split among their users) bytes of a process."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:])
+    return {name.lower(): int(fields[name].split()[0]) * 1024 for name in ("Rss", "Pss")}
+
+
+def _family(pid: int) -> list[int]:
+    """`pid` and its children (a `serve --workers` supervisor and its workers)."""
+    children = [int(stat.parent.name) for stat in Path("/proc").glob("[0-9]*/stat")
+                if _parent(stat) == pid]
+    return [pid, *children]
+
+
+def _parent(stat: Path) -> int | None:
+    try:
+        return int(stat.read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _session(args: argparse.Namespace, attach: bool, workers: int, sweep: list[float], env: dict,
+             cores: list[int]) -> dict:
+    """Start a trainer and a server (`attach`: `serve --attach` on the trainer's shared tables, else
+    `serve --registry`, following its deltas), drive the fixed rates, then the sweep; the figures."""
+    registry = Path(tempfile.mkdtemp(prefix="freshrec-bench-serve-"))
+    share = f"bench-{os.getpid()}-{workers}" if attach else None
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server_cores = set(cores) if args.servers_on == "all" else {cores[-1]}
+    other_cores = set(cores[:-1]) or {cores[-1]}
+    trainer = subprocess.Popen([sys.executable, __file__, "--role", "trainer", "--registry", str(registry),
+                                "--events-per-s", str(args.events_per_s), "--trainer-nice", str(args.trainer_nice),
+                                "--sync-interval", str(args.sync_interval), "--full-interval", str(args.full_interval),
+                                "--table-ids", str(args.table_ids), *(["--share", share] if share else [])],
+                               env=env, preexec_fn=lambda: os.sched_setaffinity(0, other_cores))
+    server = None
+    figures: dict = {"attach": attach, "workers": workers, "server_cores": sorted(server_cores)}
+    try:
+        while not (registry / "trainer-ready").exists():
+            if trainer.poll() is not None:
+                raise RuntimeError("the trainer exited")
+            time.sleep(0.2)
+        time.sleep(1.0)
+        trainer_alone = _memory(trainer.pid)
+        source = ["--attach", share, "--registry", str(registry)] if attach else ["--registry", str(registry)]
+        server = subprocess.Popen([sys.executable, "-m", "freshrec.cli", "serve", *source, "--port", str(port),
+                                   *(["--workers", str(workers)] if workers > 1 else [])], env=env,
+                                  stderr=subprocess.DEVNULL,
+                                  preexec_fn=lambda: os.sched_setaffinity(0, server_cores))
+        _wait_ready(port, server)
+        time.sleep(2.0)  # warm up: the first versions, numba kernels
+        servers = [_memory(pid) for pid in _family(server.pid)]
+        figures["memory"] = {
+            "trainer_alone_rss_mb": trainer_alone["rss"] / 2**20,
+            "trainer_and_servers_pss_mb": (_memory(trainer.pid)["pss"] + sum(m["pss"] for m in servers)) / 2**20,
+            "server_processes": len(servers)}
+        figures["memory"]["ratio"] = figures["memory"]["trainer_and_servers_pss_mb"] / \
+            figures["memory"]["trainer_alone_rss_mb"]
+        before = _get(port, "/metrics").decode()
+        figures.update(asyncio.run(_drive(port, args.seconds, {"/predict": args.rate,
+                                                               "/recommend": args.recommend_rate}, _BODIES)))
+        metrics = _get(port, "/metrics").decode()
+        model = orjson.loads(_get(port, "/model"))
+        if sweep:
+            figures["sweep"] = [_at_rate(port, rate, args.sweep_seconds, _BODIES) for rate in sweep]
+            passed = [step["rate"] for step in figures["sweep"] if step["p99_ms"] <= 10.0 and not step["failed"]]
+            figures["capacity_rps"] = max(passed, default=0.0)
+    finally:
+        for process in (trainer, server):
+            if process is None:
+                continue
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+    figures["swaps_during_load"] = {
+        kind: _counter(metrics, "freshrec_swaps_total", f'kind="{kind}"')
+        - _counter(before, "freshrec_swaps_total", f'kind="{kind}"') for kind in ("delta", "full", "shared")}
+    fresh = model.get("freshness_s", {})
+    figures.update({"failed": figures["predict"]["failed"] + figures["recommend"]["failed"],
+                    "freshness_p50_s": fresh.get("p50"), "freshness_p99_s": fresh.get("p99"),
+                    "freshness_samples": fresh.get("n")})
+    return figures
+
+
+_BODIES = _bodies(np.random.default_rng(0))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--role", choices=("driver", "trainer", "constant"), default="driver")
@@ -254,6 +352,16 @@ def main() -> None:
     parser.add_argument("--sweep", help="comma-separated /predict rates to find the capacity at")
     parser.add_argument("--sweep-seconds", type=float, default=10.0)
     parser.add_argument("--workers", type=int, default=1, help="server processes (freshrec serve --workers)")
+    parser.add_argument("--attach", action="store_true",
+                        help="the servers attach to the trainer's shared tables (serve --attach) instead of "
+                             "following the registry's deltas")
+    parser.add_argument("--baseline", action="store_true",
+                        help="first measure the delta-following single server the same way (capacity ratio)")
+    parser.add_argument("--servers-on", choices=("last", "all"), default="last",
+                        help="the servers' cores: the last one alone, or all of them")
+    parser.add_argument("--table-ids", type=int, default=0,
+                        help="ids the trainer's table holds before the stream starts (a production-sized table)")
+    parser.add_argument("--share", help="--role trainer: share the tables under this name")
     parser.add_argument("--registry", type=Path)
     parser.add_argument("--seconds", type=float, default=35.0)
     parser.add_argument("--rate", type=float, default=300.0, help="/predict requests per second")
@@ -268,57 +376,26 @@ def main() -> None:
         return _trainer(args)
     if args.role == "constant":
         return _constant_server(args.port)
-    registry = Path(tempfile.mkdtemp(prefix="freshrec-bench-serve-"))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     load_before = os.getloadavg()
     cores = sorted(os.sched_getaffinity(0))
-    server_cores, other_cores = {cores[-1]}, set(cores[:-1]) or {cores[-1]}
-    os.sched_setaffinity(0, other_cores)  # the driver, and the trainer it starts, stay off the server's core
-    trainer = subprocess.Popen([sys.executable, __file__, "--role", "trainer", "--registry", str(registry),
-                                "--events-per-s", str(args.events_per_s), "--trainer-nice", str(args.trainer_nice),
-                                "--sync-interval",
-                                str(args.sync_interval), "--full-interval", str(args.full_interval)], env=env)
-    workers = ["--workers", str(args.workers)] if args.workers > 1 else []
-    server = subprocess.Popen([sys.executable, "-m", "freshrec.cli", "serve", "--registry", str(registry),
-                               "--port", str(port), *workers], env=env,
-                              stderr=subprocess.DEVNULL, preexec_fn=lambda: os.sched_setaffinity(0, server_cores))
-    bodies = _bodies(np.random.default_rng(0))
+    os.sched_setaffinity(0, set(cores[:-1]) or {cores[-1]})  # the driver stays off the servers' core
     sweep = sorted(float(rate) for rate in args.sweep.split(",")) if args.sweep else []
-    try:
-        _wait_ready(port, server)
-        time.sleep(2.0)  # warm up: the first deltas, numba kernels
-        before = _get(port, "/metrics").decode()
-        figures = asyncio.run(_drive(port, args.seconds, {"/predict": args.rate, "/recommend": args.recommend_rate},
-                                     bodies))
-        metrics = _get(port, "/metrics").decode()
-        model = orjson.loads(_get(port, "/model"))
-        if sweep:
-            figures["sweep"] = [_at_rate(port, rate, args.sweep_seconds, bodies) for rate in sweep]
-            passed = [step["rate"] for step in figures["sweep"] if step["p99_ms"] <= 10.0 and not step["failed"]]
-            figures["capacity_rps"] = max(passed, default=0.0)
-            figures["driver_alone"] = _driver_alone(max(sweep), args.sweep_seconds, bodies, env, server_cores)
-    finally:
-        for process in (trainer, server):
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-    swaps = {kind: _counter(metrics, "freshrec_swaps_total", f'kind="{kind}"')
-             - _counter(before, "freshrec_swaps_total", f'kind="{kind}"') for kind in ("delta", "full")}
-    fresh = model.get("freshness_s", {})
+    out: dict = {"bench": "serve", "seconds": args.seconds,
+                 "target_rates": {"predict": args.rate, "recommend": args.recommend_rate}}
+    if args.baseline:
+        out["baseline"] = _session(args, attach=False, workers=1, sweep=sweep, env=env, cores=cores)
+    out.update(_session(args, attach=args.attach, workers=args.workers, sweep=sweep, env=env, cores=cores))
+    if sweep:
+        out["driver_alone"] = _driver_alone(max(sweep), args.sweep_seconds, _BODIES, env,
+                                            set(cores) if args.servers_on == "all" else {cores[-1]})
+    if args.baseline and sweep:
+        out["capacity_ratio"] = out["capacity_rps"] / max(out["baseline"]["capacity_rps"], 1.0)
     print(json.dumps({
-        "bench": "serve", "seconds": args.seconds, "target_rates": {"predict": args.rate,
-                                                                   "recommend": args.recommend_rate},
-        **figures, "failed": figures["predict"]["failed"] + figures["recommend"]["failed"],
-        "swaps_during_load": swaps, "freshness_p50_s": fresh.get("p50"), "freshness_p99_s": fresh.get("p99"),
-        "freshness_samples": fresh.get("n"), "trainer_events_per_s": args.events_per_s,
-        "sync_interval_s": args.sync_interval, "workers": args.workers, "server_cores": sorted(server_cores),
-        "trainer_driver_cores": sorted(other_cores), "load_before": load_before, "load_after": os.getloadavg(),
-        "targets": {"predict_p99_ms": 10.0, "failed": 0, "swaps": 25, "freshness_p99_s": 2.0}}))
+        **out, "trainer_events_per_s": args.events_per_s, "sync_interval_s": args.sync_interval,
+        "table_ids": args.table_ids, "load_before": load_before, "load_after": os.getloadavg(),
+        "targets": {"predict_p99_ms": 10.0, "failed": 0, "swaps": 25, "freshness_p99_s": 0.1 if args.attach else 2.0,
+                    "capacity_ratio": 5.0, "memory_ratio": 1.3}}))
 
 
 if __name__ == "__main__":

@@ -148,7 +148,7 @@ class DataFlowEngine:
                                        writes=self.writes)
             self.publisher.meta_source = self.publish_meta
         if self.config.share is not None:
-            self.share = ShareWriter(SharedArea(self.config.share), self.trainer.model)
+            self.share = ShareWriter(SharedArea(self.config.share), self.trainer.model, self.learned)
         stages, summary = self.stages(), IngestSummary()
 
         def after(work: Work, steps: list[dict], held: bool) -> None:

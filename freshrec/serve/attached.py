@@ -90,6 +90,11 @@ class AttachedService(ModelService):
             fresh = self._replica()
             self._standby = fresh[0] if fresh is not None else None
 
+    def describe(self) -> dict:
+        """What GET /model answers, with the share's name and the generation served."""
+        return {**super().describe(), "share": {"name": self.attachment.area.name,
+                                                "generation": self.attachment.generation}}
+
     def _follow_interactions(self) -> None:
         """Feed the candidates the interactions of the registry's versions not seen yet (a full
         snapshot first, or after a gap)."""

@@ -42,9 +42,10 @@ FORMAT = "freshrec.share/1"
 
 
 class ShareWriter:
-    """Shares `model` (which goes on learning in this process) through `area`."""
+    """Shares `model` (which goes on learning in this process) through `area`; `events`: how many it
+    has learned already (a trainer restored from a checkpoint)."""
 
-    def __init__(self, area: SharedArea, model: OnlineModel) -> None:
+    def __init__(self, area: SharedArea, model: OnlineModel, events: int = 0) -> None:
         area.take()
         self.area, self.model = area, model
         self._lock = threading.Lock()   # a lookahead thread may grow a table while the loop publishes
@@ -59,7 +60,7 @@ class ShareWriter:
         for name, table in self._tables.items():
             table.share(self._rows_allocator(name), self._index_allocator(name), self._publish_manifest)
         self._ready = True
-        self.publish(events=0, entered=None)
+        self.publish(events, entered=None)
         self._publish_manifest()
         for generation in area.generations():
             if generation != self.generation:

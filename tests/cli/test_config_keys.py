@@ -73,6 +73,7 @@ CHANGES: dict[str, tuple[dict[str, Any], Any]] = {
     "sync": ({}, {"full_interval": "1m"}),
     "sync.sync_interval": ({}, "5s"),
     "sync.full_interval": ({}, "1m"),
+    "sync.share": ({}, "shop"),
     "serve": ({}, {"port": 8123}),
     **{f"serve.{key}": ({}, value) for key, value in [
         ("enabled", False), ("host", "0.0.0.0"), ("port", 8123), ("max_candidates", 50), ("max_body_bytes", 4096),

@@ -135,7 +135,7 @@ def test_show_config_round_trips_with_defaults_and_duration_spellings(tmp_path):
     text = show_config(config)
     data = yaml.safe_load(text)
     assert data["training"]["offline_interval"] == "6h"
-    assert data["sync"] == {"sync_interval": "250ms", "full_interval": "90m"}
+    assert data["sync"] == {"sync_interval": "250ms", "full_interval": "90m", "share": None}
     assert data["model"]["ttl"] == "7d"
     assert data["serve"]["port"] == 8000   # defaults are written out
     assert "  offline_interval: 6h  # Event time between offline retrainings (null: " in text
