@@ -218,13 +218,32 @@ def _wait_ready(port: int, process: subprocess.Popen, timeout: float = 120.0) ->
     raise TimeoutError("the server did not become ready")
 
 
-def _at_rate(port: int, rate: float, seconds: float, bodies: dict[str, list[bytes]]) -> dict:
-    """/predict at `rate` and /recommend at a tenth of it: the /predict figures."""
+def _cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds the processes have used."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def _at_rate(port: int, rate: float, seconds: float, bodies: dict[str, list[bytes]],
+             groups: dict[str, list[int]] | None = None) -> dict:
+    """/predict at `rate` and /recommend at a tenth of it: the /predict figures, and the cores each
+    group of processes used meanwhile."""
+    groups = {"driver": [os.getpid()], **(groups or {})}
+    before = {name: _cpu_seconds(pids) for name, pids in groups.items()}
+    started = time.perf_counter()
     figures = asyncio.run(_drive(port, seconds, {"/predict": rate, "/recommend": rate / 10}, bodies))
+    elapsed = time.perf_counter() - started
     predict = figures["predict"]
     return {"rate": rate, "achieved": figures["requests_per_s"], "p50_ms": predict["p50_ms"],
             "p99_ms": predict["p99_ms"], "failed": predict["failed"] + figures["recommend"]["failed"],
-            "recommend_p99_ms": figures["recommend"]["p99_ms"]}
+            "recommend_p99_ms": figures["recommend"]["p99_ms"],
+            "cores": {name: round((_cpu_seconds(pids) - before[name]) / elapsed, 3) for name, pids in groups.items()}}
 
 
 def _driver_alone(rate: float, seconds: float, bodies: dict[str, list[bytes]], env: dict, cores: set[int]) -> dict:
@@ -320,7 +339,8 @@ def _session(args: argparse.Namespace, attach: bool, workers: int, sweep: list[f
         metrics = _get(port, "/metrics").decode()
         model = orjson.loads(_get(port, "/model"))
         if sweep:
-            figures["sweep"] = [_at_rate(port, rate, args.sweep_seconds, _BODIES) for rate in sweep]
+            groups = {"trainer": [trainer.pid], "servers": _family(server.pid)}
+            figures["sweep"] = [_at_rate(port, rate, args.sweep_seconds, _BODIES, groups) for rate in sweep]
             passed = [step["rate"] for step in figures["sweep"] if step["p99_ms"] <= 10.0 and not step["failed"]]
             figures["capacity_rps"] = max(passed, default=0.0)
     finally:

@@ -6,9 +6,10 @@ the next request, with no copy. The dense weights (a few kilobytes to megabytes)
 trainer's dense block: two replicas share the tables and each has its own dense weights; at each
 poll (`ServeConfig.poll_interval`: `freshrec serve --attach` polls every 5 ms) a new block version
 is copied into the standby replica, which then serves, while the requests on the other one finish
-(as `ModelService` does with deltas). When a trainer takes the share over (a new generation), both replicas are rebuilt on
-the new generation's tables. With a `registry` beside the share, the candidates of /recommend
-follow the interactions of its snapshots and deltas (their models are not loaded).
+(as `ModelService` does with deltas). When a trainer takes the share over (a new generation), both
+replicas are rebuilt on the new generation's tables. With a `registry` beside the share, the candidates of /recommend
+follow the interactions of its snapshots and deltas (their models are not loaded), looked for
+every `INTERACTIONS_INTERVAL` seconds.
 
 >>> import tempfile
 >>> from freshrec.events.event import FieldKind
@@ -28,6 +29,9 @@ True
 
 from __future__ import annotations
 
+import math
+import time
+
 from freshrec.events.live import LiveQueue
 from freshrec.metrics.prometheus import ServingMetrics
 from freshrec.serve.candidates import CandidateConfig, CandidateIndex
@@ -37,6 +41,8 @@ from freshrec.share import Attachment, SharedArea
 from freshrec.snapshot import ModelRegistry
 
 __all__ = ["AttachedService"]
+
+INTERACTIONS_INTERVAL = 0.25   # seconds between looks at the registry for the candidates' interactions
 
 
 class AttachedService(ModelService):
@@ -50,6 +56,7 @@ class AttachedService(ModelService):
         super().__init__(registry, metrics, sink, candidates, drain_timeout)
         self.attachment = Attachment(area)
         self._interactions_at: int | None = None   # the registry version the candidates have seen
+        self._next_interactions = -math.inf
 
     def sync(self) -> int | None:
         """Follow the share once (and the registry's interactions); returns the served version."""
@@ -58,7 +65,9 @@ class AttachedService(ModelService):
                 self._start_generation()
             elif self._standby is not None and self.attachment.latest_version() != self.version:
                 self._advance_dense()
-            if self.registry is not None:
+            now = time.monotonic()
+            if self.registry is not None and now >= self._next_interactions:
+                self._next_interactions = now + INTERACTIONS_INTERVAL
                 self._follow_interactions()
             return self.version
 

@@ -10,7 +10,7 @@
 >>> replica = Replica.from_snapshot(Snapshot(model, version=3))
 >>> replica.version, replica.columns
 (3, {'user_id': <FieldKind.CATEGORICAL: 'categorical'>, 'item_id': <FieldKind.CATEGORICAL: 'categorical'>})
->>> rows = replica.rows("u1", ["i1", "i2"], shared=lambda column: None, per_item=lambda item, column: None,
+>>> rows = replica.rows("u1", ["i1", "i2"], shared=lambda column: None, per_item=lambda column: [None, None],
 ...                     item_columns=())
 >>> replica.score(rows).tolist()
 [0.5, 0.5]
@@ -23,12 +23,11 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import pyarrow as pa
 import torch
 
-from freshrec.events.event import ITEM, TS, USER, EventChunk, FieldKind
-from freshrec.events.live import arrow_type, check_ids, check_value
-from freshrec.features import FeaturePipeline
+from freshrec.events.event import ITEM, USER, FieldKind
+from freshrec.events.live import check_ids, check_value
+from freshrec.features.request import RequestFeaturizer, RequestRows
 from freshrec.models.base import OnlineModel
 from freshrec.snapshot import Delta, Snapshot
 from freshrec.train.fused import fused_logits, fused_model
@@ -38,12 +37,12 @@ __all__ = ["Replica"]
 
 @dataclass
 class Replica:
-    """A model at `version` (published at `created_at`), with the pipeline of its features."""
+    """A model at `version` (published at `created_at`), with the featurizer of its requests."""
 
     model: OnlineModel
     version: int
     created_at: float
-    pipeline: FeaturePipeline
+    featurizer: RequestFeaturizer
     fusion: dict | None = None   # hedge weights published with this version (`w_online`, `offline_version`)
 
     @classmethod
@@ -56,7 +55,7 @@ class Replica:
                             fusion: dict | None = None) -> Replica:
         """A replica of `model` (put in eval mode) at `version`."""
         model.eval()
-        return cls(model, version, created_at, FeaturePipeline(model.specs), fusion)
+        return cls(model, version, created_at, RequestFeaturizer(model.specs), fusion)
 
     def advance(self, delta: Delta) -> None:
         """Apply `delta` (from this replica's version) in place."""
@@ -73,30 +72,28 @@ class Replica:
         return {spec.source_column: spec.kind for spec in self.model.specs}
 
     def rows(self, user: str | int, items: Sequence[str | int],
-             shared: Callable[[str], object], per_item: Callable[[str | int, str], object],
-             item_columns: Collection[str]) -> EventChunk:
-        """One row per item for `user`. A column in `item_columns` takes `per_item(item, column)`
-        for each row; any other column one value for all rows, `shared(column)` (None: missing).
+             shared: Callable[[str], object], per_item: Callable[[str], list],
+             item_columns: Collection[str]) -> RequestRows:
+        """One row per item for `user`. A column in `item_columns` takes `per_item(column)`, a value
+        per item; any other column one value for all rows, `shared(column)` (None: missing).
         Values must be in their live form (`check_value`); ValueError names a bad id."""
-        n = len(items)
-        columns: dict[str, pa.Array] = {TS: pa.array(np.full(n, time.time()))}
+        rows = RequestRows(len(items))
         for column, kind in self.columns.items():
             if column == ITEM:
-                values = check_ids(items, column) if kind is FieldKind.CATEGORICAL else \
+                rows.per_row[column] = check_ids(items, column) if kind is FieldKind.CATEGORICAL else \
                     [check_value(item, kind, column) for item in items]
             elif column in item_columns:
-                values = [per_item(item, column) for item in items]
+                rows.per_row[column] = per_item(column)
             else:
-                values = [check_value(user, kind, column) if column == USER else shared(column)] * n
-            columns[column] = pa.array(values, arrow_type(kind))
-        return EventChunk(pa.table(columns), np.arange(n, dtype=np.int64), "request")
+                rows.shared[column] = check_value(user, kind, column) if column == USER else shared(column)
+        return rows
 
     @torch.no_grad()
-    def score(self, rows: EventChunk) -> np.ndarray:
+    def score(self, rows: RequestRows) -> np.ndarray:
         """Probabilities (predictions for a rating model) of the rows, float32: an FM or LR in one
         numba pass over the rows where they lie (`fused_logits`, the trainer's arithmetic), other
         models by their forward without autograd."""
-        batch = self.pipeline.build(rows)
+        batch = self.featurizer.build(rows)
         if fused_model(self.model):
             logits = fused_logits(self.model, batch)
             return (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)

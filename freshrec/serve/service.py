@@ -48,6 +48,8 @@ from freshrec.snapshot import (
 
 __all__ = ["ModelService"]
 
+_NO_FIELDS: dict = {}
+
 log = logging.getLogger(__name__)
 
 
@@ -240,17 +242,21 @@ class ModelService:
         known_items = self.candidates.item_fields
         known_user = self.candidates.user_fields.get(str(user), {})
         item_columns = self.candidates.item_columns - context.keys() | {c for f in own.values() for c in f}
+        keys = [str(item) for item in items]
 
         def shared(column: str) -> object:
             return context[column] if column in context else known_user.get(column)
 
-        def per_item(item: str | int, column: str) -> object:
-            fields = own.get(item)
-            if fields is not None and column in fields:
-                return fields[column]
+        def per_item(column: str) -> list:
             if column in context:
-                return context[column]
-            return known_items.get(str(item), {}).get(column)
+                values = [context[column]] * len(items)
+            else:
+                values = [known_items.get(key, _NO_FIELDS).get(column) for key in keys]
+            for at, item in enumerate(items) if own else ():
+                fields = own.get(item)
+                if fields is not None and column in fields:
+                    values[at] = fields[column]
+            return values
 
         rows = replica.rows(user, items, shared, per_item, item_columns)
         scores = self._blend(replica, rows, replica.score(rows))

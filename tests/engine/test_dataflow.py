@@ -157,7 +157,7 @@ def test_hedge_weights_travel_with_the_versions_and_the_server_blends(tmp_path: 
     items = [(i, own) for i in range(20)]
     _, blended = service.predict(7, {"hour": 3, "user_segment": 1}, items)
     rows = replica.rows(7, list(range(20)), {"hour": "3", "user_segment": "1"}.get,
-                        lambda item, column: {"item_category": "2", "price": 5.0}[column], own.keys())
+                        lambda column: [{"item_category": "2", "price": 5.0}[column]] * 20, own.keys())
     weight = replica.fusion["w_online"]
     assert offline.version == replica.fusion["offline_version"]
     expected = weight * replica.score(rows) + (1 - weight) * offline.score(rows)
