@@ -37,6 +37,7 @@ import argparse
 import asyncio
 import json
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -46,6 +47,8 @@ from pathlib import Path
 
 import numpy as np
 import orjson
+
+from freshrec.share import SharedArea
 
 CANDIDATES = 100
 
@@ -132,7 +135,7 @@ async def _drive(port: int, seconds: float, rates: dict[str, float], bodies: dic
                 failed[path] += 1
             else:
                 versions.add(orjson.loads(answer)["version"])
-        except (OSError, asyncio.IncompleteReadError, ValueError):
+        except (OSError, asyncio.IncompleteReadError, ValueError, IndexError):   # IndexError: a closed connection
             failed[path] += 1
             connection = Connection(*await asyncio.open_connection("127.0.0.1", port))
         finally:
@@ -317,19 +320,17 @@ def _session(args: argparse.Namespace, attach: bool, workers: int, sweep: list[f
             if trainer.poll() is not None:
                 raise RuntimeError("the trainer exited")
             time.sleep(0.2)
-        time.sleep(1.0)
-        trainer_alone = _memory(trainer.pid)
         source = ["--attach", share, "--registry", str(registry)] if attach else ["--registry", str(registry)]
         server = subprocess.Popen([sys.executable, "-m", "freshrec.cli", "serve", *source, "--port", str(port),
                                    *(["--workers", str(workers)] if workers > 1 else [])], env=env,
-                                  stderr=subprocess.DEVNULL,
+                                  stderr=open(registry / "server.log", "wb"),
                                   preexec_fn=lambda: os.sched_setaffinity(0, server_cores))
         _wait_ready(port, server)
         time.sleep(2.0)  # warm up: the first versions, numba kernels
-        servers = [_memory(pid) for pid in _family(server.pid)]
-        figures["memory"] = {
-            "trainer_alone_rss_mb": trainer_alone["rss"] / 2**20,
-            "trainer_and_servers_pss_mb": (_memory(trainer.pid)["pss"] + sum(m["pss"] for m in servers)) / 2**20,
+        servers, trainer_now = [_memory(pid) for pid in _family(server.pid)], _memory(trainer.pid)
+        figures["memory"] = {   # the trainer's resident bytes are what it holds alone, shared pages included
+            "trainer_alone_rss_mb": trainer_now["rss"] / 2**20,
+            "trainer_and_servers_pss_mb": (trainer_now["pss"] + sum(m["pss"] for m in servers)) / 2**20,
             "server_processes": len(servers)}
         figures["memory"]["ratio"] = figures["memory"]["trainer_and_servers_pss_mb"] / \
             figures["memory"]["trainer_alone_rss_mb"]
@@ -352,6 +353,8 @@ def _session(args: argparse.Namespace, attach: bool, workers: int, sweep: list[f
                 process.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 process.kill()
+        if share is not None:
+            shutil.rmtree(SharedArea(share).path, ignore_errors=True)
     figures["swaps_during_load"] = {
         kind: _counter(metrics, "freshrec_swaps_total", f'kind="{kind}"')
         - _counter(before, "freshrec_swaps_total", f'kind="{kind}"') for kind in ("delta", "full", "shared")}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -39,8 +40,8 @@ def serve_command(
     config: Annotated[Path | None, typer.Option(help="YAML configuration (its serve section); flags override it.")]
     = None,
     workers: Annotated[int, typer.Option(min=1, help=(
-        "Server processes on the one port (uvicorn's pre-fork supervisor: a worker that dies is "
-        "replaced); each follows the registry, or maps the shared tables (--attach)."))] = 1,
+        "Server processes on the one port (uvicorn's supervisor, which this command becomes: a worker "
+        "that dies is replaced); each follows the registry, or maps the shared tables (--attach)."))] = 1,
     overrides: dict[str, Any] | None = None,
 ) -> None:
     """Serve the newest model in REGISTRY and follow its deltas, or the tables a trainer shares
@@ -81,9 +82,13 @@ def serve_command(
             os.environ[ATTACH_ENV] = attach
         os.environ[CONFIG_ENV] = limits.model_dump_json()
         note(f"serving {what} on http://{host}:{port} with {workers} workers")
-        uvicorn.run("freshrec.serve.workers:app", factory=True, host=host, port=port, workers=workers,
-                    log_level="warning")
-        return
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # uvicorn's own command is the supervisor (this process, replaced): it imports no model code,
+        # so its memory is a few megabytes; each worker imports the app (`workers.app`) itself
+        os.execv(sys.executable, [sys.executable, "-m", "uvicorn", "freshrec.serve.workers:app", "--factory",
+                                  "--host", host, "--port", str(port), "--workers", str(workers),
+                                  "--log-level", "warning"])
     app = create_app(open_service(registry, attach), limits)
     note(f"serving {what} on http://{host}:{port}")
     serve_until_signal(uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning")))

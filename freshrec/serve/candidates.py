@@ -257,20 +257,23 @@ class CandidateIndex:
         return [self._items[code] for code in ranked]
 
     def recent(self, user: Hashable) -> list[Hashable]:
-        """The user's recent positives, newest last."""
+        """The user's recent positives, newest last. (Requests read while `observe` writes in the sync
+        thread: a code can be booked before the arrays grow to hold it; such a user has none yet.)"""
         code = self._recent.get(user)
-        if code is None:
+        history, lengths = self._history, self._history_len
+        if code is None or code >= len(lengths) or code >= len(history):
             return []
-        return [self._items[i] for i in self._history[code, : self._history_len[code]].tolist()]
+        return [self._items[i] for i in history[code, : lengths[code]].tolist()]
 
     def neighbours(self, item: Hashable) -> dict[Hashable, float]:
         """The items co-occurring with `item` and their counts."""
         code = self._item_codes.get(item)
-        if code is None:
+        items, counts, lengths = self._nb_item, self._nb_count, self._nb_len   # (see `recent`)
+        if code is None or code >= min(len(items), len(counts), len(lengths)):
             return {}
-        length = self._nb_len[code]
+        length = lengths[code]
         return {self._items[other]: float(count)
-                for other, count in zip(self._nb_item[code, :length].tolist(), self._nb_count[code, :length].tolist())}
+                for other, count in zip(items[code, :length].tolist(), counts[code, :length].tolist())}
 
     def candidates(self, user: Hashable, n: int) -> list[Hashable]:
         """Up to `n` items for `user`: co-occurring with the user's recent positives first (by

@@ -80,3 +80,14 @@ def test_integer_ids_are_known_by_their_live_form() -> None:
                             "label": [1.0, 1.0, 1.0], "price": [2.5, 3.0, None]}))
     assert index.recent("7") == ["10", "11"] and index.candidates("8", 1) == ["11"]
     assert index.item_fields == {"10": {"price": 2.5}, "11": {"price": 3.0}}
+
+
+def test_a_user_booked_before_the_arrays_grow_has_no_history_yet() -> None:
+    """Requests read while the sync thread observes: `_book` gives a new user a code before `_grow`
+    makes room for it; a request in between sees no history (not an IndexError, a 500)."""
+    index = CandidateIndex()
+    index.observe(pa.table({"ts": [1.0, 2.0], "user_id": ["u1", "u2"], "item_id": ["a", "b"]}))
+    index._recent["late"] = len(index._history_len) + 10     # booked, not grown yet
+    index._item_codes["late-item"] = len(index._nb_len) + 10
+    assert index.recent("late") == [] and index.neighbours("late-item") == {}
+    assert sorted(index.candidates("late", 2)) == ["a", "b"]   # the popular ones
