@@ -61,20 +61,26 @@ class RequestFeaturizer:
         self.sparse = [(s, field_salt(s.table_name)) for s in specs if s.is_sparse]
         self.dense = [s for s in specs if not s.is_sparse]
         self.cache_size = cache_size
-        self._ids: dict[tuple[int, str | None], int] = {}
+        self._ids: dict[int, dict[str | None, int]] = {}   # salt -> value -> id
+        self._size = 0
 
     def _hash(self, salt: int, values: Sequence[str | None]) -> np.ndarray:
         """The ids of `values` (strings or None) in the table with `salt`."""
-        cache = self._ids
-        new = {value for value in values if (salt, value) not in cache}
-        if new:
-            if len(cache) + len(new) > self.cache_size:   # full: start again with this request's values
-                cache.clear()
-                new = set(values)
-            fresh = list(new)
-            for value, id_ in zip(fresh, hash_values(pa.array(fresh, pa.string()), salt).tolist(), strict=True):
-                cache[salt, value] = id_
-        return np.fromiter((cache[salt, value] for value in values), np.int64, len(values))
+        cache = self._ids.get(salt)
+        if cache is None:
+            cache = self._ids[salt] = {}
+        try:
+            return np.array([cache[value] for value in values], np.int64)
+        except KeyError:
+            pass
+        new = list({value for value in values if value not in cache})
+        if self._size + len(new) > self.cache_size:   # full: start again with this request's values
+            for known in self._ids.values():
+                known.clear()
+            self._size, new = 0, list(set(values))
+        cache.update(zip(new, hash_values(pa.array(new, pa.string()), salt).tolist(), strict=True))
+        self._size += len(new)
+        return np.array([cache[value] for value in values], np.int64)
 
     def _sparse(self, spec: FeatureSpec, salt: int, rows: RequestRows) -> tuple[np.ndarray, np.ndarray]:
         """(ids, lengths) of one sparse feature, as `FeaturePipeline` makes them."""
@@ -101,8 +107,12 @@ class RequestFeaturizer:
     def _dense_matrix(self, rows: RequestRows) -> np.ndarray:
         columns = np.empty((len(self.dense), rows.n), np.float32)
         for j, spec in enumerate(self.dense):
-            values = rows.column(spec.source_column)
-            columns[j] = [spec.fill if value is None else value for value in values]
+            values = rows.per_row.get(spec.source_column)
+            if values is None:
+                value = rows.shared.get(spec.source_column)
+                columns[j] = spec.fill if value is None else value
+            else:
+                columns[j] = [spec.fill if value is None else value for value in values]
         logs = [j for j, spec in enumerate(self.dense) if spec.transform == "log1p"]
         if logs:
             block = columns[logs]

@@ -194,7 +194,7 @@ def create_app(service: ModelService, config: ServeConfig | None = None) -> Fast
         stop.set()
         follower.join()
 
-    app = FastAPI(title="freshrec", lifespan=lifespan)
+    app = _App(title="freshrec", lifespan=lifespan)
     metrics = service.metrics
 
     @app.exception_handler(RequestValidationError)
@@ -306,4 +306,35 @@ def create_app(service: ModelService, config: ServeConfig | None = None) -> Fast
 
     paths = frozenset(route.path for route in app.routes)  # metric labels: known paths only
     app.add_middleware(Guard, limit=config.max_body_bytes, metrics=metrics, paths=paths)
+    hot = {"/predict": predict, "/recommend": recommend}
+    app.lane, app.lane_paths = Guard(_Lane(hot), config.max_body_bytes, metrics, paths), frozenset(hot)
     return app
+
+
+class _Lane:
+    """The hot endpoints called straight from the server (ASGI): no routing, dependency solving or
+    FastAPI middleware (about a quarter of a /predict's time in one server process); the same
+    responses, an `HTTPException` answered as FastAPI answers it."""
+
+    def __init__(self, endpoints: dict[str, Any]) -> None:
+        self.endpoints = endpoints
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            response = await self.endpoints[scope["path"]](Request(scope, receive))
+        except HTTPException as error:
+            response = Response(orjson.dumps({"detail": error.detail}), error.status_code, error.headers,
+                                media_type="application/json")
+        await response(scope, receive, send)
+
+
+class _App(FastAPI):
+    """FastAPI, with the POSTs to `lane_paths` taken by `lane` (both set by `create_app`) first."""
+
+    lane: Any = None
+    lane_paths: frozenset[str] = frozenset()
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in self.lane_paths:
+            return await self.lane(scope, receive, send)
+        return await super().__call__(scope, receive, send)

@@ -242,7 +242,7 @@ class ModelService:
         known_items = self.candidates.item_fields
         known_user = self.candidates.user_fields.get(str(user), {})
         item_columns = self.candidates.item_columns - context.keys() | {c for f in own.values() for c in f}
-        keys = [str(item) for item in items]
+        known = [known_items.get(str(item), _NO_FIELDS) for item in items]   # each item's fields, looked up once
 
         def shared(column: str) -> object:
             return context[column] if column in context else known_user.get(column)
@@ -251,7 +251,7 @@ class ModelService:
             if column in context:
                 values = [context[column]] * len(items)
             else:
-                values = [known_items.get(key, _NO_FIELDS).get(column) for key in keys]
+                values = [fields.get(column) for fields in known]
             for at, item in enumerate(items) if own else ():
                 fields = own.get(item)
                 if fields is not None and column in fields:
