@@ -17,6 +17,14 @@ Prints one JSON line: p50/p99 latency per endpoint, achieved requests/s, failed 
 applied (delta and full), freshness p50/p99 (event entering the trainer's source -> first
 prediction served by a model that learned it; the oldest event of each delta), load average.
 
+`--attach` serves from the trainer's shared tables (`freshrec serve --attach`, the trainer sharing
+them: `--share`) instead of the registry's deltas, `--workers N` with N server processes,
+`--servers-on all` lets the servers use every core (the trainer and the driver then share them);
+`--baseline` first measures the delta-following single server the same way, for `capacity_ratio`.
+`--table-ids N` fills the trainer's table with N ids first (a production-sized table, for the
+memory figure: the trainer's resident bytes against trainer + servers' proportional set size).
+Each sweep step reports the cores the driver, the trainer and the servers used.
+
 `--sweep 200,400,...` then drives the server at each /predict rate in turn (/recommend at a tenth of
 it, `--sweep-seconds` each) and reports `capacity_rps`, the highest rate whose /predict p99 stays
 under 10 ms with no failed request. The driver is measured alone first (`driver_alone`): the same
@@ -24,6 +32,7 @@ load at the top rate against a server that answers every request at once with a 
 process, on the server's core), so its p99 is the driver's own share of every figure.
 
     .venv/bin/python bench/serve.py [--seconds 35] [--rate 300] [--sweep 200,400,600,800,1000] [--workers 1]
+        [--attach] [--baseline] [--servers-on last|all] [--table-ids N]
 """
 
 from __future__ import annotations
