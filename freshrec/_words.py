@@ -92,56 +92,48 @@ def _int64_at(builder, address):
     return builder.inttoptr(address, ir.IntType(64).as_pointer())
 
 
-@intrinsic
-def load_acquire(typingctx, address):
-    """The aligned int64 at `address`, loaded atomically; no later load or store moves before it."""
-    def codegen(context, builder, sig, args):
-        return builder.load_atomic(_int64_at(builder, args[0]), "acquire", 8)
-    return types.int64(address), codegen
+def _atomic_load(ordering: str, doc: str):
+    @intrinsic
+    def load(typingctx, address):
+        def codegen(context, builder, sig, args):
+            return builder.load_atomic(_int64_at(builder, args[0]), ordering, 8)
+        return types.int64(address), codegen
+    load.__doc__ = doc
+    return load
 
 
-@intrinsic
-def load_word(typingctx, address):
-    """The aligned int64 at `address`, loaded atomically (no ordering: see the fences)."""
-    def codegen(context, builder, sig, args):
-        return builder.load_atomic(_int64_at(builder, args[0]), "monotonic", 8)
-    return types.int64(address), codegen
+def _atomic_store(ordering: str, doc: str):
+    @intrinsic
+    def store(typingctx, address, value):
+        def codegen(context, builder, sig, args):
+            builder.store_atomic(args[1], _int64_at(builder, args[0]), ordering, 8)
+            return context.get_dummy_value()
+        return types.void(address, value), codegen
+    store.__doc__ = doc
+    return store
 
 
-@intrinsic
-def store_release(typingctx, address, value):
-    """Store the int64 `value` at the aligned `address` atomically, after every earlier store."""
-    def codegen(context, builder, sig, args):
-        builder.store_atomic(args[1], _int64_at(builder, args[0]), "release", 8)
-        return context.get_dummy_value()
-    return types.void(address, value), codegen
+def _fence(ordering: str, doc: str):
+    @intrinsic
+    def fence(typingctx):
+        def codegen(context, builder, sig, args):
+            builder.fence(ordering)
+            return context.get_dummy_value()
+        return types.void(), codegen
+    fence.__doc__ = doc
+    return fence
 
 
-@intrinsic
-def store_word(typingctx, address, value):
-    """Store the int64 `value` at the aligned `address` atomically (no ordering: see the fences)."""
-    def codegen(context, builder, sig, args):
-        builder.store_atomic(args[1], _int64_at(builder, args[0]), "monotonic", 8)
-        return context.get_dummy_value()
-    return types.void(address, value), codegen
-
-
-@intrinsic
-def fence_release(typingctx):
-    """Stores before it land before the stores after it (a store barrier)."""
-    def codegen(context, builder, sig, args):
-        builder.fence("release")
-        return context.get_dummy_value()
-    return types.void(), codegen
-
-
-@intrinsic
-def fence_acquire(typingctx):
-    """Loads before it complete before the loads after it (a load barrier)."""
-    def codegen(context, builder, sig, args):
-        builder.fence("acquire")
-        return context.get_dummy_value()
-    return types.void(), codegen
+load_acquire = _atomic_load("acquire", "The aligned int64 at `address`, loaded atomically; no later load or store "
+                                       "moves before it.")
+load_word = _atomic_load("monotonic", "The aligned int64 at `address`, loaded atomically (no ordering: see the "
+                                      "fences).")
+store_release = _atomic_store("release", "Store the int64 `value` at the aligned `address` atomically, after every "
+                                         "earlier store.")
+store_word = _atomic_store("monotonic", "Store the int64 `value` at the aligned `address` atomically (no ordering: "
+                                        "see the fences).")
+fence_release = _fence("release", "Stores before it land before the stores after it (a store barrier).")
+fence_acquire = _fence("acquire", "Loads before it complete before the loads after it (a load barrier).")
 
 
 @intrinsic
