@@ -13,7 +13,11 @@ import typer
 from freshrec.cli.errors import UsageError, guarded
 from freshrec.cli.options import SERVING, build_config, overriding
 
-__all__ = ["check_port", "serve_command"]
+__all__ = ["HEALTHCHECK_SECONDS", "check_port", "serve_command"]
+
+# how long a worker may go without answering the supervisor's ping before it is replaced: numba
+# compiles the scoring kernels at a worker's first requests (seconds on a busy machine, the GIL held)
+HEALTHCHECK_SECONDS = 60
 
 
 def check_port(host: str, port: int) -> None:
@@ -88,7 +92,7 @@ def serve_command(
         # so its memory is a few megabytes; each worker imports the app (`workers.app`) itself
         os.execv(sys.executable, [sys.executable, "-m", "uvicorn", "freshrec.serve.workers:app", "--factory",
                                   "--host", host, "--port", str(port), "--workers", str(workers),
-                                  "--log-level", "warning"])
+                                  "--timeout-worker-healthcheck", str(HEALTHCHECK_SECONDS), "--log-level", "warning"])
     app = create_app(open_service(registry, attach), limits)
     note(f"serving {what} on http://{host}:{port}")
     serve_until_signal(uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning")))

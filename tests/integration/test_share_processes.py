@@ -20,10 +20,15 @@ FRESHREC = [sys.executable, "-m", "freshrec.cli"]
 
 
 def _model(url: str) -> dict:
+    return httpx.get(f"{url}/model", timeout=30).json()
+
+
+def _learned(url: str) -> int | None:
+    """Events learned by the model served (None before the server answers)."""
     try:
-        return httpx.get(f"{url}/model").json()
-    except httpx.HTTPError:
-        return {}
+        return _model(url).get("train_position", {}).get("events_learned")
+    except httpx.TransportError:   # not listening yet
+        return None
 
 
 def _trainer(tmp_path: Path, port: int, env: dict) -> subprocess.Popen:
@@ -65,12 +70,11 @@ def test_attached_servers_outlive_a_killed_trainer_and_follow_the_next(tmp_path:
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url, load, restarted = f"http://127.0.0.1:{port}", None, None
     try:
-        wait_until(lambda: _model(url).get("train_position", {}).get("events_learned") == 3000,
-                   "the stream's events served from the shared tables", server)
+        wait_until(lambda: _learned(url) == 3000, "the stream's events served from the shared tables", server)
         assert _model(url)["share"] == {"name": "shop", "generation": 1}
         clicks = [{"user": f"u{n}", "item": "i1", "label": 1.0} for n in range(5)]
         assert httpx.post(f"http://127.0.0.1:{trainer_port}/events", json={"events": clicks}).status_code == 202
-        wait_until(lambda: _model(url)["train_position"]["events_learned"] == 3005, "posted events served", server)
+        wait_until(lambda: _learned(url) == 3005, "posted events served", server)
         load = Load(url)
         wait_until(lambda: load.ok >= 20, "requests answered", server)
         trainer.send_signal(signal.SIGKILL)
@@ -82,8 +86,7 @@ def test_attached_servers_outlive_a_killed_trainer_and_follow_the_next(tmp_path:
                    server)
         answered = load.ok
         wait_until(lambda: load.ok >= answered + 50, "requests answered on the new generation", server)
-        wait_until(lambda: _model(url)["train_position"]["events_learned"] >= 3000, "the new trainer's events",
-                   server)
+        wait_until(lambda: _learned(url) >= 3000, "the new trainer's events", server)
         load.stop()
         assert load.failed == []
     finally:
