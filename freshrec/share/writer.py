@@ -29,6 +29,7 @@ import os
 import threading
 
 import numpy as np
+import torch
 
 from freshrec.embedding.snapshot import config_to_json
 from freshrec.models.base import OnlineModel
@@ -47,6 +48,14 @@ class ShareWriter:
 
     def __init__(self, area: SharedArea, model: OnlineModel, events: int = 0) -> None:
         area.take()
+        try:
+            self._take_over(area, model, events)
+        except BaseException:
+            area.remove(f"gen-{getattr(self, 'generation', 0)}")
+            area.release()
+            raise
+
+    def _take_over(self, area: SharedArea, model: OnlineModel, events: int) -> None:
         self.area, self.model = area, model
         self._lock = threading.Lock()   # a lookahead thread may grow a table while the loop publishes
         self.version = _last_version(area)
@@ -68,7 +77,6 @@ class ShareWriter:
 
     def _rows_allocator(self, table: str):
         def allocate(array, chunk, rows, width, dtype, device):
-            import torch
             mapped = self.area.create(f"{self._prefix}/{table}/{array}.{chunk}", (rows, width),
                                       np.float32 if dtype == torch.float32 else np.int64)
             return torch.from_numpy(mapped)

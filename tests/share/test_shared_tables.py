@@ -126,3 +126,5 @@ def test_only_host_float32_rows_are_shared(tmp_path: Path) -> None:
     model = build_model("fm", SPECS, ModelConfig(dim=4, row_dtype="bfloat16"))
     with pytest.raises(ValueError, match="only host float32 rows"):
         ShareWriter(SharedArea("half", root=tmp_path), model)
+    assert SharedArea("half", root=tmp_path).generations() == []      # nothing left behind, not even the lock
+    ShareWriter(SharedArea("half", root=tmp_path), _fm()).close()
