@@ -1,9 +1,12 @@
-"""Serving: the `ModelService` that follows the registry (hot swap, parameter sync), candidate
-retrieval, and the FastAPI app (`create_app`)."""
+"""Serving: the `ModelService` that follows the registry (hot swap, parameter sync), the
+`AttachedService` that scores a trainer's shared tables, candidate retrieval, and the FastAPI app
+(`create_app`)."""
 
 from freshrec.serve.app import ServeConfig, create_app
+from freshrec.serve.attached import AttachedService
 from freshrec.serve.candidates import CandidateConfig, CandidateIndex
 from freshrec.serve.replica import Replica
 from freshrec.serve.service import ModelService
 
-__all__ = ["CandidateConfig", "CandidateIndex", "ModelService", "Replica", "ServeConfig", "create_app"]
+__all__ = ["AttachedService", "CandidateConfig", "CandidateIndex", "ModelService", "Replica", "ServeConfig",
+           "create_app"]
