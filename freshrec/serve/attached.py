@@ -55,13 +55,15 @@ class AttachedService(ModelService):
                  candidates: CandidateConfig | None = None, drain_timeout: float = 10.0) -> None:
         super().__init__(registry, metrics, sink, candidates, drain_timeout)
         self.attachment = Attachment(area)
+        self._generation: int | None = None         # the share's generation served
         self._interactions_at: int | None = None   # the registry version the candidates have seen
         self._next_interactions = -math.inf
 
     def sync(self) -> int | None:
         """Follow the share once (and the registry's interactions); returns the served version."""
         with self._sync_lock:
-            if self.attachment.refresh() == "generation":
+            self.attachment.refresh()
+            if self.attachment.generation != self._generation:   # new, or its dense block was unreadable
                 self._start_generation()
             elif self._standby is not None and self.attachment.latest_version() != self.version:
                 self._advance_dense()
@@ -84,7 +86,7 @@ class AttachedService(ModelService):
         serving, standby = self._replica(), self._replica()
         if serving is None or standby is None:
             return
-        self._standby = standby[0]
+        self._generation, self._standby = self.attachment.generation, standby[0]
         self._swap(serving[0], "shared", serving[1])
 
     def _advance_dense(self) -> None:
@@ -105,8 +107,9 @@ class AttachedService(ModelService):
                                                 "generation": self.attachment.generation}}
 
     def _follow_interactions(self) -> None:
-        """Feed the candidates the interactions of the registry's versions not seen yet (a full
-        snapshot first, or after a gap)."""
+        """Feed the candidates the interactions of the registry's versions not seen yet: the newest
+        full snapshot's first, then each delta's (one pruned before it was read is skipped: the
+        candidates are approximate)."""
         registry = self.registry
         if self._interactions_at is None:
             newest = self._newest_full()

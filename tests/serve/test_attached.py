@@ -105,3 +105,14 @@ def test_a_server_waits_for_a_trainer_to_share(trained, tmp_path: Path) -> None:
     writer = ShareWriter(SharedArea("later", root=tmp_path), trained.trainer.model)
     assert service.sync() == writer.version
     writer.close()
+
+
+def test_a_generation_whose_dense_block_is_mid_write_is_served_once_it_is_readable(trained, tmp_path: Path) -> None:
+    writer = ShareWriter(SharedArea("later-dense", root=tmp_path), trained.trainer.model)
+    block = np.memmap(SharedArea("later-dense", root=tmp_path).path / "gen-1/dense", np.int64, "r+", shape=(1,))
+    block[0] += 1                                          # the trainer caught mid-write
+    service = AttachedService(SharedArea("later-dense", root=tmp_path))
+    assert service.sync() is None
+    block[0] += 1                                          # the write finished
+    assert service.sync() == writer.version
+    writer.close()
