@@ -33,6 +33,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import torch
 
 __all__ = ["ROOT_ENV", "AreaBusy", "SharedArea"]
 
@@ -91,6 +92,14 @@ class SharedArea:
         with open(path, "wb") as f:
             f.truncate(max(1, int(np.prod(shape)) * np.dtype(dtype).itemsize))
         return np.asarray(np.memmap(path, dtype=dtype, mode="r+", shape=shape))
+
+    def chunk_allocator(self, prefix: str):
+        """A `RowStorage.share` allocator: chunk C of array A in a new file `prefix/A.C` (the layout
+        `freshrec.share.reader.MappedTable` maps)."""
+        def allocate(array: str, chunk: int, rows: int, width: int, dtype: torch.dtype, device) -> torch.Tensor:
+            kind = np.float32 if dtype == torch.float32 else np.int64
+            return torch.from_numpy(self.create(f"{prefix}/{array}.{chunk}", (rows, width), kind))
+        return allocate
 
     def remove(self, relative: str) -> None:
         """Delete a file or directory of the area (mappings of it stay valid)."""

@@ -32,12 +32,11 @@ import numba
 import numpy as np
 import torch
 
-from freshrec._words import fence_acquire, fence_release, load_acquire, load_word, store_release, store_word
+from freshrec.embedding.seqlock import read_row, write_begin, write_end
 
 __all__ = ["DenseBlock", "Header"]
 
 HEADER_WORDS = 8
-_TRIES = 1 << 12
 
 
 class Header(NamedTuple):
@@ -48,29 +47,12 @@ class Header(NamedTuple):
 
 
 @numba.njit(nogil=True, cache=True)
-def _write(block, payload):
-    at = block.ctypes.data
-    store_word(at, load_word(at) + 1)
-    fence_release()
-    for i in range(len(payload)):   # the header's other words, then the tensors
-        block[8 + i] = payload[i]
-    store_release(at, load_word(at) + 1)
-
-
-@numba.njit(nogil=True, cache=True)
-def _read(block, out):
-    """Copy the block into `out`; False when no consistent copy came in `_TRIES` tries."""
-    at = block.ctypes.data
-    for _ in range(_TRIES):
-        before = load_acquire(at)
-        if before & 1:
-            continue
-        for i in range(len(out)):
-            out[i] = block[i]
-        fence_acquire()
-        if load_word(at) == before:
-            return True
-    return False
+def _write(counter, body, payload):
+    """`payload` into `body` between the two marks of the counter at address `counter[0]`."""
+    write_begin(counter, 0, 0)
+    for i in range(len(payload)):
+        body[i] = payload[i]
+    write_end(counter, 0, 0)
 
 
 def _layout(tensors: Mapping[str, torch.Tensor]) -> list[list]:
@@ -87,17 +69,21 @@ def _bytes(tensor: torch.Tensor) -> np.ndarray:
 
 
 class DenseBlock:
-    """One mapped block (see the module docstring); `layout` comes from the manifest."""
+    """One mapped block (see the module docstring); `layout` comes from the manifest. Everything after
+    the counter is one "row" of float32 words for `freshrec.embedding.seqlock` (the payload padded to
+    whole words), written and read with the same sequence lock as a table's rows."""
 
     def __init__(self, block: np.ndarray, layout: list[list]) -> None:
         self.block, self.layout = block, layout
-        self.payload_bytes = len(block) - HEADER_WORDS * 8
+        self._counter = np.array([block.ctypes.data], np.int64)
+        self._body = np.array([block.ctypes.data + 8], np.int64)
+        self._words = (len(block) - 8) // 4
 
     @classmethod
     def create(cls, area, relative: str, tensors: Mapping[str, torch.Tensor]) -> DenseBlock:
         layout = _layout(tensors)
         size = sum(t.numel() * t.element_size() for t in tensors.values())
-        return cls(area.create(relative, (HEADER_WORDS * 8 + size,), np.uint8), layout)
+        return cls(area.create(relative, (HEADER_WORDS * 8 + -(-size // 4) * 4,), np.uint8), layout)
 
     @classmethod
     def open(cls, area, relative: str, layout: list[list]) -> DenseBlock:
@@ -107,23 +93,26 @@ class DenseBlock:
         """Publish the tensors (in `layout`'s order) with the trainer's progress."""
         header = np.array([0, version, events, 0, 0, 0, 0, 0], np.int64)
         header[3:5] = np.array([math.nan if entered is None else entered, time.time()], np.float64).view(np.int64)
-        parts = [header.view(np.uint8)[8:]] + [_bytes(t) for t in tensors.values()]
-        _write(self.block, np.concatenate(parts))
+        body = np.zeros(self._words * 4, np.uint8)
+        parts = np.concatenate([header.view(np.uint8)[8:]] + [_bytes(t) for t in tensors.values()])
+        body[: len(parts)] = parts
+        _write(self._counter, self.block[8:].view(np.int32), body.view(np.int32))
 
     def read(self, tensors: Mapping[str, torch.Tensor] | None = None) -> Header | None:
         """The header, with the tensors (in `layout`'s order) copied in when given; None when the
         block holds nothing yet or stays mid-write (a dead trainer's)."""
-        out = np.empty(len(self.block), np.uint8)
-        if not _read(self.block, out):
+        out = np.empty(self._words, np.float32)
+        if not read_row(self._body, self._counter, 0, 0, self._words, out):
             return None
-        words = out[: HEADER_WORDS * 8].view(np.int64)
-        if words[0] == 0:
+        body = out.view(np.uint8)
+        words = body[: (HEADER_WORDS - 1) * 8].view(np.int64)   # the header after the counter
+        if words[0] == 0:   # version 0: never written
             return None
         if tensors is not None:
-            payload = out[HEADER_WORDS * 8:]
+            payload = body[(HEADER_WORDS - 1) * 8:]
             for (_, _, _, offset), tensor in zip(self.layout, tensors.values(), strict=True):
                 target = _bytes(tensor)
                 target[:] = payload[offset: offset + len(target)]
-        floats = words[3:5].view(np.float64)
+        floats = words[2:4].view(np.float64)
         entered = None if math.isnan(floats[0]) else float(floats[0])
-        return Header(int(words[1]), int(words[2]), entered, float(floats[1]))
+        return Header(int(words[0]), int(words[1]), entered, float(floats[1]))

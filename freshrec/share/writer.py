@@ -29,7 +29,6 @@ import os
 import threading
 
 import numpy as np
-import torch
 
 from freshrec.embedding.snapshot import config_to_json
 from freshrec.models.base import OnlineModel
@@ -61,13 +60,14 @@ class ShareWriter:
         self.version = _last_version(area)
         self.generation = max([0, *area.generations()]) + 1
         self._prefix = f"gen-{self.generation}"
-        self._index_files: dict[str, str] = {}
+        self._index_files: dict[str, int] = {}   # each table's index file now: index.N
         self._retired: str | None = None
         self._ready = False
         self._tables = dict(model.tables)
         self.dense = DenseBlock.create(area, f"{self._prefix}/dense", model.state_dict())
         for name, table in self._tables.items():
-            table.share(self._rows_allocator(name), self._index_allocator(name), self._publish_manifest)
+            table.share(area.chunk_allocator(f"{self._prefix}/{name}"), self._index_allocator(name),
+                        self._publish_manifest)
         self._ready = True
         self.publish(events, entered=None)
         self._publish_manifest()
@@ -75,21 +75,12 @@ class ShareWriter:
             if generation != self.generation:
                 area.remove(f"gen-{generation}")
 
-    def _rows_allocator(self, table: str):
-        def allocate(array, chunk, rows, width, dtype, device):
-            mapped = self.area.create(f"{self._prefix}/{table}/{array}.{chunk}", (rows, width),
-                                      np.float32 if dtype == torch.float32 else np.int64)
-            return torch.from_numpy(mapped)
-        return allocate
-
     def _index_allocator(self, table: str):
         def allocate(bits):
-            number = int(self._index_files.get(table, "index.0").rsplit(".", 1)[1]) + 1
-            previous, self._index_files[table] = self._index_files.get(table), f"index.{number}"
-            mapped = self.area.create(f"{self._prefix}/{table}/index.{number}", (2 << bits,), np.int64)
-            if previous is not None:   # deleted once the manifest names the new one (mappings stay valid)
-                self._retired = f"{self._prefix}/{table}/{previous}"
-            return mapped
+            number = self._index_files[table] = self._index_files.get(table, 0) + 1
+            if number > 1:   # the previous file is deleted once the manifest names this one (mappings stay valid)
+                self._retired = f"{self._prefix}/{table}/index.{number - 1}"
+            return self.area.create(f"{self._prefix}/{table}/index.{number}", (2 << bits,), np.int64)
         return allocate
 
     def _publish_manifest(self) -> None:
@@ -97,7 +88,7 @@ class ShareWriter:
             return
         with self._lock:
             tables = {name: {"config": config_to_json(table.config), "chunk_rows": table.storage.chunk_rows,
-                             "chunks": table.storage.chunks, "index": self._index_files[name],
+                             "chunks": table.storage.chunks, "index": f"index.{self._index_files[name]}",
                              "bits": table.index_bits}
                       for name, table in self._tables.items()}
             self.area.write_manifest({

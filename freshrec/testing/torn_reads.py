@@ -23,7 +23,6 @@ from __future__ import annotations
 import time
 
 import numpy as np
-import torch
 
 from freshrec.embedding.optimizers import SGD
 from freshrec.embedding.storage import RowStorage
@@ -40,9 +39,7 @@ def write_flat_out(root: str, name: str, rows: int = 4096, dim: int = 32, chunk_
     area = SharedArea(name, root=root)
     area.take()
     storage = RowStorage(dim, chunk_rows=chunk_rows, initializer="zeros")
-    storage.share(lambda array, chunk, n, width, dtype, device: torch.from_numpy(
-        area.create(f"{array}.{chunk}", (n, width), np.float32 if dtype == torch.float32 else np.int64)))
-    # (the layout of a shared table's files, as `MappedTable` maps them)
+    storage.share(area.chunk_allocator("."))
     at = storage.allocate(rows)
     area.write_manifest({"rows": rows, "dim": dim, "chunk_rows": chunk_rows, "chunks": storage.chunks})
     sgd, grads = SGD(lr=1.0).build(), -np.ones((rows, dim), np.float32)
