@@ -22,6 +22,24 @@ from freshrec.batch.sparse import SparseFeatures, pin
 from freshrec.events.event import USER
 
 
+def micro_batch_sizes(ts: np.ndarray, size: int, window: float | None = None, users: np.ndarray | None = None,
+                      known: np.ndarray | None = None) -> np.ndarray:
+    """`Batch.sizes` on the rows' event times `ts` and (with a `window`) their users' ids `users`
+    where `known` (None: no user known): e.g. for the rows of a chunk before it is featurised.
+
+    >>> micro_batch_sizes(np.array([0.0, 0, 5, 6]), 3, window=2.0).tolist()
+    [2, 2]
+    """
+    if size < 1:
+        raise ValueError(f"micro-batches must hold at least one row, not {size}")
+    rows = len(ts)
+    if window is None:
+        return np.minimum(size, rows - np.arange(0, rows, size, dtype=np.int64))
+    if users is None:
+        users, known = np.zeros(rows, np.int64), np.zeros(rows, np.bool_)
+    return _event_time_parts(np.ascontiguousarray(ts, np.float64), users, known, size, window)
+
+
 @numba.njit(nogil=True, cache=True)
 def _event_time_parts(ts, users, known, size, window):
     """Rows per micro-batch: one starts at the first row `size` rows, or at least `window` of
@@ -102,13 +120,8 @@ class Batch:
         >>> Batch(users, torch.zeros(4, 0), torch.zeros(4), torch.zeros(4, dtype=torch.float64)).sizes(4, 1.0).tolist()
         [2, 2]
         """
-        if size < 1:
-            raise ValueError(f"micro-batches must hold at least one row, not {size}")
-        if window is None:
-            rows = len(self)
-            return np.minimum(size, rows - np.arange(0, rows, size, dtype=np.int64))
-        users, known = self._users()
-        return _event_time_parts(self.ts.cpu().numpy(), users, known, size, window)
+        users, known = self._users() if window is not None else (None, None)
+        return micro_batch_sizes(self.ts.cpu().numpy(), size, window, users, known)
 
     def _users(self) -> tuple[np.ndarray, np.ndarray]:
         """Each row's first `user_id` id and whether it has one (none known without the feature)."""

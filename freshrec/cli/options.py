@@ -133,6 +133,7 @@ ENGINE = (
          lambda v: tuple(v.split(","))),
     Flag("--chunk", "source.chunk_rows", int, "Rows read at a time (checkpoints fall between)."),
     Flag("--checkpoint-events", "training.checkpoint_events", int, "Events between checkpoints."),
+    Flag("--workers", "training.workers", int, "Training processes (torchrun): tables sharded over them."),
     Flag("--serve/--no-serve", "serve.enabled", bool, "Serve the model over HTTP while it learns."),
 )
 FLAGS = {flag.key: flag.decl.split("/")[0]

@@ -58,8 +58,12 @@ def run_command(
 
     from freshrec.cli.output import emit, note
     from freshrec.cli.serve import check_port
+    from freshrec.cluster.group import in_launched_group
     from freshrec.engine.build import gpu_note, resolve_data
 
+    if in_launched_group() or settings.training.workers > 1:
+        _run_group(settings, state, as_json)
+        return
     settings, found = resolve_data(settings)
     gpu = gpu_note(settings, torch.cuda.is_available())
     for line in (found, gpu):
@@ -72,6 +76,25 @@ def run_command(
     s = settings.source
     emit({**figures, "format": s.format, "source": s.kind, "config": str(config) if config else None,
           "gpu": gpu}, as_json, f"run {settings.model.name}")
+
+
+def _run_group(settings: FreshrecConfig, state: Path, as_json: bool) -> None:
+    """A worker group: this process is one of its ranks (under torchrun), or launches it
+    (`--workers N`) and prints the group's figures."""
+    from freshrec.cli.errors import UsageError
+    from freshrec.cli.output import emit
+    from freshrec.cluster.group import in_launched_group
+    from freshrec.cluster.launch import launch_group
+    from freshrec.cluster.worker import group_problems, run_rank
+
+    if problems := group_problems(settings):
+        raise UsageError("; ".join(problems))
+    if in_launched_group():
+        run_rank(settings, state)
+        return
+    figures = launch_group(settings, state)
+    emit({**figures, "format": settings.source.format, "source": settings.source.kind}, as_json,
+         f"run {settings.model.name} on {settings.training.workers} workers")
 
 
 def _run(settings: FreshrecConfig, state: Path, quiet: bool, exit_at_end: bool) -> dict:

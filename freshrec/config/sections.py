@@ -141,6 +141,11 @@ class TrainingSection(Section):
     patience: int = Field(1, ge=1, description="Offline training: epochs without a better holdout loss before "
                                                "stopping")
     warm_start: bool = Field(True, description="Offline training starts from the current model, not from scratch")
+    workers: int = Field(1, ge=1, description=(
+        "freshrec run: online training processes on this machine (torchrun; tables sharded by id, "
+        "data parallel, gloo on the CPU, NCCL on GPUs). Under your own torchrun its world size counts"))
+    max_restarts: int = Field(3, ge=0, description=(
+        "freshrec run --workers: times the group restarts from its last checkpoint after a worker dies"))
 
 
 class SyncSection(Section):

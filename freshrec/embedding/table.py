@@ -340,6 +340,12 @@ class DynamicEmbedding:
         if self._built is not None:
             self._built.storage.to(device)
 
+    def reseed(self, seed: int) -> None:
+        """Draw the rows of new ids from a generator seeded with `seed` from now on (a shard of a
+        table sharded over ranks draws its own stream)."""
+        self.config = replace(self.config, seed=seed)
+        self._s.storage.generator.manual_seed(seed)
+
     def share(self, allocate_rows, allocate_index, changed) -> None:
         """Keep the rows, their state and the id index in memory other processes map (see
         `RowStorage.share`, `IdIndex.share`; `freshrec.share` passes the allocators); `changed()`

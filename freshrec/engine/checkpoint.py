@@ -189,13 +189,27 @@ class CheckpointStore:
         skipped with a warning, and so is one whose chain is broken); `placement` as in `load`."""
         for step in reversed(self.steps()):
             try:
-                checkpoint = Checkpoint.load(self._verified(step), self._verified, placement)
+                return self.load(step, placement)
             except (CorruptVersion, FileNotFoundError) as error:
                 log.warning("skipping checkpoint %s: %s", self.path(step), error)
-                continue
-            self._last, self._chain = (step, table_versions(checkpoint.trainer.model)), self._depth(step)
-            return checkpoint
         return None
+
+    def load(self, step: int, placement: TrainerConfig | None = None, continued: bool = True) -> Checkpoint:
+        """Checkpoint `step`, verified with every checkpoint it builds on (`CorruptVersion` or
+        `FileNotFoundError` if one is torn or gone); `continued`: the next checkpoint saved here
+        builds on it (False: whole, e.g. when its tables were resharded)."""
+        checkpoint = Checkpoint.load(self._verified(step), self._verified, placement)
+        if continued:
+            self._last, self._chain = (step, table_versions(checkpoint.trainer.model)), self._depth(step)
+        else:
+            self._last, self._chain = None, 0
+        return checkpoint
+
+    def drop_after(self, step: int) -> None:
+        """Remove the checkpoints after `step` (never committed: a group's cut did not reach them)."""
+        for later in self.steps():
+            if later > step:
+                shutil.rmtree(self.path(later), ignore_errors=True)
 
     def _depth(self, step: int) -> int:
         """How many increments lead from the newest whole checkpoint to `step`."""

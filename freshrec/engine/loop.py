@@ -216,7 +216,7 @@ class _Reader:
         for chunk in s.source:
             started = clock()
             s.times["read"] += started - mark
-            if not len(chunk):
+            if not chunk.events_read:
                 yield Work(0, None, None, NO_ROWS, idle=True)
             else:
                 examples = s.joiner.process(chunk) if s.joiner is not None else chunk
@@ -240,7 +240,7 @@ class _Reader:
 
     def work(self, chunk: EventChunk | None, examples: EventChunk | None) -> Work:
         """Log and featurise `examples` (from `chunk`, None for the joiner's last examples)."""
-        s, clock, events = self.s, time.perf_counter, len(chunk) if chunk is not None else 0
+        s, clock, events = self.s, time.perf_counter, chunk.events_read if chunk is not None else 0
         self.since_cut += events
         if examples is None or not len(examples):
             return Work(events, None, None, NO_ROWS)
@@ -248,7 +248,8 @@ class _Reader:
         if self.log is not None:
             self.log.append(examples)
         whole = s.pipeline.build(examples)
-        sizes = whole.sizes(s.batch_size, s.batch_window)
+        given = chunk is not None and chunk.parts is not None and examples is chunk
+        sizes = chunk.parts if given else whole.sizes(s.batch_size, s.batch_window)
         s.times["features"] += clock() - started
         return Work(events, examples, whole, sizes, len(examples) if self.log is not None else 0)
 

@@ -76,7 +76,10 @@ class EventChunk:
 
     `source` names where the rows came from; `kind` is the event kind of every row; `entered` is
     the wall-clock time (epoch seconds) the rows entered the system, where the source knows it
-    (freshness is measured from there).
+    (freshness is measured from there); `read` is how many source events the chunk stands for when
+    it holds a part of them (one rank's share of a wider chunk; None: its rows), and `parts` the
+    sizes of the micro-batches its rows are to be learned in (zeros where a micro-batch of the wider
+    chunk has none of them; None: the loop cuts them).
     """
 
     table: pa.Table
@@ -84,6 +87,8 @@ class EventChunk:
     source: str
     kind: str = "impression"
     entered: float | None = None
+    read: int | None = None
+    parts: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if len(self.positions) != self.table.num_rows:
@@ -91,6 +96,11 @@ class EventChunk:
 
     def __len__(self) -> int:
         return self.table.num_rows
+
+    @property
+    def events_read(self) -> int:
+        """The source events this chunk stands for (`read`, or its rows)."""
+        return self.table.num_rows if self.read is None else self.read
 
     def slice(self, start: int, stop: int) -> EventChunk:
         """Rows `start:stop` as a new chunk (zero copy)."""

@@ -301,6 +301,11 @@ class PrequentialMetrics:
         self._mark_rows[self._marked] = rows
         self._marked += 1
 
+    @property
+    def total(self) -> Tally:
+        """A copy of the tally of every row seen (tallies add up: ranks' metrics merge)."""
+        return self._total.copy()
+
     def summary(self) -> dict:
         """The figures over every row seen."""
         return self._total.report()

@@ -1,0 +1,95 @@
+"""One rank of `freshrec run --workers N` (or of `torchrun ... -m freshrec.cli run`): joins the group,
+runs its `GroupEngine` over its share of the stream and, on rank 0, writes the group's figures to
+`STATE/figures.json` (what `freshrec run` prints).
+
+A worker has no signal handler of its own: SIGTERM or SIGKILL ends it at once, the launcher
+(torchrun) stops the others and restarts the group, which continues from the last committed cut
+(`GroupEngine.restore`): nothing is lost and nothing learned twice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from freshrec.cluster.cuts import rank_root
+from freshrec.cluster.engine import GroupEngine
+from freshrec.cluster.group import Group
+from freshrec.cluster.partition import Discarded, RankShare
+from freshrec.config import FreshrecConfig
+from freshrec.engine.build import engine_config, feature_specs, model_config, open_stream, resolve_data
+from freshrec.events.deadletter import JsonlDeadLetters
+from freshrec.models import build_model
+
+__all__ = ["FIGURES", "group_problems", "run_rank"]
+
+FIGURES = "figures.json"
+
+
+def group_problems(config: FreshrecConfig) -> list[str]:
+    """What a worker group does not do yet, each naming the flag that turns it off (empty: fine)."""
+    problems = []
+    if config.serve.enabled:
+        problems.append("--serve (serve.enabled): a worker group does not serve yet; add --no-serve")
+    t = config.training
+    if t.offline_interval is not None or t.offline_events is not None:
+        problems.append("--offline-interval (training.offline_interval): a worker group does not retrain "
+                        "offline yet; add --offline-interval off")
+    if config.join.window is not None:
+        problems.append("--join-window (join.window): a worker group does not join impressions yet")
+    if config.sync.share is not None:
+        problems.append("--share (sync.share): a worker group does not share its tables in memory yet")
+    if config.source.kind != "replay":
+        problems.append("--source (source.kind): a worker group reads a replayed data set (Kafka input: not yet)")
+    return problems
+
+
+def run_rank(config: FreshrecConfig, state: Path) -> dict:
+    """Run this process's rank to the end of the stream; returns its figures (rank 0: the group's,
+    also written to `STATE/figures.json`)."""
+    group = Group.join()
+    try:
+        config, _ = resolve_data(config)
+        root = rank_root(state, group.rank)
+        root.mkdir(parents=True, exist_ok=True)
+        (root / "pid").write_text(str(os.getpid()))
+        letters = JsonlDeadLetters(state / "dead_letters.jsonl") if group.rank == 0 else Discarded()
+        t = config.training
+        source = RankShare(open_stream(config, letters), group.rank, group.world, t.online_batch_size,
+                           t.online_batch_window)
+        specs = feature_specs(config, source.fields)
+        settings = model_config(config)
+        engine = GroupEngine(source, specs, lambda: build_model(config.model.name, specs, settings), state,
+                             engine_config(config, publish=False), group)
+        engine.restore()
+        try:
+            own = engine.run()
+        finally:
+            source.close()
+            if group.rank == 0:
+                letters.close()
+        figures = engine.trainer.group_figures()
+        every = group.objects({"learned": own["learned"], "rows": own["rows"], "seconds": own["seconds"],
+                               **group.cost(), "rows_asked": engine.trainer.collection.rows_sent})
+        figures.update(_totals(own, every, group.world))
+        if group.rank == 0:
+            figures["dead_letters"] = letters.total
+            (state / FIGURES).write_text(json.dumps(figures, default=str))
+        return figures
+    finally:
+        group.leave()
+
+
+def _totals(own: dict, every: list[dict], world: int) -> dict:
+    """The group's counters from each rank's (`every`) and this rank's figures (`own`)."""
+    seconds = max(r["seconds"] for r in every)
+    rows = sum(r["rows"] for r in every)
+    asked = sum(r["rows_asked"] for r in every)
+    return {"workers": world, "events": own["events"], "learned": sum(r["learned"] for r in every), "rows": rows,
+            "seconds": seconds, "rows_per_s": rows / seconds if seconds else None,
+            "checkpoints": own["checkpoints"], "restored_from": own["restored_from"],
+            "bytes_per_row_asked": sum(r["bytes_sent"] for r in every) / asked if asked else None,
+            "collective_seconds": max(r["collective_seconds"] for r in every),
+            "per_rank": [{k: r[k] for k in ("learned", "rows_asked", "bytes_sent", "collective_seconds")}
+                         for r in every]}
