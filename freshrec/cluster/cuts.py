@@ -2,14 +2,15 @@
 
 Every rank writes its own checkpoint of a cut (`STATE/rank-R/checkpoints`); once all have, rank 0
 writes the cut's record: the step, the world size, the source position (the same on every rank),
-the group's event count and each rank's event-log mark. A cut without a record was never
+the group's counters (events read, logged, learned) and each rank's event-log mark. A cut without a record was never
 committed: a restart continues from the newest record, and the checkpoints after it are dropped.
 The record also carries the marks of the logs of ranks that are gone (a group that shrank), so their
 committed events stay in the log and their uncommitted ones go.
 
 >>> import tempfile
 >>> root = Path(tempfile.mkdtemp())
->>> write_cut(root, {"step": 3, "world": 2, "position": {"row": 40}, "events": 40, "logs": {"0": 2, "1": 2}})
+>>> write_cut(root, {"step": 3, "world": 2, "position": {"row": 40}, "events": 40, "logs": {"0": 2, "1": 2},
+...                   "logged": 40, "learned": 40})
 >>> latest_cut(root)["position"], latest_cut(Path(tempfile.mkdtemp()))
 ({'row': 40}, None)
 """

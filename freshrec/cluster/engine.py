@@ -26,6 +26,7 @@ from freshrec.cluster.cuts import latest_cut, rank_root, write_cut
 from freshrec.cluster.group import Group
 from freshrec.cluster.reshard import merged_table_state, replace_tables
 from freshrec.cluster.trainer import GroupTrainer
+from freshrec.embedding import DynamicEmbedding
 from freshrec.engine.checkpoint import Checkpoint, CheckpointStore
 from freshrec.engine.dataflow import DataFlowEngine, EngineConfig
 from freshrec.engine.loop import Cut
@@ -33,8 +34,9 @@ from freshrec.events.source import Source
 from freshrec.features import FeatureSpec
 from freshrec.log import EventLog
 from freshrec.models.base import OnlineModel
+from freshrec.train import OnlineTrainer, TrainerConfig
 
-__all__ = ["GroupEngine", "SEED_STRIDE"]
+__all__ = ["SEED_STRIDE", "GroupEngine", "assemble"]
 
 log = logging.getLogger(__name__)
 SEED_STRIDE = 1_000_003   # rank r's shards draw new rows from seed + r * SEED_STRIDE
@@ -69,6 +71,8 @@ class GroupEngine(DataFlowEngine):
         self.trainer = GroupTrainer.adopt(restored, self.group)
         self.source.seek(cut["position"])
         self.step, self.events = step, int(cut["events"])
+        if self.group.rank == 0:   # the group's counters: the sums over the ranks add up
+            self.logged, self.learned = int(cut["logged"]), int(cut["learned"])
         self.restored_from = step
         return step
 
@@ -90,23 +94,14 @@ class GroupEngine(DataFlowEngine):
                 gone.rollback(int(logs.get(str(rank), 0)))
                 gone.close()
 
-    def _resharded(self, cut: dict):
+    def _resharded(self, cut: dict) -> OnlineTrainer:
         """The trainer of the old rank 0 at `cut` with its tables replaced by the rows this rank owns
         in the new world, from every old rank's checkpoint."""
-        step, old_world = cut["step"], cut["world"]
-        olds = [CheckpointStore(rank_root(self.state, rank) / "checkpoints").load(step, self.config.trainer, False)
-                for rank in range(old_world)]
-        base = olds[0].trainer
-        fresh = self._fresh_model().tables if self.group.rank >= old_world else None
-        states = {}
-        for name in base.model.tables:
-            shards = [old.trainer.model.tables[name].state_dict() for old in olds]
-            generator = fresh[name].resume_state()["generator"] if fresh is not None else None
-            states[name] = merged_table_state(shards, self.group.rank, self.group.world, generator)
-        replace_tables(base.model.embeddings.tables, states)
-        log.info("rank %d: resharded step %d from %d to %d ranks (%d ids here)", self.group.rank, step,
-                 old_world, self.group.world, base.model.live_ids)
-        return base
+        fresh = self._fresh_model().tables if self.group.rank >= cut["world"] else None
+        trainer = _merged(self.state, cut, self.group.rank, self.group.world, self.config.trainer, fresh)
+        log.info("rank %d: resharded step %d from %d to %d ranks (%d ids here)", self.group.rank, cut["step"],
+                 cut["world"], self.group.world, trainer.model.live_ids)
+        return trainer
 
     def checkpoint(self, cut: Cut, log_mark: Callable[[], int | None]) -> None:
         """Checkpoint this rank at the cut (written now, not behind), then commit the group's cut
@@ -120,12 +115,39 @@ class GroupEngine(DataFlowEngine):
         self.step += 1
         meta = {"events": self.events, "logged": self.logged, "learned": self.learned, "log": mark}
         self.checkpoints.save(Checkpoint(self.step, cut.position, self.trainer, meta))
-        marks = self.group.objects(mark)       # after every rank's checkpoint is durable
+        ranks = self.group.objects((mark, self.logged, self.learned))   # after every rank's checkpoint is durable
         if self.group.rank == 0:
             previous = latest_cut(self.state)
             logs = dict(previous["logs"]) if previous is not None else {}
-            logs.update({str(rank): value for rank, value in enumerate(marks)})
+            logs.update({str(rank): value[0] for rank, value in enumerate(ranks)})
             write_cut(self.state, {"step": self.step, "world": self.group.world, "position": cut.position,
-                                   "events": self.events, "logs": logs})
+                                   "events": self.events, "logs": logs, "logged": sum(r[1] for r in ranks),
+                                   "learned": sum(r[2] for r in ranks)})
         self.group.barrier()
         self.source.commit(cut.position)
+
+
+def _merged(state: Path, cut: dict, rank: int, world: int, placement: TrainerConfig | None,
+            fresh: dict[str, DynamicEmbedding] | None = None) -> OnlineTrainer:
+    """The trainer of rank 0 at `cut` holding the rows `rank` owns in a group of `world`, from every
+    rank's checkpoint of the cut; `fresh`: tables whose generators a rank new to the group draws from."""
+    shards = [CheckpointStore(rank_root(state, old) / "checkpoints").load(cut["step"], placement, False).trainer
+              for old in range(cut["world"])]
+    base = shards[0]
+    states = {}
+    for name in base.model.tables:
+        generator = fresh[name].resume_state()["generator"] if fresh is not None else None
+        states[name] = merged_table_state([shard.model.tables[name].state_dict() for shard in shards],
+                                          rank, world, generator)
+    replace_tables(base.model.embeddings.tables, states)
+    return base
+
+
+def assemble(state: str | Path, placement: TrainerConfig | None = None) -> OnlineTrainer:
+    """The whole model of the group's newest committed cut in one trainer (every shard's rows, the
+    dense weights and their optimizer state): to score, to serve or to compare. FileNotFoundError
+    when the group has committed no cut yet."""
+    cut = latest_cut(Path(state))
+    if cut is None:
+        raise FileNotFoundError(f"{state}: no committed cut of a worker group")
+    return _merged(Path(state), cut, 0, 1, placement)

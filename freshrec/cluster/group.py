@@ -34,6 +34,15 @@ def in_launched_group() -> bool:
     return all(name in os.environ for name in LAUNCH_ENV)
 
 
+def _store(rank: int, world: int, timeout: datetime.timedelta) -> dist.Store:
+    """The rendezvous store, its keys under a prefix of this attempt (torchrun's restart count): a
+    group started again after a failure must not find the addresses of the ranks before it."""
+    agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"   # torchrun's agent serves it
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world,
+                          is_master=not agent and rank == 0, timeout=timeout)
+    return dist.PrefixStore(f"freshrec/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
+
+
 class Group:
     """Rank `rank` of `world`; tensors exchanged on `device` (the CPU with gloo, the rank's GPU with
     NCCL). `seconds` and `collectives` count the time in and the number of collectives, `bytes_sent`
@@ -56,8 +65,11 @@ class Group:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if cuda else torch.device("cpu")
         if cuda:
             torch.cuda.set_device(device)
-        dist.init_process_group("nccl" if cuda else "gloo", timeout=datetime.timedelta(seconds=timeout_s))
-        return cls(dist.get_rank(), dist.get_world_size(), device)
+        rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+        timeout = datetime.timedelta(seconds=timeout_s)
+        dist.init_process_group("nccl" if cuda else "gloo", store=_store(rank, world, timeout), rank=rank,
+                                world_size=world, timeout=timeout)
+        return cls(rank, world, device)
 
     def leave(self) -> None:
         """Leave the process group (at the end of a run)."""

@@ -342,8 +342,8 @@ class DynamicEmbedding:
 
     def reseed(self, seed: int) -> None:
         """Draw the rows of new ids from a generator seeded with `seed` from now on (a shard of a
-        table sharded over ranks draws its own stream)."""
-        self.config = replace(self.config, seed=seed)
+        table sharded over ranks draws its own stream; the config keeps its seed, the generator's
+        state is saved with the table's, `resume_state`)."""
         self._s.storage.generator.manual_seed(seed)
 
     def share(self, allocate_rows, allocate_index, changed) -> None:
