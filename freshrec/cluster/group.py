@@ -74,6 +74,7 @@ class Group:
     def leave(self) -> None:
         """Leave the process group (at the end of a run)."""
         if self.world > 1 and dist.is_initialized():
+            dist.barrier()       # no rank leaves while another still talks to it (or to rank 0's store)
             dist.destroy_process_group()
 
     def _timed(self, started: float) -> None:

@@ -1,0 +1,24 @@
+"""`freshrec run --workers N` with a setting a worker group does not support yet is refused, each
+setting named with the flag that turns it off, before any worker starts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from freshrec.cli import app
+
+
+def test_a_group_names_every_setting_it_cannot_run(tmp_path: Path) -> None:
+    done = CliRunner().invoke(app, ["run", "--format", "simulator", "--limit", "100", "--workers", "2",
+                                    "--state", str(tmp_path / "state"), "--share", "x"])
+    assert done.exit_code == 2, done.stderr
+    for flag in ("add --no-serve", "add --offline-interval off", "--share (sync.share)"):
+        assert flag in done.stderr
+    assert not (tmp_path / "state").exists()
+
+
+def test_zero_workers_is_a_bad_value(tmp_path: Path) -> None:
+    done = CliRunner().invoke(app, ["run", "--workers", "0", "--state", str(tmp_path / "state")])
+    assert done.exit_code == 2 and "--workers (training.workers)" in done.stderr, done.stderr
