@@ -54,6 +54,7 @@ bench: venv
 	$(BIN)/python bench/produce.py
 	$(BIN)/python bench/quality.py
 	$(BIN)/python bench/gpu_check.py
+	$(BIN)/python bench/distributed.py
 	$(BIN)/python -m pip install -q -e ".[bench]"
 	$(BIN)/python bench/versus_vw.py
 

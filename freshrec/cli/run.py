@@ -85,9 +85,9 @@ def _run_group(settings: FreshrecConfig, state: Path, as_json: bool) -> None:
     from freshrec.cli.output import emit
     from freshrec.cluster.group import in_launched_group
     from freshrec.cluster.launch import launch_group
-    from freshrec.cluster.worker import group_problems, run_rank
+    from freshrec.cluster.worker import run_rank
 
-    if problems := group_problems(settings):
+    if problems := settings.group_problems():   # under your own torchrun (a launcher's config has none)
         raise UsageError("; ".join(problems))
     if in_launched_group():
         run_rank(settings, state)

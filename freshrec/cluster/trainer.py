@@ -64,6 +64,7 @@ class GroupTrainer(OnlineTrainer):
         super().__init__(shard_model(model, group or Group.alone()),
                          dataclasses.replace(config or TrainerConfig(), fused=False))
         self.group = group or Group.alone()
+        self.group_steps = 0         # steps taken with the group (with or without a batch of this rank)
 
     @classmethod
     def adopt(cls, trainer: OnlineTrainer, group: Group) -> GroupTrainer:
@@ -71,7 +72,7 @@ class GroupTrainer(OnlineTrainer):
         adopted = cls.__new__(cls)
         adopted.__dict__.update(trainer.__dict__)
         adopted.config = dataclasses.replace(trainer.config, fused=False)
-        adopted.group = group
+        adopted.group, adopted.group_steps = group, 0
         shard_model(adopted.model, group)
         return adopted
 
@@ -93,6 +94,7 @@ class GroupTrainer(OnlineTrainer):
             if not plan[1]:
                 return
             steps = [self._step(batches[i] if i < len(batches) else None) for i in range(int(plan[0]))]
+            self.group_steps += int(plan[0])
             if unit is not None:
                 self._evict_when_due(unit)
                 yield unit, [step for step in steps if step is not None], True

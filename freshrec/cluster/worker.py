@@ -22,27 +22,9 @@ from freshrec.engine.build import engine_config, feature_specs, model_config, op
 from freshrec.events.deadletter import JsonlDeadLetters
 from freshrec.models import build_model
 
-__all__ = ["FIGURES", "group_problems", "run_rank"]
+__all__ = ["FIGURES", "run_rank"]
 
 FIGURES = "figures.json"
-
-
-def group_problems(config: FreshrecConfig) -> list[str]:
-    """What a worker group does not do yet, each naming the flag that turns it off (empty: fine)."""
-    problems = []
-    if config.serve.enabled:
-        problems.append("--serve (serve.enabled): a worker group does not serve yet; add --no-serve")
-    t = config.training
-    if t.offline_interval is not None or t.offline_events is not None:
-        problems.append("--offline-interval (training.offline_interval): a worker group does not retrain "
-                        "offline yet; add --offline-interval off")
-    if config.join.window is not None:
-        problems.append("--join-window (join.window): a worker group does not join impressions yet")
-    if config.sync.share is not None:
-        problems.append("--share (sync.share): a worker group does not share its tables in memory yet")
-    if config.source.kind != "replay":
-        problems.append("--source (source.kind): a worker group reads a replayed data set (Kafka input: not yet)")
-    return problems
 
 
 def run_rank(config: FreshrecConfig, state: Path) -> dict:
@@ -71,7 +53,8 @@ def run_rank(config: FreshrecConfig, state: Path) -> dict:
                 letters.close()
         figures = engine.trainer.group_figures()
         every = group.objects({"learned": own["learned"], "rows": own["rows"], "seconds": own["seconds"],
-                               **group.cost(), "rows_asked": engine.trainer.collection.rows_sent})
+                               **group.cost(), "rows_asked": engine.trainer.collection.rows_sent,
+                               "steps": engine.trainer.group_steps})
         figures.update(_totals(own, every, group.world))
         if group.rank == 0:
             figures["dead_letters"] = letters.total
@@ -90,6 +73,7 @@ def _totals(own: dict, every: list[dict], world: int) -> dict:
             "seconds": seconds, "rows_per_s": rows / seconds if seconds else None,
             "checkpoints": own["checkpoints"], "restored_from": own["restored_from"],
             "bytes_per_row_asked": sum(r["bytes_sent"] for r in every) / asked if asked else None,
-            "collective_seconds": max(r["collective_seconds"] for r in every),
+            "collective_seconds": max(r["collective_seconds"] for r in every), "group_steps": every[0]["steps"],
+            "rows_asked_per_row": asked / rows if rows else None,
             "per_rank": [{k: r[k] for k in ("learned", "rows_asked", "bytes_sent", "collective_seconds")}
                          for r in every]}

@@ -70,4 +70,23 @@ class FreshrecConfig(Section):
                          if tabular else f"source.columns: only for format csv or parquet, not {source.format!r}")
         if source.kind == "kafka" and source.limit is not None:
             lines.append("source.limit: replay only (a kafka run ends on source.kafka.idle_timeout or a signal)")
+        if self.training.workers > 1:
+            lines += self.group_problems()
+        return lines
+
+    def group_problems(self) -> list[str]:
+        """What a group of workers (`training.workers` > 1, or a run under torchrun) does not do yet,
+        one line each naming the key and how to turn it off."""
+        lines, t = [], self.training
+        if self.serve.enabled:
+            lines.append("serve.enabled: a worker group does not serve yet; add --no-serve")
+        if t.offline_interval is not None or t.offline_events is not None:
+            lines.append("training.offline_interval: a worker group does not retrain offline yet; "
+                         "add --offline-interval off")
+        if self.join.window is not None:
+            lines.append("join.window: a worker group does not join impressions yet")
+        if self.sync.share is not None:
+            lines.append("sync.share: a worker group does not share its tables in memory yet")
+        if self.source.kind != "replay":
+            lines.append("source.kind: a worker group reads a replayed data set (Kafka input: not yet)")
         return lines

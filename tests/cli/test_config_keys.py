@@ -15,6 +15,7 @@ import yaml
 from typer.testing import CliRunner
 
 import freshrec.cli.serve as cli_serve
+import freshrec.cluster.launch as launch
 import freshrec.engine.build as build
 import freshrec.engine.run as engine_run
 import freshrec.events.kafka as kafka
@@ -30,6 +31,7 @@ CSV = {"source.format": "csv", "source.columns": {"user": "u", "item": "i", "tim
 KAFKA = {"source.kind": "kafka"}
 LR = {"model.name": "lr"}
 JOIN = {"join.window": "30s"}
+GROUP = {"serve.enabled": False, "training.offline_interval": None}   # what a worker group needs beside it
 # key: (the settings it needs beside it, a value other than the default)
 CHANGES: dict[str, tuple[dict[str, Any], Any]] = {
     "source": ({}, {"format": "criteo", "data": "data"}),
@@ -70,6 +72,8 @@ CHANGES: dict[str, tuple[dict[str, Any], Any]] = {
         ("online_batch_size", 64), ("online_batch_window", "10s"), ("offline_interval", None), ("offline_events", 1000),
         ("checkpoint_events", 10),
         ("epochs", 1), ("holdout_fraction", 0.2), ("patience", 2), ("warm_start", False)]},
+    "training.workers": (GROUP, 2),
+    "training.max_restarts": ({**GROUP, "training.workers": 2}, 5),
     "sync": ({}, {"full_interval": "1m"}),
     "sync.sync_interval": ({}, "5s"),
     "sync.full_interval": ({}, "1m"),
@@ -153,6 +157,13 @@ def recorded(monkeypatch: pytest.MonkeyPatch) -> dict:
     def failing_fetch(*args):
         raise FetchError("no network here")
 
+    def torchrun(command):
+        seen["group"] = command[2:6]          # torchrun's flags: workers and restarts
+        state = Path(command[command.index("--state") + 1])
+        (state / launch.FIGURES).write_text('{"rows": 1, "events": 1}')
+        return 0
+
+    monkeypatch.setattr(launch.subprocess, "call", torchrun)
     monkeypatch.setattr(build, "open_source", open_source)
     monkeypatch.setattr(build, "fetch_movielens", failing_fetch)
     monkeypatch.setattr(engine_run, "run", engine)

@@ -14,9 +14,17 @@ def test_a_group_names_every_setting_it_cannot_run(tmp_path: Path) -> None:
     done = CliRunner().invoke(app, ["run", "--format", "simulator", "--limit", "100", "--workers", "2",
                                     "--state", str(tmp_path / "state"), "--share", "x"])
     assert done.exit_code == 2, done.stderr
-    for flag in ("add --no-serve", "add --offline-interval off", "--share (sync.share)"):
+    for flag in ("--serve (serve.enabled): a worker group does not serve yet; add --no-serve",
+                 "add --offline-interval off", "--share (sync.share)"):
         assert flag in done.stderr
     assert not (tmp_path / "state").exists()
+
+
+def test_config_check_refuses_it_too(tmp_path: Path) -> None:
+    path = tmp_path / "group.yaml"
+    path.write_text("training:\n  workers: 3\nsource:\n  kind: kafka\n")
+    done = CliRunner().invoke(app, ["config", "check", str(path)])
+    assert done.exit_code == 2 and "source.kind: a worker group reads a replayed data set" in done.stderr
 
 
 def test_zero_workers_is_a_bad_value(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ import json
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -186,3 +187,20 @@ def test_two_three_two_workers_keep_every_row_and_its_optimizer_state(tmp_path: 
         before = (limit, rows)
     positions = _positions(state)
     assert len(positions) == len(set(positions)) == 60_000
+
+
+def test_the_readmes_torchrun_command_runs_a_group(tmp_path: Path) -> None:
+    """The README's multi-machine command, on one machine (one node of 2 workers, 127.0.0.1)."""
+    need_real_data("movielens-100k")
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text().replace("\\\n", " ")
+    line = next(line for line in readme.splitlines() if line.startswith("torchrun --nnodes"))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = (line.replace("--nnodes 2:4", "--nnodes 1").replace("HOST:29400", f"127.0.0.1:{port}")
+            .replace("/shared/group", str(tmp_path / "group")).split()[1:])
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", *args, "--limit", "5000", "--quiet"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    figures = json.loads((tmp_path / "group" / "figures.json").read_text())
+    assert figures["workers"] == 2 and figures["events"] == figures["learned"] == 5000
