@@ -23,7 +23,7 @@ from typing import Annotated, Any
 
 import typer
 
-from freshrec.cli.errors import guarded
+from freshrec.cli.errors import UsageError, guarded
 from freshrec.cli.options import ENGINE, MODEL, OFFLINE, PUBLISH, SERVING, SOURCE, build_config, overriding
 from freshrec.config import FreshrecConfig, show_config
 
@@ -64,6 +64,9 @@ def run_command(
     if in_launched_group() or settings.training.workers > 1:
         _run_group(settings, state, as_json)
         return
+    if (state / "cuts").is_dir():
+        raise UsageError(f"--state {state} holds a worker group's run: go on with --workers N (any N: the tables "
+                         "are resharded), or give another --state")
     settings, found = resolve_data(settings)
     gpu = gpu_note(settings, torch.cuda.is_available())
     for line in (found, gpu):
@@ -81,7 +84,6 @@ def run_command(
 def _run_group(settings: FreshrecConfig, state: Path, as_json: bool) -> None:
     """A worker group: this process is one of its ranks (under torchrun), or launches it
     (`--workers N`) and prints the group's figures."""
-    from freshrec.cli.errors import UsageError
     from freshrec.cli.output import emit
     from freshrec.cluster.group import in_launched_group
     from freshrec.cluster.launch import launch_group
@@ -92,6 +94,9 @@ def _run_group(settings: FreshrecConfig, state: Path, as_json: bool) -> None:
     if in_launched_group():
         run_rank(settings, state)
         return
+    if (state / "checkpoints").is_dir() and any((state / "checkpoints").iterdir()):
+        raise UsageError(f"--state {state} holds a one-process run's checkpoints (a worker group does not go on "
+                         "from them): give the group another --state")
     figures = launch_group(settings, state)
     emit({**figures, "format": settings.source.format, "source": settings.source.kind}, as_json,
          f"run {settings.model.name} on {settings.training.workers} workers")

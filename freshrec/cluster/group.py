@@ -110,17 +110,19 @@ class Group:
 
     def sum_(self, tensor: torch.Tensor) -> torch.Tensor:
         """Sum `tensor` over the ranks, in place; returns it."""
-        started = time.perf_counter()
-        if self.world > 1:
-            dist.all_reduce(tensor)
-        self._timed(started)
-        return tensor
+        return self._reduce_(tensor, dist.ReduceOp.SUM)
 
     def max_(self, tensor: torch.Tensor) -> torch.Tensor:
         """Element-wise maximum of `tensor` over the ranks, in place; returns it."""
+        return self._reduce_(tensor, dist.ReduceOp.MAX)
+
+    def _reduce_(self, tensor: torch.Tensor, op: dist.ReduceOp) -> torch.Tensor:
         started = time.perf_counter()
         if self.world > 1:
-            dist.all_reduce(tensor, dist.ReduceOp.MAX)
+            work = tensor.to(self.device)     # NCCL reduces device tensors only
+            dist.all_reduce(work, op)
+            if work is not tensor:
+                tensor.copy_(work)
         self._timed(started)
         return tensor
 

@@ -30,3 +30,15 @@ def test_config_check_refuses_it_too(tmp_path: Path) -> None:
 def test_zero_workers_is_a_bad_value(tmp_path: Path) -> None:
     done = CliRunner().invoke(app, ["run", "--workers", "0", "--state", str(tmp_path / "state")])
     assert done.exit_code == 2 and "--workers (training.workers)" in done.stderr, done.stderr
+
+
+def test_a_group_and_a_single_process_do_not_share_a_state(tmp_path: Path) -> None:
+    single, group = tmp_path / "single", tmp_path / "group"
+    (single / "checkpoints" / "ckpt-000000000001").mkdir(parents=True)
+    (group / "cuts").mkdir(parents=True)
+    done = CliRunner().invoke(app, ["run", "--format", "simulator", "--workers", "2", "--no-serve",
+                                    "--offline-interval", "off", "--state", str(single)])
+    assert done.exit_code == 2 and "holds a one-process run's checkpoints" in done.stderr, done.stderr
+    assert not (single / "group-config.yaml").exists()
+    done = CliRunner().invoke(app, ["run", "--format", "simulator", "--no-serve", "--state", str(group)])
+    assert done.exit_code == 2 and "holds a worker group's run: go on with --workers N" in done.stderr, done.stderr
