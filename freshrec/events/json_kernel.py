@@ -10,7 +10,8 @@ The kernel takes a message only where its reading is certainly the one `msgspec`
 - numbers by JSON's grammar whose value is exact in one float operation: at most 2**53 in the
   mantissa and a power of ten up to 1e22 (Clinger's fast path: the one rounding is correct);
 - integer ids and categorical values (their text is their digits, as `str(int)` spells them; -0 aside);
-- `kind` a string or null; `event_id` a string, number, true, false or null (its value is unused);
+- `kind` a string or null; `event_id` a string, number (exact, as above), true, false or null (its
+  value is unused);
 - `fields` an object of the source's fields or null (a multi-categorical field is not read here).
 
 >>> import numpy as np
@@ -281,8 +282,8 @@ def _value(data, p, end, holds, column, top_code, numbers, starts, ends, m):
             return _literal(data, p, end, _TRUE)
         if c == 102:
             return _literal(data, p, end, _FALSE)
-        q, _, _, _ = _number(data, p, end)
-        return q
+        q, _, _, exact = _number(data, p, end)
+        return q if exact else -1                      # 1e400: msgspec refuses it (out of range)
     if holds == NUMBER:
         q, value, _, exact = _number(data, p, end)
         if q < 0 or not exact:

@@ -77,6 +77,7 @@ def _run(decoder: MessageDecoder, values: list[bytes]):
 @example([b'{"user": "\\u0041", "item": "a\\\\b"}', b'{"user": "\\"", "item": "i"}', b'{"user": "a", "user": "b"}'])
 @example([b'{"fields": {"price": 1e23}}', b'{"fields": {"price": 0.1, "price": 2}}', b'{"ts": 1.0, "fields": {}}'])
 @example([b'{"kind": 0, "user": "u", "item": "i"}', b'{"kind": "", "user": "u", "item": "i"}'])
+@example([b'{"user":"a","event_id":1e400}', b'{"user":"a","item":"i","event_id":1e400}'])
 def test_the_kernel_reads_every_message_as_msgspec_does(values: list[bytes]) -> None:
     kernel, careful = _decoders()
     (chunk, letters), (expected, expected_letters) = _run(kernel, values), _run(careful, values)
