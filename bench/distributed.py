@@ -35,7 +35,7 @@ from pathlib import Path
 
 LINKS = {"ethernet_100gbps": (15e-6, 12.5e9), "nvlink": (5e-6, 300e9)}
 TORCHREC_8_A100_ROWS_PER_S = 5.37e6
-COLLECTIVES_PER_STEP = 4   # header gather, ids, rows, gradients (all-to-alls); the dense all-reduce is the 5th
+COLLECTIVES_PER_STEP = 4   # the header's all-gather; ids, rows, gradients (dense ones riding along): all-to-alls
 RANK_BATCH = 512
 
 
@@ -69,7 +69,7 @@ def project(one: dict, two: dict, workers: int, alpha: float, bandwidth: float) 
     compute_per_row = (one["seconds"] - one["collective_seconds"]) / one["rows"]
     bytes_per_row = two["bytes_per_row_asked"] * two["rows_asked_per_row"]
     remote = (workers - 1) / workers
-    step = (compute_per_row * RANK_BATCH + (COLLECTIVES_PER_STEP + 1) * alpha * math.ceil(math.log2(workers))
+    step = (compute_per_row * RANK_BATCH + COLLECTIVES_PER_STEP * alpha * math.ceil(math.log2(workers))
             + bytes_per_row * RANK_BATCH * remote / bandwidth)
     return workers * RANK_BATCH / step
 

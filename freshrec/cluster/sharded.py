@@ -9,8 +9,9 @@ training step on every rank, in the same order:
 2. one all-to-all sends each batch's distinct ids to their owners, which look them up (admitting
    new ones, `DynamicEmbedding.slots`), and a second sends the rows back;
 3. the rank scores and backpropagates its batch locally on those rows;
-4. (`apply_gradients`) a third all-to-all returns each row's gradient to its owner, which sums the
-   gradients of an id from every rank and takes one row-wise optimizer step.
+4. a third all-to-all (`send_gradients`) returns each row's gradient to its owner, with the dense
+   gradients riding along to every rank; unless the step is skipped, each owner then sums the
+   gradients of an id from every rank and takes one row-wise optimizer step (`apply_received`).
 
 A rank with no batch at a step takes part with none (`idle_lookup`): it still serves its rows.
 With the same events the group learns what one process learns from their union (the owners'
@@ -86,6 +87,7 @@ class ShardedCollection(EmbeddingCollection):
         self.global_events = 0       # every rank's, after the step's header
         self.rows_sent = 0           # rows this rank asked for (distinct ids per step)
         self._step: _Served | None = None
+        self._received: list[torch.Tensor] | None = None    # gradients for this rank's rows, per rank
 
     def lookup(self, sparse: SparseFeatures, now: float,
                train: bool = False) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
@@ -175,30 +177,50 @@ class ShardedCollection(EmbeddingCollection):
         return [] if self._step is None else [rows.grad for rows in self._step.rows]
 
     def discard_gradients(self) -> None:
-        self._step = None
+        """Forget the step: nothing is sent, or what was received is not applied."""
+        self._step, self._received = None, None
 
-    def apply_gradients(self, events: int = 1) -> None:
-        """Step 4: every row's gradient to its owner, which steps its rows once (gradients of an
-        id from several ranks summed) for a loss averaged over `events` events."""
+    def send_gradients(self, extra: torch.Tensor) -> torch.Tensor:
+        """Step 4's all-to-all: every row's gradient to its owner, and `extra` (a float32 vector of the
+        same length on every rank, e.g. the dense gradients) to every rank; returns every rank's
+        `extra` stacked by rank `[world, len(extra)]`. The gradients received wait for
+        `apply_received` (or `discard_gradients`)."""
         step, g = self._step, self.group
-        self._step = None
-        tables = list(self.tables.values())
-        dims = np.array([t.config.dim for t in tables])
+        dims = np.array([t.config.dim for t in self.tables.values()])
         counts = np.stack([w.counts for w in step.wanted])
         grads = []
         for want, rows in zip(step.wanted, step.rows):
             grad = rows.grad if rows.grad is not None else torch.zeros_like(rows)
-            ordered = grad[torch.from_numpy(want.order)]
+            ordered = grad[torch.from_numpy(want.order)].detach()
             ends = np.cumsum(want.counts)
             grads.append([ordered[ends[d] - want.counts[d]:ends[d]].reshape(-1) for d in range(g.world)])
-        send = torch.cat([torch.zeros(0)] + [grads[t][d] for d in range(g.world) for t in range(len(tables))])
-        got = g.all_to_all(send.detach(), (counts * dims[:, None]).sum(axis=0).tolist(),
-                           (step.received * dims).sum(axis=1).tolist()).cpu()
-        parts = torch.split(got, (step.received * dims).ravel().tolist())          # [rank, table]
+        extra = extra.detach().to(torch.float32).reshape(-1)
+        send = torch.cat([torch.zeros(0)] + [part for d in range(g.world) for part in [*(t[d] for t in grads), extra]])
+        sizes = (step.received * dims).sum(axis=1)
+        got = g.all_to_all(send, ((counts * dims[:, None]).sum(axis=0) + len(extra)).tolist(),
+                           (sizes + len(extra)).tolist()).cpu()
+        blocks = torch.split(got, (sizes + len(extra)).tolist())
+        self._received = [block[: sizes[r]] for r, block in enumerate(blocks)]
+        return torch.stack([block[sizes[r]:] for r, block in enumerate(blocks)])
+
+    def apply_received(self, events: int = 1) -> None:
+        """The owner's step: the gradients `send_gradients` brought for this rank's rows (an id's
+        from several ranks summed), for a loss averaged over `events` events."""
+        step, received = self._step, self._received
+        self._step, self._received = None, None
+        tables = list(self.tables.values())
+        dims = [t.config.dim for t in tables]
+        for r, block in enumerate(received):
+            received[r] = torch.split(block, (step.received[r] * np.array(dims)).tolist())
         for t, table in enumerate(tables):
-            mine = torch.cat([torch.zeros(0)] + [parts[r * len(tables) + t] for r in range(g.world)])
+            mine = torch.cat([torch.zeros(0)] + [received[r][t] for r in range(self.group.world)])
             if len(step.slots[t]):
-                table.apply_gradients(step.slots[t], mine.reshape(-1, int(dims[t])), events=events)
+                table.apply_gradients(step.slots[t], mine.reshape(-1, dims[t]), events=events)
+
+    def apply_gradients(self, events: int = 1) -> None:
+        """Step 4 with nothing riding along: `send_gradients`, then `apply_received`."""
+        self.send_gradients(torch.zeros(0))
+        self.apply_received(events)
 
 
 def shard_model(model: nn.Module, group: Group) -> nn.Module:

@@ -4,12 +4,13 @@ Each rank learns its share of the stream in the same units (the loop's chunks) a
 each unit the ranks agree on how many micro-batch steps it takes (the most any rank has; a rank
 with fewer takes part in the rest with no batch), and each step is one synchronous step of the
 group: rows fetched from their owners (`ShardedCollection`), the rank's batch scored (prequential)
-and backpropagated with its loss weighted by its share of the step's labelled events, the dense
-gradients summed over the ranks in one all-reduce (so every rank takes the same dense step and the
-weights stay equal), then the rows' gradients sent to their owners. A step is the step one
-process would take on the union of the ranks' micro-batches. A step whose gradients are not
-finite on any rank is skipped by all. The prequential metrics of the ranks add up
-(`group_figures`).
+and backpropagated with its loss weighted by its share of the step's labelled events, then one
+all-to-all takes the rows' gradients to their owners and every rank's dense gradients to every rank,
+where they are summed in rank order (every rank takes the same dense step: the weights stay equal).
+A step is the step one process would take on the union of the ranks' micro-batches. A step whose
+gradients are not finite on any rank is skipped by all. The prequential metrics of the ranks add
+up (`group_figures`). `predict` is a collective too (the rows come from their owners): every rank
+calls it, or none.
 
 >>> import torch
 >>> from freshrec.batch import Batch, SparseFeatures
@@ -121,10 +122,10 @@ class GroupTrainer(OnlineTrainer):
         events = max(self.collection.global_events, 1)
         value = training_loss(self.model, output.float(), batch)
         (value * (labelled / events)).backward()
-        if not self._sum_dense_gradients():
+        if not self._exchange_gradients():
             return self._skip(batch, float(value.detach()))
         self._dense_step()
-        self.collection.apply_gradients(events)
+        self.collection.apply_received(events)
         predictions = self._score(output.detach().float()).cpu()
         self._record(predictions.numpy(), batch.labels.numpy(), batch.ts.numpy())
         return {"rows": len(batch), "batches": 1, "loss": float(value.detach()), "skipped": 0,
@@ -135,24 +136,25 @@ class GroupTrainer(OnlineTrainer):
         the group's dense step and apply the gradients sent for this rank's rows."""
         self.model.zero_grad(set_to_none=True)
         self.collection.idle_lookup()
-        if self._sum_dense_gradients():
+        if self._exchange_gradients():
             self._dense_step()
-            self.collection.apply_gradients(max(self.collection.global_events, 1))
-        else:
-            self.collection.discard_gradients()
+            self.collection.apply_received(max(self.collection.global_events, 1))
 
-    def _sum_dense_gradients(self) -> bool:
-        """Sum the dense gradients over the ranks (one all-reduce, with a sum of the rows' gradients
-        riding along so that a non-finite one anywhere is seen everywhere); False: not finite."""
+    def _exchange_gradients(self) -> bool:
+        """The rows' gradients to their owners, this rank's dense gradients to every rank (one
+        all-to-all), with a sum of the rows' gradients riding along so that a non-finite gradient
+        anywhere is seen everywhere; the dense gradients summed over the ranks in rank order (the
+        same sum on every rank). False: not finite, the step is dropped on every rank."""
         params = [p for p in self.model.parameters() if p.requires_grad]
         rows = [g.sum() for g in self.collection.served_gradients() if g is not None]
         check = torch.stack(rows).sum().reshape(1) if rows else torch.zeros(1)
-        flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params]
-                         + [check.detach().to(torch.float32)])
-        self.group.sum_(flat)
-        if not bool(torch.isfinite(flat).all()):
+        flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1).float() for p in params]
+                         + [check.detach().float()])
+        total = self.collection.send_gradients(flat).sum(dim=0)
+        if not bool(torch.isfinite(total).all()):
+            self.collection.discard_gradients()
             return False
-        for p, part in zip(params, torch.split(flat[:-1], [p.numel() for p in params])):
+        for p, part in zip(params, torch.split(total[:-1], [p.numel() for p in params])):
             p.grad = part.reshape(p.shape).to(p.dtype)
         return True
 
