@@ -22,6 +22,8 @@ import os
 import re
 from pathlib import Path
 
+from freshrec._durable import fsync_dir, fsync_file
+
 __all__ = ["latest_cut", "rank_root", "write_cut"]
 
 CUTS = "cuts"
@@ -56,15 +58,9 @@ def write_cut(state: Path, record: dict) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"cut-{record['step']:012d}.json"
     tmp = folder / f".{final.name}.{os.getpid()}"
-    with open(tmp, "w") as out:
-        out.write(json.dumps(record))
-        out.flush()
-        os.fsync(out.fileno())
+    tmp.write_text(json.dumps(record))
+    fsync_file(tmp)
     os.replace(tmp, final)
-    descriptor = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
+    fsync_dir(folder)
     for old in _steps(state)[:-KEEP]:
         (folder / f"cut-{old:012d}.json").unlink(missing_ok=True)

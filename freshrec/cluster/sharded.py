@@ -53,6 +53,14 @@ from freshrec.embedding import EmbeddingCollection
 __all__ = ["ShardedCollection", "shard_model"]
 
 
+def _grid(flat, sizes: np.ndarray) -> list:
+    """`flat` (an array or a tensor) cut into consecutive blocks of `sizes[i, j]` items, as
+    `blocks[i][j]` (the layout of every exchange: per rank, then per table)."""
+    ends = np.cumsum(sizes.ravel())
+    cut = np.split(flat, ends[:-1]) if isinstance(flat, np.ndarray) else torch.split(flat, sizes.ravel().tolist())
+    return [cut[i * sizes.shape[1]:(i + 1) * sizes.shape[1]] for i in range(sizes.shape[0])]
+
+
 @dataclass
 class _Wanted:
     """One table's distinct ids in a batch: `unique` (sorted), `inverse` (each occurrence's place in
@@ -126,9 +134,8 @@ class ShardedCollection(EmbeddingCollection):
         received = every[:, :-2].reshape(g.world, len(tables), g.world)[:, :, g.rank].astype(np.int64)  # [rank, table]
         owner_now = float(every[:, -2].max())
         self.global_events = int(every[:, -1].sum())
-        ids = np.concatenate([np.zeros(0, np.int64)] + [
-            w.unique[w.order][np.cumsum(w.counts)[d] - w.counts[d]:np.cumsum(w.counts)[d]]
-            for d in range(g.world) for w in wanted])
+        by_owner = [np.split(w.unique[w.order], np.cumsum(w.counts)[:-1]) for w in wanted]   # [table][owner]
+        ids = np.concatenate([np.zeros(0, np.int64)] + [part[d] for d in range(g.world) for part in by_owner])
         got = g.all_to_all(torch.from_numpy(ids), counts.sum(axis=0).tolist(), received.sum(axis=1).tolist())
         slots, values = self._serve(got.cpu().numpy(), received, owner_now, train)
         dims = np.array([t.config.dim for t in tables])
@@ -145,28 +152,24 @@ class ShardedCollection(EmbeddingCollection):
     def _serve(self, ids: np.ndarray, received: np.ndarray, now: float, train: bool
                ) -> tuple[list[np.ndarray], torch.Tensor]:
         """As owner: the slots of the ids each rank sent (per table) and their rows, packed per rank."""
-        starts = np.concatenate([[0], np.cumsum(received.ravel())])
-        block = lambda r, t: ids[starts[r * received.shape[1] + t]:starts[r * received.shape[1] + t + 1]]  # noqa: E731
-        slots, packed = [], {}
+        blocks = _grid(ids, received)                                         # [rank][table]
+        slots, packed = [], []
         for t, table in enumerate(self.tables.values()):
-            asked = np.concatenate([np.zeros(0, np.int64)] + [block(r, t) for r in range(self.group.world)])
+            asked = np.concatenate([np.zeros(0, np.int64)] + [blocks[r][t] for r in range(self.group.world)])
             found = table.slots(asked, now, train) if len(asked) else np.zeros(0, np.int64)
             slots.append(found)
-            rows = table.gather(found)
-            for r, part in enumerate(torch.split(rows, received[:, t].tolist())):
-                packed[(r, t)] = part.reshape(-1)
-        order = [packed[(r, t)] for r in range(self.group.world) for t in range(len(slots))]
+            packed.append(torch.split(table.gather(found), received[:, t].tolist()))   # [table][rank]
+        order = [packed[t][r].reshape(-1) for r in range(self.group.world) for t in range(len(slots))]
         return slots, torch.cat([torch.zeros(0)] + order)
 
     @staticmethod
     def _unpack(back: torch.Tensor, counts: np.ndarray, dims: np.ndarray, wanted: list[_Wanted]) -> list[torch.Tensor]:
         """The rows each owner sent (per owner, per table, flattened) as one tensor per table, in the
         order of its `unique` ids."""
-        sizes = (counts * dims[:, None]).T.ravel().tolist()             # [owner, table]
-        parts = torch.split(back, sizes)
+        parts = _grid(back, (counts * dims[:, None]).T)                        # [owner][table]
         rows = []
         for t, want in enumerate(wanted):
-            mine = torch.cat([torch.zeros(0)] + [parts[d * len(wanted) + t] for d in range(counts.shape[1])])
+            mine = torch.cat([torch.zeros(0)] + [part[t] for part in parts])
             ordered = mine.reshape(-1, int(dims[t]))
             unique_rows = torch.empty_like(ordered)
             unique_rows[torch.from_numpy(want.order)] = ordered
@@ -188,12 +191,11 @@ class ShardedCollection(EmbeddingCollection):
         step, g = self._step, self.group
         dims = np.array([t.config.dim for t in self.tables.values()])
         counts = np.stack([w.counts for w in step.wanted])
-        grads = []
+        grads = []                                                             # [table][owner]
         for want, rows in zip(step.wanted, step.rows):
             grad = rows.grad if rows.grad is not None else torch.zeros_like(rows)
             ordered = grad[torch.from_numpy(want.order)].detach()
-            ends = np.cumsum(want.counts)
-            grads.append([ordered[ends[d] - want.counts[d]:ends[d]].reshape(-1) for d in range(g.world)])
+            grads.append([part.reshape(-1) for part in torch.split(ordered, want.counts.tolist())])
         extra = extra.detach().to(torch.float32).reshape(-1)
         send = torch.cat([torch.zeros(0)] + [part for d in range(g.world) for part in [*(t[d] for t in grads), extra]])
         sizes = (step.received * dims).sum(axis=1)
@@ -210,10 +212,10 @@ class ShardedCollection(EmbeddingCollection):
         self._step, self._received = None, None
         tables = list(self.tables.values())
         dims = [t.config.dim for t in tables]
-        for r, block in enumerate(received):
-            received[r] = torch.split(block, (step.received[r] * np.array(dims)).tolist())
+        received = [torch.split(block, (step.received[r] * np.array(dims)).tolist())   # [rank][table]
+                    for r, block in enumerate(received)]
         for t, table in enumerate(tables):
-            mine = torch.cat([torch.zeros(0)] + [received[r][t] for r in range(self.group.world)])
+            mine = torch.cat([torch.zeros(0)] + [part[t] for part in received])
             if len(step.slots[t]):
                 table.apply_gradients(step.slots[t], mine.reshape(-1, dims[t]), events=events)
 
