@@ -19,6 +19,11 @@ step would be faster, so the projection is bounded by this CPU's compute. `colle
 is wall time inside collectives per group step, waiting for the slower rank included. TorchRec's
 published figure to set it against: 5.37M rows/s on 8 A100s.
 
+Publishing: each run publishes versions to `STATE/registry` (the group: each rank its part of
+each version); `server_bootstrap_ms` is what a server takes to load the newest full snapshot and
+the deltas after it (`ModelService.sync`), assembled from the 2 workers' parts or whole from the
+one process, and `versions_published` how many versions each run published.
+
     .venv/bin/python bench/distributed.py [--limit 100000]
 """
 
@@ -31,6 +36,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 LINKS = {"ethernet_100gbps": (15e-6, 12.5e9), "nvlink": (5e-6, 300e9)}
@@ -64,6 +70,18 @@ def run(state: Path, workers: int | None, args: list[str]) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def bootstrap(state: Path) -> tuple[float, int]:
+    """Seconds a server takes to serve the newest version of the registry in `state` from nothing,
+    and how many versions the registry lists."""
+    from freshrec.serve import ModelService
+    from freshrec.snapshot import ModelRegistry
+
+    registry = ModelRegistry(state / "registry")
+    started = time.perf_counter()
+    ModelService(registry).sync()
+    return time.perf_counter() - started, len(set(registry.full_versions() + registry.delta_versions()))
+
+
 def project(one: dict, two: dict, workers: int, alpha: float, bandwidth: float) -> float:
     """Events/s of `workers` workers, each learning `RANK_BATCH` events a step (see the docstring)."""
     compute_per_row = (one["seconds"] - one["collective_seconds"]) / one["rows"]
@@ -83,6 +101,7 @@ def main() -> None:
         single = run(Path(root) / "single", None, args)
         one = run(Path(root) / "one", 1, args)
         two = run(Path(root) / "two", 2, args)
+        served = {name: bootstrap(Path(root) / name) for name in ("single", "two")}
     figures = {"bench": "distributed", "stream": args[1], "events": two["events"], "load_avg": os.getloadavg()[0],
                "cores": os.cpu_count(),
                "single_process_events_per_s": single["rows"] / single["seconds"],
@@ -95,7 +114,9 @@ def main() -> None:
                "outside_collectives_us_per_event": 1e6 * (one["seconds"] - one["collective_seconds"]) / one["rows"],
                "projection_16_workers_events_per_s": {link: project(one, two, 16, *spec)
                                                       for link, spec in LINKS.items()},
-               "torchrec_8_a100_rows_per_s": TORCHREC_8_A100_ROWS_PER_S}
+               "torchrec_8_a100_rows_per_s": TORCHREC_8_A100_ROWS_PER_S,
+               "server_bootstrap_ms": {"single": 1e3 * served["single"][0], "workers_2": 1e3 * served["two"][0]},
+               "versions_published": {"single": served["single"][1], "workers_2": served["two"][1]}}
     print(json.dumps(figures))
 
 

@@ -16,6 +16,8 @@ covered, once.
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -62,7 +64,7 @@ def run_command(
     from freshrec.engine.build import gpu_note, resolve_data
 
     if in_launched_group() or settings.training.workers > 1:
-        _run_group(settings, state, as_json)
+        _run_group(settings, state, as_json, exit_at_end)
         return
     if (state / "cuts").is_dir():
         raise UsageError(f"--state {state} holds a worker group's run: go on with --workers N (any N: the tables "
@@ -81,25 +83,56 @@ def run_command(
           "gpu": gpu}, as_json, f"run {settings.model.name}")
 
 
-def _run_group(settings: FreshrecConfig, state: Path, as_json: bool) -> None:
+def _run_group(settings: FreshrecConfig, state: Path, as_json: bool, exit_at_end: bool) -> None:
     """A worker group: this process is one of its ranks (under torchrun), or launches it
-    (`--workers N`) and prints the group's figures."""
-    from freshrec.cli.output import emit
+    (`--workers N`), serves the group's registry while it learns (`serve.enabled`) and prints the
+    group's figures."""
+    from freshrec.cli.output import emit, note
+    from freshrec.cli.serve import check_port
     from freshrec.cluster.group import in_launched_group
     from freshrec.cluster.launch import launch_group
     from freshrec.cluster.worker import run_rank
+    from freshrec.engine.build import serve_config
+    from freshrec.serve.background import BackgroundServer
 
-    if problems := settings.group_problems():   # under your own torchrun (a launcher's config has none)
+    if problems := settings.group_problems():
         raise UsageError("; ".join(problems))
     if in_launched_group():
+        if settings.serve.enabled:   # under your own torchrun (a launcher gives its ranks --no-serve)
+            raise UsageError(f"--serve (serve.enabled): the ranks of a group do not serve; add --no-serve and serve "
+                             f"the group's versions with `freshrec serve --registry {state / 'registry'}`")
         run_rank(settings, state)
         return
     if (state / "checkpoints").is_dir() and any((state / "checkpoints").iterdir()):
         raise UsageError(f"--state {state} holds a one-process run's checkpoints (a worker group does not go on "
                          "from them): give the group another --state")
-    figures = launch_group(settings, state)
-    emit({**figures, "format": settings.source.format, "source": settings.source.kind}, as_json,
-         f"run {settings.model.name} on {settings.training.workers} workers")
+    server, s = None, settings.serve
+    if s.enabled:
+        check_port(s.host, s.port)
+        server = BackgroundServer(state / "registry", s.port, s.host, config=serve_config(settings))
+        note(_requests_to_try(f"http://{s.host}:{s.port}"))
+    try:
+        figures = launch_group(settings, state)
+        if server is not None:
+            server.service.sync()   # the group's last version
+            if not exit_at_end:
+                note(_still_serving(f"http://{s.host}:{s.port}", learns=False))
+                _wait_for_signal()
+    finally:
+        served = server.stop() if server is not None else None
+    emit({**figures, "served_version": served, "format": settings.source.format, "source": settings.source.kind},
+         as_json, f"run {settings.model.name} on {settings.training.workers} workers")
+
+
+def _wait_for_signal() -> None:
+    """Until SIGINT or SIGTERM."""
+    stop = threading.Event()
+    previous = {number: signal.signal(number, lambda *_: stop.set()) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        stop.wait()
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 def _run(settings: FreshrecConfig, state: Path, quiet: bool, exit_at_end: bool) -> dict:

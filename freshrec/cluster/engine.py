@@ -11,6 +11,9 @@ commits the cut (`cuts.write_cut`), and only then does any rank commit its sourc
 own checkpoint; with another (`reshard`) each rank loads every old shard and keeps the rows it now
 owns, optimizer state included. Each rank's log is rolled back to its mark at the cut (rank 0 also
 rolls back the logs of ranks that are gone), so every event is in the group's logs once.
+
+After each chunk the ranks publish their parts of a version together, when any is due
+(`GroupPublisher`), to `STATE/registry`, where a server finds the whole model's versions.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import torch
 
 from freshrec.cluster.cuts import latest_cut, rank_root, write_cut
 from freshrec.cluster.group import Group
+from freshrec.cluster.publish import GroupPublisher
 from freshrec.cluster.reshard import merged_table_state, replace_tables
 from freshrec.cluster.trainer import GroupTrainer
 from freshrec.embedding import DynamicEmbedding
@@ -34,6 +38,7 @@ from freshrec.events.source import Source
 from freshrec.features import FeatureSpec
 from freshrec.log import EventLog
 from freshrec.models.base import OnlineModel
+from freshrec.snapshot import ModelRegistry
 from freshrec.train import OnlineTrainer, TrainerConfig
 
 __all__ = ["SEED_STRIDE", "GroupEngine", "assemble"]
@@ -48,8 +53,9 @@ class GroupEngine(DataFlowEngine):
     def __init__(self, source: Source, specs: Sequence[FeatureSpec], build: Callable[[], OnlineModel],
                  state: str | Path, config: EngineConfig, group: Group) -> None:
         super().__init__(source, specs, build, rank_root(Path(state), group.rank),
-                         dataclasses.replace(config, publish=False, share=None))
+                         dataclasses.replace(config, share=None))
         self.state, self.group = Path(state), group
+        self.registry = ModelRegistry(self.state / "registry", part=(group.rank, group.world))
 
     def restore(self) -> int | None:
         """Continue from the newest committed cut (resharding when the world size changed), or start
@@ -102,6 +108,14 @@ class GroupEngine(DataFlowEngine):
         log.info("rank %d: resharded step %d from %d to %d ranks (%d ids here)", self.group.rank, cut["step"],
                  cut["world"], self.group.world, trainer.model.live_ids)
         return trainer
+
+    def _publisher(self) -> GroupPublisher:
+        return GroupPublisher(self.registry, self.trainer.model, self.source.fields, self.group, self.config.sync,
+                              writes=self.writes)
+
+    def _publish(self, held: bool) -> None:
+        """Every rank votes after every chunk (each is held: `GroupTrainer.learn_stream`)."""
+        self.publisher.maybe_publish()
 
     def checkpoint(self, cut: Cut, log_mark: Callable[[], int | None]) -> None:
         """Checkpoint this rank at the cut (written now, not behind), then commit the group's cut

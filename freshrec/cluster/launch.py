@@ -1,6 +1,7 @@
 """`freshrec run --workers N`: the worker group on this machine, launched by torchrun.
 
-The launcher writes the run's whole configuration to `STATE/group-config.yaml` and starts
+The launcher writes the run's whole configuration to `STATE/group-config.yaml` (serving off: the
+ranks publish their parts of each version to `STATE/registry`, the launcher serves them) and starts
 `python -m torch.distributed.run --standalone --nproc-per-node N --max-restarts R -m freshrec.cli run
 --config STATE/group-config.yaml --state STATE`: torchrun's elastic agent starts the N ranks
 (`freshrec.cluster.worker`), and when one dies it stops the others and starts the group again, up
@@ -40,7 +41,8 @@ def launch_group(config: FreshrecConfig, state: Path) -> dict:
     RuntimeError when it failed more often than `training.max_restarts`."""
     state.mkdir(parents=True, exist_ok=True)
     path = state / "group-config.yaml"
-    path.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+    ranks = config.model_copy(update={"serve": config.serve.model_copy(update={"enabled": False})})
+    path.write_text(yaml.safe_dump(ranks.model_dump(mode="json"), sort_keys=False))
     (state / FIGURES).unlink(missing_ok=True)
     t = config.training
     code = subprocess.call(launch_command(path, state, t.workers, t.max_restarts))

@@ -27,30 +27,21 @@ import numpy as np
 
 from freshrec.cluster.owners import owners
 from freshrec.embedding import DynamicEmbedding
+from freshrec.embedding.snapshot import merge_states
 
 __all__ = ["merged_table_state", "replace_tables"]
-
-_ROW_KEYS = ("ids", "rows", "counts", "last_seen")
 
 
 def merged_table_state(shards: Sequence[dict[str, np.ndarray]], rank: int, world: int,
                        generator: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """A `DynamicEmbedding.state_dict()` holding the rows of `shards` (the state dicts of one table's
-    shards at one cut) that `rank` owns in a group of `world`: per-row arrays filtered and
-    concatenated, the admission sketches added (count-min sketches of one shape add up), the
-    version the highest of the shards', the initializer's generator `generator` (None: shard
-    `rank`'s, or shard 0's)."""
-    keep = [owners(s["ids"], world) == rank for s in shards]
-    out = {key: np.concatenate([s[key][k] for s, k in zip(shards, keep)]) for key in shards[0]
-           if key in _ROW_KEYS or key.startswith("state.")}
-    for key in shards[0]:
-        if key.startswith("admission."):
-            out[key] = np.sum([s[key] for s in shards], axis=0).astype(shards[0][key].dtype) \
-                if shards[0][key].dtype.kind in "iu" else shards[0][key]
+    shards at one cut) that `rank` owns in a group of `world` (`merge_states`), drawing new rows
+    from the generator `generator` (None: shard `rank`'s, or shard 0's); its counters count the
+    rows it holds as admitted and none evicted."""
+    out = merge_states(shards, [owners(s["ids"], world) == rank for s in shards])
     own = shards[rank] if rank < len(shards) else shards[0]
     out["generator"] = own["generator"] if generator is None else generator
-    version = max(int(s["counters"][0]) for s in shards)
-    out["counters"] = np.array([version, len(out["ids"]), 0], np.int64)
+    out["counters"] = np.array([out["counters"][0], len(out["ids"]), 0], np.int64)
     return out
 
 

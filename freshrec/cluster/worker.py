@@ -43,7 +43,7 @@ def run_rank(config: FreshrecConfig, state: Path) -> dict:
         specs = feature_specs(config, source.fields)
         settings = model_config(config)
         engine = GroupEngine(source, specs, lambda: build_model(config.model.name, specs, settings), state,
-                             engine_config(config, publish=False), group)
+                             engine_config(config), group)
         engine.restore()
         try:
             own = engine.run()

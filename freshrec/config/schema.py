@@ -78,8 +78,6 @@ class FreshrecConfig(Section):
         """What a group of workers (`training.workers` > 1, or a run under torchrun) does not do yet,
         one line each naming the key and how to turn it off."""
         lines, t = [], self.training
-        if self.serve.enabled:
-            lines.append("serve.enabled: a worker group does not serve yet; add --no-serve")
         if t.offline_interval is not None or t.offline_events is not None:
             lines.append("training.offline_interval: a worker group does not retrain offline yet; "
                          "add --offline-interval off")

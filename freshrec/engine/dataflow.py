@@ -144,8 +144,7 @@ class DataFlowEngine:
             self.restore()
         self.writes = WriteBehind()
         if self.config.publish:
-            self.publisher = Publisher(self.registry, self.trainer.model, self.source.fields, self.config.sync,
-                                       writes=self.writes)
+            self.publisher = self._publisher()
             self.publisher.meta_source = self.publish_meta
         if self.config.share is not None:
             self.share = ShareWriter(SharedArea(self.config.share), self.trainer.model, self.learned)
@@ -173,6 +172,14 @@ class DataFlowEngine:
                 "stage_us_per_row": {k: round(v / rows * 1e6, 3) for k, v in sorted(stages.times.items())},
                 "published": self.publisher.published if self.publisher else None}
 
+    def _publisher(self) -> Publisher:
+        """The publisher of `run`, its deltas written behind the trainer."""
+        return Publisher(self.registry, self.trainer.model, self.source.fields, self.config.sync, writes=self.writes)
+
+    def _publish(self, held: bool) -> None:
+        """After a chunk: publish what is due (see `publish_when_held`)."""
+        publish_when_held(self.publisher, self.trainer, held)
+
     def _after(self, work: Work, steps: list[dict], held: bool, stages: Stages) -> None:
         """After a chunk is learned: dead letters of failed batches, the hybrid hook, publishing
         (at a held chunk, asking the trainer for one when due), checkpoint, retraining."""
@@ -186,7 +193,7 @@ class DataFlowEngine:
             if self.publisher is not None:
                 self.publisher.observe(work.examples)
         if self.publisher is not None:
-            publish_when_held(self.publisher, self.trainer, held)
+            self._publish(held)
         if self.share is not None and work.examples is not None:
             self.share.publish(self.learned, work.examples.entered)
         published = clock()

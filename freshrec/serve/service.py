@@ -154,7 +154,7 @@ class ModelService:
         snapshot: Snapshot | None = self._read(version, self.registry.load_full)
         if snapshot is None:
             return
-        standby = Replica.from_snapshot(Snapshot.load(self.registry.path("full", version)))
+        standby = Replica.from_snapshot(self.registry.load_full(version, verify=False))
         fields = snapshot.meta.get("fields", [])
         candidates = CandidateIndex(self.candidate_config, [f["name"] for f in fields if f["owner"] == "item"])
         if snapshot.interactions is not None:

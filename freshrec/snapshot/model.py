@@ -33,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,14 +44,14 @@ from safetensors.numpy import load_file as load_numpy
 from safetensors.torch import load_file, save_file
 
 from freshrec._tensorfile import save_arrays
-from freshrec.embedding.snapshot import config_to_json, load_delta, save_delta
+from freshrec.embedding.snapshot import config_to_json, load_delta, merge_deltas, merge_states, save_delta
 from freshrec.embedding.table import TableDelta
 from freshrec.events.event import FieldKind
 from freshrec.features import FeatureSpec
 from freshrec.models.base import OnlineModel
 from freshrec.models.factory import MODELS, build_model
 
-__all__ = ["Delta", "Snapshot", "model_card", "model_from_card", "read_interactions", "table_versions"]
+__all__ = ["Delta", "Snapshot", "merge_meta", "model_card", "model_from_card", "read_interactions", "table_versions"]
 
 FORMAT = "freshrec.snapshot/1"
 CONFIG, DENSE, INTERACTIONS = "config.json", "dense.safetensors", "interactions.arrow"
@@ -109,6 +110,29 @@ def _read_interactions(path: Path) -> pa.Table | None:
         return pa.ipc.open_file(source).read_all()
 
 
+def _concat_interactions(tables: Sequence[pa.Table | None]) -> pa.Table | None:
+    present = [t for t in tables if t is not None]
+    return pa.concat_tables(present) if present else None
+
+
+def merge_meta(metas: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The metadata of a version from its parts' (`ModelRegistry` parts: one per rank of a group):
+    the events counted summed, the times of entry the earliest and latest, the creation time the
+    latest; anything else as part 0 has it.
+
+    >>> merge_meta([{"events": 2, "entered_min": 5.0, "created_at": 1.0, "fields": []},
+    ...             {"events": 3, "entered_min": None, "created_at": 2.0, "fields": []}])
+    {'events': 5, 'entered_min': 5.0, 'created_at': 2.0, 'fields': []}
+    """
+    out = dict(metas[0])
+    for key, pick in (("events", sum), ("events_learned", sum), ("entered_min", min), ("entered_max", max),
+                      ("created_at", max)):
+        values = [m[key] for m in metas if m.get(key) is not None]
+        if key in out:
+            out[key] = pick(values) if values else None
+    return out
+
+
 def _save_dense(model: OnlineModel, path: Path) -> None:
     save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(path))
 
@@ -154,6 +178,29 @@ class Snapshot:
         model.eval()
         return cls(model, int(config["version"]), {**config["meta"], "created_at": config["created_at"]},
                    _read_interactions(directory / INTERACTIONS))
+
+    @classmethod
+    def assemble(cls, parts: Sequence[Path]) -> Snapshot:
+        """The whole model from the snapshot directories of its parts (each rank of a worker group
+        holds a shard of every table, and the same dense weights): each table's shards merged
+        (`merge_states`), the dense weights of part 0, the metadata merged (`merge_meta`), the
+        interactions of every part. ValueError when the parts are not of one version and model."""
+        parts = [Path(p) for p in parts]
+        configs = [_read_config(p, "snapshot") for p in parts]
+        first = configs[0]
+        if any([c[k] for k in ("version", "model", "tables")] != [first[k] for k in ("version", "model", "tables")]
+               for c in configs):
+            raise ValueError(f"the parts {', '.join(p.name for p in parts)} are not of one version and model")
+        model = model_from_card(first)
+        _load_dense(model, parts[0] / DENSE)
+        for name, table in model.tables.items():
+            if json.loads(config_to_json(table.config)) != first["tables"][name]:
+                raise ValueError(f"{parts[0]}: table {name!r} config differs from the rebuilt model's")
+            table.load_state_dict(merge_states([load_numpy(str(p / _table_file(name))) for p in parts]))
+        model.eval()
+        meta = merge_meta([{**c["meta"], "created_at": c["created_at"]} for c in configs])
+        return cls(model, int(first["version"]), meta,
+                   _concat_interactions([_read_interactions(p / INTERACTIONS) for p in parts]))
 
 
 @dataclass
@@ -207,3 +254,18 @@ class Delta:
         tables = {name: load_delta(directory / _table_file(name)) for name in config["tables"]}
         return cls(int(config["since"]), int(config["version"]), tables, load_file(str(directory / DENSE)),
                    config["meta"], _read_interactions(directory / INTERACTIONS))
+
+    @classmethod
+    def assemble(cls, parts: Sequence[Path]) -> Delta:
+        """The whole model's delta from the delta directories of its parts (see `Snapshot.assemble`):
+        each table's shard deltas merged (`merge_deltas`), the dense weights of part 0. ValueError
+        when the parts do not span the same versions with the same tables."""
+        deltas = [cls.load(p) for p in parts]
+        first = deltas[0]
+        if any((d.since, d.version, sorted(d.tables)) != (first.since, first.version, sorted(first.tables))
+               for d in deltas):
+            spans = ", ".join(f"{d.since}->{d.version}" for d in deltas)
+            raise ValueError(f"the parts of delta {first.version} do not span the same versions and tables ({spans})")
+        tables = {name: merge_deltas([d.tables[name] for d in deltas]) for name in first.tables}
+        return cls(first.since, first.version, tables, first.dense, merge_meta([d.meta for d in deltas]),
+                   _concat_interactions([d.interactions for d in deltas]))

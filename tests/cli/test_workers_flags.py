@@ -8,16 +8,26 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from freshrec.cli import app
+from freshrec.cluster.group import LAUNCH_ENV
 
 
 def test_a_group_names_every_setting_it_cannot_run(tmp_path: Path) -> None:
     done = CliRunner().invoke(app, ["run", "--format", "simulator", "--limit", "100", "--workers", "2",
                                     "--state", str(tmp_path / "state"), "--share", "x"])
     assert done.exit_code == 2, done.stderr
-    for flag in ("--serve (serve.enabled): a worker group does not serve yet; add --no-serve",
-                 "add --offline-interval off", "--share (sync.share)"):
+    for flag in ("add --offline-interval off", "--share (sync.share)"):
         assert flag in done.stderr
     assert not (tmp_path / "state").exists()
+
+
+def test_a_rank_under_ones_own_torchrun_does_not_serve(tmp_path: Path, monkeypatch) -> None:
+    for name, value in zip(LAUNCH_ENV, ("0", "2", "127.0.0.1", "29400")):
+        monkeypatch.setenv(name, value)
+    done = CliRunner().invoke(app, ["run", "--format", "simulator", "--offline-interval", "off",
+                                    "--state", str(tmp_path / "group")])
+    assert done.exit_code == 2, done.stderr
+    assert "--serve (serve.enabled): the ranks of a group do not serve; add --no-serve" in done.stderr
+    assert f"freshrec serve --registry {tmp_path / 'group' / 'registry'}" in done.stderr
 
 
 def test_config_check_refuses_it_too(tmp_path: Path) -> None:

@@ -172,6 +172,8 @@ def test_readme_quick_start_commands_run(tmp_path: Path, command: str) -> None:
 
 
 @pytest.mark.parametrize("args", [["run", "--format", "simulator", "--limit", "10"],
+                                  ["run", "--format", "simulator", "--limit", "10", "--workers", "2",
+                                   "--offline-interval", "off"],
                                   ["replay", "--format", "simulator", "--limit", "10", "--model", "lr", "--serve"]])
 def test_a_busy_port_is_a_usage_error_before_serving(tmp_path: Path, args: list[str]) -> None:
     with socket.socket() as busy:

@@ -1,8 +1,10 @@
 """`freshrec run --workers N` on MovieLens-100k: 2 and 3 worker processes (torchrun, gloo) learn what
 one process learns (prequential AUC, the same ids, each in exactly one shard); a worker killed with
 SIGKILL makes the group restart and end with the model of a group never interrupted, every event
-logged once; restarts with 2 -> 3 -> 2 workers keep every row and its optimizer state. Kills are
-timed by progress (a committed cut on disk), never by the clock."""
+logged once; restarts with 2 -> 3 -> 2 workers keep every row and its optimizer state. The ranks
+publish their parts of each version and a server (the launcher's) serves the whole model, the group's
+final one at the end, after kills too. Kills are timed by progress (a committed cut on disk), never by
+the clock."""
 
 from __future__ import annotations
 
@@ -29,21 +31,48 @@ from freshrec.events.datasets import open_source
 from freshrec.events.deadletter import MemoryDeadLetters
 from freshrec.features import FeaturePipeline, default_specs
 from freshrec.log import EventLog
+from freshrec.serve import ModelService
+from freshrec.snapshot import ModelRegistry
 
 pytestmark = pytest.mark.integration
 FRESHREC = [sys.executable, "-m", "freshrec.cli"]
-GROUP = ("--no-serve", "--offline-interval", "off", "--quiet", "--json")
+GROUP = ("--offline-interval", "off", "--quiet", "--json")
 
 
-def _command(state: Path, workers: int, *extra: str) -> list[str]:
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _command(state: Path, workers: int, *extra: str, serve: bool = False) -> list[str]:
+    serving = ("--port", str(_free_port()), "--exit-at-end") if serve else ("--no-serve",)
     return FRESHREC + ["run", "--format", "movielens-100k", "--state", str(state), "--workers", str(workers),
-                       *GROUP, *extra]
+                       *GROUP, *serving, *extra]
+
+
+def _probe():
+    source = open_source("movielens-100k", need_real_data("movielens-100k"), MemoryDeadLetters(), batch_size=2000)
+    return FeaturePipeline(default_specs(source.fields)).build(next(iter(source)))
+
+
+def _serves_the_final_model(state: Path) -> int:
+    """A server on the group's registry (versions in parts) ends on the model of the group's last cut;
+    returns the version it serves."""
+    service = ModelService(ModelRegistry(state / "registry"))
+    version = service.sync()
+    final, probe = assemble(state).model.eval(), _probe()
+    with service.switcher.lease() as replica, torch.no_grad():
+        assert torch.equal(replica.model(probe), final(probe))
+        assert replica.model.live_ids == final.live_ids
+    return version
 
 
 def _run(command: list[str]) -> dict:
+    """The run's figures, with the end of its stderr as `stderr` (a restart shows there)."""
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-4000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return {**json.loads(done.stdout.strip().splitlines()[-1]), "stderr": done.stderr[-6000:]}
 
 
 def _shards(state: Path) -> list[dict[str, dict[str, np.ndarray]]]:
@@ -66,13 +95,14 @@ def learned(tmp_path_factory) -> dict[int, tuple[Path, dict]]:
     need_real_data("movielens-100k")
     root = tmp_path_factory.mktemp("workers")
     args = ("--batch-window", "off", "--checkpoint-events", "20000")
-    return {workers: (root / f"w{workers}", _run(_command(root / f"w{workers}", workers, *args)))
+    return {workers: (root / f"w{workers}", _run(_command(root / f"w{workers}", workers, *args, serve=workers == 2)))
             for workers in (1, 2, 3)}
 
 
 @pytest.mark.parametrize("workers", [2, 3])
 def test_a_group_learns_what_one_process_learns(learned, workers: int) -> None:
     one, (state, figures) = learned[1][1], learned[workers]
+    assert figures["restored_from"] is None, figures["stderr"]    # the group never failed
     assert figures["workers"] == workers and figures["events"] == figures["learned"] == one["events"] == 100_000
     assert figures["scored_rows"] == 100_000 and figures["failed_batches"] == 0
     assert abs(figures["auc"] - one["auc"]) <= 0.005, (figures["auc"], one["auc"])
@@ -87,6 +117,16 @@ def test_a_group_learns_what_one_process_learns(learned, workers: int) -> None:
         for rank, part in enumerate(parts):
             assert len(part) and bool((owners(part, workers) == rank).all())
     assert figures["bytes_per_row_asked"] > 0 and figures["collective_seconds"] > 0
+
+
+def test_the_launcher_serves_the_whole_model_the_ranks_publish_in_parts(learned) -> None:
+    state, figures = learned[2]
+    registry = ModelRegistry(state / "registry")
+    assert figures["served_version"] == registry.latest() == _serves_the_final_model(state)
+    for version in registry.full_versions() + registry.delta_versions():
+        kind = "full" if version in registry.full_versions() else "delta"
+        parts = sorted(p.name for p in (state / "registry" / "parts" / kind / f"v{version:012d}").iterdir())
+        assert parts == ["part-0-of-2", "part-1-of-2"]
 
 
 def _wait_for_cut(launcher: subprocess.Popen, state: Path, step: int, timeout: float = 300.0) -> None:
@@ -110,7 +150,7 @@ def _wait_for_workers(launcher: subprocess.Popen, state: Path, old: set[int], ti
 def test_sigkill_of_workers_gives_the_uninterrupted_group_model(tmp_path: Path) -> None:
     """Two kills of a random worker at random cuts (micro-batches of 128 events, so a restored group's
     steps must fall where they fell in the uninterrupted run)."""
-    data = need_real_data("movielens-100k")
+    need_real_data("movielens-100k")
     args = ("--limit", "30000", "--chunk", "2000", "--checkpoint-events", "2000", "--batch-window", "off",
             "--batch-size", "128")
     straight = _run(_command(tmp_path / "straight", 2, *args))
@@ -143,10 +183,10 @@ def test_sigkill_of_workers_gives_the_uninterrupted_group_model(tmp_path: Path) 
             assert np.array_equal(a[key][order_a], b[key][order_b]), key
     for p, q in zip(models[0].parameters(), models[1].parameters()):
         assert torch.equal(p, q)
-    source = open_source("movielens-100k", data, MemoryDeadLetters(), batch_size=2000)
-    probe = FeaturePipeline(default_specs(source.fields)).build(next(iter(source)))
+    probe = _probe()
     with torch.no_grad():
         assert torch.equal(models[0](probe), models[1](probe))
+    assert _serves_the_final_model(state) > _serves_the_final_model(tmp_path / "straight")   # restarts publish anew
     positions = _positions(state)
     assert len(positions) == len(set(positions)) == 30_000
     assert sorted(positions) == sorted(_positions(tmp_path / "straight"))
@@ -194,9 +234,7 @@ def test_the_readmes_torchrun_command_runs_a_group(tmp_path: Path) -> None:
     need_real_data("movielens-100k")
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text().replace("\\\n", " ")
     line = next(line for line in readme.splitlines() if line.startswith("torchrun --nnodes"))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = _free_port()
     args = (line.replace("--nnodes 2:4", "--nnodes 1").replace("HOST:29400", f"127.0.0.1:{port}")
             .replace("/shared/group", str(tmp_path / "group")).split()[1:])
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", *args, "--limit", "5000", "--quiet"],
