@@ -45,11 +45,13 @@ def _store(rank: int, world: int, timeout: datetime.timedelta) -> dist.Store:
 
 class Group:
     """Rank `rank` of `world`; tensors exchanged on `device` (the CPU with gloo, the rank's GPU with
-    NCCL). `seconds` and `collectives` count the time in and the number of collectives, `bytes_sent`
-    the payload this rank sent in all-to-alls (ids, rows, gradients)."""
+    NCCL); `store`: the group's key-value store (this attempt's keys; None alone). `seconds` and
+    `collectives` count the time in and the number of collectives, `bytes_sent` the payload this rank
+    sent in all-to-alls (ids, rows, gradients)."""
 
-    def __init__(self, rank: int, world: int, device: torch.device | str = "cpu") -> None:
-        self.rank, self.world, self.device = rank, world, torch.device(device)
+    def __init__(self, rank: int, world: int, device: torch.device | str = "cpu",
+                 store: dist.Store | None = None) -> None:
+        self.rank, self.world, self.device, self.store = rank, world, torch.device(device), store
         self.seconds, self.collectives, self.bytes_sent = 0.0, 0, 0
 
     @classmethod
@@ -67,9 +69,9 @@ class Group:
             torch.cuda.set_device(device)
         rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
         timeout = datetime.timedelta(seconds=timeout_s)
-        dist.init_process_group("nccl" if cuda else "gloo", store=_store(rank, world, timeout), rank=rank,
-                                world_size=world, timeout=timeout)
-        return cls(rank, world, device)
+        store = _store(rank, world, timeout)
+        dist.init_process_group("nccl" if cuda else "gloo", store=store, rank=rank, world_size=world, timeout=timeout)
+        return cls(rank, world, device, store)
 
     def leave(self) -> None:
         """Leave the process group (at the end of a run)."""

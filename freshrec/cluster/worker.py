@@ -11,15 +11,20 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from freshrec.cluster.cuts import rank_root
 from freshrec.cluster.engine import GroupEngine
 from freshrec.cluster.group import Group
+from freshrec.cluster.kafka_share import KafkaFollower, KafkaLeader
 from freshrec.cluster.partition import Discarded, RankShare
 from freshrec.config import FreshrecConfig
-from freshrec.engine.build import engine_config, feature_specs, model_config, open_stream, resolve_data
+from freshrec.config.sections import KafkaSection
+from freshrec.engine.build import engine_config, feature_specs, kafka_source, model_config, open_stream, resolve_data
 from freshrec.events.deadletter import JsonlDeadLetters
+from freshrec.events.event import Field
+from freshrec.events.source import Source
 from freshrec.models import build_model
 
 __all__ = ["FIGURES", "run_rank"]
@@ -38,8 +43,8 @@ def run_rank(config: FreshrecConfig, state: Path) -> dict:
         (root / "pid").write_text(str(os.getpid()))
         letters = JsonlDeadLetters(state / "dead_letters.jsonl") if group.rank == 0 else Discarded()
         t = config.training
-        source = RankShare(open_stream(config, letters), group.rank, group.world, t.online_batch_size,
-                           t.online_batch_window)
+        source = RankShare(open_stream(config, letters, kafka=lambda kafka, fields: _kafka(kafka, fields, group)),
+                           group.rank, group.world, t.online_batch_size, t.online_batch_window)
         specs = feature_specs(config, source.fields)
         settings = model_config(config)
         engine = GroupEngine(source, specs, lambda: build_model(config.model.name, specs, settings), state,
@@ -62,6 +67,14 @@ def run_rank(config: FreshrecConfig, state: Path) -> dict:
         return figures
     finally:
         group.leave()
+
+
+def _kafka(kafka: KafkaSection, fields: Sequence[Field], group: Group) -> Source:
+    """Rank 0 consumes the topic in the consumer group, the others read what it outlines (`kafka_share`)."""
+    if group.rank == 0:
+        return kafka_source(kafka, fields, kind=KafkaLeader, store=group.store)
+    follower = kafka.model_copy(update={"group": f"{kafka.group}.rank-{group.rank}"})   # never commits
+    return kafka_source(follower, fields, Discarded(), kind=KafkaFollower, store=group.store)
 
 
 def _totals(own: dict, every: list[dict], world: int) -> dict:

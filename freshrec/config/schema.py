@@ -85,6 +85,4 @@ class FreshrecConfig(Section):
             lines.append("join.window: a worker group does not join impressions yet")
         if self.sync.share is not None:
             lines.append("sync.share: a worker group does not share its tables in memory yet")
-        if self.source.kind != "replay":
-            lines.append("source.kind: a worker group reads a replayed data set (Kafka input: not yet)")
         return lines

@@ -17,7 +17,7 @@ and `freshrec evaluate ab` all build through here).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 import torch
@@ -92,20 +92,24 @@ def simulator_config(config: FreshrecConfig, chunk_rows: int | None = None) -> S
                            total_events=limit if limit is not None else SIMULATED_EVENTS)
 
 
-def open_stream(config: FreshrecConfig, dead_letters: DeadLetterSink, chunk_rows: int | None = None) -> Source:
+def open_stream(config: FreshrecConfig, dead_letters: DeadLetterSink, chunk_rows: int | None = None,
+                kafka: Callable[[KafkaSection, Sequence[Field]], Source] | None = None) -> Source:
     """The source of `config.source` (data resolved, see `resolve_data`), cut at `source.limit`; a
-    Kafka consumer of events of that shape for `source.kind: kafka`."""
+    Kafka consumer of events of that shape for `source.kind: kafka` (made by `kafka`, default
+    `kafka_source`: a worker group's ranks make theirs)."""
     s = config.source
     rows = chunk_rows or s.chunk_rows
     source = open_source(s.format, s.data, dead_letters, batch_size=rows, mapping=column_mapping(config),
                          simulator=simulator_config(config, rows))
     if s.kind == "kafka":
-        return kafka_source(s.kafka, source.fields)
+        return (kafka or kafka_source)(s.kafka, source.fields)
     return LimitedSource(source, s.limit) if s.limit is not None else source
 
 
-def kafka_source(kafka: KafkaSection, fields, dead_letters: DeadLetterSink | None = None) -> Source:
-    """A consumer of the topic (created if missing); bad messages go to `<topic>.dead`."""
+def kafka_source(kafka: KafkaSection, fields, dead_letters: DeadLetterSink | None = None,
+                 kind: Callable[..., Source] | None = None, **options) -> Source:
+    """A consumer of the topic (created if missing), a `KafkaSource` (or `kind(..., **options)`,
+    a subclass); bad messages go to `<topic>.dead`."""
     from freshrec.events.kafka import KafkaDeadLetters, KafkaSink, KafkaSource, create_topic
 
     settings = dict(kafka.settings)
@@ -114,8 +118,9 @@ def kafka_source(kafka: KafkaSection, fields, dead_letters: DeadLetterSink | Non
         create_topic(kafka.bootstrap, f"{kafka.topic}.dead", 1, settings)
         dead_letters = KafkaDeadLetters(KafkaSink(kafka.bootstrap, f"{kafka.topic}.dead", settings))
     has_ids = {"user_id", "item_id"} <= {f.name for f in fields}   # Criteo-like data sets have neither
-    return KafkaSource(kafka.bootstrap, kafka.topic, kafka.group, fields, dead_letters, settings,
-                       idle_timeout=kafka.idle_timeout, require_ids=has_ids, max_delay=kafka.max_delay)
+    return (kind or KafkaSource)(kafka.bootstrap, kafka.topic, kafka.group, fields, dead_letters, settings,
+                                 idle_timeout=kafka.idle_timeout, require_ids=has_ids, max_delay=kafka.max_delay,
+                                 **options)
 
 
 def feature_specs(config: FreshrecConfig, fields: Sequence[Field]) -> list[FeatureSpec]:

@@ -32,9 +32,9 @@ def test_a_rank_under_ones_own_torchrun_does_not_serve(tmp_path: Path, monkeypat
 
 def test_config_check_refuses_it_too(tmp_path: Path) -> None:
     path = tmp_path / "group.yaml"
-    path.write_text("training:\n  workers: 3\nsource:\n  kind: kafka\n")
+    path.write_text("training:\n  workers: 3\njoin:\n  window: 10s\n")
     done = CliRunner().invoke(app, ["config", "check", str(path)])
-    assert done.exit_code == 2 and "source.kind: a worker group reads a replayed data set" in done.stderr
+    assert done.exit_code == 2 and "join.window: a worker group does not join impressions yet" in done.stderr
 
 
 def test_zero_workers_is_a_bad_value(tmp_path: Path) -> None:

@@ -12,7 +12,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import need_real_data
+from conftest import free_port, need_real_data
 
 from freshrec.cluster import owners
 from freshrec.cluster.cuts import latest_cut, rank_root
@@ -39,14 +38,8 @@ FRESHREC = [sys.executable, "-m", "freshrec.cli"]
 GROUP = ("--offline-interval", "off", "--quiet", "--json")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _command(state: Path, workers: int, *extra: str, serve: bool = False) -> list[str]:
-    serving = ("--port", str(_free_port()), "--exit-at-end") if serve else ("--no-serve",)
+    serving = ("--port", str(free_port()), "--exit-at-end") if serve else ("--no-serve",)
     return FRESHREC + ["run", "--format", "movielens-100k", "--state", str(state), "--workers", str(workers),
                        *GROUP, *serving, *extra]
 
@@ -234,7 +227,7 @@ def test_the_readmes_torchrun_command_runs_a_group(tmp_path: Path) -> None:
     need_real_data("movielens-100k")
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text().replace("\\\n", " ")
     line = next(line for line in readme.splitlines() if line.startswith("torchrun --nnodes"))
-    port = _free_port()
+    port = free_port()
     args = (line.replace("--nnodes 2:4", "--nnodes 1").replace("HOST:29400", f"127.0.0.1:{port}")
             .replace("/shared/group", str(tmp_path / "group")).split()[1:])
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", *args, "--limit", "5000", "--quiet"],

@@ -1,0 +1,109 @@
+"""`freshrec run --workers 2 --source kafka`: rank 0 consumes the topic in the consumer group, rank 1
+reads the batches rank 0 outlines; the pair learns what one process learns from the same topic, every
+event once, and a worker killed with SIGKILL (at a committed cut) loses nothing and learns nothing
+twice: the logs hold each message once and the group's offsets end at the topic's end."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+from conftest import need_real_data
+
+from freshrec.cluster.cuts import latest_cut, rank_root
+from freshrec.events.kafka import PARTITION_SHIFT
+from freshrec.log import EventLog
+
+pytestmark = pytest.mark.integration
+EVENTS = 30_000
+FRESHREC = [sys.executable, "-m", "freshrec.cli"]
+
+
+@pytest.fixture(scope="module")
+def topic():
+    """A broker with MovieLens-100k's first EVENTS events on topic `ratings` (4 partitions, by user)."""
+    from freshrec.events.kafka import local_broker
+
+    root = need_real_data("movielens-100k").parent
+    with local_broker() as bootstrap:
+        produce = ["produce", "--format", "movielens-100k", "--bootstrap", bootstrap, "--topic", "ratings",
+                   "--limit", str(EVENTS), "--quiet", "--json"]
+        done = subprocess.run(FRESHREC + produce, capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "FRESHREC_DATA": str(root)})
+        assert done.returncode == 0, done.stderr
+        yield bootstrap
+
+
+def _command(bootstrap: str, state: Path, group: str, workers: int | None) -> list[str]:
+    return FRESHREC + ["run", "--format", "movielens-100k", "--source", "kafka", "--bootstrap", bootstrap,
+                       "--topic", "ratings", "--kafka-setting", f"group.id={group}", "--idle-timeout", "5s",
+                       "--state", str(state), "--no-serve", "--offline-interval", "off", "--batch-window", "off",
+                       "--checkpoint-events", "5000", "--quiet", "--json",
+                       *(["--workers", str(workers)] if workers else [])]
+
+
+def _figures(done: subprocess.CompletedProcess) -> dict:
+    assert done.returncode == 0, done.stderr[-4000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _logged(state: Path) -> list[tuple[int, int]]:
+    """(partition, offset) of every event in the ranks' logs."""
+    return [(int(p) >> PARTITION_SHIFT, int(p) & ((1 << PARTITION_SHIFT) - 1))
+            for folder in sorted(state.glob("rank-*")) for chunk in EventLog(folder / "log", []).read()
+            for p in chunk.positions]
+
+
+def _committed(bootstrap: str, group: str) -> int:
+    """The offsets the consumer group has committed, summed over the partitions."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        partitions = consumer.list_topics("ratings", timeout=10).topics["ratings"].partitions
+        return sum(tp.offset for tp in consumer.committed([TopicPartition("ratings", p) for p in partitions],
+                                                           timeout=10))
+    finally:
+        consumer.close()
+
+
+def test_two_workers_learn_what_one_process_learns_from_a_topic(topic: str, tmp_path: Path) -> None:
+    one = _figures(subprocess.run(_command(topic, tmp_path / "one", "one", None), capture_output=True, text=True,
+                                  timeout=600))
+    pair = _figures(subprocess.run(_command(topic, tmp_path / "pair", "pair", 2), capture_output=True, text=True,
+                                   timeout=600))
+    assert one["learned"] == pair["learned"] == pair["scored_rows"] == EVENTS and pair["workers"] == 2
+    assert pair["source"] == "kafka" and pair["restored_from"] is None
+    # each run cuts the topic into chunks as its consumer's fetches come: micro-batches differ a little
+    assert abs(pair["auc"] - one["auc"]) <= 0.01, (pair["auc"], one["auc"])
+    logged = _logged(tmp_path / "pair")
+    assert len(logged) == len(set(logged)) == EVENTS
+    assert all(learned > 0 for learned in (r["learned"] for r in pair["per_rank"]))
+    assert _committed(topic, "pair") == EVENTS
+
+
+def test_a_killed_worker_loses_nothing_and_learns_nothing_twice(topic: str, tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    launcher = subprocess.Popen(_command(topic, state, "killed", 2), stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while ((cut := latest_cut(state)) is None or cut["step"] < 2) and launcher.poll() is None:
+            assert time.monotonic() < deadline, "no second cut after 300 s"
+            time.sleep(0.01)
+        os.kill(int((rank_root(state, 1) / "pid").read_text()), signal.SIGKILL)   # the follower
+        out, _ = launcher.communicate(timeout=600)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+    assert launcher.returncode == 0
+    figures = json.loads(out.strip().splitlines()[-1])
+    assert figures["restored_from"] is not None and figures["learned"] == EVENTS
+    logged = _logged(state)
+    assert len(logged) == len(set(logged)) == EVENTS
+    assert _committed(topic, "killed") == EVENTS
