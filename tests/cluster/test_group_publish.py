@@ -61,6 +61,14 @@ def _parts(root: Path, kind: str) -> list[str]:
     return sorted(f"{v.name[-2:]}/{p.name}" for v in folder.iterdir() for p in v.iterdir()) if folder.is_dir() else []
 
 
+def _first_version_then_learn(publisher, group, learn) -> None:
+    """Version 1 (full) published with rank 1, then one more chunk learned."""
+    learn()
+    group.votes.append((FULL, 1, 0, 1))
+    publisher.maybe_publish()
+    learn()
+
+
 def test_the_first_version_is_full_at_the_highest_version_proposed(rank0) -> None:
     publisher, group, _, learn, root = rank0
     learn()
@@ -71,10 +79,7 @@ def test_the_first_version_is_full_at_the_highest_version_proposed(rank0) -> Non
 
 def test_a_delta_another_rank_wants_is_published_here_too(rank0) -> None:
     publisher, group, _, learn, root = rank0
-    learn()
-    group.votes.append((FULL, 1, 0, 1))
-    publisher.maybe_publish()
-    learn()
+    _first_version_then_learn(publisher, group, learn)
     group.votes.append((NOTHING, 0, 0, 2))     # neither is due: this rank's clock has not moved
     assert publisher.maybe_publish() is None
     group.votes.append((DELTA, 0, 0, 2))       # rank 1's clock says a delta is due
@@ -84,10 +89,7 @@ def test_a_delta_another_rank_wants_is_published_here_too(rank0) -> None:
 
 def test_nothing_is_published_while_a_rank_waits_to_retry(rank0) -> None:
     publisher, group, clock, learn, root = rank0
-    learn()
-    group.votes.append((FULL, 1, 0, 1))
-    publisher.maybe_publish()
-    learn()
+    _first_version_then_learn(publisher, group, learn)
     clock.now = 20.0
     group.votes.append((DELTA, 1, 1, 2))       # rank 1's last write failed; it waits for its backoff
     assert publisher.maybe_publish() is None and _parts(root, "delta") == []
@@ -98,10 +100,7 @@ def test_nothing_is_published_while_a_rank_waits_to_retry(rank0) -> None:
 
 def test_a_failed_write_here_makes_the_next_version_full_and_newer(rank0, monkeypatch) -> None:
     publisher, group, clock, learn, root = rank0
-    learn()
-    group.votes.append((FULL, 1, 0, 1))
-    publisher.maybe_publish()
-    learn()
+    _first_version_then_learn(publisher, group, learn)
     clock.now = 20.0
     registry = publisher.registry
     real = registry.publish
