@@ -50,21 +50,25 @@ _NAME = re.compile(r"^v(\d{12})$")
 _PART = re.compile(r"^part-(\d+)-of-(\d+)$")
 
 
-def part_name(rank: int, world: int) -> str:
+def _part_name(rank: int, world: int) -> str:
     return f"part-{rank}-of-{world}"
 
 
 def _complete_parts(directory: Path) -> list[Path] | None:
     """The parts of the version in `directory` in rank order when every part of it is there (all
-    of one world size), else None."""
+    of one world size), else None (also when it is gone: pruned meanwhile)."""
     found = {}
-    for path in directory.iterdir():
-        if m := _PART.match(path.name):
+    try:
+        names = [path.name for path in directory.iterdir()]
+    except FileNotFoundError:
+        return None
+    for name in names:
+        if m := _PART.match(name):
             found[int(m.group(1))] = int(m.group(2))
     worlds = set(found.values())
     if len(worlds) != 1 or sorted(found) != list(range(next(iter(worlds)))):
         return None
-    return [directory / part_name(rank, found[rank]) for rank in sorted(found)]
+    return [directory / _part_name(rank, found[rank]) for rank in sorted(found)]
 
 
 class ModelRegistry:
@@ -137,7 +141,7 @@ class ModelRegistry:
         if self.part is None:
             path = publish_dir(self.root / kind, self._name(version.version), version.save)
         else:
-            path = publish_dir(self.root / PARTS / kind / self._name(version.version), part_name(*self.part),
+            path = publish_dir(self.root / PARTS / kind / self._name(version.version), _part_name(*self.part),
                                version.save)
         if kind == FULL:
             self.prune()
