@@ -14,13 +14,12 @@ import random
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import free_port, need_real_data
+from conftest import free_port, need_real_data, wait_until
 
 from freshrec.cluster import owners
 from freshrec.cluster.cuts import latest_cut, rank_root
@@ -122,22 +121,16 @@ def test_the_launcher_serves_the_whole_model_the_ranks_publish_in_parts(learned)
         assert parts == ["part-0-of-2", "part-1-of-2"]
 
 
-def _wait_for_cut(launcher: subprocess.Popen, state: Path, step: int, timeout: float = 300.0) -> None:
-    deadline = time.monotonic() + timeout
-    while ((cut := latest_cut(state)) is None or cut["step"] < step) and launcher.poll() is None:
-        assert time.monotonic() < deadline, f"no cut {step} in {state} after {timeout} s"
-        time.sleep(0.01)
+def _step(state: Path) -> int:
+    """The step of the group's newest committed cut (0 before any)."""
+    return (latest_cut(state) or {"step": 0})["step"]
 
 
-def _wait_for_workers(launcher: subprocess.Popen, state: Path, old: set[int], timeout: float = 300.0) -> None:
-    """Until every rank has written a pid that is not in `old` (a restarted group is up)."""
-    deadline = time.monotonic() + timeout
-    while launcher.poll() is None:
-        files = [rank_root(state, rank) / "pid" for rank in range(2)]
-        if all(f.exists() and f.read_text() and int(f.read_text()) not in old for f in files):
-            return
-        assert time.monotonic() < deadline, f"no restarted group in {state} after {timeout} s"
-        time.sleep(0.01)
+def _restarted(state: Path, old: set[int]) -> bool:
+    """Whether every rank has written a pid that is not in `old` (a restarted group is up)."""
+    pids = [(rank_root(state, rank) / "pid").read_text() if (rank_root(state, rank) / "pid").exists() else ""
+            for rank in range(2)]
+    return all(pid and int(pid) not in old for pid in pids)
 
 
 def test_sigkill_of_workers_gives_the_uninterrupted_group_model(tmp_path: Path) -> None:
@@ -147,15 +140,17 @@ def test_sigkill_of_workers_gives_the_uninterrupted_group_model(tmp_path: Path) 
     args = ("--limit", "30000", "--chunk", "2000", "--checkpoint-events", "2000", "--batch-window", "off",
             "--batch-size", "128")
     straight = _run(_command(tmp_path / "straight", 2, *args))
+    assert straight["restored_from"] is None, straight["stderr"]    # the group never failed
     rng = random.Random(5)
     state = tmp_path / "crashed"
-    launcher = subprocess.Popen(_command(state, 2, *args), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                text=True)
+    log = (tmp_path / "crashed.stderr").open("w")   # the kills' tracebacks, for a failure's message
+    launcher = subprocess.Popen(_command(state, 2, *args), stdout=subprocess.PIPE, stderr=log, text=True)
     try:
         killed: set[int] = set()
         for _ in range(2):
-            _wait_for_workers(launcher, state, killed)       # the group (restarted) is up
-            _wait_for_cut(launcher, state, (latest_cut(state) or {"step": 0})["step"] + rng.randint(1, 4))
+            wait_until(lambda: _restarted(state, killed), "the group (restarted) up", launcher, timeout=300)
+            target = _step(state) + rng.randint(1, 4)
+            wait_until(lambda target=target: _step(state) >= target, f"cut {target}", launcher, timeout=300)
             pids = [int((rank_root(state, rank) / "pid").read_text()) for rank in range(2)]
             os.kill(pids[rng.randrange(2)], signal.SIGKILL)
             killed.update(pids)
@@ -163,11 +158,13 @@ def test_sigkill_of_workers_gives_the_uninterrupted_group_model(tmp_path: Path) 
     finally:
         if launcher.poll() is None:
             launcher.kill()
+        log.close()
     assert launcher.returncode == 0
     crashed = json.loads(out.strip().splitlines()[-1])
     assert crashed["restored_from"] is not None
     assert crashed["events"] == crashed["learned"] == straight["learned"] == straight["events"] == 30_000
-    assert straight["rows"] > 0 and crashed["checkpoints"] == straight["checkpoints"]
+    assert straight["rows"] > 0 and crashed["checkpoints"] == straight["checkpoints"], \
+        (tmp_path / "crashed.stderr").read_text()[-6000:]
     models = [assemble(tmp_path / run).model.eval() for run in ("straight", "crashed")]
     for name, table in models[0].tables.items():
         a, b = table.state_dict(), models[1].tables[name].state_dict()
@@ -179,7 +176,10 @@ def test_sigkill_of_workers_gives_the_uninterrupted_group_model(tmp_path: Path) 
     probe = _probe()
     with torch.no_grad():
         assert torch.equal(models[0](probe), models[1](probe))
-    assert _serves_the_final_model(state) > _serves_the_final_model(tmp_path / "straight")   # restarts publish anew
+    _serves_the_final_model(state), _serves_the_final_model(tmp_path / "straight")
+    # each incarnation of the group began with a full snapshot (how many deltas came between is timed)
+    assert len(ModelRegistry(state / "registry").full_versions()) == 3
+    assert len(ModelRegistry(tmp_path / "straight" / "registry").full_versions()) == 1
     positions = _positions(state)
     assert len(positions) == len(set(positions)) == 30_000
     assert sorted(positions) == sorted(_positions(tmp_path / "straight"))
