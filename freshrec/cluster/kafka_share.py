@@ -15,7 +15,6 @@ beside training. A restart reads on from the cut's offsets, which every rank hol
 
 from __future__ import annotations
 
-import datetime
 import time
 from collections import defaultdict, deque
 from collections.abc import Iterator
@@ -31,6 +30,7 @@ __all__ = ["KafkaFollower", "KafkaLeader", "outline"]
 
 _END = b"end"
 READ_TIMEOUT = 300.0   # seconds a follower waits for messages rank 0 has taken
+OUTLINE_POLL = 0.002   # seconds between a follower's looks for rank 0's next outline
 
 
 def _key(chunk: int) -> str:
@@ -99,12 +99,8 @@ class KafkaFollower(KafkaSource):
     def _outline(self) -> np.ndarray | None:
         """The next batch's runs, once rank 0 has written them (None: its stream has ended)."""
         key = _key(self._chunks)
-        while True:
-            try:
-                self.store.wait([key], datetime.timedelta(seconds=5))
-                break
-            except RuntimeError:   # not yet: a quiet topic (a store that is gone ends the group anyway)
-                continue
+        while not self.store.check([key]):   # a quiet topic may keep rank 0 waiting for long
+            time.sleep(OUTLINE_POLL)
         self._chunks += 1
         value = self.store.get(key)
         return None if value == _END else np.frombuffer(value, np.int64).reshape(-1, 3)
