@@ -78,6 +78,7 @@ class Group:
         if self.world > 1 and dist.is_initialized():
             dist.barrier()       # no rank leaves while another still talks to it (or to rank 0's store)
             dist.destroy_process_group()
+        self.store = None        # its connection closed now, not in the interpreter's teardown
 
     def _timed(self, started: float) -> None:
         self.seconds += time.perf_counter() - started
