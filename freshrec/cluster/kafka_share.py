@@ -60,15 +60,10 @@ class KafkaLeader(KafkaSource):
         yield from super().__iter__()
         self.store.set(_key(self._chunks), _END)
 
-    def _take(self, consumer: Consumer) -> list:
-        messages = super()._take(consumer)
-        good = [message for message in messages if not message.error()]
-        if good:
-            runs = outline(np.array([m.partition() for m in good], np.int64),
-                           np.array([m.offset() for m in good], np.int64))
-            self.store.set(_key(self._chunks), runs.tobytes())
-            self._chunks += 1
-        return messages
+    def _took(self, partitions: np.ndarray, offsets: np.ndarray) -> None:
+        super()._took(partitions, offsets)
+        self.store.set(_key(self._chunks), outline(partitions, offsets).tobytes())
+        self._chunks += 1
 
 
 class KafkaFollower(KafkaSource):

@@ -329,8 +329,7 @@ class KafkaSource:
             return None
         partitions = np.array([message.partition() for message in messages], np.int64)
         offsets = np.array([message.offset() for message in messages], np.int64)
-        for partition in np.unique(partitions).tolist():   # a partition's offsets grow within a batch
-            self._next[partition] = int(offsets[partitions == partition].max()) + 1
+        self._took(partitions, offsets)
         default_ts = np.array([message.timestamp()[1] for message in messages], np.float64) / 1000.0
         positions = (partitions << PARTITION_SHIFT) + offsets
         batch = np.array([is_batch(message.headers()) for message in messages])
@@ -355,6 +354,12 @@ class KafkaSource:
         return EventChunk(pa.concat_tables([part.table for part in parts]),
                           np.concatenate([part.positions for part in parts]), self.name, parts[0].kind,
                           entered=parts[0].entered)
+
+    def _took(self, partitions: np.ndarray, offsets: np.ndarray) -> None:
+        """Note the messages taken (their partitions and offsets, in order): the next offset of each
+        partition to hand out."""
+        for partition in np.unique(partitions).tolist():   # a partition's offsets grow within a batch
+            self._next[partition] = int(offsets[partitions == partition].max()) + 1
 
     def position(self) -> Position:
         """partition -> the next offset to hand out (as strings: Position keys)."""
