@@ -18,6 +18,10 @@ from freshrec.config.paths import cache_dir, data_root
 from freshrec.config.schema import FreshrecConfig
 from freshrec.config.sections import (
     FORMATS,
+    METRICS,
+    AutoscaleSection,
+    DeviceClass,
+    DevicesSection,
     EmbeddingSection,
     FeatureOverride,
     FeaturesSection,
@@ -33,7 +37,7 @@ from freshrec.config.sections import (
     TrainingSection,
 )
 
-__all__ = ["DURATION_HELP", "FORMATS", "ColumnsSection", "ConfigError", "Duration", "EmbeddingSection",
+__all__ = ["DURATION_HELP", "FORMATS", "METRICS", "AutoscaleSection", "ColumnsSection", "DeviceClass", "DevicesSection", "ConfigError", "Duration", "EmbeddingSection",
            "FeatureOverride", "FeaturesSection", "FreshrecConfig", "FusionSection", "GpuSection", "JoinSection",
            "KafkaSection", "LabelRule", "LogSection", "ModelSection", "ServeSection", "SourceSection", "SyncSection",
            "TrainingSection", "cache_dir", "data_root", "format_duration", "load_config", "parse_config",

@@ -19,6 +19,8 @@ from pydantic import Field
 from freshrec.config.section import Section
 from freshrec.config.sections import (
     OPTIMIZERS,
+    AutoscaleSection,
+    DevicesSection,
     EmbeddingSection,
     FeaturesSection,
     FusionSection,
@@ -50,6 +52,10 @@ class FreshrecConfig(Section):
     fusion: FusionSection = Field(default_factory=FusionSection, description="Blending online and offline predictions")
     log: LogSection = Field(default_factory=LogSection, description="The event log (the article's batch storage)")
     gpu: GpuSection = Field(default_factory=GpuSection, description="GPUs (the article's gpu block)")
+    autoscale: AutoscaleSection = Field(default_factory=AutoscaleSection,
+                                        description="Scaling the trainer group with load (freshrec autoscale)")
+    devices: DevicesSection = Field(default_factory=DevicesSection,
+                                    description="Device classes: cost and speed, hot and cold tiers")
 
     def problems(self) -> list[str]:
         """Settings that are valid alone but not together, one line each naming the key."""
@@ -72,6 +78,8 @@ class FreshrecConfig(Section):
             lines.append("source.limit: replay only (a kafka run ends on source.kafka.idle_timeout or a signal)")
         if self.training.workers > 1:
             lines += self.group_problems()
+        if self.autoscale.min > self.autoscale.max:
+            lines.append(f"autoscale.min: {self.autoscale.min} is above autoscale.max {self.autoscale.max}")
         return lines
 
     def group_problems(self) -> list[str]:

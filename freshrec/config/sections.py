@@ -19,7 +19,8 @@ from freshrec.config.columns import ColumnsSection
 from freshrec.config.durations import Duration
 from freshrec.config.section import Section
 
-__all__ = ["FORMATS", "MODEL_NAMES", "OPTIMIZERS", "ColumnsSection", "EmbeddingSection", "FeatureOverride",
+__all__ = ["FORMATS", "METRICS", "MODEL_NAMES", "OPTIMIZERS", "AutoscaleSection", "ColumnsSection", "DeviceClass",
+           "DevicesSection", "EmbeddingSection", "FeatureOverride",
            "FeaturesSection", "FusionSection", "GpuSection", "JoinSection", "KafkaSection", "LogSection",
            "ModelSection", "Section", "ServeSection", "SourceSection", "SyncSection", "TrainingSection"]
 
@@ -214,3 +215,82 @@ class GpuSection(Section):
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
             raise ValueError(f"must be auto, cpu, cuda or cuda:N, not {device!r}")
         return device
+
+
+METRICS = ("lag", "lag_seconds", "gpu_util", "cpu_util", "freshness", "events_per_s", "p99_latency")
+"""What `freshrec autoscale` can scale on: Kafka consumer lag (events, or seconds at the recent consumption
+rate), GPU and CPU use (0..1), the served model's age (s), events learned per second, the servers' p99 (s)."""
+
+
+def _threshold(value: object) -> object:
+    """`70%` -> 0.7; numbers and numeric strings as they are."""
+    if isinstance(value, str) and value.strip().endswith("%"):
+        try:
+            return float(value.strip()[:-1]) / 100.0
+        except ValueError:
+            raise ValueError(f"expected a number or a percentage like 70%, got {value!r}") from None
+    return value
+
+
+class AutoscaleSection(Section):
+    """Scaling the trainer group with load (`freshrec autoscale`): the policy of Kubernetes' HPA,
+    desired = ceil(current x value / threshold), left alone within `tolerance`, the highest desire of
+    the last `up_window` / `down_window` seconds, at most `max_step_up` / `max_step_down` workers per change
+    and `cooldown` between changes, within `min`..`max`."""
+
+    metric: Literal[METRICS] = Field("lag", description="lag (Kafka consumer lag, events), lag_seconds, gpu_util, "
+                                                        "cpu_util, freshness (s), events_per_s or p99_latency (s)")
+    threshold: float = Field(5000.0, gt=0, description=(
+        "The metric's target per worker (lag, events_per_s) or for the group (utilisation, freshness, p99): 70% or "
+        "0.7 for a utilisation"))
+    min: int = Field(1, ge=1, description="Fewest workers (GPUs when gpu.autoscale)")
+    max: int = Field(4, ge=1, description="Most workers (GPUs when gpu.autoscale)")
+    tolerance: float = Field(0.1, ge=0, lt=1, description="No change while value / threshold is within 1 +- this")
+    up_window: Duration = Field(0.0, description="Scale-up stabilisation: act on the lowest desire of this window")
+    down_window: Duration = Field(300.0, description="Scale-down stabilisation: act on the highest desire of this "
+                                                     "window")
+    cooldown: Duration = Field(30.0, description="Least time between two changes (a group restart settles)")
+    max_step_up: int = Field(4, ge=1, description="Most workers added by one change")
+    max_step_down: int = Field(1, ge=1, description="Most workers removed by one change")
+    interval: Duration = Field(15.0, gt=0, description="Time between two readings of the metric")
+    executor: Literal["local", "kubernetes"] = Field("local", description=(
+        "local: torchrun agents on this machine (c10d rendezvous); kubernetes: patch the trainer StatefulSet's "
+        "replicas"))
+    servers: tuple[str, ...] = Field((), description="Servers' base URLs, read for freshness and p99_latency "
+                                                      "(empty: the one freshrec autoscale runs)")
+    namespace: str = Field("default", min_length=1, description="kubernetes: the namespace of the trainer group")
+    name: str = Field("freshrec", pattern=r"^[a-z0-9]([-a-z0-9]{0,40}[a-z0-9])?$",
+                      description="kubernetes: the name the manifests give the deployment (prefix of every object)")
+
+    @field_validator("threshold", mode="before")
+    @classmethod
+    def _percent(cls, value: object) -> object:
+        return _threshold(value)
+
+
+class DeviceClass(Section):
+    """One kind of device: what an hour of it costs and how fast it trains relative to the others."""
+
+    cost_per_hour: float = Field(ge=0, description="Price of one device-hour (any currency, the same for all)")
+    speed: float = Field(gt=0, description="Relative training throughput (A100 = 1)")
+    tier: Literal["hot", "cold"] = Field(description="hot: online trainer and servers; cold: offline retraining")
+
+
+DEFAULT_CLASSES = {
+    "H100": {"cost_per_hour": 4.0, "speed": 2.0, "tier": "hot"},
+    "A100": {"cost_per_hour": 2.9, "speed": 1.0, "tier": "hot"},
+    "V100": {"cost_per_hour": 2.5, "speed": 0.55, "tier": "cold"},
+    "T4": {"cost_per_hour": 0.35, "speed": 0.2, "tier": "cold"},
+    "CPU": {"cost_per_hour": 0.05, "speed": 0.02, "tier": "cold"},
+}
+"""On-demand cloud list prices per device-hour (USD, 2024-2025 order of magnitude) and relative speeds:
+replace them with yours in `devices.classes`."""
+
+
+class DevicesSection(Section):
+    """Device classes (relative cost and speed) for placement and the cost report."""
+
+    classes: dict[str, DeviceClass] = Field(default_factory=lambda: {k: DeviceClass(**v)
+                                                                     for k, v in DEFAULT_CLASSES.items()},
+                                            description="Device class name (as NVML names the GPU, e.g. A100, or "
+                                                        "CPU): cost_per_hour, speed, tier")
