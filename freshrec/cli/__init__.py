@@ -8,8 +8,12 @@
     freshrec run --format movielens-100k --state out/state                   # the whole loop + server
     freshrec serve --registry out/state/registry --port 8001                 # a server alone
     freshrec produce --format movielens-100k --bootstrap 127.0.0.1:9092 --topic ratings  # a data set to Kafka
+    freshrec autoscale --config kafka.yaml --max-workers 3 --metric lag --threshold 5000   # size follows lag
+    freshrec autoscale --metric lag --threshold 5000 --max-workers 3 --dry-run lag.csv     # its decisions
     freshrec config show | check FILE
+    freshrec deploy --config freshrec.yaml --image registry/freshrec:0.1 > k8s.yaml    # Kubernetes manifests
     freshrec evaluate ab --format simulator --limit 6000 --report ab-report
+    freshrec devices --config freshrec.yaml                                  # devices, GPU links, placement
 
 Conventions: `--json` makes the last stdout line one JSON object; progress and tables go to
 stderr. Exit codes (`freshrec.cli.errors.guarded`): 0 ok, 2 usage or configuration error (one
@@ -22,8 +26,11 @@ from __future__ import annotations
 
 import typer
 
+from freshrec.cli.autoscale import autoscale_command
 from freshrec.cli.config import config_app
 from freshrec.cli.datasets import datasets_command
+from freshrec.cli.deploy import deploy_command
+from freshrec.cli.devices import devices_command
 from freshrec.cli.evaluate import evaluate_app
 from freshrec.cli.produce import produce_command
 from freshrec.cli.replay import replay_command
@@ -39,6 +46,9 @@ app.command("replay")(replay_command)
 app.command("run")(run_command)
 app.command("serve")(serve_command)
 app.command("produce")(produce_command)
+app.command("autoscale")(autoscale_command)
+app.command("deploy")(deploy_command)
+app.command("devices")(devices_command)
 app.add_typer(config_app, name="config")
 app.add_typer(evaluate_app, name="evaluate")
 

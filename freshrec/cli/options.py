@@ -30,7 +30,8 @@ import typer
 from freshrec.cli.errors import UsageError, with_parameters
 from freshrec.config import FORMATS, ConfigError, FreshrecConfig, load_config, with_overrides
 
-__all__ = ["ENGINE", "KAFKA", "MODEL", "OFFLINE", "PUBLISH", "SERVING", "SOURCE", "Flag", "build_config", "overriding"]
+__all__ = ["AUTOSCALE", "ENGINE", "KAFKA", "MODEL", "OFFLINE", "PUBLISH", "SERVING", "SOURCE", "Flag", "build_config",
+           "overriding"]
 
 _DEFAULTS = FreshrecConfig().model_dump(mode="json")
 
@@ -136,8 +137,26 @@ ENGINE = (
     Flag("--workers", "training.workers", int, "Training processes (torchrun): tables sharded over them."),
     Flag("--serve/--no-serve", "serve.enabled", bool, "Serve the model over HTTP while it learns."),
 )
+AUTOSCALE = (
+    Flag("--metric", "autoscale.metric", str, "lag, lag_seconds, gpu_util, cpu_util, freshness, events_per_s or "
+                                              "p99_latency."),
+    Flag("--threshold", "autoscale.threshold", str, "The metric's target: per worker for lag and events_per_s "
+                                                    "(e.g. 5000), else for the group (e.g. 70% or 0.7, 2s)."),
+    Flag("--min-workers", "autoscale.min", int, "Fewest workers."),
+    Flag("--max-workers", "autoscale.max", int, "Most workers."),
+    Flag("--tolerance", "autoscale.tolerance", float, "No change while value / threshold is within 1 +- this."),
+    Flag("--interval", "autoscale.interval", str, "Time between two readings of the metric."),
+    Flag("--cooldown", "autoscale.cooldown", str, "Least time between two changes."),
+    Flag("--up-window", "autoscale.up_window", str, "Scale-up stabilisation window."),
+    Flag("--down-window", "autoscale.down_window", str, "Scale-down stabilisation window."),
+    Flag("--max-step-up", "autoscale.max_step_up", int, "Most workers added by one change."),
+    Flag("--max-step-down", "autoscale.max_step_down", int, "Most workers removed by one change."),
+    Flag("--executor", "autoscale.executor", str, "local (torchrun agents here) or kubernetes."),
+    Flag("--server", "autoscale.servers", list[str], "A server's base URL to read freshness/p99 from (repeatable).",
+         tuple),
+)
 FLAGS = {flag.key: flag.decl.split("/")[0]
-         for group in (SOURCE, MODEL, OFFLINE, SERVING, PUBLISH, ENGINE) for flag in group}
+         for group in (SOURCE, MODEL, OFFLINE, SERVING, PUBLISH, ENGINE, AUTOSCALE) for flag in group}
 
 
 def overriding(*groups: tuple[Flag, ...]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:

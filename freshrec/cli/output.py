@@ -14,7 +14,7 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
-__all__ = ["emit", "err", "human", "note"]
+__all__ = ["emit", "err", "human", "note", "worker_class"]
 
 err = Console(stderr=True)
 
@@ -49,3 +49,15 @@ def human(key: str, value: object) -> str:
     if isinstance(value, int) and not isinstance(value, bool):
         return f"{value:,}"
     return str(value)
+
+
+def worker_class(config) -> str:
+    """The device class this machine's workers count as in a cost report (`billed_class`): CPU, or the
+    GPU's class when they learn on a GPU."""
+    import torch
+
+    from freshrec.autoscale.cost import billed_class
+    from freshrec.engine.build import training_device
+
+    on_gpu = training_device(config, torch.cuda.is_available()).startswith("cuda")
+    return billed_class(config, torch.cuda.get_device_name(0) if on_gpu else None)

@@ -79,11 +79,12 @@ def run_command(
             note(line)
     if settings.serve.enabled:
         check_port(settings.serve.host, settings.serve.port)
+    started = time.monotonic()
     figures = _run(settings, state, quiet, exit_at_end)
     _say_why_nothing_was_learned(figures, settings, state)
     s = settings.source
     emit({**figures, "format": s.format, "source": s.kind, "config": str(config) if config else None,
-          "gpu": gpu}, as_json, f"run {settings.model.name}")
+          "gpu": gpu, "cost": _cost(settings, 1, started)}, as_json, f"run {settings.model.name}")
 
 
 def _run_group(settings: FreshrecConfig, state: Path, as_json: bool, exit_at_end: bool) -> None:
@@ -109,7 +110,7 @@ def _run_group(settings: FreshrecConfig, state: Path, as_json: bool, exit_at_end
     if (state / "checkpoints").is_dir() and any((state / "checkpoints").iterdir()):
         raise UsageError(f"--state {state} holds a one-process run's checkpoints (a worker group does not go on "
                          "from them): give the group another --state")
-    server, s = None, settings.serve
+    server, s, started = None, settings.serve, time.monotonic()
     if s.enabled:
         check_port(s.host, s.port)
         server = BackgroundServer(state / "registry", s.port, s.host, config=serve_config(settings))
@@ -123,8 +124,20 @@ def _run_group(settings: FreshrecConfig, state: Path, as_json: bool, exit_at_end
                 _wait_for_signal()
     finally:
         served = server.stop() if server is not None else None
-    emit({**figures, "served_version": served, "format": settings.source.format, "source": settings.source.kind},
+    emit({**figures, "served_version": served, "format": settings.source.format, "source": settings.source.kind,
+          "cost": _cost(settings, settings.training.workers, started)},
          as_json, f"run {settings.model.name} on {settings.training.workers} workers")
+
+
+def _cost(settings: FreshrecConfig, workers: int, started: float) -> dict:
+    """The run's device-seconds and their estimated cost (`devices.classes`), `workers` since `started`."""
+    from freshrec.autoscale.cost import GroupClock, run_cost
+    from freshrec.cli.output import worker_class
+
+    clock = GroupClock()
+    clock.changed(started, workers)
+    clock.close(time.monotonic())
+    return run_cost(settings, worker_class(settings), clock)
 
 
 def _end_rank() -> None:

@@ -35,11 +35,20 @@ def in_launched_group() -> bool:
 
 
 def _store(rank: int, world: int, timeout: datetime.timedelta) -> dist.Store:
-    """The rendezvous store, its keys under a prefix of this attempt (torchrun's restart count): a
-    group started again after a failure must not find the addresses of the ranks before it."""
+    """The group's store. Under torchrun's shared agent store (its default) the keys go under a prefix of
+    this attempt (the agent's restart count): a group started again after a failure must not find the
+    addresses of the ranks before it. That count is the agent's own, so it only names an attempt for
+    a single agent; several agents (an elastic group, `--nnodes MIN:MAX`) need
+    `TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1`, where rank 0 hosts a new store, on a new port, for each
+    attempt and no prefix is needed."""
     agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"   # torchrun's agent serves it
+    if agent and int(os.environ.get("GROUP_WORLD_SIZE", "1")) > 1:
+        raise RuntimeError("a group of several torchrun agents needs TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 in their "
+                           "environment (the agents' restart counts differ, so they cannot name an attempt)")
     store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world,
                           is_master=not agent and rank == 0, timeout=timeout)
+    if not agent:
+        return store
     return dist.PrefixStore(f"freshrec/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
 
 

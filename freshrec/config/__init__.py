@@ -37,8 +37,9 @@ from freshrec.config.sections import (
     TrainingSection,
 )
 
-__all__ = ["DURATION_HELP", "FORMATS", "METRICS", "AutoscaleSection", "ColumnsSection", "DeviceClass", "DevicesSection", "ConfigError", "Duration", "EmbeddingSection",
-           "FeatureOverride", "FeaturesSection", "FreshrecConfig", "FusionSection", "GpuSection", "JoinSection",
-           "KafkaSection", "LabelRule", "LogSection", "ModelSection", "ServeSection", "SourceSection", "SyncSection",
-           "TrainingSection", "cache_dir", "data_root", "format_duration", "load_config", "parse_config",
-           "parse_duration", "parse_label", "show_config", "with_overrides"]
+__all__ = ["AutoscaleSection", "ColumnsSection", "ConfigError", "DURATION_HELP", "DeviceClass", "DevicesSection",
+           "Duration", "EmbeddingSection", "FORMATS", "FeatureOverride", "FeaturesSection", "FreshrecConfig",
+           "FusionSection", "GpuSection", "JoinSection", "KafkaSection", "LabelRule", "LogSection", "METRICS",
+           "ModelSection", "ServeSection", "SourceSection", "SyncSection", "TrainingSection", "cache_dir",
+           "data_root", "format_duration", "load_config", "parse_config", "parse_duration", "parse_label",
+           "show_config", "with_overrides"]

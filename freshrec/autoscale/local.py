@@ -1,0 +1,116 @@
+"""`LocalExecutor`: an elastic worker group on this machine, one torchrun agent per worker.
+
+The executor hosts the group's c10d rendezvous store itself (a `TCPStore` on a free port), so any
+agent may stop. Scaling up starts agents: the running ones see a node waiting, stop their workers
+and the next rendezvous round takes the newcomers in. Scaling down stops the newest agents (SIGTERM,
+then SIGKILL after `grace` seconds): the other ranks' collectives fail, their agents restart the
+workers and the round closes with the agents left. Either way every rank starts again from the
+group's last committed cut and reshards the tables to the new world size (`GroupEngine.restore`),
+so nothing is lost or learned twice; the servers keep answering from the last published version.
+
+torchrun counts a peer's exit as a failure of the remaining agents' workers, so each scale-down
+spends one restart of every remaining agent: the agents are given `training.max_restarts` plus
+`SCALE_DOWNS` restarts. Each agent's output goes to `STATE/agents/agent-<k>.log`.
+
+>>> import tempfile
+>>> executor = LocalExecutor(FreshrecConfig(), Path(tempfile.mkdtemp()), (1, 3))
+>>> executor.current(), executor.finished(), executor.config_path.name
+(0, None, 'group-config.yaml')
+>>> executor.scale(4)
+Traceback (most recent call last):
+...
+ValueError: 4 workers is outside the group's bounds 1..3
+>>> executor.close()
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import signal
+import socket
+import subprocess
+from pathlib import Path
+
+from freshrec.cluster.launch import AGENT_ENV, agent_command, group_config
+from freshrec.cluster.worker import FIGURES
+from freshrec.config import FreshrecConfig
+
+__all__ = ["SCALE_DOWNS", "LocalExecutor"]
+
+SCALE_DOWNS = 1000
+"""Scale-downs an agent may live through (each costs it one torchrun restart)."""
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+class LocalExecutor:
+    """The group's agents (`current()` of them running) and its rendezvous store."""
+
+    def __init__(self, config: FreshrecConfig, state: Path, bounds: tuple[int, int], host: str = "127.0.0.1",
+                 grace: float = 60.0) -> None:
+        """Prepare the group (its configuration under `state`) and host its rendezvous; no agent runs yet."""
+        import torch.distributed as dist
+
+        self.state, self.bounds, self.grace = Path(state), bounds, grace
+        self.config_path = group_config(config, self.state)
+        self.port = _free_port(host)
+        self._store = dist.TCPStore(host, self.port, is_master=True, multi_tenant=True, wait_for_workers=False,
+                                    timeout=datetime.timedelta(seconds=60))
+        self.endpoint, self.run_id = f"{host}:{self.port}", f"freshrec-{os.getpid()}-{self.port}"
+        self.restarts = config.training.max_restarts + SCALE_DOWNS
+        self.logs = self.state / "agents"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self._agents: list[subprocess.Popen] = []
+        self._started = 0
+
+    def current(self) -> int:
+        """Agents running (each runs one worker)."""
+        return sum(agent.poll() is None for agent in self._agents)
+
+    def scale(self, workers: int) -> None:
+        """Start or stop agents until `workers` run (the newest stop first)."""
+        if not self.bounds[0] <= workers <= self.bounds[1]:
+            raise ValueError(f"{workers} workers is outside the group's bounds {self.bounds[0]}..{self.bounds[1]}")
+        self._agents = [agent for agent in self._agents if agent.poll() is None]
+        while len(self._agents) < workers:
+            self._start()
+        while len(self._agents) > workers:
+            self._stop(self._agents.pop())
+
+    def finished(self) -> int | None:
+        """None while the group runs; once every agent has exited, 0 when the group ended its stream
+        (rank 0 wrote its figures: an agent that joined as it ended finds the rendezvous closed and
+        fails, harmlessly), else the first failing exit code."""
+        if not self._agents or any(agent.poll() is None for agent in self._agents):
+            return None
+        if (self.state / FIGURES).exists():
+            return 0
+        return next((agent.returncode for agent in self._agents if agent.returncode), 1)
+
+    def close(self) -> None:
+        """Stop every agent and the rendezvous store."""
+        while self._agents:
+            self._stop(self._agents.pop())
+        self._store = None
+
+    def _start(self) -> None:
+        self._started += 1
+        command = agent_command(self.config_path, self.state, self.bounds, self.endpoint, self.run_id, self.restarts)
+        with open(self.logs / f"agent-{self._started}.log", "ab") as log:
+            self._agents.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                                 env={**os.environ, **AGENT_ENV}, start_new_session=True))
+
+    def _stop(self, agent: subprocess.Popen) -> None:
+        """SIGTERM (torchrun stops its worker and leaves), SIGKILL to the agent's session after `grace` s."""
+        if agent.poll() is None:
+            agent.send_signal(signal.SIGTERM)
+            try:
+                agent.wait(timeout=self.grace)
+            except subprocess.TimeoutExpired:
+                os.killpg(agent.pid, signal.SIGKILL)
+                agent.wait()
