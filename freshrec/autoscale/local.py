@@ -30,6 +30,7 @@ import os
 import signal
 import socket
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
 from freshrec.cluster.launch import AGENT_ENV, agent_command, group_config
@@ -52,8 +53,10 @@ class LocalExecutor:
     """The group's agents (`current()` of them running) and its rendezvous store."""
 
     def __init__(self, config: FreshrecConfig, state: Path, bounds: tuple[int, int], host: str = "127.0.0.1",
-                 grace: float = 60.0) -> None:
-        """Prepare the group (its configuration under `state`) and host its rendezvous; no agent runs yet."""
+                 grace: float = 60.0, gpus: Sequence[str] = ()) -> None:
+        """Prepare the group (its configuration under `state`) and host its rendezvous; no agent runs yet.
+        `gpus`: the GPUs (CUDA indices) the agents share out, one each (its `CUDA_VISIBLE_DEVICES`);
+        empty: the workers learn on the CPU."""
         import torch.distributed as dist
 
         self.state, self.bounds, self.grace = Path(state), bounds, grace
@@ -66,7 +69,8 @@ class LocalExecutor:
         self.logs = self.state / "agents"
         self.logs.mkdir(parents=True, exist_ok=True)
         self._agents: list[subprocess.Popen] = []
-        self._started = 0
+        self._started, self.gpus = 0, tuple(gpus)
+        self._gpu_of: dict[int, str] = {}   # agent pid -> its GPU
 
     def current(self) -> int:
         """Agents running (each runs one worker)."""
@@ -77,6 +81,8 @@ class LocalExecutor:
         if not self.bounds[0] <= workers <= self.bounds[1]:
             raise ValueError(f"{workers} workers is outside the group's bounds {self.bounds[0]}..{self.bounds[1]}")
         self._agents = [agent for agent in self._agents if agent.poll() is None]
+        if self.gpus and workers > len(self.gpus):
+            raise ValueError(f"{workers} workers need {workers} GPUs, this machine has {len(self.gpus)}")
         while len(self._agents) < workers:
             self._start()
         while len(self._agents) > workers:
@@ -101,9 +107,16 @@ class LocalExecutor:
     def _start(self) -> None:
         self._started += 1
         command = agent_command(self.config_path, self.state, self.bounds, self.endpoint, self.run_id, self.restarts)
+        env = {**os.environ, **AGENT_ENV}
+        taken = {self._gpu_of.get(agent.pid) for agent in self._agents}
+        gpu = next((g for g in self.gpus if g not in taken), None)
+        if gpu is not None:
+            env["CUDA_VISIBLE_DEVICES"] = gpu
         with open(self.logs / f"agent-{self._started}.log", "ab") as log:
-            self._agents.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                                 env={**os.environ, **AGENT_ENV}, start_new_session=True))
+            agent = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        self._agents.append(agent)
+        if gpu is not None:
+            self._gpu_of[agent.pid] = gpu
 
     def _stop(self, agent: subprocess.Popen) -> None:
         """SIGTERM (torchrun stops its worker and leaves), SIGKILL to the agent's session after `grace` s."""

@@ -25,7 +25,7 @@ import typer
 from freshrec.cli.errors import UsageError, guarded
 from freshrec.cli.options import AUTOSCALE, ENGINE, MODEL, OFFLINE, PUBLISH, SERVING, SOURCE, build_config, overriding
 from freshrec.cli.output import worker_class
-from freshrec.config import FreshrecConfig
+from freshrec.config import FreshrecConfig, with_overrides
 
 __all__ = ["autoscale_command"]
 
@@ -61,6 +61,8 @@ def autoscale_command(
         overrides["gpu.autoscale"] = True
         overrides.update({k: v for k, v in (("autoscale.min", min_gpus), ("autoscale.max", max_gpus)) if v is not None})
     settings = build_config(config, overrides)
+    if settings.gpu.autoscale and settings.gpu.count == 0:
+        settings = with_overrides(settings, {"gpu.count": 1})   # each worker learns on a GPU (one each)
     if problems := settings.problems():
         raise UsageError("; ".join(problems))
     policy = Policy.from_section(settings.autoscale)
@@ -150,9 +152,14 @@ def _executor(settings: FreshrecConfig, state: Path):
         from freshrec.autoscale.kubernetes import KubernetesExecutor
 
         return KubernetesExecutor(a.name, a.namespace)
-    from freshrec.autoscale.local import LocalExecutor
+    import torch
 
-    return LocalExecutor(settings, state, (a.min, a.max), host=settings.serve.host)
+    from freshrec.autoscale.local import LocalExecutor
+    from freshrec.engine.build import training_device
+
+    on_gpu = training_device(settings, torch.cuda.is_available()).startswith("cuda")
+    gpus = [str(i) for i in range(torch.cuda.device_count())] if on_gpu else []
+    return LocalExecutor(settings, state, (a.min, a.max), host=settings.serve.host, gpus=gpus)
 
 
 def _serve(settings: FreshrecConfig, state: Path):

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import yaml
+from conftest import readme_block_commands
 from typer.testing import CliRunner
 
 import freshrec.autoscale.controller as controller
@@ -19,6 +20,7 @@ import freshrec.autoscale.local as local
 import freshrec.autoscale.metrics as metrics
 from freshrec.cli import app
 from freshrec.config import FreshrecConfig, show_config
+from freshrec.devices import inventory
 
 TRACE = "t,value\n0,1000\n15,30000\n30,30000\n45,9000\n60,20000\n75,2000\n90,1000\n400,1000\n800,500\n"
 
@@ -172,3 +174,33 @@ def test_each_key_changes_what_autoscale_does(tmp_path: Path, live: dict, key: s
     before = _what_it_does(tmp_path, live, companions, "before")
     after = _what_it_does(tmp_path, live, {**companions, key: value}, "after")
     assert before != after, f"{key}: {value!r} changed nothing"
+
+
+def readme_commands() -> list[list[str]]:
+    return readme_block_commands("Elastic scaling: `freshrec autoscale`")
+
+
+def test_the_readme_commands_are_the_ones_the_tests_run():
+    """The Kafka group and the dry run on its decisions run in tests/integration/test_autoscale_group.py."""
+    assert [args[:2] for args in readme_commands()] == [
+        ["autoscale", "--format"], ["autoscale", "--dry-run"], ["autoscale", "--min-gpus"], ["devices"],
+        ["deploy", "--image"]]
+
+
+def test_the_readme_devices_and_deploy_commands(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.chdir(tmp_path)
+    commands = readme_commands()
+    devices = CliRunner().invoke(app, commands[3])
+    assert devices.exit_code == 0, devices.stderr
+    assert "trainer: the CPU (CPU)" in devices.stdout and "offline retraining: " in devices.stdout   # gpu.count 0
+    deploy = CliRunner().invoke(app, commands[4])
+    assert deploy.exit_code == 0, deploy.stderr
+    kinds = [doc["kind"] for doc in yaml.safe_load_all((tmp_path / "k8s.yaml").read_text())]
+    assert kinds.count("Deployment") == 2 and "StatefulSet" in kinds and "ConfigMap" in kinds
+
+
+@pytest.mark.skipif(bool(inventory().gpus), reason="the refusal of a machine without NVML or GPU")
+def test_the_readme_article_command_without_a_gpu_says_what_it_needs(tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    done = CliRunner().invoke(app, readme_commands()[2])
+    assert done.exit_code == 2 and "autoscale.metric gpu_util needs NVML" in done.stderr, done.stderr

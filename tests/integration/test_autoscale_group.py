@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from confluent_kafka import Consumer, TopicPartition
-from conftest import free_port, wait_until
+from conftest import free_port, readme_block_commands, wait_until
 
 from freshrec.cluster import owners
 from freshrec.cluster.cuts import latest_cut, rank_root
@@ -34,6 +34,7 @@ from freshrec.log import EventLog
 pytestmark = pytest.mark.integration
 TOPIC = "clicks"
 PARTITIONS = 4
+README = "Elastic scaling: `freshrec autoscale`"   # the section whose commands this test runs
 UP_RATE, TRICKLE_RATE = 8000, 20   # events per second while the load ramps up, then down
 
 
@@ -83,6 +84,14 @@ class Requests(threading.Thread):
                 self.failed.append(repr(error))
 
 
+def _with(args: list[str], values: dict[str, object]) -> list[str]:
+    """`args` with the value after each option of `values` replaced."""
+    out = list(args)
+    for option, value in values.items():
+        out[out.index(option) + 1] = str(value)
+    return out
+
+
 def _sizes(decisions: Path) -> list[int]:
     """The group's size at the start and after each change the autoscaler logged."""
     if not decisions.exists():
@@ -120,12 +129,11 @@ def test_the_group_follows_the_lag_up_and_down_losing_nothing(tmp_path: Path) ->
     url = f"http://127.0.0.1:{port}"
     with local_broker() as bootstrap:
         create_topic(bootstrap, TOPIC, PARTITIONS)
-        command = [sys.executable, "-m", "freshrec.cli", "autoscale", "--format", "simulator", "--source", "kafka",
-                   "--bootstrap", bootstrap, "--topic", TOPIC, "--idle-timeout", "20s", "--state", str(state),
-                   "--offline-interval", "off", "--batch-window", "off", "--checkpoint-events", "2000",
-                   "--port", str(port), "--metric", "lag", "--threshold", "10000", "--min-workers", "1",
-                   "--max-workers", "3", "--interval", "1s", "--up-window", "3s", "--down-window", "10s",
-                   "--cooldown", "10s", "--max-step-up", "1", "--max-step-down", "1", "--json"]
+        readme = readme_block_commands(README)[0]   # the README's command, on this broker and state, quicker to decide
+        command = [sys.executable, "-m", "freshrec.cli", *_with(readme, {"--bootstrap": bootstrap, "--state": state}),
+                   "--idle-timeout", "20s", "--checkpoint-events", "2000", "--port", str(port), "--interval", "1s",
+                   "--up-window", "3s", "--down-window", "10s", "--cooldown", "10s", "--max-step-up", "1",
+                   "--max-step-down", "1", "--json"]
         producer, requests = PacedProducer(bootstrap), Requests(url)
         producer.start()
         autoscaler = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -167,3 +175,10 @@ def test_the_group_follows_the_lag_up_and_down_losing_nothing(tmp_path: Path) ->
     assert bool((owners(union, cut["world"]) == 0).all())
     assert requests.failed == [] and requests.answered > 0
     assert figures["cost"]["device_seconds"]["CPU"] > 0 and 0 < figures["cost"]["saving"] < 1
+    # the README's dry run on the run's readings: a higher threshold takes the group to fewer workers
+    dry = _with(readme_block_commands(README)[1], {"--dry-run": decisions})
+    done = subprocess.run([sys.executable, "-m", "freshrec.cli", *dry, "--json"], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    again = json.loads(done.stdout.strip().splitlines()[-1])
+    assert again["readings"] == figures["decisions"] and max(again["sizes"]) <= 3
