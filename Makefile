@@ -55,6 +55,7 @@ bench: venv
 	$(BIN)/python bench/quality.py
 	$(BIN)/python bench/gpu_check.py
 	$(BIN)/python bench/distributed.py
+	$(BIN)/python bench/autoscale.py
 	$(BIN)/python -m pip install -q -e ".[bench]"
 	$(BIN)/python bench/versus_vw.py
 

@@ -27,7 +27,7 @@ from typing import Any
 from freshrec.config import DeviceClass, FreshrecConfig
 from freshrec.devices import Device, Topology, class_of
 
-__all__ = ["UNKNOWN_CLASS", "Placement", "place"]
+__all__ = ["agent_gpus", "UNKNOWN_CLASS", "Placement", "place"]
 
 UNKNOWN_CLASS = DeviceClass(cost_per_hour=0.0, speed=1.0, tier="hot")
 """What a device of no configured class is taken for: hot, as fast as an A100, unpriced."""
@@ -150,3 +150,16 @@ def _on_cpu(config: FreshrecConfig, scale: tuple[int, int] | None, notes: list[s
         notes.append(f"gpu.autoscale: the trainer group scales from autoscale.min {scale[0]} to autoscale.max "
                      f"{scale[1]} workers")
     return Placement(["cpu"], name, name, name, {name: cpu}, scale, notes)
+
+
+def agent_gpus(config: FreshrecConfig, devices: Sequence[Device], topology: Topology | None) -> list[int]:
+    """The GPUs an elastic group on this machine hands its workers, one each, in the order it hands them
+    out: the trainer's (hot) class only, the best-linked `autoscale.max` of them first (NVLink inside the
+    group a scale-up grows into), then the rest; [] where the trainer learns on the CPU."""
+    placement = place(config, devices, topology)
+    if placement.trainer == ["cpu"] or topology is None:
+        return []
+    classes = config.devices.classes
+    hot = [d.index for d in devices if d.kind == "gpu" and (class_of(d.name, classes) or d.name) ==
+           placement.trainer_class]
+    return [i for group in topology.groups(min(config.autoscale.max, len(hot)), among=hot) for i in group]

@@ -53,7 +53,6 @@ def autoscale_command(
     overrides: dict[str, Any] | None = None,
 ) -> None:
     """Scale the trainer group on a metric (HPA's policy); `--dry-run TRACE` to see its decisions first."""
-    from freshrec.autoscale.policy import Policy
     from freshrec.cli.output import emit
 
     overrides = dict(overrides or {})
@@ -65,16 +64,18 @@ def autoscale_command(
         settings = with_overrides(settings, {"gpu.count": 1})   # each worker learns on a GPU (one each)
     if problems := settings.problems():
         raise UsageError("; ".join(problems))
-    policy = Policy.from_section(settings.autoscale)
     if dry_run is not None:
-        emit(_dry_run(policy, dry_run, start, as_json), as_json, "autoscale --dry-run")
+        emit(_dry_run(settings, dry_run, start), as_json, "autoscale --dry-run")
         return
     figures = _live(settings, state, decisions or state / "autoscale.jsonl", metrics_port, exit_at_end)
     emit(figures, as_json, f"autoscale {settings.autoscale.metric}")
 
 
-def _dry_run(policy, trace: Path, start: int | None, as_json: bool) -> dict:
-    """Each decision on the trace (a line on stderr; JSON lines with --json), then a summary."""
+def _dry_run(settings: FreshrecConfig, trace: Path, start: int | None) -> dict:
+    """Each decision on the trace (a line on stderr), then a summary: the sizes the group would go
+    through and what its device-time would cost beside a group held at the maximum (`cost`)."""
+    from freshrec.autoscale.cost import GroupClock, run_cost
+    from freshrec.autoscale.policy import Policy
     from freshrec.autoscale.trace import dry_run, read_trace
     from freshrec.cli.output import note
 
@@ -82,12 +83,22 @@ def _dry_run(policy, trace: Path, start: int | None, as_json: bool) -> dict:
         samples = read_trace(trace)
     except (OSError, ValueError) as error:
         raise UsageError(f"--dry-run {trace}: {error}") from None
+    policy = Policy.from_section(settings.autoscale)
     taken = dry_run(policy, samples, start)
+    if not taken:
+        raise UsageError(f"--dry-run {trace}: the trace holds no reading")
+    clock = GroupClock()
+    clock.changed(taken[0].time, taken[0].current)
     for decision in taken:
         note(f"t={decision.time:>9,.1f}s  {decision.current} -> {decision.desired}  {decision.reason}")
-    sizes = [taken[0].current] + [d.desired for d in taken if d.changed] if taken else []
-    return {"metric": policy.metric, "readings": len(taken), "changes": sum(d.changed for d in taken),
-            "sizes": sizes, "final": sizes[-1] if sizes else None}
+        if decision.changed:
+            clock.changed(decision.time, decision.desired)
+    clock.close(taken[-1].time)
+    sizes = [taken[0].current] + [d.desired for d in taken if d.changed]
+    on_gpu = settings.gpu.count >= 1 and settings.gpu.type != "none"
+    return {"metric": policy.metric, "readings": len(taken), "changes": len(sizes) - 1, "sizes": sizes,
+            "final": sizes[-1], "mean_workers": clock.device_seconds / clock.elapsed if clock.elapsed else None,
+            "cost": run_cost(settings, settings.gpu.type if on_gpu else "CPU", clock, peak=policy.max)}
 
 
 def _live(settings: FreshrecConfig, state: Path, decisions: Path, metrics_port: int | None, exit_at_end: bool) -> dict:
@@ -113,7 +124,10 @@ def _live(settings: FreshrecConfig, state: Path, decisions: Path, metrics_port: 
         from prometheus_client import start_http_server
 
         start_http_server(metrics_port, addr=s.host, registry=log.registry)
-    executor, server = _executor(settings, state), None
+    try:
+        executor, server = _executor(settings, state), None
+    except ValueError as error:   # the gpu block and this machine's GPUs (placement)
+        raise UsageError(str(error)) from None
     clock = GroupClock()
     stop = threading.Event()
     previous = {n: signal.signal(n, lambda *_: stop.set()) for n in (signal.SIGINT, signal.SIGTERM)}
@@ -152,14 +166,12 @@ def _executor(settings: FreshrecConfig, state: Path):
         from freshrec.autoscale.kubernetes import KubernetesExecutor
 
         return KubernetesExecutor(a.name, a.namespace)
-    import torch
-
     from freshrec.autoscale.local import LocalExecutor
-    from freshrec.engine.build import training_device
+    from freshrec.autoscale.placement import agent_gpus
+    from freshrec.devices import machine_devices
 
-    on_gpu = training_device(settings, torch.cuda.is_available()).startswith("cuda")
-    gpus = [str(i) for i in range(torch.cuda.device_count())] if on_gpu else []
-    return LocalExecutor(settings, state, (a.min, a.max), host=settings.serve.host, gpus=gpus)
+    gpus = agent_gpus(settings, *machine_devices())   # the hot class's, NVLinked ones together; [] on the CPU
+    return LocalExecutor(settings, state, (a.min, a.max), host=settings.serve.host, gpus=[str(g) for g in gpus])
 
 
 def _serve(settings: FreshrecConfig, state: Path):

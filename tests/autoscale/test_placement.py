@@ -6,7 +6,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from freshrec.autoscale.placement import UNKNOWN_CLASS, place
+from freshrec.autoscale.placement import UNKNOWN_CLASS, agent_gpus, place
 from freshrec.config import parse_config
 from freshrec.devices import Device, machine_devices
 
@@ -114,3 +114,15 @@ def test_a_cpu_of_no_class_is_unpriced():
     placement = place(config, [CPU], None)
     assert placement.classes == {"CPU": UNKNOWN_CLASS}
     assert placement.notes == ["devices.classes has no CPU class (A100): the CPU is unpriced"]
+
+
+def test_an_elastic_group_grows_into_one_nvlink_island_first():
+    island = parse_config({"gpu": {"type": "A100", "count": 1, "autoscale": True}, "autoscale": {"max": 4}})
+    order = agent_gpus(island, *DGX)
+    assert sorted(order[:4]) in ([0, 1, 2, 3], [4, 5, 6, 7]) and sorted(order) == list(range(8))
+
+
+def test_an_elastic_group_takes_the_hot_class_only_and_none_on_the_cpu():
+    assert agent_gpus(parse_config({"gpu": {"count": 1}}), *MIXED) == [0, 1]       # the A100s, not the T4s
+    assert agent_gpus(parse_config({"gpu": {"count": 0}}), *MIXED) == []           # learns on the CPU
+    assert agent_gpus(parse_config({"gpu": {"count": 1}}), [CPU], None) == []

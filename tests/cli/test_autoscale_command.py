@@ -44,7 +44,12 @@ def summary(done) -> dict:
 def test_the_dry_run_prints_each_decision_and_the_sizes_it_goes_through(trace: Path):
     done = autoscale("--metric", "lag", "--threshold", "5000", "--max-workers", "3", "--max-step-up", "1",
                      "--cooldown", "10s", "--dry-run", trace, "--json")
-    assert summary(done) == {"metric": "lag", "readings": 9, "changes": 4, "sizes": [1, 2, 3, 2, 1], "final": 1}
+    out = summary(done)
+    assert {k: out[k] for k in ("metric", "readings", "changes", "sizes", "final")} == \
+        {"metric": "lag", "readings": 9, "changes": 4, "sizes": [1, 2, 3, 2, 1], "final": 1}
+    cost = out["cost"]   # 800 s of the trace: the group's device-seconds against 3 CPUs all along
+    assert cost["device_seconds"]["CPU"] == pytest.approx(out["mean_workers"] * 800)
+    assert cost["peak_sized_cost"] == round(3 * 800 / 3600 * 0.05, 4) and 0 < cost["saving"] < 1
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 9 and "1 -> 2" in lines[1] and "scale up to 2 (limited to +1 per change)" in lines[1]
 
