@@ -11,6 +11,8 @@
   that learned it, over the servers' new observations (their `/metrics` histogram);
 - `p99_latency`: the servers' 99th-percentile request latency over their new requests (`/metrics`).
 
+A reader that holds a connection (`KafkaLag`) also has `close()`.
+
 >>> util = CpuUtil(stat=iter(["cpu 10 0 10 80 0 0 0 0 0 0", "cpu 40 0 20 140 0 0 0 0 0 0"]).__next__)
 >>> util.read(0.0), util.read(1.0)
 (None, 0.4)
@@ -78,6 +80,10 @@ class KafkaLag:
         if not self.seconds:
             return float(lag)
         return lag / rate if rate else (0.0 if lag == 0 else None)
+
+    def close(self) -> None:
+        """Close the connection to the brokers."""
+        self._consumer.close()
 
 
 class EventsPerSecond:

@@ -119,16 +119,15 @@ def _live(settings: FreshrecConfig, state: Path, decisions: Path, metrics_port: 
         reader = metric_reader(settings, state, servers)
     except (ValueError, RuntimeError) as error:
         raise UsageError(str(error)) from None
-    log = DecisionLog(decisions)
-    if metrics_port is not None:
-        from prometheus_client import start_http_server
-
-        start_http_server(metrics_port, addr=s.host, registry=log.registry)
     try:
         executor, server = _executor(settings, state), None
     except ValueError as error:   # the gpu block and this machine's GPUs (placement)
         raise UsageError(str(error)) from None
-    clock = GroupClock()
+    log, clock = DecisionLog(decisions), GroupClock()
+    if metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port, addr=s.host, registry=log.registry)
     stop = threading.Event()
     previous = {n: signal.signal(n, lambda *_: stop.set()) for n in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -152,9 +151,12 @@ def _live(settings: FreshrecConfig, state: Path, decisions: Path, metrics_port: 
         executor.close()
         served = server.stop() if server is not None else None
         log.close()
+        if hasattr(reader, "close"):
+            reader.close()
     if code not in (None, 0):
         raise RuntimeError(f"the worker group failed (exit {code}); the agents' output is in {state / 'agents'}")
-    group = _group_figures(state)   # written by rank 0 once the stream ended (a signal may come after)
+    # written by rank 0 once the stream ended (a signal may come after); a Kubernetes group never ends
+    group = _group_figures(state) if a.executor == "local" else {}
     return {**group, "ended": "stream" if group else "signal", "sizes": controller.sizes,
             "decisions": controller.decisions, "served_version": served,
             "cost": run_cost(settings, worker_class(settings), clock, peak=a.max)}

@@ -100,6 +100,11 @@ def _sizes(decisions: Path) -> list[int]:
     return ([lines[0]["current"]] + [d["desired"] for d in lines if d["desired"] != d["current"]]) if lines else []
 
 
+def _text(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as answer:
+        return answer.read().decode()
+
+
 def _serving(url: str) -> bool:
     try:
         with urllib.request.urlopen(f"{url}/healthz", timeout=5) as answer:
@@ -125,7 +130,7 @@ def _committed(bootstrap: str, group: str) -> int:
 
 
 def test_the_group_follows_the_lag_up_and_down_losing_nothing(tmp_path: Path) -> None:
-    state, port = tmp_path / "state", free_port()
+    state, port, gauges = tmp_path / "state", free_port(), free_port()
     url = f"http://127.0.0.1:{port}"
     with local_broker() as bootstrap:
         create_topic(bootstrap, TOPIC, PARTITIONS)
@@ -133,7 +138,7 @@ def test_the_group_follows_the_lag_up_and_down_losing_nothing(tmp_path: Path) ->
         command = [sys.executable, "-m", "freshrec.cli", *_with(readme, {"--bootstrap": bootstrap, "--state": state}),
                    "--idle-timeout", "20s", "--checkpoint-events", "2000", "--port", str(port), "--interval", "1s",
                    "--up-window", "3s", "--down-window", "10s", "--cooldown", "10s", "--max-step-up", "1",
-                   "--max-step-down", "1", "--json"]
+                   "--max-step-down", "1", "--metrics-port", str(gauges), "--json"]
         producer, requests = PacedProducer(bootstrap), Requests(url)
         producer.start()
         autoscaler = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -142,6 +147,7 @@ def test_the_group_follows_the_lag_up_and_down_losing_nothing(tmp_path: Path) ->
             wait_until(lambda: _serving(url), "a served version", autoscaler, timeout=600)
             requests.start()
             wait_until(lambda: 3 in _sizes(decisions), "the group grown to 3 workers", autoscaler, timeout=900)
+            assert 'freshrec_autoscale_changes_total{direction="up"} 2.0' in _text(f"http://127.0.0.1:{gauges}")
             producer.rate = TRICKLE_RATE
             wait_until(lambda: _sizes(decisions)[-1:] == [1], "the group shrunk back to 1", autoscaler, timeout=900)
             producer.rate = None
