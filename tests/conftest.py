@@ -125,3 +125,39 @@ def readme_block_commands(title: str) -> list[list[str]]:
     assert block is not None, f"no sh block under the README heading {title!r}"
     lines = block.group(1).replace("\\\n", " ").splitlines()
     return [shlex.split(line)[1:] for line in lines if line.startswith(".venv/bin/freshrec")]
+
+
+def nvml_answer(gpus: list[tuple[str, int, list[int]]], islands: list[list[int]]) -> dict:
+    """An answer as `freshrec.devices.read_nvml` returns it, for `gpus` (name, memory in MiB, compute
+    capability each, as NVML names them): the GPUs of an island NVLinked (NV12, one PCIe switch), the
+    islands apart across NUMA nodes (SYS)."""
+    island = {g: k for k, members in enumerate(islands) for g in members}
+    pairs = [{"a": a, "b": b, "level": 10 if island[a] == island[b] else 50,
+              "nvlinks": 12 if island[a] == island[b] and len(islands[island[a]]) > 1 else 0}
+             for a in range(len(gpus)) for b in range(a + 1, len(gpus))]
+    return {"driver": "550.54.15", "pairs": pairs,
+            "gpus": [{"index": i, "name": name, "uuid": f"GPU-{i:08x}", "bus_id": f"00000000:{16 * i + 7:02X}:00.0",
+                      "memory_bytes": mib << 20, "capability": capability}
+                     for i, (name, mib, capability) in enumerate(gpus)]}
+
+
+def logged_messages(state: Path) -> list[tuple[int, int]]:
+    """(partition, offset) of every Kafka message in a worker group's logs (every rank's)."""
+    from freshrec.events.kafka import PARTITION_SHIFT
+    from freshrec.log import EventLog
+
+    return [(int(p) >> PARTITION_SHIFT, int(p) & ((1 << PARTITION_SHIFT) - 1))
+            for folder in sorted(state.glob("rank-*")) for chunk in EventLog(folder / "log", []).read()
+            for p in chunk.positions]
+
+
+def committed_offsets(bootstrap: str, group: str, topic: str) -> int:
+    """The offsets a consumer group has committed on `topic`, summed over its partitions."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        return sum(tp.offset for tp in consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=10))
+    finally:
+        consumer.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import orjson
 import pytest
+from conftest import nvml_answer
 
 from freshrec.autoscale.placement import UNKNOWN_CLASS, agent_gpus, place
 from freshrec.config import parse_config
@@ -12,19 +13,6 @@ from freshrec.devices import Device, machine_devices
 
 ARTICLE = {"gpu": {"type": "A100", "count": 8, "autoscale": True}}
 CPU = Device("cpu", 0, "AMD EPYC 7R13 Processor", 16 << 30, None, 8)
-
-
-def nvml_answer(gpus: list[tuple[str, int, list[int]]], islands: list[list[int]]) -> dict:
-    """`gpus`: (name, memory in MiB, compute capability) each; the GPUs of an island NVLinked (NV12,
-    one PCIe switch), the islands apart across NUMA nodes (SYS)."""
-    island = {g: k for k, members in enumerate(islands) for g in members}
-    pairs = [{"a": a, "b": b, "level": 10 if island[a] == island[b] else 50,
-              "nvlinks": 12 if island[a] == island[b] and len(islands[island[a]]) > 1 else 0}
-             for a in range(len(gpus)) for b in range(a + 1, len(gpus))]
-    return {"driver": "550.54.15", "pairs": pairs,
-            "gpus": [{"index": i, "name": name, "uuid": f"GPU-{i:08x}", "bus_id": f"00000000:{16 * i + 7:02X}:00.0",
-                      "memory_bytes": mib << 20, "capability": capability}
-                     for i, (name, mib, capability) in enumerate(gpus)]}
 
 
 A100_SXM, A100_PCIE, T4 = ("NVIDIA A100-SXM4-80GB", 81920, [8, 0]), ("NVIDIA A100-PCIE-40GB", 40960, [8, 0]), \

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+from conftest import nvml_answer
 
 from freshrec.config.sections import DEFAULT_CLASSES
 from freshrec.devices import Device, class_of, cpu_device, inventory, machine_devices
@@ -14,20 +15,8 @@ from freshrec.devices import Device, class_of, cpu_device, inventory, machine_de
 MIB = 1 << 20
 
 
-def nvml_answer(names: list[str], islands: list[list[int]], memory_mib: int, capability: list[int]) -> dict:
-    """An answer as `read_nvml` returns it: the GPUs of each island NVLinked (NV12, one PCIe switch),
-    the islands apart across NUMA nodes (SYS)."""
-    island = {g: k for k, members in enumerate(islands) for g in members}
-    pairs = [{"a": a, "b": b, "level": 10 if island[a] == island[b] else 50,
-              "nvlinks": 12 if island[a] == island[b] and len(islands[island[a]]) > 1 else 0}
-             for a in range(len(names)) for b in range(a + 1, len(names))]
-    return {"driver": "550.54.15", "pairs": pairs,
-            "gpus": [{"index": i, "name": name, "uuid": f"GPU-{i:08x}", "bus_id": f"00000000:{16 * i + 7:02X}:00.0",
-                      "memory_bytes": memory_mib * MIB, "capability": capability} for i, name in enumerate(names)]}
-
-
 def test_gpus_come_from_the_answer_with_their_topology():
-    answer = nvml_answer(["NVIDIA A100-SXM4-80GB"] * 8, [[0, 1, 2, 3], [4, 5, 6, 7]], 81920, [8, 0])
+    answer = nvml_answer([("NVIDIA A100-SXM4-80GB", 81920, [8, 0])] * 8, [[0, 1, 2, 3], [4, 5, 6, 7]])
     devices, topology = machine_devices(answer)
     assert devices[3] == Device("gpu", 3, "NVIDIA A100-SXM4-80GB", 81920 * MIB, (8, 0), None)
     assert [d.index for d in devices] == list(range(8)) and {d.kind for d in devices} == {"gpu"}
@@ -38,7 +27,7 @@ def test_gpus_come_from_the_answer_with_their_topology():
 def test_an_answer_without_gpus_is_the_cpu_and_a_malformed_one_is_refused():
     devices, topology = machine_devices({"driver": "550.54.15", "gpus": [], "pairs": []})
     assert [d.kind for d in devices] == ["cpu"] and topology is None
-    answer = nvml_answer(["Tesla T4"], [[0]], 15360, [7, 5])
+    answer = nvml_answer([("Tesla T4", 15360, [7, 5])], [[0]])
     del answer["gpus"][0]["capability"]
     with pytest.raises(ValueError, match="not an NVML answer.*capability"):
         machine_devices(answer)

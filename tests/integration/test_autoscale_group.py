@@ -20,16 +20,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from confluent_kafka import Consumer, TopicPartition
-from conftest import free_port, readme_block_commands, wait_until
+from conftest import committed_offsets, free_port, logged_messages, readme_block_commands, wait_until
 
 from freshrec.cluster import owners
 from freshrec.cluster.cuts import latest_cut, rank_root
 from freshrec.engine.checkpoint import CheckpointStore
 from freshrec.events.event import FieldKind
-from freshrec.events.kafka import PARTITION_SHIFT, KafkaSink, create_topic, local_broker
+from freshrec.events.kafka import KafkaSink, create_topic, local_broker
 from freshrec.events.simulator import FIELDS, Simulator, SimulatorConfig
-from freshrec.log import EventLog
 
 pytestmark = pytest.mark.integration
 TOPIC = "clicks"
@@ -113,22 +111,6 @@ def _serving(url: str) -> bool:
         return False
 
 
-def _logged(state: Path) -> list[tuple[int, int]]:
-    """(partition, offset) of every event in the ranks' logs (ranks 0-2: the group reached 3)."""
-    return [(int(p) >> PARTITION_SHIFT, int(p) & ((1 << PARTITION_SHIFT) - 1))
-            for folder in sorted(state.glob("rank-*")) for chunk in EventLog(folder / "log", []).read()
-            for p in chunk.positions]
-
-
-def _committed(bootstrap: str, group: str) -> int:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
-    try:
-        return sum(tp.offset for tp in consumer.committed([TopicPartition(TOPIC, p) for p in range(PARTITIONS)],
-                                                           timeout=10))
-    finally:
-        consumer.close()
-
-
 def test_the_group_follows_the_lag_up_and_down_losing_nothing(tmp_path: Path) -> None:
     state, port, gauges = tmp_path / "state", free_port(), free_port()
     url = f"http://127.0.0.1:{port}"
@@ -165,11 +147,11 @@ def test_the_group_follows_the_lag_up_and_down_losing_nothing(tmp_path: Path) ->
                 autoscaler.wait()
         assert autoscaler.returncode == 0, err[-4000:]
         assert producer.error is None, producer.error
-        committed = _committed(bootstrap, "freshrec-trainer")
+        committed = committed_offsets(bootstrap, "freshrec-trainer", TOPIC)
     figures = json.loads(out.strip().splitlines()[-1])
     assert _sizes(decisions) == figures["sizes"] == [1, 2, 3, 2, 1]
     assert figures["ended"] == "stream" and figures["workers"] == 1
-    logged = _logged(state)
+    logged = logged_messages(state)
     assert len(logged) == len(set(logged)) == producer.sent == committed == figures["events"]
     cut = latest_cut(state)
     ids = [table.state_dict()["ids"] for rank in range(cut["world"]) for table in

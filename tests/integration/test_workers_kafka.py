@@ -13,12 +13,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
-from conftest import need_real_data, wait_until
+from conftest import committed_offsets, logged_messages, need_real_data, wait_until
 
 from freshrec.cluster.cuts import latest_cut, rank_root
-from freshrec.events.kafka import PARTITION_SHIFT
-from freshrec.log import EventLog
 
 pytestmark = pytest.mark.integration
 EVENTS = 30_000
@@ -53,24 +50,6 @@ def _figures(done: subprocess.CompletedProcess) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def _logged(state: Path) -> list[tuple[int, int]]:
-    """(partition, offset) of every event in the ranks' logs."""
-    return [(int(p) >> PARTITION_SHIFT, int(p) & ((1 << PARTITION_SHIFT) - 1))
-            for folder in sorted(state.glob("rank-*")) for chunk in EventLog(folder / "log", []).read()
-            for p in chunk.positions]
-
-
-def _committed(bootstrap: str, group: str) -> int:
-    """The offsets the consumer group has committed, summed over the partitions."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
-    try:
-        partitions = consumer.list_topics("ratings", timeout=10).topics["ratings"].partitions
-        return sum(tp.offset for tp in consumer.committed([TopicPartition("ratings", p) for p in partitions],
-                                                           timeout=10))
-    finally:
-        consumer.close()
-
-
 def test_two_workers_learn_what_one_process_learns_from_a_topic(topic: str, tmp_path: Path) -> None:
     one = _figures(subprocess.run(_command(topic, tmp_path / "one", "one", None), capture_output=True, text=True,
                                   timeout=600))
@@ -80,10 +59,10 @@ def test_two_workers_learn_what_one_process_learns_from_a_topic(topic: str, tmp_
     assert pair["source"] == "kafka" and pair["restored_from"] is None
     # each run cuts the topic into chunks as its consumer's fetches come: micro-batches differ a little
     assert abs(pair["auc"] - one["auc"]) <= 0.01, (pair["auc"], one["auc"])
-    logged = _logged(tmp_path / "pair")
+    logged = logged_messages(tmp_path / "pair")
     assert len(logged) == len(set(logged)) == EVENTS
     assert all(learned > 0 for learned in (r["learned"] for r in pair["per_rank"]))
-    assert _committed(topic, "pair") == EVENTS
+    assert committed_offsets(topic, "pair", "ratings") == EVENTS
 
 
 def test_a_killed_worker_loses_nothing_and_learns_nothing_twice(topic: str, tmp_path: Path) -> None:
@@ -100,6 +79,6 @@ def test_a_killed_worker_loses_nothing_and_learns_nothing_twice(topic: str, tmp_
     assert launcher.returncode == 0
     figures = json.loads(out.strip().splitlines()[-1])
     assert figures["restored_from"] is not None and figures["learned"] == EVENTS
-    logged = _logged(state)
+    logged = logged_messages(state)
     assert len(logged) == len(set(logged)) == EVENTS
-    assert _committed(topic, "killed") == EVENTS
+    assert committed_offsets(topic, "killed", "ratings") == EVENTS
