@@ -190,22 +190,50 @@ def _run(settings: FreshrecConfig, state: Path, quiet: bool, exit_at_end: bool) 
                                   sink=sink)
         url = f"http://{s.host}:{s.port}"
         note(_requests_to_try(url))
-        on_end = None if exit_at_end else lambda: note(_still_serving(url, learns=sink is not None))
+    watch = _watch(settings, stream, letters, server)
+    if s.enabled:
+        def on_end() -> None:
+            watch.ended()
+            if not exit_at_end:
+                note(_still_serving(url, learns=sink is not None))
         source = WithLive(stream, live, follow=not exit_at_end, on_end=on_end)
     with Progress(TextColumn("{task.description}"), TextColumn("{task.fields[status]}"), TimeElapsedColumn(),
                   console=err, disable=quiet, transient=True) as bar:
         task = bar.add_task(f"run {settings.source.kind} {settings.source.format}", status="")
         show = None if quiet else _progress(lambda status: bar.update(task, status=status),
                                             getattr(stream, "lag", None), server)
+
+        def on_chunk(engine, summary) -> None:
+            watch.on_chunk(engine, summary)
+            if show is not None:
+                show(engine, summary)
+        watch.start()
         try:
-            figures = run_engine(source, settings, state, on_chunk=show)
+            figures = run_engine(source, settings, state, on_chunk=on_chunk)
         finally:
+            watch.stop()
             letters.close()
             served = server.stop() if server is not None else None
     figures["served_version"] = served
     kafka = stream.dead_letters.total if settings.source.kind == "kafka" else 0
     figures["dead_letters"] = letters.total + kafka
+    figures["alerts_firing"] = watch.alerts.firing()
     return figures
+
+
+def _watch(settings: FreshrecConfig, stream, letters, server):
+    """The alerts of `settings.alerts` on this run: the served model's age from `server`, the dead
+    letters of `letters` (and of a Kafka stream's), events waiting: Kafka's lag, else until the
+    stream ends."""
+    from freshrec.engine.watch import LoopWatch
+    from freshrec.metrics.alerts import Alerts, PageHinkley
+
+    a, kafka = settings.alerts, settings.source.kind == "kafka"
+    alerts = Alerts(a.staleness, a.stalled, a.auc_drop, a.dead_letter_rate, a.webhook)
+    drift = PageHinkley(a.drift_delta, a.drift_threshold) if a.drift_threshold is not None else None
+    age = (lambda: server.service.describe().get("age_s")) if server is not None else (lambda: None)
+    return LoopWatch(alerts, age, lambda: letters.total + (stream.dead_letters.total if kafka else 0),
+                     waiting=(lambda: stream.lag() > 0) if kafka else None, drift=drift)
 
 
 _JSON = "-H 'content-type: application/json' -d"

@@ -19,6 +19,7 @@ from freshrec.config.schema import FreshrecConfig
 from freshrec.config.sections import (
     FORMATS,
     METRICS,
+    AlertsSection,
     AutoscaleSection,
     DeviceClass,
     DevicesSection,
@@ -37,9 +38,9 @@ from freshrec.config.sections import (
     TrainingSection,
 )
 
-__all__ = ["AutoscaleSection", "ColumnsSection", "ConfigError", "DURATION_HELP", "DeviceClass", "DevicesSection",
-           "Duration", "EmbeddingSection", "FORMATS", "FeatureOverride", "FeaturesSection", "FreshrecConfig",
-           "FusionSection", "GpuSection", "JoinSection", "KafkaSection", "LabelRule", "LogSection", "METRICS",
-           "ModelSection", "ServeSection", "SourceSection", "SyncSection", "TrainingSection", "cache_dir",
+__all__ = ["AlertsSection", "AutoscaleSection", "ColumnsSection", "ConfigError", "DURATION_HELP", "DeviceClass",
+           "DevicesSection", "Duration", "EmbeddingSection", "FORMATS", "FeatureOverride", "FeaturesSection",
+           "FreshrecConfig", "FusionSection", "GpuSection", "JoinSection", "KafkaSection", "LabelRule", "LogSection",
+           "METRICS", "ModelSection", "ServeSection", "SourceSection", "SyncSection", "TrainingSection", "cache_dir",
            "data_root", "format_duration", "load_config", "parse_config", "parse_duration", "parse_label",
            "show_config", "with_overrides"]

@@ -19,6 +19,7 @@ from pydantic import Field
 from freshrec.config.section import Section
 from freshrec.config.sections import (
     OPTIMIZERS,
+    AlertsSection,
     AutoscaleSection,
     DevicesSection,
     EmbeddingSection,
@@ -56,6 +57,8 @@ class FreshrecConfig(Section):
                                         description="Scaling the trainer group with load (freshrec autoscale)")
     devices: DevicesSection = Field(default_factory=DevicesSection,
                                     description="Device classes: cost and speed, hot and cold tiers")
+    alerts: AlertsSection = Field(default_factory=AlertsSection,
+                                  description="Alerts: staleness, stalled training, AUC drop, drift, dead letters")
 
     def problems(self) -> list[str]:
         """Settings that are valid alone but not together, one line each naming the key."""

@@ -19,10 +19,10 @@ from freshrec.config.columns import ColumnsSection
 from freshrec.config.durations import Duration
 from freshrec.config.section import Section
 
-__all__ = ["FORMATS", "METRICS", "MODEL_NAMES", "OPTIMIZERS", "AutoscaleSection", "ColumnsSection", "DeviceClass",
-           "DevicesSection", "EmbeddingSection", "FeatureOverride",
-           "FeaturesSection", "FusionSection", "GpuSection", "JoinSection", "KafkaSection", "LogSection",
-           "ModelSection", "Section", "ServeSection", "SourceSection", "SyncSection", "TrainingSection"]
+__all__ = ["FORMATS", "METRICS", "MODEL_NAMES", "OPTIMIZERS", "AlertsSection", "AutoscaleSection", "ColumnsSection",
+           "DeviceClass", "DevicesSection", "EmbeddingSection", "FeatureOverride", "FeaturesSection", "FusionSection",
+           "GpuSection", "JoinSection", "KafkaSection", "LogSection", "ModelSection", "Section", "ServeSection",
+           "SourceSection", "SyncSection", "TrainingSection"]
 
 FORMATS = ("criteo", "avazu", "movielens-100k", "open-bandit", "csv", "parquet", "simulator")
 MODEL_NAMES = ("lr", "fm", "deepfm", "dcn")
@@ -294,3 +294,22 @@ class DevicesSection(Section):
                                                                      for k, v in DEFAULT_CLASSES.items()},
                                             description="Device class name (as NVML names the GPU, e.g. A100, or "
                                                         "CPU): cost_per_hour, speed, tier")
+
+
+class AlertsSection(Section):
+    """Alerts `freshrec run` raises (the `freshrec_alert_firing` gauge, its log, an optional webhook):
+    a stale served model, stalled training, the AUC falling, concept drift, too many dead letters."""
+
+    staleness: Duration | None = Field(300.0, description=(
+        "Fire when the served model is older than this (the article's 5 minutes; null: never)"))
+    stalled: Duration | None = Field(60.0, description=(
+        "Fire when no event was learned for this long while events wait (null: never)"))
+    auc_drop: float | None = Field(0.05, gt=0, lt=1, description=(
+        "Fire when the AUC over the recent window is this far below the run's AUC so far (null: never)"))
+    drift_threshold: float | None = Field(50.0, gt=0, description=(
+        "Page-Hinkley on each micro-batch's log loss: fire when its statistic passes this (null: never)"))
+    drift_delta: float = Field(0.005, ge=0, description="Page-Hinkley: the change in mean loss tolerated")
+    dead_letter_rate: float | None = Field(0.01, gt=0, le=1, description=(
+        "Fire when this share of the last chunks' records went to the dead letters (null: never)"))
+    webhook: str | None = Field(None, pattern=r"^https?://", description=(
+        "POST each alert's firing and clearing here as JSON (null: none)"))

@@ -1,7 +1,9 @@
 """`ServingMetrics`: the server's Prometheus metrics, on a registry of its own (so several servers
 in one process, as in tests, do not collide), exposed with the process's failed durable writes
-(`freshrec_write_failures_total{target="registry"|"log"}`, see `freshrec._durable`) and its
-sources' figures (Kafka consumer lag and events by outcome, see `freshrec.metrics.sources`).
+(`freshrec_write_failures_total{target="registry"|"log"}`, see `freshrec._durable`), its
+sources' figures (Kafka consumer lag and events by outcome, see `freshrec.metrics.sources`), the
+online trainer's (`TRAINING_METRICS`: events learned, the recent window's AUC and log loss, the
+model's rows, dead letters; set by `freshrec run`) and the alerts (`freshrec.metrics.alerts`).
 
 >>> metrics = ServingMetrics()
 >>> metrics.latency.labels("/predict").observe(0.004)
@@ -21,9 +23,10 @@ from prometheus_client import (
 )
 
 from freshrec._durable import WRITE_FAULTS
+from freshrec.metrics.alerts import ALERT_METRICS
 from freshrec.metrics.sources import SOURCE_METRICS
 
-__all__ = ["ServingMetrics"]
+__all__ = ["TRAINING", "TRAINING_METRICS", "ServingMetrics", "TrainingMetrics"]
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 1.0)
 FRESHNESS_BUCKETS = (0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0, 300.0)
@@ -57,4 +60,22 @@ class ServingMetrics:
 
     def exposition(self) -> bytes:
         """The text format Prometheus scrapes."""
-        return generate_latest(self.registry) + generate_latest(WRITE_FAULTS) + generate_latest(SOURCE_METRICS)
+        return b"".join(generate_latest(r) for r in (self.registry, WRITE_FAULTS, SOURCE_METRICS, TRAINING_METRICS,
+                                                     ALERT_METRICS))
+
+
+class TrainingMetrics:
+    """The online trainer's figures, as the loop last reported them (`freshrec run` sets them after
+    each chunk; one trainer a process)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.learned = Counter("freshrec_events_learned", "Events the online model learned", registry=registry)
+        self.window_auc = Gauge("freshrec_window_auc", "Prequential AUC over the recent window", registry=registry)
+        self.window_logloss = Gauge("freshrec_window_logloss", "Prequential log loss over the recent window",
+                                    registry=registry)
+        self.rows = Gauge("freshrec_model_rows", "Embedding rows the online model holds", registry=registry)
+        self.dead_letters = Counter("freshrec_dead_letters", "Records sent to the dead letters", registry=registry)
+
+
+TRAINING_METRICS = CollectorRegistry()
+TRAINING = TrainingMetrics(TRAINING_METRICS)

@@ -18,6 +18,7 @@ import freshrec.cli.serve as cli_serve
 import freshrec.cluster.launch as launch
 import freshrec.engine.build as build
 import freshrec.engine.run as engine_run
+import freshrec.engine.watch as watch
 import freshrec.events.kafka as kafka
 import freshrec.serve.background as background
 from freshrec.cli import app
@@ -95,6 +96,10 @@ CHANGES: dict[str, tuple[dict[str, Any], Any]] = {
     "gpu.autoscale": ({}, True),
     "gpu.device": ({}, "cpu"),
     "gpu.precision": ({}, "bf16"),
+    "alerts": ({}, {"staleness": "1m"}),
+    **{f"alerts.{key}": ({}, value) for key, value in [
+        ("staleness", "1m"), ("stalled", "5m"), ("auc_drop", 0.1), ("drift_threshold", 10.0), ("drift_delta", 0.01),
+        ("dead_letter_rate", 0.05), ("webhook", "http://hooks.example/freshrec")]},
 }
 
 
@@ -163,6 +168,13 @@ def recorded(monkeypatch: pytest.MonkeyPatch) -> dict:
         (state / launch.FIGURES).write_text('{"rows": 1, "events": 1}')
         return 0
 
+    def loop_watch(alerts, *args, drift=None, **kwargs):
+        seen["watch"] = ({k: v for k, v in vars(alerts).items() if not k.startswith("_")},
+                         drift and (drift.delta, drift.threshold))
+        return real_watch(alerts, *args, drift=drift, **kwargs)
+
+    real_watch = watch.LoopWatch
+    monkeypatch.setattr(watch, "LoopWatch", loop_watch)
     monkeypatch.setattr(launch.subprocess, "call", torchrun)
     monkeypatch.setattr(build, "open_source", open_source)
     monkeypatch.setattr(build, "fetch_movielens", failing_fetch)
