@@ -16,9 +16,9 @@ RUN_ARGS ?=
 # sudo for apt-get when not root and sudo exists
 SUDO := $(shell [ "$$(id -u)" != 0 ] && command -v sudo)
 
-.PHONY: setup venv chromium run test bench clean
+.PHONY: setup venv chromium promtool run test bench clean
 
-setup: venv chromium
+setup: venv chromium promtool
 
 venv: $(VENV)/.installed
 
@@ -33,6 +33,12 @@ chromium:
 	@command -v chromium >/dev/null 2>&1 || { \
 		$(SUDO) apt-get update -q >/dev/null && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q chromium >/dev/null; }
+
+# Debian's prometheus, for promtool (tests check the alert rules in deploy/prometheus with it).
+promtool:
+	@command -v promtool >/dev/null 2>&1 || { \
+		$(SUDO) apt-get update -q >/dev/null && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends prometheus >/dev/null; }
 
 run: venv
 	rm -rf out/state
