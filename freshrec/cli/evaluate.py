@@ -46,7 +46,7 @@ def evaluate_ab(
     summary = {"format": settings.source.format, "data": str(settings.source.data) if settings.source.data else None,
                "note": found or None, "seconds": time.perf_counter() - started,
                "report": str(page) if page else None,
-               "arms": {n: {k: v for k, v in f.items() if k != "per_day"} | {"days": len(f["per_day"])}
+               "arms": {n: {k: v for k, v in f.items() if k not in ("windows", "gap")} | {"windows": len(f["windows"])}
                         for n, f in figures.items()}}
     if as_json:
         typer.echo(orjson.dumps(summary).decode())

@@ -36,6 +36,7 @@ import numpy as np
 
 from freshrec.batch import Batch
 from freshrec.engine.loop import chunk_scores
+from freshrec.evaluate.windows import gaps, over_windows, window_bounds
 from freshrec.features import FeatureSpec
 from freshrec.fusion import HedgeFusion, rebase
 from freshrec.metrics.streaming import auc, logloss
@@ -90,19 +91,14 @@ class ArmResult:
     def rows(self) -> int:
         return len(self.labels)
 
-    def figures(self, day: float, first_day: float) -> dict:
-        """Overall AUC/logloss, the same from the second day on, and per day."""
-        days = np.floor((self.ts - first_day) / day).astype(np.int64)
-        per_day = {}
-        for d in np.unique(days):
-            mask = days == d
-            if len(np.unique(self.labels[mask])) == 2:
-                per_day[int(d)] = {"rows": int(mask.sum()), "auc": auc(self.scores[mask], self.labels[mask]),
-                                   "logloss": logloss(self.scores[mask], self.labels[mask])}
-        later = days >= 1
+    def figures(self, day: float, first_day: float, bounds: list[slice]) -> dict:
+        """Overall AUC/logloss, the AUC from the second day on, and over the windows `bounds`
+        (`freshrec.evaluate.windows`: AUC with its band, cumulative AUC)."""
+        later = np.floor((self.ts - first_day) / day) >= 1
         return {"rows": self.rows, "auc": auc(self.scores, self.labels), "logloss": logloss(self.scores, self.labels),
                 "auc_from_day2": auc(self.scores[later], self.labels[later]) if later.any() else None,
-                "cpu_seconds": self.cpu_seconds, "retrains": self.retrains, "per_day": per_day}
+                "cpu_seconds": self.cpu_seconds, "retrains": self.retrains,
+                "windows": over_windows(self.scores, self.labels, self.ts, bounds)}
 
 
 @dataclass
@@ -112,7 +108,18 @@ class ABResult:
     first_day: float
 
     def figures(self) -> dict:
-        return {name: arm.figures(self.config.day, self.first_day) for name, arm in self.arms.items()}
+        """Each arm's figures over the same windows of events, and (after the first arm, the reference)
+        its AUC gap to the first arm in each window (`gap`)."""
+        rows = {arm.rows for arm in self.arms.values()}
+        if len(rows) != 1:
+            raise ValueError(f"the arms scored different numbers of events: {sorted(rows)}")
+        bounds = window_bounds(rows.pop())
+        out = {name: arm.figures(self.config.day, self.first_day, bounds) for name, arm in self.arms.items()}
+        reference = next(iter(out))
+        for name, figures in out.items():
+            if name != reference:
+                figures["gap"] = {"to": reference, "windows": gaps(figures["windows"], out[reference]["windows"])}
+        return out
 
 
 class _Clock:

@@ -1,8 +1,10 @@
 """The replay A/B report: one self-contained HTML page (plots as embedded PNG images, a table with one
 row per arm) and the figures as JSON.
 
-Plots: AUC per day per arm, training CPU seconds per arm, the hybrid's online fusion weight over the
-stream. Images are drawn with matplotlib (Agg, no display needed).
+Plots, with event time on the x axis (dates, whatever the stream spans): each arm's AUC over windows
+of enough events with its 95 % band, the cumulative AUC, each arm's AUC gap to the first arm with its
+band (`freshrec.evaluate.windows`); training CPU seconds per arm; the hybrid's online fusion weight over
+the stream. Images are drawn with matplotlib (Agg, no display needed).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import base64
 import html
 import io
 import json
+from datetime import datetime, timezone
 from pathlib import Path
 
 import matplotlib
@@ -32,16 +35,52 @@ def _png(figure) -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
-def _auc_per_day(figures: dict) -> str:
-    figure, axes = plt.subplots(figsize=(8, 3.6))
-    for name, arm in figures.items():
-        days = sorted(arm["per_day"])
-        axes.plot(days, [arm["per_day"][d]["auc"] for d in days], marker=".", label=name,
-                  color=COLOURS.get(name))
-    axes.set(xlabel="day of the stream (event time)", ylabel="prequential AUC", title="AUC per day")
+def _dates(seconds: list[float]) -> list[datetime]:
+    return [datetime.fromtimestamp(t, timezone.utc) for t in seconds]
+
+
+def _timeline(title: str, ylabel: str, series: dict[str, tuple[list[float], list, list | None, list | None]],
+              zero: bool = False) -> str:
+    """One line per arm over event time (`series`: name -> (times, values, band low, band high), None
+    values left out), its band shaded."""
+    figure, axes = plt.subplots(figsize=(8, 3.4))
+    for name, (times, values, low, high) in series.items():
+        kept = [k for k, v in enumerate(values) if v is not None]
+        when = _dates([times[k] for k in kept])
+        axes.plot(when, [values[k] for k in kept], marker=".", label=name, color=COLOURS.get(name))
+        if low is not None:
+            axes.fill_between(when, [low[k] for k in kept], [high[k] for k in kept], alpha=0.2,
+                              color=COLOURS.get(name))
+    if zero:
+        axes.axhline(0, color="black", linewidth=0.8)
+    axes.set(xlabel="event time (UTC)", ylabel=ylabel, title=title)
     axes.grid(alpha=0.3)
     axes.legend()
+    figure.autofmt_xdate()
     return _png(figure)
+
+
+def _auc_windows(figures: dict) -> str:
+    rows = next(iter(figures.values()))["windows"][0]["rows"]
+    series = {name: ([w["end_ts"] for w in arm["windows"]], [w["auc"] for w in arm["windows"]],
+                     [w["low"] for w in arm["windows"]], [w["high"] for w in arm["windows"]])
+              for name, arm in figures.items()}
+    return _timeline(f"AUC over windows of {rows:,} events (95 % band)", "prequential AUC", series)
+
+
+def _auc_cumulative(figures: dict) -> str:
+    series = {name: ([w["end_ts"] for w in arm["windows"]], [w["cumulative_auc"] for w in arm["windows"]], None, None)
+              for name, arm in figures.items()}
+    return _timeline("Cumulative AUC (every event so far)", "AUC", series)
+
+
+def _auc_gap(figures: dict) -> str:
+    series = {name: ([g["end_ts"] for g in arm["gap"]["windows"]], [g["gap"] for g in arm["gap"]["windows"]],
+                     [g["low"] for g in arm["gap"]["windows"]], [g["high"] for g in arm["gap"]["windows"]])
+              for name, arm in figures.items() if "gap" in arm}
+    reference = next(iter(figures))
+    return _timeline(f"AUC gap to {reference} per window (95 % band)", f"AUC - AUC of {reference}", series,
+                     zero=True)
 
 
 def _cost(figures: dict) -> str:
@@ -85,7 +124,10 @@ def write_report(result: ABResult, directory: str | Path, title: str = "Replay A
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     figures = result.figures()
-    plots = {"auc-per-day": _auc_per_day(figures), "cost": _cost(figures), "fusion-weights": _weights(result)}
+    plots = {"auc-windows": _auc_windows(figures), "auc-cumulative": _auc_cumulative(figures)}
+    if len(figures) > 1:
+        plots["auc-gap"] = _auc_gap(figures)
+    plots.update({"cost": _cost(figures), "fusion-weights": _weights(result)})
     images = "".join(f"<figure><img id='{key}' alt='{key}' src='data:image/png;base64,{data}'></figure>"
                      for key, data in plots.items())
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>"

@@ -38,6 +38,6 @@ def test_the_report_renders_in_chromium(tmp_path: Path) -> None:
                                                  "i.naturalHeight])")
         rows = page.eval_on_selector_all("#arms tr.arm", "rows => rows.map(r => r.cells[0].textContent)")
         browser.close()
-    assert {s[0] for s in sizes} == {"auc-per-day", "cost", "fusion-weights"}
+    assert {s[0] for s in sizes} == {"auc-windows", "auc-cumulative", "auc-gap", "cost", "fusion-weights"}
     assert all(complete and width > 200 and height > 100 for _, complete, width, height in sizes), sizes
     assert rows == ["daily", "online", "hybrid"]
