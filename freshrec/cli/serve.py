@@ -57,6 +57,7 @@ def serve_command(
     from freshrec.engine.build import serve_config
     from freshrec.engine.train_serve import serve_until_signal
     from freshrec.serve import create_app
+    from freshrec.serve.server import uvicorn_config, uvicorn_flags
     from freshrec.serve.workers import ATTACH_ENV, CONFIG_ENV, REGISTRY_ENV, open_service
     from freshrec.share import SharedArea
 
@@ -92,7 +93,8 @@ def serve_command(
         # so its memory is a few megabytes; each worker imports the app (`workers.app`) itself
         os.execv(sys.executable, [sys.executable, "-m", "uvicorn", "freshrec.serve.workers:app", "--factory",
                                   "--host", host, "--port", str(port), "--workers", str(workers),
-                                  "--timeout-worker-healthcheck", str(HEALTHCHECK_SECONDS), "--log-level", "warning"])
+                                  "--timeout-worker-healthcheck", str(HEALTHCHECK_SECONDS), "--log-level", "warning",
+                                  *uvicorn_flags(limits)])
     app = create_app(open_service(registry, attach), limits)
     note(f"serving {what} on http://{host}:{port}")
-    serve_until_signal(uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning")))
+    serve_until_signal(uvicorn.Server(uvicorn_config(app, host, port)))

@@ -170,10 +170,29 @@ class ServeSection(Section):
     recommend_candidates: int = Field(200, ge=1, description="Candidates /recommend ranks")
     admin_token_env: str = Field("FRESHREC_ADMIN_TOKEN", min_length=1, description=(
         "Environment variable holding the admin endpoints' bearer token (unset: admin disabled)"))
+    events_token_env: str | None = Field(None, min_length=1, description=(
+        "Environment variable holding the bearer token POST /events requires (null: /events is open)"))
+    read_timeout: Duration = Field(30.0, gt=0, description=(
+        "Time a client has to send a request's headers, and as long again for its body (408 after)"))
+    keep_alive_timeout: Duration = Field(5.0, gt=0, description="Time an idle keep-alive connection stays open")
+    max_connections: int = Field(1000, ge=1, description=(
+        "Connections (or requests in progress) one server process holds; a request beyond them gets a 503"))
+    shutdown_timeout: Duration = Field(10.0, description=(
+        "On SIGTERM: time the requests in flight have to finish before they are cancelled"))
 
     def admin_token(self) -> str | None:
         """The admin token from the environment variable `admin_token_env` (None when unset or empty)."""
         return os.environ.get(self.admin_token_env) or None
+
+    def events_token(self) -> str | None:
+        """POST /events' token from the variable `events_token_env` (None when that is null: /events is
+        open); ValueError when the variable is unset or empty (never open by a missing export)."""
+        if self.events_token_env is None:
+            return None
+        token = os.environ.get(self.events_token_env)
+        if not token:
+            raise ValueError(f"serve.events_token_env: ${self.events_token_env} is unset or empty")
+        return token
 
 
 class FusionSection(Section):

@@ -194,10 +194,18 @@ def join_config(config: FreshrecConfig) -> JoinConfig | None:
 
 
 def serve_config(config: FreshrecConfig) -> ServeConfig:
-    """The HTTP app's limits and the admin token (read from `serve.admin_token_env`)."""
+    """The HTTP app's limits, timeouts and tokens (read from `serve.admin_token_env` and
+    `serve.events_token_env`)."""
     s = config.serve
+    try:
+        events_token = s.events_token()
+    except ValueError as error:
+        raise ConfigError([str(error)]) from None
     return ServeConfig(max_candidates=s.max_candidates, max_body_bytes=s.max_body_bytes,
-                       recommend_candidates=s.recommend_candidates, admin_token=s.admin_token())
+                       recommend_candidates=s.recommend_candidates, admin_token=s.admin_token(),
+                       events_token=events_token, read_timeout=s.read_timeout,
+                       keep_alive_timeout=s.keep_alive_timeout, max_connections=s.max_connections,
+                       shutdown_timeout=s.shutdown_timeout)
 
 
 def training_device(config: FreshrecConfig, available: bool) -> str:

@@ -87,9 +87,11 @@ def train_and_serve(stream: Iterable[EventChunk] | None, live: LiveQueue, pipeli
     learns the chunks already read, publishes a last snapshot, and the figures are returned."""
     import uvicorn
 
+    from freshrec.serve.server import uvicorn_config
+
     stop = threading.Event()
     result: list[IngestSummary | BaseException] = []
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on"))
+    server = uvicorn.Server(uvicorn_config(app, host, port, lifespan="on"))
 
     def train() -> None:
         try:

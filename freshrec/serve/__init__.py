@@ -6,7 +6,7 @@ from freshrec.serve.app import ServeConfig, create_app
 from freshrec.serve.attached import AttachedService
 from freshrec.serve.candidates import CandidateConfig, CandidateIndex
 from freshrec.serve.replica import Replica
-from freshrec.serve.service import ModelService
+from freshrec.serve.service import ModelService, Scored
 
-__all__ = ["AttachedService", "CandidateConfig", "CandidateIndex", "ModelService", "Replica", "ServeConfig",
+__all__ = ["AttachedService", "CandidateConfig", "CandidateIndex", "ModelService", "Replica", "Scored", "ServeConfig",
            "create_app"]

@@ -1,24 +1,30 @@
-"""The HTTP face of a `ModelService` (FastAPI; uvicorn runs it).
+"""The HTTP face of a `ModelService` (FastAPI; uvicorn runs it: `freshrec.serve.server`).
 
-- `POST /predict` {user, context?, candidates: [id | {item, fields}]} -> {version, items, scores}
-- `POST /recommend` {user, context?, k?} -> {version, items, scores}
-- `POST /events` {events: [...]} or one event -> 202 {accepted}: handed to the live sink (durable first
-  where the sink has a journal, as `freshrec run`'s has; 503 when it is full or cannot write)
-- `GET /healthz`, `GET /metrics` (Prometheus), `GET /model`
+- `POST /predict` {user, context?, candidates: [id | {item, fields}]} -> {version, items, scores,
+  cold_user, cold_items}: the items as sent; `cold_*`: the user and items the model has no learned
+  row for (cold starts)
+- `POST /recommend` {user, context?, k?} -> the same, the items ranked (integer ids as integers)
+- `POST /events` {events: [...]} or one event -> 202 {accepted}: checked and handed to the live sink in
+  a worker thread (durable first where the sink has a journal, as `freshrec run`'s has; 503 when it
+  is full or cannot write); a bearer token when `events_token` is set (401 without)
+- `GET /healthz` {status, ready, version}: `ready` once a model is loaded; `GET /metrics`
+  (Prometheus), `GET /model`
 - `POST /admin/swap` {version?}, `POST /admin/rollback`: bearer token required (401 without)
 
-Bad requests get a 4xx with a message that names the field: unknown fields (422), wrong types
-(422: ids are strings or integers, never floats or booleans), too many candidates (422), bodies over
-`max_body_bytes` (413), nothing served yet (503). Each posted event is checked by the live queue
-(`freshrec.events.live.check_event`) before any is accepted: a label other than 0 or 1, a `ts` that
-is not finite, negative or far in the future, an empty id... make the whole request a 422.
+Bad requests get a 4xx with a message that names the field (`freshrec.serve.bodies`): unknown fields,
+wrong types, too many candidates or events (422), bodies over `max_body_bytes` (413), or not in
+within `read_timeout` (408), nothing served yet (503). Each posted event is checked by the live
+queue (`freshrec.events.live.check_event`) before any is accepted: a label other than 0 or 1, a `ts`
+that is not finite, negative or far in the future, an empty id... make the whole request a 422. The
+OpenAPI document (`/openapi.json`) describes every body and status (tests/serve/test_api_fuzz.py
+holds the app to it with schemathesis).
 
 >>> from fastapi.testclient import TestClient
 >>> import tempfile
 >>> from freshrec.snapshot import ModelRegistry
 >>> with TestClient(create_app(ModelService(ModelRegistry(tempfile.mkdtemp())))) as client:
 ...     client.get("/healthz").json(), client.post("/admin/rollback").status_code
-({'status': 'starting', 'version': None}, 401)
+({'status': 'starting', 'ready': False, 'version': None}, 401)
 """
 
 from __future__ import annotations
@@ -27,24 +33,39 @@ import secrets
 import threading
 import time
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import Any
 
 import orjson
-from fastapi import Depends, FastAPI, Header, HTTPException, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, ValidationError
+from fastapi.security import HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
 
 from freshrec.events.event import Event
 from freshrec.events.journal import JournalError
 from freshrec.events.live import QueueFull
-from freshrec.metrics.prometheus import ServingMetrics
+from freshrec.serve.bodies import (
+    EVENTS,
+    Accepted,
+    Candidate,
+    EventsRequest,
+    Health,
+    Invalid,
+    Pinned,
+    PredictRequest,
+    Problem,
+    RecommendRequest,
+    Scores,
+    SwapRequest,
+    body_schema,
+    parse,
+)
+from freshrec.serve.dashboard import add_dashboard
+from freshrec.serve.guard import Guard
 from freshrec.serve.service import ModelService
 
 __all__ = ["ServeConfig", "create_app"]
-
-Id = StrictStr | StrictInt
-Value = str | int | float | list[str | int] | None
 
 
 class ServeConfig(BaseModel):
@@ -56,128 +77,46 @@ class ServeConfig(BaseModel):
     max_body_bytes: int = Field(1 << 20, ge=1024, description="Largest request body accepted (413 above)")
     recommend_candidates: int = Field(200, ge=1, description="Candidates /recommend ranks")
     admin_token: str | None = Field(None, description="Bearer token of the admin endpoints (none: disabled)")
+    events_token: str | None = Field(None, description="Bearer token POST /events requires (none: open)")
     poll_interval: float = Field(0.05, gt=0, description="Seconds between registry polls for new versions")
+    read_timeout: float = Field(30.0, gt=0, description="Seconds a client has to send a request's headers, and as "
+                                                        "long again for its body (408 after)")
+    keep_alive_timeout: float = Field(5.0, gt=0, description="Seconds an idle keep-alive connection stays open")
+    max_connections: int = Field(1000, ge=1, description="Connections (or requests in progress) one server process "
+                                                         "holds; a request beyond them gets a 503")
+    shutdown_timeout: float = Field(10.0, ge=0, description="On SIGTERM, seconds the requests in flight have to "
+                                                            "finish before they are cancelled")
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class Candidate(Strict):
-    item: Id
-    fields: dict[str, Value] = {}
-
-
-class PredictRequest(Strict):
-    user: Id
-    context: dict[str, Value] = {}
-    candidates: list[Id | Candidate] = Field(min_length=1)
-
-
-class RecommendRequest(Strict):
-    user: Id
-    context: dict[str, Value] = {}
-    k: int = Field(10, ge=1, le=1000)
-
-
-class EventIn(Strict):
-    user: Id
-    item: Id
-    ts: StrictFloat | None = Field(None, description="Event time, epoch seconds (default: now)")
-    kind: StrictStr = Field("click", min_length=1)
-    label: StrictFloat | None = Field(None, description="0 or 1; none: unlabelled")
-    fields: dict[str, Value] = {}
-    event_id: str | None = None
-
-
-class EventsRequest(Strict):
-    events: list[EventIn] = Field(min_length=1)
-
-
-class SwapRequest(Strict):
-    version: int | None = Field(None, description="A full snapshot to pin; none: follow the newest")
-
-
-def _invalid(errors: list[dict]) -> Response:
-    """A 422 naming the first few problems by their path in the request."""
-    problems = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors[:5]]
-    return _json({"detail": "; ".join(problems), "errors": len(errors)}, 422)
-
-
-def _body(model: type[BaseModel]) -> dict:
-    """The OpenAPI description of a JSON body of `model` (for a route that validates it itself), its
-    sub-models inlined (a `$ref` into the model's own `$defs` would not resolve in the document).
-
-    >>> _body(PredictRequest)["requestBody"]["content"]["application/json"]["schema"]["required"]
-    ['user', 'candidates']
-    """
-    schema = model.model_json_schema()
-    defs = schema.pop("$defs", {})
-
-    def inline(node: Any) -> Any:
-        if isinstance(node, dict):
-            if "$ref" in node:
-                return inline(defs[node["$ref"].rsplit("/", 1)[1]])
-            return {key: inline(value) for key, value in node.items()}
-        return [inline(value) for value in node] if isinstance(node, list) else node
-
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": inline(schema)}}}}
+ANY_REQUEST = {
+    408: {"model": Problem, "description": "The headers or the body did not come within serve.read_timeout"},
+    413: {"model": Problem, "description": "A body over serve.max_body_bytes"},
+    503: {"model": Problem, "description": "No model loaded yet or no event sink (JSON), or the server holds "
+                                           "serve.max_connections (uvicorn's text/plain)",
+          "content": {"text/plain": {"schema": {"type": "string"}}}},
+}
+"""What any request may be answered, besides its own statuses."""
+UNAUTHORIZED = {401: {"model": Problem, "description": "No or a wrong bearer token"}}
 
 
 def _json(content: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY), status, media_type="application/json")
 
 
-class _TooLarge(Exception):
-    pass
+class _Bearer(HTTPBearer):
+    """A dependency (and its OpenAPI security scheme `name`) that answers 401 with `refusal` unless
+    the request carries `Authorization: Bearer <token>`, compared as bytes: any header is a 401 or a
+    pass, never an error."""
 
+    def __init__(self, token: str | None, name: str, refusal: str) -> None:
+        super().__init__(auto_error=False, scheme_name=name)
+        self.token, self.refusal = token, refusal
 
-class Guard:
-    """ASGI middleware (cheaper than FastAPI's `@app.middleware`): 413 for a body over `limit`
-    bytes (declared or streamed), and each request's latency and status into `metrics`."""
-
-    def __init__(self, app, limit: int, metrics: ServingMetrics, paths: frozenset[str]) -> None:
-        self.app, self.limit, self.metrics, self.paths = app, limit, metrics, paths
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        start, status = time.perf_counter(), [500]
-
-        async def sent(message) -> None:
-            if message["type"] == "http.response.start":
-                status[0] = message["status"]
-            await send(message)
-        try:
-            await self._limited(scope, receive, sent)
-        finally:
-            path = scope["path"] if scope["path"] in self.paths else "other"
-            self.metrics.latency.labels(path).observe(time.perf_counter() - start)
-            self.metrics.requests.labels(path, str(status[0])).inc()
-
-    async def _limited(self, scope, receive, send) -> None:
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            return await self._refuse(send)
-        seen = 0
-
-        async def counted():
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.limit:
-                raise _TooLarge
-            return message
-        try:
-            await self.app(scope, counted, send)
-        except _TooLarge:
-            await self._refuse(send)
-
-    async def _refuse(self, send) -> None:
-        body = orjson.dumps({"detail": f"request body over {self.limit} bytes"})
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
+    async def __call__(self, request: Request) -> None:
+        credentials = await super().__call__(request)
+        given = credentials.credentials.encode("latin-1") if credentials else b""   # the header's own bytes
+        if self.token is None or not given or not secrets.compare_digest(given, self.token.encode()):
+            raise HTTPException(401, self.refusal, headers={"WWW-Authenticate": "Bearer"})
 
 
 def create_app(service: ModelService, config: ServeConfig | None = None) -> FastAPI:
@@ -194,60 +133,61 @@ def create_app(service: ModelService, config: ServeConfig | None = None) -> Fast
         stop.set()
         follower.join()
 
-    app = _App(title="freshrec", lifespan=lifespan)
+    app = _App(title="freshrec", lifespan=lifespan, responses=ANY_REQUEST)
+    app.serve_config = config
     metrics = service.metrics
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(request: Request, error: RequestValidationError) -> Response:
-        return _invalid(error.errors())
-
-    def admin(authorization: Annotated[str | None, Header()] = None) -> None:
-        token = config.admin_token
-        given = (authorization or "").removeprefix("Bearer ").strip()
-        if token is None or not authorization or not secrets.compare_digest(given, token):
-            raise HTTPException(401, "admin endpoints need 'Authorization: Bearer <token>'"
-                                + ("" if token else " and a server started with an admin token"),
-                                headers={"WWW-Authenticate": "Bearer"})
+    admin = Depends(_Bearer(config.admin_token, "admin", "admin endpoints need 'Authorization: Bearer <token>'"
+                            + ("" if config.admin_token else " and a server started with an admin token")))
+    scored = {200: {"model": Scores}, 422: {"model": Invalid}}
 
     # /predict and /recommend validate the raw body in one pass (pydantic-core parses the JSON
-    # itself): no FastAPI body parsing or dependency solving on the hot path, the same 422s.
-    @app.post("/predict", openapi_extra=_body(PredictRequest))
+    # itself): no FastAPI body parsing or dependency solving on the hot path.
+    @app.post("/predict", openapi_extra=body_schema(PredictRequest, candidates={"maxItems": config.max_candidates}),
+              responses=scored)
     async def predict(request: Request) -> Response:
         body = await _parsed(request, PredictRequest)
-        if isinstance(body, Response):
-            return body
+        if isinstance(body, Invalid):
+            return _json(body.model_dump(), 422)
         if len(body.candidates) > config.max_candidates:
             raise HTTPException(422, f"{len(body.candidates)} candidates; at most {config.max_candidates}")
         items = [(c, {}) if not isinstance(c, Candidate) else (c.item, c.fields) for c in body.candidates]
         try:
-            version, scores = service.predict(body.user, body.context, items)
+            return _json(service.score(body.user, body.context, items))
         except ValueError as error:
             raise HTTPException(422, str(error)) from None
-        return _json({"version": version, "items": [item for item, _ in items], "scores": scores})
 
-    @app.post("/recommend", openapi_extra=_body(RecommendRequest))
+    @app.post("/recommend", openapi_extra=body_schema(RecommendRequest), responses=scored)
     async def recommend(request: Request) -> Response:
         body = await _parsed(request, RecommendRequest)
-        if isinstance(body, Response):
-            return body
+        if isinstance(body, Invalid):
+            return _json(body.model_dump(), 422)
         try:
-            version, items, scores = service.recommend(body.user, body.context, body.k,
-                                                       config.recommend_candidates)
+            return _json(service.recommend(body.user, body.context, body.k, config.recommend_candidates))
         except ValueError as error:
             raise HTTPException(422, str(error)) from None
-        return _json({"version": version, "items": items, "scores": scores})
 
-    async def _parsed(request: Request, model: type[BaseModel]) -> BaseModel | Response:
-        """The request's body as `model`, or the 422 (or 503 before a model is loaded) to answer."""
+    async def _parsed(request: Request, kind: type[BaseModel]) -> Any:
+        """The request's body as `kind`, or its `Invalid` answer (a 503 before a model is loaded)."""
         if service.version is None:
             raise HTTPException(503, "no model version is loaded yet")
-        try:
-            return model.model_validate_json(await request.body())
-        except ValidationError as error:
-            return _invalid([{**e, "loc": ("body", *e["loc"])} for e in error.errors()])
+        return parse(kind, await request.body())
 
-    @app.post("/events")
-    async def events(body: EventsRequest | EventIn) -> Response:
+    @app.post("/events", status_code=202, response_model=None,
+              dependencies=[Depends(_Bearer(config.events_token, "events", "POST /events needs 'Authorization: "
+                                            "Bearer <token>'"))] if config.events_token else [],
+              openapi_extra=body_schema(EVENTS, events={"maxItems": config.max_events}) | {"description": (
+                  "One event, or {events: [...]}. ts: epoch seconds or ISO-8601 with an offset.")},
+              responses={202: {"model": Accepted}, 422: {"model": Invalid},
+                         **(UNAUTHORIZED if config.events_token else {})})
+    async def events(request: Request) -> Response:
+        return await run_in_threadpool(take_events, await request.body())
+
+    def take_events(raw: bytes) -> Response:
+        """Parse, check and queue a POST /events body, in a worker thread: a batch of thousands of
+        events takes milliseconds (more with a journal's fsync) that the loop goes on serving in."""
+        body = parse(EVENTS, raw)
+        if isinstance(body, Invalid):
+            return _json(body.model_dump(), 422)
         batch = body.events if isinstance(body, EventsRequest) else [body]
         if len(batch) > config.max_events:
             raise HTTPException(422, f"{len(batch)} events; at most {config.max_events} per request")
@@ -264,33 +204,46 @@ def create_app(service: ModelService, config: ServeConfig | None = None) -> Fast
             raise HTTPException(503, str(error)) from None
         return _json({"accepted": accepted}, 202)
 
-    @app.get("/healthz")
+    @app.get("/healthz", responses={200: {"model": Health}})
     async def healthz() -> Response:
         version = service.version
-        return _json({"status": "ok" if version is not None else "starting", "version": version})
+        return _json({"status": "ok" if version is not None else "starting", "ready": version is not None,
+                      "version": version})
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=Response, responses={200: {
+        "content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Prometheus' text format"}})
     async def prometheus() -> Response:
         current = service.switcher.current
         if current is not None:
             metrics.model_age.set(time.time() - current.created_at)
         return Response(metrics.exposition(), media_type="text/plain; version=0.0.4")
 
-    @app.get("/model")
+    @app.get("/model", responses={200: {"content": {"application/json": {"schema": {
+        "type": "object", "required": ["version", "swaps"], "properties": {"version": {"type": ["integer", "null"]}}}}},
+        "description": "The version served, its age, the events it learned, freshness percentiles"}})
     async def model() -> Response:
         return _json(service.describe())
 
-    @app.post("/admin/swap", dependencies=[Depends(admin)])
-    def swap(body: SwapRequest | None = None) -> Response:
+    @app.post("/admin/swap", dependencies=[admin], openapi_extra=body_schema(SwapRequest, required=False),
+              responses={200: {"model": Pinned}, 404: {"model": Problem}, 409: {"model": Problem},
+                         422: {"model": Invalid}, **UNAUTHORIZED})
+    async def swap(request: Request) -> Response:
+        raw = await request.body()
+        body = parse(SwapRequest, raw) if raw else SwapRequest()   # no body: the newest version
+        if isinstance(body, Invalid):
+            return _json(body.model_dump(), 422)
+        return await run_in_threadpool(pin, body.version)
+
+    def pin(version: int | None) -> Response:
         pinnable()
-        version = body.version if body else None
         try:
             service.registry.promote(version) if version is not None else service.registry.unpin()
         except (FileNotFoundError, ValueError) as error:
             raise HTTPException(404, f"no valid full snapshot {version}: {error}") from None
         return _json({"version": service.sync(), "pinned": version})
 
-    @app.post("/admin/rollback", dependencies=[Depends(admin)])
+    @app.post("/admin/rollback", dependencies=[admin],
+              responses={200: {"model": Pinned}, 409: {"model": Problem}, **UNAUTHORIZED})
     def rollback() -> Response:
         pinnable()
         try:
@@ -304,10 +257,13 @@ def create_app(service: ModelService, config: ServeConfig | None = None) -> Fast
             raise HTTPException(409, "this server scores the trainer's shared tables (serve --attach): there are no "
                                      "versions to pin; pin on a server that follows the registry")
 
+    add_dashboard(app, service)
     paths = frozenset(route.path for route in app.routes)  # metric labels: known paths only
-    app.add_middleware(Guard, limit=config.max_body_bytes, metrics=metrics, paths=paths)
+    app.add_middleware(Guard, limit=config.max_body_bytes, read_timeout=config.read_timeout, metrics=metrics,
+                       paths=paths)
     hot = {"/predict": predict, "/recommend": recommend}
-    app.lane, app.lane_paths = Guard(_Lane(hot), config.max_body_bytes, metrics, paths), frozenset(hot)
+    app.lane = Guard(_Lane(hot), config.max_body_bytes, config.read_timeout, metrics, paths)
+    app.lane_paths = frozenset(hot)
     return app
 
 
@@ -329,10 +285,12 @@ class _Lane:
 
 
 class _App(FastAPI):
-    """FastAPI, with the POSTs to `lane_paths` taken by `lane` (both set by `create_app`) first."""
+    """FastAPI, with the POSTs to `lane_paths` taken by `lane` first (both set by `create_app`, with
+    the `ServeConfig` it was made with: `serve_config`)."""
 
     lane: Any = None
     lane_paths: frozenset[str] = frozenset()
+    serve_config: ServeConfig | None = None
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in self.lane_paths:

@@ -18,6 +18,7 @@ import uvicorn
 
 from freshrec.events.live import LiveQueue
 from freshrec.serve.app import ServeConfig, create_app
+from freshrec.serve.server import uvicorn_config
 from freshrec.serve.service import ModelService
 from freshrec.snapshot import ModelRegistry
 
@@ -33,12 +34,12 @@ class BackgroundServer:
                  offline: str | Path | None = None, config: ServeConfig | None = None,
                  sink: LiveQueue | None = None) -> None:
         """`offline`: the offline snapshots' registry, for Hedge-fused scores; `config`: the app's
-        limits (default: `ServeConfig()` with the admin token from $FRESHREC_ADMIN_TOKEN); `sink`:
+        limits and timeouts (default: `ServeConfig()` with the admin token from $FRESHREC_ADMIN_TOKEN); `sink`:
         where `POST /events` puts the events (None: it answers 503)."""
         self.service = ModelService(ModelRegistry(registry), sink=sink,
                                     offline=ModelRegistry(offline) if offline else None)
         app = create_app(self.service, config or ServeConfig(admin_token=os.environ.get(ADMIN_TOKEN_ENV)))
-        self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+        self.server = uvicorn.Server(uvicorn_config(app, host, port))
         self.thread = threading.Thread(target=self.server.run, name="freshrec-server", daemon=True)
         self.thread.start()
         deadline = time.monotonic() + timeout
@@ -47,8 +48,14 @@ class BackgroundServer:
                 raise OSError(f"cannot serve on {host}:{port} (in use?)")
             time.sleep(0.02)
 
+    @property
+    def port(self) -> int:
+        """The port it listens on (the one asked for, or the one the system chose for port 0)."""
+        return self.server.servers[0].sockets[0].getsockname()[1]
+
     def stop(self) -> int | None:
-        """Shut down; returns the version that was being served."""
+        """Shut down (the requests in flight have `shutdown_timeout` seconds to finish); returns the
+        version that was being served."""
         self.server.should_exit = True
         self.thread.join()
         return self.service.version

@@ -14,6 +14,8 @@
 ...                     item_columns=())
 >>> replica.score(rows).tolist()
 [0.5, 0.5]
+>>> replica.unknown("item_id", ["i1", "i2"]).tolist()      # no row learned for either: cold starts
+[True, True]
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
 import torch
 
+from freshrec._hashing import field_salt, hash_values
 from freshrec.events.event import ITEM, USER, FieldKind
 from freshrec.events.live import check_ids, check_value
 from freshrec.features.request import RequestFeaturizer, RequestRows
@@ -101,3 +105,15 @@ class Replica:
         if self.model.config.loss == "bce":
             output = torch.sigmoid(output)
         return output.numpy()
+
+    def unknown(self, column: str, ids: Sequence[str]) -> np.ndarray:
+        """Whether the model has no learned row for each of `ids` (live form: strings) of the
+        categorical `column` (a cold start: its score comes from the other features alone); all
+        False when the model reads no such column."""
+        spec = next((s for s in self.model.specs if s.source_column == column and s.kind is FieldKind.CATEGORICAL),
+                    None)
+        if spec is None or not ids:
+            return np.zeros(len(ids), bool)
+        hashed = hash_values(pa.array(ids, pa.string()), field_salt(spec.table_name))   # as the featurizer hashes
+        table = next(s.table_name for s in self.model.embeddings.specs if s.name == spec.name)   # FM: one for all
+        return self.model.tables[table].slots(hashed, 0.0, train=False) < 0

@@ -21,6 +21,8 @@ altered version is refused, counted, and the current model keeps serving.
 (1, 1)
 >>> service.predict("u1", {}, [("i1", {}), ("i2", {})])
 (1, [0.5, 0.5])
+>>> service.score("u1", {}, [("i1", {}), (2, {})])       # with the cold starts: no row learned for any
+Scored(version=1, items=['i1', 2], scores=[0.5, 0.5], cold_user=True, cold_items=['i1', 2])
 """
 
 from __future__ import annotations
@@ -32,8 +34,11 @@ import threading
 import time
 from collections import deque
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-from freshrec.events.event import Event
+import numpy as np
+
+from freshrec.events.event import ITEM, USER, Event
 from freshrec.events.live import LiveQueue, check_value
 from freshrec.metrics.prometheus import ServingMetrics
 from freshrec.serve.candidates import CandidateConfig, CandidateIndex
@@ -46,11 +51,39 @@ from freshrec.snapshot import (
     Snapshot,
 )
 
-__all__ = ["ModelService"]
+__all__ = ["ModelService", "Scored", "canonical_id"]
 
 _NO_FIELDS: dict = {}
 
 log = logging.getLogger(__name__)
+_INT64 = (-(1 << 63), (1 << 63) - 1)
+
+
+def canonical_id(live: str) -> str | int:
+    """An id's live form (a string: 42 and "42" are one id) as an answer gives it: an integer where
+    it is one's decimal form, as data sets with integer ids gave it, else the string.
+
+    >>> canonical_id("42"), canonical_id("042"), canonical_id("i42")
+    (42, '042', 'i42')
+    """
+    if live.lstrip("-").isdecimal() and live.isascii():
+        number = int(live)
+        if str(number) == live and _INT64[0] <= number <= _INT64[1]:
+            return number
+    return live
+
+
+@dataclass(frozen=True)
+class Scored:
+    """Items scored for a user by the model `version`; `cold_user`: the model has no learned row
+    for the user, `cold_items`: the items it has none for (cold starts: scored from their other
+    features alone)."""
+
+    version: int
+    items: list[str | int]
+    scores: list[float]
+    cold_user: bool
+    cold_items: list[str | int]
 
 
 class ModelService:
@@ -227,18 +260,22 @@ class ModelService:
             self.freshness.append(seconds)
             self.metrics.freshness.observe(seconds)
 
-    def predict(self, user: str | int, context: dict,
-                items: Sequence[tuple[str | int, dict]]) -> tuple[int, list[float]]:
-        """(version, scores) of the candidate `items` (each with its own fields) for `user`.
+    def score(self, user: str | int, context: dict, items: Sequence[tuple[str | int, dict]]) -> Scored:
+        """The candidate `items` (each with its own fields) scored for `user`, as given.
 
         A column's value comes from, in order: the candidate's own fields, the request context,
         the item's latest fields (item columns), the user's latest fields (user columns)."""
         with self.switcher.lease() as replica:
             context, own = self._checked(replica, context, {item: fields for item, fields in items if fields})
-            return self._predict(replica, user, context, own, [item for item, _ in items])
+            return self._score(replica, user, context, own, [item for item, _ in items])
 
-    def _predict(self, replica: Replica, user: str | int, context: dict, own: dict,
-                 items: list[str | int]) -> tuple[int, list[float]]:
+    def predict(self, user: str | int, context: dict,
+                items: Sequence[tuple[str | int, dict]]) -> tuple[int, list[float]]:
+        """(version, scores) of `score`."""
+        scored = self.score(user, context, items)
+        return scored.version, scored.scores
+
+    def _score(self, replica: Replica, user: str | int, context: dict, own: dict, items: list[str | int]) -> Scored:
         known_items = self.candidates.item_fields
         known_user = self.candidates.user_fields.get(str(user), {})
         item_columns = self.candidates.item_columns - context.keys() | {c for f in own.values() for c in f}
@@ -260,8 +297,12 @@ class ModelService:
 
         rows = replica.rows(user, items, shared, per_item, item_columns)
         scores = self._blend(replica, rows, replica.score(rows))
+        if not np.isfinite(scores).all():
+            raise ValueError("the model's scores of these values are not finite: a dense value too large?")
+        cold_items = replica.unknown(ITEM, rows.per_row.get(ITEM, []))
         self._served(replica)
-        return replica.version, scores.tolist()
+        return Scored(replica.version, items, scores.tolist(), bool(replica.unknown(USER, [str(user)])[0]),
+                      [item for item, cold in zip(items, cold_items) if cold])
 
     def _blend(self, replica: Replica, rows, online):
         """Online scores, blended with the offline model's by the version's Hedge weights."""
@@ -274,15 +315,14 @@ class ModelService:
             weight = float(fusion["w_online"])
             return weight * online + (1.0 - weight) * offline.score(rows)
 
-    def recommend(self, user: str | int, context: dict, k: int,
-                  candidates: int = 200) -> tuple[int, list[str], list[float]]:
-        """(version, top-k items, their scores) for `user` among the index's candidates."""
-        items = self.candidates.candidates(str(user), candidates)
-        if not items:
-            return self.version or 0, [], []
-        version, scores = self.predict(user, context, [(item, {}) for item in items])
-        ranked = sorted(zip(scores, items), key=lambda pair: -pair[0])[:k]
-        return version, [item for _, item in ranked], [score for score, _ in ranked]
+    def recommend(self, user: str | int, context: dict, k: int, candidates: int = 200) -> Scored:
+        """The top `k` of the index's `candidates` items for `user` (ids as `canonical_id` gives them)."""
+        items = [canonical_id(item) for item in self.candidates.candidates(str(user), candidates)]
+        scored = self.score(user, context, [(item, {}) for item in items])
+        ranked = sorted(zip(scored.scores, items), key=lambda pair: -pair[0])[:k]
+        top, cold = [item for _, item in ranked], set(scored.cold_items)
+        return Scored(scored.version, top, [score for score, _ in ranked], scored.cold_user,
+                      [item for item in top if item in cold])
 
     @staticmethod
     def _checked(replica: Replica, context: dict, own: dict) -> tuple[dict, dict]:

@@ -82,7 +82,8 @@ CHANGES: dict[str, tuple[dict[str, Any], Any]] = {
     "serve": ({}, {"port": 8123}),
     **{f"serve.{key}": ({}, value) for key, value in [
         ("enabled", False), ("host", "0.0.0.0"), ("port", 8123), ("max_candidates", 50), ("max_body_bytes", 4096),
-        ("recommend_candidates", 20), ("admin_token_env", "OTHER_TOKEN")]},
+        ("recommend_candidates", 20), ("admin_token_env", "OTHER_TOKEN"), ("events_token_env", "OTHER_TOKEN"),
+        ("read_timeout", "10s"), ("keep_alive_timeout", "1s"), ("max_connections", 50), ("shutdown_timeout", "1s")]},
     "fusion": ({}, {"strategy": "rebase"}),
     "fusion.strategy": ({}, "rebase"),
     "fusion.window_events": ({}, 10),

@@ -1,13 +1,18 @@
-"""HTTP paths: answers, 4xx with messages, 401 on admin, 503 before a model, live events."""
+"""HTTP paths: answers, 4xx with messages, 401 on admin (and /events with a token), 503 before a
+model, live events (off the event loop), cold starts, the ids as given."""
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pyarrow as pa
 import pytest
 from fastapi.testclient import TestClient
 
 from freshrec.events.live import LiveQueue
 from freshrec.events.simulator import FIELDS
-from freshrec.serve import ModelService, ServeConfig, create_app
+from freshrec.serve import CandidateIndex, ModelService, ServeConfig, create_app
 from freshrec.snapshot import ModelRegistry
 
 TOKEN = {"Authorization": "Bearer s3cret"}
@@ -23,7 +28,7 @@ def client(trained):
     config = ServeConfig(admin_token="s3cret", max_candidates=100, max_body_bytes=4096)
     with TestClient(create_app(service, config)) as test_client:
         service.sync()
-        test_client.queue = queue
+        test_client.queue, test_client.service = queue, service
         yield test_client
 
 
@@ -31,6 +36,7 @@ def test_predict_and_recommend_answer_with_the_version(client) -> None:
     user = client.post("/recommend", json={"user": "u0", "k": 3}).json()
     assert user["version"] == 5 and len(user["items"]) == 3
     assert user["scores"] == sorted(user["scores"], reverse=True)
+    assert all(isinstance(item, int) for item in user["items"])     # the simulator's ids are integers, as given
     body = {"user": "u0", "context": {"hour": 3}, "candidates": ["i1", 2, {"item": "i3", "fields": {"price": 9.5}}]}
     answer = client.post("/predict", json=body).json()
     assert answer["version"] == 5 and answer["items"] == ["i1", 2, "i3"] and len(answer["scores"]) == 3
@@ -68,6 +74,8 @@ def test_admin_needs_the_bearer_token(client) -> None:
     assert answer.status_code == 200 and answer.json() == {"version": 1, "pinned": 1}
     assert client.post("/admin/swap", json={"version": 99}, headers=TOKEN).status_code == 404
     assert client.post("/admin/swap", json={}, headers=TOKEN).json() == {"version": 5, "pinned": None}
+    blank = client.post("/admin/swap", content=b" ", headers={**TOKEN, "content-type": "application/json"})
+    assert blank.status_code == 422   # not JSON (no body at all: the newest version)
 
 
 def test_events_reach_the_live_queue_and_bad_ones_are_refused(client) -> None:
@@ -135,3 +143,109 @@ def test_the_openapi_document_describes_the_bodies_it_validates(client) -> None:
     for path, required in (("/predict", ["user", "candidates"]), ("/recommend", ["user"])):
         schema = paths[path]["post"]["requestBody"]["content"]["application/json"]["schema"]
         assert schema["required"] == required and "$ref" not in str(schema)
+
+
+def test_strict_types_are_one_problem_each_named_by_its_place(client) -> None:
+    cases = [("/recommend", {"user": "u", "k": "5"}, "body.k: must be an integer, not '5'"),
+             ("/recommend", {"user": "u", "k": True}, "body.k: must be an integer, not True"),
+             ("/predict", {"user": "u", "candidates": ["i", 1.5]}, "body.candidates.1: must be a string or an "
+                                                                 "integer id, not 1.5"),
+             ("/predict", {"user": "u", "candidates": [{"item": []}]}, "body.candidates.0.item: must be a string or "
+                                                                     "an integer id, not []"),
+             ("/events", {"user": "u1"}, "body.item: Field required"),
+             ("/events", {"user": "u1", "item": "i", "label": True}, "body.label: must be 0, 1 or null, not True"),
+             ("/events", {"events": [{"user": "u1", "item": "i", "fields": {"price": {}}}]},
+              "body.events.0.fields.price: must be a string, a number, a list of ids or null, not {}")]
+    for path, body, message in cases:
+        answer = client.post(path, json=body)
+        assert answer.status_code == 422 and answer.json() == {"detail": message, "errors": 1}, (body, answer.json())
+    assert client.post("/recommend", json={"user": "u", "k": 5.0}).status_code == 200     # 5.0 is the integer 5
+
+
+def test_numbers_too_large_for_any_type_are_a_422(client) -> None:
+    huge, past_floats = b"1" + b"0" * 4000, b"1" + b"0" * 400
+    for path, body in [("/events", b'{"user": %s, "item": 1}' % huge),
+                       ("/predict", b'{"user": 1, "candidates": [1], "context": {"price": %s}}' % past_floats),
+                       ("/events", b'{"user": 1, "item": 1, "ts": %s}' % past_floats)]:
+        answer = client.post(path, content=body, headers={"content-type": "application/json"})
+        assert answer.status_code == 422, answer.text
+
+
+def test_a_non_ascii_token_is_a_401_and_a_non_ascii_admin_token_works(client, tmp_path) -> None:
+    assert client.post("/admin/rollback", headers={"Authorization": "Bearer sécret".encode()}).status_code == 401
+    service = ModelService(ModelRegistry(tmp_path))
+    with TestClient(create_app(service, ServeConfig(admin_token="sécret"))) as other:
+        assert other.post("/admin/rollback", headers={"Authorization": "Bearer sécret".encode()}).status_code == 409
+        assert other.post("/admin/rollback", headers={"Authorization": "Bearer s3cret"}).status_code == 401
+
+
+def test_events_need_their_token_when_one_is_set(trained) -> None:
+    queue = LiveQueue(FIELDS)
+    app = create_app(ModelService(trained.registry, sink=queue), ServeConfig(events_token="ev", admin_token="ad"))
+    event = {"user": "u1", "item": "i1", "label": 1}
+    with TestClient(app) as client:
+        for headers in ({}, {"Authorization": "Bearer ad"}, {"Authorization": "Basic ev"}):
+            answer = client.post("/events", json=event, headers=headers)
+            assert answer.status_code == 401 and "POST /events needs" in answer.json()["detail"]
+        assert client.post("/events", json=event, headers={"Authorization": "Bearer ev"}).status_code == 202
+        security = client.get("/openapi.json").json()["paths"]["/events"]["post"]["security"]
+    assert len(queue) == 1 and security == [{"events": []}]
+
+
+def test_event_times_may_be_iso_8601_with_an_offset(client) -> None:
+    event = {"user": "u1", "item": "i1", "ts": "2024-01-02T03:04:05+01:00"}
+    assert client.post("/events", json=event).status_code == 202
+    assert client.queue.poll(timeout=0).table.column("ts").to_pylist() == [1704161045.0]
+    naive = client.post("/events", json={**event, "ts": "2024-01-02T03:04:05"})
+    assert naive.status_code == 422 and naive.json()["detail"].startswith("body.ts: must be epoch seconds or an ISO")
+
+
+def test_unknown_users_and_items_are_flagged_as_cold_starts(client, trained) -> None:
+    seen = trained.chunks[0].table.slice(0, 1).to_pylist()[0]
+    known = client.post("/predict", json={"user": seen["user_id"], "candidates": [seen["item_id"], "never-seen"]})
+    assert known.json()["cold_user"] is False and known.json()["cold_items"] == ["never-seen"]
+    stranger = client.post("/recommend", json={"user": "never-seen", "k": 2}).json()
+    assert stranger["cold_user"] is True and stranger["cold_items"] == []
+
+
+def test_recommended_ids_are_integers_where_they_are_integers(client) -> None:
+    index = CandidateIndex()
+    index.observe(pa.table({"ts": [1.0, 2.0, 3.0], "user_id": ["7", "7", "7"], "item_id": ["42", "042", "i9"],
+                            "label": [1.0, 1.0, 1.0]}))
+    client.service.candidates = index
+    assert sorted(client.post("/recommend", json={"user": 8, "k": 5}).json()["items"], key=str) == ["042", 42, "i9"]
+
+
+def test_healthz_says_when_the_server_is_ready(client, tmp_path) -> None:
+    assert client.get("/healthz").json() == {"status": "ok", "ready": True, "version": 5}
+    with TestClient(create_app(ModelService(ModelRegistry(tmp_path)))) as starting:
+        assert starting.get("/healthz").json() == {"status": "starting", "ready": False, "version": None}
+
+
+class HeldQueue(LiveQueue):
+    """A live queue whose `put` waits until the test lets it go."""
+
+    def __init__(self) -> None:
+        super().__init__(FIELDS)
+        self.entered, self.go = threading.Event(), threading.Event()
+
+    def put(self, events):
+        self.entered.set()
+        if not self.go.wait(30):
+            raise TimeoutError("the test never let the put go")
+        return super().put(events)
+
+
+def test_a_big_batch_of_events_is_taken_off_the_event_loop(trained) -> None:
+    trained.learn(trained.chunks[0])
+    queue = HeldQueue()
+    service = ModelService(trained.registry, sink=queue)
+    batch = {"events": [{"user": f"u{n}", "item": n % 50, "label": n % 2} for n in range(10_000)]}
+    with TestClient(create_app(service, ServeConfig())) as client, ThreadPoolExecutor(1) as pool:
+        service.sync()
+        posting = pool.submit(client.post, "/events", json=batch)
+        assert queue.entered.wait(30)                            # the batch is being queued...
+        answer = client.post("/predict", json={"user": "u1", "candidates": [1, 2]})
+        assert answer.status_code == 200                         # ...and the loop answers meanwhile
+        queue.go.set()
+        assert posting.result(30).json() == {"accepted": 10_000}

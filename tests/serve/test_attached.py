@@ -85,8 +85,8 @@ def test_candidates_come_from_the_registry_beside_the_share(trained, tmp_path: P
     service = AttachedService(SharedArea("cands", root=tmp_path), trained.registry)
     service.sync()
     assert service.candidates.observed == sum(len(c) for c in trained.chunks)
-    version, items, _ = service.recommend(trained.chunks[0].table.column("user_id")[0].as_py(), {}, k=5)
-    assert version == writer.version and len(items) == 5
+    top = service.recommend(trained.chunks[0].table.column("user_id")[0].as_py(), {}, k=5)
+    assert top.version == writer.version and len(top.items) == 5
     writer.close()
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import shutil
 
 import numpy as np
+import pytest
 import torch
 
-from freshrec.serve import ModelService
+from freshrec.serve import ModelService, Replica
 
 
 def _same(served: np.ndarray, own: np.ndarray) -> None:
@@ -87,3 +88,16 @@ def test_pin_rollback_and_follow_again(trained) -> None:
     assert trained.registry.rollback() == 1 and service.sync() == 1
     trained.registry.unpin()
     assert service.sync() == 5
+
+
+def test_scores_flag_cold_starts_and_a_score_that_is_not_finite_is_refused(trained, monkeypatch) -> None:
+    trained.learn(trained.chunks[0])
+    service = ModelService(trained.registry)
+    service.sync()
+    seen = trained.chunks[0].table.slice(0, 1).to_pylist()[0]
+    scored = service.score(seen["user_id"], {}, [(seen["item_id"], {}), ("new", {})])
+    assert (scored.cold_user, scored.cold_items, scored.items) == (False, ["new"], [seen["item_id"], "new"])
+    assert service.score("stranger", {}, [("new", {})]).cold_user
+    monkeypatch.setattr(Replica, "score", lambda replica, rows: np.full(rows.n, np.nan, np.float32))
+    with pytest.raises(ValueError, match="scores of these values are not finite"):
+        service.score(seen["user_id"], {}, [("new", {})])
