@@ -12,6 +12,7 @@ import re
 import shlex
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ import pytest
 
 from freshrec.engine.sync import Publisher, SyncConfig
 from freshrec.events.kafka import local_broker
+from freshrec.events.live import LiveQueue
+from freshrec.events.simulator import FIELDS as SIMULATOR_FIELDS
 from freshrec.events.simulator import Simulator, SimulatorConfig
 from freshrec.features import FeaturePipeline, default_specs
 from freshrec.models import ModelConfig, build_model
@@ -161,3 +164,18 @@ def committed_offsets(bootstrap: str, group: str, topic: str) -> int:
         return sum(tp.offset for tp in consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=10))
     finally:
         consumer.close()
+
+
+class HeldQueue(LiveQueue):
+    """A live queue of the simulator's fields whose `put` waits until the test lets it go (`go.set()`): a
+    request held in flight; `entered` is set once a put has begun."""
+
+    def __init__(self) -> None:
+        super().__init__(SIMULATOR_FIELDS)
+        self.entered, self.go = threading.Event(), threading.Event()
+
+    def put(self, events):
+        self.entered.set()
+        if not self.go.wait(60):
+            raise TimeoutError("the test never let the put go")
+        return super().put(events)

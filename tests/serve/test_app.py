@@ -3,11 +3,11 @@ model, live events (off the event loop), cold starts, the ids as given."""
 
 from __future__ import annotations
 
-import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow as pa
 import pytest
+from conftest import HeldQueue
 from fastapi.testclient import TestClient
 
 from freshrec.events.live import LiveQueue
@@ -220,20 +220,6 @@ def test_healthz_says_when_the_server_is_ready(client, tmp_path) -> None:
     assert client.get("/healthz").json() == {"status": "ok", "ready": True, "version": 5}
     with TestClient(create_app(ModelService(ModelRegistry(tmp_path)))) as starting:
         assert starting.get("/healthz").json() == {"status": "starting", "ready": False, "version": None}
-
-
-class HeldQueue(LiveQueue):
-    """A live queue whose `put` waits until the test lets it go."""
-
-    def __init__(self) -> None:
-        super().__init__(FIELDS)
-        self.entered, self.go = threading.Event(), threading.Event()
-
-    def put(self, events):
-        self.entered.set()
-        if not self.go.wait(30):
-            raise TimeoutError("the test never let the put go")
-        return super().put(events)
 
 
 def test_a_big_batch_of_events_is_taken_off_the_event_loop(trained) -> None:

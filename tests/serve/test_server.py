@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from conftest import wait_until
+from conftest import HeldQueue, wait_until
 
 from freshrec.config import ConfigError, parse_config
 from freshrec.engine.build import serve_config
@@ -23,20 +23,6 @@ from freshrec.serve import ServeConfig
 from freshrec.serve.background import BackgroundServer
 
 PATIENCE = 30.0   # seconds a test waits for what must happen; never a measure
-
-
-class HeldQueue(LiveQueue):
-    """A live queue whose `put` waits until the test lets it go (a request held in flight)."""
-
-    def __init__(self) -> None:
-        super().__init__(FIELDS)
-        self.entered, self.go = threading.Event(), threading.Event()
-
-    def put(self, events):
-        self.entered.set()
-        if not self.go.wait(PATIENCE):
-            raise TimeoutError("the test never let the put go")
-        return super().put(events)
 
 
 def _server(tmp_path: Path, sink: LiveQueue | None = None, **settings) -> BackgroundServer:
