@@ -225,6 +225,8 @@ def _watch(settings: FreshrecConfig, stream, letters, server):
     """The alerts of `settings.alerts` on this run: the served model's age from `server`, the dead
     letters of `letters` (and of a Kafka stream's), events waiting: Kafka's lag, else until the
     stream ends."""
+    from collections import Counter
+
     from freshrec.engine.watch import LoopWatch
     from freshrec.metrics.alerts import Alerts, PageHinkley
 
@@ -232,7 +234,7 @@ def _watch(settings: FreshrecConfig, stream, letters, server):
     alerts = Alerts(a.staleness, a.stalled, a.auc_drop, a.dead_letter_rate, a.webhook)
     drift = PageHinkley(a.drift_delta, a.drift_threshold) if a.drift_threshold is not None else None
     age = (lambda: server.service.describe().get("age_s")) if server is not None else (lambda: None)
-    return LoopWatch(alerts, age, lambda: letters.total + (stream.dead_letters.total if kafka else 0),
+    return LoopWatch(alerts, age, lambda: letters.counts + (stream.dead_letters.counts if kafka else Counter()),
                      waiting=(lambda: stream.lag() > 0) if kafka else None, drift=drift)
 
 

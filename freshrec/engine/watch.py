@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import deque
-from collections.abc import Callable
+from collections import Counter, deque
+from collections.abc import Callable, Mapping
 
 from freshrec.metrics.alerts import Alerts, PageHinkley, Reading
 from freshrec.metrics.prometheus import TRAINING
@@ -29,11 +29,11 @@ RECENT_CHUNKS = 20   # chunks whose records the dead-letter share counts
 
 class LoopWatch:
     """Feeds `alerts` from the engine (`on_chunk`) and from `model_age()` (the served model's age, None
-    while nothing is served); `dead_letters()`: records refused so far; `waiting()`: whether events wait
+    while nothing is served); `dead_letters()`: records refused so far, by reason; `waiting()`: whether events wait
     to be learned (default: until `ended()` is called); `drift`: the Page-Hinkley test on chunks' loss."""
 
     def __init__(self, alerts: Alerts, model_age: Callable[[], float | None] = lambda: None,
-                 dead_letters: Callable[[], int] = lambda: 0, waiting: Callable[[], bool] | None = None,
+                 dead_letters: Callable[[], Mapping[str, int]] = dict, waiting: Callable[[], bool] | None = None,
                  drift: PageHinkley | None = None, interval: float = 1.0,
                  clock: Callable[[], float] = time.time) -> None:
         self.alerts, self.model_age, self.dead_letters, self.drift = alerts, model_age, dead_letters, drift
@@ -41,7 +41,8 @@ class LoopWatch:
         self._waiting, self._ended = waiting, False
         self._learned_at = None
         self._drift_at: float | None = None
-        self._seen = {"learned": 0, "rows": 0, "loss": 0.0, "letters": 0, "records": 0}
+        self._seen = {"learned": 0, "rows": 0, "loss": 0.0, "records": 0}
+        self._letters: Counter = Counter()   # dead letters by reason, as last seen
         self._recent: deque[tuple[int, int]] = deque(maxlen=RECENT_CHUNKS)   # (records, dead letters) a chunk
         self._auc: tuple[float | None, float | None] = (None, None)
         self._stop = threading.Event()
@@ -65,10 +66,11 @@ class LoopWatch:
             TRAINING.window_logloss.set(window["logloss"])
         self._auc = (window["auc"], metrics.summary()["auc"])
         TRAINING.rows.set(engine.trainer.model.live_ids)
-        letters = self.dead_letters()
-        TRAINING.dead_letters.inc(letters - seen["letters"])
-        self._recent.append((summary.rows - seen["records"], letters - seen["letters"]))
-        seen["letters"], seen["records"] = letters, summary.rows
+        letters = Counter(self.dead_letters())
+        for reason, count in (letters - self._letters).items():
+            TRAINING.dead_letters.labels(reason).inc(count)
+        self._recent.append((summary.rows - seen["records"], letters.total() - self._letters.total()))
+        self._letters, seen["records"] = letters, summary.rows
 
     def ended(self) -> None:
         """The stream has ended: no event waits any more (live events aside)."""

@@ -74,7 +74,8 @@ class TrainingMetrics:
         self.window_logloss = Gauge("freshrec_window_logloss", "Prequential log loss over the recent window",
                                     registry=registry)
         self.rows = Gauge("freshrec_model_rows", "Embedding rows the online model holds", registry=registry)
-        self.dead_letters = Counter("freshrec_dead_letters", "Records sent to the dead letters", registry=registry)
+        self.dead_letters = Counter("freshrec_dead_letters", "Records sent to the dead letters, by reason", ["reason"],
+                                    registry=registry)
 
 
 TRAINING_METRICS = CollectorRegistry()

@@ -3,7 +3,7 @@
 every second, a JSON snapshot of the process's counters and gauges (`snapshot`), and keeps the last
 ten minutes in the browser: events learned per second, Kafka consumer lag, the prequential AUC and
 log loss over the recent window, freshness p50/p99, the served version and its age, requests per
-second and mean latency per endpoint, dead letters, the model's rows, the fusion weight, and the
+second and mean latency per endpoint, dead letters by reason, the model's rows, the fusion weight, and the
 alerts firing. Counters are sent as totals; the page turns them into rates.
 
 >>> from freshrec.serve.service import ModelService
@@ -69,7 +69,7 @@ def snapshot(service) -> dict:
         "window_auc": _total(trained, "freshrec_window_auc"),
         "window_logloss": _total(trained, "freshrec_window_logloss"),
         "rows": _total(trained, "freshrec_model_rows"),
-        "dead_letters": _total(trained, "freshrec_dead_letters_total"),
+        "dead_letters": {labels["reason"]: value for labels, value in trained.get("freshrec_dead_letters_total", [])},
         "kafka_lag": _total(source, "freshrec_kafka_consumer_lag"),
         "freshness": {"p50": _percentile(recent, 0.5), "p99": _percentile(recent, 0.99)},
         "version": None if current is None else current.version,

@@ -120,7 +120,7 @@ def test_the_watch_reads_an_engines_figures_after_each_chunk(tmp_path) -> None:
 
     settings = FreshrecConfig.model_validate({"training": {"offline_interval": None}, "serve": {"enabled": False}})
     times = iter(float(t) for t in range(10_000))
-    watch = LoopWatch(Alerts(), dead_letters=lambda: 0, drift=PageHinkley(), clock=lambda: next(times))
+    watch = LoopWatch(Alerts(), dead_letters=dict, drift=PageHinkley(), clock=lambda: next(times))
     source = Simulator(SimulatorConfig(n_users=200, n_items=100, batch_size=1000, total_events=5000))
     figures = run_engine(source, settings, tmp_path, on_chunk=watch.on_chunk)
     reading = watch.reading()
@@ -128,3 +128,28 @@ def test_the_watch_reads_an_engines_figures_after_each_chunk(tmp_path) -> None:
     assert reading.dead_letter_share == 0.0 and reading.waiting
     assert TRAINING_METRICS.get_sample_value("freshrec_events_learned_total") >= 5000
     assert TRAINING_METRICS.get_sample_value("freshrec_model_rows") == figures["live_ids"]
+
+
+def test_the_watch_counts_dead_letters_by_reason_and_their_share(tmp_path) -> None:
+    from collections import Counter
+
+    from freshrec.config import FreshrecConfig
+    from freshrec.engine.run import run as run_engine
+    from freshrec.events.simulator import Simulator, SimulatorConfig
+
+    settings = FreshrecConfig.model_validate({"training": {"offline_interval": None}, "serve": {"enabled": False}})
+    refused = Counter()
+
+    def letters() -> Counter:
+        refused["bad_label"] += 10   # ten more each chunk
+        return refused
+
+    before = TRAINING_METRICS.get_sample_value("freshrec_dead_letters_total", {"reason": "bad_label"}) or 0
+    watch = LoopWatch(Alerts(dead_letter_rate=0.005), dead_letters=letters)
+    source = Simulator(SimulatorConfig(n_users=50, n_items=20, batch_size=1000, total_events=3000))
+    run_engine(source, settings, tmp_path, on_chunk=watch.on_chunk)
+    counted = TRAINING_METRICS.get_sample_value("freshrec_dead_letters_total", {"reason": "bad_label"}) - before
+    assert counted == refused["bad_label"] > 0
+    reading = watch.reading()
+    assert reading.dead_letter_share == pytest.approx(counted / (3000 + counted))
+    assert [c.name for c in watch.alerts.evaluate(reading)] == ["dead_letters"]

@@ -15,6 +15,12 @@ const latency = (endpoint) => (prev, cur) => {
   const s = (cur.latency_sum[endpoint] || 0) - (prev.latency_sum[endpoint] || 0);
   return n > 0 ? 1000 * s / n : null;
 };
+const total = (map) => Object.values(map || {}).reduce((a, b) => a + b, 0);
+const allLetters = (prev, cur) => prev ? Math.max(0, (total(cur.dead_letters) - total(prev.dead_letters))
+  / (cur.time - prev.time)) : null;
+const letters = (reason) => (prev, cur) => prev
+  ? Math.max(0, ((cur.dead_letters || {})[reason] || 0) - ((prev.dead_letters || {})[reason] || 0))
+    / (cur.time - prev.time) : null;
 const CHARTS = [
   {id: "events", title: "Events learned per second", series: [["events/s", rate("events_learned")]]},
   {id: "lag", title: "Kafka consumer lag (messages)", series: [["lag", value((d) => d.kafka_lag)]]},
@@ -27,7 +33,8 @@ const CHARTS = [
    series: [["version", value((d) => d.version)], ["swaps/s", rate("swaps")]]},
   {id: "requests", title: "Requests per second", series: ENDPOINTS.map((e) => [e, perEndpoint(e)])},
   {id: "latency", title: "Mean latency per endpoint (ms)", series: ENDPOINTS.map((e) => [e, latency(e)])},
-  {id: "dead", title: "Dead letters per second", series: [["records/s", rate("dead_letters")]]},
+  {id: "dead", title: "Dead letters per second, by reason", series: [["all", allLetters]],
+   more: (cur) => Object.keys(cur.dead_letters || {}).map((reason) => [reason, letters(reason)])},
   {id: "rows", title: "Embedding rows", series: [["rows", value((d) => d.rows)]]},
   {id: "fusion", title: "Fusion: the online model's weight", series: [["weight", value((d) => d.fusion_weight)]]},
 ];
@@ -58,6 +65,15 @@ function draw(s) {
   s.plot = new uPlot(options, data, card);
 }
 
+function grow(s, series) {   // series that appeared (e.g. a new dead-letter reason), empty before now
+  for (const [label, read] of series) {
+    if (s.chart.series.some(([known]) => known === label)) continue;
+    s.chart.series.push([label, read]);
+    s.ys.push(s.xs.map(() => null));
+    if (s.plot) s.plot.addSeries({label, stroke: COLOURS[(s.chart.series.length - 1) % COLOURS.length], width: 1.5});
+  }
+}
+
 function header(current) {
   document.getElementById("version").textContent = current.version == null ? "none yet" : current.version;
   document.getElementById("age").textContent = current.age == null ? "-" : current.age.toFixed(1) + " s";
@@ -75,6 +91,7 @@ async function poll() {
     const current = await (await fetch("/dashboard/data", {cache: "no-store"})).json();
     header(current);
     for (const s of state) {
+      if (s.chart.more) grow(s, s.chart.more(current));
       const values = s.chart.series.map(([, read]) => read(previous, current));
       if (!s.plot && values.every((v) => v == null)) continue;   // nothing to draw yet
       s.xs.push(current.time);
