@@ -51,7 +51,8 @@ def build() -> dict:
         .with_panel(_chart("Prequential AUC and log loss (recent window)", "none",
                            ("freshrec_window_auc", "AUC"), ("freshrec_window_logloss", "log loss")))
         .with_panel(_chart("Embedding rows", "short", ("freshrec_model_rows", "rows")))
-        .with_panel(_chart("Dead letters", "ops", ("sum(rate(freshrec_dead_letters_total[5m]))", "records/s"),
+        .with_panel(_chart("Dead letters by reason", "ops",
+                           ("sum by (reason) (rate(freshrec_dead_letters_total[5m]))", "{{reason}}"),
                            ("sum by (outcome) (rate(freshrec_kafka_events_total[5m]))", "kafka {{outcome}}")))
         .with_panel(_chart("Failed durable writes", "short",
                            ("sum by (target) (increase(freshrec_write_failures_total[10m]))", "{{target}}")))
