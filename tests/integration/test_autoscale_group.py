@@ -118,7 +118,7 @@ def test_the_group_follows_the_lag_up_and_down_losing_nothing(tmp_path: Path) ->
         create_topic(bootstrap, TOPIC, PARTITIONS)
         readme = readme_block_commands(README)[0]   # the README's command, on this broker and state, quicker to decide
         command = [sys.executable, "-m", "freshrec.cli", *_with(readme, {"--bootstrap": bootstrap, "--state": state}),
-                   "--idle-timeout", "20s", "--checkpoint-events", "2000", "--port", str(port), "--interval", "1s",
+                   "--idle-timeout", "10s", "--checkpoint-events", "2000", "--port", str(port), "--interval", "1s",
                    "--up-window", "3s", "--down-window", "10s", "--cooldown", "10s", "--max-step-up", "1",
                    "--max-step-down", "1", "--metrics-port", str(gauges), "--json"]
         producer, requests = PacedProducer(bootstrap), Requests(url)
