@@ -61,6 +61,9 @@ def _integer(value: Any) -> int:
 
 
 def _id(value: Any) -> str | int:
+    kind = type(value)   # the common cases first: every candidate of every request comes here
+    if kind is str or (kind is int and INT64[0] <= value <= INT64[1]):
+        return value
     if isinstance(value, str):
         return value
     if isinstance(value, bool) or not isinstance(value, (int, float)) or \
