@@ -28,25 +28,17 @@ from __future__ import annotations
 import datetime
 import os
 import signal
-import socket
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
-from freshrec.cluster.launch import AGENT_ENV, agent_command, group_config
-from freshrec.cluster.worker import FIGURES
+from freshrec.cluster.launch import AGENT_ENV, agent_command, group_config, group_figures
 from freshrec.config import FreshrecConfig
 
 __all__ = ["SCALE_DOWNS", "LocalExecutor"]
 
 SCALE_DOWNS = 1000
 """Scale-downs an agent may live through (each costs it one torchrun restart)."""
-
-
-def _free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 class LocalExecutor:
@@ -61,9 +53,9 @@ class LocalExecutor:
 
         self.state, self.bounds, self.grace = Path(state), bounds, grace
         self.config_path = group_config(config, self.state)
-        self.port = _free_port(host)
-        self._store = dist.TCPStore(host, self.port, is_master=True, multi_tenant=True, wait_for_workers=False,
-                                    timeout=datetime.timedelta(seconds=60))
+        self._store = dist.TCPStore(host, 0, is_master=True, multi_tenant=True, wait_for_workers=False,
+                                    timeout=datetime.timedelta(seconds=60))   # port 0: one the system picks
+        self.port = self._store.port
         self.endpoint, self.run_id = f"{host}:{self.port}", f"freshrec-{os.getpid()}-{self.port}"
         self.restarts = config.training.max_restarts + SCALE_DOWNS
         self.logs = self.state / "agents"
@@ -94,7 +86,7 @@ class LocalExecutor:
         fails, harmlessly), else the first failing exit code."""
         if not self._agents or any(agent.poll() is None for agent in self._agents):
             return None
-        if (self.state / FIGURES).exists():
+        if group_figures(self.state) is not None:
             return 0
         return next((agent.returncode for agent in self._agents if agent.returncode), 1)
 

@@ -110,6 +110,7 @@ def _live(settings: FreshrecConfig, state: Path, decisions: Path, metrics_port: 
     from freshrec.autoscale.metrics import metric_reader
     from freshrec.autoscale.policy import Autoscaler, Policy
     from freshrec.cli.output import note
+    from freshrec.cluster.launch import group_figures
 
     a, s = settings.autoscale, settings.serve
     if a.executor == "local" and (problems := settings.group_problems()):
@@ -156,7 +157,7 @@ def _live(settings: FreshrecConfig, state: Path, decisions: Path, metrics_port: 
     if code not in (None, 0):
         raise RuntimeError(f"the worker group failed (exit {code}); the agents' output is in {state / 'agents'}")
     # written by rank 0 once the stream ended (a signal may come after); a Kubernetes group never ends
-    group = _group_figures(state) if a.executor == "local" else {}
+    group = (group_figures(state) or {}) if a.executor == "local" else {}
     return {**group, "ended": "stream" if group else "signal", "sizes": controller.sizes,
             "decisions": controller.decisions, "served_version": served,
             "cost": run_cost(settings, worker_class(settings), clock, peak=a.max)}
@@ -185,13 +186,3 @@ def _serve(settings: FreshrecConfig, state: Path):
     s = settings.serve
     check_port(s.host, s.port)
     return BackgroundServer(state / "registry", s.port, s.host, config=serve_config(settings))
-
-
-def _group_figures(state: Path) -> dict:
-    """The group's figures, written by its rank 0 at the end of the stream ({} before)."""
-    import json
-
-    from freshrec.cluster.worker import FIGURES
-
-    path = state / FIGURES
-    return json.loads(path.read_text()) if path.exists() else {}

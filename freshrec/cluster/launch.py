@@ -24,7 +24,7 @@ import yaml
 from freshrec.cluster.worker import FIGURES
 from freshrec.config import FreshrecConfig
 
-__all__ = ["AGENT_ENV", "agent_command", "group_config", "launch_command", "launch_group"]
+__all__ = ["AGENT_ENV", "agent_command", "group_config", "group_figures", "launch_command", "launch_group"]
 
 AGENT_ENV = {"TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}
 """What each agent of an elastic group needs in its environment (see `Group.join`)."""
@@ -66,13 +66,20 @@ def group_config(config: FreshrecConfig, state: Path) -> Path:
     return path
 
 
+def group_figures(state: Path) -> dict | None:
+    """The group's figures, written by its rank 0 once the stream ended (None before)."""
+    path = state / FIGURES
+    return json.loads(path.read_text()) if path.exists() else None
+
+
 def launch_group(config: FreshrecConfig, state: Path) -> dict:
     """Run the group to the end of the stream; its figures (rank 0's `STATE/figures.json`).
     RuntimeError when it failed more often than `training.max_restarts`."""
     path = group_config(config, state)
     t = config.training
     code = subprocess.call(launch_command(path, state, t.workers, t.max_restarts))
-    if code != 0 or not (state / FIGURES).exists():
+    figures = group_figures(state)
+    if code != 0 or figures is None:
         raise RuntimeError(f"the worker group failed (torchrun exit {code}, {t.max_restarts} restarts allowed); "
                            "the workers' messages are above. A rerun continues from the last checkpoint")
-    return json.loads((state / FIGURES).read_text())
+    return figures
