@@ -233,6 +233,9 @@ def test_each_key_changes_what_run_builds(tmp_path: Path, recorded: dict, key: s
     "source: {kind: kafka, limit: 10}\n",
     "source: {kind: simulator}\n",
     "training: {offline_interval: 6x}\n",
+    "alerts: {webhook: 'ftp://hooks.example'}\n",
+    "alerts: {auc_drop: 2}\n",
+    "autoscale: {min: 3, max: 2}\n",
 ])
 def test_config_check_refuses_exactly_what_run_refuses(tmp_path: Path, recorded: dict, text: str):
     path = tmp_path / "bad.yaml"
