@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Hashable, Iterator, Mapping
 from typing import Any
 
@@ -104,21 +105,40 @@ def with_overrides(config: FreshrecConfig, changes: Mapping[str, Any]) -> Freshr
     return parse_config(data)
 
 
-def show_config(config: FreshrecConfig) -> str:
+SECRET = re.compile(r"password|secret|token|credential|private", re.I)
+"""Names of settings whose values `show_config` hides (librdkafka's `sasl.password`, `ssl.key.password`...)."""
+HIDDEN = "<hidden>"
+_URL_PASSWORD = re.compile(r"^([a-z][a-z0-9+.-]*://[^:/@\s]+:)[^@/\s]+@", re.I)
+
+
+def show_config(config: FreshrecConfig, secrets: bool = False) -> str:
     """The effective config as YAML, each setting with its description as a comment (durations as
-    `6h`); `load_config` reads it back to an equal config."""
-    return HEADER + "".join(_lines(config, 0))
+    `6h`); `load_config` reads it back to an equal config. Values of settings named like secrets
+    (`SECRET`, e.g. `sasl.password`) and the password in a URL show as `<hidden>` unless `secrets`
+    (a file that must work as the config: a deployment's)."""
+    return HEADER + "".join(_lines(config, 0, secrets))
 
 
-def _lines(model: BaseModel, depth: int) -> Iterator[str]:
+def _lines(model: BaseModel, depth: int, secrets: bool) -> Iterator[str]:
     data, pad = model.model_dump(mode="json"), "  " * depth
     for name, field in type(model).model_fields.items():
         value = getattr(model, name)
         if isinstance(value, BaseModel):
             yield f"{pad}{name}:  # {field.description}\n"
-            yield from _lines(value, depth + 1)
+            yield from _lines(value, depth + 1, secrets)
         else:
-            yield f"{pad}{name}: {_inline(data[name])}  # {field.description}\n"
+            yield f"{pad}{name}: {_inline(data[name] if secrets else _hidden(data[name]))}  # {field.description}\n"
+
+
+def _hidden(value: Any) -> Any:
+    """`value` with the secrets in it hidden: the values of keys named like one, a URL's password."""
+    if isinstance(value, dict):
+        return {k: HIDDEN if SECRET.search(str(k)) else _hidden(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_hidden(v) for v in value]
+    if isinstance(value, str):
+        return _URL_PASSWORD.sub(rf"\g<1>{HIDDEN}@", value)
+    return value
 
 
 def _inline(value: Any) -> str:

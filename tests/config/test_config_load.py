@@ -10,8 +10,8 @@ from conftest import ARTICLE
 
 from freshrec.config import ConfigError, FreshrecConfig, load_config, parse_config, show_config
 
-SECTIONS = ("source, join, features, model, embedding, training, sync, serve, fusion, log, gpu, autoscale, devices, "
-            "alerts")
+SECTIONS = ("source, join, features, model, embedding, training, sync, serve, experiment, fusion, log, gpu, autoscale, "
+            "devices, alerts")
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -140,5 +140,6 @@ def test_show_config_round_trips_with_defaults_and_duration_spellings(tmp_path):
     assert data["model"]["ttl"] == "7d"
     assert data["serve"]["port"] == 8000   # defaults are written out
     assert "  offline_interval: 6h  # Event time between offline retrainings (null: " in text
-    assert load_config(write(tmp_path, text)) == config
+    assert data["source"]["kafka"]["settings"] == {"linger.ms": "5", "sasl.password": "<hidden>"}
+    assert load_config(write(tmp_path, show_config(config, secrets=True))) == config
     assert load_config(write(tmp_path, show_config(FreshrecConfig()))) == FreshrecConfig()
