@@ -115,7 +115,7 @@ def _live(settings: FreshrecConfig, state: Path, decisions: Path, metrics_port: 
     a, s = settings.autoscale, settings.serve
     if a.executor == "local" and (problems := settings.group_problems()):
         raise UsageError("; ".join(problems))
-    servers = list(a.servers) or ([f"http://{s.host}:{s.port}"] if s.enabled and a.executor == "local" else [])
+    servers = list(a.servers) or ([s.url()] if s.enabled and a.executor == "local" else [])
     try:
         reader = metric_reader(settings, state, servers)
     except (ValueError, RuntimeError) as error:
@@ -144,7 +144,7 @@ def _live(settings: FreshrecConfig, state: Path, decisions: Path, metrics_port: 
         clock.close(controller.clock())
         if code == 0 and server is not None and not exit_at_end:
             server.service.sync()   # the group's last version
-            note(f"the stream has ended; still serving on http://{s.host}:{s.port}; Ctrl-C (or SIGTERM) stops it.")
+            note(f"the stream has ended; still serving on {s.url()}; Ctrl-C (or SIGTERM) stops it.")
             stop.wait()
     finally:
         for number, handler in previous.items():

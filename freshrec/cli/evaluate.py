@@ -95,3 +95,81 @@ def _replay_ab(settings: FreshrecConfig, config, report: Path | None):
     result = replay_ab(units, specs, config)
     title = f"Replay A/B: {settings.source.format}"
     return result, write_report(result, report, title=title) if report is not None else None
+
+
+@evaluate_app.command("arms")
+@guarded
+def evaluate_arms(
+    source: Annotated[str, typer.Argument(help=(
+        "The experiment's log directory (experiment.log: every server process's tallies) or a server's "
+        "base URL (its GET /arms: that one process)."))],
+    config: Annotated[Path | None, typer.Option(help="YAML configuration: devices.classes prices a CPU-hour.")] = None,
+    device_class: Annotated[str, typer.Option(help="The devices.classes entry whose cost_per_hour prices a CPU-hour.")]
+    = "CPU",
+    as_json: Annotated[bool, typer.Option("--json", help="Last stdout line: one JSON object.")] = False,
+) -> None:
+    """A live experiment's arms: CTR with its 95% interval, lift over the control (the first arm) with
+    its p-value, latency, CPU and cost per request, and the winner (the arm whose CTR interval lies
+    above every other arm's; none until one does)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from freshrec.serve.arms import arm_figures
+
+    settings = build_config(config, {})
+    if device_class not in settings.devices.classes:
+        raise UsageError(f"--device-class: no {device_class!r} in devices.classes "
+                         f"({', '.join(settings.devices.classes)})")
+    figures = arm_figures(_arm_tallies(source), settings.devices.classes[device_class].cost_per_hour)
+    winner = next((name for name, f in figures.items() if f["ctr_low"] is not None and all(
+        other["ctr_high"] is not None and f["ctr_low"] > other["ctr_high"]
+        for o, other in figures.items() if o != name)), None)
+    summary = {"source": source, "control": next(iter(figures), None), "winner": winner, "arms": figures}
+    if as_json:
+        typer.echo(orjson.dumps(summary).decode())
+        return
+    table = Table(title=f"Arms of {source}")
+    table.add_column("figure")
+    for name in figures:
+        table.add_column(name, justify="right")
+    for label, show in (("version", lambda f: f["version"]), ("requests", lambda f: f"{f['requests']:,}"),
+                        ("labelled events", lambda f: f"{f['labelled']:,}"), ("CTR", lambda f: f"{f['ctr']:.4f}"),
+                        ("CTR 95% interval", lambda f: f"[{f['ctr_low']:.4f}, {f['ctr_high']:.4f}]"),
+                        ("lift", lambda f: f"{f['lift']:+.1%}"), ("p-value", lambda f: f"{f['p_value']:.3g}"),
+                        ("p50 ms", lambda f: f"{f['p50_ms']:.2f}"), ("p99 ms", lambda f: f"{f['p99_ms']:.2f}"),
+                        ("CPU ms/request", lambda f: f"{f['cpu_ms_per_request_with_sync']:.3f}"),
+                        (f"cost/1M requests ({device_class})", lambda f: f"{f['cost_per_million_requests']:.4f}")):
+        table.add_row(label, *(_shown(show, f) for f in figures.values()))
+    Console().print(table)
+    typer.echo(f"winner: {winner or 'none yet (no arm has its CTR interval above all the others)'}")
+
+
+def _shown(show, figures: dict) -> str:
+    """`show(figures)` as text, or "-" where a figure it needs is None (no requests or events yet)."""
+    try:
+        value = show(figures)
+    except TypeError:   # formatting None
+        return "-"
+    return "-" if value is None else str(value)
+
+
+def _arm_tallies(source: str):
+    """The tallies of an arms log directory or of a server's /arms (`UsageError` when neither)."""
+    import urllib.error
+    import urllib.request
+
+    from freshrec.serve.arms import ArmsLog, ArmTally
+
+    try:
+        if source.startswith(("http://", "https://")):
+            with urllib.request.urlopen(source.rstrip("/") + "/arms", timeout=10) as answer:
+                tallies = {name: ArmTally.from_dict(t) for name, t in orjson.loads(answer.read())["tallies"].items()}
+        else:
+            if not Path(source).is_dir():
+                raise UsageError(f"{source}: not a directory (the experiment's log) or an http(s) URL")
+            tallies = ArmsLog.read(Path(source))
+    except (OSError, urllib.error.URLError, ValueError, KeyError) as error:
+        raise UsageError(f"{source}: {error}") from None
+    if not tallies:
+        raise UsageError(f"{source}: the server runs no experiment (experiment.arms is empty)")
+    return tallies

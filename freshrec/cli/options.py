@@ -114,6 +114,8 @@ OFFLINE = (
 SERVING = (
     Flag("--host", "serve.host", str, "Address to listen on."),
     Flag("--port", "serve.port", int, "Port to listen on."),
+    Flag("--tls-certfile", "serve.tls_certfile", str, "Serve HTTPS with this PEM certificate (chain)."),
+    Flag("--tls-keyfile", "serve.tls_keyfile", str, "The certificate's PEM private key."),
 )
 PUBLISH = (Flag("--sync-interval", "sync.sync_interval", str, "Time between published deltas (e.g. 1s)."),
            Flag("--share", "sync.share", str, "Share the tables in memory under this name (servers on this host: "

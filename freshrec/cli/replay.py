@@ -122,7 +122,7 @@ def _serve(settings: FreshrecConfig, registry_path: Path, chunks, fields, pipeli
     service = ModelService(registry, sink=live)
     app = create_app(service, serve_config(settings))
     host, port = settings.serve.host, settings.serve.port
-    note(f"serving on http://{host}:{port} (registry {registry_path}); Ctrl-C stops")
+    note(f"serving on {settings.serve.url()} (registry {registry_path}); Ctrl-C stops")
     summary = train_and_serve(chunks, live, pipeline, trainer, publisher, app, host, port,
                               settings.training.online_batch_size, show, letters,
                               settings.training.online_batch_window)

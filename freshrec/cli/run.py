@@ -114,13 +114,13 @@ def _run_group(settings: FreshrecConfig, state: Path, as_json: bool, exit_at_end
     if s.enabled:
         check_port(s.host, s.port)
         server = BackgroundServer(state / "registry", s.port, s.host, config=serve_config(settings))
-        note(_requests_to_try(f"http://{s.host}:{s.port}"))
+        note(_requests_to_try(s.url()))
     try:
         figures = launch_group(settings, state)
         if server is not None:
             server.service.sync()   # the group's last version
             if not exit_at_end:
-                note(_still_serving(f"http://{s.host}:{s.port}", learns=False))
+                note(_still_serving(s.url(), learns=False))
                 _wait_for_signal()
     finally:
         served = server.stop() if server is not None else None
@@ -188,7 +188,7 @@ def _run(settings: FreshrecConfig, state: Path, quiet: bool, exit_at_end: bool) 
         sink = None if joined else live
         server = BackgroundServer(state / "registry", s.port, s.host, offline=offline, config=serve_config(settings),
                                   sink=sink)
-        url = f"http://{s.host}:{s.port}"
+        url = s.url()
         note(_requests_to_try(url))
     watch = _watch(settings, stream, letters, server)
     if s.enabled:

@@ -86,7 +86,7 @@ def serve_command(
         if attach is not None:
             os.environ[ATTACH_ENV] = attach
         os.environ[CONFIG_ENV] = limits.model_dump_json()
-        note(f"serving {what} on http://{host}:{port} with {workers} workers")
+        note(f"serving {what} on {settings.serve.url()} with {workers} workers")
         sys.stdout.flush()
         sys.stderr.flush()
         # uvicorn's own command is the supervisor (this process, replaced): it imports no model code,
@@ -96,5 +96,5 @@ def serve_command(
                                   "--timeout-worker-healthcheck", str(HEALTHCHECK_SECONDS), "--log-level", "warning",
                                   *uvicorn_flags(limits)])
     app = create_app(open_service(registry, attach), limits)
-    note(f"serving {what} on http://{host}:{port}")
+    note(f"serving {what} on {settings.serve.url()}")
     serve_until_signal(uvicorn.Server(uvicorn_config(app, host, port)))

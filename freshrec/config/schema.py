@@ -23,6 +23,7 @@ from freshrec.config.sections import (
     AutoscaleSection,
     DevicesSection,
     EmbeddingSection,
+    ExperimentSection,
     FeaturesSection,
     FusionSection,
     GpuSection,
@@ -50,6 +51,8 @@ class FreshrecConfig(Section):
     training: TrainingSection = Field(default_factory=TrainingSection, description="Online and offline training")
     sync: SyncSection = Field(default_factory=SyncSection, description="Publishing the trained model to the servers")
     serve: ServeSection = Field(default_factory=ServeSection, description="The HTTP server")
+    experiment: ExperimentSection = Field(default_factory=ExperimentSection,
+                                          description="Live A/B arms in the server (none by default)")
     fusion: FusionSection = Field(default_factory=FusionSection, description="Blending online and offline predictions")
     log: LogSection = Field(default_factory=LogSection, description="The event log (the article's batch storage)")
     gpu: GpuSection = Field(default_factory=GpuSection, description="GPUs (the article's gpu block)")

@@ -13,16 +13,16 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from freshrec.config.columns import ColumnsSection
 from freshrec.config.durations import Duration
 from freshrec.config.section import Section
 
-__all__ = ["FORMATS", "METRICS", "MODEL_NAMES", "OPTIMIZERS", "AlertsSection", "AutoscaleSection", "ColumnsSection",
-           "DeviceClass", "DevicesSection", "EmbeddingSection", "FeatureOverride", "FeaturesSection", "FusionSection",
-           "GpuSection", "JoinSection", "KafkaSection", "LogSection", "ModelSection", "Section", "ServeSection",
-           "SourceSection", "SyncSection", "TrainingSection"]
+__all__ = ["FORMATS", "METRICS", "MODEL_NAMES", "OPTIMIZERS", "AlertsSection", "ArmSection", "AutoscaleSection",
+           "ColumnsSection", "DeviceClass", "DevicesSection", "EmbeddingSection", "ExperimentSection",
+           "FeatureOverride", "FeaturesSection", "FusionSection", "GpuSection", "JoinSection", "KafkaSection", "LogSection",
+           "ModelSection", "Section", "ServeSection", "SourceSection", "SyncSection", "TrainingSection"]
 
 FORMATS = ("criteo", "avazu", "movielens-100k", "open-bandit", "csv", "parquet", "simulator")
 MODEL_NAMES = ("lr", "fm", "deepfm", "dcn")
@@ -168,6 +168,9 @@ class ServeSection(Section):
     max_candidates: int = Field(1000, ge=1, description="Most candidates one /predict may score")
     max_body_bytes: int = Field(1 << 20, ge=1024, description="Largest request body accepted (413 above)")
     recommend_candidates: int = Field(200, ge=1, description="Candidates /recommend ranks")
+    max_new_ids: float | None = Field(10_000, gt=0, description=(
+        "Ids the served model has no row for (new users and items) POST /events may bring per second, in bursts "
+        "of ten seconds' worth (429 past it; null: no cap)"))
     admin_token_env: str = Field("FRESHREC_ADMIN_TOKEN", min_length=1, description=(
         "Environment variable holding the admin endpoints' bearer token (unset: admin disabled)"))
     events_token_env: str | None = Field(None, min_length=1, description=(
@@ -179,6 +182,18 @@ class ServeSection(Section):
         "Connections (or requests in progress) one server process holds; a request beyond them gets a 503"))
     shutdown_timeout: Duration = Field(10.0, description=(
         "On SIGTERM: time the requests in flight have to finish before they are cancelled"))
+    tls_certfile: Path | None = Field(None, description="Serve HTTPS with this PEM certificate (chain) file")
+    tls_keyfile: Path | None = Field(None, description="The certificate's PEM private key file (with tls_certfile)")
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> ServeSection:
+        if (self.tls_keyfile is None) != (self.tls_certfile is None):
+            raise ValueError("HTTPS needs both serve.tls_certfile and serve.tls_keyfile, or neither")
+        return self
+
+    def url(self) -> str:
+        """The server's base URL (https with a certificate)."""
+        return f"{'https' if self.tls_certfile else 'http'}://{self.host}:{self.port}"
 
     def admin_token(self) -> str | None:
         """The admin token from the environment variable `admin_token_env` (None when unset or empty)."""
@@ -193,6 +208,46 @@ class ServeSection(Section):
         if not token:
             raise ValueError(f"serve.events_token_env: ${self.events_token_env} is unset or empty")
         return token
+
+
+class ArmSection(Section):
+    """One arm of a live A/B experiment: a model the server holds and the share of users it serves."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$", description="The arm's name (answers, reports)")
+    traffic: float = Field(gt=0, le=1, description="Share of users bucketed into this arm (the arms' shares sum to 1)")
+    follow: Literal["latest", "full", "frozen"] = Field("latest", description=(
+        "latest: every version the trainer publishes (deltas too); full: full snapshots only (e.g. a daily "
+        "model); frozen: the version it starts with (or `version`), held"))
+    version: int | None = Field(None, ge=0, description="follow frozen: this full snapshot (default: the newest)")
+    registry: Path | None = Field(None, description="A registry of its own (default: the server's)")
+    blend: bool = Field(True, description=(
+        "Blend with the offline model by the version's fusion weights, where the server has one"))
+
+    @field_validator("version")
+    @classmethod
+    def _frozen_only(cls, version: int | None, info) -> int | None:
+        if version is not None and info.data.get("follow") != "frozen":
+            raise ValueError("a version is held by an arm that follows nothing: set follow: frozen")
+        return version
+
+
+class ExperimentSection(Section):
+    """A live A/B experiment in the server: users bucketed into arms by a salted hash of their id."""
+
+    arms: tuple[ArmSection, ...] = Field((), description="The arms, the first one the control (none: no experiment)")
+    salt: str = Field("freshrec", min_length=1, description="Hash salt of the bucketing (a new salt reshuffles users)")
+    log: Path | None = Field(None, description=(
+        "Directory each server process writes its arms' tallies to, every second (`freshrec evaluate arms DIR`)"))
+
+    @field_validator("arms")
+    @classmethod
+    def _split(cls, arms: tuple[ArmSection, ...]) -> tuple[ArmSection, ...]:
+        names = [arm.name for arm in arms]
+        if len(set(names)) < len(names):
+            raise ValueError(f"arm names must be distinct, got {names}")
+        if arms and abs(sum(arm.traffic for arm in arms) - 1.0) > 1e-6:
+            raise ValueError(f"the arms' traffic must sum to 1, got {sum(arm.traffic for arm in arms):g}")
+        return arms
 
 
 class FusionSection(Section):

@@ -195,17 +195,25 @@ def join_config(config: FreshrecConfig) -> JoinConfig | None:
 
 def serve_config(config: FreshrecConfig) -> ServeConfig:
     """The HTTP app's limits, timeouts and tokens (read from `serve.admin_token_env` and
-    `serve.events_token_env`)."""
+    `serve.events_token_env`), and the experiment's arms."""
     s = config.serve
     try:
         events_token = s.events_token()
     except ValueError as error:
         raise ConfigError([str(error)]) from None
+    missing = [f"serve.{key}: no file {path}" for key, path in (("tls_certfile", s.tls_certfile),
+                                                                ("tls_keyfile", s.tls_keyfile))
+               if path is not None and not path.is_file()]
+    if missing:
+        raise ConfigError(missing)
     return ServeConfig(max_candidates=s.max_candidates, max_body_bytes=s.max_body_bytes,
-                       recommend_candidates=s.recommend_candidates, admin_token=s.admin_token(),
+                       recommend_candidates=s.recommend_candidates, max_new_ids=s.max_new_ids,
+                       admin_token=s.admin_token(),
                        events_token=events_token, read_timeout=s.read_timeout,
                        keep_alive_timeout=s.keep_alive_timeout, max_connections=s.max_connections,
-                       shutdown_timeout=s.shutdown_timeout)
+                       shutdown_timeout=s.shutdown_timeout, experiment=config.experiment if config.experiment.arms
+                       else None, tls_certfile=str(s.tls_certfile) if s.tls_certfile else None,
+                       tls_keyfile=str(s.tls_keyfile) if s.tls_keyfile else None)
 
 
 def training_device(config: FreshrecConfig, available: bool) -> str:

@@ -1,5 +1,7 @@
 """Parameter sync, trainer side: `Publisher` puts a `Delta` into the `ModelRegistry` every
-`sync_interval` seconds and a full `Snapshot` every `full_interval` (the first publish is full).
+`sync_interval` seconds and a full `Snapshot` every `full_interval` (the first publish is full), or
+at once when a server asks for one (`ModelRegistry.want_full`: it refused a version; a worker group
+waits for its scheduled one).
 A delta carries the rows' weights without their optimizer state (servers score, they do not train:
 half the bytes); a full snapshot carries everything.
 
@@ -142,6 +144,8 @@ class Publisher:
     def _due(self, now: float) -> str | None:
         if self._table_since is None or now - self._last_full >= self.config.full_interval:
             return "full"
+        if self.registry.part is None and self.registry.full_wanted():
+            return "full"       # a server refused a version: it waits for a full snapshot
         if self._backoff.failures and (self.registry.latest() or 0) > self.version:
             return "full"       # a failed write landed after all: a full snapshot heals the chain
         if self._entered[2] and now - self._last_delta >= self.config.sync_interval:
@@ -226,6 +230,7 @@ class Publisher:
         interactions = pa.concat_tables(self._recent) if self._recent else conform(pa.table({}), self.fields)
         tables = table_versions(self.model)
         self.registry.publish(Snapshot(self.model, version, meta, interactions))
+        self.registry.full_given()
         self._written(version)
         self._table_since = tables
         self._last_full = self._last_delta = self.clock()

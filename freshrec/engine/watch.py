@@ -41,7 +41,7 @@ class LoopWatch:
         self._waiting, self._ended = waiting, False
         self._learned_at = None
         self._drift_at: float | None = None
-        self._seen = {"learned": 0, "rows": 0, "loss": 0.0, "records": 0}
+        self._seen = {"learned": 0, "rows": 0, "loss": 0.0, "records": 0, "evicted": 0}
         self._letters: Counter = Counter()   # dead letters by reason, as last seen
         self._recent: deque[tuple[int, int]] = deque(maxlen=RECENT_CHUNKS)   # (records, dead letters) a chunk
         self._auc: tuple[float | None, float | None] = (None, None)
@@ -65,7 +65,11 @@ class LoopWatch:
             TRAINING.window_auc.set(window["auc"])
             TRAINING.window_logloss.set(window["logloss"])
         self._auc = (window["auc"], metrics.summary()["auc"])
-        TRAINING.rows.set(engine.trainer.model.live_ids)
+        model = engine.trainer.model
+        TRAINING.rows.set(model.live_ids)
+        if model.evicted_ids > seen["evicted"]:
+            TRAINING.evicted.inc(model.evicted_ids - seen["evicted"])
+            seen["evicted"] = model.evicted_ids
         letters = Counter(self.dead_letters())
         for reason, count in (letters - self._letters).items():
             TRAINING.dead_letters.labels(reason).inc(count)

@@ -55,6 +55,8 @@ class ServingMetrics:
         self.sync_errors = Counter("freshrec_sync_errors", "Versions refused or failed by reason", ["reason"],
                                    registry=r)
         self.events = Counter("freshrec_events_accepted", "Events accepted by POST /events", registry=r)
+        self.behind = Gauge("freshrec_serving_behind", "1 while the server cannot follow the registry (a refused "
+                            "version or a gap in the deltas) until a full snapshot comes", registry=r)
         self.fusion_weight = Gauge("freshrec_fusion_online_weight",
                                    "Hedge weight of the online model in the served score (1: online only)", registry=r)
 
@@ -74,6 +76,8 @@ class TrainingMetrics:
         self.window_logloss = Gauge("freshrec_window_logloss", "Prequential log loss over the recent window",
                                     registry=registry)
         self.rows = Gauge("freshrec_model_rows", "Embedding rows the online model holds", registry=registry)
+        self.evicted = Counter("freshrec_model_rows_evicted", "Embedding rows the online model evicted (eviction, TTL)",
+                               registry=registry)
         self.dead_letters = Counter("freshrec_dead_letters", "Records sent to the dead letters, by reason", ["reason"],
                                     registry=registry)
 

@@ -246,6 +246,11 @@ class OnlineModel(nn.Module):
         """Rows held by all tables."""
         return sum(table.live for table in self.tables.values())
 
+    @property
+    def evicted_ids(self) -> int:
+        """Rows all tables have evicted so far (eviction and TTL)."""
+        return sum(table.evicted for table in self.tables.values())
+
     def check(self, batch: Batch) -> float:
         """Refuse a batch whose dense columns differ from the model's; returns `now`, the batch's
         latest event time (for the tables' TTL bookkeeping)."""

@@ -6,8 +6,11 @@
 - `POST /recommend` {user, context?, k?} -> the same, the items ranked (integer ids as integers)
 - `POST /events` {events: [...]} or one event -> 202 {accepted}: checked and handed to the live sink in
   a worker thread (durable first where the sink has a journal, as `freshrec run`'s has; 503 when it
-  is full or cannot write); a bearer token when `events_token` is set (401 without)
-- `GET /healthz` {status, ready, version}: `ready` once a model is loaded; `GET /metrics`
+  is full or cannot write); a bearer token when `events_token` is set (401 without); 429 past
+  `max_new_ids` (ids the served model has no row for, per second: `freshrec.serve.budget`)
+- `GET /healthz` {status, ready, version}: `ready` once a model is loaded; status "degraded" (with a
+  `detail`) while it cannot follow the registry (a refused version: it asked for a full snapshot);
+  `GET /metrics`
   (Prometheus), `GET /model`
 - `POST /admin/swap` {version?}, `POST /admin/rollback`: bearer token required (401 without)
 
@@ -29,6 +32,7 @@ holds the app to it with schemathesis).
 
 from __future__ import annotations
 
+import math
 import secrets
 import threading
 import time
@@ -42,12 +46,15 @@ from fastapi.security import HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
+from freshrec.config import ExperimentSection
 from freshrec.events.event import Event
 from freshrec.events.journal import JournalError
 from freshrec.events.live import QueueFull
+from freshrec.serve.arms import ArmsLog, Experiment, arm_figures
 from freshrec.serve.bodies import (
     EVENTS,
     Accepted,
+    ArmsAnswer,
     Candidate,
     EventsRequest,
     Health,
@@ -61,6 +68,7 @@ from freshrec.serve.bodies import (
     body_schema,
     parse,
 )
+from freshrec.serve.budget import IdBudget
 from freshrec.serve.dashboard import add_dashboard
 from freshrec.serve.guard import Guard
 from freshrec.serve.service import ModelService
@@ -76,6 +84,9 @@ class ServeConfig(BaseModel):
     max_events: int = Field(10_000, ge=1, description="Most events one POST /events may carry")
     max_body_bytes: int = Field(1 << 20, ge=1024, description="Largest request body accepted (413 above)")
     recommend_candidates: int = Field(200, ge=1, description="Candidates /recommend ranks")
+    max_new_ids: float | None = Field(10_000, gt=0, description="New ids (no row in the served model) POST /events "
+                                                                "may bring per second, in bursts of ten seconds' "
+                                                                "worth (429 past it; none: no cap)")
     admin_token: str | None = Field(None, description="Bearer token of the admin endpoints (none: disabled)")
     events_token: str | None = Field(None, description="Bearer token POST /events requires (none: open)")
     poll_interval: float = Field(0.05, gt=0, description="Seconds between registry polls for new versions")
@@ -86,6 +97,9 @@ class ServeConfig(BaseModel):
                                                          "holds; a request beyond them gets a 503")
     shutdown_timeout: float = Field(10.0, ge=0, description="On SIGTERM, seconds the requests in flight have to "
                                                             "finish before they are cancelled")
+    experiment: ExperimentSection | None = Field(None, description="Live A/B arms (none: one model for all users)")
+    tls_certfile: str | None = Field(None, description="HTTPS: the PEM certificate (chain) file")
+    tls_keyfile: str | None = Field(None, description="HTTPS: the certificate's PEM private key file")
 
 
 ANY_REQUEST = {
@@ -122,19 +136,27 @@ class _Bearer(HTTPBearer):
 def create_app(service: ModelService, config: ServeConfig | None = None) -> FastAPI:
     """The app; its lifespan runs the registry follower thread (which syncs at once)."""
     config = config or ServeConfig()
+    experiment = Experiment.open(config.experiment, service) if config.experiment and config.experiment.arms else None
+    followers = [service] if experiment is None else list({id(s): s for s in (service, *experiment.followers())}
+                                                          .values())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         stop = threading.Event()
-        follower = threading.Thread(target=service.follow, args=(stop, config.poll_interval),
-                                    name="freshrec-sync", daemon=True)
-        follower.start()
+        threads = [threading.Thread(target=s.follow, args=(stop, config.poll_interval), name="freshrec-sync",
+                                    daemon=True) for s in followers]
+        if experiment is not None and experiment.config.log is not None:
+            threads.append(threading.Thread(target=_write_arms, args=(experiment, stop), name="freshrec-arms-log",
+                                            daemon=True))
+        for thread in threads:
+            thread.start()
         yield
         stop.set()
-        follower.join()
+        for thread in threads:
+            thread.join()
 
     app = _App(title="freshrec", lifespan=lifespan, responses=ANY_REQUEST)
-    app.serve_config = config
+    app.serve_config, app.experiment = config, experiment
     metrics = service.metrics
     admin = Depends(_Bearer(config.admin_token, "admin", "admin endpoints need 'Authorization: Bearer <token>'"
                             + ("" if config.admin_token else " and a server started with an admin token")))
@@ -151,18 +173,29 @@ def create_app(service: ModelService, config: ServeConfig | None = None) -> Fast
         if len(body.candidates) > config.max_candidates:
             raise HTTPException(422, f"{len(body.candidates)} candidates; at most {config.max_candidates}")
         items = [(c, {}) if not isinstance(c, Candidate) else (c.item, c.fields) for c in body.candidates]
-        try:
-            return _json(service.score(body.user, body.context, items))
-        except ValueError as error:
-            raise HTTPException(422, str(error)) from None
+        return _scored(body.user, lambda chosen, arm: chosen.score(body.user, body.context, items, arm))
 
     @app.post("/recommend", openapi_extra=body_schema(RecommendRequest), responses=scored)
     async def recommend(request: Request) -> Response:
         body = await _parsed(request, RecommendRequest)
         if isinstance(body, Invalid):
             return _json(body.model_dump(), 422)
+        return _scored(body.user, lambda chosen, arm: chosen.recommend(body.user, body.context, body.k,
+                                                                       config.recommend_candidates, arm))
+
+    def _scored(user, score) -> Response:
+        """`score(service, arm)`'s answer: by the server's model, or by the arm of `user` (timed and
+        counted in its tally); a ValueError is a 422."""
         try:
-            return _json(service.recommend(body.user, body.context, body.k, config.recommend_candidates))
+            if experiment is None:
+                return _json(score(service, None))
+            arm, chosen, tally = experiment.route(user)
+            if chosen.version is None:
+                raise HTTPException(503, f"arm {arm!r} has no model version loaded yet")
+            started, cpu = time.perf_counter(), time.thread_time()
+            answer = score(chosen, arm)
+            tally.record_request(time.perf_counter() - started, time.thread_time() - cpu, len(answer.items))
+            return _json(answer)
         except ValueError as error:
             raise HTTPException(422, str(error)) from None
 
@@ -178,6 +211,9 @@ def create_app(service: ModelService, config: ServeConfig | None = None) -> Fast
               openapi_extra=body_schema(EVENTS, events={"maxItems": config.max_events}) | {"description": (
                   "One event, or {events: [...]}. ts: epoch seconds or ISO-8601 with an offset.")},
               responses={202: {"model": Accepted}, 422: {"model": Invalid},
+                         429: {"model": Problem, "description": "Past serve.max_new_ids: retry after Retry-After "
+                                                                "seconds", "headers": {"Retry-After": {
+                                                                    "schema": {"type": "integer"}}}},
                          **(UNAUTHORIZED if config.events_token else {})})
     async def events(request: Request) -> Response:
         return await run_in_threadpool(take_events, await request.body())
@@ -191,6 +227,13 @@ def create_app(service: ModelService, config: ServeConfig | None = None) -> Fast
         batch = body.events if isinstance(body, EventsRequest) else [body]
         if len(batch) > config.max_events:
             raise HTTPException(422, f"{len(batch)} events; at most {config.max_events} per request")
+        unknown = experiment.unknown_arm(e.arm for e in batch) if experiment else next(
+            (e.arm for e in batch if e.arm is not None), None)
+        if unknown is not None:
+            arms = ", ".join(experiment.services) if experiment else "none (no experiment)"
+            raise HTTPException(422, f"unknown arm {unknown!r}; this server's arms: {arms}")
+        if budget is not None:
+            spend(service.new_ids([e.user for e in batch], [e.item for e in batch]))
         now = time.time()
         try:
             accepted = service.accept([Event(e.event_id or f"api-{now}-{i}", now if e.ts is None else e.ts,
@@ -202,13 +245,40 @@ def create_app(service: ModelService, config: ServeConfig | None = None) -> Fast
             raise HTTPException(503, str(error), headers={"Retry-After": "1"}) from None
         except LookupError as error:
             raise HTTPException(503, str(error)) from None
+        if experiment is not None:
+            experiment.attribute((e.user, e.arm, e.label) for e in batch if e.label is not None)
         return _json({"accepted": accepted}, 202)
+
+    budget = IdBudget(config.max_new_ids, int(10 * config.max_new_ids)) if config.max_new_ids else None
+
+    def spend(new: int) -> None:
+        """Take `new` ids from the budget, or refuse the whole batch: 422 when no wait would do, 429 with
+        Retry-After when a later one will."""
+        if budget.take(new):
+            return
+        if new > budget.burst:
+            raise HTTPException(422, f"the events bring {new:,} ids the model has no row for; one request may bring "
+                                     f"at most {budget.burst:,} (serve.max_new_ids x 10 s): split it")
+        raise HTTPException(429, f"the events bring {new:,} ids the model has no row for, past serve.max_new_ids "
+                                 f"({budget.rate:g} a second): retry later", headers={"Retry-After": str(
+                                     max(1, math.ceil(budget.wait(new))))})
 
     @app.get("/healthz", responses={200: {"model": Health}})
     async def healthz() -> Response:
         version = service.version
-        return _json({"status": "ok" if version is not None else "starting", "ready": version is not None,
-                      "version": version})
+        ready = version is not None and (experiment is None or experiment.ready)
+        behind = next((s.behind for s in followers if s.behind), None)
+        if ready and behind:
+            return _json({"status": "degraded", "ready": True, "version": version, "detail": behind})
+        return _json({"status": "ok" if ready else "starting", "ready": ready, "version": version})
+
+    @app.get("/arms", responses={200: {"model": ArmsAnswer}})
+    async def arms() -> Response:
+        if experiment is None:
+            return _json({"salt": None, "arms": {}, "tallies": {}})
+        tallies = experiment.current()
+        return _json({"salt": experiment.config.salt, "arms": arm_figures(tallies),
+                      "tallies": {name: t.to_dict() for name, t in tallies.items()}})
 
     @app.get("/metrics", response_class=Response, responses={200: {
         "content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Prometheus' text format"}})
@@ -257,7 +327,9 @@ def create_app(service: ModelService, config: ServeConfig | None = None) -> Fast
             raise HTTPException(409, "this server scores the trainer's shared tables (serve --attach): there are no "
                                      "versions to pin; pin on a server that follows the registry")
 
-    add_dashboard(app, service)
+    add_dashboard(app, service, experiment)
+    if experiment is not None:
+        metrics.registry.register(experiment)
     paths = frozenset(route.path for route in app.routes)  # metric labels: known paths only
     app.add_middleware(Guard, limit=config.max_body_bytes, read_timeout=config.read_timeout, metrics=metrics,
                        paths=paths)
@@ -265,6 +337,14 @@ def create_app(service: ModelService, config: ServeConfig | None = None) -> Fast
     app.lane = Guard(_Lane(hot), config.max_body_bytes, config.read_timeout, metrics, paths)
     app.lane_paths = frozenset(hot)
     return app
+
+
+def _write_arms(experiment: Experiment, stop: threading.Event, interval: float = 1.0) -> None:
+    """Write the arms' tallies to `experiment.log` every `interval` seconds, and once more at the end."""
+    log = ArmsLog(experiment.config.log)
+    while not stop.wait(interval):
+        log.write(experiment.current())
+    log.write(experiment.current())
 
 
 class _Lane:

@@ -33,8 +33,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-__all__ = ["EVENTS", "Accepted", "Candidate", "EventIn", "EventsRequest", "Health", "Id", "Invalid", "Pinned",
-           "PredictRequest", "Problem", "RecommendRequest", "Scores", "SwapRequest", "body_schema", "invalid",
+__all__ = ["EVENTS", "Accepted", "ArmsAnswer", "Candidate", "EventIn", "EventsRequest", "Health", "Id", "Invalid",
+           "Pinned", "PredictRequest", "Problem", "RecommendRequest", "Scores", "SwapRequest", "body_schema", "invalid",
            "parse"]
 
 INT64 = (-(1 << 63), (1 << 63) - 1)
@@ -164,6 +164,8 @@ class EventIn(_Strict):
     label: Label = Field(None, description="0 or 1; null: unlabelled")
     fields: dict[str, Value] = Field({}, description="The live source's fields (unknown ones: 422)")
     event_id: str | None = Field(None, min_length=1)
+    arm: str | None = Field(None, description="The experiment's arm that showed the item (as /predict or /recommend "
+                                              "answered); none: the user's arm")
 
 
 class EventsRequest(_Strict):
@@ -201,6 +203,16 @@ class Scores(BaseModel):
     scores: list[float]
     cold_user: bool
     cold_items: list[Id]
+    arm: str | None = Field(description="The experiment's arm that answered (null: no experiment)")
+
+
+class ArmsAnswer(BaseModel):
+    """The live experiment's arms: figures per arm (CTR with its 95% interval, lift over the first arm,
+    latency, CPU per request) and the raw tallies they come from (empty without an experiment)."""
+
+    salt: str | None
+    arms: dict[str, dict[str, Any]]
+    tallies: dict[str, dict[str, Any]]
 
 
 class Accepted(BaseModel):
@@ -208,9 +220,11 @@ class Accepted(BaseModel):
 
 
 class Health(BaseModel):
-    status: Literal["ok", "starting"]
+    status: Literal["ok", "starting", "degraded"] = Field(description=(
+        "degraded: serving, but behind the registry (a refused version) until a full snapshot comes"))
     ready: bool = Field(description="A model is loaded: /predict and /recommend answer (503 until then)")
     version: int | None
+    detail: str | None = Field(None, description="Why the server is degraded")
 
 
 class Pinned(BaseModel):

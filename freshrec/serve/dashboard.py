@@ -3,15 +3,16 @@
 every second, a JSON snapshot of the process's counters and gauges (`snapshot`), and keeps the last
 ten minutes in the browser: events learned per second, Kafka consumer lag, the prequential AUC and
 log loss over the recent window, freshness p50/p99, the served version and its age, requests per
-second and mean latency per endpoint, dead letters by reason, the model's rows, the fusion weight, and the
-alerts firing. Counters are sent as totals; the page turns them into rates.
+second and mean latency per endpoint, dead letters by reason, the model's rows and evictions, the fusion
+weight, the alerts firing, and, in a live experiment, each arm's CTR (with its interval), p99 latency and
+CPU per request. Counters are sent as totals; the page turns them into rates.
 
 >>> from freshrec.serve.service import ModelService
 >>> from freshrec.snapshot import ModelRegistry
 >>> import tempfile
 >>> data = snapshot(ModelService(ModelRegistry(tempfile.mkdtemp())))
 >>> sorted(data)[:6], data["version"]
-(['age', 'alerts', 'dead_letters', 'events_learned', 'freshness', 'fusion_weight'], None)
+(['age', 'alerts', 'arms', 'dead_letters', 'events_learned', 'evicted'], None)
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from prometheus_client import CollectorRegistry
 from freshrec.metrics.alerts import ALERT_METRICS
 from freshrec.metrics.prometheus import TRAINING_METRICS
 from freshrec.metrics.sources import SOURCE_METRICS
+from freshrec.serve.arms import arm_figures
 
 __all__ = ["STATIC", "add_dashboard", "snapshot"]
 
@@ -52,9 +54,9 @@ def _percentile(values: list[float], q: float) -> float | None:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def snapshot(service) -> dict:
+def snapshot(service, experiment=None) -> dict:
     """The dashboard's numbers now (see the module docstring); None where the process has none (e.g.
-    no trainer beside a server alone, no Kafka source)."""
+    no trainer beside a server alone, no Kafka source); `arms`: the `experiment`'s figures per arm."""
     served, trained = _samples(service.metrics.registry), _samples(TRAINING_METRICS)
     source, alerts = _samples(SOURCE_METRICS), _samples(ALERT_METRICS)
     requests: dict[str, float] = {}
@@ -69,6 +71,7 @@ def snapshot(service) -> dict:
         "window_auc": _total(trained, "freshrec_window_auc"),
         "window_logloss": _total(trained, "freshrec_window_logloss"),
         "rows": _total(trained, "freshrec_model_rows"),
+        "evicted": _total(trained, "freshrec_model_rows_evicted_total"),
         "dead_letters": {labels["reason"]: value for labels, value in trained.get("freshrec_dead_letters_total", [])},
         "kafka_lag": _total(source, "freshrec_kafka_consumer_lag"),
         "freshness": {"p50": _percentile(recent, 0.5), "p99": _percentile(recent, 0.99)},
@@ -78,10 +81,11 @@ def snapshot(service) -> dict:
         "fusion_weight": _total(served, "freshrec_fusion_online_weight"),
         "requests": requests, "latency_sum": latency,
         "alerts": {labels["alert"]: bool(value) for labels, value in alerts.get("freshrec_alert_firing", [])},
+        "arms": {} if experiment is None else arm_figures(experiment.current()),
     }
 
 
-def add_dashboard(app, service) -> None:
+def add_dashboard(app, service, experiment=None) -> None:
     """`GET /dashboard` (the page), `GET /dashboard/data` (`snapshot`) and `/dashboard/static/` on `app`
     (kept out of the API's schema: they are the page's, not the API)."""
     from fastapi.responses import HTMLResponse, JSONResponse
@@ -93,7 +97,7 @@ def add_dashboard(app, service) -> None:
 
     @app.get("/dashboard/data", include_in_schema=False)
     def data() -> JSONResponse:
-        return JSONResponse(snapshot(service), headers={"cache-control": "no-store"})
+        return JSONResponse(snapshot(service, experiment), headers={"cache-control": "no-store"})
 
     app.mount("/dashboard/static", StaticFiles(directory=STATIC), name="dashboard-static")
 

@@ -7,7 +7,8 @@
 - `max_connections`: uvicorn's `limit_concurrency`: a request that finds this many other connections
   (or requests in progress) open gets a 503 (uvicorn's, text/plain) at once instead of a queue;
 - `shutdown_timeout`: on SIGTERM (or `BackgroundServer.stop`) the server stops accepting, lets the
-  requests in flight finish, and cancels those still running after this many seconds.
+  requests in flight finish, and cancels those still running after this many seconds;
+- `tls_certfile`, `tls_keyfile`: HTTPS (uvicorn's TLS) with this certificate and key.
 
 >>> import tempfile
 >>> from freshrec.serve.app import ServeConfig, create_app
@@ -93,14 +94,16 @@ def uvicorn_config(app: FastAPI, host: str, port: int, **options) -> uvicorn.Con
     config: ServeConfig = app.serve_config
     return uvicorn.Config(app, host=host, port=port, log_level="warning", http=http_protocol(config),
                           limit_concurrency=_limit_concurrency(config),
-                          timeout_graceful_shutdown=_whole_seconds(config.shutdown_timeout), **options)
+                          timeout_graceful_shutdown=_whole_seconds(config.shutdown_timeout),
+                          ssl_certfile=config.tls_certfile, ssl_keyfile=config.tls_keyfile, **options)
 
 
 def uvicorn_flags(config: ServeConfig) -> list[str]:
     """The same settings as flags of uvicorn's command (`freshrec serve --workers N`, whose workers
     build their protocol from the `ServeConfig` in their environment: `workers.protocol`)."""
+    tls = ["--ssl-certfile", config.tls_certfile, "--ssl-keyfile", config.tls_keyfile] if config.tls_certfile else []
     return ["--http", "freshrec.serve.workers:protocol", "--limit-concurrency", str(_limit_concurrency(config)),
-            "--timeout-graceful-shutdown", str(_whole_seconds(config.shutdown_timeout))]
+            "--timeout-graceful-shutdown", str(_whole_seconds(config.shutdown_timeout)), *tls]
 
 
 def _limit_concurrency(config: ServeConfig) -> int:

@@ -5,7 +5,9 @@ registry: each new delta is applied to a standby replica, which `ModelSwitcher.s
 serving one; once the requests still on the old replica have finished, the same delta brings it
 up to date and it becomes the standby (two replicas: a request never sees a model half-updated).
 A gap in the chain (a missing or refused delta) makes it load the next full snapshot; a torn or
-altered version is refused, counted, and the current model keeps serving.
+altered version is refused, counted, and the current model keeps serving. Until a full snapshot
+newer than the gap comes, the service is `behind` (/healthz says "degraded") and it asks the
+trainer for one at once (`ModelRegistry.want_full`) rather than waiting for the next scheduled one.
 
 >>> import tempfile
 >>> from freshrec.events.event import FieldKind
@@ -22,7 +24,11 @@ altered version is refused, counted, and the current model keeps serving.
 >>> service.predict("u1", {}, [("i1", {}), ("i2", {})])
 (1, [0.5, 0.5])
 >>> service.score("u1", {}, [("i1", {}), (2, {})])       # with the cold starts: no row learned for any
-Scored(version=1, items=['i1', 2], scores=[0.5, 0.5], cold_user=True, cold_items=['i1', 2])
+Scored(version=1, items=['i1', 2], scores=[0.5, 0.5], cold_user=True, cold_items=['i1', 2], arm=None)
+
+An arm of a live experiment (`freshrec.serve.arms`) is a service that follows the registry its own
+way: `follow="full"` takes full snapshots only (a daily model), `follow="frozen"` holds the version it
+starts with (or `hold`).
 """
 
 from __future__ import annotations
@@ -77,13 +83,14 @@ def canonical_id(live: str) -> str | int:
 class Scored:
     """Items scored for a user by the model `version`; `cold_user`: the model has no learned row
     for the user, `cold_items`: the items it has none for (cold starts: scored from their other
-    features alone)."""
+    features alone); `arm`: the experiment's arm that scored them."""
 
     version: int
     items: list[str | int]
     scores: list[float]
     cold_user: bool
     cold_items: list[str | int]
+    arm: str | None = None   # the experiment's arm that answered (None: no experiment)
 
 
 class ModelService:
@@ -93,10 +100,16 @@ class ModelService:
 
     def __init__(self, registry: ModelRegistry | None, metrics: ServingMetrics | None = None,
                  sink: LiveQueue | None = None, candidates: CandidateConfig | None = None,
-                 drain_timeout: float = 10.0, offline: ModelRegistry | None = None) -> None:
+                 drain_timeout: float = 10.0, offline: ModelRegistry | None = None,
+                 follow: str = "latest", hold: int | None = None) -> None:
         """`offline`: the registry of offline snapshots; when the online versions carry Hedge weights
-        (`fusion` meta), scores are `w * online + (1 - w) * offline`."""
+        (`fusion` meta), scores are `w * online + (1 - w) * offline`. `follow`: latest (every
+        version), full (full snapshots only) or frozen (the first version loaded, or the full
+        snapshot `hold`, and no other)."""
+        if follow not in ("latest", "full", "frozen") or (hold is not None and follow != "frozen"):
+            raise ValueError(f"follow must be latest, full or frozen (hold: frozen only), got {follow!r}, {hold}")
         self.registry = registry
+        self.follows, self.hold = follow, hold
         self.offline = offline
         self.offline_switcher: ModelSwitcher[Replica] = ModelSwitcher()
         self.metrics = metrics or ServingMetrics()
@@ -112,6 +125,9 @@ class ModelService:
         self._fresh: tuple[int, float] | None = None
         self.freshness: deque[float] = deque(maxlen=10_000)
         self.events_learned = 0
+        self.sync_cpu_seconds = 0.0   # CPU time the follower thread spent following the registry
+        self.behind: str | None = None   # why the served version cannot follow the registry (None: it does)
+        self._asked: int | None = None   # the newest version a full snapshot was asked for after
         self._frozen_at: int | None = None
 
     @property
@@ -124,7 +140,7 @@ class ModelService:
         """Catch up with the registry once; returns the served version (None before any)."""
         with self._sync_lock:
             self._sync_offline()
-            pinned = self.registry.pinned()
+            pinned = self.hold if self.hold is not None else self.registry.pinned()
             if pinned is not None:
                 if self.version != pinned:
                     self._load_full(pinned)
@@ -133,7 +149,10 @@ class ModelService:
                 if (newest := self._newest_full()) is None:
                     return None
                 self._load_full(newest)
-            for version in self.registry.deltas_after(self.version):
+            if self.follows == "frozen":
+                return self.version
+            gap = None
+            for version in self.registry.deltas_after(self.version) if self.follows == "latest" else ():
                 if version in self._refused or version <= self.version:  # passed by a full load
                     continue
                 delta = self._read(version, self.registry.load_delta)
@@ -142,6 +161,7 @@ class ModelService:
                 if delta.since != self.version:  # a gap: jump to the newest full snapshot
                     newest = self._newest_full()
                     if newest is None or newest <= self.version:
+                        gap = version
                         break
                     self._load_full(newest)
                     if delta.since != self.version:
@@ -150,7 +170,27 @@ class ModelService:
             newest = self._newest_full()
             if newest is not None and newest > self.version:  # full snapshots with no delta chain
                 self._load_full(newest)
+            self._check_behind(gap)
             return self.version
+
+    def _check_behind(self, gap: int | None) -> None:
+        """Set `behind` while a refused version or a gap in the deltas (`gap`: the delta that does
+        not follow) lies past the served version, and ask the trainer for a full snapshot once."""
+        refused = max((v for v in self._refused if v > self.version), default=None)
+        stuck = max((v for v in (refused, gap) if v is not None), default=None)
+        was = self.behind
+        self.behind = None if stuck is None else (
+            f"serving version {self.version}: version {refused} was refused" if stuck == refused else
+            f"serving version {self.version}: delta {gap} does not follow it") + "; waiting for a full snapshot"
+        self.metrics.behind.set(self.behind is not None)
+        if stuck is not None and self._asked != stuck:
+            self._asked = stuck
+            try:
+                self.registry.want_full(self.version, self.behind)
+            except OSError as error:   # a registry this server may not write: the scheduled full comes
+                log.warning("could not ask for a full snapshot: %s", error)
+        if self.behind != was:
+            (log.warning if self.behind else log.info)(self.behind or f"caught up: serving version {self.version}")
 
     def _sync_offline(self) -> None:
         """Serve the newest offline snapshot beside the online model."""
@@ -242,7 +282,10 @@ class ModelService:
         in bench/serve.py without it); objects freed later are still freed by reference counting."""
         while not stop.is_set():
             try:
-                if self.sync() != self._frozen_at:
+                started = time.thread_time()
+                version = self.sync()
+                self.sync_cpu_seconds += time.thread_time() - started
+                if version != self._frozen_at:
                     self._frozen_at = self.version
                     gc.freeze()
             except Exception:  # keep serving the current version whatever a version holds
@@ -260,14 +303,15 @@ class ModelService:
             self.freshness.append(seconds)
             self.metrics.freshness.observe(seconds)
 
-    def score(self, user: str | int, context: dict, items: Sequence[tuple[str | int, dict]]) -> Scored:
+    def score(self, user: str | int, context: dict, items: Sequence[tuple[str | int, dict]],
+              arm: str | None = None) -> Scored:
         """The candidate `items` (each with its own fields) scored for `user`, as given.
 
         A column's value comes from, in order: the candidate's own fields, the request context,
         the item's latest fields (item columns), the user's latest fields (user columns)."""
         with self.switcher.lease() as replica:
             context, own = self._checked(replica, context, {item: fields for item, fields in items if fields})
-            return self._score(replica, user, context, own, [item for item, _ in items])
+            return self._score(replica, user, context, own, [item for item, _ in items], arm)
 
     def predict(self, user: str | int, context: dict,
                 items: Sequence[tuple[str | int, dict]]) -> tuple[int, list[float]]:
@@ -275,7 +319,8 @@ class ModelService:
         scored = self.score(user, context, items)
         return scored.version, scored.scores
 
-    def _score(self, replica: Replica, user: str | int, context: dict, own: dict, items: list[str | int]) -> Scored:
+    def _score(self, replica: Replica, user: str | int, context: dict, own: dict, items: list[str | int],
+               arm: str | None) -> Scored:
         known_items = self.candidates.item_fields
         known_user = self.candidates.user_fields.get(str(user), {})
         item_columns = self.candidates.item_columns - context.keys() | {c for f in own.values() for c in f}
@@ -302,7 +347,7 @@ class ModelService:
         cold_items = replica.unknown(ITEM, rows.per_row.get(ITEM, []))
         self._served(replica)
         return Scored(replica.version, items, scores.tolist(), bool(replica.unknown(USER, [str(user)])[0]),
-                      [item for item, cold in zip(items, cold_items) if cold])
+                      [item for item, cold in zip(items, cold_items) if cold], arm)
 
     def _blend(self, replica: Replica, rows, online):
         """Online scores, blended with the offline model's by the version's Hedge weights."""
@@ -315,14 +360,15 @@ class ModelService:
             weight = float(fusion["w_online"])
             return weight * online + (1.0 - weight) * offline.score(rows)
 
-    def recommend(self, user: str | int, context: dict, k: int, candidates: int = 200) -> Scored:
+    def recommend(self, user: str | int, context: dict, k: int, candidates: int = 200,
+                  arm: str | None = None) -> Scored:
         """The top `k` of the index's `candidates` items for `user` (ids as `canonical_id` gives them)."""
         items = [canonical_id(item) for item in self.candidates.candidates(str(user), candidates)]
-        scored = self.score(user, context, [(item, {}) for item in items])
+        scored = self.score(user, context, [(item, {}) for item in items], arm)
         ranked = sorted(zip(scored.scores, items), key=lambda pair: -pair[0])[:k]
         top, cold = [item for _, item in ranked], set(scored.cold_items)
         return Scored(scored.version, top, [score for score, _ in ranked], scored.cold_user,
-                      [item for item in top if item in cold])
+                      [item for item in top if item in cold], arm)
 
     @staticmethod
     def _checked(replica: Replica, context: dict, own: dict) -> tuple[dict, dict]:
@@ -336,6 +382,15 @@ class ModelService:
                     raise ValueError(f"unknown field {name!r}; the model reads: {', '.join(sorted(columns))}")
             return {name: check_value(value, columns[name], name) for name, value in fields.items()}
         return check(context), {item: check(fields) for item, fields in own.items()}
+
+    def new_ids(self, users: Sequence[str | int], items: Sequence[str | int]) -> int:
+        """How many distinct ids of `users` and of `items` the served model has no row for (all of
+        them before a model is loaded)."""
+        distinct = {USER: list({str(u) for u in users}), ITEM: list({str(i) for i in items})}
+        if self.switcher.current is None:
+            return sum(map(len, distinct.values()))
+        with self.switcher.lease() as replica:
+            return sum(int(replica.unknown(column, ids).sum()) for column, ids in distinct.items())
 
     def accept(self, events: Sequence[Event]) -> int:
         """Hand events to the live source (ValueError for a bad event, QueueFull when full; with a

@@ -2,7 +2,9 @@
 
 Layout: `root/full/v<version>/` (a `Snapshot`), `root/delta/v<version>/` (a `Delta` from an
 earlier version), and `root/PINNED` (JSON, optional): the full version an operator promoted or
-rolled back to; without it servers follow the newest version. Each version directory is published
+rolled back to; without it servers follow the newest version. `root/FULL_WANTED` (JSON, optional):
+a server that refused a version (or found a gap in the deltas) asks the trainer for a full snapshot
+at its next publish rather than at its next scheduled one. Each version directory is published
 atomically and verified against its manifest when read (`freshrec.snapshot.files`). Versions are
 integers that only grow; a full snapshot may share its version with the delta that led to it (the
 same state twice: servers following deltas need not load it, new servers start from it). The
@@ -45,7 +47,7 @@ from freshrec.snapshot.model import Delta, Snapshot, merge_meta, read_interactio
 
 __all__ = ["ModelRegistry"]
 
-FULL, DELTA, PINNED, PARTS = "full", "delta", "PINNED", "parts"
+FULL, DELTA, PINNED, PARTS, FULL_WANTED = "full", "delta", "PINNED", "parts", "FULL_WANTED"
 _NAME = re.compile(r"^v(\d{12})$")
 _PART = re.compile(r"^part-(\d+)-of-(\d+)$")
 
@@ -219,11 +221,27 @@ class ModelRegistry:
         (self.root / PINNED).unlink(missing_ok=True)
 
     def _write_pin(self, content: dict) -> None:
+        self._write_note(PINNED, content)
+
+    def _write_note(self, name: str, content: dict) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        tmp = self.root / f"{TMP_PREFIX}{PINNED}-{os.getpid()}"
+        tmp = self.root / f"{TMP_PREFIX}{name}-{os.getpid()}"
         tmp.write_text(json.dumps(content))
-        os.replace(tmp, self.root / PINNED)
+        os.replace(tmp, self.root / name)
         fsync_dir(self.root)
+
+    def want_full(self, after: int, reason: str) -> None:
+        """Ask the trainer for a full snapshot newer than `after` at its next publish (OSError when
+        the registry cannot be written, e.g. mounted read-only on this server)."""
+        self._write_note(FULL_WANTED, {"after": after, "reason": reason})
+
+    def full_wanted(self) -> bool:
+        """Whether a server asked for a full snapshot (`want_full`) since the last one."""
+        return (self.root / FULL_WANTED).exists()
+
+    def full_given(self) -> None:
+        """A full snapshot was published: the request is answered."""
+        (self.root / FULL_WANTED).unlink(missing_ok=True)
 
     def prune(self) -> None:
         """Keep the newest `keep` full snapshots (and a pinned one), and the deltas after the oldest

@@ -32,6 +32,8 @@ CSV = {"source.format": "csv", "source.columns": {"user": "u", "item": "i", "tim
 KAFKA = {"source.kind": "kafka"}
 LR = {"model.name": "lr"}
 JOIN = {"join.window": "30s"}
+ARMS = {"experiment.arms": [{"name": "a", "traffic": 1.0}]}
+TLS = {"serve.tls_certfile": __file__, "serve.tls_keyfile": __file__}   # files that are there (no server reads them)
 GROUP = {"serve.enabled": False, "training.offline_interval": None}   # what a worker group needs beside it
 # key: (the settings it needs beside it, a value other than the default)
 CHANGES: dict[str, tuple[dict[str, Any], Any]] = {
@@ -83,7 +85,14 @@ CHANGES: dict[str, tuple[dict[str, Any], Any]] = {
     **{f"serve.{key}": ({}, value) for key, value in [
         ("enabled", False), ("host", "0.0.0.0"), ("port", 8123), ("max_candidates", 50), ("max_body_bytes", 4096),
         ("recommend_candidates", 20), ("admin_token_env", "OTHER_TOKEN"), ("events_token_env", "OTHER_TOKEN"),
-        ("read_timeout", "10s"), ("keep_alive_timeout", "1s"), ("max_connections", 50), ("shutdown_timeout", "1s")]},
+        ("read_timeout", "10s"), ("keep_alive_timeout", "1s"), ("max_connections", 50), ("shutdown_timeout", "1s"),
+        ("max_new_ids", 5.0)]},
+    "serve.tls_certfile": (TLS, str(Path(__file__).parents[2] / "README.md")),
+    "serve.tls_keyfile": (TLS, str(Path(__file__).parents[2] / "README.md")),
+    "experiment": ({}, {"arms": [{"name": "a", "traffic": 1.0}]}),
+    "experiment.arms": ({}, [{"name": "a", "traffic": 0.5}, {"name": "b", "traffic": 0.5, "follow": "frozen"}]),
+    "experiment.salt": (ARMS, "another"),
+    "experiment.log": (ARMS, "arms-log"),
     "fusion": ({}, {"strategy": "rebase"}),
     "fusion.strategy": ({}, "rebase"),
     "fusion.window_events": ({}, 10),

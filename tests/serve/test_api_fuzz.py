@@ -1,4 +1,5 @@
-"""schemathesis against the app's own OpenAPI document, in process (ASGI), on a small trained model:
+"""schemathesis against the app's own OpenAPI document, in process (ASGI), on a small trained model
+served in two arms:
 every operation gets requests valid by the document and requests that are not; no answer may be a
 5xx (but the 503 of a full event queue), a status the document does not list, or a body or header it
 does not describe, and a request the document calls invalid must be refused (4xx), as must one
@@ -25,12 +26,13 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from freshrec.config import ExperimentSection
 from freshrec.events.live import LiveQueue
 from freshrec.events.simulator import FIELDS
 from freshrec.serve import ModelService, ServeConfig, create_app
 
 WITH_BODY = ["POST /predict", "POST /recommend", "POST /events", "POST /admin/swap"]
-OPERATIONS = [*WITH_BODY, "GET /healthz", "GET /metrics", "GET /model", "POST /admin/rollback"]
+OPERATIONS = [*WITH_BODY, "GET /healthz", "GET /metrics", "GET /model", "GET /arms", "POST /admin/rollback"]
 MODES = [(operation, GenerationMode.POSITIVE) for operation in OPERATIONS] + \
         [(operation, GenerationMode.NEGATIVE) for operation in WITH_BODY]   # the others hold nothing to make invalid
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
@@ -50,8 +52,12 @@ def schema(trained):
     trained.publisher.publish_full()
     service = ModelService(trained.registry, sink=LiveQueue(FIELDS, capacity=200))   # full soon: 503s too
     service.sync()
+    arms = ExperimentSection(arms=[{"name": "online", "traffic": 0.5}, {"name": "frozen", "traffic": 0.5,
+                                                                        "follow": "frozen"}])
     app = create_app(service, ServeConfig(admin_token=TOKENS["admin"], events_token=TOKENS["events"],
-                                          max_candidates=50, max_events=20, max_body_bytes=4096))
+                                          max_candidates=50, max_events=20, max_body_bytes=4096, experiment=arms))
+    for arm in app.experiment.followers():
+        arm.sync()
     config = SchemathesisConfig.from_dict({"checks": {
         "negative_data_rejection": {"expected-statuses": REFUSED},
         "not_a_server_error": {"expected-statuses": ["2xx", "3xx", "4xx", OVERLOADED]}}})

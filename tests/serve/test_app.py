@@ -222,6 +222,13 @@ def test_healthz_says_when_the_server_is_ready(client, tmp_path) -> None:
         assert starting.get("/healthz").json() == {"status": "starting", "ready": False, "version": None}
 
 
+def test_healthz_says_degraded_while_the_server_is_behind_the_registry(client) -> None:
+    client.service.behind = "serving version 5: version 6 was refused; waiting for a full snapshot"
+    assert client.get("/healthz").json() == {"status": "degraded", "ready": True, "version": 5,
+                                             "detail": client.service.behind}
+    assert client.post("/predict", json={"user": 1, "candidates": [1]}).json()["version"] == 5   # still serving
+
+
 def test_a_big_batch_of_events_is_taken_off_the_event_loop(trained) -> None:
     trained.learn(trained.chunks[0])
     queue = HeldQueue()
@@ -235,3 +242,24 @@ def test_a_big_batch_of_events_is_taken_off_the_event_loop(trained) -> None:
         assert answer.status_code == 200                         # ...and the loop answers meanwhile
         queue.go.set()
         assert posting.result(30).json() == {"accepted": 10_000}
+
+
+def test_events_bringing_too_many_new_ids_are_refused_whole(trained) -> None:
+    trained.learn(trained.chunks[0])
+    trained.publisher.publish_full()
+    queue = LiveQueue(FIELDS)
+    service = ModelService(trained.registry, sink=queue)
+    known = trained.chunks[0].table.slice(0, 50).to_pydict()
+    with TestClient(create_app(service, ServeConfig(max_new_ids=1.0))) as client:   # bursts of 10 new ids
+        service.sync()
+        learned = [{"user": u, "item": i} for u, i in zip(known["user_id"], known["item_id"])]
+        assert client.post("/events", json={"events": learned}).status_code == 202   # rows the model has
+        new = [{"user": f"new-{n}", "item": known["item_id"][0]} for n in range(11)]
+        too_many = client.post("/events", json={"events": new})
+        assert too_many.status_code == 422 and "at most 10 (serve.max_new_ids x 10 s): split it" in \
+            too_many.json()["detail"]
+        assert client.post("/events", json={"events": new[:8]}).status_code == 202
+        later = client.post("/events", json={"events": new[8:]})
+        assert later.status_code == 429 and int(later.headers["Retry-After"]) >= 1
+        assert "3 ids the model has no row for" in later.json()["detail"]
+        assert len(queue) == 58   # the refused batches: none of their events

@@ -1,13 +1,15 @@
 """The server's settings: timeouts, connection cap and drain, over real sockets to uvicorn in a
 thread (a slow client's headers or body get a 408, an idle keep-alive connection is closed, a request
-past the cap gets a 503, a stop lets the requests in flight finish but not past its deadline), and
-the /events token from the config."""
+past the cap gets a 503, a stop lets the requests in flight finish but not past its deadline), HTTPS
+with a certificate, and the /events token from the config."""
 
 from __future__ import annotations
 
 import http.client
 import json
 import socket
+import ssl
+import subprocess
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -128,3 +130,38 @@ def test_an_events_token_variable_named_but_unset_is_a_config_error(monkeypatch)
     monkeypatch.setenv("EVENTS_TOKEN", "ev")
     assert serve_config(config).events_token == "ev"
     assert serve_config(parse_config({})).events_token is None   # none named: open, as before
+
+
+def _certificate(folder: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key (Debian's openssl)."""
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    return cert, key
+
+
+def test_with_a_certificate_the_server_speaks_https_only(tmp_path: Path) -> None:
+    cert, key = _certificate(tmp_path)
+    server = _server(tmp_path, tls_certfile=str(cert), tls_keyfile=str(key))
+    try:
+        context = ssl.create_default_context(cafile=str(cert))
+        connection = http.client.HTTPSConnection("127.0.0.1", server.port, context=context, timeout=PATIENCE)
+        connection.request("GET", "/healthz")
+        assert json.loads(connection.getresponse().read()) == {"status": "starting", "ready": False, "version": None}
+        with pytest.raises((http.client.HTTPException, ConnectionError)):   # plain HTTP: no answer
+            plain = http.client.HTTPConnection("127.0.0.1", server.port, timeout=PATIENCE)
+            plain.request("GET", "/healthz")
+            plain.getresponse()
+    finally:
+        server.stop()
+
+
+def test_tls_settings_come_in_pairs_of_files_that_exist(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="HTTPS needs both serve.tls_certfile and serve.tls_keyfile"):
+        parse_config({"serve": {"tls_certfile": "cert.pem"}})
+    with pytest.raises(ConfigError, match=r"serve.tls_certfile: no file .*nope.pem"):
+        serve_config(parse_config({"serve": {"tls_certfile": str(tmp_path / "nope.pem"),
+                                             "tls_keyfile": str(tmp_path / "nope.key")}}))
+    assert parse_config({"serve": {"tls_certfile": "c.pem", "tls_keyfile": "k.pem", "port": 443}}).serve.url() == \
+        "https://127.0.0.1:443"

@@ -54,12 +54,28 @@ def test_a_torn_version_is_refused_and_the_previous_one_keeps_serving(trained) -
     assert service.sync() == 3
     assert service.metrics.sync_errors.labels("CorruptVersion")._value.get() == 1
     assert service.predict("u1", {}, [("i1", {})])[0] == 3
-    trained.learn(trained.chunks[4])            # delta 5 follows 4, which was refused: a gap...
-    assert service.sync() == 3                  # ...with no newer full snapshot: keep serving 3
-    trained.publisher.publish_full()            # version 6
-    assert service.sync() == 6
+    assert service.behind == "serving version 3: version 4 was refused; waiting for a full snapshot"
+    assert trained.registry.full_wanted() and service.metrics.behind._value.get() == 1
+    assert trained.learn(trained.chunks[4]) == "full"   # asked for: at the next publish, not in 300 s
+    assert not trained.registry.full_wanted()
+    assert service.sync() == 5 and service.behind is None and service.metrics.behind._value.get() == 0
     served, own = _probe(trained, service)
     _same(served, own)
+
+
+def test_a_gap_with_no_full_snapshot_after_it_leaves_the_server_behind_until_one_comes(trained) -> None:
+    for chunk in trained.chunks[:2]:
+        trained.learn(chunk)
+    service = ModelService(trained.registry)
+    assert service.sync() == 2 and service.behind is None
+    trained.learn(trained.chunks[2])
+    shutil.rmtree(trained.registry.path("delta", 3))   # pruned, or lost: delta 4 does not follow 2
+    trained.registry.want_full = lambda after, reason: None   # a registry this server may not write
+    trained.learn(trained.chunks[3])
+    assert service.sync() == 2 and service.behind == ("serving version 2: delta 4 does not follow it; "
+                                                      "waiting for a full snapshot")
+    trained.publisher.publish_full()                   # a delta 5 and the full snapshot 5
+    assert service.sync() == 5 and service.behind is None
 
 
 def test_a_missing_delta_is_a_gap_recovered_from_the_next_full_snapshot(trained) -> None:

@@ -21,6 +21,7 @@ const allLetters = (prev, cur) => prev ? Math.max(0, (total(cur.dead_letters) - 
 const letters = (reason) => (prev, cur) => prev
   ? Math.max(0, ((cur.dead_letters || {})[reason] || 0) - ((prev.dead_letters || {})[reason] || 0))
     / (cur.time - prev.time) : null;
+const armValue = (arm, key) => (prev, cur) => { const a = (cur.arms || {})[arm]; return a ? a[key] : null; };
 const CHARTS = [
   {id: "events", title: "Events learned per second", series: [["events/s", rate("events_learned")]]},
   {id: "lag", title: "Kafka consumer lag (messages)", series: [["lag", value((d) => d.kafka_lag)]]},
@@ -36,7 +37,15 @@ const CHARTS = [
   {id: "dead", title: "Dead letters per second, by reason", series: [["all", allLetters]],
    more: (cur) => Object.keys(cur.dead_letters || {}).map((reason) => [reason, letters(reason)])},
   {id: "rows", title: "Embedding rows", series: [["rows", value((d) => d.rows)]]},
+  {id: "evictions", title: "Embedding rows evicted per second", series: [["evicted/s", rate("evicted")]]},
   {id: "fusion", title: "Fusion: the online model's weight", series: [["weight", value((d) => d.fusion_weight)]]},
+  {id: "arm-ctr", title: "CTR per arm, with its 95% interval", series: [], group: 3,
+   more: (cur) => Object.keys(cur.arms).flatMap((arm) => [[arm, armValue(arm, "ctr")],
+     [arm + " low", armValue(arm, "ctr_low")], [arm + " high", armValue(arm, "ctr_high")]])},
+  {id: "arm-latency", title: "p99 latency per arm (ms)", series: [],
+   more: (cur) => Object.keys(cur.arms).map((arm) => [arm, armValue(arm, "p99_ms")])},
+  {id: "arm-cost", title: "CPU per request per arm, following the registry included (ms)", series: [],
+   more: (cur) => Object.keys(cur.arms).map((arm) => [arm, armValue(arm, "cpu_ms_per_request_with_sync")])},
 ];
 const COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e"];
 const state = CHARTS.map((chart) => ({chart, xs: [], ys: chart.series.map(() => []), plot: null}));
@@ -54,13 +63,19 @@ function cards() {   // in CHARTS' order, hidden until their first value
   }
 }
 
+function style(chart, label, k) {   // a chart with `group` series per arm: one colour per arm, its bounds dashed
+  const colour = COLOURS[Math.floor(k / (chart.group || 1)) % COLOURS.length];
+  return / (low|high)$/.test(label) ? {label, stroke: colour, width: 1, dash: [4, 4]}
+    : {label, stroke: colour, width: 1.5};
+}
+
 function draw(s) {
   const data = [s.xs, ...s.ys];
   if (s.plot) { s.plot.setData(data); return; }
   const card = s.card;
   card.style.display = "";
   const options = {width: Math.max(380, card.clientWidth - 12), height: 180,
-    series: [{}, ...s.chart.series.map(([label], k) => ({label, stroke: COLOURS[k % COLOURS.length], width: 1.5}))],
+    series: [{}, ...s.chart.series.map(([label], k) => style(s.chart, label, k))],
     axes: [{}, {size: 72}]};
   s.plot = new uPlot(options, data, card);
 }
@@ -70,7 +85,7 @@ function grow(s, series) {   // series that appeared (e.g. a new dead-letter rea
     if (s.chart.series.some(([known]) => known === label)) continue;
     s.chart.series.push([label, read]);
     s.ys.push(s.xs.map(() => null));
-    if (s.plot) s.plot.addSeries({label, stroke: COLOURS[(s.chart.series.length - 1) % COLOURS.length], width: 1.5});
+    if (s.plot) s.plot.addSeries(style(s.chart, label, s.chart.series.length - 1));
   }
 }
 
