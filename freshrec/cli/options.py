@@ -91,6 +91,7 @@ SOURCE = (
     Flag("--ordinal-levels", "model.ordinal_levels", str, "Other levels of --target learned beside the label, "
          "e.g. 2,3,5 for the label rating>=4 of 1-5 stars.", _numbers),
     Flag("--limit", "source.limit", int, "Stop at this many events from the start of the stream."),
+    Flag("--speed", "source.speed", float, "Pace by event time: 1 = as it happened, 60 = an hour a minute."),
     Flag("--fallback", "source.fallback", str, "'simulator': replay it when MovieLens-100k is missing."),
 )
 MODEL = (

@@ -24,7 +24,6 @@ READ_ROWS = 65_536
 @overriding(SOURCE, MODEL, SERVING, PUBLISH)
 def replay_command(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Read, validate and batch only.")] = False,
-    speed: Annotated[float | None, typer.Option(help="Pace by event time: 60 = 1 h per minute.")] = None,
     dead_letters: Annotated[Path, typer.Option(help="JSONL file for rejected records.")]
     = Path("dead_letters.jsonl"),
     serve: Annotated[bool, typer.Option("--serve", help="--model: also serve it over HTTP (until Ctrl-C).")]
@@ -42,8 +41,6 @@ def replay_command(
 
     settings = build_config(None, overrides or {})
     learn = "model.name" in (overrides or {}) and not dry_run
-    if speed is not None and not speed > 0:
-        raise UsageError(f"--speed: expected a positive number, got {speed}")
     if serve and not learn:
         raise UsageError("--serve needs --model (and no --dry-run)")
     if serve:
@@ -51,7 +48,7 @@ def replay_command(
     settings, found = resolve_data(settings)
     if found:
         note(found)
-    figures = _replay(settings, learn, speed, dead_letters, registry if serve else None, quiet)
+    figures = _replay(settings, learn, dead_letters, registry if serve else None, quiet)
     if not figures["rows"] and figures["dead_letters"]:
         raise RuntimeError(f"every record was rejected ({figures['dead_letters']:,} dead letters in "
                            f"{dead_letters}): nothing to replay")
@@ -61,16 +58,16 @@ def replay_command(
     emit(figures, as_json, f"online {settings.model.name}" if learn else "replay")
 
 
-def _replay(settings: FreshrecConfig, learn: bool, speed: float | None, dead_letter_path: Path,
-            registry: Path | None, quiet: bool) -> dict:
-    """Read the stream (paced by `speed`), ingest or learn it (and serve from `registry`); the figures."""
+def _replay(settings: FreshrecConfig, learn: bool, dead_letter_path: Path, registry: Path | None,
+            quiet: bool) -> dict:
+    """Read the stream (paced by `source.speed`), ingest or learn it (and serve from `registry`); the
+    figures."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from freshrec.cli.output import err
     from freshrec.engine import ingest, train_online
     from freshrec.engine.build import feature_specs, model_config, open_stream, trainer_config
     from freshrec.events.deadletter import JsonlDeadLetters
-    from freshrec.events.source import paced
     from freshrec.features import FeaturePipeline
     from freshrec.models import build_model
     from freshrec.train import OnlineTrainer
@@ -80,11 +77,8 @@ def _replay(settings: FreshrecConfig, learn: bool, speed: float | None, dead_let
     quiet = quiet or not err.is_terminal   # a bar only on a terminal
     with JsonlDeadLetters(dead_letter_path) as letters:
         source = open_stream(settings, letters, READ_ROWS)
-        if speed is not None and not source.has_event_time:
-            raise UsageError(f"{settings.source.format} has no event time; --speed needs one")
         specs = feature_specs(settings, source.fields)
         pipeline = FeaturePipeline(specs, settings.features.target)
-        chunks = paced(source, speed) if speed is not None else source
         trainer = OnlineTrainer(build_model(settings.model.name, specs, model_config(settings)),
                                 trainer_config(settings)) if learn else None
         with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[status]}"),
@@ -93,12 +87,12 @@ def _replay(settings: FreshrecConfig, learn: bool, speed: float | None, dead_let
             show = None if quiet else _progress(lambda rows, status: bar.update(task, advance=rows, status=status),
                                                 trainer)
             if registry is not None:
-                figures = _serve(settings, registry, chunks, source.fields, pipeline, trainer, show, letters)
+                figures = _serve(settings, registry, source, source.fields, pipeline, trainer, show, letters)
             elif trainer is None:
-                figures = ingest(chunks, pipeline, batch_size, on_chunk=show, dead_letters=letters,
+                figures = ingest(source, pipeline, batch_size, on_chunk=show, dead_letters=letters,
                                  batch_window=window).as_dict()
             else:
-                figures = train_online(chunks, pipeline, trainer, batch_size, on_chunk=show, dead_letters=letters,
+                figures = train_online(source, pipeline, trainer, batch_size, on_chunk=show, dead_letters=letters,
                                        batch_window=window)
         figures["seconds"] = time.perf_counter() - started
         figures["rows_per_s"] = figures["rows"] / figures["seconds"] if figures["seconds"] > 0 else 0.0

@@ -41,7 +41,8 @@ def serve_command(
     attach: Annotated[str | None, typer.Option(help=(
         "Score from the tables a trainer on this host shares under this name (`freshrec run --share "
         "NAME`): no copy, no deltas, the rows as the trainer steps them."))] = None,
-    config: Annotated[Path | None, typer.Option(help="YAML configuration (its serve section); flags override it.")]
+    config: Annotated[Path | None, typer.Option(help=(
+        "YAML configuration (its serve and experiment sections, alerts.staleness); flags override it."))]
     = None,
     workers: Annotated[int, typer.Option(min=1, help=(
         "Server processes on the one port (uvicorn's supervisor, which this command becomes: a worker "
@@ -50,7 +51,8 @@ def serve_command(
 ) -> None:
     """Serve the newest model in REGISTRY and follow its deltas, or the tables a trainer shares
     (--attach NAME) (admin token: the variable named by serve.admin_token_env, $FRESHREC_ADMIN_TOKEN
-    by default)."""
+    by default); the staleness alert of the config's `alerts` section fires while the model is older
+    than its bound."""
     import uvicorn
 
     from freshrec.cli.output import note
@@ -67,7 +69,7 @@ def serve_command(
         raise UsageError("give --registry DIR (a registry to follow) or --attach NAME (a trainer's shared tables)")
     if registry is not None and not registry.is_dir():
         raise UsageError(f"--registry {registry} is not a directory")
-    limits = serve_config(settings)
+    limits = serve_config(settings, alerts=True)
     if attach is not None:
         try:
             area = SharedArea(attach)

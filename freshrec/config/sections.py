@@ -21,8 +21,8 @@ from freshrec.config.section import Section
 
 __all__ = ["FORMATS", "METRICS", "MODEL_NAMES", "OPTIMIZERS", "AlertsSection", "ArmSection", "AutoscaleSection",
            "ColumnsSection", "DeviceClass", "DevicesSection", "EmbeddingSection", "ExperimentSection",
-           "FeatureOverride", "FeaturesSection", "FusionSection", "GpuSection", "JoinSection", "KafkaSection", "LogSection",
-           "ModelSection", "Section", "ServeSection", "SourceSection", "SyncSection", "TrainingSection"]
+           "FeatureOverride", "FeaturesSection", "FusionSection", "GpuSection", "JoinSection", "KafkaSection",
+           "LogSection", "ModelSection", "Section", "ServeSection", "SourceSection", "SyncSection", "TrainingSection"]
 
 FORMATS = ("criteo", "avazu", "movielens-100k", "open-bandit", "csv", "parquet", "simulator")
 MODEL_NAMES = ("lr", "fm", "deepfm", "dcn")
@@ -61,6 +61,9 @@ class SourceSection(Section):
     fallback: Literal["simulator"] | None = Field(
         None, description="simulator: replay it when MovieLens-100k can be neither found nor fetched")
     chunk_rows: int = Field(4096, ge=1, description="Rows read at a time (checkpoints fall between chunks)")
+    speed: float | None = Field(None, gt=0, description=(
+        "replay: pace the stream by event time, 1 = as it happened, 60 = an hour a minute (null: as fast as it "
+        "reads)"))
     kafka: KafkaSection = Field(default_factory=KafkaSection,
                                 description="Kafka consumer settings (source.kind: kafka)")
 

@@ -37,7 +37,7 @@ from freshrec.events.datasets.fetch import FetchError, fetch_movielens
 from freshrec.events.deadletter import DeadLetterSink
 from freshrec.events.event import Field
 from freshrec.events.simulator import SimulatorConfig
-from freshrec.events.source import LimitedSource, Source
+from freshrec.events.source import LimitedSource, PacedSource, Source
 from freshrec.features import FeatureSpec, default_specs
 from freshrec.fusion import FusionConfig
 from freshrec.join import JoinConfig
@@ -94,7 +94,8 @@ def simulator_config(config: FreshrecConfig, chunk_rows: int | None = None) -> S
 
 def open_stream(config: FreshrecConfig, dead_letters: DeadLetterSink, chunk_rows: int | None = None,
                 kafka: Callable[[KafkaSection, Sequence[Field]], Source] | None = None) -> Source:
-    """The source of `config.source` (data resolved, see `resolve_data`), cut at `source.limit`; a
+    """The source of `config.source` (data resolved, see `resolve_data`), paced by `source.speed`,
+    cut at `source.limit`; a
     Kafka consumer of events of that shape for `source.kind: kafka` (made by `kafka`, default
     `kafka_source`: a worker group's ranks make theirs)."""
     s = config.source
@@ -103,6 +104,10 @@ def open_stream(config: FreshrecConfig, dead_letters: DeadLetterSink, chunk_rows
                          simulator=simulator_config(config, rows))
     if s.kind == "kafka":
         return (kafka or kafka_source)(s.kafka, source.fields)
+    if s.speed is not None:
+        if not source.has_event_time:
+            raise ConfigError([f"source.speed: {s.format} has no event time to pace by"])
+        source = PacedSource(source, s.speed)
     return LimitedSource(source, s.limit) if s.limit is not None else source
 
 
@@ -193,9 +198,10 @@ def join_config(config: FreshrecConfig) -> JoinConfig | None:
     return JoinConfig(window=j.window, allowed_lateness=j.allowed_lateness, key=j.key)
 
 
-def serve_config(config: FreshrecConfig) -> ServeConfig:
+def serve_config(config: FreshrecConfig, alerts: bool = False) -> ServeConfig:
     """The HTTP app's limits, timeouts and tokens (read from `serve.admin_token_env` and
-    `serve.events_token_env`), and the experiment's arms."""
+    `serve.events_token_env`), and the experiment's arms; with `alerts` (a server alone), the
+    staleness alert of `alerts.staleness`."""
     s = config.serve
     try:
         events_token = s.events_token()
@@ -213,7 +219,9 @@ def serve_config(config: FreshrecConfig) -> ServeConfig:
                        keep_alive_timeout=s.keep_alive_timeout, max_connections=s.max_connections,
                        shutdown_timeout=s.shutdown_timeout, experiment=config.experiment if config.experiment.arms
                        else None, tls_certfile=str(s.tls_certfile) if s.tls_certfile else None,
-                       tls_keyfile=str(s.tls_keyfile) if s.tls_keyfile else None)
+                       tls_keyfile=str(s.tls_keyfile) if s.tls_keyfile else None,
+                       staleness_alert=config.alerts.staleness if alerts else None,
+                       alert_webhook=config.alerts.webhook if alerts else None)
 
 
 def training_device(config: FreshrecConfig, available: bool) -> str:

@@ -9,8 +9,8 @@ from freshrec.events.deadletter import (
 )
 from freshrec.events.event import Event, EventChunk, Field, FieldKind
 from freshrec.events.simulator import Simulator, SimulatorConfig
-from freshrec.events.source import Position, Source, TableReplay, limited, paced
+from freshrec.events.source import PacedSource, Position, Source, TableReplay, limited
 
 __all__ = ["DeadLetter", "DeadLetterSink", "Event", "EventChunk", "Field", "FieldKind", "JsonlDeadLetters",
-           "MemoryDeadLetters", "Position", "Simulator", "SimulatorConfig", "Source", "TableReplay", "limited",
-           "paced"]
+           "MemoryDeadLetters", "PacedSource", "Position", "Simulator", "SimulatorConfig", "Source", "TableReplay",
+           "limited"]

@@ -114,43 +114,53 @@ def limited(chunks: Iterable[EventChunk], limit: int | None) -> Iterator[EventCh
         remaining -= len(chunk)
 
 
-def paced(chunks: Iterable[EventChunk], speed: float, tick: float = 0.05,
-          clock: Callable[[], float] = time.monotonic,
-          sleep: Callable[[float], None] = time.sleep) -> Iterator[EventChunk]:
-    """Replay at `speed` x event time (60 = one hour of events per minute).
-
-    Chunks are cut so that each piece is released when the wall clock reaches its event
-    time; `tick` (seconds of wall time) is the finest release step.
+class PacedSource:
+    """A `Source` read at `speed` x event time (1: as it happened, 60: an hour a minute): each chunk
+    comes once the wall clock, from the first chunk read, reaches its last event's time. Chunks are
+    not cut (positions stay the source's, so a restored run goes on exactly), so the pace is as fine
+    as a chunk's span of event time (`source.chunk_rows`).
 
     >>> import numpy as np, pyarrow as pa
-    >>> t = pa.table({"ts": [0.0, 30.0, 60.0]})
-    >>> chunk = EventChunk(t, np.arange(3), "demo")
+    >>> replay = TableReplay(pa.table({"ts": [0.0, 30.0, 60.0, 90.0]}), np.arange(4), name="demo", batch_size=2)
     >>> now = [0.0]
-    >>> pieces = paced([chunk], speed=60, clock=lambda: now[0],
-    ...                sleep=lambda s: now.__setitem__(0, now[0] + s))
-    >>> [len(p) for p in pieces], now[0]
-    ([1, 1, 1], 1.0)
+    >>> source = PacedSource(replay, speed=60, clock=lambda: now[0], sleep=lambda s: now.__setitem__(0, now[0] + s))
+    >>> [(len(chunk), now[0]) for chunk in source], source.position()
+    ([(2, 0.5), (2, 1.5)], {'row': 4})
     """
-    if speed <= 0:
-        raise ValueError(f"speed must be positive, got {speed}")
-    start_wall: float | None = None
-    start_ts = 0.0
-    for chunk in chunks:
-        ts = chunk.table.column(TS).to_numpy()
-        if start_wall is None and len(ts):
-            start_wall, start_ts = clock(), float(ts[0])
-        if start_wall is None:
-            continue
-        due = (ts - start_ts) / speed
-        begin = 0
-        while begin < len(due):
-            stop = int(np.searchsorted(due, due[begin] + tick, side="left"))
-            wait = start_wall + float(due[begin]) - clock()
-            if wait > 0:
-                sleep(wait)
-            yield chunk.slice(begin, stop)
-            begin = stop
 
+    def __init__(self, source: Source, speed: float, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        if not speed > 0:
+            raise ValueError(f"speed must be positive, got {speed}")
+        if not source.has_event_time:
+            raise ValueError(f"{source.name} has no event time to pace by")
+        self.source, self.speed, self.clock, self.sleep = source, speed, clock, sleep
+        self.name, self.fields, self.has_event_time = source.name, source.fields, True
+        self._start: tuple[float, float] | None = None   # (wall clock, event time) of the first event read
+
+    def __iter__(self) -> Iterator[EventChunk]:
+        for chunk in self.source:
+            ts = chunk.table.column(TS).to_numpy()
+            if len(ts):
+                if self._start is None:
+                    self._start = (self.clock(), float(ts[0]))
+                wait = self._start[0] + (float(ts[-1]) - self._start[1]) / self.speed - self.clock()
+                if wait > 0:
+                    self.sleep(wait)
+            yield chunk
+
+    def position(self) -> Position:
+        return self.source.position()
+
+    def commit(self, position: Position) -> None:
+        self.source.commit(position)
+
+    def committed(self) -> Position:
+        return self.source.committed()
+
+    def seek(self, position: Position) -> None:
+        self._start = None   # the pace starts over from the next chunk read
+        self.source.seek(position)
 
 
 class LimitedSource:

@@ -50,6 +50,7 @@ from freshrec.config import ExperimentSection
 from freshrec.events.event import Event
 from freshrec.events.journal import JournalError
 from freshrec.events.live import QueueFull
+from freshrec.metrics.alerts import Alerts, Reading
 from freshrec.serve.arms import ArmsLog, Experiment, arm_figures
 from freshrec.serve.bodies import (
     EVENTS,
@@ -98,6 +99,10 @@ class ServeConfig(BaseModel):
     shutdown_timeout: float = Field(10.0, ge=0, description="On SIGTERM, seconds the requests in flight have to "
                                                             "finish before they are cancelled")
     experiment: ExperimentSection | None = Field(None, description="Live A/B arms (none: one model for all users)")
+    staleness_alert: float | None = Field(None, gt=0, description=(
+        "Raise the staleness alert when the served model is older than this many seconds (a server alone: "
+        "`freshrec run` watches its own server)"))
+    alert_webhook: str | None = Field(None, description="POST the staleness alert's changes here")
     tls_certfile: str | None = Field(None, description="HTTPS: the PEM certificate (chain) file")
     tls_keyfile: str | None = Field(None, description="HTTPS: the certificate's PEM private key file")
 
@@ -145,6 +150,9 @@ def create_app(service: ModelService, config: ServeConfig | None = None) -> Fast
         stop = threading.Event()
         threads = [threading.Thread(target=s.follow, args=(stop, config.poll_interval), name="freshrec-sync",
                                     daemon=True) for s in followers]
+        if config.staleness_alert is not None:
+            threads.append(threading.Thread(target=_watch_staleness, args=(service, config, stop),
+                                            name="freshrec-staleness", daemon=True))
         if experiment is not None and experiment.config.log is not None:
             threads.append(threading.Thread(target=_write_arms, args=(experiment, stop), name="freshrec-arms-log",
                                             daemon=True))
@@ -337,6 +345,16 @@ def create_app(service: ModelService, config: ServeConfig | None = None) -> Fast
     app.lane = Guard(_Lane(hot), config.max_body_bytes, config.read_timeout, metrics, paths)
     app.lane_paths = frozenset(hot)
     return app
+
+
+def _watch_staleness(service: ModelService, config: ServeConfig, stop: threading.Event, interval: float = 1.0) -> None:
+    """Evaluate the staleness alert on the served model's age every `interval` seconds (it fires while
+    the trainer is down, and clears once a new version is served)."""
+    alerts = Alerts(staleness=config.staleness_alert, stalled=None, auc_drop=None, dead_letter_rate=None,
+                    webhook=config.alert_webhook)
+    while not stop.wait(interval):
+        current = service.switcher.current
+        alerts.evaluate(Reading(time.time(), None if current is None else time.time() - current.created_at))
 
 
 def _write_arms(experiment: Experiment, stop: threading.Event, interval: float = 1.0) -> None:

@@ -48,6 +48,7 @@ CHANGES: dict[str, tuple[dict[str, Any], Any]] = {
     "source.limit": ({}, 5),
     "source.fallback": ({}, "simulator"),
     "source.chunk_rows": ({}, 100),
+    "source.speed": ({"serve.enabled": False}, 1000.0),   # the stream, not the live events beside it
     "source.kafka": (KAFKA, {"topic": "other"}),
     **{f"source.kafka.{key}": (KAFKA, value) for key, value in [
         ("bootstrap", "broker:9092"), ("topic", "other"), ("group", "g2"), ("settings", {"acks": "all"}),

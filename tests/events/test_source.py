@@ -4,8 +4,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from freshrec.events.event import EventChunk
-from freshrec.events.source import Source, TableReplay, limited, paced
+from freshrec.events.source import PacedSource, Source, TableReplay, limited
 
 
 def _replay(ts: list[float], batch_size: int = 2) -> TableReplay:
@@ -39,14 +38,14 @@ def test_limited_cuts_the_last_chunk() -> None:
     assert list(limited(_replay([1.0] * 5), 0)) == []
 
 
-def test_paced_releases_events_at_speed_times_event_time() -> None:
-    ts = np.array([0.0, 0.0, 60.0, 120.0, 3600.0])
-    chunk = EventChunk(pa.table({"ts": ts}), np.arange(5), "t")
+def test_a_paced_source_releases_each_chunk_at_its_last_events_time_and_keeps_positions() -> None:
+    replay = TableReplay(pa.table({"ts": [0.0, 0.0, 60.0, 120.0, 3600.0]}), np.arange(5), name="t", batch_size=2)
     now = [100.0]
-    released = []
-    for piece in paced([chunk], speed=60, clock=lambda: now[0],
-                       sleep=lambda s: now.__setitem__(0, now[0] + s)):
-        released.append((now[0] - 100.0, piece.table.column("ts").to_pylist()))
-    assert released == [(0.0, [0.0, 0.0]), (1.0, [60.0]), (2.0, [120.0]), (60.0, [3600.0])]
+    source = PacedSource(replay, speed=60, clock=lambda: now[0], sleep=lambda s: now.__setitem__(0, now[0] + s))
+    released = [(now[0] - 100.0, chunk.table.column("ts").to_pylist()) for chunk in source]
+    assert released == [(0.0, [0.0, 0.0]), (2.0, [60.0, 120.0]), (60.0, [3600.0])]
+    assert source.position() == {"row": 5}
+    source.seek({"row": 2})   # restored: the pace starts over from the next chunk
+    assert [(now[0] - 100.0, len(chunk)) for chunk in source] == [(61.0, 2), (119.0, 1)]
     with pytest.raises(ValueError, match="positive"):
-        list(paced([chunk], speed=0))
+        PacedSource(replay, speed=0)

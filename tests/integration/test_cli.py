@@ -81,7 +81,8 @@ def test_corrupted_criteo_counts_add_up(tmp_path: Path) -> None:
     (["replay", "--format", "csv", "--data", "ratings.csv", "--user", "userId", "--item", "movieId", "--time",
       "timestamp", "--label", "rating=>4"], 2,
      "error: --label (source.columns.label): bad label expression 'rating=>4'"),
-    (["replay", "--format", "simulator", "--speed", "-1"], 2, "error: --speed: expected a positive number, got -1.0"),
+    (["replay", "--format", "simulator", "--speed", "-1"], 2,
+     "error: --speed (source.speed): expected a number > 0.0, got -1.0"),
     (["replay", "--format", "simulator", "--batch-size", "0"], 2,
      "error: --batch-size (training.online_batch_size): expected a number >= 1, got 0"),
     (["replay", "--format", "csv", "--data", "ratings.csv", "--user", "userId", "--item", "movieId", "--time",
@@ -103,7 +104,7 @@ def test_speed_needs_event_time(tmp_path: Path) -> None:
     path = tmp_path / "day.txt"
     write_criteo_tsv(path, 10, seed=1)
     done = _run(["replay", "--format", "criteo", "--data", str(path), "--speed", "60"], tmp_path)
-    assert done.returncode == 2 and "criteo has no event time" in done.stderr
+    assert done.returncode == 2 and "source.speed: criteo has no event time to pace by" in done.stderr
 
 
 def test_datasets_lists_the_shared_data(tmp_path: Path) -> None:
