@@ -34,20 +34,20 @@ from freshrec.batch import micro_batch_sizes
 from freshrec.cluster.owners import owners
 from freshrec.events.deadletter import CountingDeadLetters, DeadLetter
 from freshrec.events.event import TS, USER, EventChunk
-from freshrec.events.source import Position, Source
+from freshrec.events.source import Source, SourceOver
 
 __all__ = ["Discarded", "RankShare"]
 
 _SALT = field_salt(USER)
 
 
-class RankShare:
+class RankShare(SourceOver):
     """The rows of `source` whose user `rank` owns in a group of `world` (a `Source`)."""
 
     def __init__(self, source: Source, rank: int, world: int, batch_size: int = 512,
                  window: float | None = None) -> None:
-        self.source, self.rank, self.world, self.batch_size, self.window = source, rank, world, batch_size, window
-        self.name, self.fields, self.has_event_time = source.name, source.fields, source.has_event_time
+        super().__init__(source)
+        self.rank, self.world, self.batch_size, self.window = rank, world, batch_size, window
 
     def __iter__(self) -> Iterator[EventChunk]:
         for chunk in self.source:
@@ -58,23 +58,6 @@ class RankShare:
             parts = np.bincount(np.repeat(np.arange(len(sizes)), sizes)[mine], minlength=len(sizes))
             yield EventChunk(chunk.table.filter(mine), chunk.positions[mine], chunk.source, chunk.kind,
                              chunk.entered, read=chunk.events_read, parts=parts)
-
-    def position(self) -> Position:
-        return self.source.position()
-
-    def commit(self, position: Position) -> None:
-        self.source.commit(position)
-
-    def committed(self) -> Position:
-        return self.source.committed()
-
-    def seek(self, position: Position) -> None:
-        self.source.seek(position)
-
-    def close(self) -> None:
-        close = getattr(self.source, "close", None)
-        if close is not None:
-            close()
 
 
 class Discarded(CountingDeadLetters):

@@ -114,7 +114,36 @@ def limited(chunks: Iterable[EventChunk], limit: int | None) -> Iterator[EventCh
         remaining -= len(chunk)
 
 
-class PacedSource:
+class SourceOver:
+    """A `Source` made from another, `source`: its name, fields, positions, commits and `close` are
+    the other's; a subclass changes what its chunks are (`__iter__`)."""
+
+    def __init__(self, source: Source) -> None:
+        self.source = source
+        self.name, self.fields, self.has_event_time = source.name, source.fields, source.has_event_time
+
+    def __iter__(self) -> Iterator[EventChunk]:
+        return iter(self.source)
+
+    def position(self) -> Position:
+        return self.source.position()
+
+    def commit(self, position: Position) -> None:
+        self.source.commit(position)
+
+    def committed(self) -> Position:
+        return self.source.committed()
+
+    def seek(self, position: Position) -> None:
+        self.source.seek(position)
+
+    def close(self) -> None:
+        close = getattr(self.source, "close", None)
+        if close is not None:
+            close()
+
+
+class PacedSource(SourceOver):
     """A `Source` read at `speed` x event time (1: as it happened, 60: an hour a minute): each chunk
     comes once the wall clock, from the first chunk read, reaches its last event's time. Chunks are
     not cut (positions stay the source's, so a restored run goes on exactly), so the pace is as fine
@@ -134,8 +163,8 @@ class PacedSource:
             raise ValueError(f"speed must be positive, got {speed}")
         if not source.has_event_time:
             raise ValueError(f"{source.name} has no event time to pace by")
-        self.source, self.speed, self.clock, self.sleep = source, speed, clock, sleep
-        self.name, self.fields, self.has_event_time = source.name, source.fields, True
+        super().__init__(source)
+        self.speed, self.clock, self.sleep = speed, clock, sleep
         self._start: tuple[float, float] | None = None   # (wall clock, event time) of the first event read
 
     def __iter__(self) -> Iterator[EventChunk]:
@@ -149,21 +178,12 @@ class PacedSource:
                     self.sleep(wait)
             yield chunk
 
-    def position(self) -> Position:
-        return self.source.position()
-
-    def commit(self, position: Position) -> None:
-        self.source.commit(position)
-
-    def committed(self) -> Position:
-        return self.source.committed()
-
     def seek(self, position: Position) -> None:
         self._start = None   # the pace starts over from the next chunk read
         self.source.seek(position)
 
 
-class LimitedSource:
+class LimitedSource(SourceOver):
     """A `Source` that ends after `limit` rows; the count travels in its position (`"limited"`),
     so a restored run stops at the same row.
 
@@ -175,8 +195,8 @@ class LimitedSource:
     """
 
     def __init__(self, source: Source, limit: int) -> None:
-        self.source, self.limit, self.count = source, limit, 0
-        self.name, self.fields, self.has_event_time = source.name, source.fields, source.has_event_time
+        super().__init__(source)
+        self.limit, self.count = limit, 0
 
     def __iter__(self) -> Iterator[EventChunk]:
         chunks = iter(self.source)
@@ -190,9 +210,6 @@ class LimitedSource:
 
     def commit(self, position: Position) -> None:
         self.source.commit({k: v for k, v in position.items() if k != "limited"})
-
-    def committed(self) -> Position:
-        return self.source.committed()
 
     def seek(self, position: Position) -> None:
         self.count = position.get("limited", 0)
