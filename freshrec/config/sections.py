@@ -171,6 +171,9 @@ class ServeSection(Section):
     max_candidates: int = Field(1000, ge=1, description="Most candidates one /predict may score")
     max_body_bytes: int = Field(1 << 20, ge=1024, description="Largest request body accepted (413 above)")
     recommend_candidates: int = Field(200, ge=1, description="Candidates /recommend ranks")
+    max_client_rate: float | None = Field(None, gt=0, description=(
+        "Requests a second one client address may make, in bursts of two seconds' worth (429 past it; null: no "
+        "limit; behind a proxy every request comes from the proxy's address)"))
     max_new_ids: float | None = Field(10_000, gt=0, description=(
         "Ids the served model has no row for (new users and items) POST /events may bring per second, in bursts "
         "of ten seconds' worth (429 past it; null: no cap)"))

@@ -217,6 +217,7 @@ def serve_config(config: FreshrecConfig, alerts: bool = False) -> ServeConfig:
                        admin_token=s.admin_token(),
                        events_token=events_token, read_timeout=s.read_timeout,
                        keep_alive_timeout=s.keep_alive_timeout, max_connections=s.max_connections,
+                       max_client_rate=s.max_client_rate,
                        shutdown_timeout=s.shutdown_timeout, experiment=config.experiment if config.experiment.arms
                        else None, tls_certfile=str(s.tls_certfile) if s.tls_certfile else None,
                        tls_keyfile=str(s.tls_keyfile) if s.tls_keyfile else None,

@@ -69,7 +69,7 @@ from freshrec.serve.bodies import (
     body_schema,
     parse,
 )
-from freshrec.serve.budget import IdBudget
+from freshrec.serve.budget import ClientRates, TokenBucket
 from freshrec.serve.dashboard import add_dashboard
 from freshrec.serve.guard import Guard
 from freshrec.serve.service import ModelService
@@ -96,6 +96,9 @@ class ServeConfig(BaseModel):
     keep_alive_timeout: float = Field(5.0, gt=0, description="Seconds an idle keep-alive connection stays open")
     max_connections: int = Field(1000, ge=1, description="Connections (or requests in progress) one server process "
                                                          "holds; a request beyond them gets a 503")
+    max_client_rate: float | None = Field(None, gt=0, description="Requests a second one client address may make, "
+                                                                  "in bursts of two seconds' worth (429 past it; "
+                                                                  "none: no limit)")
     shutdown_timeout: float = Field(10.0, ge=0, description="On SIGTERM, seconds the requests in flight have to "
                                                             "finish before they are cancelled")
     experiment: ExperimentSection | None = Field(None, description="Live A/B arms (none: one model for all users)")
@@ -116,6 +119,9 @@ ANY_REQUEST = {
 }
 """What any request may be answered, besides its own statuses."""
 UNAUTHORIZED = {401: {"model": Problem, "description": "No or a wrong bearer token"}}
+RATE_LIMITED = {429: {"model": Problem, "description": "Past serve.max_client_rate (or, on /events, serve.max_new_ids):"
+                                                       " retry after Retry-After seconds",
+                      "headers": {"Retry-After": {"schema": {"type": "integer"}}}}}
 
 
 def _json(content: Any, status: int = 200) -> Response:
@@ -163,7 +169,8 @@ def create_app(service: ModelService, config: ServeConfig | None = None) -> Fast
         for thread in threads:
             thread.join()
 
-    app = _App(title="freshrec", lifespan=lifespan, responses=ANY_REQUEST)
+    app = _App(title="freshrec", lifespan=lifespan, responses=ANY_REQUEST | (RATE_LIMITED if config.max_client_rate
+                                                                             else {}))
     app.serve_config, app.experiment = config, experiment
     metrics = service.metrics
     admin = Depends(_Bearer(config.admin_token, "admin", "admin endpoints need 'Authorization: Bearer <token>'"
@@ -219,9 +226,7 @@ def create_app(service: ModelService, config: ServeConfig | None = None) -> Fast
               openapi_extra=body_schema(EVENTS, events={"maxItems": config.max_events}) | {"description": (
                   "One event, or {events: [...]}. ts: epoch seconds or ISO-8601 with an offset.")},
               responses={202: {"model": Accepted}, 422: {"model": Invalid},
-                         429: {"model": Problem, "description": "Past serve.max_new_ids: retry after Retry-After "
-                                                                "seconds", "headers": {"Retry-After": {
-                                                                    "schema": {"type": "integer"}}}},
+                         **RATE_LIMITED,
                          **(UNAUTHORIZED if config.events_token else {})})
     async def events(request: Request) -> Response:
         return await run_in_threadpool(take_events, await request.body())
@@ -257,7 +262,7 @@ def create_app(service: ModelService, config: ServeConfig | None = None) -> Fast
             experiment.attribute((e.user, e.arm, e.label) for e in batch if e.label is not None)
         return _json({"accepted": accepted}, 202)
 
-    budget = IdBudget(config.max_new_ids, int(10 * config.max_new_ids)) if config.max_new_ids else None
+    budget = TokenBucket(config.max_new_ids, int(10 * config.max_new_ids)) if config.max_new_ids else None
 
     def spend(new: int) -> None:
         """Take `new` ids from the budget, or refuse the whole batch: 422 when no wait would do, 429 with
@@ -339,10 +344,11 @@ def create_app(service: ModelService, config: ServeConfig | None = None) -> Fast
     if experiment is not None:
         metrics.registry.register(experiment)
     paths = frozenset(route.path for route in app.routes)  # metric labels: known paths only
+    rates = ClientRates(config.max_client_rate) if config.max_client_rate else None   # one per client, all paths
     app.add_middleware(Guard, limit=config.max_body_bytes, read_timeout=config.read_timeout, metrics=metrics,
-                       paths=paths)
+                       paths=paths, rates=rates)
     hot = {"/predict": predict, "/recommend": recommend}
-    app.lane = Guard(_Lane(hot), config.max_body_bytes, config.read_timeout, metrics, paths)
+    app.lane = Guard(_Lane(hot), config.max_body_bytes, config.read_timeout, metrics, paths, rates)
     app.lane_paths = frozenset(hot)
     return app
 

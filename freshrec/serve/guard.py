@@ -1,7 +1,8 @@
 """`Guard`: the ASGI middleware around the whole app (cheaper than FastAPI's `@app.middleware`). It
 refuses a body over `limit` bytes (413, declared or streamed), cuts a body not received within
 `read_timeout` seconds of the request's headers (408: a slow client does not hold a request open),
-and counts each request's latency and status in the `ServingMetrics`.
+refuses a client past its rate (429, with `rates`: `serve.max_client_rate`), and counts each
+request's latency and status in the `ServingMetrics`.
 
 A refusal is raised from the app's own read of the body as an `HTTPException`, so each path answers
 it as it answers its other errors (`{"detail": ...}`).
@@ -25,6 +26,7 @@ b'hello'
 
 from __future__ import annotations
 
+import math
 import time
 
 import anyio
@@ -32,6 +34,7 @@ import orjson
 from fastapi import HTTPException
 
 from freshrec.metrics.prometheus import ServingMetrics
+from freshrec.serve.budget import ClientRates
 
 __all__ = ["Guard"]
 
@@ -39,11 +42,13 @@ CLOSE = {"Connection": "close"}   # the rest of a refused body is not read: the 
 
 
 class Guard:
-    """413 over `limit` bytes, 408 past `read_timeout` seconds for the body, metrics by path (known
-    `paths` by name, the others as "other")."""
+    """413 over `limit` bytes, 408 past `read_timeout` seconds for the body, 429 past a client's
+    `rates`, metrics by path (known `paths` by name, the others as "other")."""
 
-    def __init__(self, app, limit: int, read_timeout: float, metrics: ServingMetrics, paths: frozenset[str]) -> None:
+    def __init__(self, app, limit: int, read_timeout: float, metrics: ServingMetrics, paths: frozenset[str],
+                 rates: ClientRates | None = None) -> None:
         self.app, self.limit, self.read_timeout, self.metrics, self.paths = app, limit, read_timeout, metrics, paths
+        self.rates = rates
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -62,6 +67,13 @@ class Guard:
             self.metrics.requests.labels(path, str(status[0])).inc()
 
     async def _guarded(self, scope, receive, send) -> None:
+        if self.rates is not None:
+            client = (scope.get("client") or ("",))[0]
+            wait = self.rates.refused(client)
+            if wait is not None:
+                return await self._refuse(send, HTTPException(
+                    429, f"more than {self.rates.rate:g} requests a second from {client} (serve.max_client_rate)",
+                    {"Retry-After": str(max(1, math.ceil(wait))), **CLOSE}))
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
             return await self._refuse(send, self._too_large())

@@ -263,3 +263,17 @@ def test_events_bringing_too_many_new_ids_are_refused_whole(trained) -> None:
         assert later.status_code == 429 and int(later.headers["Retry-After"]) >= 1
         assert "3 ids the model has no row for" in later.json()["detail"]
         assert len(queue) == 58   # the refused batches: none of their events
+
+
+def test_a_client_past_its_rate_gets_a_429_on_every_path(trained) -> None:
+    trained.publisher.publish_full()
+    service = ModelService(trained.registry)
+    with TestClient(create_app(service, ServeConfig(max_client_rate=1.0))) as client:   # bursts of 2
+        service.sync()
+        assert client.post("/predict", json={"user": 1, "candidates": [1]}).status_code == 200   # the hot lane
+        assert client.get("/healthz").status_code == 200                                         # the app
+        refused = client.post("/predict", json={"user": 1, "candidates": [1]})
+        assert refused.status_code == 429 and refused.headers["Retry-After"] == "1"
+        assert refused.json()["detail"] == "more than 1 requests a second from testclient (serve.max_client_rate)"
+        assert client.get("/model").status_code == 429
+        assert "429" in client.app.openapi()["paths"]["/predict"]["post"]["responses"]
