@@ -82,6 +82,14 @@ class RequestFeaturizer:
         self._size += len(new)
         return np.array([cache[value] for value in values], np.int64)
 
+    def ids(self, column: str, values: Sequence[str | None]) -> tuple[FeatureSpec, np.ndarray] | None:
+        """The categorical feature of source `column` and the ids its batches give `values` (live
+        form: strings), from the same cache; None when no categorical feature reads `column`."""
+        for spec, salt in self.sparse:
+            if spec.source_column == column and spec.kind is FieldKind.CATEGORICAL:
+                return spec, self._hash(salt, values)
+        return None
+
     def _sparse(self, spec: FeatureSpec, salt: int, rows: RequestRows) -> tuple[np.ndarray, np.ndarray]:
         """(ids, lengths) of one sparse feature, as `FeaturePipeline` makes them."""
         n = rows.n

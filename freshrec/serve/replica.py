@@ -25,10 +25,8 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import pyarrow as pa
 import torch
 
-from freshrec._hashing import field_salt, hash_values
 from freshrec.events.event import ITEM, USER, FieldKind
 from freshrec.events.live import check_ids, check_value
 from freshrec.features.request import RequestFeaturizer, RequestRows
@@ -110,10 +108,9 @@ class Replica:
         """Whether the model has no learned row for each of `ids` (live form: strings) of the
         categorical `column` (a cold start: its score comes from the other features alone); all
         False when the model reads no such column."""
-        spec = next((s for s in self.model.specs if s.source_column == column and s.kind is FieldKind.CATEGORICAL),
-                    None)
-        if spec is None or not ids:
+        found = self.featurizer.ids(column, ids) if ids else None   # hashed as the batches are, from its cache
+        if found is None:
             return np.zeros(len(ids), bool)
-        hashed = hash_values(pa.array(ids, pa.string()), field_salt(spec.table_name))   # as the featurizer hashes
+        spec, hashed = found
         table = next(s.table_name for s in self.model.embeddings.specs if s.name == spec.name)   # FM: one for all
         return self.model.tables[table].slots(hashed, 0.0, train=False) < 0
