@@ -145,11 +145,11 @@ class _Bearer(HTTPBearer):
 
 
 def create_app(service: ModelService, config: ServeConfig | None = None) -> FastAPI:
-    """The app; its lifespan runs the registry follower thread (which syncs at once)."""
+    """The app; its lifespan runs a registry follower thread for the service and for each arm of its
+    own (each syncs at once), and, where configured, the staleness alert and the arms log."""
     config = config or ServeConfig()
     experiment = Experiment.open(config.experiment, service) if config.experiment and config.experiment.arms else None
-    followers = [service] if experiment is None else list({id(s): s for s in (service, *experiment.followers())}
-                                                          .values())
+    followers = list({id(s): s for s in (service, *(experiment.followers() if experiment else ()))}.values())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
