@@ -113,7 +113,7 @@ def test_no_request_fails_while_the_trainer_is_killed_twice_and_the_staleness_al
     url = f"http://127.0.0.1:{port}"
     (tmp_path / "serve.yaml").write_text(f"alerts: {{staleness: {STALENESS}}}\n")
     trainer = _trainer(state)
-    server, load, killed, served = None, None, 0, ""
+    server, load, killed = None, None, 0
     started = time.monotonic()
     try:
         wait_until(lambda: (state / "registry" / "full").is_dir(), "the trainer's first snapshot", trainer)
@@ -133,17 +133,18 @@ def test_no_request_fails_while_the_trainer_is_killed_twice_and_the_staleness_al
                        server)
         wait_until(lambda: time.monotonic() - started >= SECONDS, "the end of the soak", timeout=SECONDS)
         load.stop()
+        wait_until(lambda: _staleness_firing(url) is False, "the alert is clear with the trainer up", server)
         metrics = httpx.get(f"{url}/metrics", timeout=10).text
     finally:
         if load is not None:
             load.stop()
         output, log = _stop(trainer)
-        served = _stop(server)[1] if server is not None else ""
+        if server is not None:
+            _stop(server)
     print(f"soak: {dict(load.outcomes)}, slowest answer {load.slowest:.2f} s")
     assert killed == 2
     assert set(load.outcomes) == {200} and sum(load.outcomes.values()) >= RATE * SECONDS * 0.5, load.outcomes
     fired = re.search(r'^freshrec_alerts_fired_total\{alert="staleness"\} (\S+)$', metrics, re.M)
     assert fired is not None and float(fired.group(1)) >= 2, metrics
-    assert re.search(r'^freshrec_alert_firing\{alert="staleness"\} 0\.0$', metrics, re.M), served[-3000:] + log[-3000:]
     figures = json.loads(output.splitlines()[-1])   # the last trainer went on from a checkpoint
     assert trainer.returncode == 0 and figures["restored_from"] is not None, log[-2000:]
