@@ -70,7 +70,7 @@ class RequestFeaturizer:
         if cache is None:
             cache = self._ids[salt] = {}
         try:
-            return np.array([cache[value] for value in values], np.int64)
+            return np.fromiter(map(cache.__getitem__, values), np.int64, len(values))
         except KeyError:
             pass
         new = list({value for value in values if value not in cache})
@@ -80,7 +80,7 @@ class RequestFeaturizer:
             self._size, new = 0, list(set(values))
         cache.update(zip(new, hash_values(pa.array(new, pa.string()), salt).tolist(), strict=True))
         self._size += len(new)
-        return np.array([cache[value] for value in values], np.int64)
+        return np.fromiter(map(cache.__getitem__, values), np.int64, len(values))
 
     def ids(self, column: str, values: Sequence[str | None]) -> tuple[FeatureSpec, np.ndarray] | None:
         """The categorical feature of source `column` and the ids its batches give `values` (live

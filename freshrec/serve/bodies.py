@@ -30,6 +30,7 @@ from pydantic import (
     TypeAdapter,
     ValidationError,
     WithJsonSchema,
+    WrapValidator,
 )
 from pydantic_core import PydanticCustomError
 
@@ -142,11 +143,21 @@ class Candidate(_Strict):
     fields: dict[str, Value] = Field({}, description="This candidate's own item fields (they win over the context)")
 
 
+def _plain_ids(value: Any, handler: Any) -> Any:
+    """Candidates that are all strings or 64-bit integers (the common request) as they are, checked in one
+    pass; any other list through the full validation, which names each bad one by its place."""
+    if type(value) is list and value and all(
+            (kind := type(c)) is str or (kind is int and INT64[0] <= c <= INT64[1]) for c in value):
+        return value
+    return handler(value)
+
+
 class PredictRequest(_Strict):
     user: Id
     context: dict[str, Value] = Field({}, description="Request fields: the model's columns (unknown ones: 422)")
-    candidates: list[Annotated[Annotated[Id, Tag("id")] | Annotated[Candidate, Tag("candidate")],
-                               Discriminator(lambda c: "candidate" if isinstance(c, (dict, Candidate)) else "id")]] = \
+    candidates: Annotated[list[Annotated[Annotated[Id, Tag("id")] | Annotated[Candidate, Tag("candidate")],
+                                         Discriminator(lambda c: "candidate" if isinstance(c, (dict, Candidate))
+                                                       else "id")]], WrapValidator(_plain_ids)] = \
         Field(min_length=1, description="Item ids, or {item, fields} objects")
 
 

@@ -20,6 +20,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ from freshrec.events.live import check_ids, check_value
 from freshrec.features.request import RequestFeaturizer, RequestRows
 from freshrec.models.base import OnlineModel
 from freshrec.snapshot import Delta, Snapshot
-from freshrec.train.fused import fused_logits, fused_model
+from freshrec.train.fused import fused_logits, fused_model, fused_slots
 
 __all__ = ["Replica"]
 
@@ -90,27 +91,58 @@ class Replica:
                 rows.shared[column] = check_value(user, kind, column) if column == USER else shared(column)
         return rows
 
-    @torch.no_grad()
     def score(self, rows: RequestRows) -> np.ndarray:
         """Probabilities (predictions for a rating model) of the rows, float32: an FM or LR in one
         numba pass over the rows where they lie (`fused_logits`, the trainer's arithmetic), other
         models by their forward without autograd."""
+        return self.score_with_cold(rows, ())[0]
+
+    @torch.no_grad()
+    def score_with_cold(self, rows: RequestRows, columns: Sequence[str] = (USER, ITEM)) -> tuple[np.ndarray, dict]:
+        """`score`, and for each categorical column of `columns` the model reads, per row whether its
+        id has no learned row (a cold start), from the same lookup of the rows as the scores."""
         batch = self.featurizer.build(rows)
         if fused_model(self.model):
-            logits = fused_logits(self.model, batch)
-            return (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
-        output = self.model(batch, train=False)
-        if self.model.config.loss == "bce":
-            output = torch.sigmoid(output)
-        return output.numpy()
+            slots = fused_slots(self.model, batch)
+            logits = fused_logits(self.model, batch, slots)
+            scores = (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
+            keys = [s.name for s in self.model.embeddings.specs]   # the slots' key-major order
+            starts = np.concatenate([[0], np.cumsum(batch.sparse.lengths().numpy().reshape(len(keys), -1).sum(1))])
+            found = {name: slots[starts[k]:starts[k + 1]] for k, name in enumerate(keys)}
+        else:
+            output = self.model(batch, train=False)
+            if self.model.config.loss == "bce":
+                output = torch.sigmoid(output)
+            scores, found = output.numpy(), {}
+        return scores, {column: self._cold(batch, column, found) for column in columns if column in self._features}
+
+    def _cold(self, batch, column: str, found: dict[str, np.ndarray]) -> np.ndarray:
+        """Per row of `batch`, whether its id of `column` has no learned row (or no id at all)."""
+        name, table = self._features[column]
+        jagged = batch.sparse[name]
+        slots = found.get(name)
+        if slots is None:
+            slots = self.model.tables[table].slots(jagged.values.numpy(), 0.0, train=False)
+        lengths = jagged.lengths.numpy()
+        if len(slots) == len(lengths):
+            return slots < 0
+        cold = np.ones(len(lengths), bool)
+        cold[lengths > 0] = slots < 0   # one id a row at most (a categorical column)
+        return cold
+
+    @functools.cached_property
+    def _features(self) -> dict[str, tuple[str, str]]:
+        """Categorical source column -> (its feature, the table that feature's rows live in)."""
+        tables = {s.name: s.table_name for s in self.model.embeddings.specs}   # FM: one for all
+        return {s.source_column: (s.name, tables[s.name]) for s in self.model.specs
+                if s.kind is FieldKind.CATEGORICAL and s.name in tables}
 
     def unknown(self, column: str, ids: Sequence[str]) -> np.ndarray:
         """Whether the model has no learned row for each of `ids` (live form: strings) of the
         categorical `column` (a cold start: its score comes from the other features alone); all
         False when the model reads no such column."""
-        found = self.featurizer.ids(column, ids) if ids else None   # hashed as the batches are, from its cache
+        found = self.featurizer.ids(column, ids) if ids and column in self._features else None
         if found is None:
             return np.zeros(len(ids), bool)
-        spec, hashed = found
-        table = next(s.table_name for s in self.model.embeddings.specs if s.name == spec.name)   # FM: one for all
-        return self.model.tables[table].slots(hashed, 0.0, train=False) < 0
+        _, hashed = found   # hashed as the batches are, from the featurizer's cache
+        return self.model.tables[self._features[column][1]].slots(hashed, 0.0, train=False) < 0

@@ -67,7 +67,7 @@ from freshrec.models.fm import OnlineFM
 from freshrec.models.lr import LogisticRegression
 
 __all__ = ["LEARNED", "NO_LABELS", "NOT_FINITE", "FusedStep", "ResolvedChunk", "fused_logits", "fused_model",
-           "plain_adagrad"]
+           "fused_slots", "plain_adagrad"]
 
 LEARNED, NOT_FINITE, NO_LABELS = 0, 1, 2   # a micro-batch's outcome: stepped; skipped (changed nothing); scored only
 PREFETCH_ROWS = 4   # the rows past a micro-batch whose table rows are prefetched while it learns
@@ -404,10 +404,18 @@ def _score_rows(slots, lengths, dense, chunk_rows, row_bases, seq_bases, width, 
         out[r] = logit + np.float32(0.5) * (pairs - squares)
 
 
-def fused_logits(model: OnlineModel, batch: Batch) -> np.ndarray:
+def fused_slots(model: OnlineModel, batch: Batch) -> np.ndarray:
+    """The rows (slots; -1: none learned) of the batch's ids in a `fused_model`'s table, key-major in
+    the model's key order (`fused_logits` takes them: one index lookup per id for both)."""
+    (table,) = model.tables.values()
+    values, _ = _keyed_ids(batch, [s.name for s in model.embeddings.specs])
+    return table.slots(values, 0.0, train=False)
+
+
+def fused_logits(model: OnlineModel, batch: Batch, slots: np.ndarray | None = None) -> np.ndarray:
     """The logits `model(batch, train=False)` gives (float32, within rounding), in one numba pass
     over host rows: no id admitted, no autograd, no row copied; for a `fused_model` (a server's
-    scoring path).
+    scoring path). `slots`: `fused_slots(model, batch)`, when the caller has them.
 
     >>> import torch
     >>> from freshrec.batch import SparseFeatures
@@ -422,7 +430,7 @@ def fused_logits(model: OnlineModel, batch: Batch) -> np.ndarray:
     """
     (table,) = model.tables.values()
     values, lengths = _keyed_ids(batch, [s.name for s in model.embeddings.specs])
-    slots = table.slots(values, 0.0, train=False)
+    slots = table.slots(values, 0.0, train=False) if slots is None else slots
     out = np.empty(len(batch), np.float32)
     storage = table.storage
     weight = model.dense.weight.detach().reshape(-1).numpy()

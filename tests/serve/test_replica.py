@@ -43,3 +43,8 @@ def test_request_scores_equal_the_forwards_probabilities(name):
     scores = replica.score(rows)
     assert scores.dtype == np.float32 and len(set(scores.round(4).tolist())) > 10
     np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-6)
+    same, cold = replica.score_with_cold(rows)   # the cold starts from the scoring's own lookup
+    np.testing.assert_array_equal(same, scores)
+    np.testing.assert_array_equal(cold["item_id"], replica.unknown("item_id", rows.per_row["item_id"]))
+    assert cold["item_id"][-1] and not cold["item_id"].all()
+    assert cold["user_id"].tolist() == [replica.unknown("user_id", ["3"])[0]] * len(items)

@@ -114,6 +114,6 @@ def test_scores_flag_cold_starts_and_a_score_that_is_not_finite_is_refused(train
     scored = service.score(seen["user_id"], {}, [(seen["item_id"], {}), ("new", {})])
     assert (scored.cold_user, scored.cold_items, scored.items) == (False, ["new"], [seen["item_id"], "new"])
     assert service.score("stranger", {}, [("new", {})]).cold_user
-    monkeypatch.setattr(Replica, "score", lambda replica, rows: np.full(rows.n, np.nan, np.float32))
+    monkeypatch.setattr(Replica, "score_with_cold", lambda replica, rows: (np.full(rows.n, np.nan, np.float32), {}))
     with pytest.raises(ValueError, match="scores of these values are not finite"):
         service.score(seen["user_id"], {}, [("new", {})])
