@@ -100,35 +100,37 @@ class Replica:
     @torch.no_grad()
     def score_with_cold(self, rows: RequestRows, columns: Sequence[str] = (USER, ITEM)) -> tuple[np.ndarray, dict]:
         """`score`, and for each categorical column of `columns` the model reads, per row whether its
-        id has no learned row (a cold start), from the same lookup of the rows as the scores."""
+        id has no learned row (a cold start): an FM's or LR's from the scoring's own lookup of the rows."""
         batch = self.featurizer.build(rows)
+        sparse, slots = batch.sparse, None
         if fused_model(self.model):
             slots = fused_slots(self.model, batch)
             logits = fused_logits(self.model, batch, slots)
             scores = (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
-            keys = [s.name for s in self.model.embeddings.specs]   # the slots' key-major order
-            starts = np.concatenate([[0], np.cumsum(batch.sparse.lengths().numpy().reshape(len(keys), -1).sum(1))])
-            found = {name: slots[starts[k]:starts[k + 1]] for k, name in enumerate(keys)}
+            if sparse.keys() != [s.name for s in self.model.embeddings.specs]:
+                slots = None   # not in the batch's key order
         else:
             output = self.model(batch, train=False)
             if self.model.config.loss == "bce":
                 output = torch.sigmoid(output)
-            scores, found = output.numpy(), {}
-        return scores, {column: self._cold(batch, column, found) for column in columns if column in self._features}
-
-    def _cold(self, batch, column: str, found: dict[str, np.ndarray]) -> np.ndarray:
-        """Per row of `batch`, whether its id of `column` has no learned row (or no id at all)."""
-        name, table = self._features[column]
-        jagged = batch.sparse[name]
-        slots = found.get(name)
-        if slots is None:
-            slots = self.model.tables[table].slots(jagged.values.numpy(), 0.0, train=False)
-        lengths = jagged.lengths.numpy()
-        if len(slots) == len(lengths):
-            return slots < 0
-        cold = np.ones(len(lengths), bool)
-        cold[lengths > 0] = slots < 0   # one id a row at most (a categorical column)
-        return cold
+            scores = output.numpy()
+        keys, values = sparse.keys(), sparse.values().numpy()
+        lengths = sparse.lengths().numpy().reshape(len(keys), -1)   # key-major, a row each
+        bounds = np.concatenate([[0], np.cumsum(lengths.sum(1))])
+        cold = {}
+        for column in columns:
+            if column not in self._features:
+                continue
+            name, table = self._features[column]
+            k = keys.index(name)
+            found = slots[bounds[k]:bounds[k + 1]] if slots is not None else \
+                self.model.tables[table].slots(values[bounds[k]:bounds[k + 1]], 0.0, train=False)
+            if len(found) == rows.n:
+                cold[column] = found < 0
+            else:   # a row without the id: cold too (a categorical column has one id a row at most)
+                cold[column] = np.ones(rows.n, bool)
+                cold[column][lengths[k] > 0] = found < 0
+        return scores, cold
 
     @functools.cached_property
     def _features(self) -> dict[str, tuple[str, str]]:
