@@ -1,8 +1,9 @@
 """Build `freshrec.json`, the Grafana dashboard of a freshrec deployment, with Grafana's own typed builders
 (`pip install grafana-foundation-sdk`, in the test extra): the trainer (events learned per second,
-Kafka lag, prequential AUC and log loss, rows, dead letters), the servers (requests and latency per
-endpoint, freshness, the served version and its age, swaps and refused versions, the fusion weight)
-and freshrec's own alerts, on a Prometheus data source chosen at import (`${datasource}`).
+Kafka lag, prequential AUC and log loss, rows and evictions, dead letters), the servers (requests and
+latency per endpoint, freshness, the served version and its age, swaps and refused versions, the
+fusion weight), the live A/B arms (CTR, p99 and requests per arm, the version each serves) and
+freshrec's own alerts, on a Prometheus data source chosen at import (`${datasource}`).
 
     .venv/bin/python deploy/grafana/dashboard.py          # rewrites deploy/grafana/freshrec.json
 
@@ -50,7 +51,8 @@ def build() -> dict:
         .with_panel(_chart("Kafka consumer lag", "short", ("sum(freshrec_kafka_consumer_lag)", "messages")))
         .with_panel(_chart("Prequential AUC and log loss (recent window)", "none",
                            ("freshrec_window_auc", "AUC"), ("freshrec_window_logloss", "log loss")))
-        .with_panel(_chart("Embedding rows", "short", ("freshrec_model_rows", "rows")))
+        .with_panel(_chart("Embedding rows and evictions", "short", ("freshrec_model_rows", "rows"),
+                           ("rate(freshrec_model_rows_evicted_total[5m])", "evicted/s")))
         .with_panel(_chart("Dead letters by reason", "ops",
                            ("sum by (reason) (rate(freshrec_dead_letters_total[5m]))", "{{reason}}"),
                            ("sum by (outcome) (rate(freshrec_kafka_events_total[5m]))", "kafka {{outcome}}")))
@@ -69,6 +71,16 @@ def build() -> dict:
                            ("sum by (reason) (increase(freshrec_sync_errors_total[5m]))", "refused {{reason}}")))
         .with_panel(_chart("Fusion: online model's weight", "percentunit",
                            ("freshrec_fusion_online_weight", "{{instance}}")))
+        .with_row(Row("Live A/B arms"))
+        .with_panel(_chart("CTR per arm", "percentunit",
+                           ("sum by (arm) (rate(freshrec_arm_clicks_total[15m])) / "
+                            "sum by (arm) (rate(freshrec_arm_labelled_events_total[15m]))", "{{arm}}")))
+        .with_panel(_chart("Latency p99 per arm", "s",
+                           ("histogram_quantile(0.99, sum by (le, arm) "
+                            "(rate(freshrec_arm_request_seconds_bucket[5m])))", "{{arm}}")))
+        .with_panel(_chart("Requests and served version per arm", "short",
+                           ("sum by (arm) (rate(freshrec_arm_requests_total[1m]))", "{{arm}} requests/s"),
+                           ("max by (arm) (freshrec_arm_model_version)", "{{arm}} version")))
         .with_row(Row("Alerts"))
         .with_panel(Stat().title("freshrec's alerts firing").datasource(SOURCE).height(4).span(24)
                     .with_target(_query("max by (alert) (freshrec_alert_firing)", "{{alert}}")))

@@ -10,6 +10,7 @@ import json
 import re
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -17,9 +18,13 @@ import yaml
 from grafana_foundation_sdk.models.dashboard import Dashboard
 
 from freshrec._durable import WRITE_FAULTS
+from freshrec.config import ExperimentSection
 from freshrec.metrics.alerts import ALERT_METRICS
 from freshrec.metrics.prometheus import TRAINING_METRICS, ServingMetrics
 from freshrec.metrics.sources import SOURCE_METRICS
+from freshrec.serve import ModelService
+from freshrec.serve.arms import Experiment
+from freshrec.snapshot import ModelRegistry
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 RULES, RULE_TESTS = DEPLOY / "prometheus" / "freshrec-alerts.yml", DEPLOY / "prometheus" / "freshrec-alerts-test.yml"
@@ -34,9 +39,12 @@ def promtool(*args: str) -> subprocess.CompletedProcess:
 
 
 def exported() -> set[str]:
-    """The name of every sample freshrec's registries can expose."""
+    """The name of every sample freshrec's registries can expose (a server's with a live experiment)."""
     names = set()
-    for registry in (ServingMetrics().registry, TRAINING_METRICS, ALERT_METRICS, SOURCE_METRICS, WRITE_FAULTS):
+    experiment = Experiment(ExperimentSection(arms=[{"name": "a", "traffic": 1.0}]),
+                            {"a": ModelService(ModelRegistry(tempfile.mkdtemp()))})
+    for registry in (ServingMetrics().registry, TRAINING_METRICS, ALERT_METRICS, SOURCE_METRICS, WRITE_FAULTS,
+                     experiment):
         for family in registry.collect():
             names |= {family.name + suffix for suffix in SUFFIXES.get(family.type, ("",))}
     return names
@@ -61,7 +69,7 @@ def test_the_dashboard_is_what_its_script_builds_and_loads_into_grafanas_model()
     committed = json.loads(DASHBOARD.read_text())
     assert committed == script.build(), "run `.venv/bin/python deploy/grafana/dashboard.py` and commit the file"
     model = Dashboard.from_json(committed)
-    assert model.uid == "freshrec" and len([p for p in model.panels if p.type_val != "row"]) == 13
+    assert model.uid == "freshrec" and len([p for p in model.panels if p.type_val != "row"]) == 16
 
 
 def test_promtool_parses_every_dashboard_query(tmp_path: Path) -> None:
