@@ -69,6 +69,9 @@ def serve_command(
         raise UsageError("give --registry DIR (a registry to follow) or --attach NAME (a trainer's shared tables)")
     if registry is not None and not registry.is_dir():
         raise UsageError(f"--registry {registry} is not a directory")
+    if attach is not None and settings.experiment.arms:
+        raise UsageError("experiment.arms: a server attached to shared tables (--attach) holds one model; serve "
+                         "the arms from a registry (--registry)")
     limits = serve_config(settings, alerts=True)
     if attach is not None:
         try:
