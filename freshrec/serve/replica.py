@@ -114,6 +114,8 @@ class Replica:
             if self.model.config.loss == "bce":
                 output = torch.sigmoid(output)
             scores = output.numpy()
+        if not columns:   # `score` (the offline model's, in a blend): no row lookups for cold starts
+            return scores, {}
         keys, values = sparse.keys(), sparse.values().numpy()
         lengths = sparse.lengths().numpy().reshape(len(keys), -1)   # key-major, a row each
         bounds = np.concatenate([[0], np.cumsum(lengths.sum(1))])
