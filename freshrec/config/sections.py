@@ -109,6 +109,9 @@ class ModelSection(Section):
                                  "100,000 events learned (null: no limit)")
     ordinal_levels: tuple[float, ...] = Field((), description=(
         "Other levels of features.target learned beside the label, e.g. [2, 3, 5] for rating>=4"))
+    hidden: tuple[int, ...] = Field((64, 32), description=(
+        "deepfm, dcn: widths of the deep tower's hidden layers, first to last ([]: none)"))
+    cross_layers: int = Field(3, ge=0, description="dcn: layers of the cross network")
     checkpoint_towers: bool = Field(False, description=(
         "deepfm, dcn: recompute the deep layers' activations in backward instead of keeping them "
         "(less memory, one more forward)"))
@@ -138,6 +141,9 @@ class TrainingSection(Section):
         "Event time between offline retrainings (null: by offline_events only, or never)"))
     offline_events: int | None = Field(None, ge=1,
                                        description="Also retrain offline after this many events (null: by time only)")
+    dense_lr: float | None = Field(None, gt=0, description=(
+        "Learning rate of the dense (torch) parameters: deep towers, biases, fusion offsets (null: model.lr, "
+        "or its default)"))
     checkpoint_events: int = Field(50_000, ge=1, description="Source events between checkpoints")
     epochs: int = Field(3, ge=1, description="Offline training: most passes over the logged rows")
     holdout_fraction: float = Field(0.1, ge=0, lt=1, description="Offline training: latest share of the rows "

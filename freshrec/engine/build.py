@@ -156,8 +156,9 @@ initial_accumulator=0.1, ordinal_levels=(), row_dtype='float32', linear_lr=None)
     extra = {"ftrl": True} if embedding.optimizer == "ftrl" else {}
     if "linear_lr" in names:
         extra["linear_lr"] = embedding.linear_lr
-    if "checkpoint_towers" in names:
-        extra["checkpoint_towers"] = model.checkpoint_towers
+    for key in ("checkpoint_towers", "hidden", "cross_layers"):
+        if key in names:
+            extra[key] = getattr(model, key)
     return config_class(dim=model.dim, lr=model.lr, seed=model.seed, admit_after=model.admit_after,
                         ttl_seconds=model.ttl, capacity=model.capacity, loss=model.loss,
                         initial_accumulator=embedding.initial_accumulator,
@@ -244,14 +245,15 @@ def training_device(config: FreshrecConfig, available: bool) -> str:
 
 
 def trainer_config(config: FreshrecConfig, available: bool | None = None) -> TrainerConfig:
-    """The online trainer's settings: `model.seed`, the device and `gpu.precision` (`available`:
+    """The online trainer's settings: `model.seed`, `training.dense_lr`, the device and `gpu.precision` (`available`:
     whether a GPU is, None: ask torch)."""
     available = torch.cuda.is_available() if available is None else available
     device = training_device(config, available)
     precision = config.gpu.precision
     if precision == "fp16" and device == "cpu":
         raise ConfigError(["gpu.precision: fp16 needs a GPU (its gradient scaler); bf16 runs on the CPU too"])
-    return TrainerConfig(seed=config.model.seed, device=device, precision=precision)
+    return TrainerConfig(seed=config.model.seed, device=device, precision=precision,
+                         dense_lr=config.training.dense_lr)
 
 
 def gpu_note(config: FreshrecConfig, available: bool) -> str | None:

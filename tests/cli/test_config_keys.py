@@ -65,6 +65,8 @@ CHANGES: dict[str, tuple[dict[str, Any], Any]] = {
         ("name", "lr"), ("dim", 8), ("lr", 0.1), ("seed", 3), ("loss", "mse"), ("admit_after", 2), ("ttl", "1d"),
         ("capacity", 1000)]},
     "model.checkpoint_towers": ({"model.name": "deepfm"}, True),
+    "model.hidden": ({"model.name": "deepfm"}, [16]),
+    "model.cross_layers": ({"model.name": "dcn"}, 1),
     "model.ordinal_levels": (LEVELS, [3.0]),
     "embedding": ({}, {"initial_accumulator": 0.5}),
     "embedding.optimizer": (LR, "ftrl"),
@@ -74,7 +76,7 @@ CHANGES: dict[str, tuple[dict[str, Any], Any]] = {
     "training": ({}, {"epochs": 1}),
     **{f"training.{key}": ({}, value) for key, value in [
         ("online_batch_size", 64), ("online_batch_window", "10s"), ("offline_interval", None), ("offline_events", 1000),
-        ("checkpoint_events", 10),
+        ("checkpoint_events", 10), ("dense_lr", 0.01),
         ("epochs", 1), ("holdout_fraction", 0.2), ("patience", 2), ("warm_start", False)]},
     "training.workers": (GROUP, 2),
     "training.max_restarts": ({**GROUP, "training.workers": 2}, 5),
