@@ -46,7 +46,7 @@ from freshrec.train import OnlineTrainer, TrainerConfig, Unit
 from freshrec.train.offline import OfflineConfig, OfflineTrainer
 from freshrec.train.online import MicroBatched
 
-__all__ = ["ABConfig", "ABResult", "ArmResult", "replay_ab"]
+__all__ = ["ABConfig", "ABResult", "ArmResult", "arm_runner", "replay_ab"]
 
 ARMS = ("daily", "hourly", "online", "hybrid")
 
@@ -56,7 +56,11 @@ class ABConfig:
     """- `arms`: any of daily, hourly, online, hybrid; `model`, `model_config`: what every arm trains;
     - `day`: seconds of event time per day (the daily arm's period and the report's x axis);
     - `offline_interval`, `offline_window`: the hybrid's retraining (None window: all data);
-    - `offline`: the offline trainer's settings; `fusion`: "hedge" or "rebase"."""
+    - `offline`: the offline trainer's settings; `fusion`: "hedge" or "rebase" (`fusion_window`,
+      `fusion_eta`: the Hedge weights' window of events and rate, see `HedgeFusion`);
+    - `trainer`: the online and offline trainers' settings (None: `TrainerConfig(seed=model_config.seed)`);
+    - `retrain_per_chunk`: the hybrid retrains only before a unit (a chunk), at most once per unit, where the
+      engine checks its schedule, not before any micro-batch."""
 
     arms: tuple[str, ...] = ("daily", "online", "hybrid")
     model: str = "fm"
@@ -66,6 +70,10 @@ class ABConfig:
     offline_window: float | None = 7 * 86_400.0
     offline: OfflineConfig = field(default_factory=lambda: OfflineConfig(epochs=2, batch_size=2048))
     fusion: str = "hedge"
+    fusion_window: int = 2000
+    fusion_eta: float | None = None
+    trainer: TrainerConfig | None = None
+    retrain_per_chunk: bool = False
 
     def __post_init__(self) -> None:
         if unknown := [a for a in self.arms if a not in ARMS]:
@@ -124,10 +132,11 @@ class ABResult:
 
 class _Clock:
     """When an arm acts (retrains): before the first micro-batch that starts at or after `next`,
-    which the micro-batch acted at moves on to `advance(its start)` (the first micro-batch sets it)."""
+    which the micro-batch acted at moves on to `advance(its start)` (the first micro-batch sets it);
+    `per_unit`: only a unit's first micro-batch is looked at."""
 
-    def __init__(self, advance: Callable[[float], float]) -> None:
-        self.advance, self.next = advance, None
+    def __init__(self, advance: Callable[[float], float], per_unit: bool = False) -> None:
+        self.advance, self.next, self.per_unit = advance, None, per_unit
 
     def scores(self, unit: MicroBatched, run: Callable[[Unit, bool], np.ndarray]) -> np.ndarray:
         """The unit's scores: `run(part, acts)` on each of its `segments`, in order."""
@@ -145,6 +154,8 @@ class _Clock:
             elif start >= self.next:
                 cuts.append(i)
                 self.next = self.advance(start)
+            if self.per_unit:
+                break
         bounds = [0, *[c for c in cuts if c > 0], len(sizes)]
         for first, last in zip(bounds, bounds[1:]):
             rows = slice(int(offsets[first]), int(offsets[last]))
@@ -217,8 +228,8 @@ class _Hybrid(_Online):
     def __init__(self, trainer: OnlineTrainer, offline: OfflineTrainer, config: ABConfig) -> None:
         super().__init__(trainer)
         self.offline, self.config = offline, config
-        self.clock = _Clock(lambda start: start + config.offline_interval)
-        self.fusion = HedgeFusion() if config.fusion == "hedge" else None
+        self.clock = _Clock(lambda start: start + config.offline_interval, config.retrain_per_chunk)
+        self.fusion = HedgeFusion(config.fusion_window, config.fusion_eta) if config.fusion == "hedge" else None
         self.model: OnlineModel | None = None
         self.past: list[Batch] = []
         self.retrains = 0
@@ -251,26 +262,33 @@ class _Hybrid(_Online):
         self.past = [b for b in self.past if window is None or float(b.ts[-1]) >= now - window]
 
 
+def arm_runner(name: str, specs: Sequence[FeatureSpec], config: ABConfig) -> _Online | _Retrained:
+    """The arm `name` ("daily", "hourly", "online" or "hybrid") of `config` over `specs`, ready to
+    `step(unit)` through the stream: each call returns the unit's prequential scores; `cpu` (training
+    process seconds) and, for the retrained arms, `retrains` count as it goes."""
+    def build() -> OnlineModel:
+        return build_model(config.model, specs, config.model_config)
+
+    trainer = config.trainer or TrainerConfig(seed=config.model_config.seed)
+
+    def offline() -> OfflineTrainer:
+        return OfflineTrainer(build, config.offline, trainer)
+
+    return {"daily": lambda: _Retrained(config.day, offline()),
+            "hourly": lambda: _Retrained(3600.0, offline()),
+            "online": lambda: _Online(OnlineTrainer(build(), trainer)),
+            "hybrid": lambda: _Hybrid(OnlineTrainer(build(), trainer), offline(), config)}[name]()
+
+
 def replay_ab(units: Sequence[MicroBatched], specs: Sequence[FeatureSpec], config: ABConfig | None = None) -> ABResult:
     """Run every arm over `units` (the time-ordered stream in chunks cut into micro-batches, e.g.
     `Unit.of(batch, 512)`) and collect their scores: the online models learn a chunk's
     micro-batches in one call, the frozen models score the runs between two retrainings at once."""
     config = config or ABConfig()
     units = [unit for unit in units if unit.whole is not None and len(unit.whole)]
-
-    def build() -> OnlineModel:
-        return build_model(config.model, specs, config.model_config)
-
-    def offline() -> OfflineTrainer:
-        return OfflineTrainer(build, config.offline, TrainerConfig(seed=config.model_config.seed))
-
     arms: dict[str, ArmResult] = {}
     for name in config.arms:
-        runner = {"daily": lambda: _Retrained(config.day, offline()),
-                  "hourly": lambda: _Retrained(3600.0, offline()),
-                  "online": lambda: _Online(OnlineTrainer(build(), TrainerConfig(seed=config.model_config.seed))),
-                  "hybrid": lambda: _Hybrid(OnlineTrainer(build(), TrainerConfig(seed=config.model_config.seed)),
-                                            offline(), config)}[name]()
+        runner = arm_runner(name, specs, config)
         scores = np.concatenate([runner.step(unit) for unit in units]).astype(np.float32)
         weights = list(runner.fusion.history) if isinstance(runner, _Hybrid) and runner.fusion else []
         arms[name] = ArmResult(name, scores, np.concatenate([u.whole.labels.numpy() for u in units]),

@@ -23,12 +23,13 @@ import matplotlib.pyplot as plt  # noqa: E402 - after choosing the Agg backend
 
 from freshrec.evaluate.ab import ABResult  # noqa: E402
 
-__all__ = ["write_report"]
+__all__ = ["png_base64", "write_report"]
 
 COLOURS = {"daily": "#d62728", "hourly": "#ff7f0e", "online": "#1f77b4", "hybrid": "#2ca02c"}
 
 
-def _png(figure) -> str:
+def png_base64(figure) -> str:
+    """`figure` as a base64 PNG (for an <img> data URL); the figure is closed."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     plt.close(figure)
@@ -57,7 +58,7 @@ def _timeline(title: str, ylabel: str, series: dict[str, tuple[list[float], list
     axes.grid(alpha=0.3)
     axes.legend()
     figure.autofmt_xdate()
-    return _png(figure)
+    return png_base64(figure)
 
 
 def _auc_windows(figures: dict) -> str:
@@ -88,7 +89,7 @@ def _cost(figures: dict) -> str:
     names = list(figures)
     axes.bar(names, [figures[n]["cpu_seconds"] for n in names], color=[COLOURS.get(n, "grey") for n in names])
     axes.set(ylabel="training CPU seconds", title="Training cost per arm")
-    return _png(figure)
+    return png_base64(figure)
 
 
 def _weights(result: ABResult) -> str:
@@ -103,7 +104,7 @@ def _weights(result: ABResult) -> str:
         axes.text(0.5, 0.5, "no fusion weights (no hybrid arm with hedge fusion)", ha="center", va="center")
     axes.set(xlabel="events", ylabel="weight of the online model", title="Fusion weights over time")
     axes.grid(alpha=0.3)
-    return _png(figure)
+    return png_base64(figure)
 
 
 def _table(figures: dict) -> str:
