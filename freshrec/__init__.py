@@ -34,10 +34,12 @@ _EXPORTS = {
     "ModelRegistry": "freshrec.snapshot", "Snapshot": "freshrec.snapshot",
     "ModelService": "freshrec.serve", "create_app": "freshrec.serve",
     "FreshrecConfig": "freshrec.config", "load_config": "freshrec.config",
+    "RecommenderAutoML": "freshrec.automl",
 }
 __all__ = [*sorted(_EXPORTS), "__version__"]
 
 if TYPE_CHECKING:
+    from freshrec.automl import RecommenderAutoML  # noqa: F401 (for type checkers)
     from freshrec.batch import Batch, SparseFeatures  # noqa: F401 (for type checkers)
     from freshrec.config import FreshrecConfig, load_config  # noqa: F401 (for type checkers)
     from freshrec.engine.dataflow import DataFlowEngine, EngineConfig  # noqa: F401 (for type checkers)

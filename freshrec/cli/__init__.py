@@ -13,6 +13,7 @@
     freshrec config show | check FILE
     freshrec deploy --config freshrec.yaml --image registry/freshrec:0.1 > k8s.yaml    # Kubernetes manifests
     freshrec evaluate ab --format simulator --limit 6000 --report ab-report
+    freshrec automl --format movielens-100k --trials 40 --timeout 30m --study ml.db --out best.yaml --report r
     freshrec devices --config freshrec.yaml                                  # devices, GPU links, placement
 
 Conventions: `--json` makes the last stdout line one JSON object; progress and tables go to
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import typer
 
+from freshrec.cli.automl import automl_command
 from freshrec.cli.autoscale import autoscale_command
 from freshrec.cli.config import config_app
 from freshrec.cli.datasets import datasets_command
@@ -47,6 +49,7 @@ app.command("run")(run_command)
 app.command("serve")(serve_command)
 app.command("produce")(produce_command)
 app.command("autoscale")(autoscale_command)
+app.command("automl")(automl_command)
 app.command("deploy")(deploy_command)
 app.command("devices")(devices_command)
 app.add_typer(config_app, name="config")
