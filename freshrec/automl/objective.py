@@ -1,6 +1,8 @@
 """Prequential scoring of one configuration: the stream in time order, every micro-batch scored by
-what would be served before the model learns it, the running log loss (or AUC) reported at stream
-positions so that a search can stop a trial that falls behind.
+what would be served before the model learns it, the log loss (or AUC) over a trailing window of
+rows (a sliding-window prequential error, as Gama et al. recommend for streams: the model as it
+serves now, not its warm-up) reported at stream positions so that a search can stop a trial that
+falls behind.
 
 What is scored follows `fusion.strategy`: "none" (or no offline retraining) the online model; "hedge"
 the blend of the online model and the newest offline model, with weights that follow their recent
@@ -70,10 +72,10 @@ class Scored:
 
 
 def prequential(settings: FreshrecConfig, stream: Stream, report: Callable[[int, float], None] | None = None,
-                every: int = 10_000, metric: str = "logloss") -> Scored:
+                every: int = 10_000, metric: str = "logloss", window: int | None = None) -> Scored:
     """Learn `stream` as `settings` say, each micro-batch scored before it is learned; `report(rows,
-    value)` gets the running `metric` once at least `every` more rows are scored (and at the end) and
-    may raise to stop (a pruned trial)."""
+    value)` gets `metric` over the last `window` rows scored (None: all of them) once at least `every`
+    more rows are scored (and at the end) and may raise to stop (a pruned trial)."""
     if metric not in METRICS:
         raise ValueError(f"metric {metric!r} is not one of {METRICS}")
     specs = feature_specs(settings, stream.fields)
@@ -90,7 +92,8 @@ def prequential(settings: FreshrecConfig, stream: Stream, report: Callable[[int,
         rows += len(work.whole)
         if report is not None and (rows - reported >= every or rows == len(stream)):
             reported = rows
-            report(rows, Scored(np.concatenate(scores), np.concatenate(labels), runner.cpu).value(metric))
+            start = 0 if window is None else max(rows - window, 0)
+            report(rows, Scored(np.concatenate(scores), np.concatenate(labels), runner.cpu).value(metric, start))
     return Scored(np.concatenate(scores), np.concatenate(labels), runner.cpu, runner.trainer.model)
 
 

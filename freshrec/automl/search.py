@@ -107,15 +107,16 @@ class RecommenderAutoML:
     base configuration `config` (None: the defaults): `trials` in all, stopped after `timeout`
     (seconds or a duration like "30m"), in the Optuna study stored in the SQLite file `study` (a
     search that finds it resumes it), with the sampler `sampler` (tpe, random, qmc), median pruning
-    on the prequential `metric` (logloss or auc) reported every `every` rows (None: 20 reports a trial)
-    unless `pruning` is off, trials in parallel on `resources` (or the GPUs of `gpu_resources`), the
-    last `holdout` of the stream kept for the final comparison. The space is checked at once."""
+    on the prequential `metric` (logloss or auc) over the trailing `window` of rows (None: as many as
+    the held-back part; 0: every row) reported every `every` rows (None: 20 reports a trial) unless
+    `pruning` is off, trials in parallel on `resources` (or the GPUs of `gpu_resources`), the last
+    `holdout` of the stream kept for the final comparison. The space is checked at once."""
 
     def __init__(self, search_space: Mapping[str, Any] | None = None, resources: Resources | int | None = None,
                  gpu_resources: Sequence[int | Device] | None = None, *, config: FreshrecConfig | None = None,
                  trials: int = 50, timeout: float | str | None = None, study: str | Path | None = None,
                  sampler: str = "tpe", pruning: bool = True, metric: str = "logloss", holdout: float = 0.2,
-                 every: int | None = None, seed: int = 0) -> None:
+                 every: int | None = None, window: int | None = None, seed: int = 0) -> None:
         self.space = SearchSpace(search_space, config)
         gpus = tuple(g.index if isinstance(g, Device) else int(g) for g in gpu_resources or ())
         cpus = resources.cpus if isinstance(resources, Resources) else resources
@@ -123,11 +124,12 @@ class RecommenderAutoML:
         self.trials, self.study_path = trials, Path(study) if study is not None else STUDY
         self.timeout = parse_duration(timeout) if isinstance(timeout, str) else timeout
         self.sampler, self.pruning, self.metric, self.holdout = sampler, pruning, metric, holdout
-        self.every, self.seed = every, seed
+        self.every, self.window, self.seed = every, window, seed
         checks = [(trials >= 1, f"trials: expected a number >= 1, got {trials}"),
                   (sampler in SAMPLERS, f"sampler: expected one of {', '.join(SAMPLERS)}, got {sampler!r}"),
                   (metric in METRICS, f"metric: expected one of {', '.join(METRICS)}, got {metric!r}"),
                   (0 < holdout < 1, f"holdout: expected a fraction in (0, 1), got {holdout}"),
+                  (window is None or window >= 0, f"window: expected a number of rows >= 0, got {window}"),
                   (self.space.base.model.loss == "bce", "model.loss: a search judges click models (bce), not "
                                                         f"{self.space.base.model.loss}")]
         if problems := [line for good, line in checks if not good]:
@@ -143,13 +145,14 @@ class RecommenderAutoML:
         stream = data if isinstance(data, Stream) else read_stream(data, base, dead_letters)
         searched = stream.head(1 - self.holdout)
         every = self.every or max(len(searched) // 20, 1)
+        window = len(stream) - len(searched) if self.window is None else self.window or None
         deadline = None if self.timeout is None else time.time() + self.timeout
         started = time.perf_counter()
         self.study_path.parent.mkdir(parents=True, exist_ok=True)
         with StudyLock(self.study_path), tempfile.TemporaryDirectory(prefix="freshrec-automl-") as scratch:
             devices = self.resources.workers(self.trials)
             plan = SearchPlan(self.space, f"sqlite:///{self.study_path.resolve()}", self.metric, self.sampler,
-                              self.pruning, self.trials, deadline, self.seed, every)
+                              self.pruning, self.trials, deadline, self.seed, every, window=window)
             study, before = open_study(plan, self._facts(stream))
             with watching(plan, progress):
                 if len(devices) == 1:
@@ -165,6 +168,7 @@ class RecommenderAutoML:
         ts = stream.table.column("ts")
         data = {"name": stream.name, "rows": len(stream), "first_ts": ts[0].as_py(), "last_ts": ts[-1].as_py()}
         return {"data": data, "space": self.space.space, "metric": self.metric, "holdout": self.holdout,
+                "window": self.window,
                 "base": self.space.base.model_dump(mode="json", exclude_defaults=True)}
 
     def _result(self, study: optuna.Study, stream: Stream, before: int, seconds: float) -> SearchResult:

@@ -3,10 +3,11 @@ one process or several, each trial a prequential run of one configuration that r
 log loss (or AUC) at stream positions, so that the pruner stops one that is behind the median of the
 trials before it at the same position.
 
-`open_study` refuses a study file that another search holds (a lock beside it), or that was run on
-other data, another space or another metric; the trials an interrupted search left running are
-marked failed (no process works on them any more) and the finished ones are kept: a resumed search
-runs only what is left of its trials.
+`open_study` refuses a study file that another search holds (`StudyLock`), or that was run on other
+data, another space or another metric; the trials an interrupted search left running are marked
+failed (no process works on them any more) and the finished ones are kept: a resumed search runs
+only what is left of its trials (a trial stopped unfinished, by a crash or the timeout, does not
+count as run).
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ from freshrec.automl.space import SearchSpace
 from freshrec.automl.stream import Stream
 from freshrec.config import ConfigError, with_overrides
 
-__all__ = ["SAMPLERS", "STALE", "OutOfTime", "SearchPlan", "StudyLock", "counted", "open_study", "watching", "work"]
+__all__ = ["OUT_OF_TIME", "SAMPLERS", "STALE", "UNFINISHED", "OutOfTime", "SearchPlan", "StudyLock", "counted",
+           "open_study", "watching", "work"]
 
 SAMPLERS = ("tpe", "random", "qmc")
 """Samplers by name: Optuna's TPE (multivariate, with a constant liar for parallel workers), random,
@@ -39,7 +41,11 @@ quasi-Monte Carlo."""
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 STUDY_NAME = "freshrec-automl"
 STALE = "its search stopped before it finished"
-"""The reason given to a trial left running by a search that died (it does not count as one of the trials)."""
+"""The reason given to a trial left running by a search that died."""
+OUT_OF_TIME = "the search's time ran out"
+"""The reason given to a trial stopped by the search's timeout."""
+UNFINISHED = (STALE, OUT_OF_TIME)
+"""Reasons of failed trials that do not count as trials run (a resumed search runs them again)."""
 
 
 class OutOfTime(Exception):
@@ -49,9 +55,9 @@ class OutOfTime(Exception):
 @dataclass(frozen=True)
 class SearchPlan:
     """What each worker needs: the `space` (its base configuration inside), the study's `storage`
-    URL, the `metric`, `sampler`, `pruning`, total `trials`, the `deadline` (epoch seconds, None: no
-    timeout), the `seed`, the rows between two reports (`every`) and the `device` to learn on (None:
-    the configuration's)."""
+    URL, the `metric` and its trailing `window` of rows (None: every row), `sampler`, `pruning`, total
+    `trials`, the `deadline` (epoch seconds, None: no timeout), the `seed`, the rows between two
+    reports (`every`) and the `device` to learn on (None: the configuration's)."""
 
     space: SearchSpace
     storage: str
@@ -63,6 +69,7 @@ class SearchPlan:
     seed: int = 0
     every: int = 10_000
     device: str | None = None
+    window: int | None = None
 
     @property
     def direction(self) -> str:
@@ -189,10 +196,10 @@ def watching(plan: SearchPlan, progress: Callable[[optuna.trial.FrozenTrial], No
 
 
 def counted(study: optuna.Study, running: bool = False) -> int:
-    """The study's trials that count towards a search's number: finished ones (not those failed because
-    their search died), and, with `running`, those in progress."""
+    """The study's trials that count towards a search's number: finished ones (not those stopped
+    unfinished: `UNFINISHED`), and, with `running`, those in progress."""
     states = (*FINISHED, TrialState.RUNNING) if running else FINISHED
-    return sum(t.user_attrs.get("reason") != STALE for t in study.get_trials(deepcopy=False, states=states))
+    return sum(t.user_attrs.get("reason") not in UNFINISHED for t in study.get_trials(deepcopy=False, states=states))
 
 
 def _trial(trial: optuna.Trial, plan: SearchPlan, stream: Stream, parent: int | None) -> float:
@@ -210,13 +217,14 @@ def _trial(trial: optuna.Trial, plan: SearchPlan, stream: Stream, parent: int | 
         trial.report(value, rows)
         trial.set_user_attr("seconds", time.perf_counter() - started)
         if plan.deadline is not None and time.time() > plan.deadline:
-            trial.set_user_attr("reason", "the search's time ran out")
+            trial.set_user_attr("reason", OUT_OF_TIME)
             raise OutOfTime()
         if trial.should_prune():
             raise optuna.TrialPruned()
 
     try:
-        scored = prequential(with_overrides(plan.space.base, overrides), stream, report, plan.every, plan.metric)
+        scored = prequential(with_overrides(plan.space.base, overrides), stream, report, plan.every, plan.metric,
+                             plan.window)
     except (ConfigError, ValueError) as error:   # a combination the model refuses: the trial fails, with why
         trial.set_user_attr("reason", str(error))
         raise
@@ -224,4 +232,4 @@ def _trial(trial: optuna.Trial, plan: SearchPlan, stream: Stream, parent: int | 
     trial.set_user_attr("auc", scored.auc())
     trial.set_user_attr("logloss", scored.logloss())
     trial.set_user_attr("cpu_seconds", scored.cpu_seconds)
-    return scored.value(plan.metric)
+    return scored.value(plan.metric, 0 if plan.window is None else max(len(scored.scores) - plan.window, 0))

@@ -37,6 +37,8 @@ def automl_command(
     pruning: Annotated[bool, typer.Option("--pruning/--no-pruning", help="Stop trials behind the median.")] = True,
     metric: Annotated[str, typer.Option(help="logloss (minimised) or auc (maximised), prequential.")] = "logloss",
     holdout: Annotated[float, typer.Option(help="The stream's last share, kept for the final comparison.")] = 0.2,
+    window: Annotated[int | None, typer.Option(help="Rows of the trailing window the metric is taken over "
+                                                    "(default: as many as the held-back part; 0: all).")] = None,
     seed: Annotated[int, typer.Option(help="The sampler's seed.")] = 0,
     dead_letters: Annotated[Path, typer.Option(help="JSONL file for rejected records.")]
     = Path("dead_letters.jsonl"),
@@ -52,7 +54,7 @@ def automl_command(
     settings = build_config(config, overrides or {})
     automl = RecommenderAutoML(_space(space), Resources(workers, () if workers else auto_gpu_pool()),
                                config=settings, trials=trials, timeout=timeout, study=study, sampler=sampler,
-                               pruning=pruning, metric=metric, holdout=holdout, seed=seed)
+                               pruning=pruning, metric=metric, holdout=holdout, window=window, seed=seed)
     with JsonlDeadLetters(dead_letters) as letters:
         result = automl.search(dead_letters=letters, progress=None if quiet else _say)
     h = result.holdout
