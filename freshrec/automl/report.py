@@ -6,7 +6,6 @@ stream, and a table of the best trials; its figures as JSON beside it."""
 from __future__ import annotations
 
 import html
-import json
 from pathlib import Path
 
 import matplotlib
@@ -18,7 +17,7 @@ import optuna  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
 from freshrec.automl.search import SearchResult  # noqa: E402
-from freshrec.evaluate.report import png_base64  # noqa: E402
+from freshrec.evaluate.report import png_base64, write_page  # noqa: E402
 from freshrec.evaluate.windows import over_windows, window_bounds  # noqa: E402
 
 __all__ = ["write_report"]
@@ -145,17 +144,7 @@ def write_report(result: SearchResult, directory: str | Path, title: str = "fres
     weights = importances(result.study)
     plots = {"history": _history(result.study), "curves": _curves(result.study),
              "importances": _importances(weights), "holdout-auc": _holdout(result)}
-    images = "".join(f"<figure><img id='{key}' alt='{key}' src='data:image/png;base64,{data}'></figure>"
-                     for key, data in plots.items())
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>"
-            "body{font-family:sans-serif;margin:2em;max-width:70em}table{border-collapse:collapse}"
-            "td,th{border:1px solid #ccc;padding:.3em .6em;text-align:right}td:first-child{text-align:left}"
-            f"</style></head><body><h1>{html.escape(title)}</h1>"
-            "<p>Each trial learned the stream in time order, every micro-batch scored before it was learned "
-            "(prequential), on all but its held-back end; the best trial and the defaults then learned the whole "
-            "stream and are compared on that end.</p>"
-            f"{_tables(result)}{images}</body></html>")
-    path = directory / "index.html"
-    path.write_text(page)
-    (directory / "figures.json").write_text(json.dumps({**result.figures(), "importances": weights}, indent=1))
-    return path
+    intro = ("Each trial learned the stream in time order, every micro-batch scored before it was learned "
+             "(prequential), on all but its held-back end; the best trial and the defaults then learned the whole "
+             "stream and are compared on that end.")
+    return write_page(directory, title, intro, _tables(result), plots, {**result.figures(), "importances": weights})

@@ -23,7 +23,7 @@ import matplotlib.pyplot as plt  # noqa: E402 - after choosing the Agg backend
 
 from freshrec.evaluate.ab import ABResult  # noqa: E402
 
-__all__ = ["png_base64", "write_report"]
+__all__ = ["png_base64", "write_page", "write_report"]
 
 COLOURS = {"daily": "#d62728", "hourly": "#ff7f0e", "online": "#1f77b4", "hybrid": "#2ca02c"}
 
@@ -129,15 +129,21 @@ def write_report(result: ABResult, directory: str | Path, title: str = "Replay A
     if len(figures) > 1:
         plots["auc-gap"] = _auc_gap(figures)
     plots.update({"cost": _cost(figures), "fusion-weights": _weights(result)})
+    intro = ("Every arm scores each micro-batch before learning it (prequential), on the same time-ordered "
+             "stream. Training CPU seconds are process time spent learning and retraining.")
+    return write_page(directory, title, intro, _table(figures), plots, figures)
+
+
+def write_page(directory: Path, title: str, intro: str, tables: str, plots: dict[str, str], figures: dict) -> Path:
+    """`index.html` (the title, an introduction, the tables' HTML, each plot as an image with its key as
+    id) and `figures.json` in `directory`; the page's path."""
     images = "".join(f"<figure><img id='{key}' alt='{key}' src='data:image/png;base64,{data}'></figure>"
                      for key, data in plots.items())
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>"
-            "body{font-family:sans-serif;margin:2em;max-width:60em}table{border-collapse:collapse}"
+            "body{font-family:sans-serif;margin:2em;max-width:70em}table{border-collapse:collapse}"
             "td,th{border:1px solid #ccc;padding:.3em .6em;text-align:right}td:first-child{text-align:left}"
-            f"</style></head><body><h1>{html.escape(title)}</h1>"
-            "<p>Every arm scores each micro-batch before learning it (prequential), on the same time-ordered "
-            "stream. Training CPU seconds are process time spent learning and retraining.</p>"
-            f"{_table(figures)}{images}</body></html>")
+            f"</style></head><body><h1>{html.escape(title)}</h1><p>{html.escape(intro)}</p>{tables}{images}"
+            "</body></html>")
     path = directory / "index.html"
     path.write_text(page)
     (directory / "figures.json").write_text(json.dumps(figures, indent=1))

@@ -70,3 +70,11 @@ def test_the_auc_metric_is_reported_when_asked(stream):
     scored = prequential(with_overrides(BASE, {"fusion.strategy": "none"}), stream,
                          lambda rows, value: seen.append(value), every=3000, metric="auc")
     assert seen[-1] == pytest.approx(scored.auc()) and scored.value("auc") == seen[-1]
+
+
+def test_the_reported_value_is_taken_over_the_trailing_window(stream):
+    seen: list = []
+    scored = prequential(with_overrides(BASE, {"fusion.strategy": "none"}), stream,
+                         lambda rows, value: seen.append((rows, value)), every=1000, window=1500)
+    assert [rows for rows, _ in seen] == [1000, 2000, 3000, 4000, 5000, 6000]
+    assert seen[-1][1] == pytest.approx(scored.logloss(4500)) and seen[-1][1] != pytest.approx(scored.logloss())
