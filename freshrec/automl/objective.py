@@ -70,6 +70,10 @@ class Scored:
         value = self.auc(start)
         return 0.5 if value is None else value
 
+    def trailing(self, metric: str, window: int | None) -> float:
+        """`metric` over the last `window` rows (None: every row)."""
+        return self.value(metric, 0 if window is None else max(len(self.scores) - window, 0))
+
 
 def prequential(settings: FreshrecConfig, stream: Stream, report: Callable[[int, float], None] | None = None,
                 every: int = 10_000, metric: str = "logloss", window: int | None = None) -> Scored:
@@ -92,8 +96,7 @@ def prequential(settings: FreshrecConfig, stream: Stream, report: Callable[[int,
         rows += len(work.whole)
         if report is not None and (rows - reported >= every or rows == len(stream)):
             reported = rows
-            start = 0 if window is None else max(rows - window, 0)
-            report(rows, Scored(np.concatenate(scores), np.concatenate(labels), runner.cpu).value(metric, start))
+            report(rows, Scored(np.concatenate(scores), np.concatenate(labels), runner.cpu).trailing(metric, window))
     return Scored(np.concatenate(scores), np.concatenate(labels), runner.cpu, runner.trainer.model)
 
 

@@ -162,7 +162,7 @@ class RecommenderAutoML:
                     searched.save(path)
                     _in_processes([_on(plan, device) for device in devices], path)
         seconds = time.perf_counter() - started
-        return self._result(plan.load(), stream, before, seconds)
+        return self._result(study, stream, before, seconds)
 
     def _facts(self, stream: Stream) -> dict[str, Any]:
         ts = stream.table.column("ts")

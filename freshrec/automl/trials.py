@@ -232,4 +232,4 @@ def _trial(trial: optuna.Trial, plan: SearchPlan, stream: Stream, parent: int | 
     trial.set_user_attr("auc", scored.auc())
     trial.set_user_attr("logloss", scored.logloss())
     trial.set_user_attr("cpu_seconds", scored.cpu_seconds)
-    return scored.value(plan.metric, 0 if plan.window is None else max(len(scored.scores) - plan.window, 0))
+    return scored.trailing(plan.metric, plan.window)
