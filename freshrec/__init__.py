@@ -35,6 +35,7 @@ _EXPORTS = {
     "ModelService": "freshrec.serve", "create_app": "freshrec.serve",
     "FreshrecConfig": "freshrec.config", "load_config": "freshrec.config",
     "RecommenderAutoML": "freshrec.automl",
+    "FederatedConfig": "freshrec.federated", "FederatedTrainer": "freshrec.federated",
 }
 __all__ = [*sorted(_EXPORTS), "__version__"]
 
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
     from freshrec.events import Event, EventChunk, MemoryDeadLetters, SimulatorConfig, Source  # noqa: F401 (for type checkers)
     from freshrec.events.datasets import open_source  # noqa: F401 (for type checkers)
     from freshrec.features import FeaturePipeline, FeatureSpec, default_specs  # noqa: F401 (for type checkers)
+    from freshrec.federated import FederatedConfig, FederatedTrainer  # noqa: F401 (for type checkers)
     from freshrec.models import ModelConfig, build_model  # noqa: F401 (for type checkers)
     from freshrec.serve import ModelService, create_app  # noqa: F401 (for type checkers)
     from freshrec.snapshot import ModelRegistry, Snapshot  # noqa: F401 (for type checkers)

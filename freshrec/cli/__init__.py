@@ -14,6 +14,7 @@
     freshrec deploy --config freshrec.yaml --image registry/freshrec:0.1 > k8s.yaml    # Kubernetes manifests
     freshrec evaluate ab --format simulator --limit 6000 --report ab-report
     freshrec automl --format movielens-100k --trials 40 --timeout 30m --study ml.db --out best.yaml --report r
+    freshrec federated --format movielens-100k --clients 20 --rounds 30 --noise 1.0 --clip 0.5   # SecAgg+, DP
     freshrec devices --config freshrec.yaml                                  # devices, GPU links, placement
 
 Conventions: `--json` makes the last stdout line one JSON object; progress and tables go to
@@ -34,6 +35,7 @@ from freshrec.cli.datasets import datasets_command
 from freshrec.cli.deploy import deploy_command
 from freshrec.cli.devices import devices_command
 from freshrec.cli.evaluate import evaluate_app
+from freshrec.cli.federated import federated_command
 from freshrec.cli.produce import produce_command
 from freshrec.cli.replay import replay_command
 from freshrec.cli.run import run_command
@@ -50,6 +52,7 @@ app.command("serve")(serve_command)
 app.command("produce")(produce_command)
 app.command("autoscale")(autoscale_command)
 app.command("automl")(automl_command)
+app.command("federated")(federated_command)
 app.command("deploy")(deploy_command)
 app.command("devices")(devices_command)
 app.add_typer(config_app, name="config")

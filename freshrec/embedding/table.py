@@ -281,6 +281,18 @@ class DynamicEmbedding:
         s.admitted += len(ids)
         return rows
 
+    def write(self, ids: np.ndarray, values: np.ndarray) -> None:
+        """Set the rows of `ids` to `values` [len(ids), dim]: ids without a row get one (its optimizer
+        state fresh), the others keep their optimizer state and bookkeeping (a model taking rows
+        learned elsewhere, e.g. a federated client adopting the global item rows)."""
+        s = self._s
+        ids = np.ascontiguousarray(ids, np.int64)
+        rows = s.index.lookup(ids)
+        if (new := rows < 0).any():
+            rows[new] = self._allocate(ids[new], 0.0, initialize=True)
+        s.storage.scatter(rows, np.ascontiguousarray(values, np.float32))
+        s.book.dirty[rows] = s.version + 1
+
     def gather(self, slots: np.ndarray) -> torch.Tensor:
         """float32 [len(slots), dim] on the table's device; slot -1 reads as zeros."""
         return self._s.storage.gather(slots)
