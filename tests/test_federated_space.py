@@ -7,15 +7,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from flwr.app import Context, RecordDict
 from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
 
 from freshrec.automl.stream import Stream
 from freshrec.batch import Batch, SparseFeatures
 from freshrec.config import parse_config
-from freshrec.events.event import Field, FieldKind
+from freshrec.engine.build import feature_specs, model_config
+from freshrec.events.event import EventChunk, Field, FieldKind
 from freshrec.events.simulator import Simulator, SimulatorConfig
-from freshrec.features import default_specs
+from freshrec.features import FeaturePipeline, default_specs
 from freshrec.federated import FederatedConfig, FederatedTrainer
+from freshrec.federated.client import ClientSetup, FreshrecClient
 from freshrec.federated.server import Noise, SecureRounds, inner_strategy
 from freshrec.federated.space import SharedSpace, Update
 from freshrec.federated.trainer import _windows
@@ -140,3 +143,41 @@ def test_a_bad_setting_is_named(key, value, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
         FederatedConfig(**{key: value})
 
+
+
+
+def client_of(tmp_path, clip: float | None):
+    """Client 0 of a two-client split of a simulated stream (in a fresh context), the global arrays to
+    start from and client 0's event times."""
+    settings = parse_config({"model": {"name": "fm", "dim": 4}})
+    stream = Stream.read(Simulator(SimulatorConfig(total_events=2000, batch_size=1000)))
+    FederatedTrainer(settings, FederatedConfig(clients=2))._split(stream, tmp_path)
+    specs = feature_specs(settings, stream.fields)
+    whole = FeaturePipeline(specs).build(EventChunk(stream.table, stream.positions, stream.name))
+    space = SharedSpace.of(whole, specs, stream.fields)
+    initial = space.initial(build_model("fm", specs, model_config(settings)))
+    context = Context(run_id=1, node_id=7, node_config={"partition-id": 0}, state=RecordDict(), run_config={})
+    mine = Stream.load(tmp_path / "0.arrow").table.column("ts").to_numpy()
+    return FreshrecClient(ClientSetup(settings, tmp_path, space, clip), context), initial, mine
+
+
+def fit(client, initial, start, end, eval_from, server_round):
+    arrays, weight, _ = client.fit(initial, {"window_start": start, "window_end": end, "eval_from": eval_from,
+                                             "round": server_round})
+    assert weight == 1                          # the server does not learn how many events a client holds
+    return Update.unpack(arrays, len(initial), 0 if client.setup.clip else len(client.setup.space.catalogue))
+
+
+def test_a_client_with_nothing_new_answers_zeros_with_differential_privacy_too(tmp_path):
+    client, initial, ts = client_of(tmp_path, clip=0.5)
+    update = fit(client, initial, ts[0] - 20, ts[0] - 10, ts[0], 1)
+    assert all(not d.any() for d in update.delta) and update.tally.rows == 0
+
+
+def test_a_client_scores_every_evaluation_event_once_across_the_windows_it_missed(tmp_path):
+    client, initial, ts = client_of(tmp_path, clip=None)
+    cut1, cut2, eval_from = np.quantile(ts, [0.3, 0.6, 0.5])
+    first = fit(client, initial, ts[0], cut1, eval_from, 1)
+    last = fit(client, initial, cut2, ts[-1] + 1, eval_from, 3)     # round 2's window [cut1, cut2) missed
+    assert first.tally.rows + last.tally.rows == int((ts >= eval_from).sum())
+    assert last.touched[0].any() and np.abs(last.delta[0]).sum() > 0

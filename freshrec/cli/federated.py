@@ -24,8 +24,8 @@ def federated_command(
     rounds: Annotated[int, typer.Option(help="Rounds: windows of event time with equal numbers of events.")] = 30,
     fraction: Annotated[float, typer.Option(help="Share of the clients sampled a round (the last: all).")] = 1.0,
     strategy: Annotated[str, typer.Option(help="fedavg, or fedadam (adaptive server optimizer).")] = "fedavg",
-    server_lr: Annotated[float, typer.Option(help="fedadam: the server's learning rate.")] = 0.01,
-    tau: Annotated[float, typer.Option(help="fedadam: its adaptivity (added to the root of v).")] = 1e-3,
+    server_lr: Annotated[float, typer.Option(help="fedadam: the server's learning rate.")] = 0.1,
+    tau: Annotated[float, typer.Option(help="fedadam: its adaptivity (added to the root of v).")] = 0.01,
     noise: Annotated[float | None, typer.Option(help="Differential privacy: the Gaussian noise multiplier "
                                                      "(off without it).")] = None,
     clip: Annotated[float, typer.Option(help="Differential privacy: L2 norm each client's update is "

@@ -31,7 +31,7 @@ from flwr.clientapp import ClientApp
 from flwr.common import bytes_to_ndarray, parameters_to_ndarrays
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key, Stage
 from flwr.compat.common import recorddict_compat as compat
-from flwr.supercore.differential_privacy import clip_inputs_inplace
+from flwr.supercore.differential_privacy import clip_inputs_inplace, get_norm
 
 from freshrec.automl.stream import Stream
 from freshrec.config import FreshrecConfig
@@ -91,7 +91,7 @@ class FreshrecClient(NumPyClient):
         setup.space.adopt(model, parameters)
         batches = self._learn(trainer, events, max(start, learned_until), end, eval_from, metrics)
         delta = [after - before for after, before in zip(setup.space.arrays(model), parameters)]
-        if setup.clip is not None:
+        if setup.clip is not None and get_norm(delta) > setup.clip:   # a client with nothing new sends zeros
             clip_inputs_inplace(delta, setup.clip)
         touched = [] if setup.clip is not None else setup.space.touched(batches)
         self._save(model, end, int(config["round"]))

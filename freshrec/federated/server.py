@@ -56,13 +56,14 @@ class Noise:
 class RoundRecord:
     """A round: the clients sampled and those whose masked updates arrived (the others dropped out and
     SecAgg+ removed their masks), the summed score histogram of the evaluation events they learned,
-    and the L2 norm of the step the global arrays took."""
+    the L2 norm of the step the global arrays took and why clients did not answer (`failures`)."""
 
     round: int
     sampled: int
     answered: int
     tally: Tally
     step_norm: float
+    failures: tuple[str, ...] = ()
 
     @property
     def halted(self) -> bool:
@@ -73,8 +74,7 @@ class RoundRecord:
     def to_json(self) -> dict:
         return {"round": self.round, "sampled": self.sampled, "answered": self.answered,
                 "dropped": None if self.halted else self.sampled - self.answered, "halted": self.halted,
-                "evaluation_rows": self.tally.rows,
-                "step_norm": self.step_norm}
+                "evaluation_rows": self.tally.rows, "step_norm": self.step_norm, "failures": list(self.failures)}
 
 
 @dataclass
@@ -129,7 +129,8 @@ class SecureRounds(Strategy):
         new = parameters_to_ndarrays(parameters)
         norm = float(np.sqrt(sum(float(np.sum((n - c) ** 2)) for n, c in zip(new, self.current))))
         self.current = [np.asarray(a, np.float64) for a in new]
-        self.records.append(RoundRecord(server_round, sampled, answered, update.tally, norm))
+        self.records.append(RoundRecord(server_round, sampled, answered, update.tally, norm,
+                                        tuple(str(f)[:300] for f in failures)))
         if self.on_round is not None:
             self.on_round(self.records[-1])
         if self.audit is not None:

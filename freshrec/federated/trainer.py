@@ -82,8 +82,8 @@ class FederatedConfig:
     rounds: int = 30
     fraction: float = 1.0
     strategy: str = "fedavg"
-    server_lr: float = 0.01
-    tau: float = 1e-3
+    server_lr: float = 0.1
+    tau: float = 0.01
     noise: float | None = None
     clip: float = 1.0
     delta: float = 1e-5
