@@ -17,11 +17,12 @@ from freshrec.engine.build import feature_specs, model_config
 from freshrec.events.event import EventChunk, Field, FieldKind
 from freshrec.events.simulator import Simulator, SimulatorConfig
 from freshrec.features import FeaturePipeline, default_specs
-from freshrec.federated import FederatedConfig, FederatedTrainer
+from freshrec.federated import FederatedConfig
 from freshrec.federated.client import ClientSetup, FreshrecClient
+from freshrec.federated.plan import windows
 from freshrec.federated.server import Noise, SecureRounds, inner_strategy
 from freshrec.federated.space import SharedSpace, Update
-from freshrec.federated.trainer import _windows
+from freshrec.federated.trainer import split_by_user
 from freshrec.metrics.streaming import Tally
 from freshrec.models import build_model
 from freshrec.train import OnlineTrainer
@@ -120,7 +121,7 @@ def test_fedadam_takes_its_adaptive_step_with_the_mean_update_as_pseudo_gradient
 
 def test_the_stream_splits_by_user_into_disjoint_clients_of_similar_size(tmp_path):
     stream = Stream.read(Simulator(SimulatorConfig(total_events=4000, batch_size=1000)))
-    FederatedTrainer(parse_config({}), FederatedConfig(clients=4))._split(stream, tmp_path)
+    split_by_user(stream, 4, tmp_path)
     parts = [Stream.load(tmp_path / f"{k}.arrow") for k in range(4)]
     users = [set(p.table.column("user_id").to_pylist()) for p in parts]
     assert sum(len(p) for p in parts) == 4000
@@ -130,8 +131,7 @@ def test_the_stream_splits_by_user_into_disjoint_clients_of_similar_size(tmp_pat
 
 def test_windows_hold_equal_numbers_of_events_and_cover_the_stream():
     ts = np.sort(np.random.default_rng(1).exponential(size=1000))
-    windows = _windows(ts, 4)
-    counts = [int(((ts >= a) & (ts < b)).sum()) for a, b in windows]
+    counts = [int(((ts >= a) & (ts < b)).sum()) for a, b in windows(ts, 4)]
     assert counts == [250, 250, 250, 250]
 
 
@@ -151,14 +151,14 @@ def client_of(tmp_path, clip: float | None):
     start from and client 0's event times."""
     settings = parse_config({"model": {"name": "fm", "dim": 4}})
     stream = Stream.read(Simulator(SimulatorConfig(total_events=2000, batch_size=1000)))
-    FederatedTrainer(settings, FederatedConfig(clients=2))._split(stream, tmp_path)
+    split_by_user(stream, 2, tmp_path)
     specs = feature_specs(settings, stream.fields)
     whole = FeaturePipeline(specs).build(EventChunk(stream.table, stream.positions, stream.name))
     space = SharedSpace.of(whole, specs, stream.fields)
     initial = space.initial(build_model("fm", specs, model_config(settings)))
     context = Context(run_id=1, node_id=7, node_config={"partition-id": 0}, state=RecordDict(), run_config={})
     mine = Stream.load(tmp_path / "0.arrow").table.column("ts").to_numpy()
-    return FreshrecClient(ClientSetup(settings, tmp_path, space, clip), context), initial, mine
+    return FreshrecClient(ClientSetup(settings, space, clip), context, tmp_path / "0.arrow"), initial, mine
 
 
 def fit(client, initial, start, end, eval_from, server_round):

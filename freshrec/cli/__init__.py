@@ -14,7 +14,8 @@
     freshrec deploy --config freshrec.yaml --image registry/freshrec:0.1 > k8s.yaml    # Kubernetes manifests
     freshrec evaluate ab --format simulator --limit 6000 --report ab-report
     freshrec automl --format movielens-100k --trials 40 --timeout 30m --study ml.db --out best.yaml --report r
-    freshrec federated --format movielens-100k --clients 20 --rounds 30 --noise 1.0 --clip 0.5   # SecAgg+, DP
+    freshrec federated --format movielens-100k --clients 20 --rounds 30 --noise 1.0 --clip 0.2   # SecAgg+, DP
+    freshrec federated --format movielens-100k --clients 2 --deploy ml-federation   # a Flower App for a SuperLink
     freshrec devices --config freshrec.yaml                                  # devices, GPU links, placement
 
 Conventions: `--json` makes the last stdout line one JSON object; progress and tables go to

@@ -39,6 +39,11 @@ def federated_command(
     audit: Annotated[Path | None, typer.Option(help="Write what each client produced and sent, and what the "
                                                     "server recovered, here (.npz per node and round).")] = None,
     out: Annotated[Path | None, typer.Option(help="Write the result (figures and rounds) as JSON here.")] = None,
+    deploy: Annotated[Path | None, typer.Option(help="Instead of simulating, write a Flower App here for a "
+                                                     "SuperLink and SuperNodes (`flwr run DIR/app`).")] = None,
+    superlink: Annotated[str, typer.Option(help="--deploy: the SuperLink's address `flwr run` connects to "
+                                                "(insecure: for TLS, edit DIR/flwr-home/config.toml).")]
+    = "127.0.0.1:8000",
     dead_letters: Annotated[Path, typer.Option(help="JSONL file for rejected records.")]
     = Path("dead_letters.jsonl"),
     as_json: Annotated[bool, typer.Option("--json", help="Last stdout line: one JSON object.")] = False,
@@ -63,8 +68,16 @@ def federated_command(
         raise UsageError(f"--{str(error).replace('_', '-')}") from None
     with JsonlDeadLetters(dead_letters) as letters:
         stream = read_stream(None, settings, letters)
+    trainer = FederatedTrainer(settings, federation)
+    if deploy is not None:
+        folder = trainer.deploy(stream, deploy, superlink)
+        note(f"Flower App written to {folder}: start a SuperLink, a SuperNode per client with --node-config "
+             f"'data=\"{folder}/clients/K.arrow\"', then FLWR_HOME={folder}/flwr-home flwr run {folder}/app freshrec")
+        emit({"app": str(folder), "clients": clients, "rounds": rounds, "result": str(folder / "plan" / "result.json")},
+             as_json, "federated --deploy")
+        return
     note(f"{len(stream):,} events of {stream.name}: {clients} clients, {rounds} rounds")
-    result = FederatedTrainer(settings, federation).run(stream, audit=audit, progress=None if as_json else _say)
+    result = trainer.run(stream, audit=audit, progress=None if as_json else _say)
     figures = result.to_json()
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -8,6 +8,7 @@ import os
 
 os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")   # Flower sends no usage events unless the user opts in
 
-from freshrec.federated.trainer import FederatedConfig, FederatedResult, FederatedTrainer
+from freshrec.federated.config import FederatedConfig, FederatedResult
+from freshrec.federated.trainer import FederatedTrainer
 
 __all__ = ["FederatedConfig", "FederatedResult", "FederatedTrainer"]

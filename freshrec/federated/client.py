@@ -45,7 +45,7 @@ from freshrec.models import build_model
 from freshrec.models.base import OnlineModel
 from freshrec.train import OnlineTrainer
 
-__all__ = ["ClientSetup", "FreshrecClient", "audit_mods", "client_app", "dropout_mod"]
+__all__ = ["ClientSetup", "FreshrecClient", "audit_mods", "client_app", "client_mods", "dropout_mod"]
 
 STATE = "freshrec"
 DROPPED_OUT = "dropped out of round"
@@ -53,12 +53,10 @@ DROPPED_OUT = "dropped out of round"
 
 @dataclass(frozen=True)
 class ClientSetup:
-    """What every client is given: the run's `settings`, the folder of the clients' event files
-    (`<partition>.arrow`, one per client: in a deployment, the data on the device), the `space`, the
-    clipping norm of differential privacy (None: off), the histogram `bins` and the audit folder."""
+    """What every client is given: the run's `settings`, the `space`, the clipping norm of differential
+    privacy (None: off), the histogram `bins` and the audit folder."""
 
     settings: FreshrecConfig
-    data: Path
     space: SharedSpace
     clip: float | None = None
     bins: int = BINS
@@ -74,11 +72,12 @@ def _events(path: Path) -> Stream:
 
 
 class FreshrecClient(NumPyClient):
-    """One client's round (see the module docstring)."""
+    """One client's round (see the module docstring) on the events in the file `events` (a saved
+    `Stream`: in a deployment, the data on the device)."""
 
-    def __init__(self, setup: ClientSetup, context: Context) -> None:
+    def __init__(self, setup: ClientSetup, context: Context, events: Path) -> None:
         self.setup, self.context = setup, context
-        self.events = _events(setup.data / f"{context.node_config['partition-id']}.arrow")
+        self.events = _events(events)
 
     def fit(self, parameters, config):
         setup, events = self.setup, self.events
@@ -209,12 +208,19 @@ def audit_mods(directory: Path) -> tuple[Callable, Callable]:
     return outer, inner
 
 
-def client_app(setup: ClientSetup, dropout: float = 0.0, seed: int = 0) -> ClientApp:
-    """The Flower `ClientApp` of `setup`: SecAgg+ around the client, dropouts and audits as asked."""
+def client_mods(audit: Path | None = None, dropout: float = 0.0, seed: int = 0) -> list[Callable]:
+    """A client's mods: SecAgg+, simulated dropouts outside it and audits around both, as asked."""
     mods = [dropout_mod(dropout, seed)] if dropout > 0 else []
     mods.append(secaggplus_mod)
-    if setup.audit is not None:
-        outer, inner = audit_mods(setup.audit)
+    if audit is not None:
+        outer, inner = audit_mods(audit)
         mods = [outer, *mods, inner]
-    return ClientApp(client_fn=lambda context: FreshrecClient(setup, context).to_client(), mods=mods)
+    return mods
+
+
+def client_app(setup: ClientSetup, data: Path, dropout: float = 0.0, seed: int = 0) -> ClientApp:
+    """The simulation's `ClientApp`: client k learns `data`/<k>.arrow, k its partition id."""
+    def client_fn(context: Context):
+        return FreshrecClient(setup, context, data / f"{context.node_config['partition-id']}.arrow").to_client()
+    return ClientApp(client_fn=client_fn, mods=client_mods(setup.audit, dropout, seed))
 

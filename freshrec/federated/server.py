@@ -35,12 +35,11 @@ from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
 from flwr.serverapp import ServerApp
 from flwr.supercore.differential_privacy import add_gaussian_noise_inplace, compute_stdv
 
+from freshrec.federated.config import STRATEGIES
 from freshrec.federated.space import BINS, Update
 from freshrec.metrics.streaming import Tally
 
-__all__ = ["STRATEGIES", "Noise", "RoundRecord", "SecureRounds", "server_app"]
-
-STRATEGIES = ("fedavg", "fedadam")
+__all__ = ["Noise", "RoundRecord", "SecureRounds", "inner_strategy", "run_rounds", "secagg_workflow", "server_app"]
 
 
 @dataclass(frozen=True)
@@ -192,14 +191,20 @@ def secagg_workflow(sampled: int, clients: int) -> SecAggPlusWorkflow:
                               clipping_range=8.0, quantization_range=quantization)
 
 
+def run_rounds(grid, context, strategy: SecureRounds, workflow: SecAggPlusWorkflow) -> list[RoundRecord]:
+    """`strategy`'s rounds on `grid` (Flower's default workflow, its fit stage `workflow`); returns
+    every round's record."""
+    legacy = LegacyContext(context=context, config=ServerConfig(num_rounds=len(strategy.windows)), strategy=strategy)
+    DefaultWorkflow(fit_workflow=workflow)(grid, legacy)
+    return strategy.finish()
+
+
 def server_app(strategy: SecureRounds, workflow: SecAggPlusWorkflow) -> ServerApp:
-    """The `ServerApp`: Flower's default workflow, its fit stage SecAgg+, for `strategy`'s rounds."""
+    """The simulation's `ServerApp`: `run_rounds` for `strategy` (whose records the caller reads)."""
     app = ServerApp()
 
     @app.main()
     def main(grid, context) -> None:
-        legacy = LegacyContext(context=context, config=ServerConfig(num_rounds=len(strategy.windows)),
-                               strategy=strategy)
-        DefaultWorkflow(fit_workflow=workflow)(grid, legacy)
+        run_rounds(grid, context, strategy, workflow)
 
     return app
