@@ -106,11 +106,11 @@ class SecureRounds(Strategy):
 
     def configure_fit(self, server_round: int, parameters: Parameters, client_manager: ClientManager):
         self._close_halted(server_round - 1)
+        client_manager.wait_for(self.inner.min_available_clients)   # every client known before sampling
         if server_round == len(self.windows):
             fit_ins = FitIns(parameters, self.fit_config(server_round))
             chosen = [(proxy, fit_ins) for proxy in client_manager.all().values()]
         else:
-            client_manager.wait_for(self.inner.min_available_clients)   # every client known before sampling
             chosen = self.inner.configure_fit(server_round, parameters, client_manager)
         self._sampled[server_round] = len(chosen)
         return chosen
