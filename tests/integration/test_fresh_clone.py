@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from conftest import free_port, need_real_data
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.beside]   # mostly pip and make, waited on
 REPO = Path(__file__).resolve().parents[2]
 # what the user's shell would not have: this test run's make, data folder and imports
 NOT_A_NEW_USERS = ("FRESHREC_DATA", "PYTHONPATH", "VIRTUAL_ENV", "MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")
