@@ -37,11 +37,11 @@ def leaks(sent: Mapping[str, np.ndarray | bytes], private: np.ndarray) -> list[s
     if private.size == 0:
         return []
     width = private.shape[1]
+    mine = {row.tobytes() for row in np.ascontiguousarray(private, np.float32)}
     found = []
     for key, value in sent.items():
         if isinstance(value, np.ndarray) and value.dtype.kind == "f" and value.ndim == 2 and value.shape[1] >= width:
             rows = np.ascontiguousarray(value[:, :width], np.float32)
-            mine = {row.tobytes() for row in np.ascontiguousarray(private, np.float32)}
             if any(row.tobytes() in mine for row in rows):
                 found.append(key)
             continue

@@ -62,9 +62,6 @@ class ClientSetup:
     bins: int = BINS
     audit: Path | None = None
 
-    def model(self, fields) -> OnlineModel:
-        return build_model(self.settings.model.name, feature_specs(self.settings, fields), model_config(self.settings))
-
 
 @lru_cache(maxsize=64)
 def _events(path: Path) -> Stream:
@@ -78,10 +75,12 @@ class FreshrecClient(NumPyClient):
     def __init__(self, setup: ClientSetup, context: Context, events: Path) -> None:
         self.setup, self.context = setup, context
         self.events = _events(events)
+        self.specs = feature_specs(setup.settings, self.events.fields)
+        self.pipeline = FeaturePipeline(self.specs, setup.settings.features.target)
 
     def fit(self, parameters, config):
         setup, events = self.setup, self.events
-        model = setup.model(events.fields)
+        model = build_model(setup.settings.model.name, self.specs, model_config(setup.settings))
         learned_until = self._restore(model)
         trainer = OnlineTrainer(model, trainer_config(setup.settings))
         start, end, eval_from = (float(config[k]) for k in ("window_start", "window_end", "eval_from"))
@@ -105,11 +104,10 @@ class FreshrecClient(NumPyClient):
         if rows.num_rows == 0:
             return []
         settings, t = self.setup.settings, self.setup.settings.training
-        pipeline = FeaturePipeline(feature_specs(settings, events.fields), settings.features.target)
         replay = TableReplay(rows, np.arange(rows.num_rows), events.name, events.fields,
                              batch_size=settings.source.chunk_rows)
         wholes = []
-        for work in featurised(replay, pipeline, t.online_batch_size, batch_window=t.online_batch_window):
+        for work in featurised(replay, self.pipeline, t.online_batch_size, batch_window=t.online_batch_window):
             ((_, steps, _),) = trainer.learn_stream([work])
             scores, batch = np.nan_to_num(chunk_scores(steps), nan=0.5), work.whole
             late = batch.ts.numpy() >= eval_from
@@ -131,7 +129,8 @@ class FreshrecClient(NumPyClient):
         return float(record["learned_until"])
 
     def _save(self, model: OnlineModel, learned_until: float, server_round: int) -> None:
-        out = {f"table/{name}/{k}": v for name, table in model.tables.items() for k, v in table.state_dict().items()}
+        states = {name: table.state_dict() for name, table in model.tables.items()}
+        out = {f"table/{name}/{k}": v for name, state in states.items() for k, v in state.items()}
         out.update({f"dense/{k}": v.detach().cpu().numpy() for k, v in model.state_dict().items()})
         buffer = io.BytesIO()
         np.savez(buffer, **out)
@@ -139,15 +138,14 @@ class FreshrecClient(NumPyClient):
                                                                  "learned_until": float(learned_until)})
         if self.setup.audit is not None:
             np.save(self.setup.audit / f"node-{self.context.node_id}-round-{server_round}-private.npy",
-                    self._private_rows(model))
+                    self._private_rows(model, states))
 
-    def _private_rows(self, model: OnlineModel) -> np.ndarray:
-        """Every row this client keeps that is not a catalogue row (its users' rows among them), as
-        float32 rows of the widest table (narrower ones zero-padded)."""
-        space, rows = self.setup.space, []
-        for name, table in model.tables.items():
-            shared = [space.catalogue[key] for key, stored in space.tables(model).items() if stored == name]
-            state = table.state_dict()
+    def _private_rows(self, model: OnlineModel, states: dict[str, dict[str, np.ndarray]]) -> np.ndarray:
+        """Every row this client keeps that is not a catalogue row (its users' rows among them), from
+        the tables' `states`, as float32 rows of the widest table (narrower ones zero-padded)."""
+        space, rows, stored_in = self.setup.space, [], self.setup.space.tables(model)
+        for name, state in states.items():
+            shared = [space.catalogue[key] for key, stored in stored_in.items() if stored == name]
             rows.append(state["rows"][~np.isin(state["ids"], np.concatenate([np.zeros(0, np.int64), *shared]))])
         width = max(r.shape[1] for r in rows)
         return np.concatenate([np.pad(r, ((0, 0), (0, width - r.shape[1]))) for r in rows]).astype(np.float32)

@@ -128,10 +128,8 @@ class SecureRounds(Strategy):
         new = parameters_to_ndarrays(parameters)
         norm = float(np.sqrt(sum(float(np.sum((n - c) ** 2)) for n, c in zip(new, self.current))))
         self.current = [np.asarray(a, np.float64) for a in new]
-        self.records.append(RoundRecord(server_round, sampled, answered, update.tally, norm,
-                                        tuple(str(f)[:300] for f in failures)))
-        if self.on_round is not None:
-            self.on_round(self.records[-1])
+        self._record(RoundRecord(server_round, sampled, answered, update.tally, norm,
+                                 tuple(str(f)[:300] for f in failures)))
         if self.audit is not None:
             np.savez(self.audit / f"server-round-{server_round}-sums.npz", **{str(i): a for i, a in enumerate(sums)})
         return parameters, {}
@@ -139,9 +137,12 @@ class SecureRounds(Strategy):
     def _close_halted(self, server_round: int) -> None:
         """Record round `server_round` as halted if it was configured and never aggregated."""
         if server_round in self._sampled and (not self.records or self.records[-1].round < server_round):
-            self.records.append(RoundRecord(server_round, self._sampled[server_round], 0, Tally.zeros(BINS), 0.0))
-            if self.on_round is not None:
-                self.on_round(self.records[-1])
+            self._record(RoundRecord(server_round, self._sampled[server_round], 0, Tally.zeros(BINS), 0.0))
+
+    def _record(self, record: RoundRecord) -> None:
+        self.records.append(record)
+        if self.on_round is not None:
+            self.on_round(record)
 
     def finish(self) -> list[RoundRecord]:
         """Every round's record, the last one's too if SecAgg+ halted it."""

@@ -88,10 +88,6 @@ class SharedSpace:
         stored = {spec.name: spec.table_name for spec in model.embeddings.specs}
         return {key: stored[names[0]] for key, names in self.features.items()}
 
-    @staticmethod
-    def dense_names(model: OnlineModel) -> list[str]:
-        return [name for name, _ in model.named_parameters()]
-
     def initial(self, model: OnlineModel) -> list[np.ndarray]:
         """The global arrays of a fresh `model`: the catalogue's rows (admitted as the model's tables
         initialise new rows), then the dense parameters."""
