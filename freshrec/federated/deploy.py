@@ -43,8 +43,12 @@ def _plan(folder: str) -> Plan:
 
 
 def _client(context: Context):
+    events = context.node_config.get("data")
+    if events is None or not Path(str(events)).is_file():
+        raise ValueError(f"this SuperNode names no events file (node config data={events!r}): start it with "
+                         "--node-config 'data=\"PATH/TO/K.arrow\"' (freshrec federated --deploy writes them)")
     plan = _plan(str(context.run_config["plan"]))
-    return FreshrecClient(plan.setup(), context, Path(str(context.node_config["data"]))).to_client()
+    return FreshrecClient(plan.setup(), context, Path(str(events))).to_client()
 
 
 client = ClientApp(client_fn=_client, mods=client_mods())

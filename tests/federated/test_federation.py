@@ -181,3 +181,12 @@ def test_a_client_scores_every_evaluation_event_once_across_the_windows_it_misse
     last = fit(client, initial, cut2, ts[-1] + 1, eval_from, 3)     # round 2's window [cut1, cut2) missed
     assert first.tally.rows + last.tally.rows == int((ts >= eval_from).sum())
     assert last.touched[0].any() and np.abs(last.delta[0]).sum() > 0
+
+
+@pytest.mark.parametrize("node_config", [{}, {"data": "/no/such/events.arrow"}])
+def test_a_supernode_without_its_events_file_is_told_how_to_name_it(node_config):
+    from freshrec.federated.deploy import _client
+
+    context = Context(run_id=1, node_id=7, node_config=node_config, state=RecordDict(), run_config={"plan": "x"})
+    with pytest.raises(ValueError, match=r"names no events file .* --node-config 'data="):
+        _client(context)
