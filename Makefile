@@ -25,7 +25,7 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q $(PIP_TORCH_ARGS) "$(TORCH)"
-	$(BIN)/python -m pip install -q -e ".[test,federated]"
+	$(BIN)/python -m pip install -q -e ".[test,federated,content]"
 	touch $@
 
 # Debian's chromium, for the browser test of the A/B report; apt-get only when it is missing.
