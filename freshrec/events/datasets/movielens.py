@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from freshrec.events.datasets.delimited import read_text_csv, reject_empty_lines
-from freshrec.events.deadletter import DeadLetterSink
+from freshrec.events.deadletter import DeadLetterSink, MemoryDeadLetters
 from freshrec.events.event import ITEM, LABEL, TS, USER, Field, FieldKind
 from freshrec.events.source import TableReplay
 from freshrec.events.validate import RowChecks
@@ -98,3 +98,17 @@ def open_movielens(path: str | Path, dead_letters: DeadLetterSink, batch_size: i
         "zip3": _lookup(user, user_ids, pc.utf8_slice_codeunits(users.column("zip").combine_chunks(), 0, 3)),
     }).filter(pa.array(~checks.bad))
     return TableReplay(table, lines[~checks.bad], NAME, FIELDS, batch_size, kind="rating")
+
+
+def movielens_items(path: str | Path) -> pa.Table:
+    """The movies of `u.item` as item content: `item_id` (int64) and `text`, the title (with its year) and
+    genres, e.g. "Toy Story (1995). Genres: Animation, Children's, Comedy" (what a text encoder embeds).
+    Lines that do not parse are left out (the ratings' reader dead-letters them)."""
+    rows = read_text_csv(Path(path) / "u.item", f"{NAME}/u.item", MemoryDeadLetters(), "|",
+                         ("movie_id", "title", "release_date", "video_date", "url") + tuple(
+                             f"g{i}" for i in range(len(GENRES))), encoding="latin-1").table
+    ids = pc.cast(rows.column("movie_id"), pa.int64(), safe=False)
+    genres = _genre_lists(rows).to_pylist()
+    text = [f"{title}. Genres: {', '.join(g)}" for title, g in zip(rows.column("title").to_pylist(), genres)]
+    table = pa.table({ITEM: ids, "text": pa.array(text, pa.string())})
+    return table.filter(pc.is_valid(table.column(ITEM)))

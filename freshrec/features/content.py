@@ -1,0 +1,81 @@
+"""`ItemContent`: every catalogue item's content vector (e.g. its title and genres embedded by a text encoder),
+looked up per event as the item's dense content features.
+
+Built once from an items table (`item_id` and a `text` column) through a `ContentCache`, so an unchanged item
+is never encoded twice; an item without content reads as zeros (the model then knows it by its id alone).
+
+>>> import numpy as np, pyarrow as pa
+>>> class Letters:                       # a tiny text encoder: letter counts
+...     name, dim = "letters", 3
+...     def encode(self, texts):
+...         return np.array([[t.count(c) for c in "abc"] for t in texts], np.float32)
+>>> import tempfile
+>>> items = pa.table({"item_id": [7, 8], "text": ["abba", "cab"]})
+>>> content = ItemContent.build(items, ContentCache(tempfile.mkdtemp(), Letters()))
+>>> content.vectors(pa.array([8, 9, 7])).tolist()
+[[1.0, 1.0, 1.0], [0.0, 0.0, 0.0], [2.0, 2.0, 0.0]]
+>>> content.keys
+('content.0', 'content.1', 'content.2')
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from freshrec.events.event import ITEM, FieldKind
+from freshrec.features.content_cache import ContentCache
+from freshrec.features.spec import FeatureSpec
+
+PREFIX = "content"
+"""Content columns are named content.0, content.1, ..."""
+
+
+@dataclass(frozen=True)
+class ItemContent:
+    """Content vectors `[items, dim]` float32 of the raw item ids `ids` (the stream's `item_id` values)."""
+
+    ids: pa.Array
+    matrix: np.ndarray
+
+    @classmethod
+    def build(cls, items: pa.Table, cache: ContentCache, text: str = "text") -> ItemContent:
+        """From a table of `item_id` and `text` columns (one row per item; later rows of an id win)."""
+        for column in (ITEM, text):
+            if column not in items.column_names:
+                raise ValueError(f"item content: the items table has no {column!r} column "
+                                 f"(columns: {', '.join(items.column_names)})")
+        items = items.filter(pc.and_(pc.is_valid(items.column(ITEM)), pc.is_valid(items.column(text))))
+        ids = items.column(ITEM).combine_chunks()
+        texts = items.column(text).to_pylist()
+        vectors = cache.embed([str(i) for i in ids.to_pylist()], texts)
+        unique, first = np.unique(ids.to_numpy(zero_copy_only=False)[::-1], return_index=True)
+        rows = len(ids) - 1 - first                # the last row of each id
+        return cls(pa.array(unique), np.ascontiguousarray(vectors[rows], np.float32))
+
+    @property
+    def dim(self) -> int:
+        return self.matrix.shape[1]
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """The names of the content columns (a model's dense keys)."""
+        return tuple(f"{PREFIX}.{j}" for j in range(self.dim))
+
+    def specs(self) -> list[FeatureSpec]:
+        """One dense `FeatureSpec` per content column."""
+        return [FeatureSpec(key, FieldKind.DENSE) for key in self.keys]
+
+    def vectors(self, items: pa.Array | np.ndarray) -> np.ndarray:
+        """`[len(items), dim]` float32: each item's vector, zeros for items without content."""
+        items = pa.array(items) if not isinstance(items, pa.Array | pa.ChunkedArray) else items
+        if items.type != self.ids.type:
+            items = pc.cast(items, self.ids.type)
+        where = pc.fill_null(pc.index_in(items, value_set=self.ids), -1).to_numpy()
+        out = np.zeros((len(items), self.dim), np.float32)
+        known = where >= 0
+        out[known] = self.matrix[where[known]]
+        return out
