@@ -7,14 +7,16 @@ user already interacted with are never retrieved. Then the batch is learned and 
   it was (one relevant item per interaction);
 - cold-start AUC: on interactions with an item among its first `cold_events` ones, the chance that the
   two-tower scores the item above a random catalogue item the user has not interacted with (ties half),
-  averaged over those interactions; `content` (item content vectors) or ids alone make the difference.
+  averaged over those interactions (`cold_auc`); and above a random item that is itself still cold
+  (`cold_auc_among_cold`: which new item the user takes, where popularity says little and content most).
+  `content` (item content vectors) or ids alone make the difference.
 
 >>> from freshrec.events.simulator import Simulator, SimulatorConfig
 >>> source = Simulator(SimulatorConfig(total_events=3000, batch_size=3000, n_users=50, n_items=80))
 >>> table = next(iter(source)).table
 >>> result = replay_retrieval(table, source.fields, None, RetrievalEvalConfig(k=10, batch_size=200))
 >>> sorted(result), result["events"]
-(['cold_auc', 'cold_events', 'events', 'popular_cooc', 'seconds', 'two_tower'], 3000)
+(['cold_auc', 'cold_auc_among_cold', 'cold_events', 'events', 'popular_cooc', 'seconds', 'two_tower'], 3000)
 >>> 0 <= result["two_tower"]["recall"] <= 1 and 0 <= result["cold_auc"] <= 1
 True
 """
@@ -109,7 +111,7 @@ def replay_retrieval(table: pa.Table, fields: Sequence[Field], content: ItemCont
     seen_counts: dict[int, int] = defaultdict(int)
     candidates = CandidateIndex() if baseline else None
     tallies = {"two_tower": _Tally(), "popular_cooc": _Tally()}
-    cold_scores: list[float] = []
+    cold_scores: dict[str, list[float]] = {"cold_auc": [], "cold_auc_among_cold": []}
     rng = np.random.default_rng(config.seed)
     for start in range(0, table.num_rows, config.batch_size):
         rows = table.slice(start, config.batch_size)
@@ -129,8 +131,11 @@ def replay_retrieval(table: pa.Table, fields: Sequence[Field], content: ItemCont
         cold = np.array([seen_counts[k] < config.cold_events for k in keys.tolist()])
         cold &= start >= config.warmup
         if cold.any() and len(catalogue):
-            cold_scores += _cold_auc(model, catalogue, queries[cold], keys[cold], batch.dense[cold],
-                                     [c for c, is_cold in zip(consumed, cold) if is_cold], config.auc_negatives, rng)
+            still_cold = np.flatnonzero([seen_counts[k] < config.cold_events for k in catalogue.keys.tolist()])
+            for name, pool in (("cold_auc", np.arange(len(catalogue))), ("cold_auc_among_cold", still_cold)):
+                cold_scores[name] += _cold_auc(model, catalogue, pool, queries[cold], keys[cold], batch.dense[cold],
+                                               [c for c, is_cold in zip(consumed, cold) if is_cold],
+                                               config.auc_negatives, rng)
         trainer.learn(batch)
         for user, item, key in zip(users, items, keys.tolist()):
             state.add(user, item, key)
@@ -141,7 +146,8 @@ def replay_retrieval(table: pa.Table, fields: Sequence[Field], content: ItemCont
             index.update(catalogue.keys, model.item_vectors(catalogue.keys, torch.from_numpy(catalogue.content))
                          .numpy())
     result = {"events": table.num_rows, "two_tower": tallies["two_tower"].summary(),
-              "cold_auc": float(np.mean(cold_scores)) if cold_scores else None, "cold_events": len(cold_scores),
+              **{name: float(np.mean(scores)) if scores else None for name, scores in cold_scores.items()},
+              "cold_events": len(cold_scores["cold_auc"]),
               "seconds": time.perf_counter() - started}
     if baseline:
         result["popular_cooc"] = tallies["popular_cooc"].summary()
@@ -187,12 +193,15 @@ def _score_retrieval(index: ItemIndex, queries: np.ndarray, keys: np.ndarray, co
         tally.add(int(where[0]) if len(where) else None)
 
 
-def _cold_auc(model: TwoTower, catalogue: Catalogue, queries: torch.Tensor, keys: np.ndarray,
+def _cold_auc(model: TwoTower, catalogue: Catalogue, pool: np.ndarray, queries: torch.Tensor, keys: np.ndarray,
               content: torch.Tensor, consumed: list[set[int]], negatives: int, rng: np.random.Generator) -> list[float]:
-    """Per cold interaction, the share of sampled unconsumed catalogue items scored below its item."""
+    """Per cold interaction, the share of unconsumed items sampled from `pool` (catalogue positions) scored
+    below its item."""
+    if not len(pool):
+        return []
     with torch.no_grad():
         positives = (queries * model.item_vectors(keys, content)).sum(1).numpy()
-        sample = rng.integers(0, len(catalogue), (len(keys), negatives))
+        sample = pool[rng.integers(0, len(pool), (len(keys), negatives))]
         sampled = catalogue.keys[sample]
         vectors = model.item_vectors(sampled.reshape(-1), torch.from_numpy(catalogue.content[sample.reshape(-1)]))
         scores = (vectors.view(len(keys), negatives, -1) * queries[:, None, :]).sum(2).numpy()

@@ -20,11 +20,15 @@ is never encoded twice; an item without content reads as zeros (the model then k
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
 
 from freshrec.events.event import ITEM, FieldKind
 from freshrec.features.content_cache import ContentCache
@@ -79,3 +83,19 @@ class ItemContent:
         known = where >= 0
         out[known] = self.matrix[where[known]]
         return out
+
+
+def read_items(path: str | Path, text_columns: Sequence[str] = ("text",), item_column: str = ITEM) -> pa.Table:
+    """An items file (CSV or Parquet, by its suffix) as `item_id` and `text`: the non-empty values of
+    `text_columns` joined by ". " (e.g. title, tags, description); a missing column is named."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"items file {path} not found")
+    table = pq.read_table(path) if path.suffix == ".parquet" else pa_csv.read_csv(path)
+    missing = [c for c in (item_column, *text_columns) if c not in table.column_names]
+    if missing:
+        raise ValueError(f"items file {path}: no column {', '.join(map(repr, missing))} "
+                         f"(columns: {', '.join(table.column_names)})")
+    parts = [pc.cast(table.column(c), pa.string()).to_pylist() for c in text_columns]
+    text = [". ".join(str(v) for v in values if v not in (None, "")) for values in zip(*parts)]
+    return pa.table({ITEM: table.column(item_column), "text": pa.array(text, pa.string())})

@@ -1,4 +1,6 @@
-"""`build_model`: a model by name ("lr", "fm", "deepfm", "dcn") from specs and a config.
+"""`build_model`: a model by name from specs and a config: a ranking model of `MODELS` ("lr", "fm",
+"deepfm", "dcn"), the ones `model.name` chooses from, or the retrieval model "two_tower"
+(`RETRIEVAL_MODELS`).
 
 >>> from freshrec.events.event import FieldKind
 >>> from freshrec.features import FeatureSpec
@@ -8,7 +10,7 @@
 >>> build_model("gbdt", [])
 Traceback (most recent call last):
 ...
-ValueError: unknown model 'gbdt'; choose one of: lr, fm, deepfm, dcn
+ValueError: unknown model 'gbdt'; choose one of: lr, fm, deepfm, dcn, two_tower
 """
 
 from __future__ import annotations
@@ -22,18 +24,27 @@ from freshrec.models.dcn import DCNConfig, DCNv2
 from freshrec.models.deepfm import DeepFM, DeepFMConfig
 from freshrec.models.fm import FMConfig, OnlineFM
 from freshrec.models.lr import LogisticRegression, LRConfig
+from freshrec.models.two_tower import TwoTower, TwoTowerConfig
 
 MODELS: dict[str, tuple[type[OnlineModel], type[ModelConfig]]] = {
     "lr": (LogisticRegression, LRConfig), "fm": (OnlineFM, FMConfig),
     "deepfm": (DeepFM, DeepFMConfig), "dcn": (DCNv2, DCNConfig)}
+RETRIEVAL_MODELS: dict[str, tuple[type[OnlineModel], type[ModelConfig]]] = {
+    "two_tower": (TwoTower, TwoTowerConfig)}
+
+
+def registered() -> dict[str, tuple[type[OnlineModel], type[ModelConfig]]]:
+    """Every model a snapshot can hold, by name: the ranking models, then the retrieval ones."""
+    return {**MODELS, **RETRIEVAL_MODELS}
 
 
 def build_model(name: str, specs: Sequence[FeatureSpec], config: ModelConfig | None = None) -> OnlineModel:
     """The model `name` over `specs`. `config` may be the model's own config class or a plain
     `ModelConfig`, whose shared settings then go into the model's config (other options default)."""
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}")
-    model, config_class = MODELS[name]
+    models = registered()
+    if name not in models:
+        raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(models)}")
+    model, config_class = models[name]
     if config is None:
         config = config_class()
     elif not isinstance(config, config_class):

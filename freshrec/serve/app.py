@@ -145,8 +145,8 @@ class _Bearer(HTTPBearer):
 
 
 def create_app(service: ModelService, config: ServeConfig | None = None) -> FastAPI:
-    """The app; its lifespan runs a registry follower thread for the service and for each arm of its
-    own (each syncs at once), and, where configured, the staleness alert and the arms log."""
+    """The app; its lifespan runs a registry follower thread for the service, for its retriever (if any) and
+    for each arm of its own (each syncs at once), and, where configured, the staleness alert and the arms log."""
     config = config or ServeConfig()
     experiment = Experiment.open(config.experiment, service) if config.experiment and config.experiment.arms else None
     followers = list({id(s): s for s in (service, *(experiment.followers() if experiment else ()))}.values())
@@ -156,6 +156,9 @@ def create_app(service: ModelService, config: ServeConfig | None = None) -> Fast
         stop = threading.Event()
         threads = [threading.Thread(target=s.follow, args=(stop, config.poll_interval), name="freshrec-sync",
                                     daemon=True) for s in followers]
+        if service.retriever is not None:
+            threads.append(threading.Thread(target=service.retriever.follow, args=(stop, config.poll_interval),
+                                            name="freshrec-retrieval-sync", daemon=True))
         if config.staleness_alert is not None:
             threads.append(threading.Thread(target=_watch_staleness, args=(service, config, stop),
                                             name="freshrec-staleness", daemon=True))

@@ -246,6 +246,14 @@ class CandidateIndex:
                     else:
                         known[column] = value
 
+    def items(self) -> list[Hashable]:
+        """Every item interacted with so far, in order of first sight."""
+        return list(self._items)
+
+    def consumed(self, user: Hashable) -> list[Hashable]:
+        """The items `user` interacted with (the last `consumed` of them)."""
+        return list(self._consumed.get(user, ()))
+
     def popular(self, n: int) -> list[Hashable]:
         """The `n` most popular items now (ties by id)."""
         scores = self._popularity[: len(self._items)]

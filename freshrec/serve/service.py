@@ -130,6 +130,7 @@ class ModelService:
         self.behind: str | None = None   # why the served version cannot follow the registry (None: it does)
         self._asked: int | None = None   # the newest version a full snapshot was asked for after
         self._frozen_at: int | None = None
+        self.retriever = None   # a `Retriever`: /recommend's learned candidates beside the candidate index
 
     @property
     def version(self) -> int | None:
@@ -365,8 +366,11 @@ class ModelService:
 
     def recommend(self, user: str | int, context: dict, k: int, candidates: int = 200,
                   arm: str | None = None) -> Scored:
-        """The top `k` of the index's `candidates` items for `user` (ids as `canonical_id` gives them)."""
+        """The top `k` for `user` (ids as `canonical_id` gives them) of the `candidates` items the retriever
+        (where there is one) and the `candidates` of the candidate index (popularity, co-occurrence), merged."""
         items = [canonical_id(item) for item in self.candidates.candidates(str(user), candidates)]
+        if self.retriever is not None:
+            items = list(dict.fromkeys(self.retriever.candidates(user, candidates) + items))
         scored = self.score(user, context, [(item, {}) for item in items], arm)
         ranked = sorted(zip(scored.scores, items), key=lambda pair: -pair[0])[:k]
         top, cold = [item for _, item in ranked], set(scored.cold_items)

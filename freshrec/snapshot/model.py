@@ -49,7 +49,7 @@ from freshrec.embedding.table import TableDelta
 from freshrec.events.event import FieldKind
 from freshrec.features import FeatureSpec
 from freshrec.models.base import OnlineModel
-from freshrec.models.factory import MODELS, build_model
+from freshrec.models.factory import build_model, registered
 
 __all__ = ["Delta", "Snapshot", "merge_meta", "model_card", "model_from_card", "read_interactions", "table_versions"]
 
@@ -68,16 +68,17 @@ def table_versions(model: OnlineModel) -> dict[str, int]:
 
 def model_card(model: OnlineModel) -> dict[str, Any]:
     """What rebuilds an empty copy of `model`: its name, config and feature specs (JSON-ready)."""
-    name = next((n for n, (cls, _) in MODELS.items() if type(model) is cls), None)
+    models = registered()
+    name = next((n for n, (cls, _) in models.items() if type(model) is cls), None)
     if name is None:
-        raise TypeError(f"{type(model).__name__} is not one of the registered models {tuple(MODELS)}")
+        raise TypeError(f"{type(model).__name__} is not one of the registered models {tuple(models)}")
     specs = [{**dataclasses.asdict(s), "kind": s.kind.value} for s in model.specs]
     return {"model": name, "model_config": dataclasses.asdict(model.config), "specs": specs}
 
 
 def model_from_card(card: dict[str, Any]) -> OnlineModel:
     """The inverse of `model_card`: a fresh model (empty tables) of that name, config and specs."""
-    config_class = MODELS[card["model"]][1]
+    config_class = registered()[card["model"]][1]
     options = {k: tuple(v) if isinstance(v, list) else v for k, v in card["model_config"].items()}
     specs = [FeatureSpec(**{**s, "kind": FieldKind(s["kind"])}) for s in card["specs"]]
     return build_model(card["model"], specs, config_class(**options))

@@ -1,5 +1,6 @@
 """Every model in `MODELS`, on the fused and the module path of `OnlineTrainer`, passes
-`freshrec.testing.check_model`; and each check fails on a model registered to break it."""
+`freshrec.testing.check_model`, and so does the retrieval model (`RETRIEVAL_MODELS`, learned pointwise here);
+and each check fails on a model registered to break it."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import pytest
 import torch
 
 from freshrec.models import MODELS, LogisticRegression, LRConfig
+from freshrec.models.factory import RETRIEVAL_MODELS
 from freshrec.testing import (
     check_learn_keeps_its_batch,
     check_model,
@@ -19,7 +21,7 @@ from freshrec.train import TrainerConfig
 
 
 @pytest.mark.parametrize("fused", [True, False], ids=["fused", "module"])
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", [*MODELS, *RETRIEVAL_MODELS])
 def test_every_model_passes_the_contract(name: str, fused: bool) -> None:
     assert check_model(name, TrainerConfig(fused=fused)) == [
         "learn_keeps_its_batch", "unseen_ids", "snapshot_round_trip", "same_seed_same_run"]

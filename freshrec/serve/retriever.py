@@ -1,0 +1,156 @@
+"""`Retriever`: `/recommend`'s learned candidate source, an online two-tower model and an ANN index of its
+item vectors.
+
+The model is followed from its own registry exactly as the ranking model is from its one (a `ModelService`:
+deltas in version order, full snapshots, hot swap with leases). Each time the served version changes,
+`refresh` recomputes the vector of every known item (the items interacted with, from the ranking service's
+`CandidateIndex`, and the items with content: a new item is retrievable before its first interaction) and
+publishes them as the next version of the `ItemIndex` (copy-on-write: requests search the previous version
+meanwhile); items first seen between two model versions are added at the next refresh. A request's query is
+the user tower's vector of the user's latest fields and recent items; items the user already had are left out.
+
+>>> import tempfile
+>>> from freshrec.events.event import Field, FieldKind
+>>> from freshrec.features import FeatureSpec
+>>> from freshrec.models.two_tower import TwoTower, TwoTowerConfig
+>>> import pyarrow as pa
+>>> from freshrec.serve.service import ModelService
+>>> from freshrec.snapshot import ModelRegistry, Snapshot
+>>> model = TwoTower([FeatureSpec("user_id", FieldKind.CATEGORICAL), FeatureSpec("item_id", FieldKind.CATEGORICAL)],
+...                  TwoTowerConfig(dim=4, out_dim=4, history_field=""))
+>>> registry = ModelRegistry(tempfile.mkdtemp())
+>>> _ = registry.publish(Snapshot(model, version=1))
+>>> ranking = ModelService(None)          # the ranking model's service: its CandidateIndex knows the interactions
+>>> ranking.candidates.observe(pa.table({"ts": [1.0, 2.0], "user_id": ["u", "u"], "item_id": ["7", "8"],
+...                                      "label": [1.0, 1.0]}))
+>>> retriever = Retriever(ModelService(registry), ranking)
+>>> retriever.sync()
+1
+>>> sorted(retriever.candidates("v", 5)), retriever.candidates("u", 5)   # u had both
+([7, 8], [])
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Hashable
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from freshrec.events.event import ITEM, USER
+from freshrec.features.content import ItemContent
+from freshrec.features.request import RequestRows
+from freshrec.models.two_tower import TwoTower
+from freshrec.serve.ann import IndexConfig, ItemIndex
+from freshrec.serve.candidates import CandidateIndex
+from freshrec.serve.replica import Replica
+from freshrec.serve.service import ModelService, canonical_id
+
+__all__ = ["Retriever"]
+log = logging.getLogger(__name__)
+
+CHUNK = 8192
+"""Items whose vectors one forward of the item tower computes."""
+
+
+class Retriever:
+    """Candidates from the two-tower of `models` (a `ModelService` following the retrieval registry) over the
+    items of `ranking`'s `CandidateIndex` (the ranking model's service: interactions, users' fields and
+    histories) and of `content` (their content vectors, the item tower's dense input)."""
+
+    def __init__(self, models: ModelService, ranking: ModelService, content: ItemContent | None = None,
+                 index: IndexConfig | None = None) -> None:
+        self.models, self.ranking, self.content = models, ranking, content
+        self.index_config = index or IndexConfig()
+        self.index: ItemIndex | None = None
+        self.indexed_version: int | None = None
+        self._keys: dict[str, int] = {}        # item (live form) -> its hashed id, the index's key
+        self._items: dict[int, str] = {}       # and back
+        self._refresh = threading.Lock()
+
+    def sync(self) -> int | None:
+        """Follow the registry once and refresh the index; returns the indexed model version."""
+        self.models.sync()
+        return self.refresh()
+
+    def follow(self, stop: threading.Event, poll_interval: float = 0.05) -> None:
+        """`sync` every `poll_interval` seconds until `stop` is set (the retriever's sync thread)."""
+        while not stop.is_set():
+            try:
+                self.sync()
+            except Exception:  # keep retrieving from the index as it is whatever a version holds
+                log.exception("retrieval sync failed")
+            stop.wait(poll_interval)
+
+    @property
+    def seen(self) -> CandidateIndex:
+        """The ranking service's current candidate index (replaced with each full snapshot it loads)."""
+        return self.ranking.candidates
+
+    def refresh(self) -> int | None:
+        """Index every known item's vector anew when the model's version changed, else only the items new since
+        the last refresh; returns the indexed model version (None before a model)."""
+        with self._refresh, self.models.switcher.lease() as replica:
+            if replica is None:
+                return None
+            known = [str(item) for item in self.seen.items()]
+            if self.content is not None:
+                known += [str(item) for item in self.content.ids.to_pylist()]
+            new = [item for item in dict.fromkeys(known) if item not in self._keys]
+            self._hash(replica, new)
+            changed = replica.version != self.indexed_version
+            items = list(self._keys) if changed else new
+            if items:
+                self._index(replica, items)
+            self.indexed_version = replica.version
+            return self.indexed_version
+
+    def candidates(self, user: Hashable, n: int) -> list:
+        """Up to `n` items for `user` (ids as `canonical_id` gives them), nearest to the user tower's vector
+        of the user's latest fields and recent items, leaving out the items the user had."""
+        index = self.index
+        if index is None or not len(index):
+            return []
+        live = str(user)
+        with self.models.switcher.lease() as replica:
+            if replica is None:
+                return []
+            query = self._query(replica, live)
+        consumed = {self._keys[item] for item in map(str, self.seen.consumed(live)) if item in self._keys}
+        return [canonical_id(self._items[key]) for key in index.search_one(query, n, exclude=consumed)]
+
+    def _query(self, replica: Replica, user: str) -> np.ndarray:
+        model: TwoTower = replica.model
+        shared = {USER: user, **self.seen.user_fields.get(user, {})}
+        if model.config.history_field:
+            shared[model.config.history_field] = [str(item) for item in self.seen.recent(user)]
+        columns = {spec.source_column for spec in model.specs}
+        rows = RequestRows(1, shared={c: v for c, v in shared.items() if c in columns}, per_row={ITEM: [None]})
+        with torch.no_grad():
+            return model.towers(replica.featurizer.build(rows))[0][0].numpy()
+
+    def _hash(self, replica: Replica, items: list[str]) -> None:
+        if items:
+            _, keys = replica.featurizer.ids(ITEM, items)
+            for item, key in zip(items, keys.tolist()):
+                self._keys[item] = key
+                self._items[key] = item
+
+    def _index(self, replica: Replica, items: list[str]) -> None:
+        model: TwoTower = replica.model
+        keys = np.array([self._keys[item] for item in items], np.int64)
+        vectors = np.empty((len(items), model.out_dim), np.float32)
+        with torch.no_grad():
+            for start in range(0, len(items), CHUNK):
+                part = items[start: start + CHUNK]
+                content = None
+                if self.content is not None and model.content_dim:
+                    content = torch.from_numpy(self.content.vectors(pa.array(part)))
+                vectors[start: start + len(part)] = model.item_vectors(keys[start: start + len(part)],
+                                                                       content).numpy()
+        if self.index is None:
+            self.index = ItemIndex(model.out_dim, self.index_config)
+        self.index.update(keys, vectors)

@@ -1,0 +1,110 @@
+"""The retriever: a two-tower followed from its own registry, its item vectors in the ANN index (rebuilt on each
+new model version, new items added between), and /recommend merging its candidates with the candidate index's."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pyarrow as pa
+import torch
+from fastapi.testclient import TestClient
+
+from freshrec.engine.sync import Publisher, SyncConfig
+from freshrec.evaluate.retrieval import retrieval_specs
+from freshrec.features import ContentCache, FeaturePipeline
+from freshrec.features.content import ItemContent
+from freshrec.models.two_tower import TwoTower, TwoTowerConfig
+from freshrec.serve import create_app
+from freshrec.serve.retriever import Retriever
+from freshrec.serve.service import ModelService
+from freshrec.snapshot import ModelRegistry
+from freshrec.train.retrieval import Catalogue, RetrievalConfig, RetrievalTrainer
+
+
+class Digits:
+    """A text encoder: how often each digit occurs in the text."""
+
+    name, dim = "digits", 10
+
+    def encode(self, texts):
+        return np.array([[t.count(str(d)) for d in range(10)] for t in texts], np.float32)
+
+
+class TwoTowerTrainer:
+    """The two-tower learning the same chunks as the ranking model, publishing to its own registry."""
+
+    def __init__(self, root, fields, content: ItemContent | None = None) -> None:
+        specs = retrieval_specs(fields, content, history=False)
+        self.model = TwoTower(specs, TwoTowerConfig(dim=8, out_dim=8, history_field=""))
+        self.pipeline = FeaturePipeline([s for s in specs if s.is_sparse])
+        self.content = content
+        self.trainer = RetrievalTrainer(self.model, Catalogue(self.model.content_dim), RetrievalConfig(negatives=16))
+        self.registry = ModelRegistry(root)
+        self.publisher = Publisher(self.registry, self.model, fields, SyncConfig(sync_interval=0.0, full_interval=1e9))
+
+    def learn(self, chunk) -> None:
+        batch = self.pipeline.build(chunk)
+        if self.content is not None:
+            batch = replace(batch, dense=torch.from_numpy(self.content.vectors(chunk.column("item_id"))),
+                            dense_keys=self.model.dense_keys)
+        self.trainer.learn(batch)
+        self.publisher.observe(chunk)
+        self.publisher.maybe_publish()
+
+
+def _served(trained, tmp_path, content=None) -> tuple[ModelService, TwoTowerTrainer]:
+    two = TwoTowerTrainer(tmp_path / "retrieval", trained.publisher.fields, content)
+    for chunk in trained.chunks[:3]:
+        trained.learn(chunk)
+        two.learn(chunk)
+    ranking = ModelService(trained.registry)
+    ranking.sync()
+    ranking.retriever = Retriever(ModelService(two.registry), ranking, content)
+    return ranking, two
+
+
+def test_the_index_holds_every_item_and_follows_new_versions(trained, tmp_path):
+    ranking, two = _served(trained, tmp_path)
+    retriever = ranking.retriever
+    first = retriever.sync()
+    assert first is not None and len(retriever.index) == len(set(map(str, ranking.candidates.items())))
+    index_version = retriever.index.version
+    trained.learn(trained.chunks[3])
+    two.learn(trained.chunks[3])
+    ranking.sync()
+    assert retriever.sync() > first and retriever.index.version > index_version
+    assert len(retriever.index) == len(set(map(str, ranking.candidates.items())))
+
+
+def test_candidates_leave_out_what_the_user_had_and_feed_recommend(trained, tmp_path):
+    ranking, _ = _served(trained, tmp_path)
+    ranking.retriever.sync()
+    user = max(ranking.candidates.user_fields, key=lambda u: len(ranking.candidates.consumed(u)))
+    had = {str(item) for item in ranking.candidates.consumed(user)}
+    retrieved = ranking.retriever.candidates(user, 30)
+    assert len(retrieved) == 30 and not had & set(map(str, retrieved))
+    scored = ranking.recommend(user, {}, k=10, candidates=30)
+    assert len(scored.items) == 10 and not had & set(map(str, scored.items))
+    client = TestClient(create_app(ranking))
+    with client:
+        answer = client.post("/recommend", json={"user": user, "k": 5})
+    assert answer.status_code == 200 and len(answer.json()["items"]) == 5
+
+
+def test_an_item_with_content_is_retrievable_before_its_first_interaction(trained, tmp_path):
+    fields = trained.publisher.fields
+    seen = sorted({str(i) for chunk in trained.chunks[:3] for i in chunk.column("item_id").to_pylist()})
+    items = pa.table({"item_id": pa.array([int(i) for i in seen] + [10**9], pa.int64()),
+                      "text": [f"item {i}" for i in seen] + ["item 1000000000"]})
+    content = ItemContent.build(items, ContentCache(tmp_path / "cache", Digits()))
+    two = TwoTowerTrainer(tmp_path / "retrieval", fields, content)
+    for chunk in trained.chunks[:3]:
+        trained.learn(chunk)
+        two.learn(chunk)
+    ranking = ModelService(trained.registry)
+    ranking.sync()
+    ranking.retriever = Retriever(ModelService(two.registry), ranking, content)
+    ranking.retriever.sync()
+    assert len(ranking.retriever.index) == len(seen) + 1
+    assert 10**9 in ranking.retriever.candidates("a new user", len(seen) + 1)
