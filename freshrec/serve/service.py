@@ -418,6 +418,8 @@ class ModelService:
             "age_s": time.time() - current.created_at, "model": type(current.model).__name__,
             "train_position": {"events_learned": self.events_learned}}
         out["swaps"] = self.switcher.swaps
+        if self.retriever is not None:
+            out["retrieval"] = self.retriever.describe()
         if fresh:
             out["freshness_s"] = {"n": len(fresh), "p50": statistics.median(fresh),
                                   "p99": fresh[min(len(fresh) - 1, int(0.99 * len(fresh)))]}

@@ -2,7 +2,8 @@
 port once, starts N worker processes on that socket (the kernel hands each new connection to one of
 them), checks that they answer and starts a new one in place of a worker that dies. Each worker
 builds its app here from what the command put in its environment: the registry to follow
-(`FRESHREC_SERVE_REGISTRY`) and/or the share to attach to (`FRESHREC_SERVE_ATTACH`), and the
+(`FRESHREC_SERVE_REGISTRY`) and/or the share to attach to (`FRESHREC_SERVE_ATTACH`), the retrieval model's
+registry and items (`FRESHREC_SERVE_RETRIEVAL`, a `RetrievalSource` as JSON), and the
 `ServeConfig` as JSON (`FRESHREC_SERVE_CONFIG`); each follows them on its own (attached workers all
 map the same tables: the memory is not multiplied by N). Each connection's protocol is made here too
 (`protocol`), with that config's timeouts (`freshrec.serve.server`).
@@ -16,29 +17,57 @@ True
 from __future__ import annotations
 
 import functools
+import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from fastapi import FastAPI
 
+from freshrec.features.content import item_content, read_items
 from freshrec.serve.app import ServeConfig, create_app
 from freshrec.serve.attached import AttachedService
+from freshrec.serve.retriever import Retriever
 from freshrec.serve.server import DeadlineProtocol, http_protocol
 from freshrec.serve.service import ModelService
 from freshrec.share import SharedArea
 from freshrec.snapshot import ModelRegistry
 
-__all__ = ["ATTACH_ENV", "CONFIG_ENV", "REGISTRY_ENV", "app", "open_service", "protocol"]
+__all__ = ["ATTACH_ENV", "CONFIG_ENV", "REGISTRY_ENV", "RETRIEVAL_ENV", "RetrievalSource", "app", "open_service",
+           "protocol"]
 
 REGISTRY_ENV, ATTACH_ENV, CONFIG_ENV = "FRESHREC_SERVE_REGISTRY", "FRESHREC_SERVE_ATTACH", "FRESHREC_SERVE_CONFIG"
+RETRIEVAL_ENV = "FRESHREC_SERVE_RETRIEVAL"
 
 
-def open_service(registry: str | Path | None, attach: str | None) -> ModelService:
+@dataclass(frozen=True)
+class RetrievalSource:
+    """Where `/recommend`'s learned candidates come from: the two-tower's `registry`, and the items' content
+    (an `items` file of item_id and `text_columns`, encoded by `text_model`) when the model reads content."""
+
+    registry: str
+    items: str | None = None
+    text_columns: tuple[str, ...] = ("text",)
+    text_model: str | None = None
+
+    def retriever(self, ranking: ModelService) -> Retriever:
+        content = None
+        if self.items is not None:
+            content = item_content(read_items(self.items, self.text_columns), self.text_model)
+        return Retriever(ModelService(ModelRegistry(self.registry)), ranking, content)
+
+
+def open_service(registry: str | Path | None, attach: str | None,
+                 retrieval: RetrievalSource | None = None) -> ModelService:
     """The service of `freshrec serve`: attached to share `attach` (with the registry's interactions
-    for the candidates, when given), else following `registry`."""
+    for the candidates, when given), else following `registry`; with `retrieval`, its `Retriever`."""
     if attach is not None:
-        return AttachedService(SharedArea(attach), ModelRegistry(registry) if registry else None)
-    return ModelService(ModelRegistry(registry))
+        service = AttachedService(SharedArea(attach), ModelRegistry(registry) if registry else None)
+    else:
+        service = ModelService(ModelRegistry(registry))
+    if retrieval is not None:
+        service.retriever = retrieval.retriever(service)
+    return service
 
 
 @functools.cache
@@ -48,7 +77,9 @@ def _config() -> ServeConfig:
 
 def app() -> FastAPI:
     """One worker's app (uvicorn calls it: `freshrec.serve.workers:app`, factory=True)."""
-    return create_app(open_service(os.environ.get(REGISTRY_ENV), os.environ.get(ATTACH_ENV)), _config())
+    retrieval = os.environ.get(RETRIEVAL_ENV)
+    source = RetrievalSource(**json.loads(retrieval)) if retrieval else None
+    return create_app(open_service(os.environ.get(REGISTRY_ENV), os.environ.get(ATTACH_ENV), source), _config())
 
 
 def protocol(**connection) -> DeadlineProtocol:

@@ -3,23 +3,16 @@ new model version, new items added between), and /recommend merging its candidat
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 import pyarrow as pa
-import torch
+from conftest import TwoTowerTrainer
 from fastapi.testclient import TestClient
 
-from freshrec.engine.sync import Publisher, SyncConfig
-from freshrec.evaluate.retrieval import retrieval_specs
-from freshrec.features import ContentCache, FeaturePipeline
+from freshrec.features import ContentCache
 from freshrec.features.content import ItemContent
-from freshrec.models.two_tower import TwoTower, TwoTowerConfig
 from freshrec.serve import create_app
 from freshrec.serve.retriever import Retriever
 from freshrec.serve.service import ModelService
-from freshrec.snapshot import ModelRegistry
-from freshrec.train.retrieval import Catalogue, RetrievalConfig, RetrievalTrainer
 
 
 class Digits:
@@ -29,28 +22,6 @@ class Digits:
 
     def encode(self, texts):
         return np.array([[t.count(str(d)) for d in range(10)] for t in texts], np.float32)
-
-
-class TwoTowerTrainer:
-    """The two-tower learning the same chunks as the ranking model, publishing to its own registry."""
-
-    def __init__(self, root, fields, content: ItemContent | None = None) -> None:
-        specs = retrieval_specs(fields, content, history=False)
-        self.model = TwoTower(specs, TwoTowerConfig(dim=8, out_dim=8, history_field=""))
-        self.pipeline = FeaturePipeline([s for s in specs if s.is_sparse])
-        self.content = content
-        self.trainer = RetrievalTrainer(self.model, Catalogue(self.model.content_dim), RetrievalConfig(negatives=16))
-        self.registry = ModelRegistry(root)
-        self.publisher = Publisher(self.registry, self.model, fields, SyncConfig(sync_interval=0.0, full_interval=1e9))
-
-    def learn(self, chunk) -> None:
-        batch = self.pipeline.build(chunk)
-        if self.content is not None:
-            batch = replace(batch, dense=torch.from_numpy(self.content.vectors(chunk.column("item_id"))),
-                            dense_keys=self.model.dense_keys)
-        self.trainer.learn(batch)
-        self.publisher.observe(chunk)
-        self.publisher.maybe_publish()
 
 
 def _served(trained, tmp_path, content=None) -> tuple[ModelService, TwoTowerTrainer]:

@@ -1,0 +1,66 @@
+"""`freshrec serve --retrieval`: /recommend retrieves from the two-tower's index in every worker, and the
+index follows the model's new versions while serving."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import TwoTowerTrainer, free_port, wait_until
+
+pytestmark = pytest.mark.integration
+FRESHREC = [sys.executable, "-m", "freshrec.cli"]
+
+
+def _retrieval(url: str) -> dict:
+    try:
+        return httpx.get(f"{url}/model").json().get("retrieval") or {}
+    except httpx.HTTPError:
+        return {}
+
+
+def _recommended(url: str, user, answers: list) -> bool:
+    """POST /recommend for `user` (k 5) on a new connection; the answer appended to `answers`; whether it is a 200."""
+    answers.append(httpx.post(f"{url}/recommend", json={"user": user, "k": 5}))
+    return answers[-1].status_code == 200
+
+
+def test_workers_retrieve_and_follow_the_two_towers_versions(trained, tmp_path: Path) -> None:
+    two = TwoTowerTrainer(tmp_path / "retrieval", trained.publisher.fields)
+    for chunk in trained.chunks[:2]:
+        trained.learn(chunk)
+        two.learn(chunk)
+    port = free_port()
+    command = ["serve", "--registry", str(trained.registry.root), "--retrieval", str(two.registry.root),
+               "--port", str(port), "--workers", "2"]
+    process = subprocess.Popen(FRESHREC + command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: _retrieval(url).get("items", 0) > 0, "the retrieval index", process)
+        first = _retrieval(url)["version"]
+        user = trained.chunks[0].column("user_id")[0].as_py()
+        answers: list[httpx.Response] = []
+        for _ in range(10):   # new connections: whichever worker takes them answers (once it loaded its models)
+            wait_until(lambda: _recommended(url, user, answers), "a 200 from /recommend", process)
+            assert len(answers[-1].json()["items"]) == 5
+        two.learn(trained.chunks[2])
+        wait_until(lambda: _retrieval(url).get("version", first) > first, "a new two-tower version indexed", process)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            out, _ = process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            out, _ = process.communicate()
+    assert process.returncode == 0, out
+
+
+def test_content_flags_need_a_retrieval_registry(trained, tmp_path: Path) -> None:
+    (tmp_path / "items.csv").write_text("item_id,text\n1,a\n")
+    done = subprocess.run(FRESHREC + ["serve", "--registry", str(tmp_path), "--items",
+                                      str(tmp_path / "items.csv")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "give --retrieval" in done.stderr
