@@ -15,7 +15,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -88,26 +88,17 @@ class TwoTowerTrainer:
     """A two-tower learning the chunks a ranking model learns (`Trained`), publishing to its own registry."""
 
     def __init__(self, root, fields, content=None) -> None:
-        from freshrec.evaluate.retrieval import retrieval_specs
-        from freshrec.models.two_tower import TwoTower, TwoTowerConfig
-        from freshrec.train.retrieval import Catalogue, RetrievalConfig, RetrievalTrainer
+        from freshrec.models.two_tower import TwoTowerConfig
+        from freshrec.train.retrieval import RetrievalConfig, RetrievalLearner
 
-        specs = retrieval_specs(fields, content, history=False)
-        self.model = TwoTower(specs, TwoTowerConfig(dim=8, out_dim=8, history_field=""))
-        self.pipeline = FeaturePipeline([s for s in specs if s.is_sparse])
-        self.content = content
-        self.trainer = RetrievalTrainer(self.model, Catalogue(self.model.content_dim), RetrievalConfig(negatives=16))
+        self.learner = RetrievalLearner.build(fields, content, history=0, model=TwoTowerConfig(dim=8, out_dim=8),
+                                              training=RetrievalConfig(negatives=16))
         self.registry = ModelRegistry(root)
-        self.publisher = Publisher(self.registry, self.model, fields, SyncConfig(sync_interval=0.0, full_interval=1e9))
+        self.publisher = Publisher(self.registry, self.learner.model, fields,
+                                   SyncConfig(sync_interval=0.0, full_interval=1e9))
 
     def learn(self, chunk) -> None:
-        import torch
-
-        batch = self.pipeline.build(chunk)
-        if self.content is not None:
-            content = torch.from_numpy(self.content.vectors(chunk.column("item_id")))
-            batch = replace(batch, dense=content, dense_keys=self.model.dense_keys)
-        self.trainer.learn(batch)
+        self.learner.learn(chunk.table)
         self.publisher.observe(chunk)
         self.publisher.maybe_publish()
 

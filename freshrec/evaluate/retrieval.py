@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections import defaultdict, deque
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -33,15 +33,12 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from freshrec.events.event import ITEM, TS, USER, EventChunk, Field, FieldKind
-from freshrec.features import FeaturePipeline, FeatureSpec
+from freshrec.events.event import ITEM, TS, USER, Field
 from freshrec.features.content import ItemContent
 from freshrec.models.two_tower import TwoTower, TwoTowerConfig
 from freshrec.serve.ann import ItemIndex
 from freshrec.serve.candidates import CandidateIndex
-from freshrec.train.retrieval import Catalogue, RetrievalConfig, RetrievalTrainer
-
-HISTORY = "history"
+from freshrec.train.retrieval import Catalogue, RetrievalConfig, RetrievalLearner
 
 
 @dataclass(frozen=True)
@@ -68,16 +65,6 @@ class RetrievalEvalConfig:
             raise ValueError("k, batch_size, cold_events and auc_negatives must be >= 1 and history >= 0")
 
 
-def retrieval_specs(fields: Sequence[Field], content: ItemContent | None, history: bool) -> list[FeatureSpec]:
-    """The two-tower's inputs: the user-owned fields, the item id, the user's history (on the item table)
-    and the content columns."""
-    specs = [FeatureSpec(f.name, f.kind) for f in fields if f.owner == "user"]
-    specs.append(FeatureSpec(ITEM, FieldKind.CATEGORICAL))
-    if history:
-        specs.append(FeatureSpec(HISTORY, FieldKind.MULTI_CATEGORICAL, table=ITEM, missing="drop"))
-    return specs + (content.specs() if content is not None else [])
-
-
 class _Tally:
     """recall@k and NDCG@k of one retriever."""
 
@@ -100,14 +87,9 @@ def replay_retrieval(table: pa.Table, fields: Sequence[Field], content: ItemCont
     `baseline`) `popular_cooc` recall/NDCG at k, `cold_auc` of the two-tower, counts and seconds."""
     config = config or RetrievalEvalConfig()
     started = time.perf_counter()
-    history = config.history > 0
-    model_config = TwoTowerConfig(**{**config.model.__dict__, "history_field": HISTORY if history else ""})
-    model = TwoTower(retrieval_specs(fields, content, history), model_config)
-    pipeline = FeaturePipeline([s for s in model.specs if s.is_sparse])
-    catalogue = Catalogue(model.content_dim)
-    trainer = RetrievalTrainer(model, catalogue, config.training)
+    learner = RetrievalLearner.build(fields, content, config.history, config.model, config.training)
+    model, catalogue = learner.model, learner.trainer.catalogue
     index = ItemIndex(model.out_dim)
-    state = _UserState(config.history)
     seen_counts: dict[int, int] = defaultdict(int)
     candidates = CandidateIndex() if baseline else None
     tallies = {"two_tower": _Tally(), "popular_cooc": _Tally()}
@@ -116,16 +98,15 @@ def replay_retrieval(table: pa.Table, fields: Sequence[Field], content: ItemCont
     for start in range(0, table.num_rows, config.batch_size):
         rows = table.slice(start, config.batch_size)
         users = rows.column(USER).to_pylist()
-        items = rows.column(ITEM).to_pylist()
-        batch = _batch(rows, pipeline, model, content, state, users)
+        batch = learner.batch(rows)
         keys = batch.sparse[ITEM].values.numpy()
         with torch.no_grad():
             model.eval()
             queries = model.towers(batch)[0]
-        consumed = [state.consumed[u] for u in users]
+        consumed = [learner.consumed[u] for u in users]
         _score_retrieval(index, queries.numpy(), keys, consumed, config.k, tallies["two_tower"])
         if candidates is not None:
-            for user, item in zip(users, items):
+            for user, item in zip(users, rows.column(ITEM).to_pylist()):
                 ranked = candidates.candidates(str(user), config.k)
                 tallies["popular_cooc"].add(ranked.index(str(item)) if str(item) in ranked else None)
         cold = np.array([seen_counts[k] < config.cold_events for k in keys.tolist()])
@@ -136,9 +117,9 @@ def replay_retrieval(table: pa.Table, fields: Sequence[Field], content: ItemCont
                 cold_scores[name] += _cold_auc(model, catalogue, pool, queries[cold], keys[cold], batch.dense[cold],
                                                [c for c, is_cold in zip(consumed, cold) if is_cold],
                                                config.auc_negatives, rng)
-        trainer.learn(batch)
-        for user, item, key in zip(users, items, keys.tolist()):
-            state.add(user, item, key)
+        learner.trainer.learn(batch)
+        learner.remember(rows, keys)
+        for key in keys.tolist():
             seen_counts[key] += 1
         if candidates is not None:
             candidates.observe(pa.table({TS: rows.column(TS), USER: rows.column(USER), ITEM: rows.column(ITEM)}))
@@ -152,32 +133,6 @@ def replay_retrieval(table: pa.Table, fields: Sequence[Field], content: ItemCont
     if baseline:
         result["popular_cooc"] = tallies["popular_cooc"].summary()
     return result
-
-
-class _UserState:
-    """Per user: the last `history` items (raw ids, oldest first) and every item interacted with (hashed)."""
-
-    def __init__(self, history: int) -> None:
-        self.recent: dict[object, deque] = defaultdict(lambda: deque(maxlen=max(history, 1)))
-        self.consumed: dict[object, set[int]] = defaultdict(set)
-
-    def add(self, user: object, item: object, key: int) -> None:
-        self.recent[user].append(item)
-        self.consumed[user].add(key)
-
-
-def _batch(rows: pa.Table, pipeline: FeaturePipeline, model: TwoTower, content: ItemContent | None,
-           state: _UserState, users: list):
-    """The rows' `Batch`: the user's history as of the batch's start, the items' content as dense columns."""
-    from dataclasses import replace
-
-    if model.config.history_field:
-        lists = [list(state.recent[u]) if u in state.recent else [] for u in users]
-        rows = rows.append_column(HISTORY, pa.array(lists, pa.list_(rows.column(ITEM).type)))
-    batch = pipeline.build(EventChunk(rows, np.arange(rows.num_rows), "retrieval"))
-    dense = (torch.from_numpy(content.vectors(rows.column(ITEM).combine_chunks())) if content is not None
-             else torch.zeros(len(batch), 0))
-    return replace(batch, dense=dense, dense_keys=model.dense_keys)
 
 
 def _score_retrieval(index: ItemIndex, queries: np.ndarray, keys: np.ndarray, consumed: list[set[int]], k: int,

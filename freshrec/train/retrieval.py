@@ -27,14 +27,23 @@ sampled catalogue items its negatives (a row's own item elsewhere in the candida
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections import defaultdict, deque
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
+import pyarrow as pa
 import torch
 from torch.nn import functional
 
 from freshrec.batch import Batch
-from freshrec.models.two_tower import TwoTower
+from freshrec.events.event import ITEM, USER, EventChunk, Field, FieldKind
+from freshrec.features import FeaturePipeline, FeatureSpec
+from freshrec.features.content import ItemContent
+from freshrec.models.two_tower import TwoTower, TwoTowerConfig
+
+HISTORY = "history"
+"""The field of a user's recent items (a list of item ids, on the item table)."""
 
 
 @dataclass(frozen=True)
@@ -175,3 +184,69 @@ class RetrievalTrainer:
         frequency) plus among the uniform samples."""
         uniform = min(self.config.negatives, len(self.catalogue)) / max(len(self.catalogue), 1)
         return np.log(self.frequency.probability(candidates) + uniform + 1e-6).astype(np.float32)
+
+
+def retrieval_specs(fields: Sequence[Field], content: ItemContent | None, history: bool) -> list[FeatureSpec]:
+    """A two-tower's inputs for a stream of `fields`: the user-owned fields, the item id, the user's history
+    (the `history` field, on the item table) and the content columns."""
+    specs = [FeatureSpec(f.name, f.kind) for f in fields if f.owner == "user"]
+    specs.append(FeatureSpec(ITEM, FieldKind.CATEGORICAL))
+    if history:
+        specs.append(FeatureSpec(HISTORY, FieldKind.MULTI_CATEGORICAL, table=ITEM, missing="drop"))
+    return specs + (content.specs() if content is not None else [])
+
+
+class RetrievalLearner:
+    """A `TwoTower` learning a stream of interactions, each row a positive: rows become batches with the user's
+    recent items as of the batch (`history` of them, oldest first) and the items' content, are learned by a
+    `RetrievalTrainer`, then remembered (the users' histories and consumed items, as hashed ids).
+
+    >>> from freshrec.events.simulator import Simulator, SimulatorConfig
+    >>> source = Simulator(SimulatorConfig(total_events=600, batch_size=600, n_users=20, n_items=30))
+    >>> learner = RetrievalLearner.build(source.fields, history=5, model=TwoTowerConfig(dim=8, out_dim=8))
+    >>> steps = learner.learn(next(iter(source)).table, batch_size=200)
+    >>> len(steps), len(learner.trainer.catalogue) <= 30, learner.model.user_keys[-1]
+    (3, True, 'history')
+    """
+
+    def __init__(self, model: TwoTower, content: ItemContent | None = None, history: int = 20,
+                 training: RetrievalConfig | None = None) -> None:
+        self.model, self.content, self.history = model, content, history
+        self.pipeline = FeaturePipeline([s for s in model.specs if s.is_sparse])
+        self.trainer = RetrievalTrainer(model, Catalogue(model.content_dim), training)
+        self.recent: dict[object, deque] = defaultdict(lambda: deque(maxlen=max(history, 1)))
+        self.consumed: dict[object, set[int]] = defaultdict(set)
+
+    @classmethod
+    def build(cls, fields: Sequence[Field], content: ItemContent | None = None, history: int = 20,
+              model: TwoTowerConfig | None = None, training: RetrievalConfig | None = None) -> RetrievalLearner:
+        """A learner of a new two-tower over the stream's `fields` (and `content`)."""
+        config = replace(model or TwoTowerConfig(), history_field=HISTORY if history else "")
+        return cls(TwoTower(retrieval_specs(fields, content, history > 0), config), content, history, training)
+
+    def batch(self, rows: pa.Table) -> Batch:
+        """The rows' batch: the user's history as of now, the items' content as dense columns."""
+        if self.model.config.history_field:
+            users = rows.column(USER).to_pylist()
+            lists = [list(self.recent[u]) if u in self.recent else [] for u in users]
+            rows = rows.append_column(HISTORY, pa.array(lists, pa.list_(rows.column(ITEM).type)))
+        batch = self.pipeline.build(EventChunk(rows, np.arange(rows.num_rows), "retrieval"))
+        dense = (torch.from_numpy(self.content.vectors(rows.column(ITEM).combine_chunks()))
+                 if self.content is not None else torch.zeros(len(batch), 0))
+        return replace(batch, dense=dense, dense_keys=self.model.dense_keys)
+
+    def remember(self, rows: pa.Table, keys: np.ndarray) -> None:
+        """Note the rows' interactions (`keys`: their items' hashed ids) in the users' histories."""
+        for user, item, key in zip(rows.column(USER).to_pylist(), rows.column(ITEM).to_pylist(), keys.tolist()):
+            self.recent[user].append(item)
+            self.consumed[user].add(key)
+
+    def learn(self, rows: pa.Table, batch_size: int = 256) -> list[dict]:
+        """Learn the rows in batches of `batch_size`, each remembered once learned; the steps."""
+        steps = []
+        for start in range(0, rows.num_rows, batch_size):
+            part = rows.slice(start, batch_size)
+            batch = self.batch(part)
+            steps.append(self.trainer.learn(batch))
+            self.remember(part, batch.sparse[ITEM].values.numpy())
+        return steps
