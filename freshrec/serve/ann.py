@@ -155,23 +155,46 @@ class ItemIndex:
         """Upsert items (keys [n], vectors [n, dim]): a known key's vector is replaced, a new key is added, the last
         vector wins for a key given twice. Returns the new version's number (the current one when `keys` is empty).
         The update that brings an "ivf" index to `train_after` items trains it (seconds, for thousands of lists)."""
-        keys, vectors = _keys(keys), _rows(vectors, self.dim, "vectors")
-        if len(keys) != len(vectors):
-            raise ValueError(f"{len(keys)} keys for {len(vectors)} vectors")
-        if not np.isfinite(vectors).all():
-            raise ValueError("vectors must be finite (found NaN or inf)")
-        last = len(keys) - 1 - np.unique(keys[::-1], return_index=True)[1]
-        keys, vectors = keys[last], vectors[last]
+        keys, vectors = self._checked(keys, vectors)
         with self._writer:
             if not len(keys):
                 return self._current.number
             index = faiss.clone_index(self._current.index)
             index.remove_ids(keys)   # what IVF's update_vectors does, without its demand that every key be known
             index.add_with_ids(vectors, keys)
-            if self.config.kind == "ivf" and not isinstance(index, faiss.IndexIVF) \
-                    and index.ntotal >= self.config.train_size:
-                index = self._trained(index)
-            return self._publish(index)
+            return self._publish(self._maybe_trained(index))
+
+    def replace(self, keys: np.ndarray, vectors: np.ndarray) -> int:
+        """Publish a version holding exactly these items (keys [n], vectors [n, dim]; the last vector wins for a
+        key given twice), built afresh rather than by changing a copy: cheaper when most vectors change (a new
+        model version). A trained IVF keeps its lists. Returns the new version's number."""
+        keys, vectors = self._checked(keys, vectors)
+        with self._writer:
+            current = self._current.index
+            if isinstance(current, faiss.IndexIVF):
+                index = faiss.clone_index(current)
+                index.reset()
+            else:
+                index = faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))
+            index.add_with_ids(vectors, keys)
+            return self._publish(self._maybe_trained(index))
+
+    def _checked(self, keys: np.ndarray, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Validated keys and vectors, the last vector of a key given twice."""
+        keys, vectors = _keys(keys), _rows(vectors, self.dim, "vectors")
+        if len(keys) != len(vectors):
+            raise ValueError(f"{len(keys)} keys for {len(vectors)} vectors")
+        if not np.isfinite(vectors).all():
+            raise ValueError("vectors must be finite (found NaN or inf)")
+        last = len(keys) - 1 - np.unique(keys[::-1], return_index=True)[1]
+        return keys[last], vectors[last]
+
+    def _maybe_trained(self, index: faiss.Index) -> faiss.Index:
+        """An "ivf" index's flat stand-in, once it holds `train_after` items, as a trained IVF."""
+        if self.config.kind == "ivf" and not isinstance(index, faiss.IndexIVF) \
+                and index.ntotal >= self.config.train_size:
+            return self._trained(index)
+        return index
 
     def remove(self, keys: np.ndarray) -> int:
         """Remove items by key (unknown keys are ignored). Returns the new version's number (the current one when

@@ -144,6 +144,8 @@ class CandidateIndex:
         self.item_columns = frozenset(item_columns)  # extra columns describing the item; others the user
         self._items: list[Hashable] = []                     # item code -> item
         self._item_codes: dict[Hashable, int] = {}
+        self._interacted: set[Hashable] = set()              # every item interacted with
+        self._interacted_order: list[Hashable] = []          # the same, in order of first sight
         self._recent: OrderedDict[Hashable, int] = OrderedDict()   # user -> code, least recently active first
         self._free_users: list[int] = []
         self._clock = np.array([np.nan, 0.0])
@@ -199,6 +201,9 @@ class CandidateIndex:
             seen[item] = None               # dicts keep insertion order: the oldest come first
             if len(seen) > limit:
                 del seen[next(iter(seen))]
+            if item not in self._interacted:
+                self._interacted.add(item)
+                self._interacted_order.append(item)
             if not positive[row]:
                 continue
             code = self._item_codes.get(item)
@@ -246,9 +251,10 @@ class CandidateIndex:
                     else:
                         known[column] = value
 
-    def items(self) -> list[Hashable]:
-        """Every item interacted with so far, in order of first sight."""
-        return list(self._items)
+    def items(self, start: int = 0) -> list[Hashable]:
+        """The items interacted with (positively or not), in order of first sight, from the `start`-th on (a
+        reader that took n of them asks for `items(n)`: what came since)."""
+        return self._interacted_order[start:]
 
     def consumed(self, user: Hashable) -> list[Hashable]:
         """The items `user` interacted with (the last `consumed` of them)."""

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Hashable
 
 import numpy as np
@@ -52,8 +53,8 @@ from freshrec.serve.service import ModelService, canonical_id
 __all__ = ["Retriever"]
 log = logging.getLogger(__name__)
 
-CHUNK = 8192
-"""Items whose vectors one forward of the item tower computes."""
+CHUNK = 4096
+"""Items whose vectors one forward of the item tower computes (the refresh yields to requests between them)."""
 
 
 class Retriever:
@@ -69,6 +70,9 @@ class Retriever:
         self.indexed_version: int | None = None
         self._keys: dict[str, int] = {}        # item (live form) -> its hashed id, the index's key
         self._items: dict[int, str] = {}       # and back
+        self._key_array = np.zeros(0, np.int64)        # the keys in order of arrival (the index's items)
+        self._content = np.zeros((0, content.dim if content is not None else 0), np.float32)   # their content
+        self._taken: tuple[CandidateIndex | None, int] = (None, 0)  # a candidate index, how many of its items taken
         self._refresh = threading.Lock()
 
     def sync(self) -> int | None:
@@ -92,21 +96,41 @@ class Retriever:
 
     def refresh(self) -> int | None:
         """Index every known item's vector anew when the model's version changed, else only the items new since
-        the last refresh; returns the indexed model version (None before a model)."""
+        the last refresh; returns the indexed model version (None before a model). Only the items new to it cost
+        Python; the others are arrays."""
         with self._refresh, self.models.switcher.lease() as replica:
             if replica is None:
                 return None
-            known = [str(item) for item in self.seen.items()]
-            if self.content is not None:
-                known += [str(item) for item in self.content.ids.to_pylist()]
-            new = [item for item in dict.fromkeys(known) if item not in self._keys]
-            self._hash(replica, new)
-            changed = replica.version != self.indexed_version
-            items = list(self._keys) if changed else new
-            if items:
-                self._index(replica, items)
+            added = self._add(replica, self._new_items())
+            if replica.version != self.indexed_version:
+                self._index(replica, np.arange(len(self._key_array)), replace=True)
+            elif added:
+                self._index(replica, np.arange(len(self._key_array) - added, len(self._key_array)), replace=False)
             self.indexed_version = replica.version
             return self.indexed_version
+
+    def _new_items(self) -> list[str]:
+        """The items (live form) the candidate index and the content list have that this retriever lacks."""
+        seen = self.seen
+        start = self._taken[1] if self._taken[0] is seen else 0   # a new index (a full snapshot): all again
+        fresh = seen.items(start)
+        self._taken = (seen, start + len(fresh))
+        if not self._keys and self.content is not None:
+            fresh = self.content.ids.to_pylist() + fresh
+        return [item for item in dict.fromkeys(map(str, fresh)) if item not in self._keys]
+
+    def _add(self, replica: Replica, items: list[str]) -> int:
+        """Hash and append `items` (with their content rows); returns how many."""
+        if not items:
+            return 0
+        _, keys = replica.featurizer.ids(ITEM, items)
+        for item, key in zip(items, keys.tolist()):
+            self._keys[item] = key
+            self._items[key] = item
+        self._key_array = np.concatenate([self._key_array, keys.astype(np.int64)])
+        if self.content is not None:
+            self._content = np.concatenate([self._content, self.content.vectors(pa.array(items))])
+        return len(items)
 
     def describe(self) -> dict:
         """What GET /model says of retrieval: the indexed model version, the index's version and items."""
@@ -138,25 +162,20 @@ class Retriever:
         with torch.no_grad():
             return model.towers(replica.featurizer.build(rows))[0][0].numpy()
 
-    def _hash(self, replica: Replica, items: list[str]) -> None:
-        if items:
-            _, keys = replica.featurizer.ids(ITEM, items)
-            for item, key in zip(items, keys.tolist()):
-                self._keys[item] = key
-                self._items[key] = item
-
-    def _index(self, replica: Replica, items: list[str]) -> None:
+    def _index(self, replica: Replica, rows: np.ndarray, replace: bool) -> None:
+        """The vectors of the items at `rows` into the index: all of them as a new version (`replace`), or added."""
         model: TwoTower = replica.model
-        keys = np.array([self._keys[item] for item in items], np.int64)
-        vectors = np.empty((len(items), model.out_dim), np.float32)
+        keys = self._key_array[rows]
+        vectors = np.empty((len(rows), model.out_dim), np.float32)
         with torch.no_grad():
-            for start in range(0, len(items), CHUNK):
-                part = items[start: start + CHUNK]
-                content = None
-                if self.content is not None and model.content_dim:
-                    content = torch.from_numpy(self.content.vectors(pa.array(part)))
-                vectors[start: start + len(part)] = model.item_vectors(keys[start: start + len(part)],
-                                                                       content).numpy()
+            for start in range(0, len(rows), CHUNK):
+                part = rows[start: start + CHUNK]
+                content = torch.from_numpy(self._content[part]) if self.content is not None else None
+                vectors[start: start + len(part)] = model.item_vectors(self._key_array[part], content).numpy()
+                time.sleep(0)   # let request threads in between chunks
         if self.index is None:
             self.index = ItemIndex(model.out_dim, self.index_config)
-        self.index.update(keys, vectors)
+        if replace:
+            self.index.replace(keys, vectors)
+        else:
+            self.index.update(keys, vectors)

@@ -366,11 +366,12 @@ class ModelService:
 
     def recommend(self, user: str | int, context: dict, k: int, candidates: int = 200,
                   arm: str | None = None) -> Scored:
-        """The top `k` for `user` (ids as `canonical_id` gives them) of the `candidates` items the retriever
-        (where there is one) and the `candidates` of the candidate index (popularity, co-occurrence), merged."""
+        """The top `k` for `user` (ids as `canonical_id` gives them) of `candidates` items: with a retriever, half
+        its nearest items, the rest from the candidate index (co-occurrence, popularity); else all from the index."""
         items = [canonical_id(item) for item in self.candidates.candidates(str(user), candidates)]
         if self.retriever is not None:
-            items = list(dict.fromkeys(self.retriever.candidates(user, candidates) + items))
+            retrieved = self.retriever.candidates(user, (candidates + 1) // 2)
+            items = list(dict.fromkeys(retrieved + items))[:candidates]
         scored = self.score(user, context, [(item, {}) for item in items], arm)
         ranked = sorted(zip(scored.scores, items), key=lambda pair: -pair[0])[:k]
         top, cold = [item for _, item in ranked], set(scored.cold_items)

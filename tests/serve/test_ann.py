@@ -218,3 +218,17 @@ def test_bad_inputs_raise_clear_errors() -> None:
         IndexConfig(kind="ivf", nlist=64, train_after=10)
     with pytest.raises(ValueError, match="dim must be >= 1"):
         ItemIndex(0)
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf"])
+def test_replace_publishes_exactly_the_items_given(kind):
+    rng = np.random.default_rng(3)
+    config = IndexConfig(kind=kind, nlist=4, nprobe=4, train_after=40)
+    index = ItemIndex(8, config)
+    index.update(np.arange(1, 101), rng.normal(size=(100, 8)).astype(np.float32))
+    moved = rng.normal(size=(50, 8)).astype(np.float32)
+    version = index.replace(np.arange(51, 101), moved)
+    assert version == 2 and len(index) == 50
+    keys, _ = index.search(moved[:5], 1)
+    assert keys[:, 0].tolist() == list(range(51, 56))            # each moved item is nearest its new vector
+    assert not set(index.search(moved, 50)[0].ravel().tolist()) & set(range(1, 51))
