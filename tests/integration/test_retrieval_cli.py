@@ -23,10 +23,10 @@ def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
 
 def test_the_readme_command_compares_the_retrievers(tmp_path: Path) -> None:
     need_real_data("movielens-100k")
-    done = _run([*readme_block_commands(README)[0], "--limit", "5000"], tmp_path)
+    done = _run([*readme_block_commands(README)[0], "--limit", "3000"], tmp_path)
     assert done.returncode == 0, done.stderr
     figures = json.loads(done.stdout.strip().splitlines()[-1])
-    assert figures["events"] == 5000 and figures["k"] == 50 and figures["content_dim"] == 384
+    assert figures["events"] == 3000 and figures["k"] == 50 and figures["content_dim"] == 384
     for name in ("two_tower_ids", "two_tower_content", "popular_cooc"):
         assert 0 < figures[name]["recall"] <= 1
     assert 0 < figures["cold_auc_content"] < 1 and 0 < figures["cold_auc_ids"] < 1

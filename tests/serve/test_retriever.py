@@ -64,18 +64,11 @@ def test_candidates_leave_out_what_the_user_had_and_feed_recommend(trained, tmp_
 
 
 def test_an_item_with_content_is_retrievable_before_its_first_interaction(trained, tmp_path):
-    fields = trained.publisher.fields
     seen = sorted({str(i) for chunk in trained.chunks[:3] for i in chunk.column("item_id").to_pylist()})
     items = pa.table({"item_id": pa.array([int(i) for i in seen] + [10**9], pa.int64()),
                       "text": [f"item {i}" for i in seen] + ["item 1000000000"]})
     content = ItemContent.build(items, ContentCache(tmp_path / "cache", Digits()))
-    two = TwoTowerTrainer(tmp_path / "retrieval", fields, content)
-    for chunk in trained.chunks[:3]:
-        trained.learn(chunk)
-        two.learn(chunk)
-    ranking = ModelService(trained.registry)
-    ranking.sync()
-    ranking.retriever = Retriever(ModelService(two.registry), ranking, content)
+    ranking, _ = _served(trained, tmp_path, content)
     ranking.retriever.sync()
     assert len(ranking.retriever.index) == len(seen) + 1
     assert 10**9 in ranking.retriever.candidates("a new user", len(seen) + 1)
