@@ -48,8 +48,8 @@ run: venv
 # the rest, their output shown after it; the target fails if either run fails.
 test: setup
 	@soak=$$(mktemp -d); \
-	$(BIN)/python -m pytest -q -m "soak or beside" --basetemp=$$soak/tmp >$$soak/log 2>&1 & soaking=$$!; \
-	$(BIN)/python -m pytest -q -m "not soak and not beside"; rest=$$?; \
+	$(BIN)/python -m pytest -q --durations=10 -m "soak or beside" --basetemp=$$soak/tmp >$$soak/log 2>&1 & soaking=$$!; \
+	$(BIN)/python -m pytest -q --durations=20 -m "not soak and not beside"; rest=$$?; \
 	wait $$soaking; soaked=$$?; echo "--- the soak and beside tests:"; cat $$soak/log; rm -rf $$soak; \
 	test $$rest -eq 0 -a $$soaked -eq 0
 

@@ -19,7 +19,7 @@ import httpx
 import pytest
 from conftest import free_port, readme_block_commands, wait_until
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.beside]   # a browser and a server, waited on
 CHARTS = ("events", "quality", "freshness", "age", "version", "requests", "latency", "dead", "rows", "evictions",
           "fusion", "arm-ctr", "arm-latency", "arm-cost")
 REPO = Path(__file__).resolve().parents[2]

@@ -15,7 +15,7 @@ from freshrec.models import ModelConfig
 from freshrec.train import Unit
 from freshrec.train.offline import OfflineConfig
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.beside]   # a browser, waited on
 
 
 IMAGES = ("img", "images => images.map(i => [i.id, i.complete, i.naturalWidth, i.naturalHeight])")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import need_real_data, readme_block_commands
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.beside]   # CLI processes, waited on
 FRESHREC = [sys.executable, "-m", "freshrec.cli"]
 README = "Retrieval and item content: `freshrec evaluate retrieval`"
 
