@@ -194,13 +194,15 @@ def evaluate_retrieval(
 ) -> None:
     """The online two-tower's recall@k and NDCG@k against popularity + co-occurrence, and its cold-start
     AUC on items' first 20 interactions with and without content features, all prequential."""
+    from freshrec.automl.stream import read_stream
     from freshrec.cli.output import emit
     from freshrec.engine.build import resolve_data
     from freshrec.evaluate.retrieval import RetrievalEvalConfig, replay_retrieval
 
     settings, found = resolve_data(build_config(None, overrides or {}))
     started = time.perf_counter()
-    table, fields = _interactions(settings)
+    stream = read_stream(None, settings)
+    table, fields = stream.table, stream.fields
     config = RetrievalEvalConfig(k=k, warmup=warmup)
     ids = replay_retrieval(table, fields, None, config)
     summary = {"format": settings.source.format, "note": found or None, "events": ids["events"], "k": k,
@@ -217,21 +219,6 @@ def evaluate_retrieval(
         typer.echo(orjson.dumps(summary).decode())
     else:
         emit({key: value for key, value in summary.items() if value is not None}, False, "retrieval")
-
-
-def _interactions(settings: FreshrecConfig):
-    """(the stream as one time-ordered table, its fields)."""
-    import pyarrow as pa
-
-    from freshrec.engine.build import open_stream
-    from freshrec.events.deadletter import MemoryDeadLetters
-
-    letters = MemoryDeadLetters()
-    source = open_stream(settings, letters, READ_ROWS)
-    chunks = [chunk.table for chunk in source if len(chunk)]
-    if not chunks:
-        raise RuntimeError(f"the stream is empty ({letters.total:,} records rejected)")
-    return pa.concat_tables(chunks, promote_options="default"), source.fields
 
 
 def _item_content(settings: FreshrecConfig, items: Path | None, text_columns: tuple[str, ...],

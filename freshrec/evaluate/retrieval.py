@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -90,7 +89,7 @@ def replay_retrieval(table: pa.Table, fields: Sequence[Field], content: ItemCont
     learner = RetrievalLearner.build(fields, content, config.history, config.model, config.training)
     model, catalogue = learner.model, learner.trainer.catalogue
     index = ItemIndex(model.out_dim)
-    seen_counts: dict[int, int] = defaultdict(int)
+    counts = np.zeros(0, np.int64)   # interactions so far per catalogue position
     candidates = CandidateIndex() if baseline else None
     tallies = {"two_tower": _Tally(), "popular_cooc": _Tally()}
     cold_scores: dict[str, list[float]] = {"cold_auc": [], "cold_auc_among_cold": []}
@@ -109,23 +108,23 @@ def replay_retrieval(table: pa.Table, fields: Sequence[Field], content: ItemCont
             for user, item in zip(users, rows.column(ITEM).to_pylist()):
                 ranked = candidates.candidates(str(user), config.k)
                 tallies["popular_cooc"].add(ranked.index(str(item)) if str(item) in ranked else None)
-        cold = np.array([seen_counts[k] < config.cold_events for k in keys.tolist()])
-        cold &= start >= config.warmup
+        before = np.append(counts, 0)[catalogue.positions(keys)]   # position -1 (a new item): the 0 appended
+        cold = (before < config.cold_events) & (start >= config.warmup)
         if cold.any() and len(catalogue):
-            still_cold = np.flatnonzero([seen_counts[k] < config.cold_events for k in catalogue.keys.tolist()])
+            still_cold = np.flatnonzero(counts < config.cold_events)
             for name, pool in (("cold_auc", np.arange(len(catalogue))), ("cold_auc_among_cold", still_cold)):
                 cold_scores[name] += _cold_auc(model, catalogue, pool, queries[cold], keys[cold], batch.dense[cold],
                                                [c for c, is_cold in zip(consumed, cold) if is_cold],
                                                config.auc_negatives, rng)
         learner.trainer.learn(batch)
         learner.remember(rows, keys)
-        for key in keys.tolist():
-            seen_counts[key] += 1
+        counts = np.concatenate([counts, np.zeros(len(catalogue) - len(counts), np.int64)])
+        np.add.at(counts, catalogue.positions(keys), 1)
         if candidates is not None:
             candidates.observe(pa.table({TS: rows.column(TS), USER: rows.column(USER), ITEM: rows.column(ITEM)}))
         with torch.no_grad():
-            index.update(catalogue.keys, model.item_vectors(catalogue.keys, torch.from_numpy(catalogue.content))
-                         .numpy())
+            index.replace(catalogue.keys, model.item_vectors(catalogue.keys, torch.from_numpy(catalogue.content))
+                          .numpy())
     result = {"events": table.num_rows, "two_tower": tallies["two_tower"].summary(),
               **{name: float(np.mean(scores)) if scores else None for name, scores in cold_scores.items()},
               "cold_events": len(cold_scores["cold_auc"]),

@@ -128,9 +128,14 @@ class Catalogue:
         self.content = np.concatenate([self.content, vectors])
         return added
 
+    def positions(self, keys: np.ndarray) -> np.ndarray:
+        """Each key's position (its row of `keys` and `content`), -1 for an unknown key."""
+        return np.fromiter((self._position.get(k, -1) for k in np.asarray(keys, np.int64).tolist()), np.int64,
+                           len(keys))
+
     def content_of(self, keys: np.ndarray) -> np.ndarray:
         """The content rows of known `keys`."""
-        return self.content[[self._position[k] for k in np.asarray(keys, np.int64).tolist()]]
+        return self.content[self.positions(keys)]
 
 
 class RetrievalTrainer:
@@ -156,10 +161,11 @@ class RetrievalTrainer:
         self.frequency.update(items, self.steps)
         model.train()
         users, positives = model.towers(batch, train=True)
-        sampled = self._negatives()
+        rows = self._negatives()
+        sampled = self.catalogue.keys[rows]
         candidates = np.concatenate([items, sampled])
-        vectors = positives if not len(sampled) else torch.cat([positives, model.item_vectors(
-            sampled, torch.from_numpy(self.catalogue.content_of(sampled)))])
+        vectors = positives if not len(rows) else torch.cat([positives, model.item_vectors(
+            sampled, torch.from_numpy(self.catalogue.content[rows]))])
         logits = users @ vectors.T / model.config.temperature
         if self.config.correct_bias:
             logits = logits - torch.from_numpy(self._log_expected(candidates)).to(logits.dtype)
@@ -174,10 +180,9 @@ class RetrievalTrainer:
         return {"rows": len(items), "loss": float(value.detach()), "negatives": len(candidates) - 1}
 
     def _negatives(self) -> np.ndarray:
+        """Catalogue positions of this step's uniform negatives."""
         count = min(self.config.negatives, len(self.catalogue))
-        if not count:
-            return np.zeros(0, np.int64)
-        return self.catalogue.keys[self.rng.integers(0, len(self.catalogue), count)]
+        return self.rng.integers(0, len(self.catalogue), count) if count else np.zeros(0, np.int64)
 
     def _log_expected(self, candidates: np.ndarray) -> np.ndarray:
         """log of each candidate's expected count among a step's candidates: in the batch (the streaming
