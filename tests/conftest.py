@@ -87,11 +87,11 @@ class Trained:
 class TwoTowerTrainer:
     """A two-tower learning the chunks a ranking model learns (`Trained`), publishing to its own registry."""
 
-    def __init__(self, root, fields, content=None) -> None:
+    def __init__(self, root, fields, content=None, history: int = 0) -> None:
         from freshrec.models.two_tower import TwoTowerConfig
         from freshrec.train.retrieval import RetrievalConfig, RetrievalLearner
 
-        self.learner = RetrievalLearner.build(fields, content, history=0, model=TwoTowerConfig(dim=8, out_dim=8),
+        self.learner = RetrievalLearner.build(fields, content, history, model=TwoTowerConfig(dim=8, out_dim=8),
                                               training=RetrievalConfig(negatives=16))
         self.registry = ModelRegistry(root)
         self.publisher = Publisher(self.registry, self.learner.model, fields,

@@ -139,6 +139,8 @@ ENGINE = (
     Flag("--checkpoint-events", "training.checkpoint_events", int, "Events between checkpoints."),
     Flag("--workers", "training.workers", int, "Training processes (torchrun): tables sharded over them."),
     Flag("--serve/--no-serve", "serve.enabled", bool, "Serve the model over HTTP while it learns."),
+    Flag("--retrieval/--no-retrieval", "retrieval.enabled", bool, "Also learn a two-tower retrieval model: "
+         "/recommend retrieves half of its candidates with it (see the retrieval section)."),
 )
 AUTOSCALE = (
     Flag("--metric", "autoscale.metric", str, "lag, lag_seconds, gpu_util, cpu_util, freshness, events_per_s or "

@@ -30,6 +30,7 @@ from freshrec.config.sections import (
     JoinSection,
     LogSection,
     ModelSection,
+    RetrievalSection,
     ServeSection,
     SourceSection,
     SyncSection,
@@ -51,6 +52,8 @@ class FreshrecConfig(Section):
     training: TrainingSection = Field(default_factory=TrainingSection, description="Online and offline training")
     sync: SyncSection = Field(default_factory=SyncSection, description="Publishing the trained model to the servers")
     serve: ServeSection = Field(default_factory=ServeSection, description="The HTTP server")
+    retrieval: RetrievalSection = Field(default_factory=RetrievalSection,
+                                        description="A two-tower retrieval model learned beside it (off by default)")
     experiment: ExperimentSection = Field(default_factory=ExperimentSection,
                                           description="Live A/B arms in the server (none by default)")
     fusion: FusionSection = Field(default_factory=FusionSection, description="Blending online and offline predictions")
@@ -99,4 +102,6 @@ class FreshrecConfig(Section):
             lines.append("join.window: a worker group does not join impressions yet")
         if self.sync.share is not None:
             lines.append("sync.share: a worker group does not share its tables in memory yet")
+        if self.retrieval.enabled:
+            lines.append("retrieval.enabled: a worker group does not learn a two-tower yet")
         return lines

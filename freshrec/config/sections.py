@@ -22,7 +22,8 @@ from freshrec.config.section import Section
 __all__ = ["FORMATS", "METRICS", "MODEL_NAMES", "OPTIMIZERS", "AlertsSection", "ArmSection", "AutoscaleSection",
            "ColumnsSection", "DeviceClass", "DevicesSection", "EmbeddingSection", "ExperimentSection",
            "FeatureOverride", "FeaturesSection", "FusionSection", "GpuSection", "JoinSection", "KafkaSection",
-           "LogSection", "ModelSection", "Section", "ServeSection", "SourceSection", "SyncSection", "TrainingSection"]
+           "LogSection", "ModelSection", "RetrievalSection", "Section", "ServeSection", "SourceSection", "SyncSection",
+           "TrainingSection"]
 
 FORMATS = ("criteo", "avazu", "movielens-100k", "open-bandit", "csv", "parquet", "simulator")
 MODEL_NAMES = ("lr", "fm", "deepfm", "dcn")
@@ -220,6 +221,35 @@ class ServeSection(Section):
         if not token:
             raise ValueError(f"serve.events_token_env: ${self.events_token_env} is unset or empty")
         return token
+
+
+class RetrievalSection(Section):
+    """The two-tower retrieval model `freshrec run` learns beside the ranking model: /recommend's learned
+    candidates."""
+
+    enabled: bool = Field(False, description=(
+        "freshrec run: also learn a two-tower retrieval model from the stream's interactions, publish it to "
+        "<state>/retrieval-registry and retrieve /recommend's candidates with it"))
+    positives: Literal["all", "labelled"] = Field("all", description=(
+        "The rows that are interactions: all (ratings, views, purchases) or labelled (the rows with a positive "
+        "label: the clicks of an impression stream)"))
+    history: int = Field(20, ge=0, description="The user's recent items the user tower pools (0: none)")
+    dim: int = Field(16, ge=1, description="Width of the id rows")
+    out_dim: int = Field(32, ge=1, description="Width of both towers' outputs (the ANN index's vectors)")
+    hidden: tuple[int, ...] = Field((64,), description="Hidden layer widths of each tower ([]: linear)")
+    temperature: float = Field(0.05, gt=0, description="Scores are the towers' unit vectors' inner product over this")
+    id_dropout: float = Field(0.0, ge=0, lt=1, description=(
+        "Share of training rows whose item id row is zeroed, so that the item tower learns to place items from "
+        "their content alone (DropoutNet)"))
+    negatives: int = Field(256, ge=0, description="Catalogue items sampled per step beside the in-batch negatives")
+    lr: float = Field(0.05, gt=0, description="Learning rate of the towers' dense weights (Adagrad)")
+    batch_size: int = Field(256, ge=1, description="Interactions per training step (and in-batch negatives)")
+    content: bool = Field(True, description=(
+        "Feed the items' text, embedded by all-MiniLM-L6-v2, to the item tower (false: ids alone)"))
+    items: Path | None = Field(None, description=(
+        "CSV or Parquet of item_id and text columns: the items' text (null: titles and genres for "
+        "movielens-100k, ids alone for the other formats)"))
+    text_columns: tuple[str, ...] = Field(("text",), min_length=1, description="items: the text columns, joined")
 
 
 class ArmSection(Section):

@@ -129,7 +129,7 @@ class CountAdmission:
         return self.sketch.estimate(ids) >= self.admit_after
 
     def state_dict(self) -> dict[str, np.ndarray]:
-        return {"sketch": self.sketch.counters}
+        return {"sketch": self.sketch.counters.copy()}
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
         self.sketch.counters = state["sketch"].copy()

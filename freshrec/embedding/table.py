@@ -466,7 +466,7 @@ class DynamicEmbedding:
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """Everything needed to continue exactly: the live rows with their state and bookkeeping,
-        the admission sketch, the initializer's generator and the counters."""
+        the admission sketch, the initializer's generator and the counters (copies: the table may go on)."""
         s = self._s
         rows = np.flatnonzero(s.book.ids[: s.storage.high])
         export = self._export(rows)
@@ -476,7 +476,7 @@ class DynamicEmbedding:
 
     def resume_state(self) -> dict[str, np.ndarray]:
         """What `state_dict` holds beside the rows: the admission sketch, the initializer's generator
-        and the counters. A table at a delta's `since`, given the delta and this, continues exactly
+        and the counters (copies). A table at a delta's `since`, given the delta and this, continues exactly
         (incremental checkpoints)."""
         s = self._s
         admission = s.admission.state_dict() if s.admission else {}

@@ -31,24 +31,29 @@ from freshrec.config import (
     with_overrides,
 )
 from freshrec.engine.dataflow import EngineConfig
+from freshrec.engine.retrieval import RetrievalStage
 from freshrec.engine.sync import SyncConfig
 from freshrec.events.datasets import ColumnMapping, open_source
 from freshrec.events.datasets.fetch import FetchError, fetch_movielens
+from freshrec.events.datasets.movielens import movielens_items
 from freshrec.events.deadletter import DeadLetterSink
 from freshrec.events.event import Field
 from freshrec.events.simulator import SimulatorConfig
 from freshrec.events.source import LimitedSource, PacedSource, Source
 from freshrec.features import FeatureSpec, default_specs
+from freshrec.features.content import ItemContent, item_content, read_items
 from freshrec.fusion import FusionConfig
 from freshrec.join import JoinConfig
 from freshrec.models import MODELS, ModelConfig
+from freshrec.models.two_tower import TwoTowerConfig
 from freshrec.serve import ServeConfig
 from freshrec.train import TrainerConfig
 from freshrec.train.offline import OfflineConfig
+from freshrec.train.retrieval import RetrievalConfig, RetrievalLearner
 
 __all__ = ["column_mapping", "engine_config", "feature_specs", "fusion_config", "gpu_note", "join_config",
-           "kafka_source", "offline_config", "open_stream", "resolve_data", "serve_config", "simulator_config",
-           "trainer_config", "training_device"]
+           "kafka_source", "offline_config", "open_stream", "resolve_data", "retrieval_content", "retrieval_stage",
+           "serve_config", "simulator_config", "trainer_config", "training_device"]
 
 SIMULATED_EVENTS = 1_000_000
 """Events the simulator makes when `source.limit` is null."""
@@ -273,3 +278,34 @@ def gpu_note(config: FreshrecConfig, available: bool) -> str | None:
     if device != "cpu":
         where += " (one GPU per trainer)"
     return f"gpu: {asked}{where}, {gpu.precision}"
+
+
+def retrieval_content(config: FreshrecConfig) -> ItemContent | None:
+    """The items' content vectors the two-tower of `retrieval.enabled` reads (`retrieval.items`, or MovieLens'
+    titles and genres; None: ids alone), through the content cache (an unchanged item is never encoded twice)."""
+    r = config.retrieval
+    if not (r.enabled and r.content):
+        return None
+    try:
+        if r.items is not None:
+            return item_content(read_items(r.items, r.text_columns))
+        if config.source.format == "movielens-100k" and config.source.data is not None:
+            return item_content(movielens_items(config.source.data))
+    except (OSError, ValueError) as error:
+        raise ConfigError([f"retrieval.items: {error}"]) from None
+    return None
+
+
+def retrieval_stage(config: FreshrecConfig, fields: Sequence[Field],
+                    content: ItemContent | None = None) -> RetrievalStage | None:
+    """The two-tower stage of `retrieval` (None unless `retrieval.enabled`) over a stream of `fields`, its item
+    tower reading `content` (see `retrieval_content`)."""
+    r = config.retrieval
+    if not r.enabled:
+        return None
+    model = TwoTowerConfig(dim=r.dim, out_dim=r.out_dim, hidden=r.hidden, temperature=r.temperature,
+                           id_dropout=r.id_dropout, seed=config.model.seed,
+                           history_positives=r.positives == "labelled")   # what the learner remembers
+    training = RetrievalConfig(negatives=r.negatives, lr=r.lr, seed=config.model.seed)
+    learner = RetrievalLearner.build(fields, content, r.history, model, training)
+    return RetrievalStage(learner, r.positives, r.batch_size)

@@ -48,13 +48,16 @@ _NAME = re.compile(r"^ckpt-(\d{12})$")
 @dataclass
 class Checkpoint:
     """Step `step`: `position` is the source position after the last event whose effect the
-    trainer (and joiner) hold; `meta` is JSON (counters, log sequence, published version)."""
+    trainer (and joiner) hold; `meta` is JSON (counters, log sequence, published version); `parts`:
+    the state of the loop's other stages at the cut, each a function (holding a copy) that writes it
+    into the subfolder of its name (e.g. `retrieval`: the two-tower's learner)."""
 
     step: int
     position: Position
     trainer: OnlineTrainer
     meta: dict[str, Any] = field(default_factory=dict)
     joiner: dict[str, np.ndarray | pa.Table] | None = None
+    parts: dict[str, Callable[[Path], None]] = field(default_factory=dict)
 
     def save(self, directory: Path, since: tuple[int, dict[str, int]] | None = None) -> None:
         """Write it to `directory`; with `since` (a checkpoint's step and table versions), the tables
@@ -76,7 +79,10 @@ class Checkpoint:
         return write
 
     def _save_rest(self, directory: Path) -> None:
-        """The joiner's state (taken by the reader at the cut: already a copy) and the record."""
+        """The other stages' parts, the joiner's state (taken by the reader at the cut: already a copy) and the
+        record."""
+        for name, write in self.parts.items():
+            write(directory / name)
         tables, text = [], {}
         if self.joiner is not None:
             arrays = {k: np.ascontiguousarray(v) for k, v in self.joiner.items()

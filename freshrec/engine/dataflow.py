@@ -24,6 +24,7 @@ micro-batches of `batch_size`), so a restored run meets the same batches as an u
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -36,6 +37,7 @@ from freshrec._durable import WriteBehind
 from freshrec.batch import Batch
 from freshrec.engine.checkpoint import Checkpoint, CheckpointStore
 from freshrec.engine.loop import Cut, Stages, Work, chunk_scores, dead_letter_failures, publish_when_held, run_loop
+from freshrec.engine.retrieval import RetrievalStage
 from freshrec.engine.summary import IngestSummary
 from freshrec.engine.sync import Publisher, SyncConfig
 from freshrec.events.source import Source
@@ -47,7 +49,11 @@ from freshrec.share import SharedArea, ShareWriter
 from freshrec.snapshot import ModelRegistry
 from freshrec.train import OnlineTrainer, TrainerConfig
 
-__all__ = ["DataFlowEngine", "EngineConfig"]
+__all__ = ["RETRIEVAL_REGISTRY", "DataFlowEngine", "EngineConfig"]
+
+RETRIEVAL, RETRIEVAL_REGISTRY = "retrieval", "retrieval-registry"
+"""A checkpoint's part (folder) holding the two-tower's learner; the folder of its registry under the root."""
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -79,7 +85,8 @@ class EngineConfig:
 
 
 class DataFlowEngine:
-    """The whole loop in one process; state under `root`: `log/`, `checkpoints/`, `registry/`.
+    """The whole loop in one process; state under `root`: `log/`, `checkpoints/`, `registry/` (and
+    `retrieval-registry/` with a two-tower: `retrieval`, a `RetrievalStage`).
 
     The constructor builds nothing: `restore()` (or `run()`, which restores first when it was not)
     builds the trainer or loads it from the newest checkpoint, and takes the log's writer lock."""
@@ -108,6 +115,7 @@ class DataFlowEngine:
         self.publisher: Publisher | None = None
         self.share: ShareWriter | None = None   # by run(), with `config.share`
         self.writes: WriteBehind | None = None   # checkpoints and deltas written behind the trainer, in run()
+        self.retrieval: RetrievalStage | None = None   # a two-tower learning every chunk too (set before restore)
 
     def restore(self) -> int | None:
         """Continue from the newest checkpoint, or start afresh with a new trainer (the log emptied:
@@ -124,8 +132,18 @@ class DataFlowEngine:
         self.source.seek(checkpoint.position)
         self.step = checkpoint.step
         self.events, self.logged, self.learned = (int(checkpoint.meta[k]) for k in ("events", "logged", "learned"))
+        if self.retrieval is not None:
+            self._restore_retrieval(self.checkpoints.path(checkpoint.step) / RETRIEVAL)
         self.restored_from = checkpoint.step
         return checkpoint.step
+
+    def _restore_retrieval(self, part: Path) -> None:
+        """The two-tower from the checkpoint's part; one saved by a run without it starts a new one from here."""
+        if part.is_dir():
+            self.retrieval.restore(part)
+        else:
+            log.warning("the checkpoint %s holds no two-tower: a new one learns from step %d on", part.parent,
+                        self.step)
 
     def stages(self) -> Stages:
         """The loop's configuration for this engine."""
@@ -148,6 +166,9 @@ class DataFlowEngine:
             self.publisher.meta_source = self.publish_meta
         if self.config.share is not None:
             self.share = ShareWriter(SharedArea(self.config.share), self.trainer.model, self.learned)
+        if self.retrieval is not None and self.config.publish:
+            self.retrieval.publish_to(ModelRegistry(self.root / RETRIEVAL_REGISTRY), self.source.fields,
+                                      self.config.sync, self.writes)
         stages, summary = self.stages(), IngestSummary()
 
         def after(work: Work, steps: list[dict], held: bool) -> None:
@@ -159,6 +180,8 @@ class DataFlowEngine:
             seconds = run_loop(stages, stop, after, summary).seconds
             if self.publisher is not None:
                 self.publisher.close()
+            if self.retrieval is not None:
+                self.retrieval.close()
         finally:
             self.writes.close()
             if self.share is not None:
@@ -170,7 +193,8 @@ class DataFlowEngine:
                 "learned": self.learned, "checkpoints": self.step, "restored_from": self.restored_from,
                 "retrains": self.retrains, "loop_seconds": seconds,
                 "stage_us_per_row": {k: round(v / rows * 1e6, 3) for k, v in sorted(stages.times.items())},
-                "published": self.publisher.published if self.publisher else None}
+                "published": self.publisher.published if self.publisher else None,
+                "retrieval": self.retrieval.report() if self.retrieval is not None else None}
 
     def _publisher(self) -> Publisher:
         """The publisher of `run`, its deltas written behind the trainer."""
@@ -181,7 +205,7 @@ class DataFlowEngine:
         publish_when_held(self.publisher, self.trainer, held)
 
     def _after(self, work: Work, steps: list[dict], held: bool, stages: Stages) -> None:
-        """After a chunk is learned: dead letters of failed batches, the hybrid hook, publishing
+        """After a chunk is learned: dead letters of failed batches, the hybrid hook, the two-tower, publishing
         (at a held chunk, asking the trainer for one when due), checkpoint, retraining."""
         clock = time.perf_counter
         started = clock()
@@ -192,6 +216,11 @@ class DataFlowEngine:
             self.learned += len(work.examples)
             if self.publisher is not None:
                 self.publisher.observe(work.examples)
+            if self.retrieval is not None:
+                learning = clock()
+                self.retrieval.learn(work.examples)
+                stages.times["retrieval"] += clock() - learning
+                started += clock() - learning   # not publishing time
         if self.publisher is not None:
             self._publish(held)
         if self.share is not None and work.examples is not None:
@@ -224,5 +253,6 @@ class DataFlowEngine:
             mark = log_mark()
             meta["log"] = mark
             return mark is not None
-        self.checkpoints.save_behind(Checkpoint(self.step, cut.position, self.trainer, meta, cut.joiner),
+        parts = {RETRIEVAL: self.retrieval.capture()} if self.retrieval is not None else {}
+        self.checkpoints.save_behind(Checkpoint(self.step, cut.position, self.trainer, meta, cut.joiner, parts),
                                      self.writes, ready, lambda: self.source.commit(cut.position))

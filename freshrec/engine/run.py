@@ -23,6 +23,8 @@ from freshrec.engine.build import (
     join_config,
     model_config,
     offline_config,
+    retrieval_content,
+    retrieval_stage,
 )
 from freshrec.engine.dataflow import DataFlowEngine
 from freshrec.engine.hybrid import OfflineSchedule
@@ -35,13 +37,15 @@ __all__ = ["build_engine", "run"]
 
 def build_engine(source: Source, config: FreshrecConfig, state: Path, publish: bool = True) -> DataFlowEngine:
     """The engine of `config` over `source`, state under `state`, restored from its newest checkpoint;
-    with offline retraining (`training.offline_interval` / `offline_events`), its `OfflineSchedule`
+    with `retrieval.enabled`, its two-tower stage (`engine.retrieval`); with offline retraining
+    (`training.offline_interval` / `offline_events`), its `OfflineSchedule`
     as `engine.retrain`."""
     specs = feature_specs(config, source.fields)
     join = join_config(config)
     model = model_config(config)
     engine = DataFlowEngine(source, specs, lambda: build_model(config.model.name, specs, model), state,
                             engine_config(config, publish), Joiner(join) if join is not None else None)
+    engine.retrieval = retrieval_stage(config, source.fields, retrieval_content(config))
     engine.restore()
     t = config.training
     if t.offline_interval is not None or t.offline_events is not None:

@@ -49,13 +49,14 @@ from safetensors.torch import load_file, save_file
 from freshrec.snapshot import Delta, Snapshot, table_versions
 from freshrec.train.online import OnlineTrainer, TrainerConfig
 
-__all__ = ["capture_increment", "load_trainer", "save_trainer", "table_versions"]
+__all__ = ["capture_increment", "load_trainer", "optimizer_state", "optimizer_tensors", "save_trainer",
+           "table_versions"]
 
 TRAINER, OPTIMIZER, RNG = "trainer.json", "optimizer.safetensors", "rng.safetensors"
 RESUME = "tables_resume.safetensors"
 
 
-def _optimizer_tensors(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
+def optimizer_tensors(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
     """Split `optimizer.state_dict()` into tensors (for safetensors) and the JSON rest."""
     tensors, scalars = {}, {}
     for index, values in state["state"].items():
@@ -67,7 +68,7 @@ def _optimizer_tensors(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
     return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
 
 
-def _optimizer_state(tensors: dict[str, torch.Tensor], rest: dict) -> dict:
+def optimizer_state(tensors: dict[str, torch.Tensor], rest: dict) -> dict:
     state: dict[int, dict] = {}
     for key, value in [*tensors.items(), *rest["scalars"].items()]:
         index, name = key.split(".", 1)
@@ -90,7 +91,7 @@ def capture_increment(trainer: OnlineTrainer, since: tuple[int, dict[str, int]])
     """What `save_trainer(trainer, directory, since)` writes, copied now: the returned function
     writes it into a directory later, from any thread, while the trainer goes on learning."""
     delta = Delta.capture(trainer.model, 0, trainer.batches, since[1])
-    resume = {f"{name}/{key}": value.copy() for name, table in trainer.model.tables.items()
+    resume = {f"{name}/{key}": value for name, table in trainer.model.tables.items()
               for key, value in table.resume_state().items()}
     rest = _capture_rest(trainer, since[0])
 
@@ -104,7 +105,7 @@ def capture_increment(trainer: OnlineTrainer, since: tuple[int, dict[str, int]])
 def _capture_rest(trainer: OnlineTrainer, base: int | None) -> Callable[[Path], None]:
     """The dense optimizer's state, torch's random state and the trainer's record, copied now."""
     optimizer = trainer.optimizer
-    tensors, rest = _optimizer_tensors(optimizer.state_dict()) if optimizer else ({}, None)
+    tensors, rest = optimizer_tensors(optimizer.state_dict()) if optimizer else ({}, None)
     rng = torch.get_rng_state()
     counters = {"batches": trainer.batches, "skipped_batches": trainer.skipped_batches,
                 "skipped_rows": trainer.skipped_rows, "squared_error": trainer.squared_error,
@@ -150,7 +151,7 @@ def load_trainer(directory: str | Path, base: Callable[[int], Path] | None = Non
         setattr(trainer, name, value)
     if saved["optimizer"] is not None:
         trainer.start()
-        trainer.optimizer.load_state_dict(_optimizer_state(load_file(str(directory / OPTIMIZER)),
+        trainer.optimizer.load_state_dict(optimizer_state(load_file(str(directory / OPTIMIZER)),
                                                            saved["optimizer"]))
     torch.set_rng_state(load_file(str(directory / RNG))["torch"])
     return trainer

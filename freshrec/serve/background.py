@@ -17,7 +17,9 @@ from pathlib import Path
 import uvicorn
 
 from freshrec.events.live import LiveQueue
+from freshrec.features.content import ItemContent
 from freshrec.serve.app import ServeConfig, create_app
+from freshrec.serve.retriever import Retriever
 from freshrec.serve.server import uvicorn_config
 from freshrec.serve.service import ModelService
 from freshrec.snapshot import ModelRegistry
@@ -32,12 +34,16 @@ class BackgroundServer:
 
     def __init__(self, registry: str | Path, port: int, host: str = "127.0.0.1", timeout: float = 10.0,
                  offline: str | Path | None = None, config: ServeConfig | None = None,
-                 sink: LiveQueue | None = None) -> None:
+                 sink: LiveQueue | None = None, retrieval: str | Path | None = None,
+                 content: ItemContent | None = None) -> None:
         """`offline`: the offline snapshots' registry, for Hedge-fused scores; `config`: the app's
         limits and timeouts (default: `ServeConfig()` with the admin token from $FRESHREC_ADMIN_TOKEN); `sink`:
-        where `POST /events` puts the events (None: it answers 503)."""
+        where `POST /events` puts the events (None: it answers 503); `retrieval`: the two-tower's registry, whose
+        `Retriever` (over the items' `content`) gives /recommend half of its candidates."""
         self.service = ModelService(ModelRegistry(registry), sink=sink,
                                     offline=ModelRegistry(offline) if offline else None)
+        if retrieval is not None:
+            self.service.retriever = Retriever(ModelService(ModelRegistry(retrieval)), self.service, content)
         app = create_app(self.service, config or ServeConfig(admin_token=os.environ.get(ADMIN_TOKEN_ENV)))
         self.server = uvicorn.Server(uvicorn_config(app, host, port))
         self.thread = threading.Thread(target=self.server.run, name="freshrec-server", daemon=True)

@@ -155,8 +155,10 @@ class Retriever:
     def _query(self, replica: Replica, user: str) -> np.ndarray:
         model: TwoTower = replica.model
         shared = {USER: user, **self.seen.user_fields.get(user, {})}
-        if model.config.history_field:
-            shared[model.config.history_field] = [str(item) for item in self.seen.recent(user)]
+        config = model.config
+        if config.history_field:   # the history the model learned with: of positives, or of every interaction
+            recent = self.seen.recent(user) if config.history_positives else self.seen.consumed(user)
+            shared[config.history_field] = [str(item) for item in recent[-config.history_length:]]
         columns = {spec.source_column for spec in model.specs}
         rows = RequestRows(1, shared={c: v for c, v in shared.items() if c in columns}, per_row={ITEM: [None]})
         with torch.no_grad():

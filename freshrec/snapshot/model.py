@@ -33,7 +33,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -134,10 +134,6 @@ def merge_meta(metas: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _save_dense(model: OnlineModel, path: Path) -> None:
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(path))
-
-
 def _load_dense(model: OnlineModel, path: Path) -> None:
     model.load_state_dict(load_file(str(path)), strict=True)
 
@@ -153,17 +149,27 @@ class Snapshot:
     interactions: pa.Table | None = None
 
     def save(self, directory: Path) -> None:
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
+        self.capture()(Path(directory))
+
+    def capture(self) -> Callable[[Path], None]:
+        """What `save` writes, copied now: the returned function writes it into a directory later, from any
+        thread, while the model goes on learning."""
         config = {"format": FORMAT, "kind": "snapshot", "version": self.version,
                   "created_at": self.meta.get("created_at", time.time()), **model_card(self.model),
                   "tables": {n: json.loads(config_to_json(t.config)) for n, t in self.model.tables.items()},
                   "meta": self.meta}
-        (directory / CONFIG).write_text(json.dumps(config, indent=1))
-        _save_dense(self.model, directory / DENSE)
-        for name, table in self.model.tables.items():
-            save_arrays(table.state_dict(), directory / _table_file(name))
-        _write_interactions(self.interactions, directory / INTERACTIONS)
+        dense = {k: v.detach().cpu().contiguous().clone() for k, v in self.model.state_dict().items()}
+        tables = {name: table.state_dict() for name, table in self.model.tables.items()}   # copies
+        interactions = self.interactions
+
+        def write(directory: Path) -> None:
+            directory.mkdir(parents=True, exist_ok=True)
+            (directory / CONFIG).write_text(json.dumps(config, indent=1))
+            save_file(dense, str(directory / DENSE))
+            for name, state in tables.items():
+                save_arrays(state, directory / _table_file(name))
+            _write_interactions(interactions, directory / INTERACTIONS)
+        return write
 
     @classmethod
     def load(cls, directory: Path) -> Snapshot:

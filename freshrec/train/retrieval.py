@@ -114,6 +114,14 @@ class Catalogue:
     def __len__(self) -> int:
         return len(self.keys)
 
+    @classmethod
+    def of(cls, keys: np.ndarray, content: np.ndarray) -> Catalogue:
+        """The catalogue of `keys` (in order of arrival) with their `content` rows (e.g. as saved)."""
+        catalogue = cls(content.shape[1])
+        catalogue.keys, catalogue.content = np.asarray(keys, np.int64), np.asarray(content, np.float32)
+        catalogue._position = {key: position for position, key in enumerate(catalogue.keys.tolist())}
+        return catalogue
+
     def add(self, keys: np.ndarray, content: np.ndarray | None = None) -> np.ndarray:
         """Add the items of `keys` not known yet (with their content rows); returns the keys added."""
         keys = np.asarray(keys, np.int64)
@@ -226,7 +234,7 @@ class RetrievalLearner:
     def build(cls, fields: Sequence[Field], content: ItemContent | None = None, history: int = 20,
               model: TwoTowerConfig | None = None, training: RetrievalConfig | None = None) -> RetrievalLearner:
         """A learner of a new two-tower over the stream's `fields` (and `content`)."""
-        config = replace(model or TwoTowerConfig(), history_field=HISTORY if history else "")
+        config = replace(model or TwoTowerConfig(), history_field=HISTORY if history else "", history_length=history)
         return cls(TwoTower(retrieval_specs(fields, content, history > 0), config), content, history, training)
 
     def batch(self, rows: pa.Table) -> Batch:

@@ -35,6 +35,9 @@ JOIN = {"join.window": "30s"}
 ARMS = {"experiment.arms": [{"name": "a", "traffic": 1.0}]}
 TLS = {"serve.tls_certfile": __file__, "serve.tls_keyfile": __file__}   # files that are there (no server reads them)
 GROUP = {"serve.enabled": False, "training.offline_interval": None}   # what a worker group needs beside it
+NO_TEXT = {"retrieval.content": False}   # "data" is no MovieLens folder: no titles
+RETRIEVAL = {"retrieval.enabled": True, **NO_TEXT}
+ITEMS = Path(__file__).parent / "items.csv"   # two items' text, encoded once into the content cache
 # key: (the settings it needs beside it, a value other than the default)
 CHANGES: dict[str, tuple[dict[str, Any], Any]] = {
     "source": ({}, {"format": "criteo", "data": "data"}),
@@ -92,6 +95,15 @@ CHANGES: dict[str, tuple[dict[str, Any], Any]] = {
         ("max_new_ids", 5.0), ("max_client_rate", 100.0)]},
     "serve.tls_certfile": (TLS, str(Path(__file__).parents[2] / "README.md")),
     "serve.tls_keyfile": (TLS, str(Path(__file__).parents[2] / "README.md")),
+    "retrieval": ({}, {"enabled": True, "content": False}),
+    "retrieval.enabled": (NO_TEXT, True),
+    **{f"retrieval.{key}": (RETRIEVAL, value) for key, value in [
+        ("positives", "labelled"), ("history", 5), ("dim", 8), ("out_dim", 8), ("hidden", [16]), ("temperature", 0.1),
+        ("id_dropout", 0.5), ("negatives", 16), ("lr", 0.1), ("batch_size", 64)]},
+    "retrieval.content": ({**RETRIEVAL, "retrieval.content": True, "retrieval.items": str(ITEMS)}, False),
+    "retrieval.items": ({**RETRIEVAL, "retrieval.content": True, "source.format": "simulator"}, str(ITEMS)),
+    "retrieval.text_columns": ({**RETRIEVAL, "retrieval.content": True, "retrieval.items": str(ITEMS)},
+                               ["text", "tags"]),
     "experiment": ({}, {"arms": [{"name": "a", "traffic": 1.0}]}),
     "experiment.arms": ({}, [{"name": "a", "traffic": 0.5}, {"name": "b", "traffic": 0.5, "follow": "frozen"}]),
     "experiment.salt": (ARMS, "another"),
@@ -154,8 +166,9 @@ def recorded(monkeypatch: pytest.MonkeyPatch) -> dict:
         return Simulator(SimulatorConfig(n_users=20, n_items=10, batch_size=50, total_events=100))
 
     class Server:
-        def __init__(self, registry, port, host, offline, config, sink):
-            seen["server"] = (port, host, offline and Path(offline).name, config)   # not the state folder (by run)
+        def __init__(self, registry, port, host, offline, config, sink, retrieval, content):
+            seen["server"] = (port, host, offline and Path(offline).name, config,   # not the state folder (by run)
+                              retrieval and Path(retrieval).name, content and content.matrix.tobytes())
 
         def stop(self):
             return None
@@ -166,7 +179,7 @@ def recorded(monkeypatch: pytest.MonkeyPatch) -> dict:
         seen["engine"] = (type(source).__name__, getattr(source, "limit", None), made.config, made.specs,
                           type(made.trainer.model).__name__, made.trainer.model.config,
                           made.joiner.config if made.joiner else None, made.log.roll_bytes, made.log.roll_seconds,
-                          made.pipeline.target,
+                          made.pipeline.target, _two_tower(made.retrieval),
                           retrain and (retrain.fusion, retrain.runner.trainer.config,
                                        retrain.hedge and (retrain.hedge.window, retrain.hedge.eta)))
         made.log.close()
@@ -200,6 +213,15 @@ def recorded(monkeypatch: pytest.MonkeyPatch) -> dict:
                         and Consumer(SimulatorConfig(n_users=5, n_items=5, batch_size=50, total_events=50)))
     monkeypatch.setenv("OTHER_TOKEN", "secret")
     return seen
+
+
+def _two_tower(stage) -> tuple | None:
+    """What the retrieval stage was built with."""
+    if stage is None:
+        return None
+    learner = stage.learner
+    content = learner.content.matrix.tobytes() if learner.content is not None else None
+    return (stage.positives, stage.batch_size, learner.history, learner.model.config, learner.trainer.config, content)
 
 
 def run_with(tmp_path: Path, recorded: dict, changes: dict[str, Any], name: str) -> tuple[int, str, dict]:

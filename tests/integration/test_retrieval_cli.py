@@ -1,19 +1,23 @@
-"""`freshrec evaluate retrieval`: the README's command on MovieLens (shortened), and a missing text model."""
+"""`freshrec evaluate retrieval`: the README's command on MovieLens (shortened), and a missing text model;
+`freshrec run --retrieval`: the two-tower learned beside the ranking model and retrieved from by its server."""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
-from conftest import need_real_data, readme_block_commands
+from conftest import free_port, need_real_data, readme_block_commands, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.beside]   # CLI processes, waited on
 FRESHREC = [sys.executable, "-m", "freshrec.cli"]
 README = "Retrieval and item content: `freshrec evaluate retrieval`"
+RUN_README = "Learning it in `freshrec run`"
 
 
 def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
@@ -47,3 +51,42 @@ def test_a_format_without_item_text_asks_for_items(tmp_path: Path) -> None:
                 tmp_path)
     assert done.returncode == 0, done.stderr
     assert "two_tower_content" not in json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_run_learns_the_two_tower_and_its_server_retrieves(tmp_path: Path) -> None:
+    need_real_data("movielens-100k")
+    port = free_port()
+    env = {**os.environ, "FRESHREC_CACHE": str(tmp_path / "cache")}
+    command = [*readme_block_commands(RUN_README)[0], "--limit", "6000", "--offline-interval", "off",
+               "--port", str(port), "--state", str(tmp_path / "state"), "--quiet", "--json"]
+    process = subprocess.Popen(FRESHREC + command,
+                               cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:   # the stream ends; the run goes on serving what it learned
+        wait_until(lambda: _model(url).get("retrieval", {}).get("items", 0) > 0, "the retrieval index", process)
+        answers: list[httpx.Response] = []
+        wait_until(lambda: _recommended(url, answers), "a 200 from /recommend (the ranking model loaded)", process)
+        assert len(answers[-1].json()["items"]) == 10
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            out, err = process.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            out, err = process.communicate()
+    assert process.returncode == 0, err
+    figures = json.loads(out.strip().splitlines()[-1])
+    assert figures["retrieval"]["rows"] == figures["learned"] == 6000 and figures["retrieval"]["items"] > 100
+    assert (tmp_path / "state" / "retrieval-registry").is_dir()
+
+
+def _recommended(url: str, answers: list) -> bool:
+    answers.append(httpx.post(f"{url}/recommend", json={"user": 1, "k": 10}))
+    return answers[-1].status_code == 200
+
+
+def _model(url: str) -> dict:
+    try:
+        return httpx.get(f"{url}/model").json()
+    except (httpx.HTTPError, ValueError):
+        return {}

@@ -24,8 +24,8 @@ class Digits:
         return np.array([[t.count(str(d)) for d in range(10)] for t in texts], np.float32)
 
 
-def _served(trained, tmp_path, content=None) -> tuple[ModelService, TwoTowerTrainer]:
-    two = TwoTowerTrainer(tmp_path / "retrieval", trained.publisher.fields, content)
+def _served(trained, tmp_path, content=None, history: int = 0) -> tuple[ModelService, TwoTowerTrainer]:
+    two = TwoTowerTrainer(tmp_path / "retrieval", trained.publisher.fields, content, history)
     for chunk in trained.chunks[:3]:
         trained.learn(chunk)
         two.learn(chunk)
@@ -72,3 +72,24 @@ def test_an_item_with_content_is_retrievable_before_its_first_interaction(traine
     ranking.retriever.sync()
     assert len(ranking.retriever.index) == len(seen) + 1
     assert 10**9 in ranking.retriever.candidates("a new user", len(seen) + 1)
+
+
+def test_a_query_is_the_user_vector_the_model_learned_with(trained, tmp_path):
+    ranking, two = _served(trained, tmp_path, history=5)
+    retriever = ranking.retriever
+    retriever.sync()
+    rows = pa.concat_tables(chunk.table for chunk in trained.chunks[:3])
+    users = rows.column("user_id").to_pylist()
+    learner = two.learner
+    checked = 0
+    for user in dict.fromkeys(users):
+        recent = list(learner.recent[user])
+        if len(recent) < 2 or len(set(recent)) < len(recent):   # serving keeps distinct items: no repeats here
+            continue
+        last = rows.slice(max(i for i, u in enumerate(users) if u == user), 1)   # the user's latest fields
+        learned = learner.model.eval().towers(learner.batch(last))[0][0].detach().numpy()
+        with retriever.models.switcher.lease() as replica:
+            served = retriever._query(replica, str(user))
+        np.testing.assert_allclose(served, learned, atol=1e-6)
+        checked += 1
+    assert checked >= 5
