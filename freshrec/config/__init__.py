@@ -22,6 +22,7 @@ from freshrec.config.sections import (
     AlertsSection,
     ArmSection,
     AutoscaleSection,
+    ContentSection,
     DeviceClass,
     DevicesSection,
     EmbeddingSection,
@@ -41,9 +42,9 @@ from freshrec.config.sections import (
     TrainingSection,
 )
 
-__all__ = ["AlertsSection", "ArmSection", "AutoscaleSection", "ColumnsSection", "ConfigError", "DURATION_HELP",
-           "DeviceClass", "DevicesSection", "Duration", "EmbeddingSection", "ExperimentSection", "FORMATS",
-           "FeatureOverride", "FeaturesSection",
+__all__ = ["AlertsSection", "ArmSection", "AutoscaleSection", "ColumnsSection", "ConfigError", "ContentSection",
+           "DURATION_HELP", "DeviceClass", "DevicesSection", "Duration", "EmbeddingSection", "ExperimentSection",
+           "FORMATS", "FeatureOverride", "FeaturesSection",
            "FreshrecConfig", "FusionSection", "GpuSection", "JoinSection", "KafkaSection", "LabelRule", "LogSection",
            "METRICS", "ModelSection", "RetrievalSection", "ServeSection", "SourceSection", "SyncSection",
            "TrainingSection", "cache_dir",

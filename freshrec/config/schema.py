@@ -21,6 +21,7 @@ from freshrec.config.sections import (
     OPTIMIZERS,
     AlertsSection,
     AutoscaleSection,
+    ContentSection,
     DevicesSection,
     EmbeddingSection,
     ExperimentSection,
@@ -52,6 +53,8 @@ class FreshrecConfig(Section):
     training: TrainingSection = Field(default_factory=TrainingSection, description="Online and offline training")
     sync: SyncSection = Field(default_factory=SyncSection, description="Publishing the trained model to the servers")
     serve: ServeSection = Field(default_factory=ServeSection, description="The HTTP server")
+    content: ContentSection = Field(default_factory=ContentSection,
+                                    description="The items' content (text) for features.content and retrieval")
     retrieval: RetrievalSection = Field(default_factory=RetrievalSection,
                                         description="A two-tower retrieval model learned beside it (off by default)")
     experiment: ExperimentSection = Field(default_factory=ExperimentSection,
@@ -87,6 +90,9 @@ class FreshrecConfig(Section):
             lines.append("source.limit: replay only (a kafka run ends on source.kafka.idle_timeout or a signal)")
         if self.training.workers > 1:
             lines += self.group_problems()
+        if self.features.content and self.content.items is None and source.format != "movielens-100k":
+            lines.append(f"features.content: {source.format} events carry no item text; name a file of item_id and "
+                         "text columns in content.items")
         if self.autoscale.min > self.autoscale.max:
             lines.append(f"autoscale.min: {self.autoscale.min} is above autoscale.max {self.autoscale.max}")
         return lines
@@ -104,4 +110,6 @@ class FreshrecConfig(Section):
             lines.append("sync.share: a worker group does not share its tables in memory yet")
         if self.retrieval.enabled:
             lines.append("retrieval.enabled: a worker group does not learn a two-tower yet")
+        if self.features.content:
+            lines.append("features.content: a worker group does not read item content yet")
         return lines

@@ -20,7 +20,7 @@ from freshrec.config.durations import Duration
 from freshrec.config.section import Section
 
 __all__ = ["FORMATS", "METRICS", "MODEL_NAMES", "OPTIMIZERS", "AlertsSection", "ArmSection", "AutoscaleSection",
-           "ColumnsSection", "DeviceClass", "DevicesSection", "EmbeddingSection", "ExperimentSection",
+           "ColumnsSection", "ContentSection", "DeviceClass", "DevicesSection", "EmbeddingSection", "ExperimentSection",
            "FeatureOverride", "FeaturesSection", "FusionSection", "GpuSection", "JoinSection", "KafkaSection",
            "LogSection", "ModelSection", "RetrievalSection", "Section", "ServeSection", "SourceSection", "SyncSection",
            "TrainingSection"]
@@ -91,6 +91,9 @@ class FeaturesSection(Section):
     target: str | None = Field(None, min_length=1, description=(
         "The graded column the label comes from (e.g. rating), learned at model.ordinal_levels"))
     fields: dict[str, FeatureOverride] = Field({}, description="Per-field overrides, field name: settings")
+    content: bool = Field(False, description=(
+        "Feed each event's item content vector (the content section) to the model as dense features, so that "
+        "a new item is scored from its text before its first click"))
 
 
 class ModelSection(Section):
@@ -245,10 +248,16 @@ class RetrievalSection(Section):
     lr: float = Field(0.05, gt=0, description="Learning rate of the towers' dense weights (Adagrad)")
     batch_size: int = Field(256, ge=1, description="Interactions per training step (and in-batch negatives)")
     content: bool = Field(True, description=(
-        "Feed the items' text, embedded by all-MiniLM-L6-v2, to the item tower (false: ids alone)"))
+        "Feed the items' content vectors (the content section) to the item tower (false: ids alone)"))
+
+
+class ContentSection(Section):
+    """The items' content: their text, embedded by all-MiniLM-L6-v2 (cached by content hash), for
+    features.content and retrieval.content."""
+
     items: Path | None = Field(None, description=(
-        "CSV or Parquet of item_id and text columns: the items' text (null: titles and genres for "
-        "movielens-100k, ids alone for the other formats)"))
+        "CSV or Parquet of item_id and text columns (null: titles and genres for movielens-100k; the other "
+        "formats then have no content)"))
     text_columns: tuple[str, ...] = Field(("text",), min_length=1, description="items: the text columns, joined")
 
 

@@ -52,7 +52,7 @@ from freshrec.train.offline import OfflineConfig
 from freshrec.train.retrieval import RetrievalConfig, RetrievalLearner
 
 __all__ = ["column_mapping", "engine_config", "feature_specs", "fusion_config", "gpu_note", "join_config",
-           "kafka_source", "offline_config", "open_stream", "resolve_data", "retrieval_content", "retrieval_stage",
+           "kafka_source", "offline_config", "open_stream", "resolve_data", "item_content_of", "retrieval_stage",
            "serve_config", "simulator_config", "trainer_config", "training_device"]
 
 SIMULATED_EVENTS = 1_000_000
@@ -133,9 +133,12 @@ def kafka_source(kafka: KafkaSection, fields, dead_letters: DeadLetterSink | Non
                                  **options)
 
 
-def feature_specs(config: FreshrecConfig, fields: Sequence[Field]) -> list[FeatureSpec]:
+def feature_specs(config: FreshrecConfig, fields: Sequence[Field],
+                  content: ItemContent | None = None) -> list[FeatureSpec]:
     """One spec per field the model learns from (not the join key or `kind`), with `model.dim` and
-    the tables of `features.fields`; `ConfigError` for an override naming no field of the stream."""
+    the tables of `features.fields`, then with `features.content` the columns of the items' `content`
+    (`item_content_of`); `ConfigError` for an override naming no field of the stream, or for
+    `features.content` without content (no text, or a command that does not read it)."""
     join = join_config(config)
     skip = {*(join.key_columns if join else ()), "kind"}
     specs = [s for s in default_specs(fields, dim=config.model.dim) if s.name not in skip]
@@ -144,7 +147,13 @@ def feature_specs(config: FreshrecConfig, fields: Sequence[Field]) -> list[Featu
         raise ConfigError([f"features.fields.{name}: no such field in the stream (fields: "
                            f"{', '.join(s.name for s in specs)})" for name in sorted(unknown)])
     tables = {name: override.table for name, override in config.features.fields.items()}
-    return [replace(s, table=tables[s.name]) if s.name in tables else s for s in specs]
+    specs = [replace(s, table=tables[s.name]) if s.name in tables else s for s in specs]
+    if config.features.content:
+        if content is None:
+            raise ConfigError(["features.content: no item content here (freshrec run reads it: from content.items, "
+                               "or MovieLens' titles and genres)"])
+        specs += content.specs()
+    return specs
 
 
 def model_config(config: FreshrecConfig) -> ModelConfig:
@@ -280,29 +289,31 @@ def gpu_note(config: FreshrecConfig, available: bool) -> str | None:
     return f"gpu: {asked}{where}, {gpu.precision}"
 
 
-def retrieval_content(config: FreshrecConfig) -> ItemContent | None:
-    """The items' content vectors the two-tower of `retrieval.enabled` reads (`retrieval.items`, or MovieLens'
-    titles and genres; None: ids alone), through the content cache (an unchanged item is never encoded twice)."""
-    r = config.retrieval
-    if not (r.enabled and r.content):
+def item_content_of(config: FreshrecConfig) -> ItemContent | None:
+    """The items' content vectors (`content.items`, or MovieLens' titles and genres) where a model reads them
+    (`features.content`, or `retrieval.content` of an enabled two-tower), else None; through the content cache
+    (an unchanged item is never encoded twice). `ConfigError` naming `content.items` for a file it cannot read."""
+    r, items = config.retrieval, config.content.items
+    if not (config.features.content or (r.enabled and r.content)):
         return None
     try:
-        if r.items is not None:
-            return item_content(read_items(r.items, r.text_columns))
+        if items is not None:
+            return item_content(read_items(items, config.content.text_columns))
         if config.source.format == "movielens-100k" and config.source.data is not None:
             return item_content(movielens_items(config.source.data))
     except (OSError, ValueError) as error:
-        raise ConfigError([f"retrieval.items: {error}"]) from None
+        raise ConfigError([f"content.items: {error}"]) from None
     return None
 
 
 def retrieval_stage(config: FreshrecConfig, fields: Sequence[Field],
                     content: ItemContent | None = None) -> RetrievalStage | None:
     """The two-tower stage of `retrieval` (None unless `retrieval.enabled`) over a stream of `fields`, its item
-    tower reading `content` (see `retrieval_content`)."""
+    tower reading `content` (`item_content_of`) with `retrieval.content`."""
     r = config.retrieval
     if not r.enabled:
         return None
+    content = content if r.content else None
     model = TwoTowerConfig(dim=r.dim, out_dim=r.out_dim, hidden=r.hidden, temperature=r.temperature,
                            id_dropout=r.id_dropout, seed=config.model.seed,
                            history_positives=r.positives == "labelled")   # what the learner remembers

@@ -42,6 +42,7 @@ from freshrec.engine.summary import IngestSummary
 from freshrec.engine.sync import Publisher, SyncConfig
 from freshrec.events.source import Source
 from freshrec.features import FeaturePipeline, FeatureSpec
+from freshrec.features.content import ItemContent
 from freshrec.join import Joiner
 from freshrec.log import EventLog
 from freshrec.models.base import OnlineModel
@@ -92,11 +93,13 @@ class DataFlowEngine:
     builds the trainer or loads it from the newest checkpoint, and takes the log's writer lock."""
 
     def __init__(self, source: Source, specs: Sequence[FeatureSpec], build: Callable[[], OnlineModel],
-                 root: str | Path, config: EngineConfig | None = None, joiner: Joiner | None = None) -> None:
+                 root: str | Path, config: EngineConfig | None = None, joiner: Joiner | None = None,
+                 content: ItemContent | None = None) -> None:
         """`retrain` (set after construction) is called with the engine when a retrain is due: after
         the log is flushed, so an offline trainer reading the log sees every event learned so far.
         `on_scored` sees each chunk with the online model's scores from before learning each of its
-        micro-batches (NaN in rows not learned)."""
+        micro-batches (NaN in rows not learned). `content`: the items' content vectors, for `specs` that
+        end with content columns."""
         self.source, self.specs, self.build = source, tuple(specs), build
         self.retrain: Callable[[DataFlowEngine], None] | None = None
         self.on_scored: Callable[[Batch, np.ndarray], None] | None = None  # each chunk, its pre-update scores
@@ -105,7 +108,7 @@ class DataFlowEngine:
         self.root = Path(root)
         self.config = config or EngineConfig()
         self.joiner = joiner
-        self.pipeline = FeaturePipeline(self.specs, self.config.target)
+        self.pipeline = FeaturePipeline(self.specs, self.config.target, content)
         self.log = EventLog(self.root / "log", source.fields, self.config.log_roll_bytes, self.config.log_roll_seconds)
         self.checkpoints = CheckpointStore(self.root / "checkpoints")
         self.registry = ModelRegistry(self.root / "registry")

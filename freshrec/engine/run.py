@@ -20,10 +20,10 @@ from freshrec.engine.build import (
     engine_config,
     feature_specs,
     fusion_config,
+    item_content_of,
     join_config,
     model_config,
     offline_config,
-    retrieval_content,
     retrieval_stage,
 )
 from freshrec.engine.dataflow import DataFlowEngine
@@ -40,12 +40,14 @@ def build_engine(source: Source, config: FreshrecConfig, state: Path, publish: b
     with `retrieval.enabled`, its two-tower stage (`engine.retrieval`); with offline retraining
     (`training.offline_interval` / `offline_events`), its `OfflineSchedule`
     as `engine.retrain`."""
-    specs = feature_specs(config, source.fields)
+    content = item_content_of(config)
+    specs = feature_specs(config, source.fields, content)
     join = join_config(config)
     model = model_config(config)
     engine = DataFlowEngine(source, specs, lambda: build_model(config.model.name, specs, model), state,
-                            engine_config(config, publish), Joiner(join) if join is not None else None)
-    engine.retrieval = retrieval_stage(config, source.fields, retrieval_content(config))
+                            engine_config(config, publish), Joiner(join) if join is not None else None,
+                            content if config.features.content else None)
+    engine.retrieval = retrieval_stage(config, source.fields, content)
     engine.restore()
     t = config.training
     if t.offline_interval is not None or t.offline_events is not None:

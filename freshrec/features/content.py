@@ -20,6 +20,7 @@ is never encoded twice; an item without content reads as zeros (the model then k
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,27 @@ from freshrec.features.spec import FeatureSpec
 
 PREFIX = "content"
 """Content columns are named content.0, content.1, ..."""
+
+
+def is_content(spec: FeatureSpec) -> bool:
+    """Whether `spec` is a content column (the item's content vector, looked up by its id, not read from the
+    stream): a model's dense inputs end with them."""
+    return spec.kind is FieldKind.DENSE and spec.name.startswith(f"{PREFIX}.")
+
+
+def content_block(specs: Sequence[FeatureSpec], content: ItemContent | None, where: str) -> int:
+    """How many content columns close the dense `specs` (0: none); ValueError when they are not the last ones,
+    or when they are but `content` is None or of another width (`where` names the reader in the message)."""
+    flags = [is_content(s) for s in specs if s.kind is FieldKind.DENSE]
+    width = sum(flags)
+    if width and not all(flags[-width:]):
+        raise ValueError(f"{where}: the content columns must be the last dense features")
+    if width and content is None:
+        raise ValueError(f"{where}: the model reads item content ({width} columns): give the items' content "
+                         "(freshrec serve --items FILE; freshrec run: content.items, or MovieLens' titles)")
+    if width and content.dim != width:
+        raise ValueError(f"{where}: the model reads {width} content columns, the items' content has {content.dim}")
+    return width
 
 
 @dataclass(frozen=True)
@@ -70,15 +92,21 @@ class ItemContent:
         return tuple(f"{PREFIX}.{j}" for j in range(self.dim))
 
     def specs(self) -> list[FeatureSpec]:
-        """One dense `FeatureSpec` per content column."""
+        """One dense `FeatureSpec` per content column (`is_content`)."""
         return [FeatureSpec(key, FieldKind.DENSE) for key in self.keys]
 
-    def vectors(self, items: pa.Array | np.ndarray) -> np.ndarray:
-        """`[len(items), dim]` float32: each item's vector, zeros for items without content."""
+    @functools.cached_property
+    def _text_ids(self) -> pa.Array:
+        return pc.cast(self.ids, pa.string())
+
+    def vectors(self, items: pa.Array | np.ndarray | Sequence) -> np.ndarray:
+        """`[len(items), dim]` float32: each item's vector, zeros for items without content. Items of another
+        type than the ids (a request's ids are strings) are matched as text."""
         items = pa.array(items) if not isinstance(items, pa.Array | pa.ChunkedArray) else items
-        if items.type != self.ids.type:
-            items = pc.cast(items, self.ids.type)
-        where = pc.fill_null(pc.index_in(items, value_set=self.ids), -1).to_numpy()
+        ids = self.ids
+        if items.type != ids.type:
+            items, ids = pc.cast(items, pa.string()), self._text_ids
+        where = pc.fill_null(pc.index_in(items, value_set=ids), -1).to_numpy()
         out = np.zeros((len(items), self.dim), np.float32)
         known = where >= 0
         out[known] = self.matrix[where[known]]

@@ -28,7 +28,8 @@ from freshrec._hashing import (
     validity_bitmap,
 )
 from freshrec.batch import Batch, SparseFeatures
-from freshrec.events.event import LABEL, TS, EventChunk, FieldKind
+from freshrec.events.event import ITEM, LABEL, TS, EventChunk, FieldKind
+from freshrec.features.content import ItemContent, content_block
 from freshrec.features.spec import FeatureSpec
 
 
@@ -82,21 +83,29 @@ class FeaturePipeline:
     """Turns chunks into Batches following a list of `FeatureSpec`s (sparse first, then dense);
     with `target`, that numeric column becomes `Batch.targets` (nulls NaN)."""
 
-    def __init__(self, specs: Sequence[FeatureSpec], target: str | None = None) -> None:
+    def __init__(self, specs: Sequence[FeatureSpec], target: str | None = None,
+                 content: ItemContent | None = None) -> None:
+        """`content`: the items' content vectors, for specs whose dense features end with content columns (each
+        row's item's vector, `is_content`); ValueError when they do and it is None."""
         self.specs = tuple(specs)
         self.target = target
+        self.content = content
+        self.content_width = content_block(self.specs, content, "features")
 
     def build(self, chunk: EventChunk) -> Batch:
         """One `Batch` from one chunk; no Python loop per record."""
         sparse_specs = [s for s in self.specs if s.is_sparse]
         dense_specs = [s for s in self.specs if not s.is_sparse]
+        plain = dense_specs[: len(dense_specs) - self.content_width]
         ids, lengths = [], []
         for spec in sparse_specs:
             values, per_row = _ids_and_lengths(chunk.column(spec.source_column), spec,
                                                field_salt(spec.table_name))
             ids.append(values)
             lengths.append(per_row)
-        dense = _dense_matrix(chunk, dense_specs)
+        dense = _dense_matrix(chunk, plain)
+        if self.content_width:
+            dense = np.ascontiguousarray(np.hstack([dense, self.content.vectors(chunk.column(ITEM))]))
         sparse = SparseFeatures(
             [s.name for s in sparse_specs],
             torch.from_numpy(np.concatenate(ids) if ids else np.zeros(0, np.int64)),

@@ -31,7 +31,8 @@ import torch
 
 from freshrec._hashing import field_salt, hash_values
 from freshrec.batch import Batch, SparseFeatures
-from freshrec.events.event import FieldKind
+from freshrec.events.event import ITEM, FieldKind
+from freshrec.features.content import ItemContent, content_block, is_content
 from freshrec.features.spec import FeatureSpec
 
 __all__ = ["RequestFeaturizer", "RequestRows"]
@@ -57,9 +58,15 @@ class RequestRows:
 class RequestFeaturizer:
     """Builds request batches for the features `specs` (sparse first, then dense, as the pipeline)."""
 
-    def __init__(self, specs: Sequence[FeatureSpec], cache_size: int = 1 << 20) -> None:
+    def __init__(self, specs: Sequence[FeatureSpec], cache_size: int = 1 << 20,
+                 content: ItemContent | None = None) -> None:
+        """`content`: the items' content vectors, for a model whose dense features end with content columns
+        (each row's item's vector); ValueError when such a model has none (see `content_block`)."""
         self.sparse = [(s, field_salt(s.table_name)) for s in specs if s.is_sparse]
-        self.dense = [s for s in specs if not s.is_sparse]
+        self.content = content
+        self.content_width = content_block(specs, content, "request features")
+        self.dense = [s for s in specs if not s.is_sparse and not is_content(s)]
+        self.dense_keys = tuple(s.name for s in specs if not s.is_sparse)
         self.cache_size = cache_size
         self._ids: dict[int, dict[str | None, int]] = {}   # salt -> value -> id
         self._size = 0
@@ -125,6 +132,8 @@ class RequestFeaturizer:
         if logs:
             block = columns[logs]
             columns[logs] = np.copysign(np.log1p(np.abs(block)), block)  # signed log1p, as the pipeline
+        if self.content_width:
+            return np.ascontiguousarray(np.hstack([columns.T, self.content.vectors(rows.column(ITEM))]))
         return np.ascontiguousarray(columns.T)
 
     def build(self, rows: RequestRows) -> Batch:
@@ -139,4 +148,4 @@ class RequestFeaturizer:
             torch.from_numpy(np.concatenate(ids) if ids else np.zeros(0, np.int64)),
             torch.from_numpy(np.concatenate(lengths) if lengths else np.zeros(0, np.int32)), check=False)
         return Batch(sparse, torch.from_numpy(self._dense_matrix(rows)), torch.full((rows.n,), float("nan")),
-                     torch.full((rows.n,), rows.ts, dtype=torch.float64), tuple(s.name for s in self.dense))
+                     torch.full((rows.n,), rows.ts, dtype=torch.float64), self.dense_keys)

@@ -286,7 +286,8 @@ def create_app(service: ModelService, config: ServeConfig | None = None) -> Fast
         behind = next((s.behind for s in followers if s.behind), None)
         if ready and behind:
             return _json({"status": "degraded", "ready": True, "version": version, "detail": behind})
-        return _json({"status": "ok" if ready else "starting", "ready": ready, "version": version})
+        answer = {"status": "ok" if ready else "starting", "ready": ready, "version": version}
+        return _json(answer | {"detail": behind} if behind else answer)   # e.g. the only version was refused
 
     @app.get("/arms", responses={200: {"model": ArmsAnswer}})
     async def arms() -> Response:

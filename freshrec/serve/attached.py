@@ -33,6 +33,7 @@ import math
 import time
 
 from freshrec.events.live import LiveQueue
+from freshrec.features.content import ItemContent
 from freshrec.metrics.prometheus import ServingMetrics
 from freshrec.serve.candidates import CandidateConfig, CandidateIndex
 from freshrec.serve.replica import Replica
@@ -52,8 +53,9 @@ class AttachedService(ModelService):
 
     def __init__(self, area: SharedArea, registry: ModelRegistry | None = None,
                  metrics: ServingMetrics | None = None, sink: LiveQueue | None = None,
-                 candidates: CandidateConfig | None = None, drain_timeout: float = 10.0) -> None:
-        super().__init__(registry, metrics, sink, candidates, drain_timeout)
+                 candidates: CandidateConfig | None = None, drain_timeout: float = 10.0,
+                 content: ItemContent | None = None) -> None:
+        super().__init__(registry, metrics, sink, candidates, drain_timeout, content=content)
         self.attachment = Attachment(area)
         self._generation: int | None = None         # the share's generation served
         self._interactions_at: int | None = None   # the registry version the candidates have seen
@@ -80,7 +82,7 @@ class AttachedService(ModelService):
         if header is None:
             return None
         meta = {"events_learned": header.events, "entered_min": header.entered}
-        return Replica.from_snapshot_parts(model, header.version, header.written), meta
+        return Replica.from_snapshot_parts(model, header.version, header.written, content=self.content), meta
 
     def _start_generation(self) -> None:
         serving, standby = self._replica(), self._replica()

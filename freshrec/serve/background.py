@@ -39,11 +39,13 @@ class BackgroundServer:
         """`offline`: the offline snapshots' registry, for Hedge-fused scores; `config`: the app's
         limits and timeouts (default: `ServeConfig()` with the admin token from $FRESHREC_ADMIN_TOKEN); `sink`:
         where `POST /events` puts the events (None: it answers 503); `retrieval`: the two-tower's registry, whose
-        `Retriever` (over the items' `content`) gives /recommend half of its candidates."""
+        `Retriever` gives /recommend half of its candidates; `content`: the items' content vectors (for models
+        with content features, and the two-tower's item vectors)."""
         self.service = ModelService(ModelRegistry(registry), sink=sink,
-                                    offline=ModelRegistry(offline) if offline else None)
+                                    offline=ModelRegistry(offline) if offline else None, content=content)
         if retrieval is not None:
-            self.service.retriever = Retriever(ModelService(ModelRegistry(retrieval)), self.service, content)
+            self.service.retriever = Retriever(ModelService(ModelRegistry(retrieval), content=content), self.service,
+                                               content)
         app = create_app(self.service, config or ServeConfig(admin_token=os.environ.get(ADMIN_TOKEN_ENV)))
         self.server = uvicorn.Server(uvicorn_config(app, host, port))
         self.thread = threading.Thread(target=self.server.run, name="freshrec-server", daemon=True)

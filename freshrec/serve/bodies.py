@@ -235,7 +235,7 @@ class Health(BaseModel):
         "degraded: serving, but behind the registry (a refused version) until a full snapshot comes"))
     ready: bool = Field(description="A model is loaded: /predict and /recommend answer (503 until then)")
     version: int | None
-    detail: str | None = Field(None, description="Why the server is degraded")
+    detail: str | None = Field(None, description="Why the server is degraded, or still starting (a refused version)")
 
 
 class Pinned(BaseModel):

@@ -30,6 +30,7 @@ import torch
 
 from freshrec.events.event import ITEM, USER, FieldKind
 from freshrec.events.live import check_ids, check_value
+from freshrec.features.content import ItemContent, is_content
 from freshrec.features.request import RequestFeaturizer, RequestRows
 from freshrec.models.base import OnlineModel
 from freshrec.snapshot import Delta, Snapshot
@@ -49,16 +50,18 @@ class Replica:
     fusion: dict | None = None   # hedge weights published with this version (`w_online`, `offline_version`)
 
     @classmethod
-    def from_snapshot(cls, snapshot: Snapshot) -> Replica:
+    def from_snapshot(cls, snapshot: Snapshot, content: ItemContent | None = None) -> Replica:
         return cls.from_snapshot_parts(snapshot.model, snapshot.version,
-                                       float(snapshot.meta.get("created_at", time.time())), snapshot.meta.get("fusion"))
+                                       float(snapshot.meta.get("created_at", time.time())), snapshot.meta.get("fusion"),
+                                       content)
 
     @classmethod
     def from_snapshot_parts(cls, model: OnlineModel, version: int, created_at: float,
-                            fusion: dict | None = None) -> Replica:
-        """A replica of `model` (put in eval mode) at `version`."""
+                            fusion: dict | None = None, content: ItemContent | None = None) -> Replica:
+        """A replica of `model` (put in eval mode) at `version`; `content`: the items' content vectors, which a
+        model with content features needs (ValueError without them)."""
         model.eval()
-        return cls(model, version, created_at, RequestFeaturizer(model.specs), fusion)
+        return cls(model, version, created_at, RequestFeaturizer(model.specs, content=content), fusion)
 
     def advance(self, delta: Delta) -> None:
         """Apply `delta` (from this replica's version) in place."""
@@ -72,7 +75,7 @@ class Replica:
     @property
     def columns(self) -> dict[str, FieldKind]:
         """The source columns the model reads, with their kinds."""
-        return {spec.source_column: spec.kind for spec in self.model.specs}
+        return {spec.source_column: spec.kind for spec in self.model.specs if not is_content(spec)}
 
     def rows(self, user: str | int, items: Sequence[str | int],
              shared: Callable[[str], object], per_item: Callable[[str], list],

@@ -47,6 +47,7 @@ import numpy as np
 
 from freshrec.events.event import ITEM, USER, Event
 from freshrec.events.live import LiveQueue, check_value
+from freshrec.features.content import ItemContent, content_block
 from freshrec.metrics.prometheus import ServingMetrics
 from freshrec.serve.candidates import CandidateConfig, CandidateIndex
 from freshrec.serve.replica import Replica
@@ -102,14 +103,16 @@ class ModelService:
     def __init__(self, registry: ModelRegistry | None, metrics: ServingMetrics | None = None,
                  sink: LiveQueue | None = None, candidates: CandidateConfig | None = None,
                  drain_timeout: float = 10.0, offline: ModelRegistry | None = None,
-                 follow: str = "latest", hold: int | None = None) -> None:
+                 follow: str = "latest", hold: int | None = None, content: ItemContent | None = None) -> None:
         """`offline`: the registry of offline snapshots; when the online versions carry Hedge weights
         (`fusion` meta), scores are `w * online + (1 - w) * offline`. `follow`: latest (every
         version), full (full snapshots only) or frozen (the first version loaded, or the full
-        snapshot `hold`, and no other)."""
+        snapshot `hold`, and no other). `content`: the items' content vectors, for models with content
+        features (a version that has them is refused without it)."""
         if follow not in ("latest", "full", "frozen") or (hold is not None and follow != "frozen"):
             raise ValueError(f"follow must be latest, full or frozen (hold: frozen only), got {follow!r}, {hold}")
         self.registry = registry
+        self.content = content
         self.follows, self.hold = follow, hold
         self.offline = offline
         self.offline_switcher: ModelSwitcher[Replica] = ModelSwitcher()
@@ -151,6 +154,9 @@ class ModelService:
                 if (newest := self._newest_full()) is None:
                     return None
                 self._load_full(newest)
+                if self.version is None:   # refused
+                    self._check_behind(None)
+                    return None
             if self.follows == "frozen":
                 return self.version
             gap = None
@@ -178,17 +184,19 @@ class ModelService:
     def _check_behind(self, gap: int | None) -> None:
         """Set `behind` while a refused version or a gap in the deltas (`gap`: the delta that does
         not follow) lies past the served version, and ask the trainer for a full snapshot once."""
-        refused = max((v for v in self._refused if v > self.version), default=None)
+        served = self.version if self.version is not None else 0
+        refused = max((v for v in self._refused if v > served), default=None)
         stuck = max((v for v in (refused, gap) if v is not None), default=None)
         was = self.behind
+        serving = f"serving version {self.version}" if self.version is not None else "serving no version"
         self.behind = None if stuck is None else (
-            f"serving version {self.version}: version {refused} was refused" if stuck == refused else
-            f"serving version {self.version}: delta {gap} does not follow it") + "; waiting for a full snapshot"
+            f"{serving}: version {refused} was refused" if stuck == refused else
+            f"{serving}: delta {gap} does not follow it") + "; waiting for a full snapshot"
         self.metrics.behind.set(self.behind is not None)
         if stuck is not None and self._asked != stuck:
             self._asked = stuck
             try:
-                self.registry.want_full(self.version, self.behind)
+                self.registry.want_full(served, self.behind)
             except OSError as error:   # a registry this server may not write: the scheduled full comes
                 log.warning("could not ask for a full snapshot: %s", error)
         if self.behind != was:
@@ -200,9 +208,10 @@ class ModelService:
         current = self.offline_switcher.current
         if newest is None or (current is not None and current.version == newest):
             return
-        snapshot = self._read(newest, self.offline.load_full, self._refused_offline, "offline ")
+        snapshot = self._read(newest, lambda v: self._servable(self.offline.load_full(v)), self._refused_offline,
+                              "offline ")
         if snapshot is not None:
-            self.offline_switcher.swap(Replica.from_snapshot(snapshot))
+            self.offline_switcher.swap(Replica.from_snapshot(snapshot, self.content))
 
     def _newest_full(self) -> int | None:
         versions = [v for v in self.registry.full_versions() if v not in self._refused]
@@ -224,25 +233,31 @@ class ModelService:
             log.error("refused %sversion %d: %s", what, version, error)
             return None
 
+    def _servable(self, snapshot: Snapshot) -> Snapshot:
+        """`snapshot`, or ValueError (the version is refused) when its model reads item content this server
+        lacks."""
+        content_block(snapshot.model.specs, self.content, f"version {snapshot.version}")
+        return snapshot
+
     def _load_full(self, version: int) -> None:
         """Serve the full snapshot `version` (two replicas of it: serving and standby)."""
-        snapshot: Snapshot | None = self._read(version, self.registry.load_full)
+        snapshot: Snapshot | None = self._read(version, lambda v: self._servable(self.registry.load_full(v)))
         if snapshot is None:
             return
-        standby = Replica.from_snapshot(self.registry.load_full(version, verify=False))
+        standby = Replica.from_snapshot(self.registry.load_full(version, verify=False), self.content)
         fields = snapshot.meta.get("fields", [])
         candidates = CandidateIndex(self.candidate_config, [f["name"] for f in fields if f["owner"] == "item"])
         if snapshot.interactions is not None:
             candidates.observe(snapshot.interactions)
         self.candidates = candidates
         self._standby = standby
-        self._swap(Replica.from_snapshot(snapshot), "full", snapshot.meta)
+        self._swap(Replica.from_snapshot(snapshot, self.content), "full", snapshot.meta)
         # the old pair is dropped here; its memory goes once its last request finishes
 
     def _advance(self, delta: Delta) -> None:
         standby = self._standby
         if standby is None or standby.version != delta.since:
-            standby = Replica.from_snapshot(self._rebuild(delta.since))
+            standby = Replica.from_snapshot(self._rebuild(delta.since), self.content)
         standby.advance(delta)
         old = self._swap(standby, "delta", delta.meta)
         if delta.interactions is not None:

@@ -3,7 +3,8 @@ port once, starts N worker processes on that socket (the kernel hands each new c
 them), checks that they answer and starts a new one in place of a worker that dies. Each worker
 builds its app here from what the command put in its environment: the registry to follow
 (`FRESHREC_SERVE_REGISTRY`) and/or the share to attach to (`FRESHREC_SERVE_ATTACH`), the retrieval model's
-registry and items (`FRESHREC_SERVE_RETRIEVAL`, a `RetrievalSource` as JSON), and the
+registry (`FRESHREC_SERVE_RETRIEVAL`), the items' content (`FRESHREC_SERVE_CONTENT`, a `ContentSource` as JSON),
+and the
 `ServeConfig` as JSON (`FRESHREC_SERVE_CONFIG`); each follows them on its own (attached workers all
 map the same tables: the memory is not multiplied by N). Each connection's protocol is made here too
 (`protocol`), with that config's timeouts (`freshrec.serve.server`).
@@ -24,7 +25,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from freshrec.features.content import item_content, read_items
+from freshrec.features.content import ItemContent, item_content, read_items
 from freshrec.serve.app import ServeConfig, create_app
 from freshrec.serve.attached import AttachedService
 from freshrec.serve.retriever import Retriever
@@ -33,40 +34,37 @@ from freshrec.serve.service import ModelService
 from freshrec.share import SharedArea
 from freshrec.snapshot import ModelRegistry
 
-__all__ = ["ATTACH_ENV", "CONFIG_ENV", "REGISTRY_ENV", "RETRIEVAL_ENV", "RetrievalSource", "app", "open_service",
-           "protocol"]
+__all__ = ["ATTACH_ENV", "CONFIG_ENV", "CONTENT_ENV", "REGISTRY_ENV", "RETRIEVAL_ENV", "ContentSource", "app",
+           "open_service", "protocol"]
 
 REGISTRY_ENV, ATTACH_ENV, CONFIG_ENV = "FRESHREC_SERVE_REGISTRY", "FRESHREC_SERVE_ATTACH", "FRESHREC_SERVE_CONFIG"
-RETRIEVAL_ENV = "FRESHREC_SERVE_RETRIEVAL"
+RETRIEVAL_ENV, CONTENT_ENV = "FRESHREC_SERVE_RETRIEVAL", "FRESHREC_SERVE_CONTENT"
 
 
 @dataclass(frozen=True)
-class RetrievalSource:
-    """Where `/recommend`'s learned candidates come from: the two-tower's `registry`, and the items' content
-    (an `items` file of item_id and `text_columns`, encoded by `text_model`) when the model reads content."""
+class ContentSource:
+    """The items' content: an `items` file of item_id and `text_columns`, encoded by `text_model` (default:
+    all-MiniLM-L6-v2), for models with content features and the two-tower's item vectors."""
 
-    registry: str
-    items: str | None = None
+    items: str
     text_columns: tuple[str, ...] = ("text",)
     text_model: str | None = None
 
-    def retriever(self, ranking: ModelService) -> Retriever:
-        content = None
-        if self.items is not None:
-            content = item_content(read_items(self.items, self.text_columns), self.text_model)
-        return Retriever(ModelService(ModelRegistry(self.registry)), ranking, content)
+    def load(self) -> ItemContent:
+        return item_content(read_items(self.items, self.text_columns), self.text_model)
 
 
-def open_service(registry: str | Path | None, attach: str | None,
-                 retrieval: RetrievalSource | None = None) -> ModelService:
+def open_service(registry: str | Path | None, attach: str | None, retrieval: str | Path | None = None,
+                 content: ItemContent | None = None) -> ModelService:
     """The service of `freshrec serve`: attached to share `attach` (with the registry's interactions
-    for the candidates, when given), else following `registry`; with `retrieval`, its `Retriever`."""
+    for the candidates, when given), else following `registry`; with `retrieval` (the two-tower's registry),
+    its `Retriever`; `content`: the items' content vectors, for models that read them."""
     if attach is not None:
-        service = AttachedService(SharedArea(attach), ModelRegistry(registry) if registry else None)
+        service = AttachedService(SharedArea(attach), ModelRegistry(registry) if registry else None, content=content)
     else:
-        service = ModelService(ModelRegistry(registry))
+        service = ModelService(ModelRegistry(registry), content=content)
     if retrieval is not None:
-        service.retriever = retrieval.retriever(service)
+        service.retriever = Retriever(ModelService(ModelRegistry(retrieval), content=content), service, content)
     return service
 
 
@@ -77,9 +75,10 @@ def _config() -> ServeConfig:
 
 def app() -> FastAPI:
     """One worker's app (uvicorn calls it: `freshrec.serve.workers:app`, factory=True)."""
-    retrieval = os.environ.get(RETRIEVAL_ENV)
-    source = RetrievalSource(**json.loads(retrieval)) if retrieval else None
-    return create_app(open_service(os.environ.get(REGISTRY_ENV), os.environ.get(ATTACH_ENV), source), _config())
+    content = os.environ.get(CONTENT_ENV)
+    items = ContentSource(**json.loads(content)).load() if content else None
+    return create_app(open_service(os.environ.get(REGISTRY_ENV), os.environ.get(ATTACH_ENV),
+                                   os.environ.get(RETRIEVAL_ENV), items), _config())
 
 
 def protocol(**connection) -> DeadlineProtocol:

@@ -38,6 +38,7 @@ GROUP = {"serve.enabled": False, "training.offline_interval": None}   # what a w
 NO_TEXT = {"retrieval.content": False}   # "data" is no MovieLens folder: no titles
 RETRIEVAL = {"retrieval.enabled": True, **NO_TEXT}
 ITEMS = Path(__file__).parent / "items.csv"   # two items' text, encoded once into the content cache
+SIMULATED_TWO_TOWER = {"retrieval.enabled": True, "source.format": "simulator"}   # no text: ids alone
 # key: (the settings it needs beside it, a value other than the default)
 CHANGES: dict[str, tuple[dict[str, Any], Any]] = {
     "source": ({}, {"format": "criteo", "data": "data"}),
@@ -100,10 +101,11 @@ CHANGES: dict[str, tuple[dict[str, Any], Any]] = {
     **{f"retrieval.{key}": (RETRIEVAL, value) for key, value in [
         ("positives", "labelled"), ("history", 5), ("dim", 8), ("out_dim", 8), ("hidden", [16]), ("temperature", 0.1),
         ("id_dropout", 0.5), ("negatives", 16), ("lr", 0.1), ("batch_size", 64)]},
-    "retrieval.content": ({**RETRIEVAL, "retrieval.content": True, "retrieval.items": str(ITEMS)}, False),
-    "retrieval.items": ({**RETRIEVAL, "retrieval.content": True, "source.format": "simulator"}, str(ITEMS)),
-    "retrieval.text_columns": ({**RETRIEVAL, "retrieval.content": True, "retrieval.items": str(ITEMS)},
-                               ["text", "tags"]),
+    "retrieval.content": ({**RETRIEVAL, "retrieval.content": True, "content.items": str(ITEMS)}, False),
+    "content": (SIMULATED_TWO_TOWER, {"items": str(ITEMS)}),
+    "content.items": (SIMULATED_TWO_TOWER, str(ITEMS)),
+    "content.text_columns": ({"features.content": True, "content.items": str(ITEMS)}, ["text", "tags"]),
+    "features.content": ({"content.items": str(ITEMS)}, True),
     "experiment": ({}, {"arms": [{"name": "a", "traffic": 1.0}]}),
     "experiment.arms": ({}, [{"name": "a", "traffic": 0.5}, {"name": "b", "traffic": 0.5, "follow": "frozen"}]),
     "experiment.salt": (ARMS, "another"),
@@ -270,6 +272,7 @@ def test_each_key_changes_what_run_builds(tmp_path: Path, recorded: dict, key: s
     "alerts: {webhook: 'ftp://hooks.example'}\n",
     "alerts: {auc_drop: 2}\n",
     "autoscale: {min: 3, max: 2}\n",
+    "features: {content: true}\nsource: {format: simulator}\n",
 ])
 def test_config_check_refuses_exactly_what_run_refuses(tmp_path: Path, recorded: dict, text: str):
     path = tmp_path / "bad.yaml"

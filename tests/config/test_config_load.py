@@ -10,8 +10,8 @@ from conftest import ARTICLE
 
 from freshrec.config import ConfigError, FreshrecConfig, load_config, parse_config, show_config
 
-SECTIONS = ("source, join, features, model, embedding, training, sync, serve, retrieval, experiment, fusion, log, gpu, "
-            "autoscale, devices, alerts")
+SECTIONS = ("source, join, features, model, embedding, training, sync, serve, content, retrieval, experiment, fusion, "
+            "log, gpu, autoscale, devices, alerts")
 
 
 def write(tmp_path: Path, text: str) -> Path:

@@ -10,6 +10,7 @@ import torch
 from freshrec.events.event import TS, EventChunk, FieldKind
 from freshrec.events.live import arrow_type
 from freshrec.features import FeaturePipeline, FeatureSpec
+from freshrec.features.content import ItemContent
 from freshrec.features.request import RequestFeaturizer, RequestRows
 
 SPECS = [FeatureSpec("user_id", FieldKind.CATEGORICAL), FeatureSpec("item_id", FieldKind.CATEGORICAL),
@@ -56,3 +57,27 @@ def test_request_batches_equal_the_pipelines(seed: int) -> None:
         torch.testing.assert_close(got.dense, want.dense, rtol=0, atol=0)
         torch.testing.assert_close(got.ts, want.ts)
         assert got.dense_keys == want.dense_keys and torch.isnan(got.labels).all()
+
+
+def test_content_columns_are_each_rows_items_vector_in_both() -> None:
+    content = ItemContent(pa.array(list(range(30)), pa.int64()),
+                          np.arange(60, dtype=np.float32).reshape(30, 2))   # the stream's ids are integers
+    specs = [*SPECS, *content.specs()]
+    featurizer, pipeline = RequestFeaturizer(specs, content=content), FeaturePipeline(specs, content=content)
+    rows = _random_rows(np.random.default_rng(7), 50)          # the request's ids are strings
+    got, want = featurizer.build(rows), pipeline.build(as_chunk(rows))
+    torch.testing.assert_close(got.dense, want.dense, rtol=0, atol=0)
+    assert got.dense_keys == want.dense_keys == ("price", "hour", "content.0", "content.1")
+    items = rows.per_row["item_id"]
+    expected = [content.matrix[int(i)].tolist() if i is not None else [0.0, 0.0] for i in items]
+    assert got.dense[:, 2:].tolist() == expected
+
+
+def test_content_columns_need_the_content_and_close_the_dense_features() -> None:
+    content = ItemContent(pa.array([1, 2]), np.ones((2, 2), np.float32))
+    with pytest.raises(ValueError, match="reads item content .2 columns.: give the items' content"):
+        FeaturePipeline([*SPECS, *content.specs()])
+    with pytest.raises(ValueError, match="must be the last dense features"):
+        RequestFeaturizer([*content.specs(), *SPECS], content=content)
+    with pytest.raises(ValueError, match="reads 2 content columns, the items' content has 3"):
+        RequestFeaturizer([*SPECS, *content.specs()], content=ItemContent(pa.array([1]), np.ones((1, 3), np.float32)))

@@ -57,8 +57,10 @@ def test_run_learns_the_two_tower_and_its_server_retrieves(tmp_path: Path) -> No
     need_real_data("movielens-100k")
     port = free_port()
     env = {**os.environ, "FRESHREC_CACHE": str(tmp_path / "cache")}
-    command = [*readme_block_commands(RUN_README)[0], "--limit", "6000", "--offline-interval", "off",
-               "--port", str(port), "--state", str(tmp_path / "state"), "--quiet", "--json"]
+    (tmp_path / "content.yaml").write_text("features: {content: true}\n")   # the ranking model reads titles too
+    command = [*readme_block_commands(RUN_README)[0], "--config", str(tmp_path / "content.yaml"), "--limit", "6000",
+               "--offline-interval", "off", "--port", str(port), "--state", str(tmp_path / "state"), "--quiet",
+               "--json"]
     process = subprocess.Popen(FRESHREC + command,
                                cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
@@ -67,6 +69,10 @@ def test_run_learns_the_two_tower_and_its_server_retrieves(tmp_path: Path) -> No
         answers: list[httpx.Response] = []
         wait_until(lambda: _recommended(url, answers), "a 200 from /recommend (the ranking model loaded)", process)
         assert len(answers[-1].json()["items"]) == 10
+        never_seen = 1682   # in u.item, not among the first 6,000 ratings: scored from its title and genres
+        scores = httpx.post(f"{url}/predict", json={"user": 1, "candidates": [1, never_seen, 99999]}).json()
+        assert never_seen in scores["cold_items"] and 99999 in scores["cold_items"]
+        assert scores["scores"][1] != scores["scores"][2]   # content moves a new item's score; no content: none
     finally:
         process.send_signal(signal.SIGTERM)
         try:
@@ -77,6 +83,7 @@ def test_run_learns_the_two_tower_and_its_server_retrieves(tmp_path: Path) -> No
     assert process.returncode == 0, err
     figures = json.loads(out.strip().splitlines()[-1])
     assert figures["retrieval"]["rows"] == figures["learned"] == 6000 and figures["retrieval"]["items"] > 100
+    assert figures["auc"] > 0.6
     assert (tmp_path / "state" / "retrieval-registry").is_dir()
 
 

@@ -59,8 +59,11 @@ def test_workers_retrieve_and_follow_the_two_towers_versions(trained, tmp_path: 
     assert process.returncode == 0, out
 
 
-def test_content_flags_need_a_retrieval_registry(trained, tmp_path: Path) -> None:
-    (tmp_path / "items.csv").write_text("item_id,text\n1,a\n")
-    done = subprocess.run(FRESHREC + ["serve", "--registry", str(tmp_path), "--items",
-                                      str(tmp_path / "items.csv")], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 2 and "give --retrieval" in done.stderr
+def test_a_text_model_needs_items_and_items_need_their_columns(trained, tmp_path: Path) -> None:
+    done = subprocess.run(FRESHREC + ["serve", "--registry", str(tmp_path), "--text-model", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "give --items" in done.stderr
+    (tmp_path / "items.csv").write_text("item_id,title\n1,a\n")
+    done = subprocess.run(FRESHREC + ["serve", "--registry", str(tmp_path), "--items", str(tmp_path / "items.csv")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "--items" in done.stderr and "'text'" in done.stderr

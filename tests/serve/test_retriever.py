@@ -1,18 +1,23 @@
 """The retriever: a two-tower followed from its own registry, its item vectors in the ANN index (rebuilt on each
-new model version, new items added between), and /recommend merging its candidates with the candidate index's."""
+new model version, new items added between), and /recommend merging its candidates with the candidate index's;
+the items' content in the service, for a ranking model with content features."""
 
 from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import torch
 from conftest import TwoTowerTrainer
 from fastapi.testclient import TestClient
 
-from freshrec.features import ContentCache
+from freshrec.events.event import FieldKind
+from freshrec.features import ContentCache, FeatureSpec
 from freshrec.features.content import ItemContent
+from freshrec.models import build_model
 from freshrec.serve import create_app
 from freshrec.serve.retriever import Retriever
 from freshrec.serve.service import ModelService
+from freshrec.snapshot import ModelRegistry, Snapshot
 
 
 class Digits:
@@ -31,7 +36,7 @@ def _served(trained, tmp_path, content=None, history: int = 0) -> tuple[ModelSer
         two.learn(chunk)
     ranking = ModelService(trained.registry)
     ranking.sync()
-    ranking.retriever = Retriever(ModelService(two.registry), ranking, content)
+    ranking.retriever = Retriever(ModelService(two.registry, content=content), ranking, content)
     return ranking, two
 
 
@@ -93,3 +98,22 @@ def test_a_query_is_the_user_vector_the_model_learned_with(trained, tmp_path):
         np.testing.assert_allclose(served, learned, atol=1e-6)
         checked += 1
     assert checked >= 5
+
+
+def test_a_model_with_content_features_is_refused_without_the_content_and_scored_with_it(tmp_path):
+    content = ItemContent(pa.array([1, 2]), np.array([[1.0, 0.0], [0.0, 1.0]], np.float32))
+    specs = [FeatureSpec("user_id", FieldKind.CATEGORICAL), FeatureSpec("item_id", FieldKind.CATEGORICAL),
+             *content.specs()]
+    model = build_model("fm", specs)
+    with torch.no_grad():
+        model.dense.weight.copy_(torch.tensor([[2.0, -2.0]]))   # item 1's content scores up, item 2's down
+    registry = ModelRegistry(tmp_path)
+    registry.publish(Snapshot(model, version=1))
+    bare = ModelService(registry)
+    assert bare.sync() is None and "version 1 was refused" in bare.behind
+    health = TestClient(create_app(bare)).get("/healthz").json()
+    assert not health["ready"] and "version 1 was refused" in health["detail"]
+    served = ModelService(registry, content=content)
+    assert served.sync() == 1
+    scored = served.score("u", {}, [("1", {}), ("2", {}), ("3", {})])
+    assert scored.scores[0] > scored.scores[2] == 0.5 > scored.scores[1]   # 3: no content, a zero vector
