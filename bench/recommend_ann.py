@@ -14,9 +14,11 @@ Two processes besides this driver:
 The driver is bench/serve.py's: open-loop requests on a fixed schedule over keep-alive connections, each
 latency measured from the request's scheduled time. Prints one JSON line: p50/p99/max latency and failed
 requests of both servers, the items indexed, the index versions applied while the retrieval server was
-measured, the p99 ratio, and the load average.
+measured (`--reindex`: the server's `serve.retrieval_reindex`, the least seconds between two re-indexes of every
+item), the p99 ratio, and the load average.
 
-    .venv/bin/python bench/recommend_ann.py [--items 100000] [--events 600000] [--rate 100] [--seconds 30]
+    .venv/bin/python bench/recommend_ann.py [--items 100000] [--events 600000] [--rate 100] [--seconds 30] \
+        [--reindex 1]
 """
 
 from __future__ import annotations
@@ -102,7 +104,8 @@ def _measure(args: argparse.Namespace, root: Path, retrieval: bool, bodies: list
     check_port("127.0.0.1", port)
     command = [sys.executable, "-m", "freshrec.cli", "serve", "--registry", str(root / "ranking"), "--port", str(port)]
     if retrieval:
-        command += ["--retrieval", str(root / "retrieval")]
+        (root / "serve.yaml").write_text(f"serve: {{retrieval_reindex: {args.reindex}}}\n")
+        command += ["--retrieval", str(root / "retrieval"), "--config", str(root / "serve.yaml")]
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         _wait_ready(port, server, timeout=600)
@@ -137,6 +140,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=100.0)
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--port", type=int, default=8766)
+    parser.add_argument("--reindex", type=float, default=1.0, help="serve.retrieval_reindex of the retrieval server")
     args = parser.parse_args()
     if args.role == "trainer":
         _trainer(args)
@@ -161,7 +165,8 @@ def main() -> None:
         trainer.wait(timeout=30)
         shutil.rmtree(root, ignore_errors=True)
     print(json.dumps({"bench": "recommend_ann", "items": args.items, "rate": args.rate, "seconds": args.seconds,
-                      "k": 10, "setup_s": round(setup, 1), "retrieval": ann, "baseline": baseline,
+                      "k": 10, "reindex_s": args.reindex, "setup_s": round(setup, 1), "retrieval": ann,
+                      "baseline": baseline,
                       "p99_ratio": ann["p99_ms"] / baseline["p99_ms"], "load_avg": os.getloadavg()}))
 
 

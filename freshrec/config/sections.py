@@ -181,6 +181,9 @@ class ServeSection(Section):
     max_candidates: int = Field(1000, ge=1, description="Most candidates one /predict may score")
     max_body_bytes: int = Field(1 << 20, ge=1024, description="Largest request body accepted (413 above)")
     recommend_candidates: int = Field(200, ge=1, description="Candidates /recommend ranks")
+    retrieval_reindex: Duration = Field(1.0, description=(
+        "With a two-tower: the least time between two re-indexes of every item's vector by a new version (new "
+        "items are added at once)"))
     max_client_rate: float | None = Field(None, gt=0, description=(
         "Requests a second one client address may make, in bursts of two seconds' worth (429 past it; null: no "
         "limit; behind a proxy every request comes from the proxy's address)"))

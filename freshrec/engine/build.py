@@ -229,6 +229,7 @@ def serve_config(config: FreshrecConfig, alerts: bool = False) -> ServeConfig:
         raise ConfigError(missing)
     return ServeConfig(max_candidates=s.max_candidates, max_body_bytes=s.max_body_bytes,
                        recommend_candidates=s.recommend_candidates, max_new_ids=s.max_new_ids,
+                       retrieval_reindex=s.retrieval_reindex,
                        admin_token=s.admin_token(),
                        events_token=events_token, read_timeout=s.read_timeout,
                        keep_alive_timeout=s.keep_alive_timeout, max_connections=s.max_connections,

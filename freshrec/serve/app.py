@@ -91,6 +91,9 @@ class ServeConfig(BaseModel):
     admin_token: str | None = Field(None, description="Bearer token of the admin endpoints (none: disabled)")
     events_token: str | None = Field(None, description="Bearer token POST /events requires (none: open)")
     poll_interval: float = Field(0.05, gt=0, description="Seconds between registry polls for new versions")
+    retrieval_reindex: float = Field(1.0, ge=0, description=(
+        "Seconds between two re-indexes of every item's vector by a new two-tower version (new items are added "
+        "at once)"))
     read_timeout: float = Field(30.0, gt=0, description="Seconds a client has to send a request's headers, and as "
                                                         "long again for its body (408 after)")
     keep_alive_timeout: float = Field(5.0, gt=0, description="Seconds an idle keep-alive connection stays open")
@@ -157,7 +160,8 @@ def create_app(service: ModelService, config: ServeConfig | None = None) -> Fast
         threads = [threading.Thread(target=s.follow, args=(stop, config.poll_interval), name="freshrec-sync",
                                     daemon=True) for s in followers]
         if service.retriever is not None:
-            threads.append(threading.Thread(target=service.retriever.follow, args=(stop, config.poll_interval),
+            threads.append(threading.Thread(target=service.retriever.follow,
+                                            args=(stop, config.poll_interval, config.retrieval_reindex),
                                             name="freshrec-retrieval-sync", daemon=True))
         if config.staleness_alert is not None:
             threads.append(threading.Thread(target=_watch_staleness, args=(service, config, stop),

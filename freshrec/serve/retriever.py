@@ -6,7 +6,9 @@ deltas in version order, full snapshots, hot swap with leases). Each time the se
 `refresh` recomputes the vector of every known item (the items interacted with, from the ranking service's
 `CandidateIndex`, and the items with content: a new item is retrievable before its first interaction) and
 publishes them as the next version of the `ItemIndex` (copy-on-write: requests search the previous version
-meanwhile); items first seen between two model versions are added at the next refresh. A request's query is
+meanwhile), at most every `reindex_interval` seconds (`serve.retrieval_reindex`): 100k items cost the server
+tens of milliseconds of CPU each time; items first seen between two re-indexes are added at the next refresh, with
+the version served then. A request's query is
 the user tower's vector of the user's latest fields and recent items; items the user already had are left out.
 
 >>> import tempfile
@@ -33,6 +35,7 @@ the user tower's vector of the user's latest fields and recent items; items the 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Hashable
@@ -74,17 +77,18 @@ class Retriever:
         self._content = np.zeros((0, content.dim if content is not None else 0), np.float32)   # their content
         self._taken: tuple[CandidateIndex | None, int] = (None, 0)  # a candidate index, how many of its items taken
         self._refresh = threading.Lock()
+        self._reindexed = -math.inf   # when the index was last rebuilt from every item (time.monotonic)
 
-    def sync(self) -> int | None:
-        """Follow the registry once and refresh the index; returns the indexed model version."""
+    def sync(self, reindex_interval: float = 0.0) -> int | None:
+        """Follow the registry once and refresh the index (`refresh`); returns the indexed model version."""
         self.models.sync()
-        return self.refresh()
+        return self.refresh(reindex_interval)
 
-    def follow(self, stop: threading.Event, poll_interval: float = 0.05) -> None:
+    def follow(self, stop: threading.Event, poll_interval: float = 0.05, reindex_interval: float = 0.0) -> None:
         """`sync` every `poll_interval` seconds until `stop` is set (the retriever's sync thread)."""
         while not stop.is_set():
             try:
-                self.sync()
+                self.sync(reindex_interval)
             except Exception:  # keep retrieving from the index as it is whatever a version holds
                 log.exception("retrieval sync failed")
             stop.wait(poll_interval)
@@ -94,19 +98,21 @@ class Retriever:
         """The ranking service's current candidate index (replaced with each full snapshot it loads)."""
         return self.ranking.candidates
 
-    def refresh(self) -> int | None:
-        """Index every known item's vector anew when the model's version changed, else only the items new since
-        the last refresh; returns the indexed model version (None before a model). Only the items new to it cost
-        Python; the others are arrays."""
+    def refresh(self, reindex_interval: float = 0.0) -> int | None:
+        """Index every known item's vector anew when the model's version changed and the last re-index is at least
+        `reindex_interval` seconds old; otherwise add only the items new since the last refresh (with the served
+        version). Returns the model version of the last re-index (None before a model). Only the items new to it
+        cost Python; the others are arrays."""
         with self._refresh, self.models.switcher.lease() as replica:
             if replica is None:
                 return None
             added = self._add(replica, self._new_items())
-            if replica.version != self.indexed_version:
+            now = time.monotonic()
+            if replica.version != self.indexed_version and now - self._reindexed >= reindex_interval:
                 self._index(replica, np.arange(len(self._key_array)), replace=True)
+                self.indexed_version, self._reindexed = replica.version, now
             elif added:
                 self._index(replica, np.arange(len(self._key_array) - added, len(self._key_array)), replace=False)
-            self.indexed_version = replica.version
             return self.indexed_version
 
     def _new_items(self) -> list[str]:

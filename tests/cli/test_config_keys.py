@@ -93,7 +93,7 @@ CHANGES: dict[str, tuple[dict[str, Any], Any]] = {
         ("enabled", False), ("host", "0.0.0.0"), ("port", 8123), ("max_candidates", 50), ("max_body_bytes", 4096),
         ("recommend_candidates", 20), ("admin_token_env", "OTHER_TOKEN"), ("events_token_env", "OTHER_TOKEN"),
         ("read_timeout", "10s"), ("keep_alive_timeout", "1s"), ("max_connections", 50), ("shutdown_timeout", "1s"),
-        ("max_new_ids", 5.0), ("max_client_rate", 100.0)]},
+        ("max_new_ids", 5.0), ("max_client_rate", 100.0), ("retrieval_reindex", "10s")]},
     "serve.tls_certfile": (TLS, str(Path(__file__).parents[2] / "README.md")),
     "serve.tls_keyfile": (TLS, str(Path(__file__).parents[2] / "README.md")),
     "retrieval": ({}, {"enabled": True, "content": False}),

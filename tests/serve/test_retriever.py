@@ -117,3 +117,18 @@ def test_a_model_with_content_features_is_refused_without_the_content_and_scored
     assert served.sync() == 1
     scored = served.score("u", {}, [("1", {}), ("2", {}), ("3", {})])
     assert scored.scores[0] > scored.scores[2] == 0.5 > scored.scores[1]   # 3: no content, a zero vector
+
+
+def test_a_new_version_reindexes_at_most_every_reindex_interval_and_new_items_come_at_once(trained, tmp_path):
+    ranking, two = _served(trained, tmp_path)
+    retriever = ranking.retriever
+    first = retriever.sync()
+    index_version, items = retriever.index.version, len(retriever.index)
+    for chunk in trained.chunks[3:5]:
+        trained.learn(chunk)
+        two.learn(chunk)
+    ranking.sync()
+    new_items = len(set(map(str, ranking.candidates.items()))) - items
+    assert retriever.sync(reindex_interval=3600) == first          # a newer version, but re-indexed just now
+    assert new_items > 0 and len(retriever.index) == items + new_items and retriever.index.version == index_version + 1
+    assert retriever.sync(reindex_interval=0) > first              # due: every item's vector from the new version
