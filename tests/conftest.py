@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import signal
 import socket
 import subprocess
 import threading
@@ -21,10 +22,12 @@ from pathlib import Path
 import pytest
 
 from freshrec.engine.sync import Publisher, SyncConfig
+from freshrec.events.event import EventChunk
 from freshrec.events.kafka import local_broker
 from freshrec.events.live import LiveQueue
 from freshrec.events.simulator import FIELDS as SIMULATOR_FIELDS
 from freshrec.events.simulator import Simulator, SimulatorConfig
+from freshrec.events.source import TableReplay
 from freshrec.features import FeaturePipeline, default_specs
 from freshrec.models import ModelConfig, build_model
 from freshrec.snapshot import ModelRegistry
@@ -117,6 +120,44 @@ def trained(tmp_path: Path) -> Trained:
 def broker() -> Iterator[str]:
     with local_broker() as bootstrap:
         yield bootstrap
+
+
+class StopAfter(TableReplay):
+    """The replay that sets `stop` as it hands out chunk number `chunks` (from 1): the reader
+    then stops after that chunk, however far ahead of the trainer it is."""
+
+    def __init__(self, replay: TableReplay, stop: threading.Event, chunks: int) -> None:
+        self.__dict__.update(replay.__dict__)
+        self.stop, self.chunks = stop, chunks
+
+    def __iter__(self) -> Iterator[EventChunk]:
+        for number, chunk in enumerate(super().__iter__(), 1):
+            if number == self.chunks:
+                self.stop.set()
+            yield chunk
+
+
+def straight_and_resumed(engine: Callable, source: Callable[[], TableReplay], root: Path, chunks: int = 3) -> tuple:
+    """(an engine run over the whole stream, the engine stopped after `chunks` chunks, a third one restored from
+    where that one stopped and not yet run): `engine(root, source)` builds one on the state folder `root`."""
+    straight = engine(root / "straight", source())
+    straight.run()
+    stop = threading.Event()
+    first = engine(root / "resumed", StopAfter(source(), stop, chunks))
+    first.run(stop)
+    second = engine(root / "resumed", source())
+    assert second.restore() == first.step
+    return straight, first, second
+
+
+def terminate(process: subprocess.Popen, timeout: float = 60.0) -> tuple[str, str]:
+    """SIGTERM `process` and wait up to `timeout` s for it to exit (then SIGKILL); its (stdout, stderr)."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        return process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.communicate()
 
 
 def free_port() -> int:

@@ -3,17 +3,16 @@ learned; a stop and restore mid-stream ends exactly like an uninterrupted run.""
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pytest
 import torch
+from conftest import straight_and_resumed
 
 from freshrec.engine.dataflow import DataFlowEngine, EngineConfig
-from freshrec.events.event import EventChunk, Field, FieldKind
+from freshrec.events.event import Field, FieldKind
 from freshrec.events.simulator import FIELDS, Simulator, SimulatorConfig
 from freshrec.events.source import TableReplay
 from freshrec.features import FeaturePipeline, default_specs
@@ -41,21 +40,6 @@ def _impressions_and_clicks(events: int = 6000) -> TableReplay:
     return TableReplay(stream, np.arange(stream.num_rows), "sim", fields, batch_size=1000)
 
 
-class _StopAfter(TableReplay):
-    """The replay that sets `stop` as it hands out chunk number `chunks` (from 1): the reader
-    then stops after that chunk, however far ahead of the trainer it is."""
-
-    def __init__(self, replay: TableReplay, stop: threading.Event, chunks: int) -> None:
-        self.__dict__.update(replay.__dict__)
-        self.stop, self.chunks = stop, chunks
-
-    def __iter__(self) -> Iterator[EventChunk]:
-        for number, chunk in enumerate(super().__iter__(), 1):
-            if number == self.chunks:
-                self.stop.set()
-            yield chunk
-
-
 def _engine(root: Path, source: TableReplay | None = None) -> DataFlowEngine:
     joiner = Joiner(JoinConfig(window=30.0, allowed_lateness=0.0, key=("impression_id",)))
     return DataFlowEngine(source or _impressions_and_clicks(), SPECS,
@@ -74,13 +58,8 @@ def test_joined_examples_are_logged_and_learned(tmp_path: Path) -> None:
 
 
 def test_stop_and_restore_mid_stream_matches_an_uninterrupted_run(tmp_path: Path) -> None:
-    straight = _engine(tmp_path / "straight")
-    straight.run()
-    stop = threading.Event()
-    first = _engine(tmp_path / "resumed", _StopAfter(_impressions_and_clicks(), stop, chunks=3))
-    first.run(stop)
-    second = _engine(tmp_path / "resumed")   # the stop cut falls after the third chunk
-    assert second.restore() == first.step and second.events == first.events == 3000 < straight.events
+    straight, first, second = straight_and_resumed(_engine, _impressions_and_clicks, tmp_path)
+    assert second.events == first.events == 3000 < straight.events   # the stop cut falls after the third chunk
     figures = second.run()
     assert figures["learned"] == 6000 and second.joiner.stats == straight.joiner.stats
     probe = FeaturePipeline(SPECS).build(next(iter(Simulator(SimulatorConfig(total_events=500, seed=9)))))

@@ -4,18 +4,16 @@ registry."""
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import torch
+from conftest import straight_and_resumed
 
 from freshrec.config import parse_config
 from freshrec.engine.build import retrieval_stage
 from freshrec.engine.dataflow import RETRIEVAL_REGISTRY, DataFlowEngine, EngineConfig
-from freshrec.events.event import EventChunk
 from freshrec.events.simulator import FIELDS, Simulator, SimulatorConfig
 from freshrec.events.source import TableReplay
 from freshrec.features import default_specs
@@ -36,20 +34,6 @@ def _table() -> pa.Table:
 def _replay() -> TableReplay:
     table = _table()
     return TableReplay(table, np.arange(table.num_rows), "sim", FIELDS, batch_size=500)
-
-
-class _StopAfter(TableReplay):
-    """The replay that sets `stop` as it hands out chunk number `chunks` (from 1)."""
-
-    def __init__(self, replay: TableReplay, stop: threading.Event, chunks: int) -> None:
-        self.__dict__.update(replay.__dict__)
-        self.stop, self.chunks = stop, chunks
-
-    def __iter__(self) -> Iterator[EventChunk]:
-        for number, chunk in enumerate(super().__iter__(), 1):
-            if number == self.chunks:
-                self.stop.set()
-            yield chunk
 
 
 def _engine(root: Path, source: TableReplay | None = None, publish: bool = False) -> DataFlowEngine:
@@ -73,14 +57,8 @@ def test_the_two_tower_learns_every_event_and_is_published(tmp_path: Path) -> No
 
 
 def test_stop_and_restore_mid_stream_matches_an_uninterrupted_run(tmp_path: Path) -> None:
-    straight = _engine(tmp_path / "straight")
-    straight.run()
-    stop = threading.Event()
-    first = _engine(tmp_path / "resumed", _StopAfter(_replay(), stop, chunks=3))
-    first.run(stop)
-    second = _engine(tmp_path / "resumed")
-    assert second.restore() == first.step and second.events == 1500
-    assert second.retrieval.learner.trainer.steps == first.retrieval.learner.trainer.steps > 0
+    straight, first, second = straight_and_resumed(_engine, _replay, tmp_path)
+    assert second.events == 1500 and second.retrieval.learner.trainer.steps == first.retrieval.learner.trainer.steps > 0
     second.run()
     a, b = second.retrieval.learner, straight.retrieval.learner
     assert a.trainer.steps == b.trainer.steps and np.array_equal(a.trainer.catalogue.keys, b.trainer.catalogue.keys)

@@ -29,7 +29,7 @@ from freshrec.events.event import FieldKind
 from freshrec.events.kafka import KafkaSink, create_topic, local_broker
 from freshrec.events.simulator import FIELDS, Simulator, SimulatorConfig
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.beside]   # a broker and a worker group, waited on for minutes
 TOPIC = "clicks"
 PARTITIONS = 4
 README = "Elastic scaling: `freshrec autoscale`"   # the section whose commands this test runs

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import httpx
 import pytest
-from conftest import free_port, need_real_data, readme_block_commands, wait_until
+from conftest import free_port, need_real_data, readme_block_commands, terminate, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.beside]   # CLI processes, waited on
 FRESHREC = [sys.executable, "-m", "freshrec.cli"]
@@ -74,12 +73,7 @@ def test_run_learns_the_two_tower_and_its_server_retrieves(tmp_path: Path) -> No
         assert never_seen in scores["cold_items"] and 99999 in scores["cold_items"]
         assert scores["scores"][1] != scores["scores"][2]   # content moves a new item's score; no content: none
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            out, err = process.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            out, err = process.communicate()
+        out, err = terminate(process)
     assert process.returncode == 0, err
     figures = json.loads(out.strip().splitlines()[-1])
     assert figures["retrieval"]["rows"] == figures["learned"] == 6000 and figures["retrieval"]["items"] > 100

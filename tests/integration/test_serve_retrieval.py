@@ -3,14 +3,13 @@ index follows the model's new versions while serving."""
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import httpx
 import pytest
-from conftest import TwoTowerTrainer, free_port, wait_until
+from conftest import TwoTowerTrainer, free_port, terminate, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.beside]   # server processes, waited on
 FRESHREC = [sys.executable, "-m", "freshrec.cli"]
@@ -50,12 +49,7 @@ def test_workers_retrieve_and_follow_the_two_towers_versions(trained, tmp_path: 
         newer = two.registry.latest()   # each worker indexes it in turn; a poll reaches one of them
         wait_until(lambda: (_retrieval(url).get("version") or 0) >= newer, "the new two-tower version indexed", process)
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            out, _ = process.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            out, _ = process.communicate()
+        out, _ = terminate(process)
     assert process.returncode == 0, out
 
 
