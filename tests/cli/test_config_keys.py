@@ -273,6 +273,7 @@ def test_each_key_changes_what_run_builds(tmp_path: Path, recorded: dict, key: s
     "alerts: {auc_drop: 2}\n",
     "autoscale: {min: 3, max: 2}\n",
     "features: {content: true}\nsource: {format: simulator}\n",
+    "training: {workers: 2, offline_interval: null}\nserve: {enabled: false}\nretrieval: {enabled: true}\n",
 ])
 def test_config_check_refuses_exactly_what_run_refuses(tmp_path: Path, recorded: dict, text: str):
     path = tmp_path / "bad.yaml"
