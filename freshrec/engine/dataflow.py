@@ -36,6 +36,7 @@ import numpy as np
 from freshrec._durable import WriteBehind
 from freshrec.batch import Batch
 from freshrec.engine.checkpoint import Checkpoint, CheckpointStore
+from freshrec.engine.cold_start import ColdStartMetrics
 from freshrec.engine.loop import Cut, Stages, Work, chunk_scores, dead_letter_failures, publish_when_held, run_loop
 from freshrec.engine.retrieval import RetrievalStage
 from freshrec.engine.summary import IngestSummary
@@ -119,6 +120,7 @@ class DataFlowEngine:
         self.share: ShareWriter | None = None   # by run(), with `config.share`
         self.writes: WriteBehind | None = None   # checkpoints and deltas written behind the trainer, in run()
         self.retrieval: RetrievalStage | None = None   # a two-tower learning every chunk too (set before restore)
+        self.cold = ColdStartMetrics()   # the scores of items' first events
 
     def restore(self) -> int | None:
         """Continue from the newest checkpoint, or start afresh with a new trainer (the log emptied:
@@ -197,7 +199,8 @@ class DataFlowEngine:
                 "retrains": self.retrains, "loop_seconds": seconds,
                 "stage_us_per_row": {k: round(v / rows * 1e6, 3) for k, v in sorted(stages.times.items())},
                 "published": self.publisher.published if self.publisher else None,
-                "retrieval": self.retrieval.report() if self.retrieval is not None else None}
+                "retrieval": self.retrieval.report() if self.retrieval is not None else None,
+                "cold_items": self.cold.report()}
 
     def _publisher(self) -> Publisher:
         """The publisher of `run`, its deltas written behind the trainer."""
@@ -239,10 +242,14 @@ class DataFlowEngine:
             self.retrains += 1
 
     def _after_steps(self, work: Work, steps: list[dict]) -> None:
-        """The hybrid hook on each scored batch; a failed batch's rows to the source's dead letters."""
+        """The hybrid hook and the cold-start metrics on each scored batch; a failed batch's rows to the source's
+        dead letters."""
         dead_letter_failures(work, steps, getattr(self.source, "dead_letters", None))
-        if self.on_scored is not None and work.whole is not None:
-            self.on_scored(work.whole, chunk_scores(steps))
+        if work.whole is not None:
+            scores = chunk_scores(steps)
+            self.cold.update(work.whole, scores)
+            if self.on_scored is not None:
+                self.on_scored(work.whole, scores)
 
     def checkpoint(self, cut: Cut, log_mark: Callable[[], int | None]) -> None:
         """The trainer (which has learned exactly the chunks up to `cut`), the joiner's state and the
