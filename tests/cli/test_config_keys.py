@@ -291,3 +291,10 @@ def test_config_check_accepts_what_run_accepts(tmp_path: Path, key: str):
     path = tmp_path / "good.yaml"
     path.write_text(yaml.safe_dump(nested({**companions, key: value})))
     assert CliRunner().invoke(app, ["config", "check", str(path)]).exit_code == 0
+
+
+def test_an_items_file_run_cannot_read_is_named(tmp_path: Path, recorded: dict):
+    (tmp_path / "no-text.csv").write_text("item_id,title\n1,a\n")
+    for items, why in ((tmp_path / "missing.csv", "not found"), (tmp_path / "no-text.csv", "no column 'text'")):
+        code, err, built = run_with(tmp_path, recorded, {"features.content": True, "content.items": str(items)}, "x")
+        assert code == 2 and err.startswith("error: content.items: ") and why in err and "engine" not in built
