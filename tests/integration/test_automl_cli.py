@@ -19,7 +19,7 @@ from optuna.trial import TrialState
 
 from freshrec.automl.trials import STALE, STUDY_NAME
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.beside]   # CLI processes (searches, a killed one), waited on
 FRESHREC = [sys.executable, "-m", "freshrec.cli"]
 ROOT = Path(__file__).resolve().parents[2]
 README = "AutoML: `freshrec automl`"
