@@ -154,8 +154,9 @@ def _live(settings: FreshrecConfig, state: Path, decisions: Path, metrics_port: 
         log.close()
         if hasattr(reader, "close"):
             reader.close()
-    if code not in (None, 0):
-        raise RuntimeError(f"the worker group failed (exit {code}); the agents' output is in {state / 'agents'}")
+    if code not in (None, 0):   # only a local group ends; a Kubernetes one never does
+        raise RuntimeError(f"the worker group failed (exit {code}); the agents' output is in {state / 'agents'}; "
+                           f"{executor.failure}")
     # written by rank 0 once the stream ended (a signal may come after); a Kubernetes group never ends
     group = (group_figures(state) or {}) if a.executor == "local" else {}
     return {**group, "ended": "stream" if group else "signal", "sizes": controller.sizes,

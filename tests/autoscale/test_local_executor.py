@@ -1,6 +1,7 @@
 """`LocalExecutor` without starting torchrun (its agents are stand-in processes: `sleep`, or ones that exit
 at once): the agent command and environment, one GPU per agent, the newest agent stopped first, what
-`finished()` says when the agents are gone, and the group store's rule for several agents."""
+`finished()` says when the agents are gone, a failed agent relaunching the group, and the group store's rule for several
+agents."""
 
 from __future__ import annotations
 
@@ -59,15 +60,20 @@ def test_more_workers_than_gpus_is_refused(tmp_path: Path, started) -> None:
         executor.close()
 
 
+def exiting(monkeypatch: pytest.MonkeyPatch, codes: list[int]) -> None:
+    """Agents that exit at once, with these codes in turn (then 0), printing a line each."""
+    exits = iter(codes)
+    monkeypatch.setattr(local.subprocess, "Popen", lambda command, env, **kwargs: REAL_POPEN(
+        [sys.executable, "-c", f"print('the agent ends'); raise SystemExit({next(exits, 0)})"], **kwargs))
+
+
 @pytest.mark.parametrize(("codes", "figures", "finished"), [
     ((0, 0), True, 0), ((0, 1), True, 0),    # an agent that joined as the group ended fails harmlessly
     ((0, 1), False, 1), ((0, 0), False, 1),  # the group ended without its figures: a failure
 ])
 def test_finished_reads_the_groups_figures(tmp_path: Path, monkeypatch, codes, figures, finished) -> None:
-    exits = iter(codes)
-    monkeypatch.setattr(local.subprocess, "Popen", lambda command, env, **kwargs: REAL_POPEN(
-        [sys.executable, "-c", f"raise SystemExit({next(exits)})"], **kwargs))
-    executor = LocalExecutor(FreshrecConfig(), tmp_path, (1, 2))
+    exiting(monkeypatch, list(codes))
+    executor = LocalExecutor(FreshrecConfig(training={"max_restarts": 0}), tmp_path, (1, 2))
     try:
         executor.scale(2)
         for agent in executor._agents:
@@ -75,8 +81,32 @@ def test_finished_reads_the_groups_figures(tmp_path: Path, monkeypatch, codes, f
         if figures:
             (tmp_path / FIGURES).write_text("{}")
         assert executor.finished() == finished
+        assert (executor.failure is None) == (finished == 0)
     finally:
         executor.close()
+
+
+def test_a_failed_agent_relaunches_the_group_until_the_relaunches_are_spent(tmp_path: Path, monkeypatch) -> None:
+    seen = []
+    exits = iter([3, 4, 5])
+    def popen(command, env, **kwargs):   # agents that exit at once, as told
+        seen.append(command)
+        return REAL_POPEN([sys.executable, "-c", f"print('the agent ends'); raise SystemExit({next(exits)})"], **kwargs)
+    monkeypatch.setattr(local.subprocess, "Popen", popen)
+    executor = LocalExecutor(FreshrecConfig(training={"max_restarts": 2}), tmp_path, (1, 2))
+    try:
+        executor.scale(1)
+        for relaunches in (1, 2):
+            executor._agents[0].wait()
+            assert executor.finished() is None and len(executor.relaunched) == relaunches
+        executor._agents[0].wait()
+        assert executor.finished() == 5 and len(executor.relaunched) == 2   # the third failure ends the group
+    finally:
+        executor.close()
+    assert executor.relaunched == [tmp_path / "agents" / f"agent-{k}.log" for k in (1, 2)]
+    assert executor.failure == f"{tmp_path / 'agents' / 'agent-3.log'} (exit 5) ends:\nthe agent ends"
+    rounds = [next(arg for arg in command if arg.startswith("--rdzv-id=")) for command in seen]
+    assert len(set(rounds)) == 3   # each launch of the group on a rendezvous of its own
 
 
 def test_several_agents_sharing_torchruns_store_are_refused(monkeypatch) -> None:
