@@ -318,10 +318,14 @@ class RowStorage:
         """The chunk addresses of every array ("rows" and each state, and "seq": the counters, empty
         unless shared), for numba kernels that update rows in place with `row_view` (inside
         `write_begin`/`write_end`); None unless all are host float32. Valid until the next
-        `allocate`."""
+        `allocate`. Taken while another thread allocates (a lookahead admitting the next chunk's ids),
+        it holds the chunks every array has, which hold every row allocated before the call."""
         if not all(array.fast for array in self._arrays.values()):
             return None
-        return {**{name: array.bases for name, array in self._arrays.items()}, SEQ: self.seq_bases()}
+        bases = {name: array.bases for name, array in self._arrays.items()}   # each replaced whole by a grow
+        chunks = min(len(b) for b in bases.values())   # an array may have grown already, another not yet
+        seq = self.seq_bases()
+        return {**{name: b[:chunks] for name, b in bases.items()}, SEQ: seq[:chunks] if len(seq) else seq}
 
     def to(self, device: torch.device | str) -> None:
         """Move every array (rows and state) to `device`; row numbers stay. Not for shared storage."""

@@ -90,3 +90,11 @@ def test_addresses_are_lent_only_for_host_float32():
     assert len(addresses["seq"]) == 0   # no counters: not shared
     assert addresses["rows"].tolist() == [c.data_ptr() for c in storage._arrays["rows"].chunks]
     assert RowStorage(dim=2, dtype=torch.float16).addresses() is None
+
+
+def test_addresses_taken_while_another_thread_grows_the_storage_agree_on_the_chunks():
+    storage = RowStorage(dim=2, state_widths={"accum": 2}, chunk_rows=4)
+    storage.allocate(5)
+    storage._arrays["rows"].grow(4)   # where `allocate` in another thread has grown the rows, not yet the state
+    addresses = storage.addresses()
+    assert len(addresses["rows"]) == len(addresses["accum"]) == 2   # the chunks both have: every allocated row
