@@ -71,7 +71,8 @@ def engine(source, root: Path, model: str = "fm") -> dict:
     return {"events_per_s": round(figures["events"] / seconds), "seconds": round(seconds, 3),
             "steady_events_per_s": round((last_events - first_events) / max(last - first, 1e-9)),
             "cpu_us_per_row": round(cpu / max(figures["events"], 1) * 1e6, 3),
-            "events": figures["events"], "logged": figures["logged"], "auc": round(figures["auc"], 4),
+            "events": figures["events"], "logged": figures["logged"], "learned": figures["learned"],
+            "failed_batches": figures["failed_batches"], "auc": round(figures["auc"], 4),
             "checkpoints": figures["checkpoints"], "deltas": figures["published"]["delta"],
             "stage_us_per_row": stages, "first_chunk_after_s": round(waited, 3)}
 
