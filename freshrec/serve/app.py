@@ -148,14 +148,17 @@ class _Bearer(HTTPBearer):
 
 
 def create_app(service: ModelService, config: ServeConfig | None = None) -> FastAPI:
-    """The app; its lifespan runs a registry follower thread for the service, for its retriever (if any) and
-    for each arm of its own (each syncs at once), and, where configured, the staleness alert and the arms log."""
+    """The app; its lifespan syncs the service and each arm of its own once before the first request, then runs
+    a registry follower thread for each, for its retriever (if any), and, where configured, the staleness alert
+    and the arms log."""
     config = config or ServeConfig()
     experiment = Experiment.open(config.experiment, service) if config.experiment and config.experiment.arms else None
     followers = list({id(s): s for s in (service, *(experiment.followers() if experiment else ()))}.values())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        for follower in followers:   # before the first request: a worker started beside others (or in place of
+            await run_in_threadpool(follower.sync_safely)   # one that died) never answers 503 for a model they serve
         stop = threading.Event()
         threads = [threading.Thread(target=s.follow, args=(stop, config.poll_interval), name="freshrec-sync",
                                     daemon=True) for s in followers]

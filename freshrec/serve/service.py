@@ -298,17 +298,22 @@ class ModelService:
         collection does not stall requests for a scan of all of them (a 150-190 ms pause measured
         in bench/serve.py without it); objects freed later are still freed by reference counting."""
         while not stop.is_set():
-            try:
-                started = time.thread_time()
-                version = self.sync()
-                self.sync_cpu_seconds += time.thread_time() - started
-                if version != self._frozen_at:
-                    self._frozen_at = self.version
-                    gc.freeze()
-            except Exception:  # keep serving the current version whatever a version holds
-                self.metrics.sync_errors.labels("unexpected").inc()
-                log.exception("sync failed")
+            self.sync_safely()
             stop.wait(poll_interval)
+
+    def sync_safely(self) -> None:
+        """One `sync`, its error logged and counted: the current version goes on serving whatever a
+        new one holds."""
+        try:
+            started = time.thread_time()
+            version = self.sync()
+            self.sync_cpu_seconds += time.thread_time() - started
+            if version != self._frozen_at:
+                self._frozen_at = self.version
+                gc.freeze()
+        except Exception:
+            self.metrics.sync_errors.labels("unexpected").inc()
+            log.exception("sync failed")
 
     # ------------------------------------------------------------------ requests
     def _served(self, replica: Replica) -> None:

@@ -52,7 +52,8 @@ class Load:
             while not self.halt.is_set():
                 try:
                     answer = client.post("/predict", json={"user": 1, "candidates": list(range(1, 101))})
-                    (self.failed.append(answer.status_code) if answer.status_code != 200 else None)
+                    (self.failed.append((answer.status_code, answer.text[:200])) if answer.status_code != 200
+                     else None)
                     self.ok += answer.status_code == 200
                 except httpx.HTTPError as error:
                     self.failed.append(repr(error))

@@ -129,6 +129,15 @@ def test_non_finite_times_and_labels_are_a_422(client, literal: bytes) -> None:
     assert len(client.queue) == 0
 
 
+def test_a_server_started_beside_a_published_model_answers_its_first_request(trained) -> None:
+    trained.learn(trained.chunks[0])
+    trained.publisher.publish_full()
+    config = ServeConfig(poll_interval=3600.0)   # no sync but the first until the end of the test
+    with TestClient(create_app(ModelService(trained.registry), config)) as client:   # what a new worker does
+        answer = client.post("/predict", json={"user": "u0", "candidates": ["i1"]})
+        assert answer.status_code == 200, answer.text
+
+
 def test_no_model_yet_is_a_503_and_no_sink_is_a_503(tmp_path) -> None:
     with TestClient(create_app(ModelService(ModelRegistry(tmp_path)))) as client:
         answer = client.post("/predict", json={"user": "u", "candidates": ["i"]})
