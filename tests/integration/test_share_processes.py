@@ -93,11 +93,12 @@ def test_attached_servers_outlive_a_killed_trainer_and_follow_the_next(tmp_path:
     finally:
         if load is not None:
             load.stop()
-        for process in (trainer, restarted, server):
+        for name, process in (("trainer", trainer), ("restarted trainer", restarted), ("server", server)):
             if process is not None and process.poll() is None:
                 process.send_signal(signal.SIGTERM)
                 try:
-                    process.communicate(timeout=60)
+                    output = process.communicate(timeout=60)
                 except subprocess.TimeoutExpired:
                     process.kill()
-                    process.communicate()
+                    output = process.communicate()
+                print(f"--- the {name}'s output:\n{output[0] or output[1]}")   # shown by pytest when the test fails
