@@ -182,6 +182,7 @@ def _run(settings: FreshrecConfig, state: Path, quiet: bool, exit_at_end: bool) 
     letters = JsonlDeadLetters(state / "dead_letters.jsonl")
     stream = open_stream(settings, letters)
     source, server, s = stream, None, settings.serve
+    content = item_content_of(settings)   # built once, for the server and the engine
     if s.enabled:
         offline = state / "offline-registry" if settings.fusion.strategy == "hedge" else None
         joined = settings.join.window is not None   # the joiner keeps the stream's column types: no sink
@@ -189,8 +190,7 @@ def _run(settings: FreshrecConfig, state: Path, quiet: bool, exit_at_end: bool) 
         sink = None if joined else live
         retrieval = state / RETRIEVAL_REGISTRY if settings.retrieval.enabled else None
         server = BackgroundServer(state / "registry", s.port, s.host, offline=offline, config=serve_config(settings),
-                                  sink=sink, retrieval=retrieval,
-                                  content=item_content_of(settings))
+                                  sink=sink, retrieval=retrieval, content=content)
         url = s.url()
         note(_requests_to_try(url))
     watch = _watch(settings, stream, letters, server)
@@ -212,7 +212,7 @@ def _run(settings: FreshrecConfig, state: Path, quiet: bool, exit_at_end: bool) 
                 show(engine, summary)
         watch.start()
         try:
-            figures = run_engine(source, settings, state, on_chunk=on_chunk)
+            figures = run_engine(source, settings, state, on_chunk=on_chunk, content=content)
         finally:
             watch.stop()
             letters.close()

@@ -29,18 +29,21 @@ from freshrec.engine.build import (
 from freshrec.engine.dataflow import DataFlowEngine
 from freshrec.engine.hybrid import OfflineSchedule
 from freshrec.events.source import Source
+from freshrec.features.content import ItemContent
 from freshrec.join import Joiner
 from freshrec.models import build_model
 
 __all__ = ["build_engine", "run"]
 
 
-def build_engine(source: Source, config: FreshrecConfig, state: Path, publish: bool = True) -> DataFlowEngine:
+def build_engine(source: Source, config: FreshrecConfig, state: Path, publish: bool = True,
+                 content: ItemContent | None = None) -> DataFlowEngine:
     """The engine of `config` over `source`, state under `state`, restored from its newest checkpoint;
     with `retrieval.enabled`, its two-tower stage (`engine.retrieval`); with offline retraining
     (`training.offline_interval` / `offline_events`), its `OfflineSchedule`
-    as `engine.retrain`."""
-    content = item_content_of(config)
+    as `engine.retrain`. `content`: the items' content where the caller has built it already (its server
+    reads it too), else `item_content_of(config)`."""
+    content = content if content is not None else item_content_of(config)
     specs = feature_specs(config, source.fields, content)
     join = join_config(config)
     model = model_config(config)
@@ -59,9 +62,10 @@ def build_engine(source: Source, config: FreshrecConfig, state: Path, publish: b
 
 
 def run(source: Source, config: FreshrecConfig, state: str | Path, on_chunk: Callable | None = None,
-        publish: bool = True) -> dict:
-    """Restore if there is a checkpoint, run until the source ends or a signal comes, return figures."""
-    engine = build_engine(source, config, Path(state), publish)
+        publish: bool = True, content: ItemContent | None = None) -> dict:
+    """Restore if there is a checkpoint, run until the source ends or a signal comes, return figures
+    (`content`: as `build_engine`'s)."""
+    engine = build_engine(source, config, Path(state), publish, content)
     schedule = engine.retrain
 
     def after_chunk(engine: DataFlowEngine, summary) -> None:

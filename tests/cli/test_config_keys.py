@@ -175,8 +175,8 @@ def recorded(monkeypatch: pytest.MonkeyPatch) -> dict:
         def stop(self):
             return None
 
-    def engine(source, settings, state, on_chunk=None):
-        made = engine_run.build_engine(source, settings, state, publish=False)
+    def engine(source, settings, state, on_chunk=None, content=None):
+        made = engine_run.build_engine(source, settings, state, publish=False, content=content)
         retrain = made.retrain
         seen["engine"] = (type(source).__name__, getattr(source, "limit", None), made.config, made.specs,
                           type(made.trainer.model).__name__, made.trainer.model.config,
@@ -298,3 +298,13 @@ def test_an_items_file_run_cannot_read_is_named(tmp_path: Path, recorded: dict):
     for items, why in ((tmp_path / "missing.csv", "not found"), (tmp_path / "no-text.csv", "no column 'text'")):
         code, err, built = run_with(tmp_path, recorded, {"features.content": True, "content.items": str(items)}, "x")
         assert code == 2 and err.startswith("error: content.items: ") and why in err and "engine" not in built
+
+
+def test_run_builds_the_items_content_once_for_its_server_and_its_engine(tmp_path: Path, recorded: dict,
+                                                                        monkeypatch: pytest.MonkeyPatch):
+    built = []
+    real = build.item_content
+    monkeypatch.setattr(build, "item_content", lambda *args, **kwargs: built.append(real(*args, **kwargs)) or built[-1])
+    code, err, _ = run_with(tmp_path, recorded, {"features.content": True, "content.items": str(ITEMS)}, "content")
+    assert code == 0, err
+    assert len(built) == 1
