@@ -60,11 +60,17 @@ def test_more_workers_than_gpus_is_refused(tmp_path: Path, started) -> None:
         executor.close()
 
 
-def exiting(monkeypatch: pytest.MonkeyPatch, codes: list[int]) -> None:
-    """Agents that exit at once, with these codes in turn (then 0), printing a line each."""
-    exits = iter(codes)
-    monkeypatch.setattr(local.subprocess, "Popen", lambda command, env, **kwargs: REAL_POPEN(
-        [sys.executable, "-c", f"print('the agent ends'); raise SystemExit({next(exits, 0)})"], **kwargs))
+def exiting(monkeypatch: pytest.MonkeyPatch, codes: list[int]) -> list[list[str]]:
+    """Agents that exit at once, with these codes in turn (then 0), printing a line each; returns the
+    list each agent's command goes to."""
+    exits, seen = iter(codes), []
+
+    def popen(command, env, **kwargs):
+        seen.append(command)
+        return REAL_POPEN([sys.executable, "-c", f"print('the agent ends'); raise SystemExit({next(exits, 0)})"],
+                          **kwargs)
+    monkeypatch.setattr(local.subprocess, "Popen", popen)
+    return seen
 
 
 @pytest.mark.parametrize(("codes", "figures", "finished"), [
@@ -87,12 +93,7 @@ def test_finished_reads_the_groups_figures(tmp_path: Path, monkeypatch, codes, f
 
 
 def test_a_failed_agent_relaunches_the_group_until_the_relaunches_are_spent(tmp_path: Path, monkeypatch) -> None:
-    seen = []
-    exits = iter([3, 4, 5])
-    def popen(command, env, **kwargs):   # agents that exit at once, as told
-        seen.append(command)
-        return REAL_POPEN([sys.executable, "-c", f"print('the agent ends'); raise SystemExit({next(exits)})"], **kwargs)
-    monkeypatch.setattr(local.subprocess, "Popen", popen)
+    seen = exiting(monkeypatch, [3, 4, 5])
     executor = LocalExecutor(FreshrecConfig(training={"max_restarts": 2}), tmp_path, (1, 2))
     try:
         executor.scale(1)
