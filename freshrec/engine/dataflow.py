@@ -160,8 +160,8 @@ class DataFlowEngine:
     def run(self, stop: threading.Event | None = None,
             on_chunk: Callable[[DataFlowEngine, IngestSummary], None] | None = None) -> dict:
         """Process the source until it ends or `stop` is set (restoring first, where `restore` was
-        not called); checkpoint; return the figures (`stage_us_per_row`: each stage's time per row,
-        per thread)."""
+        not called); checkpoint; return the figures (`stage_us_per_row`: each stage's time per row
+        in its own thread, `Stages.times`)."""
         stop = stop or threading.Event()
         if self.trainer is None:
             self.restore()

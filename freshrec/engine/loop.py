@@ -120,7 +120,11 @@ class Stages:
     retrain_events: int | None = None
     retrain_seconds: float | None = None
     read_ahead: int = 4
-    times: Counter = field(default_factory=Counter)   # seconds per stage, for the figures
+    times: Counter = field(default_factory=Counter)
+    """Seconds per stage, each in its own thread: `first_read` (the wait for the source's first chunk),
+    `read`, `join`, `features` (the reader's), `log` (the log writer's), `learn` (the loop's wait for
+    the next chunk learned, so its wait for the reading stages too) and `after` (the loop's; the
+    engine's `publish`, `checkpoint` and `retrieval` are parts of it)."""
     batch_window: float | None = None
 
 
@@ -212,10 +216,11 @@ class _Reader:
 
     def __iter__(self) -> Iterator[Work]:
         s, clock = self.s, time.perf_counter
-        mark = clock()
+        mark, stage = clock(), "first_read"   # the wait for the source's first chunk (a Kafka group join)
         for chunk in s.source:
             started = clock()
-            s.times["read"] += started - mark
+            s.times[stage] += started - mark
+            stage = "read"
             if not chunk.events_read:
                 yield Work(0, None, None, NO_ROWS, idle=True)
             else:
