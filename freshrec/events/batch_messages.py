@@ -94,5 +94,5 @@ def decode_batch(decoder: MessageDecoder, value: bytes | None, default_ts: float
     if not good.any():
         return None, letters
     kind = (table.schema.metadata or {}).get(_KIND, b"event").decode("utf-8", "replace")
-    return EventChunk(live.filter(pa.array(good)), np.full(int(good.sum()), position, np.int64), source, kind,
-                      entered=time.time()), letters
+    kept = live.filter(pa.array(good)) if len(bad) else live   # a filter copies every column
+    return EventChunk(kept, np.full(kept.num_rows, position, np.int64), source, kind, entered=time.time()), letters

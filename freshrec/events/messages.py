@@ -178,8 +178,8 @@ class MessageDecoder:
         if not good.any():
             return None, letters
         kind = kind_of[int(rows[int(np.argmax(good))])]
-        return EventChunk(table.filter(pa.array(good)), positions[rows][good], source, str(kind or "event"),
-                          entered=time.time()), letters
+        kept = table.filter(pa.array(good)) if checks.bad.any() else table   # a filter copies every column
+        return EventChunk(kept, positions[rows][good], source, str(kind or "event"), entered=time.time()), letters
 
     def _scan(self, values: Sequence[bytes | None],
               default_ts: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, pa.Table] | None, _Kinds]:
