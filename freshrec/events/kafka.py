@@ -11,9 +11,12 @@ IPC, `freshrec.events.batch_messages`); a topic may mix both.
 
 Offsets are never committed automatically: the engine calls `commit(position)` after the
 checkpoint that holds the effect of everything before it, and `seek(position)` on restore, so a
-restart neither loses nor repeats an event. A row's position is `partition * 2**40 + offset`
-(the rows of a batch message share it). `settings` pass through to librdkafka (SASL, TLS: e.g.
-`{"security.protocol": "SASL_SSL", "sasl.mechanism": "PLAIN", ...}`).
+restart neither loses nor repeats an event. The commit itself is made by the thread that consumes,
+before its next consume (or by `committed`/`close`): confluent-kafka blocks a call on the consumer
+while another thread waits in `consume`, so a commit from the engine's write-behind thread waited
+seconds, or for ever on a quiet topic, for a consume to return with messages. A row's position
+is `partition * 2**40 + offset` (the rows of a batch message share it). `settings` pass through to
+librdkafka (SASL, TLS: e.g. `{"security.protocol": "SASL_SSL", "sasl.mechanism": "PLAIN", ...}`).
 
 The source consumes only when the loop asks for its next chunk, so a trainer slower than the topic
 holds the stream back and drops nothing; librdkafka's prefetch is bounded (`PREFETCH`: 64 MiB).
@@ -36,6 +39,7 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
@@ -258,6 +262,8 @@ class KafkaSource:
         self._paused = False                  # by keep_alive, until the next chunk is asked for
         self._held: list = []                 # messages a keep_alive poll returned (none while paused)
         self._polled = time.monotonic()       # the last consume
+        self._to_commit: list[TopicPartition] | None = None   # by `commit`, for the consuming thread
+        self._to_commit_lock = threading.Lock()
         self._pause_after = int(self._config.get("max.poll.interval.ms", 300_000)) / 4000
 
     def _consumer_ready(self) -> Consumer:
@@ -300,7 +306,10 @@ class KafkaSource:
         does nothing: librdkafka drops a paused partition's prefetched messages and fetches them
         again on resume, which would cost a busy loop every wait for room."""
         consumer = self._consumer
-        if consumer is None or (not self._paused and time.monotonic() - self._polled < self._pause_after):
+        if consumer is None:
+            return
+        self._commit_now()
+        if not self._paused and time.monotonic() - self._polled < self._pause_after:
             return
         if not self._paused:
             consumer.pause(consumer.assignment())
@@ -309,7 +318,9 @@ class KafkaSource:
         self._polled = time.monotonic()
 
     def _take(self, consumer: Consumer) -> list:
-        """The next messages (partitions paused by `keep_alive` resumed; the messages it kept first)."""
+        """The next messages (partitions paused by `keep_alive` resumed; the messages it kept first),
+        after the commit `commit` asked for."""
+        self._commit_now()
         if self._paused:
             consumer.resume(consumer.assignment())
             self._paused = False
@@ -369,12 +380,23 @@ class KafkaSource:
         return {str(p): o for p, o in sorted(self._next.items())}
 
     def commit(self, position: Position) -> None:
-        """Commit the offsets of `position` to the group (after the checkpoint that holds them)."""
+        """Commit the offsets of `position` to the group (after the checkpoint that holds them): the
+        consuming thread commits them before its next consume (a later call replaces them)."""
         offsets = [TopicPartition(self.topic, int(p), o) for p, o in position.items()]
+        if offsets:
+            with self._to_commit_lock:
+                self._to_commit = offsets
+
+    def _commit_now(self) -> None:
+        """Make the commit `commit` asked for, if any (synchronously: an error raises)."""
+        with self._to_commit_lock:
+            offsets, self._to_commit = self._to_commit, None
         if offsets:
             self._consumer_ready().commit(offsets=offsets, asynchronous=False)
 
     def committed(self) -> Position:
+        """The group's committed offsets (after the commit asked for; not while a thread consumes)."""
+        self._commit_now()
         consumer = self._consumer_ready()
         metadata = consumer.list_topics(self.topic, timeout=10).topics[self.topic]
         parts = consumer.committed([TopicPartition(self.topic, p) for p in metadata.partitions], timeout=10)
@@ -400,10 +422,11 @@ class KafkaSource:
         return total
 
     def close(self) -> None:
-        """Deliver the dead letters still queued, leave the group."""
+        """Make the commit asked for, deliver the dead letters still queued, leave the group."""
         flush = getattr(self.dead_letters, "flush", None)
         if flush is not None:
             flush()
         if self._consumer is not None:
+            self._commit_now()
             self._consumer.close()
             self._consumer = None

@@ -1,5 +1,6 @@
 """Kafka source and sink against a real broker: order per user, dead letters, commit and seek, a
-user's JSON and batch messages in one partition, and a held loop that keeps its consumer in the group."""
+commit from another thread while the source waits, a user's JSON and batch messages in one
+partition, and a held loop that keeps its consumer in the group."""
 
 from __future__ import annotations
 
@@ -89,6 +90,44 @@ def test_commit_and_seek_resume_without_loss_or_repeats(broker) -> None:
     replay.seek(checkpoint)
     assert sorted(int(p) for c in replay for p in c.positions) == sorted(rest)
     replay.close()
+
+
+def test_a_commit_from_another_thread_lands_while_the_source_waits_on_a_quiet_topic(broker) -> None:
+    """The engine commits from its write-behind thread while its reader waits in `consume` on a
+    topic with nothing new: the call returns at once and the consuming thread makes the commit."""
+    create_topic(broker, "quiet", 2)
+    sink = KafkaSink(broker, "quiet")
+    sink.send(_events(100))
+    sink.flush()
+    source = KafkaSource(broker, "quiet", "group", FIELDS, MemoryDeadLetters())
+    taken, stop = [], threading.Event()
+
+    def read() -> None:
+        for chunk in source:
+            taken.append(len(chunk))
+            if stop.is_set():
+                return
+    reader = threading.Thread(target=read)
+    reader.start()
+    wait_until(lambda: sum(taken) == 100, "the source to take the 100 events")
+    position = source.position()
+    committing = threading.Thread(target=source.commit, args=(position,))
+    committing.start()
+    committing.join(timeout=30)
+    assert not committing.is_alive(), "commit() blocked while the reader waited in consume()"
+    check = Consumer({"bootstrap.servers": broker, "group.id": "group"})
+
+    def committed() -> dict:
+        parts = check.committed([TopicPartition("quiet", p) for p in range(2)], timeout=10)
+        return {str(tp.partition): tp.offset for tp in parts if tp.offset >= 0}
+    wait_until(lambda: committed() == position, "the commit to reach the group")
+    check.close()
+    stop.set()
+    sink.send(_events(1))    # the reader takes it and stops
+    sink.flush()
+    reader.join(timeout=60)
+    assert not reader.is_alive()
+    source.close()
 
 
 def test_batch_messages_and_json_messages_mix_in_one_topic_in_order(broker) -> None:
