@@ -14,7 +14,8 @@ checkpoint that holds the effect of everything before it, and `seek(position)` o
 restart neither loses nor repeats an event. The commit itself is made by the thread that consumes,
 before its next consume (or by `committed`/`close`): confluent-kafka blocks a call on the consumer
 while another thread waits in `consume`, so a commit from the engine's write-behind thread waited
-seconds, or for ever on a quiet topic, for a consume to return with messages. A row's position
+seconds, or for ever on a quiet topic, for a consume to return with messages. For the same reason
+`lag()` answers what the consuming thread last counted. A row's position
 is `partition * 2**40 + offset` (the rows of a batch message share it). `settings` pass through to
 librdkafka (SASL, TLS: e.g. `{"security.protocol": "SASL_SSL", "sasl.mechanism": "PLAIN", ...}`).
 
@@ -264,6 +265,7 @@ class KafkaSource:
         self._polled = time.monotonic()       # the last consume
         self._to_commit: list[TopicPartition] | None = None   # by `commit`, for the consuming thread
         self._to_commit_lock = threading.Lock()
+        self._lag = 0                         # by the consuming thread (`lag`)
         self._pause_after = int(self._config.get("max.poll.interval.ms", 300_000)) / 4000
 
     def _consumer_ready(self) -> Consumer:
@@ -288,6 +290,7 @@ class KafkaSource:
         idle_since = time.monotonic()
         while True:
             chunk = self._chunk(self._take(consumer))
+            self._note_lag(consumer)
             if chunk is not None:
                 yield chunk
             if chunk is not None or not consumer.assignment():  # the loop holding a chunk, or joining, is not idling
@@ -309,6 +312,7 @@ class KafkaSource:
         if consumer is None:
             return
         self._commit_now()
+        self._note_lag(consumer)
         if not self._paused and time.monotonic() - self._polled < self._pause_after:
             return
         if not self._paused:
@@ -412,14 +416,17 @@ class KafkaSource:
                 self._consumer.seek(TopicPartition(self.topic, tp.partition, offset))
 
     def lag(self) -> int:
-        """Messages on the assigned partitions not handed out yet (asks the broker)."""
-        if self._consumer is None:
-            return 0
+        """Messages on the assigned partitions not handed out yet, as the consuming thread last saw
+        them (any thread may ask: a call on the consumer itself would wait for the consume)."""
+        return self._lag
+
+    def _note_lag(self, consumer: Consumer) -> None:
+        """Count the lag from the partitions' high offsets of the last fetch (no broker request)."""
         total = 0
-        for tp in self._consumer.assignment():
-            _, high = self._consumer.get_watermark_offsets(tp, timeout=1.0)
+        for tp in consumer.assignment():
+            _, high = consumer.get_watermark_offsets(tp, cached=True)
             total += max(0, high - self._next.get(tp.partition, 0))
-        return total
+        self._lag = total
 
     def close(self) -> None:
         """Make the commit asked for, deliver the dead letters still queued, leave the group."""

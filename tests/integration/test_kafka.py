@@ -115,6 +115,11 @@ def test_a_commit_from_another_thread_lands_while_the_source_waits_on_a_quiet_to
     committing.start()
     committing.join(timeout=30)
     assert not committing.is_alive(), "commit() blocked while the reader waited in consume()"
+    lags: list[int] = []
+    asking = threading.Thread(target=lambda: lags.append(source.lag()))
+    asking.start()
+    asking.join(timeout=30)
+    assert lags == [0], "lag() blocked while the reader waited in consume()"
     check = Consumer({"bootstrap.servers": broker, "group.id": "group"})
 
     def committed() -> dict:
@@ -127,6 +132,17 @@ def test_a_commit_from_another_thread_lands_while_the_source_waits_on_a_quiet_to
     sink.flush()
     reader.join(timeout=60)
     assert not reader.is_alive()
+    source.close()
+
+
+def test_the_lag_counts_the_messages_not_handed_out_yet(broker) -> None:
+    create_topic(broker, "behind", 1)
+    sink = KafkaSink(broker, "behind")
+    sink.send(_events(100))
+    sink.flush()
+    source = KafkaSource(broker, "behind", "group", FIELDS, MemoryDeadLetters(), max_events=10)
+    first = next(iter(source))
+    assert len(first) == 10 and source.lag() == 90
     source.close()
 
 
