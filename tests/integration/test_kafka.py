@@ -30,6 +30,24 @@ def _events(n: int) -> list[Event]:
                   float(i % 2)) for i in range(n)]
 
 
+def _topic_of(broker: str, topic: str, partitions: int, events: int) -> KafkaSink:
+    """A new topic holding `events` of `_events`; returns its sink."""
+    create_topic(broker, topic, partitions)
+    sink = KafkaSink(broker, topic)
+    sink.send(_events(events))
+    sink.flush()
+    return sink
+
+
+def _answered(call) -> list:
+    """`[call()]` made in another thread, or [] if it has not returned within 30 s."""
+    answers: list = []
+    asking = threading.Thread(target=lambda: answers.append(call()), daemon=True)
+    asking.start()
+    asking.join(timeout=30)
+    return answers
+
+
 def _drain(source: KafkaSource, rows: int) -> list:
     chunks = []
     for chunk in source:
@@ -71,10 +89,7 @@ def test_every_good_event_arrives_in_user_order_and_bad_ones_are_dead_lettered(b
 
 
 def test_commit_and_seek_resume_without_loss_or_repeats(broker) -> None:
-    create_topic(broker, "resume", 3)
-    sink = KafkaSink(broker, "resume")
-    sink.send(_events(3000))
-    sink.flush()
+    _topic_of(broker, "resume", 3, 3000)
     first = KafkaSource(broker, "resume", "group", FIELDS, MemoryDeadLetters(), max_events=500)
     chunks = _drain(first, 1200)
     checkpoint = first.position()
@@ -95,10 +110,7 @@ def test_commit_and_seek_resume_without_loss_or_repeats(broker) -> None:
 def test_a_commit_from_another_thread_lands_while_the_source_waits_on_a_quiet_topic(broker) -> None:
     """The engine commits from its write-behind thread while its reader waits in `consume` on a
     topic with nothing new: the call returns at once and the consuming thread makes the commit."""
-    create_topic(broker, "quiet", 2)
-    sink = KafkaSink(broker, "quiet")
-    sink.send(_events(100))
-    sink.flush()
+    sink = _topic_of(broker, "quiet", 2, 100)
     source = KafkaSource(broker, "quiet", "group", FIELDS, MemoryDeadLetters())
     taken, stop = [], threading.Event()
 
@@ -111,15 +123,8 @@ def test_a_commit_from_another_thread_lands_while_the_source_waits_on_a_quiet_to
     reader.start()
     wait_until(lambda: sum(taken) == 100, "the source to take the 100 events")
     position = source.position()
-    committing = threading.Thread(target=source.commit, args=(position,))
-    committing.start()
-    committing.join(timeout=30)
-    assert not committing.is_alive(), "commit() blocked while the reader waited in consume()"
-    lags: list[int] = []
-    asking = threading.Thread(target=lambda: lags.append(source.lag()))
-    asking.start()
-    asking.join(timeout=30)
-    assert lags == [0], "lag() blocked while the reader waited in consume()"
+    assert _answered(lambda: source.commit(position)) == [None], "commit() blocked while the reader consumed"
+    assert _answered(source.lag) == [0], "lag() blocked while the reader waited in consume()"
     check = Consumer({"bootstrap.servers": broker, "group.id": "group"})
 
     def committed() -> dict:
@@ -136,10 +141,7 @@ def test_a_commit_from_another_thread_lands_while_the_source_waits_on_a_quiet_to
 
 
 def test_the_lag_counts_the_messages_not_handed_out_yet(broker) -> None:
-    create_topic(broker, "behind", 1)
-    sink = KafkaSink(broker, "behind")
-    sink.send(_events(100))
-    sink.flush()
+    _topic_of(broker, "behind", 1, 100)
     source = KafkaSource(broker, "behind", "group", FIELDS, MemoryDeadLetters(), max_events=10)
     first = next(iter(source))
     assert len(first) == 10 and source.lag() == 90
@@ -207,10 +209,7 @@ def test_a_held_loop_keeps_its_partitions_and_takes_every_message_once(broker, k
     With the source's `keep_alive` the consumer keeps its partitions and every message arrives once;
     a reader that waits idle (a plain iterator hides `keep_alive`) is dropped from the group."""
     topic = f"held-{keep_alive}"
-    create_topic(broker, topic, 2)
-    sink = KafkaSink(broker, topic)
-    sink.send(_events(3000))
-    sink.flush()
+    _topic_of(broker, topic, 2, 3000)
     interval = FAST_GROUP["session.timeout.ms"] / 1000   # the least max.poll.interval.ms librdkafka takes
     source = KafkaSource(broker, topic, "trainer", FIELDS, MemoryDeadLetters(), max_events=100, idle_timeout=3.0,
                          settings={"max.poll.interval.ms": int(interval * 1000)})
