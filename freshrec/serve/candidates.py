@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import heapq
 import time
-from collections import OrderedDict, defaultdict
+from collections import OrderedDict
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 
@@ -289,22 +289,39 @@ class CandidateIndex:
         return {self._items[other]: float(count)
                 for other, count in zip(items[code, :length].tolist(), counts[code, :length].tolist())}
 
+    def cooccurring(self, user: Hashable) -> tuple[np.ndarray, np.ndarray]:
+        """The codes of the items co-occurring with the user's recent positives and their counts summed
+        over those positives, strongest first (ties in code order): a few numpy calls over the
+        co-occurrence rows of the user's history (see `recent` on reading while `observe` writes)."""
+        code = self._recent.get(user)
+        history, history_len = self._history, self._history_len
+        items, counts, lengths = self._nb_item, self._nb_count, self._nb_len
+        if code is None or code >= min(len(history), len(history_len)):
+            return np.zeros(0, np.int32), np.zeros(0)
+        seeds = history[code, : history_len[code]]
+        seeds = seeds[seeds < min(len(items), len(counts), len(lengths))]
+        held = np.arange(items.shape[1]) < lengths[seeds][:, None]
+        codes, inverse = np.unique(items[seeds][held], return_inverse=True)
+        sums = np.bincount(inverse, counts[seeds][held], minlength=len(codes))
+        order = np.argsort(-sums, kind="stable")
+        return codes[order], sums[order]
+
     def candidates(self, user: Hashable, n: int) -> list[Hashable]:
         """Up to `n` items for `user`: co-occurring with the user's recent positives first (by
-        summed counts), then popular ones; none the user has interacted with."""
+        summed counts, ties by id), then popular ones; none the user has interacted with."""
         consumed = self._consumed.get(user, {})
-        scores: dict[Hashable, float] = defaultdict(float)
-        for seed in self.recent(user):
-            for item, count in self.neighbours(seed).items():
-                if item not in consumed:
-                    scores[item] += count
-        ranked = [k for k, _ in heapq.nsmallest(n, scores.items(), key=lambda kv: (-kv[1], kv[0]))]
-        if len(ranked) < n:
-            chosen = set(ranked)
-            top = self._top if n + len(consumed) <= TOP else self.popular(n + len(consumed) + len(ranked))
-            for item in top:
-                if item not in consumed and item not in chosen:
-                    ranked.append(item)
-                    if len(ranked) == n:
-                        break
+        codes, sums = self.cooccurring(user)
+        ranked: list[Hashable] = []
+        for tied in np.split(codes, np.flatnonzero(np.diff(sums)) + 1) if len(codes) else ():
+            fresh = [item for item in map(self._items.__getitem__, tied.tolist()) if item not in consumed]
+            ranked += heapq.nsmallest(n - len(ranked), fresh)
+            if len(ranked) == n:
+                return ranked
+        chosen = set(ranked)
+        top = self._top if n + len(consumed) <= TOP else self.popular(n + len(consumed) + len(ranked))
+        for item in top:
+            if item not in consumed and item not in chosen:
+                ranked.append(item)
+                if len(ranked) == n:
+                    break
         return ranked
