@@ -44,14 +44,17 @@ run: venv
 	rm -rf out/state
 	$(BIN)/freshrec run --format movielens-100k --fallback simulator --state out/state --port 8000 $(RUN_ARGS)
 
-# The soak tests and those marked `beside` (minutes of wall time, little CPU) run in a second pytest beside
-# the rest, their output shown after it; the target fails if either run fails.
+# Three lanes at once: the tests that work the cores, and two of tests that mostly wait on the processes
+# they start (the soak tests; the others marked `beside`), each lane's output printed when all are done;
+# the target fails if any lane fails.
 test: setup
-	@soak=$$(mktemp -d); \
-	$(BIN)/python -m pytest -q --durations=10 -m "soak or beside" --basetemp=$$soak/tmp >$$soak/log 2>&1 & soaking=$$!; \
+	@lanes=$$(mktemp -d); \
+	$(BIN)/python -m pytest -q --durations=10 -m soak --basetemp=$$lanes/soak >$$lanes/soak.log 2>&1 & soaking=$$!; \
+	$(BIN)/python -m pytest -q --durations=10 -m beside --basetemp=$$lanes/beside >$$lanes/beside.log 2>&1 & waiting=$$!; \
 	$(BIN)/python -m pytest -q --durations=20 -m "not soak and not beside"; rest=$$?; \
-	wait $$soaking; soaked=$$?; echo "--- the soak and beside tests:"; cat $$soak/log; rm -rf $$soak; \
-	test $$rest -eq 0 -a $$soaked -eq 0
+	wait $$soaking; soaked=$$?; wait $$waiting; waited=$$?; \
+	echo "--- the soak tests:"; cat $$lanes/soak.log; echo "--- the tests beside:"; cat $$lanes/beside.log; \
+	rm -rf $$lanes; test $$rest -eq 0 -a $$soaked -eq 0 -a $$waited -eq 0
 
 bench: venv
 	$(BIN)/python bench/ingest.py

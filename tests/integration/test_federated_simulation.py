@@ -22,7 +22,7 @@ from freshrec.federated import FederatedConfig, FederatedTrainer
 from freshrec.federated.audit import leaks, read_audit
 from freshrec.federated.server import secagg_workflow
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.beside]   # a simulated federation (Ray actors), mostly waited on
 FRESHREC = [sys.executable, "-m", "freshrec.cli"]
 README = "Federated training: `freshrec federated`"
 README_FILE = Path(__file__).resolve().parents[2] / "README.md"

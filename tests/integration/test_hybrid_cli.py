@@ -60,7 +60,7 @@ def test_evaluate_ab_writes_the_report_and_json(tmp_path: Path) -> None:
     assert bad.returncode == 2 and "unknown arm 'weekly'" in bad.stderr
 
 
-@pytest.mark.beside   # one CLI run of two minutes, waited on: `make test`'s two halves take about as long
+@pytest.mark.beside   # one CLI run of two minutes, waited on
 def test_movielens_online_beats_daily_and_hybrid_is_at_least_as_good(tmp_path: Path) -> None:
     """The issue's claim on MovieLens-100k in time order, with the default settings (measured:
     daily 0.6791, online 0.7680 learning event by event, hybrid 0.7676; deterministic on the CPU):

@@ -21,7 +21,7 @@ from freshrec.events.kafka import FAST_GROUP, KafkaDeadLetters, KafkaSink, Kafka
 from freshrec.features import FeaturePipeline, default_specs
 from freshrec.metrics.sources import KAFKA_ASSIGNMENTS, KAFKA_EVENTS, KAFKA_LAG
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.beside]   # a broker and consumers waiting out group timeouts
 FIELDS = (Field("genre", FieldKind.CATEGORICAL, "item"), Field("price", FieldKind.DENSE, "item"))
 
 

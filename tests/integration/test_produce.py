@@ -22,7 +22,7 @@ from freshrec.events.datasets import ColumnMapping, open_source
 from freshrec.events.deadletter import MemoryDeadLetters
 from freshrec.events.kafka import KafkaSource
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.beside]   # a broker and a CLI process, waited on
 README = Path(__file__).resolve().parents[2] / "README.md"
 ROWS = 3000
 MAPPING = ["--user", "userId", "--item", "movieId", "--time", "timestamp", "--label", "rating>=4", "--multi", "genres"]

@@ -149,6 +149,7 @@ def test_with_a_certificate_the_server_speaks_https_only(tmp_path: Path) -> None
         connection = http.client.HTTPSConnection("127.0.0.1", server.port, context=context, timeout=PATIENCE)
         connection.request("GET", "/healthz")
         assert json.loads(connection.getresponse().read()) == {"status": "starting", "ready": False, "version": None}
+        connection.close()   # (an open keep-alive connection holds the server's shutdown for seconds)
         with pytest.raises((http.client.HTTPException, ConnectionError)):   # plain HTTP: no answer
             plain = http.client.HTTPConnection("127.0.0.1", server.port, timeout=PATIENCE)
             plain.request("GET", "/healthz")
