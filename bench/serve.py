@@ -352,7 +352,7 @@ def _session(args: argparse.Namespace, attach: bool, workers: int, sweep: list[f
         figures["memory"] = {   # the trainer's resident bytes are what it holds alone, shared pages included
             "trainer_alone_rss_mb": trainer_now["rss"] / 2**20,
             "trainer_and_servers_pss_mb": (trainer_now["pss"] + sum(m["pss"] for m in servers)) / 2**20,
-            "server_processes": len(servers)}
+            "server_processes": len(servers), "server_pss_mb": [round(m["pss"] / 2**20, 1) for m in servers]}
         figures["memory"]["ratio"] = figures["memory"]["trainer_and_servers_pss_mb"] / \
             figures["memory"]["trainer_alone_rss_mb"]
         before = _get(port, "/metrics").decode()

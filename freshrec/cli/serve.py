@@ -8,12 +8,15 @@ import os
 import socket
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from freshrec.cli.errors import UsageError, guarded
 from freshrec.cli.options import SERVING, build_config, overriding
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 __all__ = ["HEALTHCHECK_SECONDS", "check_port", "serve_command"]
 
@@ -115,15 +118,25 @@ def serve_command(
         note(f"serving {what} on {settings.serve.url()} with {workers} workers")
         sys.stdout.flush()
         sys.stderr.flush()
-        # uvicorn's own command is the supervisor (this process, replaced): it imports no model code,
-        # so its memory is a few megabytes; each worker imports the app (`workers.app`) itself
-        os.execv(sys.executable, [sys.executable, "-m", "uvicorn", "freshrec.serve.workers:app", "--factory",
+        # uvicorn's own command is the supervisor (this process, replaced); each worker builds its app
+        # with `worker_app`, which the supervisor only imports (see there)
+        os.execv(sys.executable, [sys.executable, "-m", "uvicorn", "freshrec.cli.serve:worker_app", "--factory",
                                   "--host", host, "--port", str(port), "--workers", str(workers),
                                   "--timeout-worker-healthcheck", str(HEALTHCHECK_SECONDS), "--log-level", "warning",
                                   *uvicorn_flags(limits)])
     app = create_app(open_service(registry, attach, retrieval, content), limits)
     note(f"serving {what} on {settings.serve.url()}")
     serve_until_signal(uvicorn.Server(uvicorn_config(app, host, port)))
+
+
+def worker_app() -> FastAPI:
+    """One worker's app (`freshrec serve --workers N`: uvicorn calls it, factory=True). uvicorn's
+    supervisor imports the module that a factory's name points to, to check it, and this one imports
+    no model code: the supervisor stays a few megabytes (naming `freshrec.serve.workers:app`, which
+    imports torch, made it 230 MB)."""
+    from freshrec.serve.workers import app
+
+    return app()
 
 
 def _content_source(items: Path | None, text_columns: str, text_model: Path | None):

@@ -74,7 +74,7 @@ def _config() -> ServeConfig:
 
 
 def app() -> FastAPI:
-    """One worker's app (uvicorn calls it: `freshrec.serve.workers:app`, factory=True)."""
+    """One worker's app (`freshrec.cli.serve.worker_app` calls it in each worker)."""
     content = os.environ.get(CONTENT_ENV)
     items = ContentSource(**json.loads(content)).load() if content else None
     return create_app(open_service(os.environ.get(REGISTRY_ENV), os.environ.get(ATTACH_ENV),

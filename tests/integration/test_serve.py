@@ -199,6 +199,8 @@ def test_serve_workers_share_the_port_and_a_dead_worker_is_replaced(trained, tmp
         _wait_ready(url, process)
         wait_until(lambda: len(_workers(process.pid)) == 2, "two workers", process)
         before = _workers(process.pid)
+        assert "libtorch" in Path(f"/proc/{min(before)}/maps").read_text()   # a worker scores with torch;
+        assert "libtorch" not in Path(f"/proc/{process.pid}/maps").read_text()   # the supervisor: none of it
         victim = min(before)
         os.kill(victim, signal.SIGKILL)
         wait_until(lambda: len(_workers(process.pid)) == 2 and victim not in _workers(process.pid),
