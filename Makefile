@@ -63,7 +63,7 @@ bench: venv
 	$(BIN)/python bench/serve.py
 	$(BIN)/python bench/predict_path.py
 	$(BIN)/python bench/serve.py --attach --baseline --workers 2 --rate 1000 --recommend-rate 100 \
-		--sweep 200,400,600,800,1000,1200,1500,2000 --servers-on all
+		--sweep 200,400,600,800,1000,1200,1500,2000 --servers-on all --table-ids 4000000
 	$(BIN)/python bench/torn_reads.py
 	$(BIN)/python bench/engine.py
 	$(BIN)/python bench/join.py

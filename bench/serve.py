@@ -6,7 +6,7 @@ driver on the others (on 2 cores: one each side), so that the figures measure th
 scheduler:
 - the trainer (`--role trainer`): the simulator's stream paced at `--events-per-s`, an FM (dim 16)
   learning online, publishing a delta every `--sync-interval` s and a full snapshot every
-  `--full-interval` s to a fresh registry;
+  `--full-interval` s (by default `freshrec run`'s, 300 s) to a fresh registry;
 - the server: `freshrec serve --registry ...` (uvicorn, one worker, torch on one thread);
 - the driver (this process): open-loop load over keep-alive HTTP/1.1 connections, requests sent
   on a fixed schedule (`--rate` /predict per s plus `--recommend-rate` /recommend per s); each
@@ -58,6 +58,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 
+from freshrec.engine.sync import SyncConfig
 from freshrec.share import SharedArea
 
 CANDIDATES = 100
@@ -69,7 +70,7 @@ def _trainer(args: argparse.Namespace) -> None:
 
     import torch
 
-    from freshrec.engine.sync import Publisher, SyncConfig
+    from freshrec.engine.sync import Publisher
     from freshrec.engine.train_serve import learn_live
     from freshrec.events.event import EventChunk
     from freshrec.events.live import LiveQueue
@@ -412,7 +413,8 @@ def main() -> None:
     parser.add_argument("--recommend-rate", type=float, default=30.0)
     parser.add_argument("--events-per-s", type=float, default=2000.0)
     parser.add_argument("--sync-interval", type=float, default=1.0)
-    parser.add_argument("--full-interval", type=float, default=15.0)
+    parser.add_argument("--full-interval", type=float, default=SyncConfig.full_interval,
+                        help="seconds between full snapshots (a table of millions of rows: a burst of writing)")
     parser.add_argument("--trainer-nice", type=int, default=10,
                         help="the trainer's niceness: on 2 cores it yields the CPU to the server")
     args = parser.parse_args()

@@ -370,7 +370,8 @@ class ModelService:
             raise ValueError("the model's scores of these values are not finite: a dense value too large?")
         self._served(replica)
         cold_items = cold.get(ITEM)
-        return Scored(replica.version, items, scores.tolist(), bool(cold[USER][0]) if USER in cold else False,
+        cold_user = bool(cold[USER][0]) if USER in cold and n else False   # (no rows: /recommend had no candidates)
+        return Scored(replica.version, items, scores.tolist(), cold_user,
                       [] if cold_items is None else [item for item, new in zip(items, cold_items.tolist()) if new], arm)
 
     def _blend(self, replica: Replica, rows, online):

@@ -45,6 +45,14 @@ def test_predict_and_recommend_answer_with_the_version(client) -> None:
     assert b"freshrec_model_version 5.0" in client.get("/metrics").content
 
 
+def test_recommend_before_any_interaction_is_known_answers_no_items(client) -> None:
+    """(An attached server serves the shared tables before the registry's first interactions come.)"""
+    client.service.candidates = CandidateIndex()
+    answer = client.post("/recommend", json={"user": "u0", "k": 3})
+    assert answer.status_code == 200, answer.text
+    assert answer.json() | {"version": 5, "items": [], "scores": []} == answer.json()
+
+
 @pytest.mark.parametrize(("body", "status", "message"), [
     ({"user": "u", "candidates": ["i"], "extra": 1}, 422, "extra: Extra inputs are not permitted"),
     ({"user": "u", "candidates": "i"}, 422, "candidates"),
