@@ -296,7 +296,10 @@ class ModelService:
         After each new version the objects alive (the models, the candidate index: millions of
         small ones) are moved out of the garbage collector's reach (`gc.freeze`), so a full
         collection does not stall requests for a scan of all of them (a 150-190 ms pause measured
-        in bench/serve.py without it); objects freed later are still freed by reference counting."""
+        in bench/serve.py without it); objects freed later are still freed by reference counting.
+        A collection first frees the cycles that requests left (uvicorn's and asyncio's: about one
+        object a request): frozen, they would stay for good. It scans only what came since the
+        last freeze."""
         while not stop.is_set():
             self.sync_safely()
             stop.wait(poll_interval)
@@ -310,6 +313,7 @@ class ModelService:
             self.sync_cpu_seconds += time.thread_time() - started
             if version != self._frozen_at:
                 self._frozen_at = self.version
+                gc.collect()
                 gc.freeze()
         except Exception:
             self.metrics.sync_errors.labels("unexpected").inc()

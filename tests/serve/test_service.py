@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import shutil
+import weakref
 
 import numpy as np
 import pytest
@@ -117,3 +119,29 @@ def test_scores_flag_cold_starts_and_a_score_that_is_not_finite_is_refused(train
     monkeypatch.setattr(Replica, "score_with_cold", lambda replica, rows: (np.full(rows.n, np.nan, np.float32), {}))
     with pytest.raises(ValueError, match="scores of these values are not finite"):
         service.score(seen["user_id"], {}, [("new", {})])
+
+
+def test_garbage_cycles_left_by_requests_are_freed_not_frozen_at_a_new_version(trained) -> None:
+    """After each new version the sync thread moves the live objects out of the collector's reach
+    (`gc.freeze`); cycles that requests left behind must be collected first, or every version
+    would keep them for good (a server taking ten versions a second grew without end)."""
+    service = ModelService(trained.registry)
+    trained.learn(trained.chunks[0])
+    service.sync_safely()
+
+    class Cycle:
+        pass
+
+    gc.disable()   # (no automatic collection may free it before the sync does)
+    try:
+        garbage = Cycle()
+        garbage.itself = garbage
+        alive = weakref.ref(garbage)
+        del garbage
+        trained.learn(trained.chunks[1])
+        service.sync_safely()
+        assert service.version == 2
+        assert alive() is None, "a garbage cycle was frozen instead of freed"
+    finally:
+        gc.enable()
+        gc.unfreeze()
