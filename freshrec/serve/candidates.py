@@ -279,17 +279,7 @@ class CandidateIndex:
             return []
         return [self._items[i] for i in history[code, : lengths[code]].tolist()]
 
-    def neighbours(self, item: Hashable) -> dict[Hashable, float]:
-        """The items co-occurring with `item` and their counts."""
-        code = self._item_codes.get(item)
-        items, counts, lengths = self._nb_item, self._nb_count, self._nb_len   # (see `recent`)
-        if code is None or code >= min(len(items), len(counts), len(lengths)):
-            return {}
-        length = lengths[code]
-        return {self._items[other]: float(count)
-                for other, count in zip(items[code, :length].tolist(), counts[code, :length].tolist())}
-
-    def cooccurring(self, user: Hashable) -> tuple[np.ndarray, np.ndarray]:
+    def _cooccurring(self, user: Hashable) -> tuple[np.ndarray, np.ndarray]:
         """The codes of the items co-occurring with the user's recent positives and their counts summed
         over those positives, strongest first (ties in code order): a few numpy calls over the
         co-occurrence rows of the user's history (see `recent` on reading while `observe` writes)."""
@@ -310,7 +300,7 @@ class CandidateIndex:
         """Up to `n` items for `user`: co-occurring with the user's recent positives first (by
         summed counts, ties by id), then popular ones; none the user has interacted with."""
         consumed = self._consumed.get(user, {})
-        codes, sums = self.cooccurring(user)
+        codes, sums = self._cooccurring(user)
         ranked: list[Hashable] = []
         for tied in np.split(codes, np.flatnonzero(np.diff(sums)) + 1) if len(codes) else ():
             fresh = [item for item in map(self._items.__getitem__, tied.tolist()) if item not in consumed]
