@@ -61,8 +61,11 @@ class OpenLoop:
 
     async def _run(self) -> None:
         loop, pending = asyncio.get_running_loop(), set()
-        async with httpx.AsyncClient(base_url=self.url, timeout=60,
-                                     limits=httpx.Limits(max_connections=400, max_keepalive_connections=50)) as client:
+        # idle connections are dropped well before the server's keep-alive timeout (the soak's serve.yaml: 30 s);
+        # with both at 5 s (httpx's and uvicorn's defaults), a client starved for 5 s on a busy machine sent
+        # requests on connections the server was closing: ReadErrors that no server could avoid
+        limits = httpx.Limits(max_connections=400, max_keepalive_connections=50, keepalive_expiry=1.0)
+        async with httpx.AsyncClient(base_url=self.url, timeout=60, limits=limits) as client:
             start, n = loop.time(), 0
             while not self._stop.is_set():
                 n += 1
@@ -111,7 +114,7 @@ def _stop(process: subprocess.Popen, how: int = signal.SIGTERM) -> tuple[str, st
 def test_no_request_fails_while_the_trainer_is_killed_twice_and_the_staleness_alert_follows(tmp_path: Path) -> None:
     state, port = tmp_path / "state", free_port()
     url = f"http://127.0.0.1:{port}"
-    (tmp_path / "serve.yaml").write_text(f"alerts: {{staleness: {STALENESS}}}\n")
+    (tmp_path / "serve.yaml").write_text(f"alerts: {{staleness: {STALENESS}}}\nserve: {{keep_alive_timeout: 30s}}\n")
     trainer = _trainer(state)
     server, load, killed = None, None, 0
     started = time.monotonic()
