@@ -74,6 +74,7 @@ bench: venv
 	$(BIN)/python bench/autoscale.py
 	$(BIN)/python -m pip install -q -e ".[bench]"
 	$(BIN)/python bench/versus_vw.py
+	$(BIN)/python bench/open_bandit_signal.py
 
 clean:
 	rm -rf $(VENV) out *.egg-info
