@@ -124,7 +124,7 @@ class GroupTrainer(OnlineTrainer):
         (value * (labelled / events)).backward()
         if not self._exchange_gradients():
             return self._skip(batch, float(value.detach()))
-        self._dense_step()
+        self._step_dense()
         self.collection.apply_received(events)
         predictions = self._score(output.detach().float()).cpu()
         self._record(predictions.numpy(), batch.labels.numpy(), batch.ts.numpy())
@@ -137,7 +137,7 @@ class GroupTrainer(OnlineTrainer):
         self.model.zero_grad(set_to_none=True)
         self.collection.idle_lookup()
         if self._exchange_gradients():
-            self._dense_step()
+            self._step_dense()
             self.collection.apply_received(max(self.collection.global_events, 1))
 
     def _exchange_gradients(self) -> bool:
@@ -157,10 +157,6 @@ class GroupTrainer(OnlineTrainer):
         for p, part in zip(params, torch.split(total[:-1], [p.numel() for p in params])):
             p.grad = part.reshape(p.shape).to(p.dtype)
         return True
-
-    def _dense_step(self) -> None:
-        if self._optimizer is not None:
-            self._optimizer.step()
 
     def group_figures(self) -> dict:
         """The prequential figures of every rank's rows together (the ranks' tallies summed), the

@@ -58,6 +58,7 @@ import torch
 from freshrec.batch import Batch
 from freshrec.metrics import PrequentialMetrics, logloss
 from freshrec.models.base import OnlineModel, training_loss
+from freshrec.train.dense_step import DenseAdagrad
 from freshrec.train.fused import NOT_FINITE, FusedStep, ResolvedChunk, fused_model, plain_adagrad
 from freshrec.train.lookahead import lookahead
 from freshrec.train.staging import DeviceFeed
@@ -155,6 +156,7 @@ class OnlineTrainer:
         self.config = config or TrainerConfig()
         self._optimizer: torch.optim.Optimizer | None = None
         self._fused: FusedStep | None = None
+        self._dense: DenseAdagrad | None = None
         self._metrics: PrequentialMetrics | None = None
         self.batches = self.skipped_batches = self.skipped_rows = self.failed_batches = 0
         self._hold: threading.Event | None = None
@@ -206,6 +208,8 @@ class OnlineTrainer:
             self._scaler = torch.amp.GradScaler(device.type)
         lean = self.config.fused and self.config.precision == "fp32"
         self._fused = fused_step(self.model, self._optimizer) if lean else None
+        self._dense = DenseAdagrad(self._optimizer) if self._scaler is None and DenseAdagrad.fits(self._optimizer) \
+            else None
 
     @property
     def fused(self) -> bool:
@@ -360,8 +364,7 @@ class OnlineTrainer:
             if overflow and math.isfinite(float(value.detach())):
                 return self._overflow(batch, output)
             return self._skip(batch, float(value.detach()))
-        if self._optimizer is not None:
-            self._optimizer.step()
+        self._step_dense()
         if self._scaler is not None:
             self._scaler.update()
         self.model.apply_gradients(_events(batch))
@@ -419,10 +422,20 @@ class OnlineTrainer:
         return step
 
     def _gradients_finite(self) -> bool:
-        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
-        grads += [g for g in self.model.served_gradients() if g is not None]
+        grads = [g for g in self.model.served_gradients() if g is not None]
+        if self._dense is None:
+            grads += [p.grad for p in self.model.parameters() if p.grad is not None]
+        elif not self._dense.finite():
+            return False
         # one check for all: a NaN or an infinity anywhere makes the sum of sums non-finite
         return not grads or bool(torch.isfinite(torch.stack([g.sum() for g in grads]).sum()))
+
+    def _step_dense(self) -> None:
+        """The dense parameters' step: in numba where `DenseAdagrad` fits, else the optimizer's."""
+        if self._dense is not None:
+            self._dense.step()
+        elif self._optimizer is not None:
+            self._optimizer.step()
 
     def _skip(self, batch: Batch, value: float) -> dict:
         self.model.discard_gradients()
