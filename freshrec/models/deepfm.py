@@ -64,6 +64,7 @@ class DeepFM(OnlineFM):
         """FM logits plus the MLP's output, `[B]`."""
         logits, sums = self.parts(batch, train)
         fields = sums[:, :, 1:].permute(1, 0, 2).reshape(len(batch), -1)
-        self.deep.train(train)
+        if self.deep.training != train:   # (setting it walks every layer: tens of us a micro-batch)
+            self.deep.train(train)
         deep = tower(self.deep, torch.cat([fields, batch.dense], dim=1), self.config.checkpoint_towers)
         return logits + deep.squeeze(1)
