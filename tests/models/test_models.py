@@ -187,3 +187,16 @@ def test_ordinal_levels_learn_offsets_beside_the_label(name: str) -> None:
     assert low < -0.5 and high > 0.5
     without = training_loss(model, model(base, train=False), base)
     torch.testing.assert_close(without, loss(model(base, train=False), base.labels, "bce"))
+
+
+def test_deepfm_drops_units_when_learning_and_none_when_scoring() -> None:
+    model = DeepFM(SPECS, DeepFMConfig(dim=3, hidden=(32,), dropout=0.5, init_std=0.5))
+    batch = _batch()
+    model(batch, train=True)   # admits the ids
+    scored = model(batch, train=False).detach()
+    torch.manual_seed(1)
+    learning = [model(batch, train=True).detach() for _ in range(3)]
+    assert not torch.equal(learning[0], learning[1])   # dropout masks differ
+    assert torch.equal(model(batch, train=False).detach(), scored)   # back to eval: no dropout
+    model.train()   # the module's own mode does not decide: `train=` does
+    assert torch.equal(model(batch, train=False).detach(), scored)
