@@ -37,6 +37,7 @@ __all__ = ["DenseAdagrad"]
 
 @numba.njit(nogil=True, cache=True)
 def _all_finite(arrays):
+    """Whether no value of any of the 1-d `arrays` is NaN or infinite."""
     for array in arrays:
         for x in array:
             if not np.isfinite(x):
@@ -46,6 +47,7 @@ def _all_finite(arrays):
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")
 def _step_all(params, grads, sums, steps, lr, eps):
+    """`_adagrad` on each parameter (flat views) with its gradient, sum and step counter."""
     for i in range(len(params)):
         _adagrad(params[i], grads[i], sums[i], steps[i], lr, eps)
 
