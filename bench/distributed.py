@@ -24,7 +24,10 @@ each version); `server_bootstrap_ms` is what a server takes to load the newest f
 the deltas after it (`ModelService.sync`), assembled from the 2 workers' parts or whole from the
 one process, and `versions_published` how many versions each run published.
 
-    .venv/bin/python bench/distributed.py [--limit 100000]
+On a GPU machine, `--device cuda` is the device check of the distributed path: every run learns
+on GPUs (each worker on its own, NCCL between them), 2 workers where 2 GPUs are.
+
+    .venv/bin/python bench/distributed.py [--limit 100000] [--device cuda]
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import torch
 
 LINKS = {"ethernet_100gbps": (15e-6, 12.5e9), "nvlink": (5e-6, 300e9)}
 TORCHREC_8_A100_ROWS_PER_S = 5.37e6
@@ -99,28 +104,39 @@ def project(one: dict, two: dict, workers: int, alpha: float, bandwidth: float) 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--limit", type=int, default=100_000)
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="cuda: every run learns on GPUs (a worker each; 2 workers only where 2 GPUs are)")
     options = parser.parse_args()
-    args = data_args(options.limit)
+    args = data_args(options.limit) + (["--device", "cuda"] if options.device == "cuda" else [])
+    gpus = torch.cuda.device_count()
+    pair = options.device == "cpu" or gpus >= 2
     with tempfile.TemporaryDirectory() as root:
         single = run(Path(root) / "single", None, args)
         one = run(Path(root) / "one", 1, args)
-        two = run(Path(root) / "two", 2, args)
-        served = {name: bootstrap(Path(root) / name) for name in ("single", "two")}
-    figures = {"bench": "distributed", "stream": args[1], "events": two["events"], "load_avg": os.getloadavg()[0],
-               "cores": os.cpu_count(),
-               "single_process_events_per_s": single["rows"] / single["seconds"],
-               "workers_1_events_per_s": one["rows_per_s"], "workers_2_events_per_s": two["rows_per_s"],
-               "workers_2_vs_1": two["rows_per_s"] / one["rows_per_s"],
-               "workers_2_vs_single_process": two["rows_per_s"] / (single["rows"] / single["seconds"]),
-               "auc": {"single": single["auc"], "workers_1": one["auc"], "workers_2": two["auc"]},
-               "bytes_per_row": two["bytes_per_row_asked"], "rows_asked_per_event": two["rows_asked_per_row"],
-               "collective_ms_per_step": 1e3 * two["collective_seconds"] / max(two["group_steps"], 1),
+        two = run(Path(root) / "two", 2, args) if pair else None
+        runs = {"single": "single", **({"workers_2": "two"} if pair else {"workers_1": "one"})}
+        served = {name: bootstrap(Path(root) / folder) for name, folder in runs.items()}
+    single_rate = single["rows"] / single["seconds"]
+    figures = {"bench": "distributed", "device": options.device, "gpus": gpus, "stream": args[1],
+               "events": one["events"], "load_avg": os.getloadavg()[0], "cores": os.cpu_count(),
+               "single_process_events_per_s": single_rate, "workers_1_events_per_s": one["rows_per_s"],
+               "workers_1_vs_single_process": one["rows_per_s"] / single_rate,
                "outside_collectives_us_per_event": 1e6 * (one["seconds"] - one["collective_seconds"]) / one["rows"],
-               "projection_16_workers_events_per_s": {link: project(one, two, 16, *spec)
-                                                      for link, spec in LINKS.items()},
+               "auc": {"single": single["auc"], "workers_1": one["auc"]},
                "torchrec_8_a100_rows_per_s": TORCHREC_8_A100_ROWS_PER_S,
-               "server_bootstrap_ms": {"single": 1e3 * served["single"][0], "workers_2": 1e3 * served["two"][0]},
-               "versions_published": {"single": served["single"][1], "workers_2": served["two"][1]}}
+               "server_bootstrap_ms": {name: 1e3 * seconds for name, (seconds, _) in served.items()},
+               "versions_published": {name: count for name, (_, count) in served.items()}}
+    if two is None:
+        figures["workers_2"] = f"not run: 2 workers need 2 GPUs, {gpus} here"
+    else:
+        figures.update({
+            "workers_2_events_per_s": two["rows_per_s"], "workers_2_vs_1": two["rows_per_s"] / one["rows_per_s"],
+            "workers_2_vs_single_process": two["rows_per_s"] / single_rate,
+            "bytes_per_row": two["bytes_per_row_asked"], "rows_asked_per_event": two["rows_asked_per_row"],
+            "collective_ms_per_step": 1e3 * two["collective_seconds"] / max(two["group_steps"], 1),
+            "projection_16_workers_events_per_s": {link: project(one, two, 16, *spec)
+                                                   for link, spec in LINKS.items()}})
+        figures["auc"]["workers_2"] = two["auc"]
     print(json.dumps(figures))
 
 

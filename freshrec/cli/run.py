@@ -91,12 +91,14 @@ def _run_group(settings: FreshrecConfig, state: Path, as_json: bool, exit_at_end
     """A worker group: this process is one of its ranks (under torchrun), or launches it
     (`--workers N`), serves the group's registry while it learns (`serve.enabled`) and prints the
     group's figures."""
+    import torch
+
     from freshrec.cli.output import emit, note
     from freshrec.cli.serve import check_port
     from freshrec.cluster.group import in_launched_group
     from freshrec.cluster.launch import launch_group
     from freshrec.cluster.worker import run_rank
-    from freshrec.engine.build import serve_config
+    from freshrec.engine.build import gpu_note, serve_config, worker_device
     from freshrec.serve.background import BackgroundServer
 
     if problems := settings.group_problems():
@@ -110,6 +112,9 @@ def _run_group(settings: FreshrecConfig, state: Path, as_json: bool, exit_at_end
     if (state / "checkpoints").is_dir() and any((state / "checkpoints").iterdir()):
         raise UsageError(f"--state {state} holds a one-process run's checkpoints (a worker group does not go on "
                          "from them): give the group another --state")
+    worker_device(settings, settings.training.workers - 1, torch.cuda.device_count())   # a GPU for each worker
+    if gpu := gpu_note(settings, torch.cuda.is_available()):
+        note(gpu)
     server, s, started = None, settings.serve, time.monotonic()
     if s.enabled:
         check_port(s.host, s.port)

@@ -52,8 +52,9 @@ class GroupEngine(DataFlowEngine):
 
     def __init__(self, source: Source, specs: Sequence[FeatureSpec], build: Callable[[], OnlineModel],
                  state: str | Path, config: EngineConfig, group: Group) -> None:
+        on_device = dataclasses.replace(config.trainer, device=str(group.device))   # checkpoints load there too
         super().__init__(source, specs, build, rank_root(Path(state), group.rank),
-                         dataclasses.replace(config, share=None))
+                         dataclasses.replace(config, share=None, trainer=on_device))
         self.state, self.group = Path(state), group
         self.registry = ModelRegistry(self.state / "registry", part=(group.rank, group.world))
 

@@ -69,18 +69,17 @@ class Group:
         return cls(0, 1)
 
     @classmethod
-    def join(cls, timeout_s: float = 600.0) -> Group:
-        """Join the group the launcher describes (environment variables): NCCL on this rank's GPU
-        (`LOCAL_RANK`) when torch sees GPUs, else gloo on the CPU."""
-        cuda = torch.cuda.is_available()
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if cuda else torch.device("cpu")
+    def join(cls, timeout_s: float = 600.0, device: str = "cpu") -> Group:
+        """Join the group the launcher describes (environment variables): NCCL between the ranks'
+        GPUs when `device` is this rank's (`cuda:N`), else gloo on the CPU."""
+        cuda = torch.device(device).type == "cuda"
         if cuda:
             torch.cuda.set_device(device)
         rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
         timeout = datetime.timedelta(seconds=timeout_s)
         store = _store(rank, world, timeout)
         dist.init_process_group("nccl" if cuda else "gloo", store=store, rank=rank, world_size=world, timeout=timeout)
-        return cls(rank, world, device, store)
+        return cls(rank, world, torch.device(device), store)
 
     def leave(self) -> None:
         """Leave the process group (at the end of a run)."""

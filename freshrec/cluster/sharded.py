@@ -14,6 +14,8 @@ training step on every rank, in the same order:
    gradients of an id from every rank and takes one row-wise optimizer step (`apply_received`).
 
 A rank with no batch at a step takes part with none (`idle_lookup`): it still serves its rows.
+The rows, their gradients and the exchanges stay on the group's device (`Group.device`: the
+rank's GPU, with NCCL); the ids are looked up on the host, where the tables' index is.
 With the same events the group learns what one process learns from their union (the owners'
 rows start from their own random streams). A group of one is an ordinary collection.
 
@@ -105,7 +107,8 @@ class ShardedCollection(EmbeddingCollection):
         rows = self._exchange(wanted, now, train)
         out: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         for want, unique_rows in zip(wanted, rows):
-            for key, part in zip(want.keys, torch.split(unique_rows[torch.from_numpy(want.inverse)], want.sizes)):
+            occurrences = unique_rows[torch.from_numpy(want.inverse).to(unique_rows.device)]
+            for key, part in zip(want.keys, torch.split(occurrences, want.sizes)):
                 out[key] = (part, features[key].lengths)
         return {spec.name: out[spec.name] for spec in self.specs}
 
@@ -141,7 +144,7 @@ class ShardedCollection(EmbeddingCollection):
         dims = np.array([t.config.dim for t in tables])
         back = g.all_to_all(values, (received * dims).sum(axis=1).tolist(),
                             (counts * dims[:, None]).sum(axis=0).tolist())
-        rows = self._unpack(back.cpu(), counts, dims, wanted)
+        rows = self._unpack(back, counts, dims, wanted)
         self.rows_sent += int(counts.sum())
         self._step = _Served(wanted, rows, slots, received) if train else None
         if train:
@@ -160,7 +163,7 @@ class ShardedCollection(EmbeddingCollection):
             slots.append(found)
             packed.append(torch.split(table.gather(found), received[:, t].tolist()))   # [table][rank]
         order = [packed[t][r].reshape(-1) for r in range(self.group.world) for t in range(len(slots))]
-        return slots, torch.cat([torch.zeros(0)] + order)
+        return slots, torch.cat([torch.zeros(0, device=self.group.device)] + order)
 
     @staticmethod
     def _unpack(back: torch.Tensor, counts: np.ndarray, dims: np.ndarray, wanted: list[_Wanted]) -> list[torch.Tensor]:
@@ -169,10 +172,10 @@ class ShardedCollection(EmbeddingCollection):
         parts = _grid(back, (counts * dims[:, None]).T)                        # [owner][table]
         rows = []
         for t, want in enumerate(wanted):
-            mine = torch.cat([torch.zeros(0)] + [part[t] for part in parts])
+            mine = torch.cat([torch.zeros(0, device=back.device)] + [part[t] for part in parts])
             ordered = mine.reshape(-1, int(dims[t]))
             unique_rows = torch.empty_like(ordered)
-            unique_rows[torch.from_numpy(want.order)] = ordered
+            unique_rows[torch.from_numpy(want.order).to(back.device)] = ordered
             rows.append(unique_rows)
         return rows
 
@@ -194,13 +197,14 @@ class ShardedCollection(EmbeddingCollection):
         grads = []                                                             # [table][owner]
         for want, rows in zip(step.wanted, step.rows):
             grad = rows.grad if rows.grad is not None else torch.zeros_like(rows)
-            ordered = grad[torch.from_numpy(want.order)].detach()
+            ordered = grad[torch.from_numpy(want.order).to(grad.device)].detach()
             grads.append([part.reshape(-1) for part in torch.split(ordered, want.counts.tolist())])
-        extra = extra.detach().to(torch.float32).reshape(-1)
-        send = torch.cat([torch.zeros(0)] + [part for d in range(g.world) for part in [*(t[d] for t in grads), extra]])
+        extra = extra.detach().to(g.device, torch.float32).reshape(-1)
+        send = torch.cat([torch.zeros(0, device=g.device)]
+                         + [part for d in range(g.world) for part in [*(t[d] for t in grads), extra]])
         sizes = (step.received * dims).sum(axis=1)
         got = g.all_to_all(send, ((counts * dims[:, None]).sum(axis=0) + len(extra)).tolist(),
-                           (sizes + len(extra)).tolist()).cpu()
+                           (sizes + len(extra)).tolist())
         blocks = torch.split(got, (sizes + len(extra)).tolist())
         self._received = [block[: sizes[r]] for r, block in enumerate(blocks)]
         return torch.stack([block[sizes[r]:] for r, block in enumerate(blocks)])
@@ -215,7 +219,7 @@ class ShardedCollection(EmbeddingCollection):
         received = [torch.split(block, (step.received[r] * np.array(dims)).tolist())   # [rank][table]
                     for r, block in enumerate(received)]
         for t, table in enumerate(tables):
-            mine = torch.cat([torch.zeros(0)] + [part[t] for part in received])
+            mine = torch.cat([torch.zeros(0, device=self.group.device)] + [part[t] for part in received])
             if len(step.slots[t]):
                 table.apply_gradients(step.slots[t], mine.reshape(-1, dims[t]), events=events)
 

@@ -59,20 +59,26 @@ def _micro_batches(unit: MicroBatched) -> list[Batch | None]:
 
 class GroupTrainer(OnlineTrainer):
     """An `OnlineTrainer` for one rank of `group`: its model's tables become this rank's shards; the
-    step is the module's (autograd), never the fused one (whose lookups are local)."""
+    step is the module's (autograd), never the fused one (whose lookups are local). The rank learns
+    on the group's device (`Group.device`: its GPU, or the CPU), whatever `config.device` says."""
 
     def __init__(self, model: OnlineModel, config: TrainerConfig | None = None, group: Group | None = None) -> None:
-        super().__init__(shard_model(model, group or Group.alone()),
-                         dataclasses.replace(config or TrainerConfig(), fused=False))
-        self.group = group or Group.alone()
+        group = group or Group.alone()
+        super().__init__(shard_model(model, group),
+                         dataclasses.replace(config or TrainerConfig(), fused=False, device=str(group.device)))
+        self.group = group
         self.group_steps = 0         # steps taken with the group (with or without a batch of this rank)
 
     @classmethod
     def adopt(cls, trainer: OnlineTrainer, group: Group) -> GroupTrainer:
-        """`trainer` (e.g. restored from a checkpoint) as a rank of `group`, its state kept."""
+        """`trainer` (e.g. restored from a checkpoint, placed on `group.device`) as a rank of
+        `group`, its state kept."""
+        if trainer.model.device != group.device:
+            raise ValueError(f"the trainer learns on {trainer.model.device}, the group's rank on {group.device}: "
+                             "restore it with the group's device as its placement")
         adopted = cls.__new__(cls)
         adopted.__dict__.update(trainer.__dict__)
-        adopted.config = dataclasses.replace(trainer.config, fused=False)
+        adopted.config = dataclasses.replace(trainer.config, fused=False, device=str(group.device))
         adopted.group, adopted.group_steps = group, 0
         shard_model(adopted.model, group)
         return adopted
@@ -118,9 +124,11 @@ class GroupTrainer(OnlineTrainer):
         labelled = int((~torch.isnan(batch.labels)).sum())
         self.collection.events = labelled
         self.model.zero_grad(set_to_none=True)
-        output = self.model(batch, train=True)
+        moved = self._feed.one(batch)
+        with self._autocast():
+            output = self.model(moved, train=True)
+            value = training_loss(self.model, output.float(), moved)
         events = max(self.collection.global_events, 1)
-        value = training_loss(self.model, output.float(), batch)
         (value * (labelled / events)).backward()
         if not self._exchange_gradients():
             return self._skip(batch, float(value.detach()))
@@ -147,7 +155,7 @@ class GroupTrainer(OnlineTrainer):
         same sum on every rank). False: not finite, the step is dropped on every rank."""
         params = [p for p in self.model.parameters() if p.requires_grad]
         rows = [g.sum() for g in self.collection.served_gradients() if g is not None]
-        check = torch.stack(rows).sum().reshape(1) if rows else torch.zeros(1)
+        check = torch.stack(rows).sum().reshape(1) if rows else torch.zeros(1, device=self.group.device)
         flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1).float() for p in params]
                          + [check.detach().float()])
         total = self.collection.send_gradients(flat).sum(dim=0)

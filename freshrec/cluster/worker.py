@@ -1,6 +1,7 @@
 """One rank of `freshrec run --workers N` (or of `torchrun ... -m freshrec.cli run`): joins the group,
 runs its `GroupEngine` over its share of the stream and, on rank 0, writes the group's figures to
-`STATE/figures.json` (what `freshrec run` prints).
+`STATE/figures.json` (what `freshrec run` prints). A run on GPUs puts each rank on its own
+(`cuda:LOCAL_RANK`, NCCL between them: `Group.join`), its shards' rows and the model with it.
 
 A worker has no signal handler of its own: SIGTERM or SIGKILL ends it at once, the launcher
 (torchrun) stops the others and restarts the group, which continues from the last committed cut
@@ -14,6 +15,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
+
 from freshrec.cluster.cuts import rank_root
 from freshrec.cluster.engine import GroupEngine
 from freshrec.cluster.group import Group
@@ -21,7 +24,15 @@ from freshrec.cluster.kafka_share import KafkaFollower, KafkaLeader
 from freshrec.cluster.partition import Discarded, RankShare
 from freshrec.config import FreshrecConfig
 from freshrec.config.sections import KafkaSection
-from freshrec.engine.build import engine_config, feature_specs, kafka_source, model_config, open_stream, resolve_data
+from freshrec.engine.build import (
+    engine_config,
+    feature_specs,
+    kafka_source,
+    model_config,
+    open_stream,
+    resolve_data,
+    worker_device,
+)
 from freshrec.events.deadletter import JsonlDeadLetters
 from freshrec.events.event import Field
 from freshrec.events.source import Source
@@ -35,7 +46,7 @@ FIGURES = "figures.json"
 def run_rank(config: FreshrecConfig, state: Path) -> dict:
     """Run this process's rank to the end of the stream; returns its figures (rank 0: the group's,
     also written to `STATE/figures.json`)."""
-    group = Group.join()
+    group = Group.join(device=worker_device(config, int(os.environ.get("LOCAL_RANK", 0)), torch.cuda.device_count()))
     try:
         config, _ = resolve_data(config)
         root = rank_root(state, group.rank)

@@ -112,4 +112,9 @@ class FreshrecConfig(Section):
             lines.append("retrieval.enabled: a worker group does not learn a two-tower yet")
         if self.features.content:
             lines.append("features.content: a worker group does not read item content yet")
+        if self.gpu.device.startswith("cuda:"):
+            lines.append(f"gpu.device: {self.gpu.device}: each worker of a group learns on a GPU of its own "
+                         "(cuda:LOCAL_RANK); ask for cuda")
+        if self.gpu.precision == "fp16":
+            lines.append("gpu.precision: fp16: a worker group does not scale its gradients yet; use bf16 or fp32")
         return lines

@@ -53,7 +53,7 @@ from freshrec.train.retrieval import RetrievalConfig, RetrievalLearner
 
 __all__ = ["column_mapping", "engine_config", "feature_specs", "fusion_config", "gpu_note", "join_config",
            "kafka_source", "offline_config", "open_stream", "resolve_data", "item_content_of", "retrieval_stage",
-           "serve_config", "simulator_config", "trainer_config", "training_device"]
+           "serve_config", "simulator_config", "trainer_config", "training_device", "worker_device"]
 
 SIMULATED_EVENTS = 1_000_000
 """Events the simulator makes when `source.limit` is null."""
@@ -257,6 +257,26 @@ def training_device(config: FreshrecConfig, available: bool) -> str:
     if device.startswith("cuda") and not available:
         raise ConfigError([f"gpu.device: {device} asked for (--device), but torch sees no CUDA device here"])
     return device
+
+
+def worker_device(config: FreshrecConfig, local_rank: int, gpus: int) -> str:
+    """Where rank `local_rank` (counted on its machine) of a worker group learns: when the run
+    learns on a GPU (`training_device`), its own one, `cuda:LOCAL_RANK`, else the CPU; ConfigError
+    when the machine has no GPU for it (`gpus`: how many it has).
+
+    >>> from freshrec.config import parse_config
+    >>> worker_device(parse_config({"gpu": {"device": "cuda"}}), 1, gpus=2)
+    'cuda:1'
+    >>> worker_device(parse_config({"gpu": {"count": 2}}), 1, gpus=0)
+    'cpu'
+    """
+    device = training_device(config, gpus > 0)
+    if device == "cpu":
+        return device
+    if local_rank >= gpus:
+        raise ConfigError([f"training.workers: each worker learns on a GPU of its own (gpu.device {device}), and "
+                           f"this machine has {gpus}: run at most {gpus} worker(s) on it, or add --device cpu"])
+    return f"cuda:{local_rank}"
 
 
 def trainer_config(config: FreshrecConfig, available: bool | None = None) -> TrainerConfig:

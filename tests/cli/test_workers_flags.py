@@ -5,10 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from freshrec.cli import app
 from freshrec.cluster.group import LAUNCH_ENV
+from freshrec.config import ConfigError, parse_config
+from freshrec.engine.build import worker_device
 
 
 def test_a_group_names_every_setting_it_cannot_run(tmp_path: Path) -> None:
@@ -52,3 +55,27 @@ def test_a_group_and_a_single_process_do_not_share_a_state(tmp_path: Path) -> No
     assert not (single / "group-config.yaml").exists()
     done = CliRunner().invoke(app, ["run", "--format", "simulator", "--no-serve", "--state", str(group)])
     assert done.exit_code == 2 and "holds a worker group's run: go on with --workers N" in done.stderr, done.stderr
+
+
+def test_a_group_on_gpus_names_what_it_cannot_do(tmp_path: Path) -> None:
+    done = CliRunner().invoke(app, ["run", "--format", "simulator", "--workers", "2", "--no-serve",
+                                    "--offline-interval", "off", "--device", "cuda:1", "--precision", "fp16",
+                                    "--state", str(tmp_path / "state")])
+    assert done.exit_code == 2, done.stderr
+    assert "--device (gpu.device): cuda:1: each worker of a group learns on a GPU of its own" in done.stderr
+    assert "--precision (gpu.precision): fp16: a worker group does not scale its gradients yet" in done.stderr
+
+
+def test_a_group_asked_to_learn_on_gpus_is_refused_before_it_starts_where_there_are_none(tmp_path: Path) -> None:
+    done = CliRunner().invoke(app, ["run", "--format", "simulator", "--workers", "2", "--no-serve",
+                                    "--offline-interval", "off", "--device", "cuda", "--state", str(tmp_path / "s")])
+    assert done.exit_code == 2 and "torch sees no CUDA device here" in done.stderr, done.stderr
+    assert not (tmp_path / "s" / "group-config.yaml").exists()
+
+
+def test_each_worker_needs_a_gpu_of_its_own() -> None:
+    config = parse_config({"gpu": {"device": "cuda"}})
+    assert [worker_device(config, rank, gpus=3) for rank in range(3)] == ["cuda:0", "cuda:1", "cuda:2"]
+    with pytest.raises(ConfigError, match=r"of its own \(gpu.device cuda\), and this machine has 2: run at most 2"):
+        worker_device(config, 2, gpus=2)
+    assert worker_device(parse_config({}), 2, gpus=2) == "cpu"   # gpu.device auto and no gpu.count: the CPU

@@ -1,6 +1,6 @@
 """On a CUDA device (skipped without one; run where a GPU is lent): rows on the device learn what
 the host table learns, models learn on the device, AMP scores as fp32 does, the feed copies ahead,
-and `freshrec run --device cuda` runs the whole loop."""
+`freshrec run --device cuda` runs the whole loop, and so does a worker group, each rank on its GPU."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import pytest
 import torch
 from conftest import movielens_batches
 
+from freshrec.cluster import Group, GroupTrainer
 from freshrec.embedding import FTRL, SGD, Adagrad, Adam, DynamicEmbedding, TableConfig
 from freshrec.models import ModelConfig, build_model
 from freshrec.testing.models import check_learn_keeps_its_batch, check_unseen_ids, stream
@@ -104,3 +105,42 @@ def test_freshrec_run_learns_on_the_device(tmp_path):
     figures = json.loads(done.stdout.strip().splitlines()[-1])
     assert figures["events"] == 20_000 and "learning on cuda" in figures["gpu"], figures
     assert figures["auc"] > 0.6, figures
+
+
+@pytest.mark.parametrize("name", ["fm", "deepfm"])
+def test_a_rank_on_the_device_learns_what_it_learns_on_the_host(name):
+    data = stream(rows=4096, batch_size=256)
+    ranks = {device: GroupTrainer(build_model(name, data.specs, ModelConfig(dim=8, init_std=0.0)), TrainerConfig(),
+                                  Group(0, 1, device)) for device in ("cpu", "cuda")}
+    for trainer in ranks.values():
+        for _ in trainer.learn_stream([Unit.of(batch, len(batch)) for batch in data.batches]):
+            pass
+    host, gpu = ranks["cpu"], ranks["cuda"]
+    assert all(t.storage.device.type == "cuda" for t in gpu.model.tables.values())
+    assert next(gpu.model.parameters()).is_cuda
+    for table, other in zip(gpu.model.tables.values(), host.model.tables.values()):
+        np.testing.assert_allclose(table.state_dict()["rows"], other.state_dict()["rows"], atol=2e-3)
+    assert abs(gpu.group_figures()["auc"] - host.group_figures()["auc"]) < 0.002
+
+
+def _group_run(tmp_path, launcher: list[str], flags: tuple[str, ...] = ()) -> dict:
+    """The figures of `freshrec run` (under `launcher`, with `flags`) on GPUs, bf16, 20,000 events."""
+    command = [*launcher, "-m", "freshrec.cli", "run", *flags, "--device", "cuda", "--precision", "bf16",
+               "--format", "movielens-100k", "--fallback", "simulator", "--limit", "20000", "--batch-window", "off",
+               "--offline-interval", "off", "--no-serve", "--quiet", "--json", "--state", str(tmp_path / "group")]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env={**os.environ})
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads((tmp_path / "group" / "figures.json").read_text())
+
+
+def test_a_group_of_one_under_torchrun_learns_on_the_gpu(tmp_path):
+    figures = _group_run(tmp_path, [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                                    "--nproc-per-node=1"])
+    assert figures["workers"] == 1 and figures["events"] == 20_000 and figures["auc"] > 0.6, figures
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 GPUs (one per worker)")
+def test_two_workers_learn_on_two_gpus_over_nccl(tmp_path):
+    figures = _group_run(tmp_path, [sys.executable], ("--workers", "2"))
+    assert figures["workers"] == 2 and figures["events"] == 20_000 and figures["auc"] > 0.6, figures
+    assert figures["bytes_per_row_asked"] > 0, figures
