@@ -109,6 +109,10 @@ def main() -> None:
     options = parser.parse_args()
     args = data_args(options.limit) + (["--device", "cuda"] if options.device == "cuda" else [])
     gpus = torch.cuda.device_count()
+    if options.device == "cuda" and not gpus:
+        print(json.dumps({"bench": "distributed", "device": "cuda", "gpus": 0,
+                          "note": "no CUDA device here: nothing measured"}))
+        return
     pair = options.device == "cpu" or gpus >= 2
     with tempfile.TemporaryDirectory() as root:
         single = run(Path(root) / "single", None, args)

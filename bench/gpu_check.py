@@ -18,6 +18,8 @@ Runs where a GPU is (a few minutes on one; it says so and exits 0 where there is
   allocated per micro-batch after warm-up (0 means none on the hot path).
 
     python bench/gpu_check.py [--rows 16000000] [--batch 4096] [--json-out FILE]
+
+`--json-out FILE` is rewritten after each stage with what was measured so far.
 """
 
 from __future__ import annotations
@@ -144,23 +146,26 @@ def main() -> None:
         return
     started = time.perf_counter()
     out = {"gpu": torch.cuda.get_device_name(0), "torch": torch.__version__, "load_average": os.getloadavg()}
-    out.update(table_rates(args.rows))
+
+    def stage(figures: dict) -> None:
+        """Add a stage's figures; the JSON file holds what was measured so far (a time limit may cut the rest)."""
+        out.update(figures)
+        if args.json_out:
+            with open(args.json_out, "w") as f:
+                f.write(json.dumps(out) + "\n")
+
+    stage(table_rates(args.rows))
     data = stream(rows=args.events, batch_size=65_536)
     torch.set_num_threads(1)
     rates = {"fm_cpu_fused_fp32": train_rate("fm", data, "cpu", "fp32", args.batch)}
     for name in ("fm", "deepfm"):
         for precision in ("fp32", "bf16", "fp16"):
             rates[f"{name}_cuda_{precision}"] = train_rate(name, data, "cuda", precision, args.batch)
-    out["train_rows_per_s"] = rates
-    out["train_batch"] = args.batch
-    out["deepfm_peak_bytes"] = {"plain": peak_bytes(False), "checkpointed": peak_bytes(True)}
-    out["copy_compute"] = copy_compute(data, args.batch)
-    out["seconds"] = time.perf_counter() - started
-    line = json.dumps(out)
-    print(line)
-    if args.json_out:
-        with open(args.json_out, "w") as f:
-            f.write(line + "\n")
+            stage({"train_rows_per_s": rates, "train_batch": args.batch})
+    stage({"deepfm_peak_bytes": {"plain": peak_bytes(False), "checkpointed": peak_bytes(True)}})
+    stage({"copy_compute": copy_compute(data, args.batch)})
+    stage({"seconds": time.perf_counter() - started})
+    print(json.dumps(out))
 
 
 if __name__ == "__main__":
