@@ -50,7 +50,11 @@ __all__ = ["COMPRESSION", "POSITION", "ROW_GROUP_ROWS", "SOURCE", "CorruptSegmen
 
 POSITION, SOURCE = "position", "source"
 ROW_GROUP_ROWS = 65_536
-WRITE_BUFFER = 1 << 20
+WRITE_BUFFER = 1 << 16
+"""Bytes of the buffer that gathers a segment's many small writes into one syscall. It is allocated
+when the segment opens, and a replay of historical events opens one segment per event hour between
+two flushes (MovieLens-100k: about 450). A MiB took 2.8 ms to allocate at each open, and `freshrec
+run` on MovieLens-100k peaked at 1.3 GB against 0.74 GB with 64 KiB, its loop a quarter slower."""
 COMPRESSION = "lz4"   # with plain encoding: 1.6x cheaper to write than zstd + dictionaries, files 2x larger
 # Column statistics only where a reader prunes by them (time ranges, positions): min/max of every
 # string column cost more than the encoding and compression together.
@@ -154,7 +158,7 @@ class SegmentWriter:
             fsync_dir(folder.parent)
         path = folder / open_name(seq)
         file = pa.OSFile(str(path), "wb")
-        sink = pa.BufferedOutputStream(file, WRITE_BUFFER)   # the writer's many small writes, one syscall a MiB
+        sink = pa.BufferedOutputStream(file, WRITE_BUFFER)
         try:
             writer = pq.ParquetWriter(sink, schema, compression=COMPRESSION, use_dictionary=False,
                                       write_statistics=[TS, POSITION], write_page_checksum=True)

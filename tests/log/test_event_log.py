@@ -82,6 +82,17 @@ def test_rows_are_partitioned_by_the_utc_hour_of_their_ts(tmp_path):
     assert (log.rows, log.segments) == (4, 3)
 
 
+def test_a_replay_spanning_many_hours_holds_little_memory_per_open_segment(tmp_path):
+    # a historical file (MovieLens: 100k ratings over ~2,200 event hours) opens a segment per hour
+    # between two flushes; each open segment's write buffer is allocated when it opens
+    log = EventLog(tmp_path, FIELDS)
+    before = pa.total_allocated_bytes()
+    log.append(make_chunk(HOUR0 + 3600.0 * np.arange(300)))
+    per_segment = (pa.total_allocated_bytes() - before) / 300
+    assert per_segment < 128 * 1024, per_segment
+    assert log.flush() == 300
+
+
 def test_flush_closes_open_segments_with_their_figures(tmp_path):
     log = EventLog(tmp_path, FIELDS)
     log.append(make_chunk([T0 + 5, T0 + 1], source="a", first=10))
