@@ -27,6 +27,8 @@ at once.
 
 from __future__ import annotations
 
+import sys
+
 import typer
 
 from freshrec.cli.automl import automl_command
@@ -60,6 +62,26 @@ app.add_typer(config_app, name="config")
 app.add_typer(evaluate_app, name="evaluate")
 
 
+TRAINING_COMMANDS = ("run", "replay", "evaluate", "automl", "federated")
+
+
 def main() -> None:
     """Entry point of the `freshrec` script."""
+    if sys.argv[1:2] and sys.argv[1] in TRAINING_COMMANDS:
+        _no_compiler_for_optimizers()
     app()
+
+
+def _no_compiler_for_optimizers() -> None:
+    """torch.optim's bookkeeping methods (`add_param_group`, `state_dict`, `load_state_dict`,
+    `zero_grad`) import torch._dynamo, about a second, at their first call, only to wrap themselves
+    so that torch.compile does not trace them. No freshrec command compiles anything, so in its
+    own processes a training command marks them as wrapped already (the wrapper's cache: the plain
+    method). Any other use of torch in the process is unchanged; a torch without that cache
+    attribute just pays the import."""
+    import torch
+
+    for name in ("add_param_group", "state_dict", "load_state_dict", "zero_grad"):
+        method = getattr(getattr(torch.optim.Optimizer, name), "__wrapped__", None)
+        if method is not None and not hasattr(method, "__dynamo_disable"):
+            method.__dynamo_disable = method
