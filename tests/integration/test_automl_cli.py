@@ -65,7 +65,8 @@ def test_a_killed_search_resumes_without_repeating_finished_trials(tmp_path):
     command = [*FRESHREC, "automl", "--format", "simulator", "--limit", "6000", "--space", str(space),
                "--trials", "30", "--workers", "2", "--study", str(study), "--out", "best.yaml", "--json", "--quiet"]
     search = subprocess.Popen(command, cwd=tmp_path, start_new_session=True, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)
+                              stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, "TMPDIR": str(tmp_path)})   # its scratch outlives SIGKILL
     try:
         wait_until(lambda: len(trials(study, TrialState.COMPLETE)) >= 3, "three complete trials", search)
         search.kill()   # SIGKILL: the search alone; its workers notice it is gone
