@@ -53,9 +53,9 @@ run() {
     nvidia-smi topo -m > "$out/topo.txt" 2>&1
     timeout 20 "$PYTHON" -c "import json; from freshrec.devices import read_nvml; print(json.dumps(read_nvml()))" \
         > "$out/nvml.json"
-    timeout 230 "$PYTHON" -m pytest -q -p no:cacheprovider -rfEs tests/gpu tests/devices \
-        "tests/embedding/test_table.py::test_rows_on_cuda_with_the_index_on_the_host" 2>&1 \
-        | tee "$out/tests.log" | tail -40
+    local tests=(tests/gpu tests/devices tests/cluster/test_group_step.py
+                 tests/embedding/test_table.py::test_rows_on_cuda_with_the_index_on_the_host)
+    timeout 230 "$PYTHON" -m pytest -q -p no:cacheprovider -rfEs "${tests[@]}" 2>&1 | tee "$out/tests.log" | tail -40
     timeout 180 "$PYTHON" bench/gpu_check.py --json-out "$out/gpu_check.json"
     timeout 120 "$PYTHON" bench/distributed.py --device cuda --limit 20000 | tee "$out/distributed.json"
 }
