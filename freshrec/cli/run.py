@@ -180,7 +180,6 @@ def _run(settings: FreshrecConfig, state: Path, quiet: bool, exit_at_end: bool) 
     from freshrec.events.deadletter import JsonlDeadLetters
     from freshrec.events.live import LiveQueue
     from freshrec.events.with_live import WithLive
-    from freshrec.serve.background import BackgroundServer
 
     quiet = quiet or not err.is_terminal   # a bar only on a terminal
     state.mkdir(parents=True, exist_ok=True)
@@ -189,6 +188,8 @@ def _run(settings: FreshrecConfig, state: Path, quiet: bool, exit_at_end: bool) 
     source, server, s = stream, None, settings.serve
     content = item_content_of(settings)   # built once, for the server and the engine
     if s.enabled:
+        from freshrec.serve.background import BackgroundServer  # the HTTP stack, only to serve
+
         offline = state / "offline-registry" if settings.fusion.strategy == "hedge" else None
         joined = settings.join.window is not None   # the joiner keeps the stream's column types: no sink
         live = LiveQueue(stream.fields, journal=None if joined else state / "live")

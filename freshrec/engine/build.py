@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -46,10 +47,12 @@ from freshrec.fusion import FusionConfig
 from freshrec.join import JoinConfig
 from freshrec.models import MODELS, ModelConfig
 from freshrec.models.two_tower import TwoTowerConfig
-from freshrec.serve import ServeConfig
 from freshrec.train import TrainerConfig
 from freshrec.train.offline import OfflineConfig
 from freshrec.train.retrieval import RetrievalConfig, RetrievalLearner
+
+if TYPE_CHECKING:
+    from freshrec.serve import ServeConfig
 
 __all__ = ["column_mapping", "engine_config", "feature_specs", "fusion_config", "gpu_note", "join_config",
            "kafka_source", "offline_config", "open_stream", "resolve_data", "item_content_of", "retrieval_stage",
@@ -217,6 +220,8 @@ def serve_config(config: FreshrecConfig, alerts: bool = False) -> ServeConfig:
     """The HTTP app's limits, timeouts and tokens (read from `serve.admin_token_env` and
     `serve.events_token_env`), and the experiment's arms; with `alerts` (a server alone), the
     staleness alert of `alerts.staleness`."""
+    from freshrec.serve import ServeConfig  # the HTTP stack loads only where something serves
+
     s = config.serve
     try:
         events_token = s.events_token()
