@@ -66,6 +66,7 @@ bench: venv
 		--sweep 200,400,600,800,1000,1200,1500,2000 --servers-on all --table-ids 4000000
 	$(BIN)/python bench/torn_reads.py
 	$(BIN)/python bench/engine.py
+	$(BIN)/python bench/quickstart.py
 	$(BIN)/python bench/join.py
 	$(BIN)/python bench/produce.py
 	$(BIN)/python bench/quality.py
