@@ -29,15 +29,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from distributed import data_args  # bench/ is on sys.path when run as a script
+
 RUN = ["run", "--no-serve", "--offline-interval", "off", "--batch-window", "off", "--quiet", "--json"]
 IMPORTS = "import torch, freshrec.cli.run, freshrec.engine.run, freshrec.engine.build"
-
-
-def data_args() -> list[str]:
-    data = Path(os.environ.get("FRESHREC_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-    if (data / "movielens-100k").is_dir():
-        return ["--format", "movielens-100k", "--limit", "100000"]
-    return ["--format", "simulator", "--limit", "100000"]
 
 
 def timed_run(args: list[str], state: Path) -> dict:
@@ -85,7 +80,7 @@ def main() -> None:
     if options.one:
         one(Path(options.one[0]), options.one[1:])
         return
-    args = data_args()
+    args = data_args(100_000)
     with tempfile.TemporaryDirectory() as root:
         floor = min(import_floor() for _ in range(options.repeats))
         simulator = best(["--format", "simulator", "--limit", "100000"], Path(root) / "simulator", options.repeats)
