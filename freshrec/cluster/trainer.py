@@ -40,7 +40,7 @@ from freshrec.batch import Batch
 from freshrec.cluster.group import Group
 from freshrec.cluster.sharded import ShardedCollection, shard_model
 from freshrec.metrics.streaming import Tally
-from freshrec.models.base import OnlineModel, training_loss
+from freshrec.models.base import OnlineModel
 from freshrec.train import OnlineTrainer, TrainerConfig
 from freshrec.train.online import LOOKAHEAD_UNITS, MicroBatched
 
@@ -57,6 +57,11 @@ def _micro_batches(unit: MicroBatched) -> list[Batch | None]:
     return [next(parts) if size else None for size in sizes]
 
 
+def _rank_config(config: TrainerConfig, group: Group) -> TrainerConfig:
+    """`config` for a rank of `group`: the module's step (not the fused one), on the group's device."""
+    return dataclasses.replace(config, fused=False, device=str(group.device))
+
+
 class GroupTrainer(OnlineTrainer):
     """An `OnlineTrainer` for one rank of `group`: its model's tables become this rank's shards; the
     step is the module's (autograd), never the fused one (whose lookups are local). The rank learns
@@ -64,8 +69,7 @@ class GroupTrainer(OnlineTrainer):
 
     def __init__(self, model: OnlineModel, config: TrainerConfig | None = None, group: Group | None = None) -> None:
         group = group or Group.alone()
-        super().__init__(shard_model(model, group),
-                         dataclasses.replace(config or TrainerConfig(), fused=False, device=str(group.device)))
+        super().__init__(shard_model(model, group), _rank_config(config or TrainerConfig(), group))
         self.group = group
         self.group_steps = 0         # steps taken with the group (with or without a batch of this rank)
 
@@ -78,7 +82,7 @@ class GroupTrainer(OnlineTrainer):
                              "restore it with the group's device as its placement")
         adopted = cls.__new__(cls)
         adopted.__dict__.update(trainer.__dict__)
-        adopted.config = dataclasses.replace(trainer.config, fused=False, device=str(group.device))
+        adopted.config = _rank_config(trainer.config, group)
         adopted.group, adopted.group_steps = group, 0
         shard_model(adopted.model, group)
         return adopted
@@ -124,10 +128,7 @@ class GroupTrainer(OnlineTrainer):
         labelled = int((~torch.isnan(batch.labels)).sum())
         self.collection.events = labelled
         self.model.zero_grad(set_to_none=True)
-        moved = self._feed.one(batch)
-        with self._autocast():
-            output = self.model(moved, train=True)
-            value = training_loss(self.model, output.float(), moved)
+        output, value = self._forward(self._feed.one(batch))
         events = max(self.collection.global_events, 1)
         (value * (labelled / events)).backward()
         if not self._exchange_gradients():

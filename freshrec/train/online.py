@@ -350,9 +350,7 @@ class OnlineTrainer:
     def _learn_module(self, batch: Batch, moved: Batch) -> dict:
         """One step on `moved` (the batch on the model's device; `batch` on the host)."""
         self.model.zero_grad(set_to_none=True)
-        with self._autocast():
-            output = self.model(moved, train=True)
-            value = training_loss(self.model, output.float(), moved)
+        output, value = self._forward(moved)
         overflow = False
         if self._scaler is None:
             value.backward()
@@ -372,6 +370,13 @@ class OnlineTrainer:
         self._record(predictions.numpy(), batch.labels.numpy(), batch.ts.numpy())
         return {"rows": len(batch), "batches": 1, "loss": float(value.detach()), "skipped": 0,
                 "predictions": predictions}
+
+    def _forward(self, moved: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """The training forward on `moved` (on the model's device) in the configured precision:
+        the output and the loss."""
+        with self._autocast():
+            output = self.model(moved, train=True)
+            return output, training_loss(self.model, output.float(), moved)
 
     def _autocast(self) -> torch.autocast:
         dtype = PRECISIONS[self.config.precision]
