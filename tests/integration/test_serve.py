@@ -34,12 +34,18 @@ def _wait_ready(url: str, process: subprocess.Popen, timeout: float = 60.0) -> N
 
 
 def _stop(process: subprocess.Popen, sig: int) -> tuple[int, str]:
+    """Signal `process` and collect its exit code and output; after 30 s it is killed, with its
+    process group when it leads one (started with `start_new_session`: a supervisor's workers, which
+    would otherwise hold its output pipe open for ever)."""
     process.send_signal(sig)
     try:
         out, _ = process.communicate(timeout=30)
     except subprocess.TimeoutExpired:
-        process.kill()
-        out, _ = process.communicate()
+        if os.getpgid(process.pid) == process.pid:
+            os.killpg(process.pid, signal.SIGKILL)
+        else:
+            process.kill()
+        out, _ = process.communicate(timeout=30)
     return process.returncode, out
 
 
@@ -193,7 +199,8 @@ def test_serve_workers_share_the_port_and_a_dead_worker_is_replaced(trained, tmp
     trained.publisher.maybe_publish()
     port = free_port()
     command = ["serve", "--registry", str(trained.registry.root), "--port", str(port), "--workers", "2"]
-    process = subprocess.Popen(FRESHREC + command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(FRESHREC + command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               start_new_session=True)
     try:
         url = f"http://127.0.0.1:{port}"
         _wait_ready(url, process)
