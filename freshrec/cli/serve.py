@@ -75,7 +75,15 @@ def serve_command(
     from freshrec.engine.train_serve import serve_until_signal
     from freshrec.serve import create_app
     from freshrec.serve.server import uvicorn_config, uvicorn_flags
-    from freshrec.serve.workers import ATTACH_ENV, CONFIG_ENV, CONTENT_ENV, REGISTRY_ENV, RETRIEVAL_ENV, open_service
+    from freshrec.serve.workers import (
+        ATTACH_ENV,
+        CONFIG_ENV,
+        CONTENT_ENV,
+        REGISTRY_ENV,
+        RETRIEVAL_ENV,
+        SUPERVISOR_ENV,
+        open_service,
+    )
     from freshrec.share import SharedArea
 
     settings = build_config(config, overrides or {})
@@ -110,6 +118,7 @@ def serve_command(
         if attach is not None:
             os.environ[ATTACH_ENV] = attach
         os.environ[CONFIG_ENV] = limits.model_dump_json()
+        os.environ[SUPERVISOR_ENV] = str(os.getpid())   # this pid: uvicorn's supervisor, after the exec below
         for name, value in ((RETRIEVAL_ENV, retrieval and str(retrieval.resolve())),
                             (CONTENT_ENV, source and json.dumps(dataclasses.asdict(source)))):
             os.environ.pop(name, None)

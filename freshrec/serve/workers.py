@@ -7,7 +7,8 @@ registry (`FRESHREC_SERVE_RETRIEVAL`), the items' content (`FRESHREC_SERVE_CONTE
 and the
 `ServeConfig` as JSON (`FRESHREC_SERVE_CONFIG`); each follows them on its own (attached workers all
 map the same tables: the memory is not multiplied by N). Each connection's protocol is made here too
-(`protocol`), with that config's timeouts (`freshrec.serve.server`).
+(`protocol`), with that config's timeouts (`freshrec.serve.server`). On Linux a worker ends with its
+supervisor (`end_with_supervisor`): a supervisor killed with SIGKILL leaves no worker holding the port.
 
 >>> import os, tempfile
 >>> os.environ[REGISTRY_ENV], os.environ[CONFIG_ENV] = tempfile.mkdtemp(), '{"max_candidates": 50}'
@@ -17,9 +18,12 @@ True
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import json
 import os
+import signal
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,11 +38,13 @@ from freshrec.serve.service import ModelService
 from freshrec.share import SharedArea
 from freshrec.snapshot import ModelRegistry
 
-__all__ = ["ATTACH_ENV", "CONFIG_ENV", "CONTENT_ENV", "REGISTRY_ENV", "RETRIEVAL_ENV", "ContentSource", "app",
-           "open_service", "protocol"]
+__all__ = ["ATTACH_ENV", "CONFIG_ENV", "CONTENT_ENV", "REGISTRY_ENV", "RETRIEVAL_ENV", "SUPERVISOR_ENV",
+           "ContentSource", "app", "end_with_supervisor", "open_service", "protocol"]
 
 REGISTRY_ENV, ATTACH_ENV, CONFIG_ENV = "FRESHREC_SERVE_REGISTRY", "FRESHREC_SERVE_ATTACH", "FRESHREC_SERVE_CONFIG"
 RETRIEVAL_ENV, CONTENT_ENV = "FRESHREC_SERVE_RETRIEVAL", "FRESHREC_SERVE_CONTENT"
+SUPERVISOR_ENV = "FRESHREC_SERVE_SUPERVISOR"   # the supervisor's pid
+_PR_SET_PDEATHSIG = 1   # <linux/prctl.h>
 
 
 @dataclass(frozen=True)
@@ -73,8 +79,27 @@ def _config() -> ServeConfig:
     return ServeConfig.model_validate_json(os.environ[CONFIG_ENV])
 
 
+def end_with_supervisor() -> None:
+    """Have the kernel send this worker SIGTERM when its supervisor (pid `FRESHREC_SERVE_SUPERVISOR`) dies,
+    however it dies: uvicorn's supervisor stops its workers when it is asked to, but one killed with SIGKILL
+    (or by the OOM killer) would leave them serving, orphaned, on its port. `SystemExit` when the supervisor
+    is already gone. Linux only (`prctl(PR_SET_PDEATHSIG)`); elsewhere, and outside a worker (no
+    such variable), nothing."""
+    supervisor = os.environ.get(SUPERVISOR_ENV)
+    if supervisor is None or not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        error = ctypes.get_errno()
+        raise OSError(error, f"prctl(PR_SET_PDEATHSIG): {os.strerror(error)}")
+    if os.getppid() != int(supervisor):   # it died before the kernel was told
+        raise SystemExit(f"freshrec serve: the supervisor (pid {supervisor}) is gone; this worker ends")
+
+
 def app() -> FastAPI:
-    """One worker's app (`freshrec.cli.serve.worker_app` calls it in each worker)."""
+    """One worker's app (`freshrec.cli.serve.worker_app` calls it in each worker), in a worker that
+    ends with its supervisor."""
+    end_with_supervisor()
     content = os.environ.get(CONTENT_ENV)
     items = ContentSource(**json.loads(content)).load() if content else None
     return create_app(open_service(os.environ.get(REGISTRY_ENV), os.environ.get(ATTACH_ENV),

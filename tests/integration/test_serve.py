@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -220,3 +222,34 @@ def test_serve_workers_share_the_port_and_a_dead_worker_is_replaced(trained, tmp
         code, out = _stop(process, signal.SIGTERM)
     assert code == 0, out
     assert not _workers(process.pid)
+
+
+def test_serve_workers_end_with_a_supervisor_killed_by_sigkill(trained) -> None:
+    trained.trainer.learn(trained.pipeline.build(trained.chunks[0]))
+    trained.publisher.observe(trained.chunks[0])
+    trained.publisher.maybe_publish()
+    port = free_port()
+    command = ["serve", "--registry", str(trained.registry.root), "--port", str(port), "--workers", "2"]
+    process = subprocess.Popen(FRESHREC + command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               start_new_session=True)
+    try:
+        _wait_ready(f"http://127.0.0.1:{port}", process)
+        wait_until(lambda: len(_workers(process.pid)) == 2, "two workers", process)
+        workers = _workers(process.pid)
+        process.kill()   # the supervisor stops nothing: each worker ends on the kernel's signal
+        process.wait()
+        wait_until(lambda: not any(_serving(pid) for pid in workers), "the workers end with their supervisor")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)   # what is left of the group, if this failed
+        process.communicate(timeout=30)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", port))   # the port is free again
+
+
+def _serving(pid: int) -> bool:
+    """`pid` is still running (not exited, not a zombie awaiting its reaper)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
