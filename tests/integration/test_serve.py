@@ -195,7 +195,9 @@ def _workers(parent: int) -> set[int]:
     return found
 
 
-def test_serve_workers_share_the_port_and_a_dead_worker_is_replaced(trained, tmp_path: Path) -> None:
+def _serve_two_workers(trained) -> tuple[subprocess.Popen, int]:
+    """`freshrec serve --workers 2` of a published model, in a session of its own (`_stop` kills the
+    group), with its port; returned once both workers are up."""
     trained.trainer.learn(trained.pipeline.build(trained.chunks[0]))
     trained.publisher.observe(trained.chunks[0])
     trained.publisher.maybe_publish()
@@ -204,9 +206,18 @@ def test_serve_workers_share_the_port_and_a_dead_worker_is_replaced(trained, tmp
     process = subprocess.Popen(FRESHREC + command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                start_new_session=True)
     try:
-        url = f"http://127.0.0.1:{port}"
-        _wait_ready(url, process)
+        _wait_ready(f"http://127.0.0.1:{port}", process)
         wait_until(lambda: len(_workers(process.pid)) == 2, "two workers", process)
+    except BaseException:
+        _stop(process, signal.SIGKILL)
+        raise
+    return process, port
+
+
+def test_serve_workers_share_the_port_and_a_dead_worker_is_replaced(trained) -> None:
+    process, port = _serve_two_workers(trained)
+    try:
+        url = f"http://127.0.0.1:{port}"
         before = _workers(process.pid)
         assert "libtorch" in Path(f"/proc/{min(before)}/maps").read_text()   # a worker scores with torch;
         assert "libtorch" not in Path(f"/proc/{process.pid}/maps").read_text()   # the supervisor: none of it
@@ -225,16 +236,8 @@ def test_serve_workers_share_the_port_and_a_dead_worker_is_replaced(trained, tmp
 
 
 def test_serve_workers_end_with_a_supervisor_killed_by_sigkill(trained) -> None:
-    trained.trainer.learn(trained.pipeline.build(trained.chunks[0]))
-    trained.publisher.observe(trained.chunks[0])
-    trained.publisher.maybe_publish()
-    port = free_port()
-    command = ["serve", "--registry", str(trained.registry.root), "--port", str(port), "--workers", "2"]
-    process = subprocess.Popen(FRESHREC + command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               start_new_session=True)
+    process, port = _serve_two_workers(trained)
     try:
-        _wait_ready(f"http://127.0.0.1:{port}", process)
-        wait_until(lambda: len(_workers(process.pid)) == 2, "two workers", process)
         workers = _workers(process.pid)
         process.kill()   # the supervisor stops nothing: each worker ends on the kernel's signal
         process.wait()
