@@ -1,6 +1,7 @@
 """A trainer's state as plain files: `save_trainer(trainer, directory)` writes the model (a
 `Snapshot`: dense weights, tables with their row optimizer state and generators), the dense
-optimizer's state (`optimizer.safetensors` + `trainer.json`) and torch's random state; a later
+optimizer's state (`optimizer.safetensors` + `trainer.json`), fp16's gradient scale and torch's
+random state; a later
 `load_trainer(directory)` continues exactly where it stopped: the same next update, bit for bit.
 No pickle anywhere.
 
@@ -111,8 +112,9 @@ def _capture_rest(trainer: OnlineTrainer, base: int | None) -> Callable[[Path], 
                 "skipped_rows": trainer.skipped_rows, "squared_error": trainer.squared_error,
                 "failed_batches": trainer.failed_batches, "rows_since_evict": trainer.rows_since_evict,
                 "newest_ts": trainer.newest_ts}
+    scaler = trainer.scaler.state_dict() if trainer.scaler is not None else None   # fp16: where its scale got to
     record = json.dumps({"config": dataclasses.asdict(trainer.config), "counters": counters, "optimizer": rest,
-                         "base": base})
+                         "scaler": scaler, "base": base})
 
     def write(directory: Path) -> None:
         save_file(tensors, str(directory / OPTIMIZER))
@@ -153,5 +155,7 @@ def load_trainer(directory: str | Path, base: Callable[[int], Path] | None = Non
         trainer.start()
         trainer.optimizer.load_state_dict(optimizer_state(load_file(str(directory / OPTIMIZER)),
                                                            saved["optimizer"]))
+    if trainer.scaler is not None and saved.get("scaler"):   # else a run placed in fp16 starts a scale
+        trainer.scaler.load_state_dict(saved["scaler"])
     torch.set_rng_state(load_file(str(directory / RNG))["torch"])
     return trainer

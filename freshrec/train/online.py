@@ -69,6 +69,7 @@ FLUSH_ROWS = 4096
 LOOKAHEAD_UNITS = 2
 DENSE_OPTIMIZERS = {"adagrad": torch.optim.Adagrad, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+FP16_DEVICE_TYPES = frozenset({"cuda"})   # fp16 and its gradient scaler: GPUs (a CPU computes fp16 slowly)
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,7 @@ class TrainerConfig:
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision {self.precision!r} is not one of {tuple(PRECISIONS)}")
         device = torch.device(self.device)   # raises on a malformed name
-        if self.precision == "fp16" and device.type != "cuda":
+        if self.precision == "fp16" and device.type not in FP16_DEVICE_TYPES:
             raise ValueError("precision fp16 needs a CUDA device (its gradient scaler); bf16 runs on the CPU too")
         if self.evict_every < 1:
             raise ValueError(f"evict_every must be >= 1, not {self.evict_every}")
@@ -189,6 +190,11 @@ class OnlineTrainer:
     def optimizer(self) -> torch.optim.Optimizer | None:
         """The dense optimizer (built at the first `learn`; None for a model without dense parameters)."""
         return self._optimizer
+
+    @property
+    def scaler(self) -> torch.amp.GradScaler | None:
+        """fp16's gradient scaler (built at the first `learn`; None in other precisions)."""
+        return self._scaler
 
     def start(self) -> None:
         """Seed torch and build the dense optimizer (the first `learn` does it; a restored
