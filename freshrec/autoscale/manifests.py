@@ -1,7 +1,9 @@
 """The Kubernetes objects of a freshrec deployment (`freshrec deploy`), plain dicts named `<name>-...`
 after `autoscale.name`, in `autoscale.namespace`:
 
-- ConfigMap `<name>-config`: `freshrec.yaml`, the group's config (serve.enabled false), at /etc/freshrec;
+- Secret `<name>-config`: `freshrec.yaml`, the group's config (serve.enabled false), at /etc/freshrec; a
+  Secret, not a ConfigMap, as the file carries the config's secrets (a librdkafka `sasl.password`),
+  which the pods must read and which a ConfigMap shows to whoever may read ConfigMaps;
 - PersistentVolumeClaim `<name>-state` (ReadWriteMany): the state every rank and server shares, at /state;
 - headless Service + StatefulSet `<name>-trainer`: one torchrun agent per pod, `--nnodes=MIN:MAX` from
   autoscale.min/max, `ranks_per_pod` ranks each (one per GPU); the c10d rendezvous lives on pod 0, which
@@ -17,7 +19,7 @@ by default `{"freshrec.io/device-class": gpu.type}`, a label to put on your GPU 
 >>> from freshrec.config import FreshrecConfig
 >>> objects = manifests(FreshrecConfig.model_validate({"training": {"offline_interval": None}}), "freshrec:0.1")
 >>> print(*(o["kind"] for o in objects))
-ConfigMap PersistentVolumeClaim Service StatefulSet Deployment Service ServiceAccount Role RoleBinding Deployment
+Secret PersistentVolumeClaim Service StatefulSet Deployment Service ServiceAccount Role RoleBinding Deployment
 >>> objects[3]["spec"]["template"]["spec"]["containers"][0]["command"][:3]
 ['torchrun', '--nnodes=1:4', '--nproc-per-node=1']
 """
@@ -51,7 +53,7 @@ def manifests(config: FreshrecConfig, image: str, *, servers: int = 2, storage: 
     if node_selector is None and gpus:
         node_selector = {"freshrec.io/device-class": config.gpu.type}
     group = config.model_copy(update={"serve": config.serve.model_copy(update={"enabled": False})})
-    name, namespace, text = config.autoscale.name, config.autoscale.namespace, show_config(group)
+    name, namespace, text = config.autoscale.name, config.autoscale.namespace, show_config(group, secrets=True)
     checksum = {"freshrec.io/config-sha256": hashlib.sha256(text.encode()).hexdigest()}
 
     def meta(suffix: str, component: str | None = None) -> dict:
@@ -66,7 +68,7 @@ def manifests(config: FreshrecConfig, image: str, *, servers: int = 2, storage: 
                 "spec": {"replicas": replicas, "selector": {"matchLabels": labels}, **spec, "template": template}}
 
     def volumes(state_read_only: bool) -> tuple[list[dict], list[dict]]:
-        return ([{"name": "config", "configMap": {"name": f"{name}-config"}},
+        return ([{"name": "config", "secret": {"secretName": f"{name}-config"}},
                  {"name": "state", "persistentVolumeClaim": {"claimName": f"{name}-state"}}],
                 [{"name": "config", "mountPath": CONFIG_FILE.rsplit("/", 1)[0], "readOnly": True},
                  {"name": "state", "mountPath": STATE_DIR, "readOnly": state_read_only}])
@@ -82,7 +84,8 @@ def manifests(config: FreshrecConfig, image: str, *, servers: int = 2, storage: 
     account = {"kind": "ServiceAccount", "name": f"{name}-autoscaler", "namespace": namespace}
     scaled = {"apiGroups": ["apps"], "resourceNames": [f"{name}-trainer"]}
     return [
-        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta("config"), "data": {"freshrec.yaml": text}},
+        {"apiVersion": "v1", "kind": "Secret", "metadata": meta("config"), "type": "Opaque",
+         "stringData": {"freshrec.yaml": text}},
         {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": meta("state"),
          "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": storage}}}},
         {"apiVersion": "v1", "kind": "Service", "metadata": meta("trainer", "trainer"),

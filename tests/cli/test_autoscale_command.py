@@ -201,7 +201,7 @@ def test_the_readme_devices_and_deploy_commands(tmp_path: Path, monkeypatch: pyt
     deploy = CliRunner().invoke(app, commands[4])
     assert deploy.exit_code == 0, deploy.stderr
     kinds = [doc["kind"] for doc in yaml.safe_load_all((tmp_path / "k8s.yaml").read_text())]
-    assert kinds.count("Deployment") == 2 and "StatefulSet" in kinds and "ConfigMap" in kinds
+    assert kinds.count("Deployment") == 2 and "StatefulSet" in kinds and "Secret" in kinds
 
 
 @pytest.mark.skipif(bool(inventory().gpus), reason="the refusal of a machine without NVML or GPU")

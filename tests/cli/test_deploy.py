@@ -34,7 +34,7 @@ def test_deploy_writes_the_manifests_of_the_config(tmp_path: Path) -> None:
     objects = list(yaml.safe_load_all(out.read_text()))
     assert objects == manifests(load_config(config), "registry.example/freshrec:0.1", servers=3, storage="200Gi")
     names = [f"{o['kind']}/{o['metadata']['name']}" for o in objects]
-    assert names[:4] == ["ConfigMap/recs-config", "PersistentVolumeClaim/recs-state", "Service/recs-trainer",
+    assert names[:4] == ["Secret/recs-config", "PersistentVolumeClaim/recs-state", "Service/recs-trainer",
                          "StatefulSet/recs-trainer"]
     assert {o["metadata"]["namespace"] for o in objects} == {"ml"}
 
@@ -50,7 +50,7 @@ def test_deploy_prints_to_stdout_and_takes_the_offline_interval_flag(tmp_path: P
     objects = list(yaml.safe_load_all(done.stdout))
     statefulset = next(o for o in objects if o["kind"] == "StatefulSet")
     assert "--nnodes=2:8" in statefulset["spec"]["template"]["spec"]["containers"][0]["command"]
-    assert "offline_interval: null" in objects[0]["data"]["freshrec.yaml"]
+    assert "offline_interval: null" in objects[0]["stringData"]["freshrec.yaml"]
 
 
 def test_a_bad_config_key_exits_2_naming_it(tmp_path: Path) -> None:
