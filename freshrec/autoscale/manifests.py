@@ -158,17 +158,20 @@ def _trainer_pod(config: FreshrecConfig, image: str, endpoint: str, ranks_per_po
 
 
 def _server_pod(config: FreshrecConfig, image: str, volumes: tuple[list[dict], list[dict]]) -> dict:
-    """A server: waits for the trainers' registry, then serves it on serve.port, probed on /healthz."""
+    """A server: waits for the trainers' registry, then serves it on serve.port; ready (/readyz) once it
+    has loaded a model, alive (/healthz) while it answers."""
     port, registry = config.serve.port, f"{STATE_DIR}/registry"
-    probe = {"httpGet": {"path": "/healthz", "port": port}, "timeoutSeconds": 5}
+    def probe(path: str) -> dict:
+        return {"httpGet": {"path": path, "port": port}, "timeoutSeconds": 5}
+
     wait = {"name": "wait-for-registry", "image": image, "volumeMounts": volumes[1],
             "command": ["sh", "-c", f"until [ -d {registry} ]; do echo waiting for {registry}; sleep 5; done"]}
     server = {"name": "server", "image": image, "volumeMounts": volumes[1],
               "command": ["freshrec", "serve", "--registry", registry, "--config", CONFIG_FILE,
                           "--host", "0.0.0.0", "--port", str(port)],
               "ports": [{"name": "http", "containerPort": port}],
-              "readinessProbe": {**probe, "periodSeconds": 5},
-              "livenessProbe": {**probe, "periodSeconds": 10, "failureThreshold": 6}}   # numba compiles at first
+              "readinessProbe": {**probe("/readyz"), "periodSeconds": 5},   # no traffic before a model is loaded
+              "livenessProbe": {**probe("/healthz"), "periodSeconds": 10, "failureThreshold": 6}}   # numba compiles
     return {"automountServiceAccountToken": False, "initContainers": [wait], "containers": [server],
             "volumes": volumes[0]}
 

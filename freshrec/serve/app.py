@@ -10,6 +10,7 @@
   `max_new_ids` (ids the served model has no row for, per second: `freshrec.serve.budget`)
 - `GET /healthz` {status, ready, version}: `ready` once a model is loaded; status "degraded" (with a
   `detail`) while it cannot follow the registry (a refused version: it asked for a full snapshot);
+  `GET /readyz`: the same answer, with 503 until `ready` (a load balancer's readiness probe);
   `GET /metrics`
   (Prometheus), `GET /model`
 - `POST /admin/swap` {version?}, `POST /admin/rollback`: bearer token required (401 without)
@@ -286,15 +287,23 @@ def create_app(service: ModelService, config: ServeConfig | None = None) -> Fast
                                  f"({budget.rate:g} a second): retry later", headers={"Retry-After": str(
                                      max(1, math.ceil(budget.wait(new))))})
 
-    @app.get("/healthz", responses={200: {"model": Health}})
-    async def healthz() -> Response:
+    def health() -> dict:
         version = service.version
         ready = version is not None and (experiment is None or experiment.ready)
         behind = next((s.behind for s in followers if s.behind), None)
         if ready and behind:
-            return _json({"status": "degraded", "ready": True, "version": version, "detail": behind})
+            return {"status": "degraded", "ready": True, "version": version, "detail": behind}
         answer = {"status": "ok" if ready else "starting", "ready": ready, "version": version}
-        return _json(answer | {"detail": behind} if behind else answer)   # e.g. the only version was refused
+        return answer | {"detail": behind} if behind else answer   # e.g. the only version was refused
+
+    @app.get("/healthz", responses={200: {"model": Health}})
+    async def healthz() -> Response:
+        return _json(health())
+
+    @app.get("/readyz", responses={200: {"model": Health}, 503: {"model": Health}})
+    async def readyz() -> Response:
+        answer = health()
+        return _json(answer, 200 if answer["ready"] else 503)
 
     @app.get("/arms", responses={200: {"model": ArmsAnswer}})
     async def arms() -> Response:

@@ -81,15 +81,15 @@ def test_gpu_pods_ask_for_their_gpus_on_nodes_of_the_class() -> None:
         manifests(parse_config({**GPU, "gpu": {"type": "RTX 4090", "count": 1}}), "img")
 
 
-def test_servers_follow_the_registry_read_only_and_are_probed_on_healthz() -> None:
+def test_servers_follow_the_registry_read_only_are_ready_on_readyz_and_alive_on_healthz() -> None:
     objects = manifests(parse_config({**CPU, "serve": {"port": 8100}}), "img", servers=3)
     deployment, service = by_kind(objects)["Deployment/server"], by_kind(objects)["Service/server"]
     container = pod(objects, "Deployment/server")["containers"][0]
     assert deployment["spec"]["replicas"] == 3
     assert container["command"] == ["freshrec", "serve", "--registry", "/state/registry", "--config",
                                     "/etc/freshrec/freshrec.yaml", "--host", "0.0.0.0", "--port", "8100"]
-    for probe in ("readinessProbe", "livenessProbe"):
-        assert container[probe]["httpGet"] == {"path": "/healthz", "port": 8100}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": 8100}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": 8100}
     assert {m["mountPath"]: m["readOnly"] for m in container["volumeMounts"]}["/state"] is True
     assert service["spec"]["ports"] == [{"name": "http", "port": 80, "targetPort": 8100}]
     assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]

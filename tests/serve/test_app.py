@@ -233,16 +233,21 @@ def test_recommended_ids_are_integers_where_they_are_integers(client) -> None:
     assert sorted(client.post("/recommend", json={"user": 8, "k": 5}).json()["items"], key=str) == ["042", 42, "i9"]
 
 
-def test_healthz_says_when_the_server_is_ready(client, tmp_path) -> None:
-    assert client.get("/healthz").json() == {"status": "ok", "ready": True, "version": 5}
+def test_healthz_says_when_the_server_is_ready_and_readyz_answers_503_until_then(client, tmp_path) -> None:
+    for path in ("/healthz", "/readyz"):
+        answer = client.get(path)
+        assert answer.status_code == 200 and answer.json() == {"status": "ok", "ready": True, "version": 5}
     with TestClient(create_app(ModelService(ModelRegistry(tmp_path)))) as starting:
-        assert starting.get("/healthz").json() == {"status": "starting", "ready": False, "version": None}
+        starting_answer = {"status": "starting", "ready": False, "version": None}
+        assert starting.get("/healthz").status_code == 200 and starting.get("/healthz").json() == starting_answer
+        assert starting.get("/readyz").status_code == 503 and starting.get("/readyz").json() == starting_answer
 
 
 def test_healthz_says_degraded_while_the_server_is_behind_the_registry(client) -> None:
     client.service.behind = "serving version 5: version 6 was refused; waiting for a full snapshot"
-    assert client.get("/healthz").json() == {"status": "degraded", "ready": True, "version": 5,
-                                             "detail": client.service.behind}
+    degraded = {"status": "degraded", "ready": True, "version": 5, "detail": client.service.behind}
+    assert client.get("/healthz").json() == degraded
+    assert client.get("/readyz").status_code == 200 and client.get("/readyz").json() == degraded   # stale, serving
     assert client.post("/predict", json={"user": 1, "candidates": [1]}).json()["version"] == 5   # still serving
 
 
