@@ -32,7 +32,8 @@ from freshrec.events.simulator import FIELDS
 from freshrec.serve import ModelService, ServeConfig, create_app
 
 WITH_BODY = ["POST /predict", "POST /recommend", "POST /events", "POST /admin/swap"]
-OPERATIONS = [*WITH_BODY, "GET /healthz", "GET /readyz", "GET /metrics", "GET /model", "GET /arms", "POST /admin/rollback"]
+OPERATIONS = [*WITH_BODY, "GET /healthz", "GET /readyz", "GET /metrics", "GET /model", "GET /arms",
+              "POST /admin/rollback"]
 MODES = [(operation, GenerationMode.POSITIVE) for operation in OPERATIONS] + \
         [(operation, GenerationMode.NEGATIVE) for operation in WITH_BODY]   # the others hold nothing to make invalid
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
