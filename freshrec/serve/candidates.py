@@ -52,7 +52,8 @@ class CandidateConfig:
     """- `half_life`: seconds of event time for popularity to halve;
     - `history`: recent positives per user (co-occurrence seeds and pairs);
     - `neighbours`: co-occurring items kept per item; `consumed`: items remembered per user;
-    - `users`: users remembered (least recently active forgotten first)."""
+    - `users`: users remembered, whatever they did (least recently active forgotten first, with their
+      consumed items, fields and recent positives)."""
 
     half_life: float = 86_400.0
     history: int = 20
@@ -146,8 +147,10 @@ class CandidateIndex:
         self._item_codes: dict[Hashable, int] = {}
         self._interacted: set[Hashable] = set()              # every item interacted with
         self._interacted_order: list[Hashable] = []          # the same, in order of first sight
-        self._recent: OrderedDict[Hashable, int] = OrderedDict()   # user -> code, least recently active first
-        self._free_users: list[int] = []
+        # every user remembered -> its history row (-1: no positive yet), least recently active first
+        self._users: OrderedDict[Hashable, int] = OrderedDict()
+        self._free_users: list[int] = []                     # history rows of users forgotten
+        self._user_rows = 0                                  # history rows handed out
         self._clock = np.array([np.nan, 0.0])
         width = 2 * c.neighbours + c.history + 1   # a row between two trims
         self._popularity = np.zeros(0)
@@ -178,7 +181,7 @@ class CandidateIndex:
             time.sleep(0)
         if liked:
             rows, user_codes, item_codes, reset = (np.array(column) for column in zip(*liked))
-            self._grow(len(self._items), len(self._recent) + len(self._free_users))
+            self._grow(len(self._items), self._user_rows)
             _like_all(user_codes.astype(np.int32), item_codes.astype(np.int32), times[rows], reset.astype(np.bool_),
                       self._clock, float(self.config.half_life), self.config.neighbours, self._popularity,
                       self._history, self._history_len, self._nb_item, self._nb_count, self._nb_len)
@@ -188,8 +191,9 @@ class CandidateIndex:
 
     def _book(self, users: list, items: list, positive: np.ndarray, start: int, stop: int, liked: list) -> None:
         """Rows start..stop in Python: consumed items, codes, the users' recency (forgetting the
-        least recently active beyond `users`); the positives to `liked`."""
-        consumed, limit, recent, most = self._consumed, self.config.consumed, self._recent, self.config.users
+        least recently active beyond `users`, whether they liked anything or not: their consumed
+        items, fields and history row); the positives to `liked`."""
+        consumed, limit, known, most = self._consumed, self.config.consumed, self._users, self.config.users
         for row in range(start, stop):
             user, item = users[row], items[row]
             if user is None or item is None:
@@ -204,23 +208,29 @@ class CandidateIndex:
             if item not in self._interacted:
                 self._interacted.add(item)
                 self._interacted_order.append(item)
-            if not positive[row]:
-                continue
-            code = self._item_codes.get(item)
-            if code is None:
-                code = self._item_codes[item] = len(self._items)
-                self._items.append(item)
-            user_code, reused = recent.pop(user, None), False
-            if user_code is None:
-                reused = bool(self._free_users)
-                user_code = self._free_users.pop() if reused else len(recent) + len(self._free_users)
-            recent[user] = user_code
-            liked.append((row, user_code, code, reused))
-            if len(recent) > most:
-                old, old_code = recent.popitem(last=False)
-                self._free_users.append(old_code)
-                consumed.pop(old, None)
-                self.user_fields.pop(old, None)
+            user_code = known.get(user)
+            if user_code is not None:
+                known.move_to_end(user)
+            else:
+                user_code = known[user] = -1
+                if len(known) > most:
+                    old, old_code = known.popitem(last=False)
+                    if old_code >= 0:
+                        self._free_users.append(old_code)
+                    consumed.pop(old, None)
+                    self.user_fields.pop(old, None)
+            if positive[row]:
+                code = self._item_codes.get(item)
+                if code is None:
+                    code = self._item_codes[item] = len(self._items)
+                    self._items.append(item)
+                reused = user_code < 0 and bool(self._free_users)
+                if reused:
+                    user_code = known[user] = self._free_users.pop()
+                elif user_code < 0:
+                    user_code = known[user] = self._user_rows
+                    self._user_rows += 1
+                liked.append((row, user_code, code, reused))
 
     def _grow(self, items: int, users: int) -> None:
         self._popularity = _grown(self._popularity, items)
@@ -245,6 +255,8 @@ class CandidateIndex:
                 _, last = np.unique(codes[rows], return_index=True)
                 rows = np.sort(rows[last])   # each entity's last row, in row order
                 for entity, value in zip((entities[r] for r in rows), values.take(rows).to_pylist()):
+                    if key == USER and entity not in self._users:
+                        continue   # forgotten in this very delta (more users than `users` in it)
                     known = store.get(entity)
                     if known is None:
                         store[entity] = {column: value}
@@ -273,9 +285,9 @@ class CandidateIndex:
     def recent(self, user: Hashable) -> list[Hashable]:
         """The user's recent positives, newest last. (Requests read while `observe` writes in the sync
         thread: a code can be booked before the arrays grow to hold it; such a user has none yet.)"""
-        code = self._recent.get(user)
+        code = self._users.get(user, -1)
         history, lengths = self._history, self._history_len
-        if code is None or code >= len(lengths) or code >= len(history):
+        if code < 0 or code >= len(lengths) or code >= len(history):
             return []
         return [self._items[i] for i in history[code, : lengths[code]].tolist()]
 
@@ -283,10 +295,10 @@ class CandidateIndex:
         """The codes of the items co-occurring with the user's recent positives and their counts summed
         over those positives, strongest first (ties in code order): a few numpy calls over the
         co-occurrence rows of the user's history (see `recent` on reading while `observe` writes)."""
-        code = self._recent.get(user)
+        code = self._users.get(user, -1)
         history, history_len = self._history, self._history_len
         items, counts, lengths = self._nb_item, self._nb_count, self._nb_len
-        if code is None or code >= min(len(history), len(history_len)):
+        if code < 0 or code >= min(len(history), len(history_len)):
             return np.zeros(0, np.int32), np.zeros(0)
         seeds = history[code, : history_len[code]]
         seeds = seeds[seeds < min(len(items), len(counts), len(lengths))]

@@ -24,7 +24,7 @@ class ReferenceIndex:
         self._origin: float | None = None
         self._clock = 0.0
         self._neighbours: dict[str, dict[str, float]] = defaultdict(dict)
-        self._recent: OrderedDict[str, deque[str]] = OrderedDict()
+        self._recent: OrderedDict[str, deque[str]] = OrderedDict()   # every user, least recently active first
         self._consumed: dict[str, dict[str, None]] = {}
         self.user_fields: dict[str, dict] = {}
         self.item_fields: dict[str, dict] = {}
@@ -50,8 +50,14 @@ class ReferenceIndex:
             seen[item] = None               # dicts keep insertion order: the oldest come first
             if len(seen) > limit:
                 del seen[next(iter(seen))]
+            history = self._recent.pop(user, None) or deque(maxlen=self.config.history)
+            self._recent[user] = history
             if label is None or math.isnan(label) or label > 0:
-                self._like(user, item, self._clock if ts is None or math.isnan(ts) else ts)
+                self._like(history, item, self._clock if ts is None or math.isnan(ts) else ts)
+            if len(self._recent) > self.config.users:
+                old, _ = self._recent.popitem(last=False)
+                self._consumed.pop(old, None)
+                self.user_fields.pop(old, None)
         self._remember_fields(rows)
         self.observed += len(users)
 
@@ -63,17 +69,18 @@ class ReferenceIndex:
             for column in columns:
                 latest = {e: v for e, v in zip(rows[key], rows[column]) if e is not None and v is not None}
                 for entity, value in latest.items():
+                    if key == USER and entity not in self._recent:
+                        continue   # forgotten
                     known = store.get(entity)
                     if known is None:
                         store[entity] = {column: value}
                     else:
                         known[column] = value
 
-    def _like(self, user: str, item: str, ts: float) -> None:
+    def _like(self, history: deque[str], item: str, ts: float) -> None:
+        """A positive of the user whose recent positives are `history`."""
         c = self.config
         self._popularity[item] = self._popularity.get(item, 0.0) + self._weight(ts)
-        history = self._recent.pop(user, None) or deque(maxlen=c.history)
-        self._recent[user] = history
         neighbours = self._neighbours
         mine = neighbours[item]
         for other in history:
@@ -86,10 +93,6 @@ class ReferenceIndex:
         if len(mine) > 2 * c.neighbours:
             self._trim(item)
         history.append(item)
-        if len(self._recent) > c.users:
-            old, _ = self._recent.popitem(last=False)
-            self._consumed.pop(old, None)
-            self.user_fields.pop(old, None)
 
     def _weight(self, ts: float) -> float:
         """2^((ts - origin) / half_life): a later event weighs more, which ranks items exactly as

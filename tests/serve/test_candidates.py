@@ -34,8 +34,22 @@ def test_negatives_and_missing_ids_do_not_seed_and_memory_is_bounded() -> None:
     index = CandidateIndex(CandidateConfig(users=2, consumed=3))
     index.observe(_table([(float(t), f"u{t % 5}", f"i{t}", 1.0) for t in range(50)]
                          + [(60.0, None, "i1", 1.0)]))
-    assert len(index._recent) == 2 and all(len(s) <= 3 for s in index._consumed.values())
+    assert len(index._users) == 2 and all(len(s) <= 3 for s in index._consumed.values())
     assert index.observed == 51
+
+
+def test_users_who_never_liked_anything_are_forgotten_too() -> None:
+    """An ads stream: most users only ever see impressions (label 0). They count against `users` like
+    any other, with their consumed items and fields (they were kept for ever)."""
+    index = CandidateIndex(CandidateConfig(users=10))
+    n = 1000
+    index.observe(pa.table({"ts": np.arange(n, dtype=float), "user_id": [f"u{k}" for k in range(n)],
+                            "item_id": ["ad"] * n, "label": [0.0] * n, "age": ["30"] * n}))
+    assert len(index._users) == len(index._consumed) == len(index.user_fields) == 10
+    assert index.consumed(f"u{n - 1}") == ["ad"] and index.consumed("u0") == []   # the least recent forgotten
+    index.observe(_table([(2000.0, "u999", "x", 1.0), (2001.0, "fan", "x", 1.0), (2002.0, "fan", "y", 1.0)]))
+    assert index.recent("fan") == ["x", "y"] and index.recent("u999") == ["x"]
+    assert index.candidates("u999", 1) == ["y"]   # co-occurring with x
 
 
 def test_latest_user_and_item_fields_are_kept() -> None:
@@ -66,7 +80,7 @@ def test_the_arrays_agree_with_the_plain_python_reference() -> None:
         index.observe(table)
         reference.observe(table)
         assert index.popular(25) == reference.popular(25)
-    assert len(index._recent) == len(reference._recent) == 30
+    assert len(index._users) == len(reference._recent) == 30
     for user in [f"u{k}" for k in range(45)] + ["nobody"]:
         assert index.recent(user) == reference.recent(user), user
         assert index.candidates(user, 12) == reference.candidates(user, 12), user
@@ -87,8 +101,8 @@ def test_a_user_booked_before_the_arrays_grow_has_no_history_yet() -> None:
     makes room for it; a request in between sees no history (not an IndexError, a 500)."""
     index = CandidateIndex()
     index.observe(pa.table({"ts": [1.0, 2.0], "user_id": ["u1", "u2"], "item_id": ["a", "b"]}))
-    index._recent["late"] = len(index._history_len) + 10     # booked, not grown yet
+    index._users["late"] = len(index._history_len) + 10     # booked, not grown yet
     assert index.recent("late") == []
     assert sorted(index.candidates("late", 2)) == ["a", "b"]   # the popular ones
-    index._history[index._recent["u1"], 0] = len(index._nb_len) + 10   # a seed whose co-occurrence row is not grown yet
+    index._history[index._users["u1"], 0] = len(index._nb_len) + 10   # a seed whose co-occurrence row is not grown yet
     assert index.candidates("u1", 2) == ["b"]
