@@ -154,6 +154,21 @@ class TextEncoder:
         return np.asarray(vectors, dtype=np.float32)
 
 
+class _Exported(torch.nn.Module):
+    """A `torch.export` program's module, which runs in the mode it was exported in (it refuses
+    `eval()`; this makes `eval()` and `train()` leave it as it is)."""
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def train(self, mode: bool = True) -> _Exported:
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.module(x)
+
+
 class ImageEncoder:
     """Any module mapping `[n, 3, size, size]` (ImageNet-normalised) to `[n, d]`; images are uint8 HxWx3 arrays
     of any size, resized (bilinear, antialiased) to `size` x `size`. `name` is the cache identity: give the
@@ -169,13 +184,20 @@ class ImageEncoder:
 
     @classmethod
     def load(cls, path: str | Path, size: int = 224, **kwargs: Any) -> ImageEncoder:
-        """A TorchScript file; its name is `image:<stem>-<size>-<hash of the file>`."""
+        """A model saved by `torch.export.save` (a `.pt2` file, exported in eval mode with a dynamic
+        batch size), or a TorchScript file (any other name; torch has deprecated TorchScript); its name
+        is `image:<stem>-<size>-<hash of the file>`."""
         path = Path(path)
         if not path.is_file():
-            raise EncoderMissing(f"image encoder: no TorchScript image model at {path} (export one there, e.g. "
-                                 f"torch.jit.save(torch.jit.script(model), {str(path)!r}), with a model mapping "
-                                 f"[n, 3, {size}, {size}] to [n, d])")
-        module = torch.jit.load(str(path), map_location=kwargs.get("device", "cpu"))
+            example = f"torch.zeros(2, 3, {size}, {size})"
+            raise EncoderMissing(
+                f"image encoder: no image model at {path} (export one there, mapping [n, 3, {size}, {size}] to "
+                f"[n, d]: Dim = torch.export.Dim; torch.export.save(torch.export.export(model.eval(), ({example},), "
+                f"dynamic_shapes=((Dim('n'), Dim.STATIC, Dim.STATIC, Dim.STATIC),)), {str(path)!r}))")
+        if path.suffix == ".pt2":
+            module: torch.nn.Module = _Exported(torch.export.load(str(path)).module())
+        else:
+            module = torch.jit.load(str(path), map_location=kwargs.get("device", "cpu"))
         return cls(module, size, name=f"image:{path.stem}-{size}-{_digest(path)}", **kwargs)
 
     @property

@@ -118,9 +118,27 @@ def test_image_encoder_batches_and_checks_its_input():
         ImageEncoder(torch.nn.Identity(), size=8, name="image:raw").encode(images[:1])
 
 
-def test_missing_image_model_is_one_line(tmp_path):
-    path = tmp_path / "vision" / "backbone.pt"
+def test_missing_image_model_is_one_line_that_says_how_to_export_one(tmp_path):
+    path = tmp_path / "vision" / "backbone.pt2"
     with pytest.raises(EncoderMissing) as caught:
-        ImageEncoder.load(path)
+        ImageEncoder.load(path, size=32)
     message = str(caught.value)
-    assert "\n" not in message and str(path) in message and "torch.jit.save(torch.jit.script(model)" in message
+    assert "\n" not in message and str(path) in message
+    path.parent.mkdir()
+    exec(message.split(" [n, d]: ", 1)[1][:-1], {"torch": torch, "model": _tiny_cnn()})   # the advice, as given
+    assert ImageEncoder.load(path, size=32).encode([np.zeros((8, 8, 3), np.uint8)]).shape == (1, 8)
+
+
+def test_an_exported_image_model_encodes_as_the_module_does(tmp_path):
+    """A `torch.export` program (`.pt2`), the format torch keeps (TorchScript is deprecated): it runs
+    in the mode it was exported in, with any batch size."""
+    module, path = _tiny_cnn().eval(), tmp_path / "tiny.pt2"
+    dim = torch.export.Dim
+    torch.export.save(torch.export.export(module, (torch.zeros(2, 3, 32, 32),),
+                                          dynamic_shapes=((dim("n"), dim.STATIC, dim.STATIC, dim.STATIC),)), path)
+    encoder = ImageEncoder.load(path, size=32, batch_size=3)
+    rng = np.random.default_rng(2)
+    images = [rng.integers(0, 256, (24 + i, 40, 3), dtype=np.uint8) for i in range(7)]   # batches of 3, 3, 1
+    np.testing.assert_allclose(encoder.encode(images), ImageEncoder(module, size=32, name="image:tiny").encode(images),
+                               atol=1e-6)
+    assert encoder.name.startswith("image:tiny-32-") and encoder.dim == 8
