@@ -10,6 +10,7 @@ elastic trainer group, the servers and the autoscaler, as YAML for `kubectl appl
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -50,5 +51,7 @@ def deploy_command(
         typer.echo(text, nl=False)
         return
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text, encoding="utf-8")
-    note(f"wrote {len(objects)} objects to {out}: kubectl apply -f {out}")
+    out.unlink(missing_ok=True)   # created anew, readable by its owner alone: the config's Secret is in it
+    with os.fdopen(os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w", encoding="utf-8") as file:
+        file.write(text)
+    note(f"wrote {len(objects)} objects to {out} (mode 600: it holds the config's secrets): kubectl apply -f {out}")

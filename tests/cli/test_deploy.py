@@ -30,7 +30,9 @@ def test_deploy_writes_the_manifests_of_the_config(tmp_path: Path) -> None:
     done = CliRunner().invoke(app, ["deploy", "--config", str(config), "--image", "registry.example/freshrec:0.1",
                                     "--out", str(out), "--servers", "3", "--storage", "200Gi"])
     assert done.exit_code == 0, done.stderr
-    assert f"wrote 10 objects to {out}: kubectl apply -f {out}" in done.stderr and done.stdout == ""
+    assert f"wrote 10 objects to {out} (mode 600: it holds the config's secrets): kubectl apply -f {out}" \
+        in done.stderr and done.stdout == ""
+    assert out.stat().st_mode & 0o777 == 0o600
     objects = list(yaml.safe_load_all(out.read_text()))
     assert objects == manifests(load_config(config), "registry.example/freshrec:0.1", servers=3, storage="200Gi")
     names = [f"{o['kind']}/{o['metadata']['name']}" for o in objects]
