@@ -81,6 +81,10 @@ def parse_config(data: Any, source: str | None = None) -> FreshrecConfig:
     if not isinstance(data, dict):
         sections = ", ".join(FreshrecConfig.model_fields)
         raise ConfigError([f"top level: expected a mapping with keys {sections}, got {show_value(data)}"], source)
+    placeholders = [f"{path}: {HIDDEN!r} stands where `config show` hid a secret: give the secret itself"
+                    for path in _placeholders(data)]
+    if placeholders:
+        raise ConfigError(placeholders, source)
     try:
         config = FreshrecConfig.model_validate(data)
     except ValidationError as error:
@@ -139,6 +143,19 @@ def _hidden(value: Any) -> Any:
     if isinstance(value, str):
         return _URL_PASSWORD.sub(rf"\g<1>{HIDDEN}@", value)
     return value
+
+
+def _placeholders(value: Any, path: str = "") -> Iterator[str]:
+    """The key paths of the `<hidden>` placeholders in parsed YAML (a value, or a URL's password): a
+    copy of `config show`'s output, which would run with them as the secrets."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _placeholders(item, f"{path}.{key}" if path else str(key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _placeholders(item, f"{path}[{index}]")
+    elif isinstance(value, str) and (value == HIDDEN or f":{HIDDEN}@" in value):
+        yield path
 
 
 def _inline(value: Any) -> str:

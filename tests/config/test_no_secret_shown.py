@@ -39,6 +39,16 @@ def test_a_deployments_config_keeps_them_and_reads_back_equal(tmp_path) -> None:
     assert load_config(path) == config
 
 
+def test_a_copy_of_config_show_is_refused_naming_each_hidden_secret(tmp_path) -> None:
+    """Run with `<hidden>` as the Kafka password, it would fail at the broker, far from the cause."""
+    path = tmp_path / "copied.yaml"
+    path.write_text(show_config(parse_config(CONFIG)))
+    done = CliRunner().invoke(cli, ["config", "check", str(path)])
+    assert done.exit_code == 2
+    assert "source.kafka.settings.sasl.password: '<hidden>' stands where `config show` hid a secret" in done.stderr
+    assert "alerts.webhook: '<hidden>' stands where" in done.stderr
+
+
 def test_the_tokens_are_in_no_log_line_and_no_answer(trained, caplog) -> None:
     trained.learn(trained.chunks[0])
     service = ModelService(trained.registry, sink=LiveQueue(FIELDS))
