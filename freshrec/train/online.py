@@ -364,7 +364,7 @@ class OnlineTrainer:
             overflow = self._scaled_backward(value)
         if not (math.isfinite(float(value.detach())) and self._gradients_finite()):
             if self._scaler is not None:
-                self._scaler.update()
+                self._back_off(overflow)
             if overflow and math.isfinite(float(value.detach())):
                 return self._overflow(batch, output)
             return self._skip(batch, float(value.detach()))
@@ -398,6 +398,14 @@ class OnlineTrainer:
             if grad is not None:
                 grad.mul_(inverse)
         return not self._gradients_finite()
+
+    def _back_off(self, overflow: bool) -> None:
+        """The scaler's update after a step not taken: it saw the dense gradients only, so where only
+        the rows' overflowed it would keep its scale (and every later step overflow alike): halve it."""
+        scale = self._scaler.get_scale()
+        self._scaler.update()
+        if overflow and self._scaler.get_scale() >= scale:
+            self._scaler.update(scale * self._scaler.get_backoff_factor())
 
     def _overflow(self, batch: Batch, output: torch.Tensor) -> dict:
         """An fp16 step whose scaled gradients overflowed: scored, not learned (the scaler shrinks)."""

@@ -74,3 +74,23 @@ def test_fp16_and_unknown_precisions_are_refused_on_the_cpu():
         TrainerConfig(precision="fp16")
     with pytest.raises(ValueError, match="precision 'int8' is not one of"):
         TrainerConfig(precision="int8")
+
+
+def test_an_fp16_step_whose_rows_alone_overflow_halves_the_scale(fp16_on_the_cpu):
+    """The scaler checks the dense gradients; an overflow in the rows' alone must shrink it too, or
+    every later step would overflow the same way and nothing be learned again."""
+    data = stream(rows=2048, batch_size=256)
+    trainer = OnlineTrainer(build_model("deepfm", data.specs), TrainerConfig(precision="fp16", seed=3))
+    trainer.learn(data.batches[0])
+    served, scale = trainer.model.served_gradients, trainer.scaler.get_scale()
+
+    def overflowing() -> list:
+        grads = served()
+        next(g for g in grads if g is not None)[0, 0] = float("inf")
+        return grads
+
+    trainer.model.served_gradients = overflowing
+    assert trainer.learn(data.batches[1])["skipped"] == 1
+    assert trainer.scaler.get_scale() == scale / 2
+    del trainer.model.served_gradients
+    assert not trainer.learn(data.batches[2])["skipped"]
