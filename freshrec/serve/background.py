@@ -44,8 +44,8 @@ class BackgroundServer:
         self.service = ModelService(ModelRegistry(registry), sink=sink,
                                     offline=ModelRegistry(offline) if offline else None, content=content)
         if retrieval is not None:
-            self.service.retriever = Retriever(ModelService(ModelRegistry(retrieval), content=content), self.service,
-                                               content)
+            tower = ModelService(ModelRegistry(retrieval), content=content, interactions=False)
+            self.service.retriever = Retriever(tower, self.service, content)
         app = create_app(self.service, config or ServeConfig(admin_token=os.environ.get(ADMIN_TOKEN_ENV)))
         self.server = uvicorn.Server(uvicorn_config(app, host, port))
         self.thread = threading.Thread(target=self.server.run, name="freshrec-server", daemon=True)

@@ -25,7 +25,7 @@ the user tower's vector of the user's latest fields and recent items; items the 
 >>> ranking = ModelService(None)          # the ranking model's service: its CandidateIndex knows the interactions
 >>> ranking.candidates.observe(pa.table({"ts": [1.0, 2.0], "user_id": ["u", "u"], "item_id": ["7", "8"],
 ...                                      "label": [1.0, 1.0]}))
->>> retriever = Retriever(ModelService(registry), ranking)   # with content: both services given it
+>>> retriever = Retriever(ModelService(registry, interactions=False), ranking)   # with content: both services given it
 >>> retriever.sync()
 1
 >>> sorted(retriever.candidates("v", 5)), retriever.candidates("u", 5)   # u had both

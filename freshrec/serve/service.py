@@ -103,12 +103,15 @@ class ModelService:
     def __init__(self, registry: ModelRegistry | None, metrics: ServingMetrics | None = None,
                  sink: LiveQueue | None = None, candidates: CandidateConfig | None = None,
                  drain_timeout: float = 10.0, offline: ModelRegistry | None = None,
-                 follow: str = "latest", hold: int | None = None, content: ItemContent | None = None) -> None:
+                 follow: str = "latest", hold: int | None = None, content: ItemContent | None = None,
+                 interactions: bool = True) -> None:
         """`offline`: the registry of offline snapshots; when the online versions carry Hedge weights
         (`fusion` meta), scores are `w * online + (1 - w) * offline`. `follow`: latest (every
         version), full (full snapshots only) or frozen (the first version loaded, or the full
         snapshot `hold`, and no other). `content`: the items' content vectors, for models with content
-        features (a version that has them is refused without it)."""
+        features (a version that has them is refused without it). `interactions`: whether the
+        versions' interactions feed `candidates` (not for a two-tower's service under a `Retriever`,
+        which reads the ranking service's index)."""
         if follow not in ("latest", "full", "frozen") or (hold is not None and follow != "frozen"):
             raise ValueError(f"follow must be latest, full or frozen (hold: frozen only), got {follow!r}, {hold}")
         self.registry = registry
@@ -122,6 +125,7 @@ class ModelService:
         self.drain_timeout = drain_timeout
         self.switcher: ModelSwitcher[Replica] = ModelSwitcher()
         self.candidates = CandidateIndex(self.candidate_config)
+        self.interactions = interactions
         self._standby: Replica | None = None
         self._refused: set[int] = set()
         self._refused_offline: set[int] = set()
@@ -247,7 +251,7 @@ class ModelService:
         standby = Replica.from_snapshot(self.registry.load_full(version, verify=False), self.content)
         fields = snapshot.meta.get("fields", [])
         candidates = CandidateIndex(self.candidate_config, [f["name"] for f in fields if f["owner"] == "item"])
-        if snapshot.interactions is not None:
+        if snapshot.interactions is not None and self.interactions:
             candidates.observe(snapshot.interactions)
         self.candidates = candidates
         self._standby = standby
@@ -260,7 +264,7 @@ class ModelService:
             standby = Replica.from_snapshot(self._rebuild(delta.since), self.content)
         standby.advance(delta)
         old = self._swap(standby, "delta", delta.meta)
-        if delta.interactions is not None:
+        if delta.interactions is not None and self.interactions:
             self.candidates.observe(delta.interactions)
         self._standby = None
         if old is not None and self.switcher.drained(old, self.drain_timeout):

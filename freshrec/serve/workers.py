@@ -70,7 +70,8 @@ def open_service(registry: str | Path | None, attach: str | None, retrieval: str
     else:
         service = ModelService(ModelRegistry(registry), content=content)
     if retrieval is not None:
-        service.retriever = Retriever(ModelService(ModelRegistry(retrieval), content=content), service, content)
+        service.retriever = Retriever(ModelService(ModelRegistry(retrieval), content=content, interactions=False),
+                                      service, content)
     return service
 
 

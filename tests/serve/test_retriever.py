@@ -36,7 +36,7 @@ def _served(trained, tmp_path, content=None, history: int = 0) -> tuple[ModelSer
         two.learn(chunk)
     ranking = ModelService(trained.registry)
     ranking.sync()
-    ranking.retriever = Retriever(ModelService(two.registry, content=content), ranking, content)
+    ranking.retriever = Retriever(ModelService(two.registry, content=content, interactions=False), ranking, content)
     return ranking, two
 
 
@@ -45,6 +45,7 @@ def test_the_index_holds_every_item_and_follows_new_versions(trained, tmp_path):
     retriever = ranking.retriever
     first = retriever.sync()
     assert first is not None and len(retriever.index) == len(set(map(str, ranking.candidates.items())))
+    assert ranking.candidates.observed and not retriever.models.candidates.observed   # one index, the ranking's
     index_version = retriever.index.version
     trained.learn(trained.chunks[3])
     two.learn(trained.chunks[3])
