@@ -145,6 +145,9 @@ class TrainingSection(Section):
         "Event time between offline retrainings (null: by offline_events only, or never)"))
     offline_events: int | None = Field(None, ge=1,
                                        description="Also retrain offline after this many events (null: by time only)")
+    offline_window: Duration | None = Field(None, description=(
+        "Offline training reads the log's events this much event time back from its newest "
+        "(null: the whole log, read into memory at each retraining)"))
     dense_lr: float | None = Field(None, gt=0, description=(
         "Learning rate of the dense (torch) parameters: deep towers, biases, fusion offsets (null: model.lr, "
         "or its default)"))

@@ -196,10 +196,10 @@ def engine_config(config: FreshrecConfig, publish: bool = True) -> EngineConfig:
 
 
 def offline_config(config: FreshrecConfig) -> OfflineConfig:
-    """Offline retraining: `training.epochs`, `holdout_fraction`, `patience`, `warm_start`."""
+    """Offline retraining: `training.epochs`, `holdout_fraction`, `patience`, `warm_start`, `offline_window`."""
     t = config.training
     return OfflineConfig(epochs=t.epochs, holdout_fraction=t.holdout_fraction, patience=t.patience,
-                         warm_start=t.warm_start, seed=config.model.seed)
+                         warm_start=t.warm_start, seed=config.model.seed, window=t.offline_window)
 
 
 def fusion_config(config: FreshrecConfig) -> FusionConfig:

@@ -45,8 +45,9 @@ __all__ = ["OfflineSchedule"]
 
 
 class OfflineSchedule:
-    """Retrains `engine`'s model offline on its whole log; `poll` (call it after each chunk) applies
-    a finished result: publish to `STATE/offline-registry`, and rebase the online model if asked."""
+    """Retrains `engine`'s model offline on its log (the whole log, or its last `config.window` of event
+    time); `poll` (call it after each chunk) applies a finished result: publish to
+    `STATE/offline-registry`, and rebase the online model if asked."""
 
     def __init__(self, engine: DataFlowEngine, config: OfflineConfig | None = None, fusion: str = "none",
                  window: int = 2000, eta: float | None = None) -> None:
@@ -68,7 +69,10 @@ class OfflineSchedule:
             self.skipped += 1
             return
         self.poll(engine)
-        self.pending = self.runner.submit_log(self.reader, engine.pipeline, warm_from=engine.trainer.model)
+        window = self.runner.trainer.config.window
+        newest = self.reader.newest if window is not None else None   # the worker reads nothing now
+        start = newest - window if newest is not None else None
+        self.pending = self.runner.submit_log(self.reader, engine.pipeline, start, warm_from=engine.trainer.model)
 
     def poll(self, engine: DataFlowEngine, *_: object, apply: bool = True) -> None:
         """Publish (and, with `apply`, rebase on) a finished retraining; nothing if none finished."""

@@ -238,6 +238,11 @@ class EventLog:
         """Closed segments."""
         return len(self._closed())
 
+    @property
+    def newest(self) -> float | None:
+        """The newest event time in the closed segments (None: none)."""
+        return max((s.ts_max for s in self._closed()), default=None)
+
     def _closed(self) -> list[SegmentInfo]:
         state = self._st()
         self._refresh(state)

@@ -61,7 +61,9 @@ class OfflineConfig:
     - `patience`: epochs without a better holdout logloss before stopping;
     - `seed`: seeds the shuffles (torch's seed is `TrainerConfig.seed`);
     - `warm_start`: start from a copy of `warm_from` when one is given;
-    - `shuffle`: permute the training rows each epoch (False: time order)."""
+    - `shuffle`: permute the training rows each epoch (False: time order);
+    - `window`: seconds of event time read from the log, back from its newest event (None: the
+      whole log; `OfflineSchedule`)."""
 
     epochs: int = 3
     batch_size: int = 512
@@ -70,10 +72,13 @@ class OfflineConfig:
     seed: int = 0
     warm_start: bool = True
     shuffle: bool = True
+    window: float | None = None
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.patience < 1:
             raise ValueError(f"epochs, batch_size and patience must be >= 1: {self}")
+        if self.window is not None and not self.window > 0:
+            raise ValueError(f"window must be > 0 seconds, not {self.window}")
         if not 0.0 <= self.holdout_fraction < 1.0:
             raise ValueError(f"holdout_fraction must be in [0, 1), not {self.holdout_fraction}")
 

@@ -80,7 +80,7 @@ CHANGES: dict[str, tuple[dict[str, Any], Any]] = {
     "training": ({}, {"epochs": 1}),
     **{f"training.{key}": ({}, value) for key, value in [
         ("online_batch_size", 64), ("online_batch_window", "10s"), ("offline_interval", None), ("offline_events", 1000),
-        ("checkpoint_events", 10), ("dense_lr", 0.01),
+        ("offline_window", "7d"), ("checkpoint_events", 10), ("dense_lr", 0.01),
         ("epochs", 1), ("holdout_fraction", 0.2), ("patience", 2), ("warm_start", False)]},
     "training.workers": (GROUP, 2),
     "training.max_restarts": ({**GROUP, "training.workers": 2}, 5),

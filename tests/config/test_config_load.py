@@ -67,8 +67,8 @@ def test_unknown_keys_at_top_level_and_nested(tmp_path):
     ("source:\n  format: tsv\n", "source.format: expected one of 'criteo', 'avazu', 'movielens-100k', "
                                  "'open-bandit', 'csv', 'parquet' or 'simulator', got 'tsv'"),
     ("training: 5\n", "training: expected a mapping with keys online_batch_size, online_batch_window, "
-                      "offline_interval, offline_events, dense_lr, checkpoint_events, epochs, holdout_fraction, "
-                      "patience, warm_start, workers, max_restarts, got 5"),
+                      "offline_interval, offline_events, offline_window, dense_lr, checkpoint_events, epochs, "
+                      "holdout_fraction, patience, warm_start, workers, max_restarts, got 5"),
     ("source:\n  kafka:\n    settings: {linger.ms: [5]}\n",
      "source.kafka.settings['linger.ms']: expected a string, got a list"),
 ])

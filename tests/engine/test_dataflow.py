@@ -141,3 +141,25 @@ def test_hedge_weights_travel_with_the_versions_and_the_server_blends(tmp_path: 
     assert offline.version == replica.fusion["offline_version"]
     expected = weight * replica.score(rows) + (1 - weight) * offline.score(rows)
     np.testing.assert_allclose(blended, expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize("window", [None, 2.0])
+def test_offline_retraining_reads_the_log_back_over_its_window(tmp_path: Path, window: float | None) -> None:
+    from freshrec.engine.hybrid import OfflineSchedule
+    from freshrec.log import EventLog
+    from freshrec.snapshot import ModelRegistry
+    from freshrec.train.offline import OfflineConfig
+
+    sim = Simulator(SimulatorConfig(total_events=6000, batch_size=500, seed=6))   # 6 s of event time
+    engine = DataFlowEngine(sim, SPECS, lambda: build_model("fm", SPECS, ModelConfig(dim=4)), tmp_path,
+                            EngineConfig(publish=False))
+    engine.run()
+    schedule = OfflineSchedule(engine, OfflineConfig(epochs=1, window=window))
+    schedule(engine)
+    schedule.close(engine)
+    log = EventLog(tmp_path / "log", sim.fields)
+    start = None if window is None else log.newest - window
+    expected = sum(len(chunk) for chunk in log.read(start))
+    assert 0 < expected < 6000 if window else expected == 6000
+    offline = ModelRegistry(tmp_path / "offline-registry")
+    assert offline.load_full(offline.latest()).meta["rows"] == expected
