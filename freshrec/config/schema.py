@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from freshrec.config.durations import format_duration
 from freshrec.config.section import Section
 from freshrec.config.sections import (
     OPTIMIZERS,
@@ -93,6 +94,13 @@ class FreshrecConfig(Section):
         if self.features.content and self.content.items is None and source.format != "movielens-100k":
             lines.append(f"features.content: {source.format} events carry no item text; name a file of item_id and "
                          "text columns in content.items")
+        window, retention = self.training.offline_window, self.log.retention
+        if retention is not None and (window is None or window > retention) and (
+                self.training.offline_interval is not None or self.training.offline_events is not None):
+            reads = "the whole log" if window is None else format_duration(window)
+            lines.append(f"log.retention: {format_duration(retention)} keeps less than offline retraining reads "
+                         f"(training.offline_window: {reads}); set training.offline_window to at most "
+                         f"{format_duration(retention)}")
         if self.autoscale.min > self.autoscale.max:
             lines.append(f"autoscale.min: {self.autoscale.min} is above autoscale.max {self.autoscale.max}")
         return lines

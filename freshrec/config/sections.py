@@ -324,6 +324,9 @@ class LogSection(Section):
 
     roll_bytes: int = Field(64 << 20, ge=1, description="Close a segment once it holds this many bytes")
     roll_seconds: Duration = Field(300.0, description="Close a segment once it is this old")
+    retention: Duration | None = Field(None, description=(
+        "Delete segments whose newest event is this much event time older than the log's newest, at each "
+        "checkpoint (null: keep every event)"))
 
 
 class GpuSection(Section):

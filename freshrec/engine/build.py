@@ -191,7 +191,8 @@ def engine_config(config: FreshrecConfig, publish: bool = True) -> EngineConfig:
                         sync=SyncConfig(sync_interval=config.sync.sync_interval,
                                         full_interval=config.sync.full_interval),
                         trainer=trainer_config(config), log_roll_bytes=config.log.roll_bytes,
-                        log_roll_seconds=config.log.roll_seconds, target=config.features.target,
+                        log_roll_seconds=config.log.roll_seconds, log_retention=config.log.retention,
+                        target=config.features.target,
                         share=config.sync.share)
 
 

@@ -69,7 +69,8 @@ class EngineConfig:
     - `trainer`: the online trainer's settings;
     - `retrain_events` / `retrain_seconds` (event time): how often the `retrain` hook is called
       (the offline trainer's trigger; None: never);
-    - `log_roll_bytes` / `log_roll_seconds`: when the event log closes a segment;
+    - `log_roll_bytes` / `log_roll_seconds`: when the event log closes a segment; `log_retention`:
+      the event time it keeps (None: everything);
     - `target`: the graded column featurised as `Batch.targets` (ordinal levels; None: none)."""
 
     batch_size: int = 512
@@ -82,6 +83,7 @@ class EngineConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     log_roll_bytes: int = 64 << 20
     log_roll_seconds: float = 300.0
+    log_retention: float | None = None
     target: str | None = None
     share: str | None = None
 
@@ -110,7 +112,8 @@ class DataFlowEngine:
         self.config = config or EngineConfig()
         self.joiner = joiner
         self.pipeline = FeaturePipeline(self.specs, self.config.target, content)
-        self.log = EventLog(self.root / "log", source.fields, self.config.log_roll_bytes, self.config.log_roll_seconds)
+        self.log = EventLog(self.root / "log", source.fields, self.config.log_roll_bytes, self.config.log_roll_seconds,
+                            retention=self.config.log_retention)
         self.checkpoints = CheckpointStore(self.root / "checkpoints")
         self.registry = ModelRegistry(self.root / "registry")
         self.trainer: OnlineTrainer | None = None   # by restore()

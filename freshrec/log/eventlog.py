@@ -38,6 +38,7 @@ segments raises `LogWriteError` too, so no checkpoint is taken while rows are he
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
@@ -141,30 +142,37 @@ class EventLog:
     `conform` types them), `position` and `source`.
 
     A segment rolls (closes) once it holds `roll_bytes` or is `roll_seconds` old by `clock`;
-    ages are checked at each `append`. One process writes a log (it holds `root/_writer.lock`
-    from its first `append`, `flush` or `rollback` to `close`); any number may read meanwhile,
-    each with an `EventLog` of its own (another instance in the same process reads too). An
-    instance is used by one thread at a time. Taking the lock recovers from a crash: see
-    `recovered`; `EventLog.open` takes it at once.
+    ages are checked at each `append`. With `retention` (seconds of event time), each `flush`
+    deletes the closed segments whose newest event is that much older than the log's newest
+    (`expired` counts their rows; skipped while a reader reads, as a merge is).
+
+    One process writes a log (it holds `root/_writer.lock` from its first `append`, `flush` or
+    `rollback` to `close`); any number may read meanwhile, each with an `EventLog` of its own
+    (another instance in the same process reads too). An instance is used by one thread at a
+    time. Taking the lock recovers from a crash: see `recovered`; `EventLog.open` takes it at once.
     """
 
     def __init__(self, root: str | os.PathLike[str], fields: Sequence[Field], roll_bytes: int = 64 << 20,
                  roll_seconds: float = 300.0, clock: Callable[[], float] = time.monotonic,
-                 retry: LogRetry = LogRetry()) -> None:
+                 retry: LogRetry = LogRetry(), retention: float | None = None) -> None:
+        if retention is not None and not retention > 0:
+            raise ValueError(f"retention must be > 0 seconds, not {retention}")
         self.root = Path(root)
         self.fields = tuple(fields)
         self.roll_bytes = roll_bytes
         self.roll_seconds = roll_seconds
         self.clock = clock
         self.retry = retry
+        self.retention = retention
+        self.expired = 0   # rows deleted by the retention
         self._state: _State | None = None
 
     @classmethod
     def open(cls, root: str | os.PathLike[str], fields: Sequence[Field], roll_bytes: int = 64 << 20,
              roll_seconds: float = 300.0, clock: Callable[[], float] = time.monotonic,
-             retry: LogRetry = LogRetry()) -> EventLog:
+             retry: LogRetry = LogRetry(), retention: float | None = None) -> EventLog:
         """A log ready to write: the writer lock taken and the crash recovered (`recovered`)."""
-        log = cls(root, fields, roll_bytes, roll_seconds, clock, retry)
+        log = cls(root, fields, roll_bytes, roll_seconds, clock, retry, retention)
         log._writer()
         return log
 
@@ -385,12 +393,37 @@ class EventLog:
         Returns the log's offset: the number of the next segment; every segment below it is
         closed. A checkpoint stores it to `rollback` to after a restore. `LogWriteError` (rows
         held) when a segment cannot be closed: take no checkpoint then. Then the segments of each
-        hour appended to before the last flush but not since are merged (`freshrec.log.compact`)."""
+        hour appended to before the last flush but not since are merged (`freshrec.log.compact`),
+        and those past the `retention` deleted."""
         state = self._writer()
         self._retrying(lambda: self._roll_all(state, list(state.open)), "close its segments", held=True)
         self._compact(state, quiet_only=True)
+        self._expire(state)
         state.touched = set()
         return state.next_seq
+
+    def _expire(self, state: _State) -> None:
+        """Delete the closed segments past the retention (none while a reader reads: a later flush
+        does it); a segment whose file cannot be deleted is left for the next flush."""
+        if self.retention is None or not state.index:
+            return
+        cutoff = max(info.ts_max for info in state.index.values()) - self.retention
+        doomed = [info for info in state.index.values() if info.ts_max < cutoff]
+        if not doomed:
+            return
+        with compact.merging(self.root, 0.0) as free:
+            for info in doomed if free else ():
+                try:
+                    info.path.unlink(missing_ok=True)
+                except OSError as error:
+                    logger.warning("%s: could not delete %s past the retention (%s)", self.root, info.path, error)
+                    continue
+                self._replace(state, [info], None)
+                self.expired += info.rows
+                with contextlib.suppress(OSError):   # the hour's folder, once empty
+                    info.path.parent.rmdir()
+            if free:
+                layout.fsync_dir(self.root)
 
     def _compact(self, state: _State, quiet_only: bool, wait: float = 0.0) -> None:
         """Merge each hour's closed segments into one (only the hours not appended to since the last

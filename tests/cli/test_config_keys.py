@@ -117,6 +117,7 @@ CHANGES: dict[str, tuple[dict[str, Any], Any]] = {
     "log": ({}, {"roll_bytes": 4096}),
     "log.roll_bytes": ({}, 4096),
     "log.roll_seconds": ({}, "1m"),
+    "log.retention": ({"training.offline_window": "1m"}, "1m"),
     "gpu": ({}, {"count": 8}),
     "gpu.type": ({}, "A100"),
     "gpu.count": ({}, 8),

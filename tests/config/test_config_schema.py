@@ -142,7 +142,16 @@ def test_optimizers_no_model_uses_are_not_offered(optimizer):
     ({"source": {"format": "csv"}}, "source.columns: format 'csv' needs a column mapping"),
     ({"source": {"columns": {"user": "u", "item": "i", "time": "t"}}}, "source.columns: only for format csv"),
     ({"source": {"kind": "kafka", "limit": 5}}, "source.limit: replay only"),
+    ({"log": {"retention": "3d"}}, r"log.retention: 3d keeps less than offline retraining reads \(training.offline_"
+                                   r"window: the whole log\); set training.offline_window to at most 3d"),
+    ({"log": {"retention": "3d"}, "training": {"offline_window": "4d"}}, "log.retention: 3d keeps less"),
 ])
 def test_settings_that_do_not_go_together(data, line):
     with pytest.raises(ConfigError, match="^" + line):
         parse_config(data)
+
+
+@pytest.mark.parametrize("data", [{"log": {"retention": "7d"}, "training": {"offline_window": "7d"}},
+                                  {"log": {"retention": "1d"}, "training": {"offline_interval": None}}])
+def test_a_retention_that_keeps_what_offline_retraining_reads_is_taken(data):
+    assert parse_config(data).log.retention in (7 * 86_400.0, 86_400.0)

@@ -163,3 +163,16 @@ def test_offline_retraining_reads_the_log_back_over_its_window(tmp_path: Path, w
     assert 0 < expected < 6000 if window else expected == 6000
     offline = ModelRegistry(tmp_path / "offline-registry")
     assert offline.load_full(offline.latest()).meta["rows"] == expected
+
+
+def test_the_engine_keeps_the_log_within_its_retention(tmp_path: Path) -> None:
+    from freshrec.log import EventLog
+
+    sim = Simulator(SimulatorConfig(total_events=6000, batch_size=500, seed=6))   # 6 s of event time
+    engine = DataFlowEngine(sim, SPECS, lambda: build_model("fm", SPECS, ModelConfig(dim=4)), tmp_path,
+                            EngineConfig(publish=False, checkpoint_events=1000, log_roll_bytes=1, log_retention=2.0))
+    figures = engine.run()
+    log = EventLog(tmp_path / "log", sim.fields)
+    ts = [t for chunk in log.read() for t in chunk.table.column("ts").to_pylist()]
+    assert figures["events"] == 6000 and 0 < len(ts) < 6000 and engine.log.expired == 6000 - len(ts)
+    assert min(ts) >= log.newest - 2.0 - 0.6   # at most a segment (a chunk: 0.5 s) beyond the retention
