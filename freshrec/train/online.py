@@ -401,11 +401,13 @@ class OnlineTrainer:
 
     def _back_off(self, overflow: bool) -> None:
         """The scaler's update after a step not taken: it saw the dense gradients only, so where only
-        the rows' overflowed it would keep its scale (and every later step overflow alike): halve it."""
+        the rows' overflowed it would keep its scale (and every later step overflow alike): back off
+        as it does on an overflow of its own (the scale shrunk, the count towards growing it restarted)."""
         scale = self._scaler.get_scale()
         self._scaler.update()
         if overflow and self._scaler.get_scale() >= scale:
-            self._scaler.update(scale * self._scaler.get_backoff_factor())
+            shrunk = scale * self._scaler.get_backoff_factor()
+            self._scaler.load_state_dict({**self._scaler.state_dict(), "scale": shrunk, "_growth_tracker": 0})
 
     def _overflow(self, batch: Batch, output: torch.Tensor) -> dict:
         """An fp16 step whose scaled gradients overflowed: scored, not learned (the scaler shrinks)."""
