@@ -70,7 +70,7 @@ class OfflineSchedule:
             return
         self.poll(engine)
         window = self.runner.trainer.config.window
-        newest = self.reader.newest if window is not None else None   # the worker reads nothing now
+        newest = self.reader.newest if window is not None else None   # its reader is idle: no job runs now
         start = newest - window if newest is not None else None
         self.pending = self.runner.submit_log(self.reader, engine.pipeline, start, warm_from=engine.trainer.model)
 
