@@ -157,21 +157,23 @@ def _trainer_pod(config: FreshrecConfig, image: str, endpoint: str, ranks_per_po
     return pod
 
 
+def _probe(path: str, port: int, **timing: int) -> dict:
+    """An HTTP GET probe of the server's `path`."""
+    return {"httpGet": {"path": path, "port": port}, "timeoutSeconds": 5, **timing}
+
+
 def _server_pod(config: FreshrecConfig, image: str, volumes: tuple[list[dict], list[dict]]) -> dict:
     """A server: waits for the trainers' registry, then serves it on serve.port; ready (/readyz) once it
     has loaded a model, alive (/healthz) while it answers."""
     port, registry = config.serve.port, f"{STATE_DIR}/registry"
-    def probe(path: str) -> dict:
-        return {"httpGet": {"path": path, "port": port}, "timeoutSeconds": 5}
-
     wait = {"name": "wait-for-registry", "image": image, "volumeMounts": volumes[1],
             "command": ["sh", "-c", f"until [ -d {registry} ]; do echo waiting for {registry}; sleep 5; done"]}
     server = {"name": "server", "image": image, "volumeMounts": volumes[1],
               "command": ["freshrec", "serve", "--registry", registry, "--config", CONFIG_FILE,
                           "--host", "0.0.0.0", "--port", str(port)],
               "ports": [{"name": "http", "containerPort": port}],
-              "readinessProbe": {**probe("/readyz"), "periodSeconds": 5},   # no traffic before a model is loaded
-              "livenessProbe": {**probe("/healthz"), "periodSeconds": 10, "failureThreshold": 6}}   # numba compiles
+              "readinessProbe": _probe("/readyz", port, periodSeconds=5),   # no traffic before a model is loaded
+              "livenessProbe": _probe("/healthz", port, periodSeconds=10, failureThreshold=6)}   # numba compiles
     return {"automountServiceAccountToken": False, "initContainers": [wait], "containers": [server],
             "volumes": volumes[0]}
 

@@ -1,9 +1,8 @@
 """A trainer's state as plain files: `save_trainer(trainer, directory)` writes the model (a
 `Snapshot`: dense weights, tables with their row optimizer state and generators), the dense
 optimizer's state (`optimizer.safetensors` + `trainer.json`), fp16's gradient scale and torch's
-random state; a later
-`load_trainer(directory)` continues exactly where it stopped: the same next update, bit for bit.
-No pickle anywhere.
+random state; a later `load_trainer(directory)` continues exactly where it stopped: the same next
+update, bit for bit. No pickle anywhere.
 
 Incremental: `save_trainer(trainer, directory, since=versions)` writes the tables as a `Delta` since
 the table versions `versions` of an earlier save (every row written or sighted since, the ids
