@@ -145,7 +145,7 @@ class TrainingSection(Section):
         "Event time between offline retrainings (null: by offline_events only, or never)"))
     offline_events: int | None = Field(None, ge=1,
                                        description="Also retrain offline after this many events (null: by time only)")
-    offline_window: Duration | None = Field(None, description=(
+    offline_window: Duration | None = Field(None, gt=0, description=(
         "Offline training reads the log's events this much event time back from its newest "
         "(null: the whole log, read into memory at each retraining)"))
     dense_lr: float | None = Field(None, gt=0, description=(
@@ -324,7 +324,7 @@ class LogSection(Section):
 
     roll_bytes: int = Field(64 << 20, ge=1, description="Close a segment once it holds this many bytes")
     roll_seconds: Duration = Field(300.0, description="Close a segment once it is this old")
-    retention: Duration | None = Field(None, description=(
+    retention: Duration | None = Field(None, gt=0, description=(
         "Delete segments whose newest event is this much event time older than the log's newest, at each "
         "checkpoint (null: keep every event)"))
 

@@ -155,3 +155,12 @@ def test_settings_that_do_not_go_together(data, line):
                                   {"log": {"retention": "1d"}, "training": {"offline_interval": None}}])
 def test_a_retention_that_keeps_what_offline_retraining_reads_is_taken(data):
     assert parse_config(data).log.retention in (7 * 86_400.0, 86_400.0)
+
+
+@pytest.mark.parametrize(("data", "line"), [
+    ({"log": {"retention": 0}, "training": {"offline_interval": None}}, "log.retention: expected a number > 0, got 0"),
+    ({"training": {"offline_window": "0s"}}, "training.offline_window: expected a number > 0, got '0s'"),
+])
+def test_a_retention_or_an_offline_window_of_nothing_is_refused_naming_its_key(data, line):
+    with pytest.raises(ConfigError, match="^" + line):
+        parse_config(data)
